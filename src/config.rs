@@ -1,0 +1,195 @@
+//! Configuration: TOML, with every key defaulted so that `tether run` works
+//! with no file at all. Unknown keys are errors that name the key.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::sip::Limits;
+
+/// The embedded defaults, also printed by `tether config`.
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub sip: SipConfig,
+    pub runtime: RuntimeConfig,
+}
+
+/// `[sip]`: listening addresses and message limits.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipConfig {
+    /// UDP addresses to listen on (IPv4 and IPv6).
+    pub listen: Vec<SocketAddr>,
+    /// Largest datagram accepted; larger ones are dropped and counted.
+    pub max_datagram: usize,
+    /// Most header fields accepted in one message.
+    pub max_headers: usize,
+}
+
+/// `[runtime]`: threads and sockets.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Worker threads; 0 means one per available core.
+    pub workers: usize,
+    /// Requested SO_RCVBUF / SO_SNDBUF in bytes.
+    pub socket_buffer: usize,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        SipConfig {
+            listen: vec!["0.0.0.0:5060".parse().expect("literal")],
+            max_datagram: Limits::default().max_datagram,
+            max_headers: Limits::default().max_headers,
+        }
+    }
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            workers: 0,
+            socket_buffer: 8 << 20,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            sip: SipConfig::default(),
+            runtime: RuntimeConfig::default(),
+        }
+    }
+}
+
+/// A configuration problem, worded for the operator.
+#[derive(Debug)]
+pub enum ConfigError {
+    Read { path: String, err: std::io::Error },
+    Syntax(String),
+    Invalid { key: &'static str, fix: String },
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigError::Read { path, err } => write!(f, "cannot read config file {path}: {err}"),
+            ConfigError::Syntax(msg) => write!(f, "config: {msg}"),
+            ConfigError::Invalid { key, fix } => write!(f, "config key `{key}`: {fix}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Parses TOML text; missing keys take their defaults.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    /// Reads a file, or returns the embedded defaults when `path` is `None`.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        match path {
+            None => Config::from_toml(DEFAULT_TOML),
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|err| ConfigError::Read {
+                    path: p.display().to_string(),
+                    err,
+                })?;
+                Config::from_toml(&text)
+            }
+        }
+    }
+
+    /// Range checks that serde cannot express.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.sip.listen.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "sip.listen",
+                fix: "give at least one address, e.g. [\"0.0.0.0:5060\"]".into(),
+            });
+        }
+        if !(512..=65535).contains(&self.sip.max_datagram) {
+            return Err(ConfigError::Invalid {
+                key: "sip.max_datagram",
+                fix: format!(
+                    "{} is out of range; use 512..=65535 bytes",
+                    self.sip.max_datagram
+                ),
+            });
+        }
+        if !(8..=1024).contains(&self.sip.max_headers) {
+            return Err(ConfigError::Invalid {
+                key: "sip.max_headers",
+                fix: format!("{} is out of range; use 8..=1024", self.sip.max_headers),
+            });
+        }
+        if self.runtime.workers > 1024 {
+            return Err(ConfigError::Invalid {
+                key: "runtime.workers",
+                fix: "use 0 (one per core) or a thread count up to 1024".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The parser limits this configuration asks for.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_datagram: self.sip.max_datagram,
+            max_headers: self.sip.max_headers,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_parse_and_match_code_defaults() {
+        assert_eq!(Config::from_toml(DEFAULT_TOML).unwrap(), Config::default());
+        assert_eq!(Config::from_toml("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_toml("[sip]\nlisten_addr = []\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listen_addr"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_names_key_and_fix() {
+        let err = Config::from_toml("[sip]\nmax_datagram = 10\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("sip.max_datagram") && err.contains("512"),
+            "{err}"
+        );
+        let err = Config::from_toml("[sip]\nlisten = []\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sip.listen"), "{err}");
+    }
+
+    #[test]
+    fn bad_address_is_a_syntax_error_naming_the_key() {
+        let err = Config::from_toml("[sip]\nlisten = [\"nonsense\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listen"), "{err}");
+    }
+}

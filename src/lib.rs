@@ -1,0 +1,10 @@
+//! tether: a thread-per-core UDP SIP/RTP edge relay that keeps endpoints
+//! behind NATs reachable and wakes them on demand.
+//!
+//! The protocol modules are sans-IO (bytes and `now` in, bytes and deadlines
+//! out); only [`runtime`] touches sockets and clocks.
+
+pub mod config;
+pub mod dispatch;
+pub mod runtime;
+pub mod sip;

@@ -1,0 +1,560 @@
+//! The datagram parser: one pass that splits the start line and header fields
+//! into slices of the receive buffer. Typed header values are parsed on demand
+//! by the accessors in [`super::typed`]; nothing here allocates unless a message
+//! has more header fields than fit inline.
+
+use memchr::memchr;
+use smallvec::SmallVec;
+
+use super::error::ParseError;
+use super::header::HeaderName;
+use super::method::Method;
+use super::scan::{is_token, trim};
+
+/// Limits applied while parsing; both come from configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest datagram accepted, in bytes.
+    pub max_datagram: usize,
+    /// Most header fields accepted in one message.
+    pub max_headers: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_datagram: 8192,
+            max_headers: 64,
+        }
+    }
+}
+
+/// The first line of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartLine<'a> {
+    Request { method: Method<'a>, uri: &'a str },
+    Response { code: u16, reason: &'a str },
+}
+
+/// One header field line (after unfolding, a continuation belongs to the line above).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header<'a> {
+    pub name: HeaderName,
+    /// The name as written (compact or long, any case).
+    pub raw_name: &'a str,
+    /// The value with surrounding LWS removed; a folded value keeps its inner CRLFs.
+    pub value: &'a str,
+}
+
+/// Header fields kept inline; a message with more spills to the heap once.
+pub(crate) type HeaderVec<'a> = SmallVec<[Header<'a>; 32]>;
+
+/// A SIP message borrowed from its datagram.
+#[derive(Debug, Clone)]
+pub struct Message<'a> {
+    pub start: StartLine<'a>,
+    pub(crate) headers: HeaderVec<'a>,
+    /// The body: exactly Content-Length bytes, or the rest of the datagram without one.
+    pub body: &'a [u8],
+    /// Bytes after the body that Content-Length excluded (RFC 3261 §18.3: discarded).
+    pub trailing: usize,
+}
+
+/// Parses a datagram with the default [`Limits`].
+pub fn parse(buf: &[u8]) -> Result<Message<'_>, ParseError> {
+    parse_with(buf, &Limits::default())
+}
+
+/// Parses a datagram. Never panics; every rejection says why.
+pub fn parse_with<'a>(buf: &'a [u8], limits: &Limits) -> Result<Message<'a>, ParseError> {
+    if buf.len() > limits.max_datagram {
+        return Err(ParseError::TooLarge {
+            len: buf.len(),
+            max: limits.max_datagram,
+        });
+    }
+    // RFC 3261 §7.5: ignore CRLFs before the start line (they are also RFC 5626 pings).
+    let start = buf
+        .iter()
+        .position(|&c| c != b'\r' && c != b'\n')
+        .ok_or(ParseError::Empty)?;
+    let (head_end, body_start) = find_header_end(buf, start)?;
+    let head = &buf[start..head_end];
+    check_controls(head)?;
+    let text = std::str::from_utf8(head).map_err(|_| ParseError::BadUtf8)?;
+
+    let first_end = memchr(b'\n', head).unwrap_or(head.len());
+    let start_line = parse_start_line(strip_cr(&text[..first_end]))?;
+    let mut headers = HeaderVec::new();
+    parse_header_lines(text, first_end + 1, limits, &mut headers)?;
+
+    let avail = buf.len() - body_start;
+    let content_length = content_length(&headers)?;
+    let (body_len, trailing) = match content_length {
+        Some(cl) if cl > avail => {
+            return Err(ParseError::BodyTooShort {
+                declared: cl,
+                actual: avail,
+            })
+        }
+        Some(cl) => (cl, avail - cl),
+        None => (avail, 0),
+    };
+    Ok(Message {
+        start: start_line,
+        headers,
+        body: &buf[body_start..body_start + body_len],
+        trailing,
+    })
+}
+
+/// Returns (end of the header section, start of the body). The header section
+/// ends at the first empty line; bare LF line ends are tolerated.
+fn find_header_end(buf: &[u8], start: usize) -> Result<(usize, usize), ParseError> {
+    let mut line = start;
+    loop {
+        let nl = line + memchr(b'\n', &buf[line..]).ok_or(ParseError::Truncated)?;
+        let content_end = if nl > line && buf[nl - 1] == b'\r' {
+            nl - 1
+        } else {
+            nl
+        };
+        if content_end == line && line != start {
+            return Ok((line, nl + 1));
+        }
+        line = nl + 1;
+    }
+}
+
+/// Rejects control characters in the header section (HT and line ends excepted)
+/// and a CR that does not start a line end.
+fn check_controls(head: &[u8]) -> Result<(), ParseError> {
+    // Branch-free so that it vectorises; the rare hit is diagnosed below.
+    let bad = head.iter().fold(false, |acc, &c| {
+        acc | ((c < 0x20) & (c != b'\t') & (c != b'\r') & (c != b'\n')) | (c == 0x7f)
+    });
+    if bad {
+        return Err(ParseError::BadHeaderLine {
+            line: line_of(
+                head,
+                head.iter()
+                    .position(|&c| (c < 0x20 && !matches!(c, b'\t' | b'\r' | b'\n')) || c == 0x7f)
+                    .unwrap_or(0),
+            ),
+        });
+    }
+    let mut from = 0;
+    while let Some(i) = memchr(b'\r', &head[from..]) {
+        let at = from + i;
+        if head.get(at + 1) != Some(&b'\n') {
+            return Err(ParseError::BadHeaderLine {
+                line: line_of(head, at),
+            });
+        }
+        from = at + 1;
+    }
+    Ok(())
+}
+
+fn line_of(head: &[u8], at: usize) -> u16 {
+    let n = head[..at.min(head.len())]
+        .iter()
+        .filter(|&&c| c == b'\n')
+        .count()
+        + 1;
+    u16::try_from(n).unwrap_or(u16::MAX)
+}
+
+#[inline]
+fn strip_cr(line: &str) -> &str {
+    line.strip_suffix('\r').unwrap_or(line)
+}
+
+fn parse_start_line(line: &str) -> Result<StartLine<'_>, ParseError> {
+    if line.len() >= 4 && line.as_bytes()[..4].eq_ignore_ascii_case(b"SIP/") {
+        // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
+        let (version, rest) = line.split_once(' ').ok_or(ParseError::BadStartLine)?;
+        check_version(version)?;
+        let (code_s, reason) = match rest.split_once(' ') {
+            Some((c, r)) => (c, r),
+            None => (rest, ""),
+        };
+        let cb = code_s.as_bytes();
+        if cb.len() != 3 || !cb.iter().all(u8::is_ascii_digit) || !(b'1'..=b'6').contains(&cb[0]) {
+            return Err(ParseError::BadStatusCode);
+        }
+        let code =
+            u16::from(cb[0] - b'0') * 100 + u16::from(cb[1] - b'0') * 10 + u16::from(cb[2] - b'0');
+        return Ok(StartLine::Response { code, reason });
+    }
+    // Request-Line = Method SP Request-URI SP SIP-Version, single spaces only.
+    let (method_s, rest) = line.split_once(' ').ok_or(ParseError::BadStartLine)?;
+    let (uri, version) = rest.rsplit_once(' ').ok_or(ParseError::BadStartLine)?;
+    let method = Method::parse(method_s).ok_or(ParseError::BadMethod)?;
+    if uri.is_empty() || uri.bytes().any(|c| c == b' ' || c == b'\t') {
+        return Err(ParseError::BadRequestUri);
+    }
+    check_version(version)?;
+    Ok(StartLine::Request { method, uri })
+}
+
+fn check_version(v: &str) -> Result<(), ParseError> {
+    if v.eq_ignore_ascii_case("SIP/2.0") {
+        Ok(())
+    } else if v.len() > 4 && v.as_bytes()[..4].eq_ignore_ascii_case(b"SIP/") {
+        Err(ParseError::BadVersion)
+    } else {
+        Err(ParseError::BadStartLine)
+    }
+}
+
+/// Splits the header lines that follow the start line, unfolding continuations.
+fn parse_header_lines<'a>(
+    text: &'a str,
+    mut pos: usize,
+    limits: &Limits,
+    out: &mut HeaderVec<'a>,
+) -> Result<(), ParseError> {
+    let b = text.as_bytes();
+    let mut line_no: u16 = 1;
+    // The header being built: (name, raw name, value start); its value ends at `value_end`.
+    let mut current: Option<(HeaderName, &'a str, usize)> = None;
+    let mut value_end = 0;
+    while pos < b.len() {
+        line_no = line_no.saturating_add(1);
+        let nl = memchr(b'\n', &b[pos..]).map_or(b.len(), |i| pos + i);
+        let content_end = if nl > pos && b[nl - 1] == b'\r' {
+            nl - 1
+        } else {
+            nl
+        };
+        if b[pos] == b' ' || b[pos] == b'\t' {
+            // A continuation line extends the value above it.
+            if current.is_none() {
+                return Err(ParseError::BadFolding { line: line_no });
+            }
+            value_end = content_end;
+        } else {
+            if let Some((name, raw_name, vs)) = current.take() {
+                push_header(out, limits, name, raw_name, &text[vs..value_end])?;
+            }
+            let mut i = pos;
+            while i < content_end && is_token(b[i]) {
+                i += 1;
+            }
+            let raw_name = &text[pos..i];
+            while i < content_end && (b[i] == b' ' || b[i] == b'\t') {
+                i += 1;
+            }
+            if raw_name.is_empty() || i >= content_end || b[i] != b':' {
+                return Err(ParseError::BadHeaderLine { line: line_no });
+            }
+            current = Some((HeaderName::from_wire(raw_name), raw_name, i + 1));
+            value_end = content_end;
+        }
+        pos = nl + 1;
+    }
+    if let Some((name, raw_name, vs)) = current {
+        push_header(out, limits, name, raw_name, &text[vs..value_end])?;
+    }
+    Ok(())
+}
+
+#[inline]
+fn push_header<'a>(
+    out: &mut HeaderVec<'a>,
+    limits: &Limits,
+    name: HeaderName,
+    raw_name: &'a str,
+    value: &'a str,
+) -> Result<(), ParseError> {
+    if out.len() >= limits.max_headers {
+        return Err(ParseError::TooManyHeaders {
+            max: limits.max_headers,
+        });
+    }
+    out.push(Header {
+        name,
+        raw_name,
+        value: trim(value),
+    });
+    Ok(())
+}
+
+/// The Content-Length, if any; repeated values must agree.
+fn content_length(headers: &[Header<'_>]) -> Result<Option<usize>, ParseError> {
+    let mut found: Option<usize> = None;
+    for h in headers
+        .iter()
+        .filter(|h| h.name == HeaderName::ContentLength)
+    {
+        let v = super::scan::parse_u64(h.value)
+            .and_then(|v| usize::try_from(v).ok())
+            .ok_or(ParseError::BadHeader("Content-Length"))?;
+        match found {
+            Some(prev) if prev != v => return Err(ParseError::ConflictingContentLength),
+            _ => found = Some(v),
+        }
+    }
+    Ok(found)
+}
+
+impl<'a> Message<'a> {
+    /// True for requests.
+    pub fn is_request(&self) -> bool {
+        matches!(self.start, StartLine::Request { .. })
+    }
+
+    /// The request method, or `None` for a response.
+    pub fn method(&self) -> Option<Method<'a>> {
+        match self.start {
+            StartLine::Request { method, .. } => Some(method),
+            StartLine::Response { .. } => None,
+        }
+    }
+
+    /// The status code, or `None` for a request.
+    pub fn status(&self) -> Option<u16> {
+        match self.start {
+            StartLine::Response { code, .. } => Some(code),
+            StartLine::Request { .. } => None,
+        }
+    }
+
+    /// The Request-URI as written, or `None` for a response.
+    pub fn request_uri_raw(&self) -> Option<&'a str> {
+        match self.start {
+            StartLine::Request { uri, .. } => Some(uri),
+            StartLine::Response { .. } => None,
+        }
+    }
+
+    /// All header fields in wire order.
+    pub fn headers(&self) -> &[Header<'a>] {
+        &self.headers
+    }
+
+    /// The value of the first header called `name`.
+    pub fn header(&self, name: HeaderName) -> Option<&'a str> {
+        self.headers
+            .iter()
+            .find(|h| h.name == name)
+            .map(|h| h.value)
+    }
+
+    /// The value of the first header with this exact name (case-insensitive),
+    /// for headers tether has no variant for.
+    pub fn header_by_name(&self, name: &str) -> Option<&'a str> {
+        let kind = HeaderName::from_wire(name);
+        self.headers
+            .iter()
+            .find(|h| {
+                h.name == kind
+                    && (kind != HeaderName::Other || h.raw_name.eq_ignore_ascii_case(name))
+            })
+            .map(|h| h.value)
+    }
+
+    /// The values of every header line called `name`, in order.
+    pub fn header_values(&self, name: HeaderName) -> impl Iterator<Item = &'a str> + '_ {
+        self.headers
+            .iter()
+            .filter(move |h| h.name == name)
+            .map(|h| h.value)
+    }
+
+    /// The single value of a header that may appear at most once.
+    pub(crate) fn singleton(&self, name: HeaderName) -> Result<Option<&'a str>, ParseError> {
+        let mut it = self.header_values(name);
+        let first = it.next();
+        if it.next().is_some() {
+            return Err(ParseError::DuplicateHeader(name.as_str()));
+        }
+        Ok(first)
+    }
+
+    /// Every element of a list-valued header, across repeated lines and commas.
+    pub fn list(&self, name: HeaderName) -> ListValues<'a, '_> {
+        ListValues {
+            headers: self.headers.iter(),
+            name,
+            inner: None,
+        }
+    }
+}
+
+/// Iterator over the comma-separated elements of every line of one header.
+pub struct ListValues<'a, 'm> {
+    headers: std::slice::Iter<'m, Header<'a>>,
+    name: HeaderName,
+    inner: Option<super::scan::CommaList<'a>>,
+}
+
+impl<'a> Iterator for ListValues<'a, '_> {
+    /// `Err` for an element with an unterminated quoted string.
+    type Item = Result<&'a str, ParseError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(inner) = &mut self.inner {
+                if let Some(item) = inner.next() {
+                    return Some(item.map_err(|()| ParseError::BadHeader(self.name.as_str())));
+                }
+            }
+            let name = self.name;
+            let h = self.headers.find(|h| h.name == name)?;
+            self.inner = Some(super::scan::CommaList::new(h.value));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REGISTER: &[u8] = b"REGISTER sip:example.com SIP/2.0\r\n\
+Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK776\r\n\
+v: SIP/2.0/UDP proxy.example.com;branch=z9hG4bK1, SIP/2.0/UDP 10.0.0.1\r\n\
+From: <sip:alice@example.com>;tag=456\r\n\
+To: <sip:alice@example.com>\r\n\
+Call-ID: abc@192.0.2.1\r\n\
+CSeq: 1 REGISTER\r\n\
+Subject: folded\r\n line\r\n\
+X-Unknown :  kept  verbatim \r\n\
+Content-Length: 0\r\n\r\n";
+
+    #[test]
+    fn splits_start_line_headers_and_body() {
+        let m = parse(REGISTER).unwrap();
+        assert_eq!(m.method(), Some(Method::Register));
+        assert_eq!(m.request_uri_raw(), Some("sip:example.com"));
+        assert_eq!(m.headers().len(), 9);
+        assert_eq!(m.header(HeaderName::CallId), Some("abc@192.0.2.1"));
+        assert_eq!(m.header(HeaderName::Subject), Some("folded\r\n line"));
+        assert_eq!(m.header_by_name("x-unknown"), Some("kept  verbatim"));
+        assert_eq!(m.list(HeaderName::Via).count(), 3);
+        assert!(m.body.is_empty());
+    }
+
+    #[test]
+    fn status_line_with_and_without_reason() {
+        let m = parse(b"SIP/2.0 200 OK\r\nCall-ID: x\r\n\r\n").unwrap();
+        assert_eq!(m.status(), Some(200));
+        let m = parse(b"SIP/2.0 100\r\nCall-ID: x\r\n\r\n").unwrap();
+        assert_eq!(
+            m.start,
+            StartLine::Response {
+                code: 100,
+                reason: ""
+            }
+        );
+        assert_eq!(
+            parse(b"SIP/2.0 99 x\r\n\r\n").unwrap_err(),
+            ParseError::BadStatusCode
+        );
+        assert_eq!(
+            parse(b"SIP/2.0 700 x\r\n\r\n").unwrap_err(),
+            ParseError::BadStatusCode
+        );
+    }
+
+    #[test]
+    fn content_length_bounds_the_body() {
+        let m = parse(b"MESSAGE sip:a@b SIP/2.0\r\nl: 3\r\n\r\nabcdef").unwrap();
+        assert_eq!(m.body, b"abc");
+        assert_eq!(m.trailing, 3);
+        assert_eq!(
+            parse(b"MESSAGE sip:a@b SIP/2.0\r\nContent-Length: 9\r\n\r\nabc").unwrap_err(),
+            ParseError::BodyTooShort {
+                declared: 9,
+                actual: 3
+            }
+        );
+        assert_eq!(
+            parse(b"MESSAGE sip:a@b SIP/2.0\r\nl: 1\r\nl: 2\r\n\r\nabc").unwrap_err(),
+            ParseError::ConflictingContentLength
+        );
+        assert_eq!(
+            parse(b"MESSAGE sip:a@b SIP/2.0\r\nl: -1\r\n\r\n").unwrap_err(),
+            ParseError::BadHeader("Content-Length")
+        );
+    }
+
+    #[test]
+    fn limits_and_garbage() {
+        let limits = Limits {
+            max_datagram: 10,
+            max_headers: 1,
+        };
+        assert_eq!(
+            parse_with(REGISTER, &limits).unwrap_err(),
+            ParseError::TooLarge {
+                len: REGISTER.len(),
+                max: 10
+            }
+        );
+        let limits = Limits {
+            max_datagram: 9000,
+            max_headers: 2,
+        };
+        assert_eq!(
+            parse_with(REGISTER, &limits).unwrap_err(),
+            ParseError::TooManyHeaders { max: 2 }
+        );
+        assert_eq!(parse(b"\r\n\r\n").unwrap_err(), ParseError::Empty);
+        assert_eq!(parse(b"").unwrap_err(), ParseError::Empty);
+        assert_eq!(
+            parse(b"OPTIONS sip:a SIP/2.0\r\nVia: x\r\n").unwrap_err(),
+            ParseError::Truncated
+        );
+        assert_eq!(
+            parse(b"OPTIONS sip:a SIP/3.0\r\n\r\n").unwrap_err(),
+            ParseError::BadVersion
+        );
+        assert_eq!(
+            parse(b"OPTIONS  sip:a SIP/2.0\r\n\r\n").unwrap_err(),
+            ParseError::BadRequestUri
+        );
+        assert_eq!(
+            parse(b"OPT(ONS sip:a SIP/2.0\r\n\r\n").unwrap_err(),
+            ParseError::BadMethod
+        );
+        assert_eq!(
+            parse(b"OPTIONS sip:a b SIP/2.0\r\n\r\n").unwrap_err(),
+            ParseError::BadRequestUri
+        );
+        assert_eq!(
+            parse(b"OPTIONS sip:a SIP/2.0\r\n folded\r\n\r\n").unwrap_err(),
+            ParseError::BadFolding { line: 2 }
+        );
+        assert_eq!(
+            parse(b"OPTIONS sip:a SIP/2.0\r\nNoColon\r\n\r\n").unwrap_err(),
+            ParseError::BadHeaderLine { line: 2 }
+        );
+        assert_eq!(
+            parse(b"OPTIONS sip:a SIP/2.0\r\nA: \x01\r\n\r\n").unwrap_err(),
+            ParseError::BadHeaderLine { line: 2 }
+        );
+        assert_eq!(
+            parse(b"OPTIONS sip:a SIP/2.0\r\nA: b\rc\r\n\r\n").unwrap_err(),
+            ParseError::BadHeaderLine { line: 2 }
+        );
+        assert_eq!(
+            parse(b"OPTIONS sip:a SIP/2.0\r\nA: \xff\r\n\r\n").unwrap_err(),
+            ParseError::BadUtf8
+        );
+    }
+
+    #[test]
+    fn bare_lf_and_leading_crlf_are_tolerated() {
+        let m = parse(b"\r\n\r\nOPTIONS sip:a@b SIP/2.0\nCall-ID: 1\n\nbody").unwrap();
+        assert_eq!(m.header(HeaderName::CallId), Some("1"));
+        assert_eq!(m.body, b"body");
+    }
+
+    #[test]
+    fn binary_body_is_not_utf8_checked() {
+        let m = parse(b"MESSAGE sip:a@b SIP/2.0\r\nl: 2\r\n\r\n\xff\x00").unwrap();
+        assert_eq!(m.body, b"\xff\x00");
+    }
+}
