@@ -91,6 +91,7 @@ macro_rules! header_phrases {
                 "Record-Route" => concat!($prefix, "Record-Route", $suffix),
                 "Path" => concat!($prefix, "Path", $suffix),
                 "Event" => concat!($prefix, "Event", $suffix),
+                "Date" => concat!($prefix, "Date", $suffix),
                 "Authorization" => concat!($prefix, "Authorization", $suffix),
                 "Proxy-Authorization" => concat!($prefix, "Proxy-Authorization", $suffix),
                 "WWW-Authenticate" => concat!($prefix, "WWW-Authenticate", $suffix),

@@ -39,6 +39,7 @@ pub enum HeaderName {
     SessionExpires,
     Identity,
     SubscriptionState,
+    Date,
     /// Any other header; its name is kept as written.
     Other,
 }
@@ -72,7 +73,12 @@ impl HeaderName {
         let candidates: &[HeaderName] = match b.len() {
             2 => &[HeaderName::To],
             3 => &[HeaderName::Via],
-            4 => &[HeaderName::From, HeaderName::CSeq, HeaderName::Path],
+            4 => &[
+                HeaderName::From,
+                HeaderName::CSeq,
+                HeaderName::Path,
+                HeaderName::Date,
+            ],
             5 => &[HeaderName::Route, HeaderName::Event, HeaderName::Allow],
             6 => &[HeaderName::Accept, HeaderName::Server],
             7 => &[
@@ -154,6 +160,7 @@ impl HeaderName {
             HeaderName::SessionExpires => "Session-Expires",
             HeaderName::Identity => "Identity",
             HeaderName::SubscriptionState => "Subscription-State",
+            HeaderName::Date => "Date",
             HeaderName::Other => "",
         }
     }
@@ -222,6 +229,7 @@ mod tests {
             HeaderName::SessionExpires,
             HeaderName::Identity,
             HeaderName::SubscriptionState,
+            HeaderName::Date,
         ] {
             assert_eq!(HeaderName::from_wire(n.as_str()), n, "{}", n.as_str());
             assert_eq!(HeaderName::from_wire(&n.as_str().to_ascii_uppercase()), n);

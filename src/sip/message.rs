@@ -126,22 +126,23 @@ fn find_header_end(buf: &[u8], start: usize) -> Result<(usize, usize), ParseErro
     }
 }
 
-/// Rejects control characters in the header section (HT and line ends excepted)
-/// and a CR that does not start a line end.
+/// Rejects control characters in the header section and a CR that does not
+/// start a line end. HT is whitespace; other controls may only appear
+/// escaped as a `quoted-pair` (RFC 3261 §25.1), which the slow path checks.
 fn check_controls(head: &[u8]) -> Result<(), ParseError> {
-    // Branch-free so that it vectorises; the rare hit is diagnosed below.
-    let bad = head.iter().fold(false, |acc, &c| {
+    // Branch-free so that it vectorises; the rare hit is examined byte by byte.
+    let suspicious = head.iter().fold(false, |acc, &c| {
         acc | ((c < 0x20) & (c != b'\t') & (c != b'\r') & (c != b'\n')) | (c == 0x7f)
     });
-    if bad {
-        return Err(ParseError::BadHeaderLine {
-            line: line_of(
-                head,
-                head.iter()
-                    .position(|&c| (c < 0x20 && !matches!(c, b'\t' | b'\r' | b'\n')) || c == 0x7f)
-                    .unwrap_or(0),
-            ),
-        });
+    if suspicious {
+        for (i, &c) in head.iter().enumerate() {
+            let control = (c < 0x20 && !matches!(c, b'\t' | b'\r' | b'\n')) || c == 0x7f;
+            if control && (i == 0 || head[i - 1] != b'\\') {
+                return Err(ParseError::BadHeaderLine {
+                    line: line_of(head, i),
+                });
+            }
+        }
     }
     let mut from = 0;
     while let Some(i) = memchr(b'\r', &head[from..]) {
@@ -191,7 +192,10 @@ fn parse_start_line(line: &str) -> Result<StartLine<'_>, ParseError> {
     let (method_s, rest) = line.split_once(' ').ok_or(ParseError::BadStartLine)?;
     let (uri, version) = rest.rsplit_once(' ').ok_or(ParseError::BadStartLine)?;
     let method = Method::parse(method_s).ok_or(ParseError::BadMethod)?;
-    if uri.is_empty() || uri.bytes().any(|c| c == b' ' || c == b'\t') {
+    if uri.is_empty() || version.is_empty() || uri.starts_with(' ') || uri.ends_with(' ') {
+        return Err(ParseError::BadStartLine);
+    }
+    if uri.bytes().any(|c| c == b' ' || c == b'\t') {
         return Err(ParseError::BadRequestUri);
     }
     check_version(version)?;

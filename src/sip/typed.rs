@@ -145,9 +145,14 @@ impl<'a> NameAddr<'a> {
             let display = (!display.is_empty()).then_some(display);
             (display, &inner[..close], &inner[close + 1..])
         } else {
-            // addr-spec form: parameters after the URI belong to the header, not the URI.
+            // addr-spec form: parameters after the URI belong to the header, not
+            // the URI, and a URI with `,`, `?` or `;` must be in brackets (§20).
             let end = v.find(';').unwrap_or(v.len());
-            (None, trim(&v[..end]), &v[end..])
+            let uri = trim(&v[..end]);
+            if uri.bytes().any(|c| c == b'?' || c == b',') {
+                return Err(bad);
+            }
+            (None, uri, &v[end..])
         };
         let after = trim(after);
         let params_raw = match after.strip_prefix(';') {
@@ -276,6 +281,66 @@ fn parse_qvalue(s: &str) -> Option<u16> {
         "1" if milli == 0 => Some(1000),
         _ => None,
     }
+}
+
+/// RFC 3261 `word`: the characters a Call-ID may use.
+fn is_word(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes().all(|c| {
+            c.is_ascii_alphanumeric()
+                || matches!(
+                    c,
+                    b'-' | b'.'
+                        | b'!'
+                        | b'%'
+                        | b'*'
+                        | b'_'
+                        | b'+'
+                        | b'`'
+                        | b'\''
+                        | b'~'
+                        | b'('
+                        | b')'
+                        | b'<'
+                        | b'>'
+                        | b':'
+                        | b'\\'
+                        | b'"'
+                        | b'/'
+                        | b'['
+                        | b']'
+                        | b'?'
+                        | b'{'
+                        | b'}'
+                )
+        })
+}
+
+/// RFC 1123 date as SIP uses it (RFC 3261 §20.17): `Sat, 13 Nov 2010 23:29:00 GMT`,
+/// always in GMT.
+pub fn is_sip_date(v: &str) -> bool {
+    let b = v.as_bytes();
+    let digits =
+        |r: std::ops::Range<usize>| b.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
+    const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    b.len() == 29
+        && DAYS.iter().any(|d| v.get(0..3) == Some(*d))
+        && v.get(3..5) == Some(", ")
+        && digits(5..7)
+        && b[7] == b' '
+        && MONTHS.iter().any(|m| v.get(8..11) == Some(*m))
+        && b[11] == b' '
+        && digits(12..16)
+        && b[16] == b' '
+        && digits(17..19)
+        && b[19] == b':'
+        && digits(20..22)
+        && b[22] == b':'
+        && digits(23..25)
+        && v.get(25..29) == Some(" GMT")
 }
 
 /// CSeq: a sequence number below 2^31 and a method (RFC 3261 §8.1.1.5).
@@ -448,10 +513,9 @@ impl<'a> Message<'a> {
         let v = self
             .singleton(HeaderName::CallId)?
             .ok_or(ParseError::MissingHeader("Call-ID"))?;
-        if v.is_empty()
-            || v.bytes()
-                .any(|c| is_lws(c) || c == b'"' || c == b'<' || c == b'>')
-        {
+        // callid = word [ "@" word ] (RFC 3261 §25.1).
+        let (local, host) = v.split_once('@').unwrap_or((v, "w"));
+        if !is_word(local) || !is_word(host) {
             return Err(ParseError::BadHeader("Call-ID"));
         }
         Ok(v)
@@ -590,7 +654,11 @@ impl<'a> Message<'a> {
     /// other headers tether reads follow their grammar.
     pub fn validate(&self) -> Result<(), ParseError> {
         if let StartLine::Request { method, .. } = self.start {
-            self.request_uri().expect("request")?;
+            let ruri = self.request_uri().expect("request")?;
+            // A Request-URI carries no URI headers (RFC 3261 §19.1.5).
+            if !ruri.headers().is_empty() {
+                return Err(ParseError::BadRequestUri);
+            }
             if self.cseq()?.method != method {
                 return Err(ParseError::CSeqMethodMismatch);
             }
@@ -608,6 +676,11 @@ impl<'a> Message<'a> {
         self.expires()?;
         self.content_type()?;
         self.event()?;
+        if let Some(date) = self.singleton(HeaderName::Date)? {
+            if !is_sip_date(date) {
+                return Err(ParseError::BadHeader("Date"));
+            }
+        }
         for c in self.contacts() {
             let c = c?;
             c.expires()?;
