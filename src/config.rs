@@ -12,7 +12,7 @@ use crate::sip::Limits;
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
 
 /// The whole configuration.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub sip: SipConfig,
@@ -56,15 +56,6 @@ impl Default for RuntimeConfig {
         RuntimeConfig {
             workers: 0,
             socket_buffer: 8 << 20,
-        }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            sip: SipConfig::default(),
-            runtime: RuntimeConfig::default(),
         }
     }
 }

@@ -203,14 +203,12 @@ From: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: c1\r\nCSeq: x O
         let req = b"INFO sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:40000;branch=z9hG4bK1\r\n\
 From: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: c1\r\nCSeq: 1 INFO\r\nMax-Forwards: 5\r\n\r\n";
         assert_eq!(
-            sip::parse(&d.handle(req, src()).unwrap().to_vec())
-                .unwrap()
-                .status(),
+            sip::parse(d.handle(req, src()).unwrap()).unwrap().status(),
             Some(501)
         );
         let zero = String::from_utf8_lossy(req).replace("Max-Forwards: 5", "Max-Forwards: 0");
         assert_eq!(
-            sip::parse(&d.handle(zero.as_bytes(), src()).unwrap().to_vec())
+            sip::parse(d.handle(zero.as_bytes(), src()).unwrap())
                 .unwrap()
                 .status(),
             Some(483)

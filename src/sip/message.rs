@@ -402,7 +402,7 @@ impl<'a> Iterator for ListValues<'a, '_> {
         loop {
             if let Some(inner) = &mut self.inner {
                 if let Some(item) = inner.next() {
-                    return Some(item.map_err(|()| ParseError::BadHeader(self.name.as_str())));
+                    return Some(item.map_err(|_| ParseError::BadHeader(self.name.as_str())));
                 }
             }
             let name = self.name;
@@ -517,6 +517,14 @@ Content-Length: 0\r\n\r\n";
         );
         assert_eq!(
             parse(b"OPTIONS  sip:a SIP/2.0\r\n\r\n").unwrap_err(),
+            ParseError::BadStartLine
+        );
+        assert_eq!(
+            parse(b"OPTIONS sip:a SIP/2.0 \r\n\r\n").unwrap_err(),
+            ParseError::BadStartLine
+        );
+        assert_eq!(
+            parse(b"OPTIONS sip:a b SIP/2.0\r\n\r\n").unwrap_err(),
             ParseError::BadRequestUri
         );
         assert_eq!(

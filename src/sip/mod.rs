@@ -8,6 +8,7 @@
 //! Nothing here touches a socket or a clock.
 
 mod error;
+mod exercise;
 mod header;
 pub mod ids;
 mod message;
@@ -18,6 +19,7 @@ pub mod uri;
 pub mod writer;
 
 pub use error::ParseError;
+pub use exercise::fuzz_entry;
 pub use header::HeaderName;
 pub use message::{parse, parse_with, Header, Limits, ListValues, Message, StartLine};
 pub use method::Method;

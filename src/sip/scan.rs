@@ -2,6 +2,10 @@
 //! slices of the already UTF-8-checked header section and only ever splits at
 //! ASCII bytes, so slicing can never land inside a multi-byte character.
 
+/// A header value that breaks the grammar (unterminated quote, bad parameter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Malformed;
+
 /// Linear white space inside a header value. CR and LF count because a folded
 /// value (RFC 3261 §7.3.1) keeps its `CRLF SP` on the wire; the line splitter
 /// guarantees a CR/LF inside a value is always followed by SP or HT.
@@ -42,8 +46,8 @@ pub fn trim(s: &str) -> &str {
 }
 
 /// Finds the first `sep` that is outside a quoted string and outside `<...>`.
-/// Returns `Err(())` for an unterminated quoted string.
-pub fn find_top_level(s: &str, sep: u8) -> Result<Option<usize>, ()> {
+/// Returns `Err(Malformed)` for an unterminated quoted string.
+pub fn find_top_level(s: &str, sep: u8) -> Result<Option<usize>, Malformed> {
     let b = s.as_bytes();
     let mut i = 0;
     let mut in_angle = false;
@@ -65,7 +69,7 @@ pub fn find_top_level(s: &str, sep: u8) -> Result<Option<usize>, ()> {
 
 /// Given `b[open] == b'"'`, returns the index just past the closing quote,
 /// honouring `\`-escapes (RFC 3261 `quoted-pair`).
-pub fn skip_quoted(b: &[u8], open: usize) -> Result<usize, ()> {
+pub fn skip_quoted(b: &[u8], open: usize) -> Result<usize, Malformed> {
     let mut i = open + 1;
     while i < b.len() {
         match b[i] {
@@ -74,7 +78,7 @@ pub fn skip_quoted(b: &[u8], open: usize) -> Result<usize, ()> {
             _ => i += 1,
         }
     }
-    Err(())
+    Err(Malformed)
 }
 
 /// Splits a list-valued header into its top-level comma-separated elements,
@@ -91,7 +95,7 @@ impl<'a> CommaList<'a> {
 }
 
 impl<'a> Iterator for CommaList<'a> {
-    type Item = Result<&'a str, ()>;
+    type Item = Result<&'a str, Malformed>;
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
@@ -99,9 +103,9 @@ impl<'a> Iterator for CommaList<'a> {
             let (item, rest) = match find_top_level(s, b',') {
                 Ok(Some(i)) => (&s[..i], Some(&s[i + 1..])),
                 Ok(None) => (s, None),
-                Err(()) => {
+                Err(Malformed) => {
                     self.rest = None;
-                    return Some(Err(()));
+                    return Some(Err(Malformed));
                 }
             };
             self.rest = rest;
@@ -191,33 +195,33 @@ impl<'a> Iterator for Params<'a> {
 
 /// Validates a parameter section: names are tokens; values are tokens, quoted
 /// strings, or (for `received`/`maddr`-like params) host characters.
-pub fn check_params(s: &str) -> Result<(), ()> {
+pub fn check_params(s: &str) -> Result<(), Malformed> {
     // NUL never occurs as a separator, so this only checks that quotes balance.
     if find_top_level(s, 0).is_err() {
-        return Err(());
+        return Err(Malformed);
     }
     // An empty element (a trailing `;`) is not allowed by the grammar.
     if !s.is_empty() && (trim(s).is_empty() || trim(s).ends_with(';')) {
-        return Err(());
+        return Err(Malformed);
     }
     for p in Params::new(s) {
         if !is_token_str(p.name) {
-            return Err(());
+            return Err(Malformed);
         }
         if let Some(v) = p.value {
             if v.is_empty() {
-                return Err(());
+                return Err(Malformed);
             }
             if v.starts_with('"') {
                 let vb = v.as_bytes();
                 if skip_quoted(vb, 0) != Ok(vb.len()) {
-                    return Err(());
+                    return Err(Malformed);
                 }
             } else if !v
                 .bytes()
                 .all(|c| is_token(c) || matches!(c, b':' | b'[' | b']'))
             {
-                return Err(());
+                return Err(Malformed);
             }
         }
     }
@@ -300,7 +304,7 @@ mod tests {
             .map(Result::unwrap)
             .collect();
         assert_eq!(v, vec![r#""a, b" <sip:x;p=1,2>"#, "<sip:y>", "z"]);
-        assert_eq!(CommaList::new(r#""open"#).next(), Some(Err(())));
+        assert_eq!(CommaList::new(r#""open"#).next(), Some(Err(Malformed)));
     }
 
     #[test]

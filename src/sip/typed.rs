@@ -31,7 +31,7 @@ impl<'a> Via<'a> {
     /// Parses one Via element (already split at top-level commas).
     pub fn parse(v: &'a str) -> Result<Via<'a>, ParseError> {
         const BAD: ParseError = ParseError::BadHeader("Via");
-        let (head, params) = match find_top_level(v, b';').map_err(|()| BAD)? {
+        let (head, params) = match find_top_level(v, b';').map_err(|_| BAD)? {
             Some(i) => (&v[..i], &v[i + 1..]),
             None => (v, ""),
         };
@@ -47,7 +47,7 @@ impl<'a> Via<'a> {
             return Err(BAD);
         }
         let (host, port) = split_sent_by(sent_by).map_err(|_| BAD)?;
-        check_params(params).map_err(|()| BAD)?;
+        check_params(params).map_err(|_| BAD)?;
         let protocol_version = if version == "2.0" { "SIP/2.0" } else { version };
         Ok(Via {
             protocol_version,
@@ -76,10 +76,9 @@ impl<'a> Via<'a> {
     /// `rport` (RFC 3581): `None` if absent, `Some(None)` when asked for,
     /// `Some(Some(port))` when filled in.
     pub fn rport(&self) -> Option<Option<u16>> {
-        self.params().get("rport").map(|v| {
-            v.and_then(|p| parse_u64(p))
-                .and_then(|p| u16::try_from(p).ok())
-        })
+        self.params()
+            .get("rport")
+            .map(|v| v.and_then(parse_u64).and_then(|p| u16::try_from(p).ok()))
     }
 }
 
@@ -129,7 +128,7 @@ impl<'a> NameAddr<'a> {
         let v = trim(v);
         let b = v.as_bytes();
         let (display, uri_raw, after) = if b.first() == Some(&b'"') {
-            let end = skip_quoted(b, 0).map_err(|()| bad)?;
+            let end = skip_quoted(b, 0).map_err(|_| bad)?;
             let rest = trim(&v[end..]);
             let inner = rest.strip_prefix('<').ok_or(bad)?;
             let close = inner.find('>').ok_or(bad)?;
@@ -160,7 +159,7 @@ impl<'a> NameAddr<'a> {
             None if after.is_empty() => "",
             None => return Err(bad),
         };
-        check_params(params_raw).map_err(|()| bad)?;
+        check_params(params_raw).map_err(|_| bad)?;
         Uri::parse(uri_raw).map_err(|_| bad)?;
         Ok(NameAddr {
             display,
@@ -375,7 +374,7 @@ pub struct MediaType<'a> {
 impl<'a> MediaType<'a> {
     pub fn parse(v: &'a str, header: &'static str) -> Result<MediaType<'a>, ParseError> {
         let bad = ParseError::BadHeader(header);
-        let (mt, params) = match find_top_level(v, b';').map_err(|()| bad)? {
+        let (mt, params) = match find_top_level(v, b';').map_err(|_| bad)? {
             Some(i) => (&v[..i], &v[i + 1..]),
             None => (v, ""),
         };
@@ -384,7 +383,7 @@ impl<'a> MediaType<'a> {
         if !is_token_str(top) || !is_token_str(sub) {
             return Err(bad);
         }
-        check_params(params).map_err(|()| bad)?;
+        check_params(params).map_err(|_| bad)?;
         Ok(MediaType {
             top,
             sub,
@@ -408,14 +407,14 @@ pub struct Event<'a> {
 impl<'a> Event<'a> {
     pub fn parse(v: &'a str) -> Result<Event<'a>, ParseError> {
         const BAD: ParseError = ParseError::BadHeader("Event");
-        let (pkg, params) = match find_top_level(v, b';').map_err(|()| BAD)? {
+        let (pkg, params) = match find_top_level(v, b';').map_err(|_| BAD)? {
             Some(i) => (trim(&v[..i]), &v[i + 1..]),
             None => (trim(v), ""),
         };
         if !is_token_str(pkg) {
             return Err(BAD);
         }
-        check_params(params).map_err(|()| BAD)?;
+        check_params(params).map_err(|_| BAD)?;
         Ok(Event {
             package: pkg,
             params_raw: params,
@@ -447,7 +446,7 @@ impl<'a> AuthParams<'a> {
         }
         let params_raw = trim(&v[sp..]);
         for item in CommaList::new(params_raw) {
-            let item = item.map_err(|()| bad)?;
+            let item = item.map_err(|_| bad)?;
             let (name, value) = item.split_once('=').ok_or(bad)?;
             let (name, value) = (trim(name), trim(value));
             let quoted_ok =

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs the real SIP peers the
+# tests talk to (SIPp, sipsak), then format, lint and tests.
+# Usage: scripts/test.sh      (as root, or with sudo available for apt-get)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_pkgs=()
+command -v sipp >/dev/null || need_pkgs+=(sip-tester)
+command -v sipsak >/dev/null || need_pkgs+=(sipsak)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}"
+fi
+command -v cargo-nextest >/dev/null || cargo install cargo-nextest --locked
+
+cargo fmt --all --check
+cargo clippy --all-targets --locked -- -D warnings
+cargo nextest run --locked --no-fail-fast
+# nextest does not run doctests.
+cargo test --doc --locked
