@@ -17,6 +17,65 @@ pub const DEFAULT_TOML: &str = include_str!("default.toml");
 pub struct Config {
     pub sip: SipConfig,
     pub runtime: RuntimeConfig,
+    pub registrar: RegistrarConfig,
+    pub auth: AuthConfig,
+}
+
+/// `[registrar]`: binding lifetimes and limits (RFC 3261 §10.3).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrarConfig {
+    /// Shorter non-zero expiries get `423 Interval Too Brief`.
+    pub min_expires: u32,
+    /// Longer expiries are clamped to this.
+    pub max_expires: u32,
+    /// Expiry when the REGISTER names none.
+    pub default_expires: u32,
+    /// Contacts one AOR may hold.
+    pub max_contacts: usize,
+    /// Domains served (Request-URI host); empty serves any.
+    pub domains: Vec<String>,
+    /// Contact parameter naming the device when there is no `+sip.instance`.
+    pub device_id_param: Option<String>,
+}
+
+impl Default for RegistrarConfig {
+    fn default() -> Self {
+        let p = crate::registrar::Policy::default();
+        RegistrarConfig {
+            min_expires: p.min_expires,
+            max_expires: p.max_expires,
+            default_expires: p.default_expires,
+            max_contacts: p.max_contacts,
+            domains: Vec::new(),
+            device_id_param: None,
+        }
+    }
+}
+
+/// `[auth]`: SIP digest authentication of REGISTER.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Challenge every REGISTER. Off by default so that a bare start works;
+    /// tether logs a warning when it is off.
+    pub enabled: bool,
+    pub realm: String,
+    /// File of HA1 hashes: `username:realm:md5_ha1[:sha256_ha1]` per line.
+    pub credentials: Option<std::path::PathBuf>,
+    /// Seconds a nonce stays fresh; older ones get `stale=true`.
+    pub nonce_ttl: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            enabled: false,
+            realm: "tether".into(),
+            credentials: None,
+            nonce_ttl: 300,
+        }
+    }
 }
 
 /// `[sip]`: listening addresses and message limits.
@@ -39,6 +98,12 @@ pub struct RuntimeConfig {
     pub workers: usize,
     /// Requested SO_RCVBUF / SO_SNDBUF in bytes.
     pub socket_buffer: usize,
+    /// Datagrams per recvmmsg/sendmmsg call.
+    pub batch: usize,
+    /// Pin worker i to core i.
+    pub pin_cpus: bool,
+    /// Messages a worker's inbox holds before senders are refused.
+    pub inbox_capacity: usize,
 }
 
 impl Default for SipConfig {
@@ -56,6 +121,9 @@ impl Default for RuntimeConfig {
         RuntimeConfig {
             workers: 0,
             socket_buffer: 8 << 20,
+            batch: 32,
+            pin_cpus: false,
+            inbox_capacity: 65536,
         }
     }
 }
@@ -125,6 +193,58 @@ impl Config {
                 fix: format!("{} is out of range; use 8..=1024", self.sip.max_headers),
             });
         }
+        if !(1..=1024).contains(&self.runtime.batch) {
+            return Err(ConfigError::Invalid {
+                key: "runtime.batch",
+                fix: format!(
+                    "{} is out of range; use 1..=1024 datagrams per system call",
+                    self.runtime.batch
+                ),
+            });
+        }
+        if self.runtime.inbox_capacity == 0 {
+            return Err(ConfigError::Invalid {
+                key: "runtime.inbox_capacity",
+                fix: "use at least 1".into(),
+            });
+        }
+        let r = &self.registrar;
+        if r.min_expires == 0 || r.min_expires > r.max_expires {
+            return Err(ConfigError::Invalid {
+                key: "registrar.min_expires",
+                fix: format!(
+                    "{} must be at least 1 and at most registrar.max_expires ({})",
+                    r.min_expires, r.max_expires
+                ),
+            });
+        }
+        if !(r.min_expires..=r.max_expires).contains(&r.default_expires) {
+            return Err(ConfigError::Invalid {
+                key: "registrar.default_expires",
+                fix: format!(
+                    "{} must lie between registrar.min_expires ({}) and registrar.max_expires ({})",
+                    r.default_expires, r.min_expires, r.max_expires
+                ),
+            });
+        }
+        if r.max_contacts == 0 {
+            return Err(ConfigError::Invalid {
+                key: "registrar.max_contacts",
+                fix: "allow at least 1 contact per AOR".into(),
+            });
+        }
+        if self.auth.enabled && self.auth.credentials.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "auth.credentials",
+                fix: "auth.enabled = true needs a credentials file (username:realm:md5_ha1[:sha256_ha1] per line)".into(),
+            });
+        }
+        if self.auth.realm.is_empty() || self.auth.realm.contains('"') {
+            return Err(ConfigError::Invalid {
+                key: "auth.realm",
+                fix: "use a non-empty realm without double quotes".into(),
+            });
+        }
         if self.runtime.workers > 1024 {
             return Err(ConfigError::Invalid {
                 key: "runtime.workers",
@@ -132,6 +252,19 @@ impl Config {
             });
         }
         Ok(())
+    }
+
+    /// The registrar policy this configuration asks for.
+    pub fn policy(&self) -> crate::registrar::Policy {
+        let r = &self.registrar;
+        crate::registrar::Policy {
+            min_expires: r.min_expires,
+            max_expires: r.max_expires,
+            default_expires: r.default_expires,
+            max_contacts: r.max_contacts,
+            domains: r.domains.iter().map(|d| d.as_str().into()).collect(),
+            device_id_param: r.device_id_param.as_deref().map(Into::into),
+        }
     }
 
     /// The parser limits this configuration asks for.

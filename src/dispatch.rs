@@ -4,10 +4,11 @@
 
 use std::net::SocketAddr;
 
+use crate::registrar::{Arrival, Registrar, SUPPORTED};
 use crate::sip::{self, writer, HeaderName, Limits, Method, ParseError, StartLine};
 
-/// Methods tether answers itself today (the registrar and proxy extend this).
-pub const ALLOW: &str = "OPTIONS, ACK, CANCEL, BYE";
+/// Methods tether accepts today (the proxy will add INVITE, BYE, CANCEL …).
+pub const ALLOW: &str = "REGISTER, OPTIONS, ACK";
 
 /// Counters a worker keeps without atomics; the metrics layer reads copies.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -25,21 +26,36 @@ pub struct Dispatcher {
     limits: Limits,
     out: Vec<u8>,
     tags: sip::ids::IdGen,
+    pub registrar: Registrar,
     pub counters: Counters,
 }
 
 impl Dispatcher {
-    pub fn new(limits: Limits, seed: u64) -> Dispatcher {
+    pub fn new(limits: Limits, seed: u64, registrar: Registrar) -> Dispatcher {
         Dispatcher {
             limits,
             out: Vec::with_capacity(limits.max_datagram),
             tags: sip::ids::IdGen::new(seed),
+            registrar,
             counters: Counters::default(),
         }
     }
 
-    /// Handles one datagram from `src`; returns the bytes to send back to `src`, if any.
-    pub fn handle(&mut self, datagram: &[u8], src: SocketAddr) -> Option<&[u8]> {
+    /// Runs what is due at `now_secs` (binding expiry).
+    pub fn tick(&mut self, now_secs: u32) {
+        self.registrar.expire(now_secs);
+    }
+
+    /// Handles one datagram from `src`, received on local address number
+    /// `local`, at `now_secs` on the runtime clock; returns the bytes to send
+    /// back to `src`, if any.
+    pub fn handle(
+        &mut self,
+        datagram: &[u8],
+        src: SocketAddr,
+        local: u8,
+        now_secs: u32,
+    ) -> Option<&[u8]> {
         self.counters.received += 1;
         let msg = match sip::parse_with(datagram, &self.limits) {
             Ok(m) => m,
@@ -61,17 +77,39 @@ impl Dispatcher {
         match method {
             // ACK to a final response we sent is absorbed (RFC 3261 §17.2.1).
             Method::Ack => None,
+            Method::Register => {
+                let at = Arrival {
+                    source: src,
+                    local,
+                    now_secs,
+                };
+                self.registrar
+                    .register(&msg, at, &mut self.out, &mut self.tags);
+                Some(&self.out)
+            }
             Method::Options => {
                 let tag = self.tags.tag();
                 let mut w =
                     writer::response_to(&mut self.out, &msg, 200, "OK", Some(&tag), Some(src));
                 w.header(HeaderName::Allow, ALLOW)
                     .header(HeaderName::Accept, "application/sdp")
-                    .header(HeaderName::Supported, "path, outbound");
+                    .header(HeaderName::Supported, SUPPORTED);
                 w.finish(None);
                 Some(&self.out)
             }
-            _ => self.respond(&msg, src, 501, "Not Implemented"),
+            // Methods SIP defines but tether does not take here yet: 405 with Allow.
+            Method::Invite
+            | Method::Bye
+            | Method::Cancel
+            | Method::Subscribe
+            | Method::Notify
+            | Method::Refer
+            | Method::Message
+            | Method::Info
+            | Method::Prack
+            | Method::Update
+            | Method::Publish => self.respond(&msg, src, 405, "Method Not Allowed"),
+            Method::Extension(_) => self.respond(&msg, src, 501, "Not Implemented"),
         }
     }
 
@@ -150,12 +188,22 @@ mod tests {
         "127.0.0.1:40000".parse().unwrap()
     }
 
+    fn dispatcher(limits: Limits) -> Dispatcher {
+        let reg = Registrar::new(
+            0,
+            std::sync::Arc::new(crate::registrar::Policy::default()),
+            std::sync::Arc::new(crate::registrar::Directory::new()),
+            None,
+        );
+        Dispatcher::new(limits, 7, reg)
+    }
+
     #[test]
     fn options_gets_200_with_capabilities() {
-        let mut d = Dispatcher::new(Limits::default(), 7);
+        let mut d = dispatcher(Limits::default());
         let req = b"OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:40000;branch=z9hG4bK1;rport\r\n\
 From: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n\r\n";
-        let out = d.handle(req, src()).unwrap().to_vec();
+        let out = d.handle(req, src(), 0, 0).unwrap().to_vec();
         let m = sip::parse(&out).unwrap();
         assert_eq!(m.status(), Some(200));
         assert_eq!(m.header(HeaderName::Allow), Some(ALLOW));
@@ -165,10 +213,10 @@ From: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: c1\r\nCSeq: 1 O
 
     #[test]
     fn bad_header_gets_400_with_reason() {
-        let mut d = Dispatcher::new(Limits::default(), 7);
+        let mut d = dispatcher(Limits::default());
         let req = b"OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:40000;branch=z9hG4bK1\r\n\
 From: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: c1\r\nCSeq: x OPTIONS\r\n\r\n";
-        let out = d.handle(req, src()).unwrap().to_vec();
+        let out = d.handle(req, src(), 0, 0).unwrap().to_vec();
         let m = sip::parse(&out).unwrap();
         assert_eq!(
             m.start,
@@ -182,33 +230,37 @@ From: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: c1\r\nCSeq: x O
 
     #[test]
     fn garbage_and_oversize_are_counted_drops_and_ping_gets_pong() {
-        let mut d = Dispatcher::new(
-            Limits {
-                max_datagram: 512,
-                max_headers: 16,
-            },
-            7,
-        );
-        assert!(d.handle(b"\x00\x01garbage", src()).is_none());
-        assert!(d.handle(&[b'A'; 600], src()).is_none());
-        assert_eq!(d.handle(b"\r\n\r\n", src()), Some(&b"\r\n"[..]));
+        let mut d = dispatcher(Limits {
+            max_datagram: 512,
+            max_headers: 16,
+        });
+        assert!(d.handle(b"\x00\x01garbage", src(), 0, 0).is_none());
+        assert!(d.handle(&[b'A'; 600], src(), 0, 0).is_none());
+        assert_eq!(d.handle(b"\r\n\r\n", src(), 0, 0), Some(&b"\r\n"[..]));
         assert_eq!(d.counters.malformed_dropped, 1);
         assert_eq!(d.counters.oversize_dropped, 1);
         assert_eq!(d.counters.keepalive_pings, 1);
     }
 
     #[test]
-    fn other_methods_get_501_and_zero_max_forwards_483() {
-        let mut d = Dispatcher::new(Limits::default(), 7);
+    fn known_methods_get_405_extensions_501_and_zero_max_forwards_483() {
+        let mut d = dispatcher(Limits::default());
         let req = b"INFO sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:40000;branch=z9hG4bK1\r\n\
 From: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: c1\r\nCSeq: 1 INFO\r\nMax-Forwards: 5\r\n\r\n";
         assert_eq!(
-            sip::parse(d.handle(req, src()).unwrap()).unwrap().status(),
-            Some(501)
+            sip::parse(d.handle(req, src(), 0, 0).unwrap())
+                .unwrap()
+                .status(),
+            Some(405)
         );
+        let ext = String::from_utf8_lossy(req).replace("INFO", "WAKEUP");
+        let out = d.handle(ext.as_bytes(), src(), 0, 0).unwrap().to_vec();
+        let m = sip::parse(&out).unwrap();
+        assert_eq!(m.status(), Some(501));
+        assert_eq!(m.header(HeaderName::Allow), Some(ALLOW));
         let zero = String::from_utf8_lossy(req).replace("Max-Forwards: 5", "Max-Forwards: 0");
         assert_eq!(
-            sip::parse(d.handle(zero.as_bytes(), src()).unwrap())
+            sip::parse(d.handle(zero.as_bytes(), src(), 0, 0).unwrap())
                 .unwrap()
                 .status(),
             Some(483)

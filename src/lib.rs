@@ -6,5 +6,6 @@
 
 pub mod config;
 pub mod dispatch;
+pub mod registrar;
 pub mod runtime;
 pub mod sip;

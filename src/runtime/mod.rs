@@ -4,22 +4,54 @@
 //! `SO_REUSEPORT` group per listen address, so the kernel hashes each source
 //! address to one worker and a NAT path always lands on the same core.
 
+mod batch;
 mod socket;
 mod worker;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crossbeam_channel::{bounded, Sender};
 
 use crate::config::Config;
+use crate::dispatch::Dispatcher;
+use crate::registrar::auth::{Authenticator, Credentials};
+use crate::registrar::{BindingRef, Directory, Registrar};
 
+pub use batch::{RecvBatch, SendBatch};
 pub use socket::bind_reuseport;
+
+/// A message to a worker from another thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// A binding this worker owns was replaced elsewhere: free its slot.
+    Forget(BindingRef),
+}
+
+/// A worker's inbox, as seen from other threads.
+#[derive(Clone)]
+pub struct Inbox {
+    tx: Sender<Command>,
+    waker: Arc<mio::Waker>,
+}
+
+impl Inbox {
+    /// Delivers without blocking; `false` when the inbox is full.
+    pub fn send(&self, cmd: Command) -> bool {
+        let ok = self.tx.try_send(cmd).is_ok();
+        let _ = self.waker.wake();
+        ok
+    }
+}
 
 /// A running set of workers.
 pub struct Runtime {
     stop: Arc<AtomicBool>,
-    wakers: Vec<Arc<mio::Waker>>,
+    inboxes: Vec<Inbox>,
     threads: Vec<JoinHandle<std::io::Result<()>>>,
+    directory: Arc<Directory>,
     /// The addresses actually bound (useful when the config asked for port 0).
     pub local_addrs: Vec<std::net::SocketAddr>,
 }
@@ -32,9 +64,17 @@ pub fn worker_count(cfg: &Config) -> usize {
     }
 }
 
+/// 32 random bytes from the OS, for the nonce secret and id seeds.
+fn os_random() -> std::io::Result<[u8; 32]> {
+    let mut b = [0u8; 32];
+    let mut f = std::fs::File::open("/dev/urandom")?;
+    std::io::Read::read_exact(&mut f, &mut b)?;
+    Ok(b)
+}
+
 impl Runtime {
-    /// Binds every socket, then starts the workers. Binding errors are
-    /// returned before any thread starts.
+    /// Binds every socket and loads credentials, then starts the workers.
+    /// Errors are returned before any thread starts.
     pub fn start(cfg: &Config) -> std::io::Result<Runtime> {
         let n = worker_count(cfg);
         let mut per_worker: Vec<Vec<std::net::UdpSocket>> = (0..n).map(|_| Vec::new()).collect();
@@ -49,32 +89,93 @@ impl Runtime {
             }
             local_addrs.push(bound);
         }
+        let secret = os_random()?;
+        let creds = if cfg.auth.enabled {
+            let path = cfg
+                .auth
+                .credentials
+                .as_deref()
+                .expect("checked by Config::check");
+            let c = Credentials::load(path, &cfg.auth.realm).map_err(|e| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("auth.credentials: {e}"),
+                )
+            })?;
+            tracing::info!(users = c.len(), realm = %cfg.auth.realm, "digest authentication on");
+            Some(Arc::new(c))
+        } else {
+            tracing::warn!("auth.enabled = false: any client may register any AOR");
+            None
+        };
+        let realm: Arc<str> = cfg.auth.realm.as_str().into();
+        let policy = Arc::new(cfg.policy());
+        let directory = Arc::new(Directory::new());
+        let epoch = Instant::now();
         let stop = Arc::new(AtomicBool::new(false));
-        let mut wakers = Vec::new();
-        let mut threads = Vec::new();
+        let cores = if cfg.runtime.pin_cpus {
+            core_affinity::get_core_ids().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+
+        let mut workers = Vec::with_capacity(n);
+        let mut inboxes = Vec::with_capacity(n);
         for (i, sockets) in per_worker.into_iter().enumerate() {
-            let w = worker::Worker::new(i, sockets, cfg, stop.clone())?;
-            wakers.push(w.waker());
+            let auth = creds
+                .as_ref()
+                .map(|c| Authenticator::new(realm.clone(), c.clone(), secret, cfg.auth.nonce_ttl));
+            let registrar = Registrar::new(i as u16, policy.clone(), directory.clone(), auth);
+            let seed =
+                u64::from_le_bytes(secret[8..16].try_into().expect("8 bytes")) ^ (i as u64) << 56;
+            let (tx, rx) = bounded(cfg.runtime.inbox_capacity);
+            let w = worker::Worker::new(worker::WorkerParts {
+                id: i,
+                sockets,
+                dispatcher: Dispatcher::new(cfg.limits(), seed, registrar),
+                inbox: rx,
+                stop: stop.clone(),
+                epoch,
+                batch: cfg.runtime.batch,
+                max_datagram: cfg.sip.max_datagram,
+                pin: cores.get(i % cores.len().max(1)).copied(),
+            })?;
+            inboxes.push(Inbox {
+                tx,
+                waker: w.waker(),
+            });
+            workers.push(w);
+        }
+        let mut threads = Vec::with_capacity(n);
+        for mut w in workers {
+            w.set_peers(inboxes.clone());
+            let name = format!("tether-w{}", w.id);
             threads.push(
                 std::thread::Builder::new()
-                    .name(format!("tether-w{i}"))
+                    .name(name)
                     .spawn(move || w.run())?,
             );
         }
         tracing::info!(workers = n, addrs = ?local_addrs, "tether listening");
         Ok(Runtime {
             stop,
-            wakers,
+            inboxes,
             threads,
+            directory,
             local_addrs,
         })
+    }
+
+    /// The shared location directory.
+    pub fn directory(&self) -> &Arc<Directory> {
+        &self.directory
     }
 
     /// Asks every worker to stop after what it is handling now, and waits.
     pub fn shutdown(self) -> std::io::Result<()> {
         self.stop.store(true, Ordering::SeqCst);
-        for w in &self.wakers {
-            w.wake()?;
+        for inbox in &self.inboxes {
+            inbox.waker.wake()?;
         }
         for t in self.threads {
             t.join()

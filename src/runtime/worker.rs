@@ -1,70 +1,113 @@
-//! One worker: a mio loop over its sockets, feeding datagrams to the
-//! sans-IO dispatcher and sending what it returns.
+//! One worker: a mio loop over its sockets, feeding batches of datagrams to
+//! the sans-IO dispatcher and sending what it returns in batches; plus an
+//! inbox for messages from other threads.
 
 use std::io::ErrorKind;
 use std::net::UdpSocket as StdUdp;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use crossbeam_channel::Receiver;
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use crate::config::Config;
+use super::batch::{RecvBatch, SendBatch};
+use super::Command;
 use crate::dispatch::Dispatcher;
 
 const WAKER: Token = Token(usize::MAX);
 
 pub struct Worker {
-    id: usize,
+    pub id: usize,
     poll: Poll,
     sockets: Vec<UdpSocket>,
     waker: Arc<Waker>,
+    inbox: Receiver<Command>,
     stop: Arc<AtomicBool>,
+    epoch: Instant,
     dispatcher: Dispatcher,
-    buf: Vec<u8>,
+    recv: RecvBatch,
+    send: SendBatch,
+    pin: Option<core_affinity::CoreId>,
+    peers: Vec<super::Inbox>,
+}
+
+/// What a worker needs besides its sockets.
+pub struct WorkerParts {
+    pub id: usize,
+    pub sockets: Vec<StdUdp>,
+    pub dispatcher: Dispatcher,
+    pub inbox: Receiver<Command>,
+    pub stop: Arc<AtomicBool>,
+    pub epoch: Instant,
+    pub batch: usize,
+    pub max_datagram: usize,
+    pub pin: Option<core_affinity::CoreId>,
 }
 
 impl Worker {
-    pub fn new(
-        id: usize,
-        sockets: Vec<StdUdp>,
-        cfg: &Config,
-        stop: Arc<AtomicBool>,
-    ) -> std::io::Result<Worker> {
+    pub fn new(p: WorkerParts) -> std::io::Result<Worker> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let mut mio_sockets = Vec::with_capacity(sockets.len());
-        for (i, s) in sockets.into_iter().enumerate() {
+        let mut sockets = Vec::with_capacity(p.sockets.len());
+        for (i, s) in p.sockets.into_iter().enumerate() {
             let mut s = UdpSocket::from_std(s);
             poll.registry()
                 .register(&mut s, Token(i), Interest::READABLE)?;
-            mio_sockets.push(s);
+            sockets.push(s);
         }
-        let seed = seed_for(id);
         Ok(Worker {
-            id,
+            id: p.id,
             poll,
-            sockets: mio_sockets,
+            sockets,
             waker,
-            stop,
-            dispatcher: Dispatcher::new(cfg.limits(), seed),
-            // One byte over the limit so that oversize datagrams are seen as such, not truncated.
-            buf: vec![0; cfg.sip.max_datagram + 1],
+            inbox: p.inbox,
+            stop: p.stop,
+            epoch: p.epoch,
+            dispatcher: p.dispatcher,
+            // One byte over the limit so that oversize datagrams are seen as such.
+            recv: RecvBatch::new(p.batch, p.max_datagram + 1),
+            send: SendBatch::new(p.batch, p.max_datagram),
+            pin: p.pin,
+            peers: Vec::new(),
         })
+    }
+
+    /// Every worker's inbox (including this one's), indexed by worker id.
+    pub fn set_peers(&mut self, peers: Vec<super::Inbox>) {
+        self.peers = peers;
+    }
+
+    /// Tells other cores about bindings this core took over from them.
+    fn route_outbox(&mut self) {
+        for b in self.dispatcher.registrar.outbox.drain(..) {
+            // A full inbox only delays the slot's release until its expiry.
+            if let Some(peer) = self.peers.get(usize::from(b.core)) {
+                peer.send(Command::Forget(b));
+            }
+        }
     }
 
     pub fn waker(&self) -> Arc<Waker> {
         self.waker.clone()
     }
 
+    fn now_secs(&self) -> u32 {
+        self.epoch.elapsed().as_secs() as u32
+    }
+
     pub fn run(mut self) -> std::io::Result<()> {
-        let mut events = Events::with_capacity(256);
+        if let Some(core) = self.pin {
+            if !core_affinity::set_for_current(core) {
+                tracing::warn!(worker = self.id, "could not pin to core {}", core.id);
+            }
+        }
+        let mut events = Events::with_capacity(64);
         while !self.stop.load(Ordering::Relaxed) {
-            match self
-                .poll
-                .poll(&mut events, Some(Duration::from_millis(500)))
-            {
+            let timeout = self.poll_timeout();
+            match self.poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
@@ -74,9 +117,29 @@ impl Worker {
                     self.drain(ev.token().0);
                 }
             }
+            self.drain_inbox();
+            self.dispatcher.tick(self.now_secs());
         }
-        tracing::debug!(worker = self.id, counters = ?self.dispatcher.counters, "worker stopped");
+        tracing::debug!(
+            worker = self.id,
+            counters = ?self.dispatcher.counters,
+            registrar = ?self.dispatcher.registrar.stats,
+            "worker stopped"
+        );
         Ok(())
+    }
+
+    /// Sleeps until the next expiry is due, and at least once a second.
+    fn poll_timeout(&self) -> Duration {
+        let now = self.epoch.elapsed();
+        match self.dispatcher.registrar.next_expiry() {
+            Some(at) => {
+                let due = Duration::from_secs(u64::from(at));
+                due.saturating_sub(now)
+                    .clamp(Duration::from_millis(1), Duration::from_secs(1))
+            }
+            None => Duration::from_secs(1),
+        }
     }
 
     /// Reads until the socket would block (edge-triggered readiness).
@@ -84,25 +147,40 @@ impl Worker {
         let Some(sock) = self.sockets.get(idx) else {
             return;
         };
+        let fd = sock.as_raw_fd();
+        let local = u8::try_from(idx).unwrap_or(u8::MAX);
         loop {
-            let (len, src) = match sock.recv_from(&mut self.buf) {
-                Ok(r) => r,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+            let n = match self.recv.recv(fd) {
+                Ok(0) => return,
+                Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                // ICMP errors surface here on Linux; they are about an earlier send.
+                // ICMP errors surface here on Linux; they concern an earlier send.
                 Err(_) => continue,
             };
-            if let Some(out) = self.dispatcher.handle(&self.buf[..len], src) {
-                let _ = sock.send_to(out, src);
+            let now = self.now_secs();
+            for i in 0..n {
+                let (data, src) = self.recv.get(i);
+                let Some(src) = src else { continue };
+                if let Some(out) = self.dispatcher.handle(data, src, local, now) {
+                    if self.send.is_full() {
+                        self.send.flush(fd);
+                    }
+                    self.send.push(out, src);
+                }
+            }
+            self.send.flush(fd);
+            self.route_outbox();
+            if n < self.recv.capacity() {
+                return;
             }
         }
     }
-}
 
-/// A per-worker seed for tags and branches: unique per process start and worker.
-fn seed_for(id: usize) -> u64 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    t ^ (u64::from(std::process::id()) << 32) ^ (id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    fn drain_inbox(&mut self) {
+        while let Ok(cmd) = self.inbox.try_recv() {
+            match cmd {
+                Command::Forget(b) => self.dispatcher.registrar.forget(b),
+            }
+        }
+    }
 }

@@ -7,6 +7,7 @@
 //! phrase. [`writer`] builds responses and new requests into a reused buffer.
 //! Nothing here touches a socket or a clock.
 
+pub mod digest;
 mod error;
 mod exercise;
 mod header;

@@ -232,19 +232,39 @@ pub fn request<'b>(buf: &'b mut Vec<u8>, h: &RequestHead<'_>) -> Writer<'b> {
     w
 }
 
-/// Appends a decimal number without going through `fmt`.
-pub fn push_u32(buf: &mut Vec<u8>, mut v: u32) {
-    let mut tmp = [0u8; 10];
-    let mut i = tmp.len();
-    loop {
-        i -= 1;
-        tmp[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
+/// A `u32` in decimal, formatted on the stack without `fmt`.
+#[derive(Clone, Copy)]
+pub struct Decimal {
+    digits: [u8; 10],
+    start: u8,
+}
+
+impl Decimal {
+    pub fn new(mut v: u32) -> Decimal {
+        let mut digits = [0u8; 10];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        Decimal {
+            digits,
+            start: i as u8,
         }
     }
-    buf.extend_from_slice(&tmp[i..]);
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.digits[usize::from(self.start)..]).unwrap_or("0")
+    }
+}
+
+/// Appends a decimal number without going through `fmt`.
+pub fn push_u32(buf: &mut Vec<u8>, v: u32) {
+    buf.extend_from_slice(Decimal::new(v).as_str().as_bytes());
 }
 
 #[cfg(test)]

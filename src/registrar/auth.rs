@@ -1,0 +1,449 @@
+//! SIP digest authentication for REGISTER (RFC 3261 §22, RFC 7616):
+//! stateless nonces (timestamp + HMAC), MD5 and SHA-256, `qop=auth`, stale
+//! detection and `nc` replay protection. Credentials are HA1 hashes, so the
+//! server never holds a password.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::sip::digest::{self, Algorithm, Hex, ResponseInput};
+use crate::sip::writer::Writer;
+use crate::sip::{AuthParams, Message};
+
+/// HA1 hashes per user for one realm, loaded from a file.
+///
+/// File format: one user per line, `username:realm:md5_ha1[:sha256_ha1]`
+/// (the first three fields are `htdigest`'s format). `#` starts a comment.
+/// Lines for other realms are ignored. Make the hashes with
+/// `printf '%s' 'user:realm:password' | md5sum` and `| sha256sum`.
+#[derive(Debug, Default)]
+pub struct Credentials {
+    users: hashbrown::HashMap<Box<str>, UserHashes>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct UserHashes {
+    md5: Hex,
+    sha256: Option<Hex>,
+}
+
+impl Credentials {
+    /// Parses the file's text; errors name the line and what is wrong with it.
+    pub fn parse(text: &str, realm: &str) -> Result<Credentials, String> {
+        let mut users = hashbrown::HashMap::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let fields: Vec<&str> = line.split(':').collect();
+            let bad = |what: &str| {
+                format!(
+                    "line {}: {what} (want username:realm:md5_ha1[:sha256_ha1])",
+                    n + 1
+                )
+            };
+            if !(3..=4).contains(&fields.len()) || fields[0].is_empty() {
+                return Err(bad("wrong number of fields"));
+            }
+            if fields[1] != realm {
+                continue;
+            }
+            let md5 = Hex::from_hex(fields[2], Algorithm::Md5)
+                .ok_or_else(|| bad("md5_ha1 is not 32 hex digits"))?;
+            let sha256 = match fields.get(3) {
+                Some(h) => Some(
+                    Hex::from_hex(h, Algorithm::Sha256)
+                        .ok_or_else(|| bad("sha256_ha1 is not 64 hex digits"))?,
+                ),
+                None => None,
+            };
+            users.insert(fields[0].into(), UserHashes { md5, sha256 });
+        }
+        Ok(Credentials { users })
+    }
+
+    pub fn load(path: &Path, realm: &str) -> Result<Credentials, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Credentials::parse(&text, realm).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Builds credentials from plain passwords (tests and load generators).
+    pub fn from_passwords<'a>(
+        realm: &str,
+        users: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Credentials {
+        Credentials {
+            users: users
+                .into_iter()
+                .map(|(u, p)| {
+                    let h = UserHashes {
+                        md5: digest::ha1(Algorithm::Md5, u, realm, p),
+                        sha256: Some(digest::ha1(Algorithm::Sha256, u, realm, p)),
+                    };
+                    (u.into(), h)
+                })
+                .collect(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.users.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+
+    fn ha1(&self, user: &str, alg: Algorithm) -> Option<Hex> {
+        let h = self.users.get(user)?;
+        match alg {
+            Algorithm::Md5 => Some(h.md5),
+            Algorithm::Sha256 => h.sha256,
+        }
+    }
+}
+
+/// What the authenticator decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict<'a> {
+    /// Authenticated as this username.
+    Authenticated(&'a str),
+    /// Send a 401 challenge; `stale` when the nonce was merely old or reused.
+    Challenge { stale: bool },
+    /// Credentials were checked and are wrong (403). No detail is disclosed.
+    Forbidden,
+    /// The Authorization header is malformed (400).
+    Malformed,
+}
+
+/// Per-core authenticator: a shared nonce secret and credentials, and a
+/// core-local record of the highest `nc` seen per nonce.
+pub struct Authenticator {
+    realm: Arc<str>,
+    creds: Arc<Credentials>,
+    secret: [u8; 32],
+    nonce_ttl: u64,
+    /// nonce hash -> (highest nc seen, nonce timestamp). A client's requests
+    /// come from one source address, so they reach one core: a per-core
+    /// record is enough for replay protection.
+    nc_seen: hashbrown::HashMap<u64, (u32, u64)>,
+    hasher: foldhash::fast::FixedState,
+    last_purge: u64,
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Nonce = 16 hex digits of issue time (s) + 24 hex digits of HMAC(secret, time, realm).
+const NONCE_LEN: usize = 40;
+
+impl Authenticator {
+    pub fn new(
+        realm: Arc<str>,
+        creds: Arc<Credentials>,
+        secret: [u8; 32],
+        nonce_ttl: u64,
+    ) -> Authenticator {
+        Authenticator {
+            realm,
+            creds,
+            secret,
+            nonce_ttl,
+            nc_seen: hashbrown::HashMap::new(),
+            hasher: foldhash::fast::FixedState::with_seed(u64::from_le_bytes(
+                secret[..8].try_into().unwrap_or([0; 8]),
+            )),
+            last_purge: 0,
+        }
+    }
+
+    pub fn realm(&self) -> &str {
+        &self.realm
+    }
+
+    fn mac(&self, ts: u64) -> [u8; 12] {
+        let mut m =
+            <HmacSha256 as Mac>::new_from_slice(&self.secret).expect("HMAC takes any key length");
+        m.update(&ts.to_be_bytes());
+        m.update(self.realm.as_bytes());
+        let full = m.finalize().into_bytes();
+        let mut out = [0u8; 12];
+        out.copy_from_slice(&full[..12]);
+        out
+    }
+
+    /// A fresh nonce for time `now_secs`.
+    pub fn nonce(&self, now_secs: u64) -> [u8; NONCE_LEN] {
+        let mut out = [0u8; NONCE_LEN];
+        hex_into(&now_secs.to_be_bytes(), &mut out[..16]);
+        hex_into(&self.mac(now_secs), &mut out[16..]);
+        out
+    }
+
+    /// `Some(issue time)` when the nonce is one of ours (whatever its age).
+    fn nonce_time(&self, nonce: &str) -> Option<u64> {
+        if nonce.len() != NONCE_LEN {
+            return None;
+        }
+        let ts = u64::from_str_radix(&nonce[..16], 16).ok()?;
+        let mut want = [0u8; 24];
+        hex_into(&self.mac(ts), &mut want);
+        let got = nonce.as_bytes()[16..].iter();
+        let diff = want.iter().zip(got).fold(0u8, |a, (x, y)| a | (x ^ y));
+        (diff == 0).then_some(ts)
+    }
+
+    /// Checks a request's Authorization header.
+    pub fn check<'m>(&mut self, msg: &Message<'m>, now_secs: u64) -> Verdict<'m> {
+        self.purge(now_secs);
+        let creds = match msg.authorization() {
+            Ok(Some(a)) if a.is_digest() => a,
+            Ok(_) => return Verdict::Challenge { stale: false },
+            Err(_) => return Verdict::Malformed,
+        };
+        self.check_digest(msg, &creds, now_secs)
+    }
+
+    fn check_digest<'m>(
+        &mut self,
+        msg: &Message<'m>,
+        a: &AuthParams<'m>,
+        now_secs: u64,
+    ) -> Verdict<'m> {
+        let (Some(user), Some(nonce), Some(uri), Some(resp)) = (
+            a.get("username"),
+            a.get("nonce"),
+            a.get("uri"),
+            a.get("response"),
+        ) else {
+            return Verdict::Malformed;
+        };
+        if a.get("realm") != Some(&*self.realm) {
+            // Credentials for another realm: challenge for ours.
+            return Verdict::Challenge { stale: false };
+        }
+        let Some(alg) = Algorithm::parse(a.get("algorithm")) else {
+            return Verdict::Challenge { stale: false };
+        };
+        let Some(issued) = self.nonce_time(nonce) else {
+            // Not our nonce (forged, or from before a secret change): a new challenge.
+            return Verdict::Challenge { stale: false };
+        };
+        let qop = match a.get("qop") {
+            None => None,
+            Some(q) if q.eq_ignore_ascii_case("auth") => match (a.get("nc"), a.get("cnonce")) {
+                (Some(nc), Some(cnonce)) => Some((nc, cnonce)),
+                _ => return Verdict::Malformed,
+            },
+            Some(_) => return Verdict::Malformed,
+        };
+        let method = msg.method().map_or("", |m| m.as_str());
+        let Some(ha1) = self.creds.ha1(user, alg) else {
+            return Verdict::Forbidden;
+        };
+        let expected = digest::response(
+            alg,
+            &ha1,
+            &ResponseInput {
+                method,
+                uri,
+                nonce,
+                qop_auth: qop,
+            },
+        );
+        if !expected.matches(resp) {
+            return Verdict::Forbidden;
+        }
+        // Right password. Now freshness: an old nonce, or a replayed nc, is stale.
+        if now_secs.saturating_sub(issued) > self.nonce_ttl || issued > now_secs + 5 {
+            return Verdict::Challenge { stale: true };
+        }
+        let nc = match qop {
+            Some((nc, _)) => match u32::from_str_radix(nc, 16) {
+                Ok(v) if nc.len() == 8 => v,
+                _ => return Verdict::Malformed,
+            },
+            // Without qop there is no counter: the nonce is good for one use.
+            None => u32::MAX,
+        };
+        let key = std::hash::BuildHasher::hash_one(&self.hasher, nonce);
+        match self.nc_seen.get_mut(&key) {
+            Some((seen, _)) if nc <= *seen || *seen == u32::MAX => {
+                return Verdict::Challenge { stale: true }
+            }
+            Some((seen, _)) => *seen = nc,
+            None => {
+                self.nc_seen.insert(key, (nc, issued));
+            }
+        }
+        Verdict::Authenticated(user)
+    }
+
+    /// Drops replay records for nonces that have expired anyway.
+    fn purge(&mut self, now_secs: u64) {
+        if now_secs < self.last_purge + 10 {
+            return;
+        }
+        self.last_purge = now_secs;
+        let ttl = self.nonce_ttl;
+        self.nc_seen
+            .retain(|_, (_, issued)| now_secs.saturating_sub(*issued) <= ttl);
+    }
+
+    /// Adds the WWW-Authenticate challenges, SHA-256 first as RFC 8760 prefers.
+    pub fn write_challenge(&self, w: &mut Writer<'_>, stale: bool, now_secs: u64) {
+        let nonce = self.nonce(now_secs);
+        let nonce = std::str::from_utf8(&nonce).unwrap_or("");
+        let stale = if stale { ", stale=true" } else { "" };
+        for alg in [Algorithm::Sha256, Algorithm::Md5] {
+            w.header_parts(
+                "WWW-Authenticate",
+                &[
+                    "Digest realm=\"",
+                    &self.realm,
+                    "\", nonce=\"",
+                    nonce,
+                    "\", algorithm=",
+                    alg.as_str(),
+                    ", qop=\"auth\"",
+                    stale,
+                ],
+            );
+        }
+    }
+}
+
+fn hex_into(raw: &[u8], out: &mut [u8]) {
+    for (i, b) in raw.iter().enumerate() {
+        out[2 * i] = b"0123456789abcdef"[usize::from(b >> 4)];
+        out[2 * i + 1] = b"0123456789abcdef"[usize::from(b & 0xf)];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::parse;
+
+    fn auth() -> Authenticator {
+        let creds = Credentials::from_passwords("tether", [("alice", "s3cret")]);
+        Authenticator::new("tether".into(), Arc::new(creds), [7; 32], 300)
+    }
+
+    fn register_with(authz: &str) -> Vec<u8> {
+        format!(
+            "REGISTER sip:tether SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1\r\n\
+From: <sip:alice@tether>;tag=1\r\nTo: <sip:alice@tether>\r\nCall-ID: c\r\nCSeq: 2 REGISTER\r\n{authz}\r\n"
+        )
+        .into_bytes()
+    }
+
+    fn authz(alg: Algorithm, user: &str, pass: &str, nonce: &str, nc: &str) -> String {
+        let ha1 = digest::ha1(alg, user, "tether", pass);
+        let r = digest::response(
+            alg,
+            &ha1,
+            &ResponseInput {
+                method: "REGISTER",
+                uri: "sip:tether",
+                nonce,
+                qop_auth: Some((nc, "abc")),
+            },
+        );
+        format!(
+            "Authorization: Digest username=\"{user}\", realm=\"tether\", nonce=\"{nonce}\", uri=\"sip:tether\", \
+response=\"{}\", algorithm={}, qop=auth, nc={nc}, cnonce=\"abc\"\r\n",
+            r.as_str(),
+            alg.as_str()
+        )
+    }
+
+    #[test]
+    fn no_credentials_gets_a_challenge() {
+        let mut a = auth();
+        let req = register_with("");
+        assert_eq!(
+            a.check(&parse(&req).unwrap(), 1000),
+            Verdict::Challenge { stale: false }
+        );
+    }
+
+    #[test]
+    fn md5_and_sha256_both_authenticate() {
+        let mut a = auth();
+        let nonce = a.nonce(1000);
+        let nonce = std::str::from_utf8(&nonce).unwrap();
+        for (alg, nc) in [
+            (Algorithm::Md5, "00000001"),
+            (Algorithm::Sha256, "00000002"),
+        ] {
+            let req = register_with(&authz(alg, "alice", "s3cret", nonce, nc));
+            assert_eq!(
+                a.check(&parse(&req).unwrap(), 1001),
+                Verdict::Authenticated("alice"),
+                "{alg:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn wrong_password_and_unknown_user_are_forbidden() {
+        let mut a = auth();
+        let nonce = a.nonce(1000);
+        let nonce = std::str::from_utf8(&nonce).unwrap();
+        let req = register_with(&authz(Algorithm::Md5, "alice", "wrong", nonce, "00000001"));
+        assert_eq!(a.check(&parse(&req).unwrap(), 1001), Verdict::Forbidden);
+        let req = register_with(&authz(Algorithm::Md5, "mallory", "x", nonce, "00000001"));
+        assert_eq!(a.check(&parse(&req).unwrap(), 1001), Verdict::Forbidden);
+    }
+
+    #[test]
+    fn old_nonce_is_stale_and_replayed_nc_is_stale() {
+        let mut a = auth();
+        let nonce = a.nonce(1000);
+        let nonce = std::str::from_utf8(&nonce).unwrap();
+        let req = register_with(&authz(Algorithm::Md5, "alice", "s3cret", nonce, "00000001"));
+        assert_eq!(
+            a.check(&parse(&req).unwrap(), 1400),
+            Verdict::Challenge { stale: true }
+        );
+        assert_eq!(
+            a.check(&parse(&req).unwrap(), 1001),
+            Verdict::Authenticated("alice")
+        );
+        assert_eq!(
+            a.check(&parse(&req).unwrap(), 1002),
+            Verdict::Challenge { stale: true }
+        );
+    }
+
+    #[test]
+    fn forged_nonce_is_rechallenged() {
+        let mut a = auth();
+        let mut forged = a.nonce(1000);
+        forged[39] = if forged[39] == b'0' { b'1' } else { b'0' };
+        let forged = std::str::from_utf8(&forged).unwrap();
+        let req = register_with(&authz(
+            Algorithm::Md5,
+            "alice",
+            "s3cret",
+            forged,
+            "00000001",
+        ));
+        assert_eq!(
+            a.check(&parse(&req).unwrap(), 1001),
+            Verdict::Challenge { stale: false }
+        );
+    }
+
+    #[test]
+    fn credentials_file_errors_name_the_line() {
+        let ok = "# comment\nalice:tether:0123456789abcdef0123456789abcdef\nbob:other:0123456789abcdef0123456789abcdef\n";
+        assert_eq!(Credentials::parse(ok, "tether").unwrap().len(), 1);
+        let err = Credentials::parse("alice:tether:xyz\n", "tether").unwrap_err();
+        assert!(err.contains("line 1") && err.contains("md5_ha1"), "{err}");
+    }
+}

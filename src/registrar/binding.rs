@@ -1,0 +1,195 @@
+//! Bindings: what the directory says about a contact (shared, immutable
+//! snapshots) and what the owning core keeps to expire it (core-local slab).
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+
+/// Names one binding: the core that owns it and its slot there. The
+/// generation makes a reference to a freed and reused slot detectably stale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct BindingRef {
+    pub core: u16,
+    pub slot: u32,
+    pub gen: u32,
+}
+
+/// Binding flags.
+pub mod flags {
+    /// The Contact's host:port differs from the address the REGISTER came from.
+    pub const NATED: u8 = 1;
+    /// The device accepts `application/application-server-contact-me`, by
+    /// Accept or Allow-Events (seed 000).
+    pub const CONTACT_ME: u8 = 2;
+    /// The REGISTER listed `application/sdp` in Accept (it can take a wake-up INVITE).
+    pub const SDP: u8 = 4;
+}
+
+/// One contact of an AOR, as every core and the API see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContactView {
+    pub binding: BindingRef,
+    /// The Contact URI as registered, without angle brackets.
+    pub contact: Box<str>,
+    /// Expiry on the runtime clock, in seconds.
+    pub expires_at: u32,
+    /// `q` in thousandths, if given.
+    pub q: Option<u16>,
+    /// RFC 5626 `+sip.instance` (or the configured device-id parameter).
+    pub instance: Option<Box<str>>,
+    pub reg_id: Option<u32>,
+    /// Namespace scope (contact parameter `scope`), seed 002.
+    pub scope: Option<Box<str>>,
+    /// Where requests to this contact go: the address the REGISTER came
+    /// from (the NAT's public side), not the Contact's host.
+    pub source: SocketAddr,
+    /// Index of the local listen address the REGISTER arrived on.
+    pub local: u8,
+    /// See [`flags`].
+    pub flags: u8,
+    /// RFC 3327 Path headers of the REGISTER, joined with ", ", routed through later.
+    pub path: Option<Box<str>>,
+    /// For the RFC 3261 §10.3 step 7 ordering rule.
+    pub call_id_hash: u64,
+    pub cseq: u32,
+}
+
+impl Default for ContactView {
+    fn default() -> Self {
+        ContactView {
+            binding: BindingRef::default(),
+            contact: "".into(),
+            expires_at: 0,
+            q: None,
+            instance: None,
+            reg_id: None,
+            scope: None,
+            source: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)),
+            local: 0,
+            flags: 0,
+            path: None,
+            call_id_hash: 0,
+            cseq: 0,
+        }
+    }
+}
+
+impl ContactView {
+    pub fn is_nated(&self) -> bool {
+        self.flags & flags::NATED != 0
+    }
+
+    pub fn accepts_contact_me(&self) -> bool {
+        self.flags & flags::CONTACT_ME != 0
+    }
+}
+
+/// What the owning core keeps per binding, to expire it.
+#[derive(Debug)]
+pub(crate) struct LocalBinding {
+    pub aor: Box<str>,
+    pub device: Option<Box<str>>,
+    pub expires_at: u32,
+    /// The expiry time the timer queue holds for this slot.
+    pub scheduled_at: u32,
+}
+
+#[derive(Debug)]
+struct Slot {
+    gen: u32,
+    binding: Option<LocalBinding>,
+}
+
+/// Core-local bindings in a slab: u32 indices and generations, no pointers.
+#[derive(Debug, Default)]
+pub(crate) struct Slab {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    live: usize,
+}
+
+impl Slab {
+    /// Reserves a slot; it holds nothing until [`Slab::fill`].
+    pub fn reserve(&mut self) -> (u32, u32) {
+        if let Some(i) = self.free.pop() {
+            let s = &mut self.slots[i as usize];
+            s.gen = s.gen.wrapping_add(1);
+            return (i, s.gen);
+        }
+        self.slots.push(Slot {
+            gen: 1,
+            binding: None,
+        });
+        ((self.slots.len() - 1) as u32, 1)
+    }
+
+    pub fn fill(&mut self, slot: u32, gen: u32, b: LocalBinding) {
+        if let Some(s) = self.slots.get_mut(slot as usize) {
+            if s.gen == gen {
+                if s.binding.is_none() {
+                    self.live += 1;
+                }
+                s.binding = Some(b);
+            }
+        }
+    }
+
+    pub fn get_mut(&mut self, slot: u32, gen: u32) -> Option<&mut LocalBinding> {
+        self.slots
+            .get_mut(slot as usize)
+            .filter(|s| s.gen == gen)
+            .and_then(|s| s.binding.as_mut())
+    }
+
+    /// Frees a slot (filled or only reserved) if the generation matches.
+    pub fn release(&mut self, slot: u32, gen: u32) -> Option<LocalBinding> {
+        let s = self.slots.get_mut(slot as usize)?;
+        if s.gen != gen {
+            return None;
+        }
+        // Bump the generation so no stale reference matches the reused slot.
+        s.gen = s.gen.wrapping_add(1);
+        let b = s.binding.take();
+        if b.is_some() {
+            self.live -= 1;
+        }
+        self.free.push(slot);
+        b
+    }
+
+    pub fn live(&self) -> usize {
+        self.live
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lb() -> LocalBinding {
+        LocalBinding {
+            aor: "a@x".into(),
+            device: None,
+            expires_at: 10,
+            scheduled_at: 10,
+        }
+    }
+
+    #[test]
+    fn slots_are_reused_with_a_new_generation() {
+        let mut s = Slab::default();
+        let (i, g) = s.reserve();
+        s.fill(i, g, lb());
+        assert_eq!(s.live(), 1);
+        assert!(s.release(i, g).is_some());
+        assert!(s.release(i, g).is_none(), "double release is refused");
+        let (j, g2) = s.reserve();
+        assert_eq!(j, i);
+        assert_ne!(g2, g);
+        assert!(
+            s.get_mut(i, g).is_none(),
+            "stale reference does not reach the new binding"
+        );
+        s.fill(j, g2, lb());
+        assert!(s.get_mut(j, g2).is_some());
+        assert_eq!(s.live(), 1);
+    }
+}

@@ -1,0 +1,678 @@
+//! The registrar (RFC 3261 §10.3, RFC 5626 instances, RFC 3327 Path), one per
+//! core, sans-IO: a REGISTER and `now` in, the response bytes out. Bindings
+//! live in the shared [`Directory`]; the core that received a binding's
+//! REGISTER owns it and expires it.
+
+pub mod auth;
+pub mod binding;
+pub mod directory;
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use smallvec::SmallVec;
+
+use crate::sip::ids::IdGen;
+use crate::sip::scan::{is_token_str, unquote};
+use crate::sip::writer::{response_to, Decimal, Writer};
+use crate::sip::{Contact, HeaderName, Host, Message, Scheme};
+use auth::{Authenticator, Verdict};
+pub use binding::{flags, BindingRef, ContactView};
+use binding::{LocalBinding, Slab};
+pub use directory::{AorRecord, DeviceEntry, Directory, Target};
+
+/// Registrar policy, from the `[registrar]` configuration section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub min_expires: u32,
+    pub max_expires: u32,
+    pub default_expires: u32,
+    pub max_contacts: usize,
+    /// Domains served; empty means any.
+    pub domains: Vec<Box<str>>,
+    /// Contact parameter that names a device when it has no `+sip.instance`.
+    pub device_id_param: Option<Box<str>>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            min_expires: 60,
+            max_expires: 7200,
+            default_expires: 3600,
+            max_contacts: 10,
+            domains: Vec::new(),
+            device_id_param: None,
+        }
+    }
+}
+
+/// Option tags tether understands in Require.
+pub const SUPPORTED: &str = "path, outbound";
+
+/// Where and when a REGISTER arrived.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival {
+    pub source: SocketAddr,
+    /// Index of the local listen address it arrived on.
+    pub local: u8,
+    /// Seconds on the runtime clock (shared by all cores).
+    pub now_secs: u32,
+}
+
+/// Counters (plain integers: only the owning core writes them).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    pub registered: u64,
+    pub refreshed: u64,
+    pub unregistered: u64,
+    pub expired: u64,
+    pub challenged: u64,
+    pub forbidden: u64,
+    pub rejected: u64,
+}
+
+/// A rejection, as a status line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reject {
+    Status(u16, &'static str),
+    IntervalTooBrief,
+}
+
+/// What one REGISTER changed.
+#[derive(Debug, Default)]
+struct Changes {
+    /// Contacts that left the AOR (unregistered, replaced by instance, or moved).
+    removed: SmallVec<[ContactView; 1]>,
+    /// The AOR's contacts after the change.
+    current: SmallVec<[ContactView; 2]>,
+}
+
+/// One contact of the request, ready to apply.
+struct Op<'m> {
+    contact: Contact<'m>,
+    uri: &'m str,
+    expires: u32,
+    instance: Option<&'m str>,
+    reg_id: Option<u32>,
+}
+
+/// The per-core registrar.
+pub struct Registrar {
+    core: u16,
+    policy: Arc<Policy>,
+    dir: Arc<Directory>,
+    slab: Slab,
+    expiries: BinaryHeap<Reverse<(u32, u32, u32)>>,
+    auth: Option<Authenticator>,
+    call_id_hasher: foldhash::fast::FixedState,
+    /// Bindings owned by other cores that this core replaced: the runtime
+    /// tells their owners to free them ([`Registrar::forget`]).
+    pub outbox: Vec<BindingRef>,
+    pub stats: Stats,
+}
+
+impl Registrar {
+    pub fn new(
+        core: u16,
+        policy: Arc<Policy>,
+        dir: Arc<Directory>,
+        auth: Option<Authenticator>,
+    ) -> Registrar {
+        Registrar {
+            core,
+            policy,
+            dir,
+            slab: Slab::default(),
+            expiries: BinaryHeap::new(),
+            auth,
+            call_id_hasher: foldhash::fast::FixedState::with_seed(0x7e7e_7e7e),
+            outbox: Vec::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// Bindings this core owns.
+    pub fn local_bindings(&self) -> usize {
+        self.slab.live()
+    }
+
+    /// The earliest time (seconds) an expiry is due, for the poll timeout.
+    pub fn next_expiry(&self) -> Option<u32> {
+        self.expiries.peek().map(|Reverse((at, _, _))| *at)
+    }
+
+    /// Handles a validated REGISTER; writes the response into `out`.
+    pub fn register(&mut self, msg: &Message<'_>, at: Arrival, out: &mut Vec<u8>, ids: &mut IdGen) {
+        let tag = ids.tag();
+        match self.process(msg, at) {
+            Ok(changes) => {
+                let mut w = response_to(out, msg, 200, "OK", Some(&tag), Some(at.source));
+                for c in &changes.current {
+                    write_contact(&mut w, c, at.now_secs);
+                }
+                for p in msg.header_values(HeaderName::Path) {
+                    w.header(HeaderName::Path, p);
+                }
+                w.header(HeaderName::Supported, SUPPORTED);
+                w.finish(None);
+            }
+            Err(Reject::IntervalTooBrief) => {
+                self.stats.rejected += 1;
+                let mut w = response_to(
+                    out,
+                    msg,
+                    423,
+                    "Interval Too Brief",
+                    Some(&tag),
+                    Some(at.source),
+                );
+                w.header_u32(HeaderName::MinExpires, self.policy.min_expires);
+                w.finish(None);
+            }
+            Err(Reject::Status(401, reason)) => {
+                self.stats.challenged += 1;
+                let stale = reason == "Stale Nonce";
+                let mut w = response_to(out, msg, 401, "Unauthorized", Some(&tag), Some(at.source));
+                if let Some(a) = &self.auth {
+                    a.write_challenge(&mut w, stale, u64::from(at.now_secs));
+                }
+                w.finish(None);
+            }
+            Err(Reject::Status(code, reason)) => {
+                if code == 403 {
+                    self.stats.forbidden += 1;
+                } else {
+                    self.stats.rejected += 1;
+                }
+                let mut w = response_to(out, msg, code, reason, Some(&tag), Some(at.source));
+                if code == 420 {
+                    let unsupported: SmallVec<[&str; 4]> = msg
+                        .tokens(HeaderName::Require)
+                        .filter_map(Result::ok)
+                        .filter(|t| !is_supported(t))
+                        .collect();
+                    for t in unsupported {
+                        w.header(HeaderName::Unsupported, t);
+                    }
+                }
+                w.finish(None);
+            }
+        }
+    }
+
+    fn process(&mut self, msg: &Message<'_>, at: Arrival) -> Result<Changes, Reject> {
+        // Step 2: extensions we do not support.
+        if msg
+            .tokens(HeaderName::Require)
+            .filter_map(Result::ok)
+            .any(|t| !is_supported(t))
+        {
+            return Err(Reject::Status(420, "Bad Extension"));
+        }
+        // Step 1: is the domain ours?
+        let ruri = match msg.request_uri() {
+            Some(Ok(u)) => u,
+            _ => return Err(Reject::Status(400, "Bad Request-URI")),
+        };
+        if !self.serves(ruri.host) {
+            return Err(Reject::Status(404, "Domain Not Served"));
+        }
+        let to = msg.to().map_err(|_| Reject::Status(400, "Bad To Header"))?;
+        let to_uri = to.uri();
+        let (Some(user), Some(host)) = (to_uri.user, to_uri.host) else {
+            return Err(Reject::Status(404, "Not Found"));
+        };
+        if !matches!(to_uri.scheme, Scheme::Sip | Scheme::Sips) {
+            return Err(Reject::Status(404, "Not Found"));
+        }
+        // Step 3: authentication, and the user may only register its own AOR.
+        if let Some(a) = &mut self.auth {
+            match a.check(msg, u64::from(at.now_secs)) {
+                Verdict::Authenticated(name) => {
+                    if !name.eq_ignore_ascii_case(user) {
+                        return Err(Reject::Status(403, "Forbidden"));
+                    }
+                }
+                Verdict::Challenge { stale: false } => {
+                    return Err(Reject::Status(401, "Unauthorized"))
+                }
+                Verdict::Challenge { stale: true } => {
+                    return Err(Reject::Status(401, "Stale Nonce"))
+                }
+                Verdict::Forbidden => return Err(Reject::Status(403, "Forbidden")),
+                Verdict::Malformed => return Err(Reject::Status(400, "Bad Authorization Header")),
+            }
+        }
+        let aor = canonical_aor(user, host);
+        let header_expires = msg
+            .expires()
+            .map_err(|_| Reject::Status(400, "Bad Expires Header"))?;
+        let call_id = msg
+            .call_id()
+            .map_err(|_| Reject::Status(400, "Bad Call-ID Header"))?;
+        let cseq = msg
+            .cseq()
+            .map_err(|_| Reject::Status(400, "Bad CSeq Header"))?
+            .seq;
+        let call_id_hash = std::hash::BuildHasher::hash_one(&self.call_id_hasher, call_id);
+
+        let mut contacts: SmallVec<[Contact<'_>; 4]> = SmallVec::new();
+        for c in msg.contacts() {
+            contacts.push(c.map_err(|_| Reject::Status(400, "Bad Contact Header"))?);
+        }
+        if contacts.is_empty() {
+            // A query: list the current bindings.
+            let current = self.dir.with_aor(&aor, |r| {
+                r.map(|r| {
+                    r.contacts
+                        .iter()
+                        .filter(|c| c.expires_at > at.now_secs)
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default()
+            });
+            return Ok(Changes {
+                removed: SmallVec::new(),
+                current,
+            });
+        }
+        if contacts.iter().any(|c| matches!(c, Contact::Star)) {
+            // Step 6: `*` only alone and only with Expires: 0.
+            if contacts.len() != 1 || header_expires != Some(0) {
+                return Err(Reject::Status(400, "Invalid Contact *"));
+            }
+            return self.remove_all(&aor, call_id_hash, cseq);
+        }
+
+        let mut ops: SmallVec<[Op<'_>; 4]> = SmallVec::new();
+        let mut too_brief = false;
+        for c in contacts {
+            let e = c
+                .expires()
+                .map_err(|_| Reject::Status(400, "Bad Contact Expires"))?
+                .or(header_expires)
+                .unwrap_or(self.policy.default_expires);
+            if e != 0 && e < self.policy.min_expires {
+                too_brief = true;
+            }
+            let addr = c.addr().expect("not a star");
+            let instance = c.instance().or_else(|| {
+                let p = self.policy.device_id_param.as_deref()?;
+                addr.param(p).flatten().map(unquote)
+            });
+            ops.push(Op {
+                contact: c,
+                uri: addr.uri_raw,
+                expires: e.min(self.policy.max_expires),
+                instance,
+                reg_id: c
+                    .reg_id()
+                    .map_err(|_| Reject::Status(400, "Bad Contact reg-id"))?,
+            });
+        }
+        if too_brief {
+            return Err(Reject::IntervalTooBrief);
+        }
+
+        // Slots for contacts that may become new bindings here; unused ones are released.
+        let mut reserved: SmallVec<[(u32, u32); 4]> = SmallVec::new();
+        for op in &ops {
+            if op.expires > 0 {
+                reserved.push(self.slab.reserve());
+            }
+        }
+        let template = self.template(msg, at, call_id_hash, cseq);
+        let core = self.core;
+        let policy = self.policy.clone();
+        let result = self.dir.update(&aor, |rec| {
+            let mut next = rec.clone();
+            let mut changes = Changes::default();
+            let mut fresh = reserved.iter();
+            for op in &ops {
+                let existing = next.contacts.iter().position(|c| same_binding(c, op));
+                if let Some(i) = existing {
+                    let old = &next.contacts[i];
+                    // Step 7: same Call-ID must come with a higher CSeq.
+                    if old.call_id_hash == call_id_hash && cseq <= old.cseq {
+                        return Err(Err(Reject::Status(400, "Out of Order CSeq")));
+                    }
+                }
+                if op.expires == 0 {
+                    if let Some(i) = existing {
+                        changes.removed.push(next.contacts.remove(i));
+                    }
+                    continue;
+                }
+                let &(slot, gen) = fresh.next().expect("one reserved slot per live contact");
+                let mut view = template.clone();
+                view.contact = op.uri.into();
+                view.expires_at = at.now_secs.saturating_add(op.expires);
+                view.q = op.contact.q().ok().flatten();
+                view.instance = op.instance.map(Into::into);
+                view.reg_id = op.reg_id;
+                view.scope = op
+                    .contact
+                    .addr()
+                    .and_then(|a| a.param("scope").flatten())
+                    .map(unquote)
+                    .filter(|s| is_token_str(s))
+                    .map(Into::into);
+                view.flags |= nat_flag(op, at.source);
+                match existing {
+                    // A refresh on the owning core keeps its binding.
+                    Some(i) if next.contacts[i].binding.core == core => {
+                        view.binding = next.contacts[i].binding;
+                        next.contacts[i] = view;
+                    }
+                    // The device moved to another path (and core): the old binding goes.
+                    Some(i) => {
+                        view.binding = BindingRef { core, slot, gen };
+                        changes
+                            .removed
+                            .push(std::mem::replace(&mut next.contacts[i], view));
+                    }
+                    None => {
+                        if next.contacts.len() >= policy.max_contacts {
+                            return Err(Err(Reject::Status(403, "Too Many Contacts")));
+                        }
+                        view.binding = BindingRef { core, slot, gen };
+                        next.contacts.push(view);
+                    }
+                }
+            }
+            changes.current = next.contacts.iter().cloned().collect();
+            Ok((next, Ok(changes)))
+        });
+        let used = |slot: u32, gen: u32, changes: &Changes| {
+            changes
+                .current
+                .iter()
+                .any(|c| c.binding == BindingRef { core, slot, gen })
+        };
+        match result {
+            Ok(changes) => {
+                for &(slot, gen) in &reserved {
+                    if !used(slot, gen, &changes) {
+                        self.slab.release(slot, gen);
+                    }
+                }
+                self.apply(&aor, &changes, &reserved);
+                Ok(changes)
+            }
+            Err(e) => {
+                for &(slot, gen) in &reserved {
+                    self.slab.release(slot, gen);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The fields every contact of this REGISTER shares.
+    fn template(
+        &self,
+        msg: &Message<'_>,
+        at: Arrival,
+        call_id_hash: u64,
+        cseq: u32,
+    ) -> ContactView {
+        let mut flags = 0;
+        for a in msg.accept().filter_map(Result::ok) {
+            if a.is("application", "application-server-contact-me") {
+                flags |= binding::flags::CONTACT_ME;
+            } else if a.is("application", "sdp") {
+                flags |= binding::flags::SDP;
+            }
+        }
+        if msg
+            .tokens(HeaderName::AllowEvents)
+            .filter_map(Result::ok)
+            .any(|e| e.eq_ignore_ascii_case("application-server-contact-me"))
+        {
+            flags |= binding::flags::CONTACT_ME;
+        }
+        let mut paths = msg.header_values(HeaderName::Path).peekable();
+        let path = paths.peek().is_some().then(|| {
+            let v: Vec<&str> = paths.collect();
+            v.join(", ").into_boxed_str()
+        });
+        ContactView {
+            source: at.source,
+            local: at.local,
+            flags,
+            path,
+            call_id_hash,
+            cseq,
+            ..ContactView::default()
+        }
+    }
+
+    /// Applies the local side of a directory change: fill new slots, refresh
+    /// timers, release removed bindings this core owned, and keep the device
+    /// index in step.
+    fn apply(&mut self, aor: &str, changes: &Changes, reserved: &[(u32, u32)]) {
+        for gone in &changes.removed {
+            if let Some(dev) = &gone.instance {
+                self.dir.clear_device(dev, gone.binding);
+            }
+            if gone.binding.core == self.core {
+                self.slab.release(gone.binding.slot, gone.binding.gen);
+            } else {
+                self.outbox.push(gone.binding);
+            }
+            self.stats.unregistered += 1;
+        }
+        for c in changes
+            .current
+            .iter()
+            .filter(|c| c.binding.core == self.core)
+        {
+            let BindingRef { slot, gen, .. } = c.binding;
+            let is_new = reserved.contains(&(slot, gen));
+            if is_new {
+                self.slab.fill(
+                    slot,
+                    gen,
+                    LocalBinding {
+                        aor: aor.into(),
+                        device: c.instance.clone(),
+                        expires_at: c.expires_at,
+                        scheduled_at: c.expires_at,
+                    },
+                );
+                self.expiries.push(Reverse((c.expires_at, slot, gen)));
+                self.stats.registered += 1;
+                if let Some(dev) = &c.instance {
+                    self.dir.set_device(dev, aor, c.binding);
+                }
+            } else if let Some(b) = self.slab.get_mut(slot, gen) {
+                if b.expires_at != c.expires_at {
+                    b.expires_at = c.expires_at;
+                    self.stats.refreshed += 1;
+                    // Timers only move later lazily; an earlier expiry needs its own entry.
+                    if c.expires_at < b.scheduled_at {
+                        b.scheduled_at = c.expires_at;
+                        self.expiries.push(Reverse((c.expires_at, slot, gen)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// `Contact: *` with `Expires: 0`: removes every binding of the AOR,
+    /// unless one of them was made by this Call-ID with a CSeq not lower.
+    fn remove_all(&mut self, aor: &str, call_id_hash: u64, cseq: u32) -> Result<Changes, Reject> {
+        let result = self.dir.update(aor, |rec| {
+            if rec
+                .contacts
+                .iter()
+                .any(|c| c.call_id_hash == call_id_hash && cseq <= c.cseq)
+            {
+                return Err(Err(Reject::Status(400, "Out of Order CSeq")));
+            }
+            let changes = Changes {
+                removed: rec.contacts.iter().cloned().collect(),
+                current: SmallVec::new(),
+            };
+            Ok((AorRecord::default(), Ok(changes)))
+        });
+        let changes = result?;
+        self.apply(aor, &changes, &[]);
+        Ok(changes)
+    }
+
+    /// Frees the slot of a binding another core replaced (it is already out
+    /// of the directory).
+    pub fn forget(&mut self, b: BindingRef) {
+        if b.core == self.core {
+            self.slab.release(b.slot, b.gen);
+        }
+    }
+
+    /// Removes bindings whose time has come. Call with the current time;
+    /// returns how many expired.
+    pub fn expire(&mut self, now_secs: u32) -> usize {
+        let mut n = 0;
+        while let Some(&Reverse((at, slot, gen))) = self.expiries.peek() {
+            if at > now_secs {
+                break;
+            }
+            self.expiries.pop();
+            let Some(b) = self.slab.get_mut(slot, gen) else {
+                continue;
+            };
+            if b.scheduled_at != at {
+                continue; // a superseded timer entry
+            }
+            if b.expires_at > now_secs {
+                // Refreshed since: re-arm for the new expiry (lazy re-scheduling).
+                b.scheduled_at = b.expires_at;
+                let next = b.expires_at;
+                self.expiries.push(Reverse((next, slot, gen)));
+                continue;
+            }
+            let b = self.slab.release(slot, gen).expect("present above");
+            let r = BindingRef {
+                core: self.core,
+                slot,
+                gen,
+            };
+            self.dir.remove_binding(&b.aor, r);
+            if let Some(dev) = &b.device {
+                self.dir.clear_device(dev, r);
+            }
+            self.stats.expired += 1;
+            n += 1;
+        }
+        n
+    }
+
+    fn serves(&self, host: Option<Host<'_>>) -> bool {
+        if self.policy.domains.is_empty() {
+            return true;
+        }
+        match host {
+            Some(Host::Name(h)) => self
+                .policy
+                .domains
+                .iter()
+                .any(|d| d.eq_ignore_ascii_case(h)),
+            Some(other) => {
+                let s = other.to_string();
+                self.policy.domains.iter().any(|d| **d == *s)
+            }
+            None => false,
+        }
+    }
+}
+
+fn is_supported(tag: &str) -> bool {
+    tag.eq_ignore_ascii_case("path") || tag.eq_ignore_ascii_case("outbound")
+}
+
+/// The AOR key: `user@host`, host lowercased (RFC 3261 §10.3 step 5; user
+/// parts are case-sensitive, so they stay as written).
+pub fn canonical_aor(user: &str, host: Host<'_>) -> String {
+    let mut s = String::with_capacity(user.len() + 32);
+    s.push_str(user);
+    s.push('@');
+    match host {
+        Host::Name(h) => {
+            for c in h.chars() {
+                s.push(c.to_ascii_lowercase());
+            }
+        }
+        other => s.push_str(&other.to_string()),
+    }
+    s
+}
+
+/// RFC 5626: the same instance and reg-id is the same flow; without an
+/// instance, the same Contact URI is the same binding.
+fn same_binding(c: &ContactView, op: &Op<'_>) -> bool {
+    match (&c.instance, op.instance) {
+        (Some(a), Some(b)) => **a == *b && c.reg_id == op.reg_id,
+        (None, None) => c.contact.eq_ignore_ascii_case(op.uri),
+        _ => false,
+    }
+}
+
+/// NATed when the Contact's host:port is not where the REGISTER came from.
+fn nat_flag(op: &Op<'_>, source: SocketAddr) -> u8 {
+    let Some(a) = op.contact.addr() else { return 0 };
+    let uri = a.uri();
+    let port = uri.port.unwrap_or(5060);
+    let same = match (uri.host, source) {
+        (Some(Host::V4(ip)), SocketAddr::V4(s)) => ip == *s.ip() && port == s.port(),
+        (Some(Host::V6(ip)), SocketAddr::V6(s)) => ip == *s.ip() && port == s.port(),
+        _ => false,
+    };
+    if same {
+        0
+    } else {
+        binding::flags::NATED
+    }
+}
+
+fn write_contact(w: &mut Writer<'_>, c: &ContactView, now_secs: u32) {
+    let secs = Decimal::new(c.expires_at.saturating_sub(now_secs));
+    match (&c.instance, c.reg_id) {
+        (Some(inst), Some(reg)) => {
+            let reg = Decimal::new(reg);
+            w.header_parts(
+                "Contact",
+                &[
+                    "<",
+                    &c.contact,
+                    ">;expires=",
+                    secs.as_str(),
+                    ";+sip.instance=\"<",
+                    inst,
+                    ">\";reg-id=",
+                    reg.as_str(),
+                ],
+            );
+        }
+        (Some(inst), None) => {
+            w.header_parts(
+                "Contact",
+                &[
+                    "<",
+                    &c.contact,
+                    ">;expires=",
+                    secs.as_str(),
+                    ";+sip.instance=\"<",
+                    inst,
+                    ">\"",
+                ],
+            );
+        }
+        _ => {
+            w.header_parts("Contact", &["<", &c.contact, ">;expires=", secs.as_str()]);
+        }
+    }
+}
