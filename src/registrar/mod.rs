@@ -676,3 +676,6 @@ fn write_contact(w: &mut Writer<'_>, c: &ContactView, now_secs: u32) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
