@@ -8,7 +8,7 @@ fn main() {
             Ok(m) => match m.validate() {
                 Ok(()) => format!(
                     "ok ({} headers, {} body bytes)",
-                    m.headers().len(),
+                    m.header_count(),
                     m.body.len()
                 ),
                 Err(e) => format!("invalid: {e:?}"),

@@ -274,7 +274,7 @@ fn cparam_and_contact_parameters() {
     let m = check(&bytes).unwrap();
     let c = m.contacts().next().unwrap().unwrap();
     // In addr-spec form the parameters belong to the header, not the URI.
-    assert!(c.addr().unwrap().params().count() > 0);
+    assert!(!c.addr().unwrap().params().is_empty());
     let bytes = fixture("cparam02");
     let m = check(&bytes).unwrap();
     assert!(m.contacts().next().unwrap().unwrap().addr().is_some());

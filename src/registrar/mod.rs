@@ -304,14 +304,16 @@ impl Registrar {
                 let p = self.policy.device_id_param.as_deref()?;
                 addr.param(p).flatten().map(unquote)
             });
+            let uri = addr.uri_raw;
+            let reg_id = c
+                .reg_id()
+                .map_err(|_| Reject::Status(400, "Bad Contact reg-id"))?;
             ops.push(Op {
                 contact: c,
-                uri: addr.uri_raw,
+                uri,
                 expires: e.min(self.policy.max_expires),
                 instance,
-                reg_id: c
-                    .reg_id()
-                    .map_err(|_| Reject::Status(400, "Bad Contact reg-id"))?,
+                reg_id,
             });
         }
         if too_brief {

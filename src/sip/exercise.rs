@@ -23,10 +23,10 @@ pub fn fuzz_entry(bytes: &[u8]) {
         }
     }
     for v in m.vias().flatten() {
-        let _ = (v.branch(), v.received(), v.rport(), v.params().count());
+        let _ = (v.branch(), v.received(), v.rport(), v.params().len());
     }
     for na in [m.from(), m.to()].into_iter().flatten() {
-        let _ = (na.tag(), na.uri(), na.params().count());
+        let _ = (na.tag(), na.uri(), na.params().len());
     }
     let _ = (m.call_id(), m.cseq(), m.max_forwards(), m.expires());
     for c in m.contacts().flatten() {

@@ -47,79 +47,82 @@ pub enum HeaderName {
 impl HeaderName {
     /// Resolves a header name as it appears on the wire (any case, compact or long form).
     pub fn from_wire(name: &str) -> HeaderName {
-        let b = name.as_bytes();
+        HeaderName::from_wire_bytes(name.as_bytes())
+    }
+
+    /// As [`HeaderName::from_wire`], on bytes. Length, first and last letter
+    /// pick at most one candidate; one case-insensitive compare confirms it.
+    pub fn from_wire_bytes(b: &[u8]) -> HeaderName {
+        use HeaderName::*;
+        let (Some(&first), Some(&last)) = (b.first(), b.last()) else {
+            return Other;
+        };
+        let (f, l) = (first | 0x20, last | 0x20);
         if b.len() == 1 {
-            return match b[0].to_ascii_lowercase() {
-                b'i' => HeaderName::CallId,
-                b'f' => HeaderName::From,
-                b't' => HeaderName::To,
-                b'v' => HeaderName::Via,
-                b'm' => HeaderName::Contact,
-                b'l' => HeaderName::ContentLength,
-                b'c' => HeaderName::ContentType,
-                b'k' => HeaderName::Supported,
-                b's' => HeaderName::Subject,
-                b'e' => HeaderName::ContentEncoding,
-                b'o' => HeaderName::Event,
-                b'u' => HeaderName::AllowEvents,
-                b'r' => HeaderName::ReferTo,
-                b'b' => HeaderName::ReferredBy,
-                b'x' => HeaderName::SessionExpires,
-                b'y' => HeaderName::Identity,
-                _ => HeaderName::Other,
+            return match f {
+                b'i' => CallId,
+                b'f' => From,
+                b't' => To,
+                b'v' => Via,
+                b'm' => Contact,
+                b'l' => ContentLength,
+                b'c' => ContentType,
+                b'k' => Supported,
+                b's' => Subject,
+                b'e' => ContentEncoding,
+                b'o' => Event,
+                b'u' => AllowEvents,
+                b'r' => ReferTo,
+                b'b' => ReferredBy,
+                b'x' => SessionExpires,
+                b'y' => Identity,
+                _ => Other,
             };
         }
-        // Dispatch on length first so that most names compare against one or two candidates.
-        let candidates: &[HeaderName] = match b.len() {
-            2 => &[HeaderName::To],
-            3 => &[HeaderName::Via],
-            4 => &[
-                HeaderName::From,
-                HeaderName::CSeq,
-                HeaderName::Path,
-                HeaderName::Date,
-            ],
-            5 => &[HeaderName::Route, HeaderName::Event, HeaderName::Allow],
-            6 => &[HeaderName::Accept, HeaderName::Server],
-            7 => &[
-                HeaderName::CallId,
-                HeaderName::Contact,
-                HeaderName::Expires,
-                HeaderName::Require,
-                HeaderName::Subject,
-            ],
-            8 => &[HeaderName::ReferTo, HeaderName::Identity],
-            9 => &[HeaderName::Supported],
-            10 => &[HeaderName::UserAgent],
-            11 => &[
-                HeaderName::MinExpires,
-                HeaderName::ReferredBy,
-                HeaderName::Unsupported,
-            ],
-            12 => &[
-                HeaderName::MaxForwards,
-                HeaderName::RecordRoute,
-                HeaderName::ContentType,
-                HeaderName::AllowEvents,
-            ],
-            13 => &[HeaderName::ProxyRequire, HeaderName::Authorization],
-            14..=18 => &[
-                HeaderName::ContentLength,
-                HeaderName::ContentEncoding,
-                HeaderName::WwwAuthenticate,
-                HeaderName::ProxyAuthenticate,
-                HeaderName::SessionExpires,
-                HeaderName::SubscriptionState,
-            ],
-            19 => &[HeaderName::ProxyAuthorization],
-            _ => &[],
+        let candidate = match (b.len(), f, l) {
+            (2, b't', b'o') => To,
+            (3, b'v', b'a') => Via,
+            (4, b'f', b'm') => From,
+            (4, b'c', b'q') => CSeq,
+            (4, b'p', b'h') => Path,
+            (4, b'd', b'e') => Date,
+            (5, b'r', b'e') => Route,
+            (5, b'e', b't') => Event,
+            (5, b'a', b'w') => Allow,
+            (6, b'a', b't') => Accept,
+            (6, b's', b'r') => Server,
+            (7, b'c', b'd') => CallId,
+            (7, b'c', b't') => Contact,
+            (7, b'e', b's') => Expires,
+            (7, b'r', b'e') => Require,
+            (7, b's', b't') => Subject,
+            (8, b'r', b'o') => ReferTo,
+            (8, b'i', b'y') => Identity,
+            (9, b's', b'd') => Supported,
+            (10, b'u', b't') => UserAgent,
+            (11, b'm', b's') => MinExpires,
+            (11, b'r', b'y') => ReferredBy,
+            (11, b'u', b'd') => Unsupported,
+            (12, b'm', b's') => MaxForwards,
+            (12, b'r', b'e') => RecordRoute,
+            (12, b'c', b'e') => ContentType,
+            (12, b'a', b's') => AllowEvents,
+            (13, b'p', b'e') => ProxyRequire,
+            (13, b'a', b'n') => Authorization,
+            (14, b'c', b'h') => ContentLength,
+            (15, b's', b's') => SessionExpires,
+            (16, b'c', b'g') => ContentEncoding,
+            (16, b'w', b'e') => WwwAuthenticate,
+            (18, b'p', b'e') => ProxyAuthenticate,
+            (18, b's', b'e') => SubscriptionState,
+            (19, b'p', b'n') => ProxyAuthorization,
+            _ => return Other,
         };
-        for &c in candidates {
-            if c.as_str().eq_ignore_ascii_case(name) {
-                return c;
-            }
+        if candidate.as_str().as_bytes().eq_ignore_ascii_case(b) {
+            candidate
+        } else {
+            Other
         }
-        HeaderName::Other
     }
 
     /// The canonical long form, as tether writes it.

@@ -1,20 +1,21 @@
-//! The datagram parser: one pass that splits the start line and header fields
-//! into slices of the receive buffer. Typed header values are parsed on demand
-//! by the accessors in [`super::typed`]; nothing here allocates unless a message
-//! has more header fields than fit inline.
+//! The datagram parser: one pass over the lines splits the start line and
+//! header fields; each field is stored as 8 bytes of offsets into the
+//! receive buffer. Typed header values are parsed on demand by the accessors
+//! in [`super::typed`]; nothing here allocates unless a message has more
+//! header fields than fit inline.
 
-use memchr::memchr;
+use memchr::{memchr, memchr_iter};
 use smallvec::SmallVec;
 
 use super::error::ParseError;
 use super::header::HeaderName;
 use super::method::Method;
-use super::scan::{is_token, trim};
+use super::scan::is_token;
 
 /// Limits applied while parsing; both come from configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Largest datagram accepted, in bytes.
+    /// Largest datagram accepted, in bytes (at most 65535).
     pub max_datagram: usize,
     /// Most header fields accepted in one message.
     pub max_headers: usize,
@@ -46,14 +47,26 @@ pub struct Header<'a> {
     pub value: &'a str,
 }
 
-/// Header fields kept inline; a message with more spills to the heap once.
-pub(crate) type HeaderVec<'a> = SmallVec<[Header<'a>; 32]>;
+/// A header field as offsets into the message's header text: 8 bytes, so
+/// that 32 of them fit inline in one cache-friendly array.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RawHeader {
+    kind: HeaderName,
+    name_len: u8,
+    name_start: u16,
+    value_start: u16,
+    value_len: u16,
+}
+
+type RawHeaders = SmallVec<[RawHeader; 32]>;
 
 /// A SIP message borrowed from its datagram.
 #[derive(Debug, Clone)]
 pub struct Message<'a> {
     pub start: StartLine<'a>,
-    pub(crate) headers: HeaderVec<'a>,
+    /// The start line and header fields, UTF-8 checked.
+    text: &'a str,
+    raw: RawHeaders,
     /// The body: exactly Content-Length bytes, or the rest of the datagram without one.
     pub body: &'a [u8],
     /// Bytes after the body that Content-Length excluded (RFC 3261 §18.3: discarded).
@@ -67,29 +80,26 @@ pub fn parse(buf: &[u8]) -> Result<Message<'_>, ParseError> {
 
 /// Parses a datagram. Never panics; every rejection says why.
 pub fn parse_with<'a>(buf: &'a [u8], limits: &Limits) -> Result<Message<'a>, ParseError> {
-    if buf.len() > limits.max_datagram {
-        return Err(ParseError::TooLarge {
-            len: buf.len(),
-            max: limits.max_datagram,
-        });
+    let max = limits.max_datagram.min(usize::from(u16::MAX));
+    if buf.len() > max {
+        return Err(ParseError::TooLarge { len: buf.len(), max });
     }
     // RFC 3261 §7.5: ignore CRLFs before the start line (they are also RFC 5626 pings).
     let start = buf
         .iter()
         .position(|&c| c != b'\r' && c != b'\n')
         .ok_or(ParseError::Empty)?;
-    let (head_end, body_start) = find_header_end(buf, start)?;
-    let head = &buf[start..head_end];
+    let region = &buf[start..];
+    let mut raw = RawHeaders::new();
+    let split = split_lines(region, limits, &mut raw)?;
+    let head = &region[..split.head_end];
     check_controls(head)?;
     let text = std::str::from_utf8(head).map_err(|_| ParseError::BadUtf8)?;
+    let start_line = parse_start_line(&text[..split.first_line_end])?;
 
-    let first_end = memchr(b'\n', head).unwrap_or(head.len());
-    let start_line = parse_start_line(strip_cr(&text[..first_end]))?;
-    let mut headers = HeaderVec::new();
-    parse_header_lines(text, first_end + 1, limits, &mut headers)?;
-
+    let body_start = start + split.body_start;
     let avail = buf.len() - body_start;
-    let content_length = content_length(&headers)?;
+    let content_length = content_length(text, &raw)?;
     let (body_len, trailing) = match content_length {
         Some(cl) if cl > avail => {
             return Err(ParseError::BodyTooShort {
@@ -102,28 +112,113 @@ pub fn parse_with<'a>(buf: &'a [u8], limits: &Limits) -> Result<Message<'a>, Par
     };
     Ok(Message {
         start: start_line,
-        headers,
+        text,
+        raw,
         body: &buf[body_start..body_start + body_len],
         trailing,
     })
 }
 
-/// Returns (end of the header section, start of the body). The header section
-/// ends at the first empty line; bare LF line ends are tolerated.
-fn find_header_end(buf: &[u8], start: usize) -> Result<(usize, usize), ParseError> {
-    let mut line = start;
-    loop {
-        let nl = line + memchr(b'\n', &buf[line..]).ok_or(ParseError::Truncated)?;
-        let content_end = if nl > line && buf[nl - 1] == b'\r' {
-            nl - 1
-        } else {
-            nl
-        };
-        if content_end == line && line != start {
-            return Ok((line, nl + 1));
+/// Where the pieces of the header section are, relative to its start.
+struct Split {
+    first_line_end: usize,
+    head_end: usize,
+    body_start: usize,
+}
+
+/// One pass over the line ends: finds the start line, every header field
+/// (unfolding continuation lines) and the empty line that ends the section.
+/// Works on bytes; the caller checks UTF-8 once for the whole section.
+fn split_lines(region: &[u8], limits: &Limits, out: &mut RawHeaders) -> Result<Split, ParseError> {
+    let mut lines = memchr_iter(b'\n', region);
+    let first_nl = lines.next().ok_or(ParseError::Truncated)?;
+    let first_line_end = strip_cr_end(region, 0, first_nl);
+    let mut line_start = first_nl + 1;
+    let mut line_no: u16 = 1;
+    // The field being built: (kind, name start, name len, value start); its value ends at `value_end`.
+    let mut current: Option<(HeaderName, usize, usize, usize)> = None;
+    let mut value_end = 0;
+    for nl in lines {
+        line_no = line_no.saturating_add(1);
+        let content_end = strip_cr_end(region, line_start, nl);
+        if content_end == line_start {
+            if let Some(c) = current {
+                push_header(out, limits, region, c, value_end)?;
+            }
+            return Ok(Split {
+                first_line_end,
+                head_end: line_start,
+                body_start: nl + 1,
+            });
         }
-        line = nl + 1;
+        let first = region[line_start];
+        if first == b' ' || first == b'\t' {
+            // A continuation line extends the value above it.
+            if current.is_none() {
+                return Err(ParseError::BadFolding { line: line_no });
+            }
+            value_end = content_end;
+        } else {
+            if let Some(c) = current.take() {
+                push_header(out, limits, region, c, value_end)?;
+            }
+            let mut i = line_start;
+            while i < content_end && is_token(region[i]) {
+                i += 1;
+            }
+            let name_len = i - line_start;
+            while i < content_end && (region[i] == b' ' || region[i] == b'\t') {
+                i += 1;
+            }
+            if name_len == 0 || name_len > 255 || i >= content_end || region[i] != b':' {
+                return Err(ParseError::BadHeaderLine { line: line_no });
+            }
+            let kind = HeaderName::from_wire_bytes(&region[line_start..line_start + name_len]);
+            current = Some((kind, line_start, name_len, i + 1));
+            value_end = content_end;
+        }
+        line_start = nl + 1;
     }
+    Err(ParseError::Truncated)
+}
+
+#[inline]
+fn strip_cr_end(b: &[u8], line_start: usize, nl: usize) -> usize {
+    if nl > line_start && b[nl - 1] == b'\r' {
+        nl - 1
+    } else {
+        nl
+    }
+}
+
+#[inline]
+fn push_header(
+    out: &mut RawHeaders,
+    limits: &Limits,
+    region: &[u8],
+    (kind, name_start, name_len, mut vs): (HeaderName, usize, usize, usize),
+    mut ve: usize,
+) -> Result<(), ParseError> {
+    if out.len() >= limits.max_headers {
+        return Err(ParseError::TooManyHeaders {
+            max: limits.max_headers,
+        });
+    }
+    while vs < ve && super::scan::is_lws(region[vs]) {
+        vs += 1;
+    }
+    while ve > vs && super::scan::is_lws(region[ve - 1]) {
+        ve -= 1;
+    }
+    // Offsets fit in u16: the datagram limit is at most 65535 bytes.
+    out.push(RawHeader {
+        kind,
+        name_len: name_len as u8,
+        name_start: name_start as u16,
+        value_start: vs as u16,
+        value_len: (ve - vs) as u16,
+    });
+    Ok(())
 }
 
 /// Rejects control characters in the header section and a CR that does not
@@ -166,11 +261,6 @@ fn line_of(head: &[u8], at: usize) -> u16 {
     u16::try_from(n).unwrap_or(u16::MAX)
 }
 
-#[inline]
-fn strip_cr(line: &str) -> &str {
-    line.strip_suffix('\r').unwrap_or(line)
-}
-
 fn parse_start_line(line: &str) -> Result<StartLine<'_>, ParseError> {
     if line.len() >= 4 && line.as_bytes()[..4].eq_ignore_ascii_case(b"SIP/") {
         // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
@@ -184,8 +274,7 @@ fn parse_start_line(line: &str) -> Result<StartLine<'_>, ParseError> {
         if cb.len() != 3 || !cb.iter().all(u8::is_ascii_digit) || !(b'1'..=b'6').contains(&cb[0]) {
             return Err(ParseError::BadStatusCode);
         }
-        let code =
-            u16::from(cb[0] - b'0') * 100 + u16::from(cb[1] - b'0') * 10 + u16::from(cb[2] - b'0');
+        let code = u16::from(cb[0] - b'0') * 100 + u16::from(cb[1] - b'0') * 10 + u16::from(cb[2] - b'0');
         return Ok(StartLine::Response { code, reason });
     }
     // Request-Line = Method SP Request-URI SP SIP-Version, single spaces only.
@@ -212,87 +301,11 @@ fn check_version(v: &str) -> Result<(), ParseError> {
     }
 }
 
-/// Splits the header lines that follow the start line, unfolding continuations.
-fn parse_header_lines<'a>(
-    text: &'a str,
-    mut pos: usize,
-    limits: &Limits,
-    out: &mut HeaderVec<'a>,
-) -> Result<(), ParseError> {
-    let b = text.as_bytes();
-    let mut line_no: u16 = 1;
-    // The header being built: (name, raw name, value start); its value ends at `value_end`.
-    let mut current: Option<(HeaderName, &'a str, usize)> = None;
-    let mut value_end = 0;
-    while pos < b.len() {
-        line_no = line_no.saturating_add(1);
-        let nl = memchr(b'\n', &b[pos..]).map_or(b.len(), |i| pos + i);
-        let content_end = if nl > pos && b[nl - 1] == b'\r' {
-            nl - 1
-        } else {
-            nl
-        };
-        if b[pos] == b' ' || b[pos] == b'\t' {
-            // A continuation line extends the value above it.
-            if current.is_none() {
-                return Err(ParseError::BadFolding { line: line_no });
-            }
-            value_end = content_end;
-        } else {
-            if let Some((name, raw_name, vs)) = current.take() {
-                push_header(out, limits, name, raw_name, &text[vs..value_end])?;
-            }
-            let mut i = pos;
-            while i < content_end && is_token(b[i]) {
-                i += 1;
-            }
-            let raw_name = &text[pos..i];
-            while i < content_end && (b[i] == b' ' || b[i] == b'\t') {
-                i += 1;
-            }
-            if raw_name.is_empty() || i >= content_end || b[i] != b':' {
-                return Err(ParseError::BadHeaderLine { line: line_no });
-            }
-            current = Some((HeaderName::from_wire(raw_name), raw_name, i + 1));
-            value_end = content_end;
-        }
-        pos = nl + 1;
-    }
-    if let Some((name, raw_name, vs)) = current {
-        push_header(out, limits, name, raw_name, &text[vs..value_end])?;
-    }
-    Ok(())
-}
-
-#[inline]
-fn push_header<'a>(
-    out: &mut HeaderVec<'a>,
-    limits: &Limits,
-    name: HeaderName,
-    raw_name: &'a str,
-    value: &'a str,
-) -> Result<(), ParseError> {
-    if out.len() >= limits.max_headers {
-        return Err(ParseError::TooManyHeaders {
-            max: limits.max_headers,
-        });
-    }
-    out.push(Header {
-        name,
-        raw_name,
-        value: trim(value),
-    });
-    Ok(())
-}
-
 /// The Content-Length, if any; repeated values must agree.
-fn content_length(headers: &[Header<'_>]) -> Result<Option<usize>, ParseError> {
+fn content_length(text: &str, headers: &[RawHeader]) -> Result<Option<usize>, ParseError> {
     let mut found: Option<usize> = None;
-    for h in headers
-        .iter()
-        .filter(|h| h.name == HeaderName::ContentLength)
-    {
-        let v = super::scan::parse_u64(h.value)
+    for h in headers.iter().filter(|h| h.kind == HeaderName::ContentLength) {
+        let v = super::scan::parse_u64(value_of(text, h))
             .and_then(|v| usize::try_from(v).ok())
             .ok_or(ParseError::BadHeader("Content-Length"))?;
         match found {
@@ -301,6 +314,18 @@ fn content_length(headers: &[Header<'_>]) -> Result<Option<usize>, ParseError> {
         }
     }
     Ok(found)
+}
+
+#[inline]
+fn value_of<'a>(text: &'a str, h: &RawHeader) -> &'a str {
+    let s = usize::from(h.value_start);
+    text.get(s..s + usize::from(h.value_len)).unwrap_or("")
+}
+
+#[inline]
+fn name_of<'a>(text: &'a str, h: &RawHeader) -> &'a str {
+    let s = usize::from(h.name_start);
+    text.get(s..s + usize::from(h.name_len)).unwrap_or("")
 }
 
 impl<'a> Message<'a> {
@@ -334,37 +359,48 @@ impl<'a> Message<'a> {
     }
 
     /// All header fields in wire order.
-    pub fn headers(&self) -> &[Header<'a>] {
-        &self.headers
+    pub fn headers(&self) -> impl ExactSizeIterator<Item = Header<'a>> + '_ {
+        let text = self.text;
+        self.raw.iter().map(move |h| Header {
+            name: h.kind,
+            raw_name: name_of(text, h),
+            value: value_of(text, h),
+        })
+    }
+
+    /// Number of header fields.
+    pub fn header_count(&self) -> usize {
+        self.raw.len()
     }
 
     /// The value of the first header called `name`.
     pub fn header(&self, name: HeaderName) -> Option<&'a str> {
-        self.headers
+        self.raw
             .iter()
-            .find(|h| h.name == name)
-            .map(|h| h.value)
+            .find(|h| h.kind == name)
+            .map(|h| value_of(self.text, h))
     }
 
     /// The value of the first header with this exact name (case-insensitive),
     /// for headers tether has no variant for.
     pub fn header_by_name(&self, name: &str) -> Option<&'a str> {
         let kind = HeaderName::from_wire(name);
-        self.headers
+        self.raw
             .iter()
             .find(|h| {
-                h.name == kind
-                    && (kind != HeaderName::Other || h.raw_name.eq_ignore_ascii_case(name))
+                h.kind == kind
+                    && (kind != HeaderName::Other || name_of(self.text, h).eq_ignore_ascii_case(name))
             })
-            .map(|h| h.value)
+            .map(|h| value_of(self.text, h))
     }
 
     /// The values of every header line called `name`, in order.
     pub fn header_values(&self, name: HeaderName) -> impl Iterator<Item = &'a str> + '_ {
-        self.headers
+        let text = self.text;
+        self.raw
             .iter()
-            .filter(move |h| h.name == name)
-            .map(|h| h.value)
+            .filter(move |h| h.kind == name)
+            .map(move |h| value_of(text, h))
     }
 
     /// The single value of a header that may appear at most once.
@@ -380,7 +416,8 @@ impl<'a> Message<'a> {
     /// Every element of a list-valued header, across repeated lines and commas.
     pub fn list(&self, name: HeaderName) -> ListValues<'a, '_> {
         ListValues {
-            headers: self.headers.iter(),
+            text: self.text,
+            headers: self.raw.iter(),
             name,
             inner: None,
         }
@@ -389,7 +426,8 @@ impl<'a> Message<'a> {
 
 /// Iterator over the comma-separated elements of every line of one header.
 pub struct ListValues<'a, 'm> {
-    headers: std::slice::Iter<'m, Header<'a>>,
+    text: &'a str,
+    headers: std::slice::Iter<'m, RawHeader>,
     name: HeaderName,
     inner: Option<super::scan::CommaList<'a>>,
 }
@@ -406,8 +444,8 @@ impl<'a> Iterator for ListValues<'a, '_> {
                 }
             }
             let name = self.name;
-            let h = self.headers.find(|h| h.name == name)?;
-            self.inner = Some(super::scan::CommaList::new(h.value));
+            let h = self.headers.find(|h| h.kind == name)?;
+            self.inner = Some(super::scan::CommaList::new(value_of(self.text, h)));
         }
     }
 }
@@ -432,7 +470,8 @@ Content-Length: 0\r\n\r\n";
         let m = parse(REGISTER).unwrap();
         assert_eq!(m.method(), Some(Method::Register));
         assert_eq!(m.request_uri_raw(), Some("sip:example.com"));
-        assert_eq!(m.headers().len(), 9);
+        assert_eq!(m.header_count(), 9);
+        assert_eq!(m.headers().nth(8).unwrap().raw_name, "Content-Length");
         assert_eq!(m.header(HeaderName::CallId), Some("abc@192.0.2.1"));
         assert_eq!(m.header(HeaderName::Subject), Some("folded\r\n line"));
         assert_eq!(m.header_by_name("x-unknown"), Some("kept  verbatim"));

@@ -14,20 +14,44 @@ pub fn is_lws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\r' | b'\n')
 }
 
+/// Byte classes for the scanners, one table lookup per byte.
+const TOKEN: u8 = 1;
+/// Bytes that change the state of a top-level scan: `"`, `<`, `>`, `\`.
+const SPECIAL: u8 = 2;
+/// Unquoted parameter value characters: token plus `:[]` (`received=[::1]`).
+const VALUE: u8 = 4;
+
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        if b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~')
+        {
+            t[c] = TOKEN;
+        }
+        if matches!(b, b'"' | b'<' | b'>' | b'\\') {
+            t[c] |= SPECIAL;
+        }
+        if t[c] & TOKEN != 0 || matches!(b, b':' | b'[' | b']') {
+            t[c] |= VALUE;
+        }
+        c += 1;
+    }
+    t
+};
+
 /// RFC 3261 `token` characters.
-#[inline]
+#[inline(always)]
 pub fn is_token(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
-        )
+    CLASS[usize::from(b)] & TOKEN != 0
 }
 
 /// True when `s` is a non-empty RFC 3261 token.
 #[inline]
 pub fn is_token_str(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(is_token)
+    !s.is_empty() && all_token(s.as_bytes())
 }
 
 /// Strips leading and trailing LWS.
@@ -52,19 +76,164 @@ pub fn find_top_level(s: &str, sep: u8) -> Result<Option<usize>, Malformed> {
     let mut i = 0;
     let mut in_angle = false;
     while i < b.len() {
-        match b[i] {
-            b'"' if !in_angle => {
-                i = skip_quoted(b, i)?;
-                continue;
+        let c = b[i];
+        if c == sep && !in_angle {
+            return Ok(Some(i));
+        }
+        // One table test keeps the common byte on the fast path.
+        if CLASS[usize::from(c)] & SPECIAL != 0 {
+            match c {
+                b'"' if !in_angle => {
+                    i = skip_quoted(b, i)?;
+                    continue;
+                }
+                b'<' => in_angle = true,
+                b'>' => in_angle = false,
+                _ => {}
             }
-            b'<' => in_angle = true,
-            b'>' => in_angle = false,
-            c if c == sep && !in_angle => return Ok(Some(i)),
-            _ => {}
         }
         i += 1;
     }
     Ok(None)
+}
+
+/// True when every byte of `s` is a token character (branch-free; no early exit).
+#[inline]
+fn all_token(s: &[u8]) -> bool {
+    s.iter().fold(true, |a, &c| a & (CLASS[usize::from(c)] & TOKEN != 0))
+}
+
+#[inline]
+fn all_value(s: &[u8]) -> bool {
+    s.iter().fold(true, |a, &c| a & (CLASS[usize::from(c)] & VALUE != 0))
+}
+
+/// Parameters parsed once: `name[=value]` pairs, validated, kept as 8-byte
+/// offsets into the text. Lookups scan a handful of entries instead of
+/// re-splitting the text.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ParamList<'a> {
+    base: &'a str,
+    items: smallvec::SmallVec<[PackedParam; 8]>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PackedParam {
+    name_start: u16,
+    name_len: u16,
+    value_start: u16,
+    /// `NO_VALUE` for a flag parameter such as `;lr`.
+    value_len: u16,
+}
+
+const NO_VALUE: u16 = u16::MAX;
+
+impl<'a> ParamList<'a> {
+    /// Parses the text after a header value's first `;` (empty for none).
+    /// Names are tokens; values are tokens (plus `:[]`) or quoted strings;
+    /// an empty element (`;;`, trailing `;`) is an error.
+    pub fn parse(s: &'a str) -> Result<ParamList<'a>, Malformed> {
+        let mut items = smallvec::SmallVec::new();
+        let b = s.as_bytes();
+        if b.is_empty() {
+            return Ok(ParamList { base: s, items });
+        }
+        // Offsets are u16: header values never exceed a datagram (at most 64 KiB).
+        if b.len() >= usize::from(NO_VALUE) {
+            return Err(Malformed);
+        }
+        let mut i = 0;
+        loop {
+            let seg_start = i;
+            let mut eq = None;
+            while i < b.len() {
+                match b[i] {
+                    b';' => break,
+                    b'=' if eq.is_none() => eq = Some(i),
+                    b'"' => {
+                        i = skip_quoted(b, i)?;
+                        continue;
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+            let (name, value) = match eq {
+                Some(e) => (trim_range(b, seg_start, e), Some(trim_range(b, e + 1, i))),
+                None => (trim_range(b, seg_start, i), None),
+            };
+            if name.0 == name.1 || !all_token(&b[name.0..name.1]) {
+                return Err(Malformed);
+            }
+            if let Some((vs, ve)) = value {
+                let vb = &b[vs..ve];
+                let ok = if vb.first() == Some(&b'"') {
+                    skip_quoted(vb, 0) == Ok(vb.len())
+                } else {
+                    !vb.is_empty() && all_value(vb)
+                };
+                if !ok {
+                    return Err(Malformed);
+                }
+            }
+            items.push(PackedParam {
+                name_start: name.0 as u16,
+                name_len: (name.1 - name.0) as u16,
+                value_start: value.map_or(0, |v| v.0 as u16),
+                value_len: value.map_or(NO_VALUE, |v| (v.1 - v.0) as u16),
+            });
+            if i >= b.len() {
+                return Ok(ParamList { base: s, items });
+            }
+            i += 1;
+        }
+    }
+
+    #[inline]
+    fn unpack(&self, p: &PackedParam) -> Param<'a> {
+        let ns = usize::from(p.name_start);
+        let name = self.base.get(ns..ns + usize::from(p.name_len)).unwrap_or("");
+        let value = (p.value_len != NO_VALUE).then(|| {
+            let vs = usize::from(p.value_start);
+            self.base.get(vs..vs + usize::from(p.value_len)).unwrap_or("")
+        });
+        Param { name, value }
+    }
+
+    /// The first parameter called `name` (case-insensitive). `Some(None)`
+    /// means present without a value (e.g. `;rport`, `;lr`).
+    pub fn get(&self, name: &str) -> Option<Option<&'a str>> {
+        self.items
+            .iter()
+            .filter(|p| usize::from(p.name_len) == name.len())
+            .map(|p| self.unpack(p))
+            .find(|p| p.name.eq_ignore_ascii_case(name))
+            .map(|p| p.value)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Param<'a>> + '_ {
+        self.items.iter().map(|p| self.unpack(p))
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+/// `[start, end)` with LWS trimmed from both ends.
+#[inline]
+fn trim_range(b: &[u8], mut start: usize, mut end: usize) -> (usize, usize) {
+    while start < end && is_lws(b[start]) {
+        start += 1;
+    }
+    while end > start && is_lws(b[end - 1]) {
+        end -= 1;
+    }
+    (start, end)
 }
 
 /// Given `b[open] == b'"'`, returns the index just past the closing quote,
@@ -100,7 +269,13 @@ impl<'a> Iterator for CommaList<'a> {
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             let s = self.rest?;
-            let (item, rest) = match find_top_level(s, b',') {
+            // Most list headers carry one element: no comma, no scan.
+            let found = if memchr::memchr(b',', s.as_bytes()).is_none() {
+                Ok(None)
+            } else {
+                find_top_level(s, b',')
+            };
+            let (item, rest) = match found {
                 Ok(Some(i)) => (&s[..i], Some(&s[i + 1..])),
                 Ok(None) => (s, None),
                 Err(Malformed) => {
@@ -141,8 +316,8 @@ pub fn unquote(v: &str) -> &str {
     }
 }
 
-/// Iterates `;`-separated parameters. The input starts right after a `;`
-/// (or is empty). Parameter names are not validated here; see [`check_params`].
+/// Iterates `;`-separated parameters lazily, without validating them; for
+/// text checked elsewhere (URI parameters). Header parameters use [`ParamList`].
 #[derive(Clone)]
 pub struct Params<'a> {
     rest: &'a str,
@@ -193,39 +368,9 @@ impl<'a> Iterator for Params<'a> {
     }
 }
 
-/// Validates a parameter section: names are tokens; values are tokens, quoted
-/// strings, or (for `received`/`maddr`-like params) host characters.
+/// Validates a parameter section (see [`ParamList::parse`]).
 pub fn check_params(s: &str) -> Result<(), Malformed> {
-    // NUL never occurs as a separator, so this only checks that quotes balance.
-    if find_top_level(s, 0).is_err() {
-        return Err(Malformed);
-    }
-    // An empty element (a trailing `;`) is not allowed by the grammar.
-    if !s.is_empty() && (trim(s).is_empty() || trim(s).ends_with(';')) {
-        return Err(Malformed);
-    }
-    for p in Params::new(s) {
-        if !is_token_str(p.name) {
-            return Err(Malformed);
-        }
-        if let Some(v) = p.value {
-            if v.is_empty() {
-                return Err(Malformed);
-            }
-            if v.starts_with('"') {
-                let vb = v.as_bytes();
-                if skip_quoted(vb, 0) != Ok(vb.len()) {
-                    return Err(Malformed);
-                }
-            } else if !v
-                .bytes()
-                .all(|c| is_token(c) || matches!(c, b':' | b'[' | b']'))
-            {
-                return Err(Malformed);
-            }
-        }
-    }
-    Ok(())
+    ParamList::parse(s).map(|_| ())
 }
 
 /// Parses a run of ASCII digits into a `u64`, refusing empty input, non-digits
@@ -270,7 +415,9 @@ pub fn unescape(s: &str) -> Option<std::borrow::Cow<'_, [u8]>> {
 /// True when every `%` in `s` starts a valid `%XX` escape.
 pub fn escapes_valid(s: &str) -> bool {
     let b = s.as_bytes();
-    let mut i = 0;
+    let Some(mut i) = memchr::memchr(b'%', b) else {
+        return true;
+    };
     while i < b.len() {
         if b[i] == b'%' {
             match (b.get(i + 1), b.get(i + 2)) {
@@ -304,7 +451,7 @@ mod tests {
             .map(Result::unwrap)
             .collect();
         assert_eq!(v, vec![r#""a, b" <sip:x;p=1,2>"#, "<sip:y>", "z"]);
-        assert_eq!(CommaList::new(r#""open"#).next(), Some(Err(Malformed)));
+        assert_eq!(CommaList::new(r#""open, x"#).next(), Some(Err(Malformed)));
     }
 
     #[test]
@@ -325,6 +472,11 @@ mod tests {
         assert!(check_params("tag=").is_err());
         assert!(check_params("a=1;").is_err());
         assert!(check_params("a=\"open").is_err());
+        assert!(check_params("received=[2001:db8::1];rport=5060").is_ok());
+        let p = ParamList::parse(r#"branch=z9hG4bK1 ; rport ;+sip.instance="<urn:uuid:1;x>";q=0.5"#).unwrap();
+        assert_eq!(p.len(), 4);
+        assert_eq!(p.get("RPORT"), Some(None));
+        assert_eq!(p.get("+sip.instance"), Some(Some(r#""<urn:uuid:1;x>""#)));
     }
 
     #[test]

@@ -6,14 +6,17 @@ use super::error::ParseError;
 use super::header::HeaderName;
 use super::message::{Message, StartLine};
 use super::method::Method;
+use memchr::memchr;
+use smallvec::SmallVec;
+
 use super::scan::{
-    check_params, find_top_level, is_lws, is_token, is_token_str, parse_u64, skip_quoted, trim,
-    unquote, CommaList, Params,
+    find_top_level, is_lws, is_token, is_token_str, parse_u64, skip_quoted, trim, unquote,
+    CommaList, ParamList,
 };
 use super::uri::{split_host_port, BadUri, Host, Uri};
 
 /// A Via header value (RFC 3261 §20.42, RFC 3581).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Via<'a> {
     /// `SIP/2.0` with any inner LWS removed is what valid messages carry.
     pub protocol_version: &'a str,
@@ -23,8 +26,8 @@ pub struct Via<'a> {
     pub port: Option<u16>,
     /// The sent-by exactly as written (host and port).
     pub sent_by: &'a str,
-    /// Everything after the first `;`, empty if none.
-    pub params_raw: &'a str,
+    /// The via-params, parsed.
+    pub params: ParamList<'a>,
 }
 
 impl<'a> Via<'a> {
@@ -36,10 +39,12 @@ impl<'a> Via<'a> {
             None => (v, ""),
         };
         // sent-protocol = protocol-name SLASH protocol-version SLASH transport; SLASH allows LWS.
-        let mut parts = head.splitn(3, '/');
-        let name = trim(parts.next().ok_or(BAD)?);
-        let version = trim(parts.next().ok_or(BAD)?);
-        let rest = trim(parts.next().ok_or(BAD)?);
+        let hb = head.as_bytes();
+        let s1 = memchr(b'/', hb).ok_or(BAD)?;
+        let s2 = s1 + 1 + memchr(b'/', &hb[s1 + 1..]).ok_or(BAD)?;
+        let name = trim(&head[..s1]);
+        let version = trim(&head[s1 + 1..s2]);
+        let rest = trim(&head[s2 + 1..]);
         let t_end = rest.bytes().position(is_lws).ok_or(BAD)?;
         let transport = &rest[..t_end];
         let sent_by = trim(&rest[t_end..]);
@@ -47,7 +52,7 @@ impl<'a> Via<'a> {
             return Err(BAD);
         }
         let (host, port) = split_sent_by(sent_by).map_err(|_| BAD)?;
-        check_params(params).map_err(|_| BAD)?;
+        let params = ParamList::parse(params).map_err(|_| BAD)?;
         let protocol_version = if version == "2.0" { "SIP/2.0" } else { version };
         Ok(Via {
             protocol_version,
@@ -55,28 +60,28 @@ impl<'a> Via<'a> {
             host,
             port,
             sent_by,
-            params_raw: params,
+            params,
         })
     }
 
-    pub fn params(&self) -> Params<'a> {
-        Params::new(self.params_raw)
+    pub fn params(&self) -> &ParamList<'a> {
+        &self.params
     }
 
     /// The `branch` parameter.
     pub fn branch(&self) -> Option<&'a str> {
-        self.params().get("branch").flatten()
+        self.params.get("branch").flatten()
     }
 
     /// The `received` parameter (RFC 3261 §18.2.1).
     pub fn received(&self) -> Option<&'a str> {
-        self.params().get("received").flatten()
+        self.params.get("received").flatten()
     }
 
     /// `rport` (RFC 3581): `None` if absent, `Some(None)` when asked for,
     /// `Some(Some(port))` when filled in.
     pub fn rport(&self) -> Option<Option<u16>> {
-        self.params()
+        self.params
             .get("rport")
             .map(|v| v.and_then(parse_u64).and_then(|p| u16::try_from(p).ok()))
     }
@@ -85,7 +90,7 @@ impl<'a> Via<'a> {
 /// sent-by = host [ COLON port ], where COLON may carry LWS.
 fn split_sent_by(s: &str) -> Result<(Host<'_>, Option<u16>), BadUri> {
     if s.starts_with('[') {
-        let close = s.find(']').ok_or(BadUri)?;
+        let close = memchr(b']', s.as_bytes()).ok_or(BadUri)?;
         let (host, _) = split_host_port(&s[..=close])?;
         let rest = trim(&s[close + 1..]);
         if rest.is_empty() {
@@ -94,7 +99,7 @@ fn split_sent_by(s: &str) -> Result<(Host<'_>, Option<u16>), BadUri> {
         let port = trim(rest.strip_prefix(':').ok_or(BadUri)?);
         return Ok((host, Some(parse_port(port)?)));
     }
-    match s.find(':') {
+    match memchr(b':', s.as_bytes()) {
         Some(c) => {
             let (host, _) = split_host_port(trim(&s[..c]))?;
             Ok((host, Some(parse_port(trim(&s[c + 1..]))?)))
@@ -111,14 +116,16 @@ fn parse_port(p: &str) -> Result<u16, BadUri> {
 
 /// `name-addr` or `addr-spec` with header parameters: From, To, Contact,
 /// Route, Record-Route, Path, Refer-To (RFC 3261 §20.10).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NameAddr<'a> {
     /// The display name as written (quoted form keeps its quotes).
     pub display: Option<&'a str>,
     /// The URI as written, without angle brackets.
     pub uri_raw: &'a str,
-    /// The header parameters after the URI, empty if none.
-    pub params_raw: &'a str,
+    /// The URI, parsed.
+    pub uri: Uri<'a>,
+    /// The header parameters after the URI.
+    pub params: ParamList<'a>,
 }
 
 impl<'a> NameAddr<'a> {
@@ -131,22 +138,22 @@ impl<'a> NameAddr<'a> {
             let end = skip_quoted(b, 0).map_err(|_| bad)?;
             let rest = trim(&v[end..]);
             let inner = rest.strip_prefix('<').ok_or(bad)?;
-            let close = inner.find('>').ok_or(bad)?;
+            let close = memchr(b'>', inner.as_bytes()).ok_or(bad)?;
             (Some(&v[..end]), &inner[..close], &inner[close + 1..])
-        } else if let Some(open) = v.find('<') {
+        } else if let Some(open) = memchr(b'<', b) {
             let display = trim(&v[..open]);
             // An unquoted display name is a sequence of tokens separated by LWS.
             if !display.bytes().all(|c| is_token(c) || is_lws(c)) {
                 return Err(bad);
             }
             let inner = &v[open + 1..];
-            let close = inner.find('>').ok_or(bad)?;
+            let close = memchr(b'>', inner.as_bytes()).ok_or(bad)?;
             let display = (!display.is_empty()).then_some(display);
             (display, &inner[..close], &inner[close + 1..])
         } else {
             // addr-spec form: parameters after the URI belong to the header, not
             // the URI, and a URI with `,`, `?` or `;` must be in brackets (§20).
-            let end = v.find(';').unwrap_or(v.len());
+            let end = memchr(b';', b).unwrap_or(v.len());
             let uri = trim(&v[..end]);
             if uri.bytes().any(|c| c == b'?' || c == b',') {
                 return Err(bad);
@@ -159,27 +166,28 @@ impl<'a> NameAddr<'a> {
             None if after.is_empty() => "",
             None => return Err(bad),
         };
-        check_params(params_raw).map_err(|_| bad)?;
-        Uri::parse(uri_raw).map_err(|_| bad)?;
+        let params = ParamList::parse(params_raw).map_err(|_| bad)?;
+        let uri = Uri::parse(uri_raw).map_err(|_| bad)?;
         Ok(NameAddr {
             display,
             uri_raw,
-            params_raw,
+            uri,
+            params,
         })
     }
 
-    /// The URI, parsed. It was validated when the header was parsed.
+    /// The URI (parsed when the header was).
     pub fn uri(&self) -> Uri<'a> {
-        Uri::parse(self.uri_raw).expect("validated in NameAddr::parse")
+        self.uri
     }
 
-    pub fn params(&self) -> Params<'a> {
-        Params::new(self.params_raw)
+    pub fn params(&self) -> &ParamList<'a> {
+        &self.params
     }
 
     /// A header parameter's value; `Some(None)` when present without one.
     pub fn param(&self, name: &str) -> Option<Option<&'a str>> {
-        self.params().get(name)
+        self.params.get(name)
     }
 
     /// The `tag` parameter (From/To).
@@ -189,7 +197,7 @@ impl<'a> NameAddr<'a> {
 }
 
 /// One Contact element: `*` or an address with its registration parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Contact<'a> {
     /// `Contact: *` (remove all bindings, RFC 3261 §10.2.2).
     Star,
@@ -364,11 +372,11 @@ impl<'a> CSeq<'a> {
 }
 
 /// A media type from Content-Type or an Accept element: `type/subtype;params`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MediaType<'a> {
     pub top: &'a str,
     pub sub: &'a str,
-    pub params_raw: &'a str,
+    pub params: ParamList<'a>,
 }
 
 impl<'a> MediaType<'a> {
@@ -378,16 +386,15 @@ impl<'a> MediaType<'a> {
             Some(i) => (&v[..i], &v[i + 1..]),
             None => (v, ""),
         };
-        let (top, sub) = mt.split_once('/').ok_or(bad)?;
-        let (top, sub) = (trim(top), trim(sub));
+        let slash = memchr(b'/', mt.as_bytes()).ok_or(bad)?;
+        let (top, sub) = (trim(&mt[..slash]), trim(&mt[slash + 1..]));
         if !is_token_str(top) || !is_token_str(sub) {
             return Err(bad);
         }
-        check_params(params).map_err(|_| bad)?;
         Ok(MediaType {
             top,
             sub,
-            params_raw: params,
+            params: ParamList::parse(params).map_err(|_| bad)?,
         })
     }
 
@@ -398,10 +405,10 @@ impl<'a> MediaType<'a> {
 }
 
 /// Event header (RFC 6665): package name and parameters such as `id`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event<'a> {
     pub package: &'a str,
-    pub params_raw: &'a str,
+    pub params: ParamList<'a>,
 }
 
 impl<'a> Event<'a> {
@@ -414,25 +421,25 @@ impl<'a> Event<'a> {
         if !is_token_str(pkg) {
             return Err(BAD);
         }
-        check_params(params).map_err(|_| BAD)?;
         Ok(Event {
             package: pkg,
-            params_raw: params,
+            params: ParamList::parse(params).map_err(|_| BAD)?,
         })
     }
 
     /// The `id` parameter.
     pub fn id(&self) -> Option<&'a str> {
-        Params::new(self.params_raw).get("id").flatten()
+        self.params.get("id").flatten()
     }
 }
 
 /// Authorization / WWW-Authenticate and their Proxy- twins: a scheme and
-/// comma-separated `name=value` parameters (RFC 7616 §3.3, §3.4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// comma-separated `name=value` parameters (RFC 7616 §3.3, §3.4), parsed
+/// once into (name, unquoted value) pairs.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthParams<'a> {
     pub scheme: &'a str,
-    pub params_raw: &'a str,
+    params: SmallVec<[(&'a str, &'a str); 10]>,
 }
 
 impl<'a> AuthParams<'a> {
@@ -444,33 +451,32 @@ impl<'a> AuthParams<'a> {
         if !is_token_str(scheme) {
             return Err(bad);
         }
-        let params_raw = trim(&v[sp..]);
-        for item in CommaList::new(params_raw) {
+        let mut params = SmallVec::new();
+        for item in CommaList::new(trim(&v[sp..])) {
             let item = item.map_err(|_| bad)?;
-            let (name, value) = item.split_once('=').ok_or(bad)?;
-            let (name, value) = (trim(name), trim(value));
+            let eq = memchr(b'=', item.as_bytes()).ok_or(bad)?;
+            let (name, value) = (trim(&item[..eq]), trim(&item[eq + 1..]));
             let quoted_ok =
                 value.starts_with('"') && skip_quoted(value.as_bytes(), 0) == Ok(value.len());
             if !is_token_str(name) || !(quoted_ok || is_token_str(value)) {
                 return Err(bad);
             }
+            params.push((name, unquote(value)));
         }
-        Ok(AuthParams { scheme, params_raw })
+        Ok(AuthParams { scheme, params })
     }
 
     /// A parameter's value without quotes (`realm`, `nonce`, `response` …).
     pub fn get(&self, name: &str) -> Option<&'a str> {
-        self.iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
+        self.params
+            .iter()
+            .find(|(n, _)| n.len() == name.len() && n.eq_ignore_ascii_case(name))
+            .map(|&(_, v)| v)
     }
 
     /// Every `(name, unquoted value)` pair in order.
-    pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
-        CommaList::new(self.params_raw).filter_map(|item| {
-            let (n, v) = item.ok()?.split_once('=')?;
-            Some((trim(n), unquote(trim(v))))
-        })
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a str)> + '_ {
+        self.params.iter().copied()
     }
 
     pub fn is_digest(&self) -> bool {

@@ -46,25 +46,18 @@ pub struct BadUri;
 impl<'a> Uri<'a> {
     /// Parses a URI. Whitespace, angle brackets and quotes are never part of a URI.
     pub fn parse(raw: &'a str) -> Result<Uri<'a>, BadUri> {
-        let colon = raw.find(':').ok_or(BadUri)?;
-        let scheme_s = &raw[..colon];
+        let b = raw.as_bytes();
+        let colon = find_byte(b, b':').ok_or(BadUri)?;
+        let scheme_s = &b[..colon];
         let rest = &raw[colon + 1..];
-        if !valid_scheme(scheme_s)
-            || rest.is_empty()
-            || rest
-                .bytes()
-                .any(|c| c <= b' ' || matches!(c, b'<' | b'>' | b'"' | 0x7f))
-        {
+        if !valid_scheme(scheme_s) || rest.is_empty() || any_class(rest.as_bytes(), FORBIDDEN) {
             return Err(BadUri);
         }
-        let scheme = if scheme_s.eq_ignore_ascii_case("sip") {
-            Scheme::Sip
-        } else if scheme_s.eq_ignore_ascii_case("sips") {
-            Scheme::Sips
-        } else if scheme_s.eq_ignore_ascii_case("tel") {
-            Scheme::Tel
-        } else {
-            Scheme::Other
+        let scheme = match scheme_s.len() {
+            3 if scheme_s.eq_ignore_ascii_case(b"sip") => Scheme::Sip,
+            4 if scheme_s.eq_ignore_ascii_case(b"sips") => Scheme::Sips,
+            3 if scheme_s.eq_ignore_ascii_case(b"tel") => Scheme::Tel,
+            _ => Scheme::Other,
         };
         let mut uri = Uri {
             scheme,
@@ -80,7 +73,7 @@ impl<'a> Uri<'a> {
             Scheme::Sip | Scheme::Sips => uri.parse_sip(rest)?,
             Scheme::Tel => {
                 let (number, params) = split_at_byte(rest, b';');
-                if number.is_empty() || !number.bytes().all(is_tel_char) {
+                if number.is_empty() || !all_class(number.as_bytes(), TEL) {
                     return Err(BadUri);
                 }
                 check_uri_params(params)?;
@@ -93,19 +86,20 @@ impl<'a> Uri<'a> {
     }
 
     fn parse_sip(&mut self, rest: &'a str) -> Result<(), BadUri> {
+        let rb = rest.as_bytes();
         // `@` cannot appear unescaped in host, params or headers, so the first one ends userinfo.
-        let hostpart = match rest.find('@') {
+        let hostpart = match find_byte(rb, b'@') {
             Some(at) => {
                 let userinfo = &rest[..at];
-                let (user, password) = match userinfo.find(':') {
+                let (user, password) = match find_byte(userinfo.as_bytes(), b':') {
                     Some(c) => (&userinfo[..c], Some(&userinfo[c + 1..])),
                     None => (userinfo, None),
                 };
-                if user.is_empty() || !user.bytes().all(is_user_char) || !escapes_valid(user) {
+                if user.is_empty() || !all_class(user.as_bytes(), USER) || !escapes_valid(user) {
                     return Err(BadUri);
                 }
                 if let Some(p) = password {
-                    if !p.bytes().all(is_password_char) || !escapes_valid(p) {
+                    if !all_class(p.as_bytes(), PASSWORD) || !escapes_valid(p) {
                         return Err(BadUri);
                     }
                 }
@@ -115,21 +109,22 @@ impl<'a> Uri<'a> {
             }
             None => rest,
         };
-        let hp_end = hostpart
-            .bytes()
-            .position(|c| c == b';' || c == b'?')
-            .unwrap_or(hostpart.len());
+        let hb = hostpart.as_bytes();
+        let hp_end = hb
+            .iter()
+            .position(|&c| c == b';' || c == b'?')
+            .unwrap_or(hb.len());
         let (host, port) = split_host_port(&hostpart[..hp_end])?;
         self.host = Some(host);
         self.port = port;
         let tail = &hostpart[hp_end..];
-        let (params, headers) = match tail.find('?') {
-            Some(q) => (&tail[..q], &tail[q + 1..]),
-            None => (tail, ""),
+        let (params, headers, has_headers) = match find_byte(tail.as_bytes(), b'?') {
+            Some(q) => (&tail[..q], &tail[q + 1..], true),
+            None => (tail, "", false),
         };
         let params = params.strip_prefix(';').unwrap_or(params);
         check_uri_params(params)?;
-        if tail.contains('?') && (headers.is_empty() || !check_uri_headers(headers)) {
+        if has_headers && (headers.is_empty() || !check_uri_headers(headers)) {
             return Err(BadUri);
         }
         self.params = params;
@@ -176,7 +171,7 @@ impl std::fmt::Display for Host<'_> {
 /// Splits `host[:port]`, with `[v6]` literals. Shared by URIs and Via sent-by.
 pub fn split_host_port(s: &str) -> Result<(Host<'_>, Option<u16>), BadUri> {
     let (host, port_s) = if let Some(inner) = s.strip_prefix('[') {
-        let close = inner.find(']').ok_or(BadUri)?;
+        let close = find_byte(inner.as_bytes(), b']').ok_or(BadUri)?;
         let addr: Ipv6Addr = inner[..close].parse().map_err(|_| BadUri)?;
         let after = &inner[close + 1..];
         let port = match after.strip_prefix(':') {
@@ -186,7 +181,7 @@ pub fn split_host_port(s: &str) -> Result<(Host<'_>, Option<u16>), BadUri> {
         };
         (Host::V6(addr), port)
     } else {
-        let (h, p) = match s.find(':') {
+        let (h, p) = match find_byte(s.as_bytes(), b':') {
             Some(c) => (&s[..c], Some(&s[c + 1..])),
             None => (s, None),
         };
@@ -204,96 +199,142 @@ pub fn split_host_port(s: &str) -> Result<(Host<'_>, Option<u16>), BadUri> {
 
 /// A domain name or dotted IPv4 address (RFC 3261 `hostname` / `IPv4address`).
 fn parse_host_name(h: &str) -> Result<Host<'_>, BadUri> {
-    if h.is_empty() {
+    let b = h.as_bytes();
+    if b.is_empty() {
         return Err(BadUri);
     }
-    let b = h.as_bytes();
     if b.iter().all(|c| c.is_ascii_digit() || *c == b'.') {
         return h.parse::<Ipv4Addr>().map(Host::V4).map_err(|_| BadUri);
     }
-    let name = h.strip_suffix('.').unwrap_or(h);
-    for label in name.split('.') {
-        let lb = label.as_bytes();
-        if lb.is_empty()
-            || !lb.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
-            || lb[0] == b'-'
-            || lb[lb.len() - 1] == b'-'
-        {
-            return Err(BadUri);
-        }
-    }
-    // The top label must start with a letter, or it would be a malformed IPv4 address.
-    let top = name.rsplit('.').next().unwrap_or("");
-    if !top.as_bytes().first().is_some_and(u8::is_ascii_alphabetic) {
+    let name = b.strip_suffix(b".").unwrap_or(b);
+    if name.is_empty() || !all_class(name, HOST) {
         return Err(BadUri);
+    }
+    // Labels: non-empty, no '-' at either end; the top label starts with a letter
+    // (otherwise it would be a malformed IPv4 address).
+    let mut label_start = 0;
+    for i in 0..=name.len() {
+        if i == name.len() || name[i] == b'.' {
+            let label = &name[label_start..i];
+            if label.is_empty() || label[0] == b'-' || label[label.len() - 1] == b'-' {
+                return Err(BadUri);
+            }
+            if i == name.len() && !label[0].is_ascii_alphabetic() {
+                return Err(BadUri);
+            }
+            label_start = i + 1;
+        }
     }
     Ok(Host::Name(h))
 }
 
+#[inline]
+fn find_byte(b: &[u8], needle: u8) -> Option<usize> {
+    b.iter().position(|&c| c == needle)
+}
+
 fn split_at_byte(s: &str, sep: u8) -> (&str, &str) {
-    match s.bytes().position(|c| c == sep) {
+    match find_byte(s.as_bytes(), sep) {
         Some(i) => (&s[..i], &s[i + 1..]),
         None => (s, ""),
     }
 }
 
-fn valid_scheme(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b[0].is_ascii_alphabetic()
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'))
+fn valid_scheme(b: &[u8]) -> bool {
+    !b.is_empty() && b[0].is_ascii_alphabetic() && all_class(b, SCHEME)
+}
+
+// Character classes of RFC 3261 §25.1 (and RFC 3966 for tel), one bit each.
+const USER: u16 = 1;
+const PASSWORD: u16 = 2;
+const PARAM: u16 = 4;
+const HEADER: u16 = 8;
+const TEL: u16 = 16;
+const HOST: u16 = 32;
+const SCHEME: u16 = 64;
+/// Never inside a URI: controls, space, `<`, `>`, `"`.
+const FORBIDDEN: u16 = 128;
+
+static URI_CLASS: [u16; 256] = {
+    let mut t = [0u16; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        let unreserved = c.is_ascii_alphanumeric()
+            || matches!(c, b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')');
+        let mut k = 0u16;
+        if unreserved || matches!(c, b'%' | b'&' | b'=' | b'+' | b'$' | b',' | b';' | b'?' | b'/') {
+            k |= USER;
+        }
+        if unreserved || matches!(c, b'%' | b'&' | b'=' | b'+' | b'$' | b',') {
+            k |= PASSWORD;
+        }
+        if unreserved || matches!(c, b'%' | b'[' | b']' | b'/' | b':' | b'&' | b'+' | b'$') {
+            k |= PARAM;
+        }
+        if unreserved || matches!(c, b'%' | b'[' | b']' | b'/' | b'?' | b':' | b'+' | b'$') {
+            k |= HEADER;
+        }
+        if c.is_ascii_hexdigit() || matches!(c, b'+' | b'-' | b'.' | b'(' | b')' | b'*' | b'#') {
+            k |= TEL;
+        }
+        if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.') {
+            k |= HOST;
+        }
+        if c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.') {
+            k |= SCHEME;
+        }
+        if c <= b' ' || matches!(c, b'<' | b'>' | b'"' | 0x7f) {
+            k |= FORBIDDEN;
+        }
+        t[i] = k;
+        i += 1;
+    }
+    t
+};
+
+/// Every byte is in `class` (branch-free, no early exit: these strings are short).
+#[inline]
+fn all_class(b: &[u8], class: u16) -> bool {
+    b.iter()
+        .fold(true, |a, &c| a & (URI_CLASS[usize::from(c)] & class != 0))
 }
 
 #[inline]
-fn is_unreserved(c: u8) -> bool {
-    c.is_ascii_alphanumeric()
-        || matches!(
-            c,
-            b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')'
-        )
+fn any_class(b: &[u8], class: u16) -> bool {
+    b.iter()
+        .fold(false, |a, &c| a | (URI_CLASS[usize::from(c)] & class != 0))
 }
 
-fn is_user_char(c: u8) -> bool {
-    is_unreserved(c)
-        || matches!(
-            c,
-            b'%' | b'&' | b'=' | b'+' | b'$' | b',' | b';' | b'?' | b'/'
-        )
-}
-
-fn is_password_char(c: u8) -> bool {
-    is_unreserved(c) || matches!(c, b'%' | b'&' | b'=' | b'+' | b'$' | b',')
-}
-
-fn is_param_char(c: u8) -> bool {
-    is_unreserved(c) || matches!(c, b'%' | b'[' | b']' | b'/' | b':' | b'&' | b'+' | b'$')
-}
-
-fn is_header_char(c: u8) -> bool {
-    is_unreserved(c) || matches!(c, b'%' | b'[' | b']' | b'/' | b'?' | b':' | b'+' | b'$')
-}
-
-fn is_tel_char(c: u8) -> bool {
-    c.is_ascii_hexdigit() || matches!(c, b'+' | b'-' | b'.' | b'(' | b')' | b'*' | b'#')
-}
-
+/// `;`-separated `name[=value]` items of [`PARAM`] characters; no empty names or values.
 fn check_uri_params(params: &str) -> Result<(), BadUri> {
-    if params.is_empty() {
+    let b = params.as_bytes();
+    if b.is_empty() {
         return Ok(());
     }
-    for item in params.split(';') {
-        let (name, value) = split_at_byte(item, b'=');
-        if name.is_empty()
-            || !name.bytes().all(is_param_char)
-            || !value.bytes().all(is_param_char)
-            || (item.contains('=') && value.is_empty())
-            || !escapes_valid(item)
-        {
-            return Err(BadUri);
+    let mut seg_start = 0;
+    let mut eq: Option<usize> = None;
+    for i in 0..=b.len() {
+        let c = if i < b.len() { b[i] } else { b';' };
+        match c {
+            b';' => {
+                let name_end = eq.unwrap_or(i);
+                if name_end == seg_start || eq.is_some_and(|e| e + 1 == i) {
+                    return Err(BadUri);
+                }
+                seg_start = i + 1;
+                eq = None;
+            }
+            b'=' if eq.is_none() => eq = Some(i),
+            c if URI_CLASS[usize::from(c)] & PARAM == 0 => return Err(BadUri),
+            _ => {}
         }
     }
-    Ok(())
+    if escapes_valid(params) {
+        Ok(())
+    } else {
+        Err(BadUri)
+    }
 }
 
 fn check_uri_headers(headers: &str) -> bool {
@@ -301,8 +342,8 @@ fn check_uri_headers(headers: &str) -> bool {
         let (name, value) = split_at_byte(h, b'=');
         !name.is_empty()
             && h.contains('=')
-            && name.bytes().all(is_header_char)
-            && value.bytes().all(is_header_char)
+            && all_class(name.as_bytes(), HEADER)
+            && all_class(value.as_bytes(), HEADER)
             && escapes_valid(h)
     })
 }

@@ -320,9 +320,11 @@ From: <sip:a@b>;tag=1\r\nTo: <sip:x@example.com>\r\nCall-ID: c\r\nCSeq: 1 OPTION
             Some("10.0.0.5:5060".parse().unwrap()),
         )
         .finish(None);
-        let via = parse(&buf).unwrap().top_via().unwrap();
-        assert_eq!(via.received(), None);
-        assert_eq!(via.rport(), None);
+        {
+            let via = parse(&buf).unwrap().top_via().unwrap();
+            assert_eq!(via.received(), None);
+            assert_eq!(via.rport(), None);
+        }
         response_to(
             &mut buf,
             &req,
