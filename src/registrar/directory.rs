@@ -16,6 +16,14 @@ pub struct AorRecord {
     pub contacts: SmallVec<[ContactView; 1]>,
 }
 
+/// What [`Directory::update`]'s closure decides.
+pub enum Decision<T> {
+    /// Store this record (an empty one removes the AOR) and return `T`.
+    Replace(AorRecord, T),
+    /// Leave the record as it is and return `T`.
+    Keep(T),
+}
+
 /// Where a device (RFC 5626 instance, or configured device id) is registered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceEntry {
@@ -100,18 +108,14 @@ impl Directory {
     /// Atomically replaces an AOR's record with what `f` computes from the
     /// current one. `f` may run more than once under contention, so it must
     /// be pure. An empty result removes the AOR. Returns `f`'s verdict.
-    pub fn update<T>(
-        &self,
-        aor: &str,
-        mut f: impl FnMut(&AorRecord) -> Result<(AorRecord, T), T>,
-    ) -> T {
+    pub fn update<T>(&self, aor: &str, mut f: impl FnMut(&AorRecord) -> Decision<T>) -> T {
         let map = self.aors.pin();
         let empty = AorRecord::default();
         let mut verdict = None;
         map.compute(aor.into(), |entry| {
             let current = entry.map_or(&empty, |(_, v)| v);
             match f(current) {
-                Ok((next, t)) => {
+                Decision::Replace(next, t) => {
                     verdict = Some(t);
                     if next.contacts.is_empty() {
                         if entry.is_some() {
@@ -123,7 +127,7 @@ impl Directory {
                         papaya::Operation::Insert(next)
                     }
                 }
-                Err(t) => {
+                Decision::Keep(t) => {
                     verdict = Some(t);
                     papaya::Operation::Abort(())
                 }
@@ -139,9 +143,9 @@ impl Directory {
             match next.contacts.iter().position(|c| c.binding == binding) {
                 Some(i) => {
                     let gone = next.contacts.remove(i);
-                    Ok((next, Some(gone)))
+                    Decision::Replace(next, Some(gone))
                 }
-                None => Err(None),
+                None => Decision::Keep(None),
             }
         })
     }
@@ -228,7 +232,7 @@ mod tests {
             n.contacts.push(view(0, 1, Some("mobile")));
             n.contacts.push(view(1, 2, Some("web")));
             n.contacts.push(view(1, 3, None));
-            Ok::<_, ()>((n, ()))
+            Decision::Replace(n, ())
         });
         assert_eq!(d.lookup("foo@x", 50).len(), 3);
         assert_eq!(d.lookup("foo@x:mobile", 50).len(), 1);
@@ -334,7 +338,7 @@ mod tests {
                     v.expires_at = i + s + 1000;
                     n.contacts.push(v);
                 }
-                Ok::<_, ()>((n, ()))
+                Decision::Replace(n, ())
             });
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -21,7 +21,7 @@ use crate::sip::{Contact, HeaderName, Host, Message, Scheme};
 use auth::{Authenticator, Verdict};
 pub use binding::{flags, BindingRef, ContactView};
 use binding::{LocalBinding, Slab};
-pub use directory::{AorRecord, DeviceEntry, Directory, Target};
+pub use directory::{AorRecord, Decision, DeviceEntry, Directory, Target};
 
 /// Registrar policy, from the `[registrar]` configuration section.
 #[derive(Debug, Clone, PartialEq)]
@@ -340,7 +340,7 @@ impl Registrar {
                     let old = &next.contacts[i];
                     // Step 7: same Call-ID must come with a higher CSeq.
                     if old.call_id_hash == call_id_hash && cseq <= old.cseq {
-                        return Err(Err(Reject::Status(400, "Out of Order CSeq")));
+                        return Decision::Keep(Err(Reject::Status(400, "Out of Order CSeq")));
                     }
                 }
                 if op.expires == 0 {
@@ -379,7 +379,7 @@ impl Registrar {
                     }
                     None => {
                         if next.contacts.len() >= policy.max_contacts {
-                            return Err(Err(Reject::Status(403, "Too Many Contacts")));
+                            return Decision::Keep(Err(Reject::Status(403, "Too Many Contacts")));
                         }
                         view.binding = BindingRef { core, slot, gen };
                         next.contacts.push(view);
@@ -387,7 +387,7 @@ impl Registrar {
                 }
             }
             changes.current = next.contacts.iter().cloned().collect();
-            Ok((next, Ok(changes)))
+            Decision::Replace(next, Ok(changes))
         });
         let used = |slot: u32, gen: u32, changes: &Changes| {
             changes
@@ -514,13 +514,13 @@ impl Registrar {
                 .iter()
                 .any(|c| c.call_id_hash == call_id_hash && cseq <= c.cseq)
             {
-                return Err(Err(Reject::Status(400, "Out of Order CSeq")));
+                return Decision::Keep(Err(Reject::Status(400, "Out of Order CSeq")));
             }
             let changes = Changes {
                 removed: rec.contacts.iter().cloned().collect(),
                 current: SmallVec::new(),
             };
-            Ok((AorRecord::default(), Ok(changes)))
+            Decision::Replace(AorRecord::default(), Ok(changes))
         });
         let changes = result?;
         self.apply(aor, &changes, &[]);

@@ -82,7 +82,10 @@ pub fn parse(buf: &[u8]) -> Result<Message<'_>, ParseError> {
 pub fn parse_with<'a>(buf: &'a [u8], limits: &Limits) -> Result<Message<'a>, ParseError> {
     let max = limits.max_datagram.min(usize::from(u16::MAX));
     if buf.len() > max {
-        return Err(ParseError::TooLarge { len: buf.len(), max });
+        return Err(ParseError::TooLarge {
+            len: buf.len(),
+            max,
+        });
     }
     // RFC 3261 §7.5: ignore CRLFs before the start line (they are also RFC 5626 pings).
     let start = buf
@@ -93,7 +96,7 @@ pub fn parse_with<'a>(buf: &'a [u8], limits: &Limits) -> Result<Message<'a>, Par
     let mut raw = RawHeaders::new();
     let split = split_lines(region, limits, &mut raw)?;
     let head = &region[..split.head_end];
-    check_controls(head)?;
+    check_controls(head, split.crlf_lines)?;
     let text = std::str::from_utf8(head).map_err(|_| ParseError::BadUtf8)?;
     let start_line = parse_start_line(&text[..split.first_line_end])?;
 
@@ -122,6 +125,8 @@ pub fn parse_with<'a>(buf: &'a [u8], limits: &Limits) -> Result<Message<'a>, Par
 /// Where the pieces of the header section are, relative to its start.
 struct Split {
     first_line_end: usize,
+    /// Lines inside the header section that ended in CRLF (not bare LF).
+    crlf_lines: usize,
     head_end: usize,
     body_start: usize,
 }
@@ -133,6 +138,7 @@ fn split_lines(region: &[u8], limits: &Limits, out: &mut RawHeaders) -> Result<S
     let mut lines = memchr_iter(b'\n', region);
     let first_nl = lines.next().ok_or(ParseError::Truncated)?;
     let first_line_end = strip_cr_end(region, 0, first_nl);
+    let mut crlf_lines = usize::from(first_line_end != first_nl);
     let mut line_start = first_nl + 1;
     let mut line_no: u16 = 1;
     // The field being built: (kind, name start, name len, value start); its value ends at `value_end`.
@@ -147,10 +153,12 @@ fn split_lines(region: &[u8], limits: &Limits, out: &mut RawHeaders) -> Result<S
             }
             return Ok(Split {
                 first_line_end,
+                crlf_lines,
                 head_end: line_start,
                 body_start: nl + 1,
             });
         }
+        crlf_lines += usize::from(content_end != nl);
         let first = region[line_start];
         if first == b' ' || first == b'\t' {
             // A continuation line extends the value above it.
@@ -173,7 +181,7 @@ fn split_lines(region: &[u8], limits: &Limits, out: &mut RawHeaders) -> Result<S
             if name_len == 0 || name_len > 255 || i >= content_end || region[i] != b':' {
                 return Err(ParseError::BadHeaderLine { line: line_no });
             }
-            let kind = HeaderName::from_wire_bytes(&region[line_start..line_start + name_len]);
+            let kind = HeaderName::from_token(&region[line_start..line_start + name_len]);
             current = Some((kind, line_start, name_len, i + 1));
             value_end = content_end;
         }
@@ -224,11 +232,11 @@ fn push_header(
 /// Rejects control characters in the header section and a CR that does not
 /// start a line end. HT is whitespace; other controls may only appear
 /// escaped as a `quoted-pair` (RFC 3261 §25.1), which the slow path checks.
-fn check_controls(head: &[u8]) -> Result<(), ParseError> {
+/// `crlf_lines` is how many lines the splitter saw end in CRLF: any other CR
+/// is a stray one.
+fn check_controls(head: &[u8], crlf_lines: usize) -> Result<(), ParseError> {
     // Branch-free so that it vectorises; the rare hit is examined byte by byte.
-    let suspicious = head.iter().fold(false, |acc, &c| {
-        acc | ((c < 0x20) & (c != b'\t') & (c != b'\r') & (c != b'\n')) | (c == 0x7f)
-    });
+    let (suspicious, crs) = scan_controls(head);
     if suspicious {
         for (i, &c) in head.iter().enumerate() {
             let control = (c < 0x20 && !matches!(c, b'\t' | b'\r' | b'\n')) || c == 0x7f;
@@ -239,17 +247,49 @@ fn check_controls(head: &[u8]) -> Result<(), ParseError> {
             }
         }
     }
-    let mut from = 0;
-    while let Some(i) = memchr(b'\r', &head[from..]) {
-        let at = from + i;
-        if head.get(at + 1) != Some(&b'\n') {
-            return Err(ParseError::BadHeaderLine {
-                line: line_of(head, at),
-            });
+    if crs != crlf_lines {
+        let mut from = 0;
+        while let Some(i) = memchr(b'\r', &head[from..]) {
+            let at = from + i;
+            if head.get(at + 1) != Some(&b'\n') {
+                return Err(ParseError::BadHeaderLine {
+                    line: line_of(head, at),
+                });
+            }
+            from = at + 1;
         }
-        from = at + 1;
     }
     Ok(())
+}
+
+/// Whether any byte is a control other than HT/CR/LF (or DEL), and how many
+/// CRs there are. Fixed-size chunks with byte accumulators so that it
+/// vectorises.
+fn scan_controls(head: &[u8]) -> (bool, usize) {
+    #[inline(always)]
+    fn classify(x: u8) -> (u8, u8) {
+        let bad = ((x < 0x20) & (x != b'\t') & (x != b'\r') & (x != b'\n')) | (x == 0x7f);
+        (u8::from(bad), u8::from(x == b'\r'))
+    }
+    let mut bad = 0u8;
+    let mut crs = 0usize;
+    let mut chunks = head.chunks_exact(32);
+    for chunk in &mut chunks {
+        let (mut b, mut c) = (0u8, 0u8);
+        for &x in chunk {
+            let (xb, xc) = classify(x);
+            b |= xb;
+            c += xc;
+        }
+        bad |= b;
+        crs += usize::from(c);
+    }
+    for &x in chunks.remainder() {
+        let (xb, xc) = classify(x);
+        bad |= xb;
+        crs += usize::from(xc);
+    }
+    (bad != 0, crs)
 }
 
 fn line_of(head: &[u8], at: usize) -> u16 {
@@ -274,7 +314,8 @@ fn parse_start_line(line: &str) -> Result<StartLine<'_>, ParseError> {
         if cb.len() != 3 || !cb.iter().all(u8::is_ascii_digit) || !(b'1'..=b'6').contains(&cb[0]) {
             return Err(ParseError::BadStatusCode);
         }
-        let code = u16::from(cb[0] - b'0') * 100 + u16::from(cb[1] - b'0') * 10 + u16::from(cb[2] - b'0');
+        let code =
+            u16::from(cb[0] - b'0') * 100 + u16::from(cb[1] - b'0') * 10 + u16::from(cb[2] - b'0');
         return Ok(StartLine::Response { code, reason });
     }
     // Request-Line = Method SP Request-URI SP SIP-Version, single spaces only.
@@ -304,7 +345,10 @@ fn check_version(v: &str) -> Result<(), ParseError> {
 /// The Content-Length, if any; repeated values must agree.
 fn content_length(text: &str, headers: &[RawHeader]) -> Result<Option<usize>, ParseError> {
     let mut found: Option<usize> = None;
-    for h in headers.iter().filter(|h| h.kind == HeaderName::ContentLength) {
+    for h in headers
+        .iter()
+        .filter(|h| h.kind == HeaderName::ContentLength)
+    {
         let v = super::scan::parse_u64(value_of(text, h))
             .and_then(|v| usize::try_from(v).ok())
             .ok_or(ParseError::BadHeader("Content-Length"))?;
@@ -389,7 +433,8 @@ impl<'a> Message<'a> {
             .iter()
             .find(|h| {
                 h.kind == kind
-                    && (kind != HeaderName::Other || name_of(self.text, h).eq_ignore_ascii_case(name))
+                    && (kind != HeaderName::Other
+                        || name_of(self.text, h).eq_ignore_ascii_case(name))
             })
             .map(|h| value_of(self.text, h))
     }

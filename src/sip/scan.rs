@@ -20,6 +20,8 @@ const TOKEN: u8 = 1;
 const SPECIAL: u8 = 2;
 /// Unquoted parameter value characters: token plus `:[]` (`received=[::1]`).
 const VALUE: u8 = 4;
+/// Bytes that end or split a parameter: `;`, `=`, `"`.
+const PARAM_STOP: u8 = 8;
 
 static CLASS: [u8; 256] = {
     let mut t = [0u8; 256];
@@ -27,7 +29,10 @@ static CLASS: [u8; 256] = {
     while c < 256 {
         let b = c as u8;
         if b.is_ascii_alphanumeric()
-            || matches!(b, b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~')
+            || matches!(
+                b,
+                b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+            )
         {
             t[c] = TOKEN;
         }
@@ -36,6 +41,9 @@ static CLASS: [u8; 256] = {
         }
         if t[c] & TOKEN != 0 || matches!(b, b':' | b'[' | b']') {
             t[c] |= VALUE;
+        }
+        if matches!(b, b';' | b'=' | b'"') {
+            t[c] |= PARAM_STOP;
         }
         c += 1;
     }
@@ -46,6 +54,13 @@ static CLASS: [u8; 256] = {
 #[inline(always)]
 pub fn is_token(b: u8) -> bool {
     CLASS[usize::from(b)] & TOKEN != 0
+}
+
+/// Position of `needle` in a short slice. An inline loop beats a call into
+/// memchr's SIMD dispatch for header-value-sized inputs.
+#[inline]
+pub fn find_byte(needle: u8, b: &[u8]) -> Option<usize> {
+    b.iter().position(|&c| c == needle)
 }
 
 /// True when `s` is a non-empty RFC 3261 token.
@@ -100,12 +115,14 @@ pub fn find_top_level(s: &str, sep: u8) -> Result<Option<usize>, Malformed> {
 /// True when every byte of `s` is a token character (branch-free; no early exit).
 #[inline]
 fn all_token(s: &[u8]) -> bool {
-    s.iter().fold(true, |a, &c| a & (CLASS[usize::from(c)] & TOKEN != 0))
+    s.iter()
+        .fold(true, |a, &c| a & (CLASS[usize::from(c)] & TOKEN != 0))
 }
 
 #[inline]
 fn all_value(s: &[u8]) -> bool {
-    s.iter().fold(true, |a, &c| a & (CLASS[usize::from(c)] & VALUE != 0))
+    s.iter()
+        .fold(true, |a, &c| a & (CLASS[usize::from(c)] & VALUE != 0))
 }
 
 /// Parameters parsed once: `name[=value]` pairs, validated, kept as 8-byte
@@ -147,14 +164,17 @@ impl<'a> ParamList<'a> {
             let seg_start = i;
             let mut eq = None;
             while i < b.len() {
-                match b[i] {
-                    b';' => break,
-                    b'=' if eq.is_none() => eq = Some(i),
-                    b'"' => {
-                        i = skip_quoted(b, i)?;
-                        continue;
+                let c = b[i];
+                if CLASS[usize::from(c)] & PARAM_STOP != 0 {
+                    match c {
+                        b';' => break,
+                        b'=' if eq.is_none() => eq = Some(i),
+                        b'"' => {
+                            i = skip_quoted(b, i)?;
+                            continue;
+                        }
+                        _ => {}
                     }
-                    _ => {}
                 }
                 i += 1;
             }
@@ -192,10 +212,15 @@ impl<'a> ParamList<'a> {
     #[inline]
     fn unpack(&self, p: &PackedParam) -> Param<'a> {
         let ns = usize::from(p.name_start);
-        let name = self.base.get(ns..ns + usize::from(p.name_len)).unwrap_or("");
+        let name = self
+            .base
+            .get(ns..ns + usize::from(p.name_len))
+            .unwrap_or("");
         let value = (p.value_len != NO_VALUE).then(|| {
             let vs = usize::from(p.value_start);
-            self.base.get(vs..vs + usize::from(p.value_len)).unwrap_or("")
+            self.base
+                .get(vs..vs + usize::from(p.value_len))
+                .unwrap_or("")
         });
         Param { name, value }
     }
@@ -270,7 +295,7 @@ impl<'a> Iterator for CommaList<'a> {
         loop {
             let s = self.rest?;
             // Most list headers carry one element: no comma, no scan.
-            let found = if memchr::memchr(b',', s.as_bytes()).is_none() {
+            let found = if find_byte(b',', s.as_bytes()).is_none() {
                 Ok(None)
             } else {
                 find_top_level(s, b',')
@@ -415,7 +440,7 @@ pub fn unescape(s: &str) -> Option<std::borrow::Cow<'_, [u8]>> {
 /// True when every `%` in `s` starts a valid `%XX` escape.
 pub fn escapes_valid(s: &str) -> bool {
     let b = s.as_bytes();
-    let Some(mut i) = memchr::memchr(b'%', b) else {
+    let Some(mut i) = find_byte(b'%', b) else {
         return true;
     };
     while i < b.len() {
@@ -473,7 +498,9 @@ mod tests {
         assert!(check_params("a=1;").is_err());
         assert!(check_params("a=\"open").is_err());
         assert!(check_params("received=[2001:db8::1];rport=5060").is_ok());
-        let p = ParamList::parse(r#"branch=z9hG4bK1 ; rport ;+sip.instance="<urn:uuid:1;x>";q=0.5"#).unwrap();
+        let p =
+            ParamList::parse(r#"branch=z9hG4bK1 ; rport ;+sip.instance="<urn:uuid:1;x>";q=0.5"#)
+                .unwrap();
         assert_eq!(p.len(), 4);
         assert_eq!(p.get("RPORT"), Some(None));
         assert_eq!(p.get("+sip.instance"), Some(Some(r#""<urn:uuid:1;x>""#)));

@@ -6,12 +6,11 @@ use super::error::ParseError;
 use super::header::HeaderName;
 use super::message::{Message, StartLine};
 use super::method::Method;
-use memchr::memchr;
 use smallvec::SmallVec;
 
 use super::scan::{
-    find_top_level, is_lws, is_token, is_token_str, parse_u64, skip_quoted, trim, unquote,
-    CommaList, ParamList,
+    find_byte as memchr, find_top_level, is_lws, is_token, is_token_str, parse_u64, skip_quoted,
+    trim, unquote, ParamList,
 };
 use super::uri::{split_host_port, BadUri, Host, Uri};
 
@@ -197,6 +196,8 @@ impl<'a> NameAddr<'a> {
 }
 
 /// One Contact element: `*` or an address with its registration parameters.
+// `*` is rare and boxing the address would allocate per contact.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Contact<'a> {
     /// `Contact: *` (remove all bindings, RFC 3261 §10.2.2).
@@ -451,17 +452,53 @@ impl<'a> AuthParams<'a> {
         if !is_token_str(scheme) {
             return Err(bad);
         }
+        // One pass: name LWS "=" LWS (token / quoted-string) LWS ("," / end).
         let mut params = SmallVec::new();
-        for item in CommaList::new(trim(&v[sp..])) {
-            let item = item.map_err(|_| bad)?;
-            let eq = memchr(b'=', item.as_bytes()).ok_or(bad)?;
-            let (name, value) = (trim(&item[..eq]), trim(&item[eq + 1..]));
-            let quoted_ok =
-                value.starts_with('"') && skip_quoted(value.as_bytes(), 0) == Ok(value.len());
-            if !is_token_str(name) || !(quoted_ok || is_token_str(value)) {
+        let b = v.as_bytes();
+        let mut i = sp;
+        let skip_lws = |mut i: usize| {
+            while i < b.len() && is_lws(b[i]) {
+                i += 1;
+            }
+            i
+        };
+        loop {
+            i = skip_lws(i);
+            if i >= b.len() {
+                break;
+            }
+            let ns = i;
+            while i < b.len() && is_token(b[i]) {
+                i += 1;
+            }
+            let name = &v[ns..i];
+            i = skip_lws(i);
+            if name.is_empty() || b.get(i) != Some(&b'=') {
                 return Err(bad);
             }
-            params.push((name, unquote(value)));
+            i = skip_lws(i + 1);
+            let value = if b.get(i) == Some(&b'"') {
+                let end = skip_quoted(b, i).map_err(|_| bad)?;
+                let q = &v[i + 1..end - 1];
+                i = end;
+                q
+            } else {
+                let vs = i;
+                while i < b.len() && is_token(b[i]) {
+                    i += 1;
+                }
+                if vs == i {
+                    return Err(bad);
+                }
+                &v[vs..i]
+            };
+            params.push((name, value));
+            i = skip_lws(i);
+            match b.get(i) {
+                None => break,
+                Some(b',') => i += 1,
+                Some(_) => return Err(bad),
+            }
         }
         Ok(AuthParams { scheme, params })
     }

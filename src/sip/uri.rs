@@ -261,9 +261,17 @@ static URI_CLASS: [u16; 256] = {
     while i < 256 {
         let c = i as u8;
         let unreserved = c.is_ascii_alphanumeric()
-            || matches!(c, b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')');
+            || matches!(
+                c,
+                b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')'
+            );
         let mut k = 0u16;
-        if unreserved || matches!(c, b'%' | b'&' | b'=' | b'+' | b'$' | b',' | b';' | b'?' | b'/') {
+        if unreserved
+            || matches!(
+                c,
+                b'%' | b'&' | b'=' | b'+' | b'$' | b',' | b';' | b'?' | b'/'
+            )
+        {
             k |= USER;
         }
         if unreserved || matches!(c, b'%' | b'&' | b'=' | b'+' | b'$' | b',') {
