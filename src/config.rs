@@ -65,6 +65,8 @@ pub struct AuthConfig {
     pub credentials: Option<std::path::PathBuf>,
     /// Seconds a nonce stays fresh; older ones get `stale=true`.
     pub nonce_ttl: u64,
+    /// Challenges offered, in order of preference: "SHA-256", "MD5".
+    pub algorithms: Vec<String>,
 }
 
 impl Default for AuthConfig {
@@ -74,6 +76,7 @@ impl Default for AuthConfig {
             realm: "tether".into(),
             credentials: None,
             nonce_ttl: 300,
+            algorithms: vec!["SHA-256".into(), "MD5".into()],
         }
     }
 }
@@ -239,6 +242,21 @@ impl Config {
                 fix: "auth.enabled = true needs a credentials file (username:realm:md5_ha1[:sha256_ha1] per line)".into(),
             });
         }
+        if self.auth.algorithms.is_empty()
+            || self
+                .auth
+                .algorithms
+                .iter()
+                .any(|a| crate::sip::digest::Algorithm::parse(Some(a)).is_none())
+        {
+            return Err(ConfigError::Invalid {
+                key: "auth.algorithms",
+                fix: format!(
+                    "{:?}: list one or both of \"SHA-256\" and \"MD5\"",
+                    self.auth.algorithms
+                ),
+            });
+        }
         if self.auth.realm.is_empty() || self.auth.realm.contains('"') {
             return Err(ConfigError::Invalid {
                 key: "auth.realm",
@@ -265,6 +283,15 @@ impl Config {
             domains: r.domains.iter().map(|d| d.as_str().into()).collect(),
             device_id_param: r.device_id_param.as_deref().map(Into::into),
         }
+    }
+
+    /// The digest algorithms to offer, in order.
+    pub fn algorithms(&self) -> Vec<crate::sip::digest::Algorithm> {
+        self.auth
+            .algorithms
+            .iter()
+            .filter_map(|a| crate::sip::digest::Algorithm::parse(Some(a)))
+            .collect()
     }
 
     /// The parser limits this configuration asks for.

@@ -75,6 +75,14 @@ fn exchange(sock: &UdpSocket, to: SocketAddr, msg: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 fn client() -> UdpSocket {
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
@@ -197,7 +205,8 @@ fn sipp_options_load_all_answered() {
         .args([
             "-sf", scenario, "-m", "2000", "-r", "1000", "-l", "200", "-timeout", "30s", "-nostdin",
         ])
-        .args(["-i", "127.0.0.1", "-p", "0"])
+        // SIPp reads `-p 0` as its default 5060; take a port of our own.
+        .args(["-i", "127.0.0.1", "-p", &free_udp_port().to_string()])
         .arg(t.addr.to_string())
         .stdout(Stdio::null())
         .output()

@@ -133,19 +133,42 @@ pub struct Authenticator {
     nc_seen: hashbrown::HashMap<u64, (u32, u64)>,
     hasher: foldhash::fast::FixedState,
     last_purge: u64,
+    algorithms: Vec<Algorithm>,
+    serial: std::cell::Cell<u64>,
 }
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// Nonce = 16 hex digits of issue time (s) + 24 hex digits of HMAC(secret, time, realm).
-const NONCE_LEN: usize = 40;
+/// Nonce = 16 hex digits of issue time (s) + 16 of a per-challenge serial +
+/// 24 of HMAC(secret, time, serial, realm). The serial makes every challenge's
+/// nonce unique, so `nc` replay tracking per nonce never confuses two clients
+/// challenged in the same second.
+const NONCE_LEN: usize = 56;
 
 impl Authenticator {
+    /// An authenticator offering SHA-256 then MD5 (see [`Authenticator::with_algorithms`]).
     pub fn new(
         realm: Arc<str>,
         creds: Arc<Credentials>,
         secret: [u8; 32],
         nonce_ttl: u64,
+    ) -> Authenticator {
+        Authenticator::with_algorithms(
+            realm,
+            creds,
+            secret,
+            nonce_ttl,
+            vec![Algorithm::Sha256, Algorithm::Md5],
+        )
+    }
+
+    /// An authenticator offering and accepting `algorithms`, in that order of preference.
+    pub fn with_algorithms(
+        realm: Arc<str>,
+        creds: Arc<Credentials>,
+        secret: [u8; 32],
+        nonce_ttl: u64,
+        algorithms: Vec<Algorithm>,
     ) -> Authenticator {
         Authenticator {
             realm,
@@ -157,6 +180,11 @@ impl Authenticator {
                 secret[..8].try_into().unwrap_or([0; 8]),
             )),
             last_purge: 0,
+            algorithms,
+            // Distinct starting points per core, so cores never issue the same serial.
+            serial: std::cell::Cell::new(u64::from_le_bytes(
+                secret[8..16].try_into().unwrap_or([0; 8]),
+            )),
         }
     }
 
@@ -164,10 +192,11 @@ impl Authenticator {
         &self.realm
     }
 
-    fn mac(&self, ts: u64) -> [u8; 12] {
+    fn mac(&self, ts: u64, serial: u64) -> [u8; 12] {
         let mut m =
             <HmacSha256 as Mac>::new_from_slice(&self.secret).expect("HMAC takes any key length");
         m.update(&ts.to_be_bytes());
+        m.update(&serial.to_be_bytes());
         m.update(self.realm.as_bytes());
         let full = m.finalize().into_bytes();
         let mut out = [0u8; 12];
@@ -177,9 +206,12 @@ impl Authenticator {
 
     /// A fresh nonce for time `now_secs`.
     pub fn nonce(&self, now_secs: u64) -> [u8; NONCE_LEN] {
+        let serial = self.serial.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+        self.serial.set(serial);
         let mut out = [0u8; NONCE_LEN];
         hex_into(&now_secs.to_be_bytes(), &mut out[..16]);
-        hex_into(&self.mac(now_secs), &mut out[16..]);
+        hex_into(&serial.to_be_bytes(), &mut out[16..32]);
+        hex_into(&self.mac(now_secs, serial), &mut out[32..]);
         out
     }
 
@@ -188,10 +220,11 @@ impl Authenticator {
         if nonce.len() != NONCE_LEN {
             return None;
         }
-        let ts = u64::from_str_radix(&nonce[..16], 16).ok()?;
+        let ts = u64::from_str_radix(nonce.get(..16)?, 16).ok()?;
+        let serial = u64::from_str_radix(nonce.get(16..32)?, 16).ok()?;
         let mut want = [0u8; 24];
-        hex_into(&self.mac(ts), &mut want);
-        let got = nonce.as_bytes()[16..].iter();
+        hex_into(&self.mac(ts, serial), &mut want);
+        let got = nonce.as_bytes()[32..].iter();
         let diff = want.iter().zip(got).fold(0u8, |a, (x, y)| a | (x ^ y));
         (diff == 0).then_some(ts)
     }
@@ -225,7 +258,9 @@ impl Authenticator {
             // Credentials for another realm: challenge for ours.
             return Verdict::Challenge { stale: false };
         }
-        let Some(alg) = Algorithm::parse(a.get("algorithm")) else {
+        let Some(alg) =
+            Algorithm::parse(a.get("algorithm")).filter(|al| self.algorithms.contains(al))
+        else {
             return Verdict::Challenge { stale: false };
         };
         let Some(issued) = self.nonce_time(nonce) else {
@@ -298,7 +333,7 @@ impl Authenticator {
         let nonce = self.nonce(now_secs);
         let nonce = std::str::from_utf8(&nonce).unwrap_or("");
         let stale = if stale { ", stale=true" } else { "" };
-        for alg in [Algorithm::Sha256, Algorithm::Md5] {
+        for &alg in &self.algorithms {
             w.header_parts(
                 "WWW-Authenticate",
                 &[
@@ -421,10 +456,31 @@ response=\"{}\", algorithm={}, qop=auth, nc={nc}, cnonce=\"abc\"\r\n",
     }
 
     #[test]
+    fn two_clients_challenged_in_the_same_second_do_not_collide() {
+        let creds = Credentials::from_passwords("tether", [("alice", "s3cret"), ("bob", "pw")]);
+        let mut a = Authenticator::new("tether".into(), Arc::new(creds), [7; 32], 300);
+        let n1 = a.nonce(1000);
+        let n2 = a.nonce(1000);
+        assert_ne!(n1, n2);
+        let n2 = std::str::from_utf8(&n2).unwrap().to_owned();
+        let n1 = std::str::from_utf8(&n1).unwrap().to_owned();
+        let req = register_with(&authz(Algorithm::Md5, "alice", "s3cret", &n1, "00000001"));
+        assert_eq!(
+            a.check(&parse(&req).unwrap(), 1000),
+            Verdict::Authenticated("alice")
+        );
+        let req = register_with(&authz(Algorithm::Md5, "alice", "s3cret", &n2, "00000001"));
+        assert_eq!(
+            a.check(&parse(&req).unwrap(), 1000),
+            Verdict::Authenticated("alice")
+        );
+    }
+
+    #[test]
     fn forged_nonce_is_rechallenged() {
         let mut a = auth();
         let mut forged = a.nonce(1000);
-        forged[39] = if forged[39] == b'0' { b'1' } else { b'0' };
+        forged[55] = if forged[55] == b'0' { b'1' } else { b'0' };
         let forged = std::str::from_utf8(&forged).unwrap();
         let req = register_with(&authz(
             Algorithm::Md5,

@@ -109,6 +109,7 @@ impl Runtime {
             None
         };
         let realm: Arc<str> = cfg.auth.realm.as_str().into();
+        let algorithms = cfg.algorithms();
         let policy = Arc::new(cfg.policy());
         let directory = Arc::new(Directory::new());
         let epoch = Instant::now();
@@ -122,9 +123,15 @@ impl Runtime {
         let mut workers = Vec::with_capacity(n);
         let mut inboxes = Vec::with_capacity(n);
         for (i, sockets) in per_worker.into_iter().enumerate() {
-            let auth = creds
-                .as_ref()
-                .map(|c| Authenticator::new(realm.clone(), c.clone(), secret, cfg.auth.nonce_ttl));
+            let auth = creds.as_ref().map(|c| {
+                Authenticator::with_algorithms(
+                    realm.clone(),
+                    c.clone(),
+                    secret,
+                    cfg.auth.nonce_ttl,
+                    algorithms.clone(),
+                )
+            });
             let registrar = Registrar::new(i as u16, policy.clone(), directory.clone(), auth);
             let seed =
                 u64::from_le_bytes(secret[8..16].try_into().expect("8 bytes")) ^ (i as u64) << 56;
