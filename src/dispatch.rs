@@ -97,10 +97,11 @@ impl Dispatcher {
                 w.finish(None);
                 Some(&self.out)
             }
+            // No INVITE transactions exist yet, so nothing can be cancelled.
+            Method::Cancel => self.respond(&msg, src, 481, "Call/Transaction Does Not Exist"),
             // Methods SIP defines but tether does not take here yet: 405 with Allow.
             Method::Invite
             | Method::Bye
-            | Method::Cancel
             | Method::Subscribe
             | Method::Notify
             | Method::Refer
@@ -146,12 +147,22 @@ impl Dispatcher {
                 self.counters.oversize_dropped += 1;
                 None
             }
-            // Without a parsed Via there is nowhere trustworthy to send a 400:
-            // answering blind would turn tether into a reflector. Count and drop.
+            // Answer 400 when the transaction ids survive a lenient scan;
+            // otherwise count and drop.
             _ => {
                 let _ = src;
-                self.counters.malformed_dropped += 1;
-                None
+                let code = if e == ParseError::BadVersion {
+                    505
+                } else {
+                    400
+                };
+                if writer::salvage_bad_request(&mut self.out, datagram, code, e.reason()) {
+                    self.counters.malformed_answered += 1;
+                    Some(&self.out)
+                } else {
+                    self.counters.malformed_dropped += 1;
+                    None
+                }
             }
         }
     }

@@ -171,3 +171,35 @@ fn wrong_password_gets_403_and_registers_nothing() {
     assert_eq!(rt.directory().aor_count(), 0);
     rt.shutdown().unwrap();
 }
+
+/// SHA-256 (and MD5) digest against an independent client: a Python script
+/// using hashlib, sharing no code with tether. SIPp 3.6 cannot do SHA-256.
+#[test]
+fn digest_sha256_and_md5_with_an_independent_client() {
+    let dir = TempDir::new("py-digest");
+    let creds = dir.file("users", &credentials(2));
+    let (rt, addr) = start(&format!(
+        "[auth]\nenabled = true\ncredentials = \"{}\"\n",
+        creds.display()
+    ));
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/digest_client.py");
+    let run = |user: &str, pass: &str, alg: &str| {
+        let out = std::process::Command::new("python3")
+            .args([
+                script,
+                "127.0.0.1",
+                &addr.port().to_string(),
+                user,
+                pass,
+                alg,
+            ])
+            .output()
+            .expect("python3");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(run("user00000", "pw0", "SHA-256"), "200");
+    assert_eq!(run("user00001", "pw1", "MD5"), "200");
+    assert_eq!(run("user00001", "wrong", "SHA-256"), "403");
+    assert_eq!(rt.directory().aor_count(), 2);
+    rt.shutdown().unwrap();
+}

@@ -170,6 +170,68 @@ fn write_stamped_via(buf: &mut Vec<u8>, via: &str, src: SocketAddr) {
     buf.extend_from_slice(b"\r\n");
 }
 
+/// Answers a request that failed to parse with `code <reason>` (400, or 505
+/// for a SIP version other than 2.0), if enough of
+/// it survives a lenient line scan: a request line (not ACK) and the Via,
+/// From, To, Call-ID and CSeq lines, copied verbatim so the client can match
+/// the answer to its transaction. Returns `false` when nothing sensible can
+/// be sent (the caller then drops and counts). The answer goes to the
+/// packet's source, as any response does, so it reflects no more than a
+/// well-formed request would.
+pub fn salvage_bad_request(out: &mut Vec<u8>, datagram: &[u8], code: u16, reason: &str) -> bool {
+    let start = datagram
+        .iter()
+        .position(|&c| c != b'\r' && c != b'\n')
+        .unwrap_or(datagram.len());
+    let mut lines = datagram[start..]
+        .split(|&c| c == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let Some(first) = lines.next() else {
+        return false;
+    };
+    if first.len() < 4 || first[..4].eq_ignore_ascii_case(b"SIP/") || first.starts_with(b"ACK ") {
+        return false;
+    }
+    let mut found: [Option<&[u8]>; 5] = [None; 5];
+    for line in lines.take(128) {
+        if line.is_empty() {
+            break;
+        }
+        let Some(colon) = line.iter().position(|&c| c == b':') else {
+            continue;
+        };
+        let name = line[..colon].trim_ascii();
+        let slot = match name {
+            n if n.eq_ignore_ascii_case(b"via") || n.eq_ignore_ascii_case(b"v") => 0,
+            n if n.eq_ignore_ascii_case(b"from") || n.eq_ignore_ascii_case(b"f") => 1,
+            n if n.eq_ignore_ascii_case(b"to") || n.eq_ignore_ascii_case(b"t") => 2,
+            n if n.eq_ignore_ascii_case(b"call-id") || n.eq_ignore_ascii_case(b"i") => 3,
+            n if n.eq_ignore_ascii_case(b"cseq") => 4,
+            _ => continue,
+        };
+        let value = line[colon + 1..].trim_ascii();
+        // Only printable text goes back on the wire.
+        if found[slot].is_none()
+            && !value.is_empty()
+            && value.iter().all(|&c| (0x20..0x7f).contains(&c))
+        {
+            found[slot] = Some(value);
+        }
+    }
+    if found.iter().any(Option::is_none) {
+        return false;
+    }
+    let mut w = Writer::response(out, code, reason);
+    for (name, value) in ["Via", "From", "To", "Call-ID", "CSeq"].iter().zip(found) {
+        w.buf.extend_from_slice(name.as_bytes());
+        w.buf.extend_from_slice(b": ");
+        w.buf.extend_from_slice(value.unwrap_or_default());
+        w.buf.extend_from_slice(b"\r\n");
+    }
+    w.finish(None);
+    true
+}
+
 /// What a new request needs: the fields RFC 3261 §8.1.1 makes mandatory.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestHead<'x> {
@@ -389,6 +451,32 @@ From: <sip:a@b>;tag=1\r\nTo: <sip:x@example.com>\r\nCall-ID: c\r\nCSeq: 1 OPTION
             "sip:edge.example.com;lr"
         );
         assert_eq!(m.top_via().unwrap().rport(), Some(None));
+    }
+
+    #[test]
+    fn unparsable_requests_with_their_ids_get_400() {
+        let mut out = Vec::new();
+        let bad = b"REGISTER sip:x SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1\r\nFrom: <sip:a@x>;tag=1\r\n\
+To: <sip:a@x>\r\nCall-ID: c1\r\nCSeq: 1 REGISTER\r\nthis line has no colon\r\n\r\n";
+        assert!(salvage_bad_request(&mut out, bad, 400, "Bad Header Line"));
+        let m = parse(&out).unwrap();
+        assert_eq!(m.status(), Some(400));
+        assert_eq!(m.call_id().unwrap(), "c1");
+        assert_eq!(m.top_via().unwrap().branch(), Some("z9hG4bK1"));
+        // Missing ids, responses, ACKs and binary garbage are not answered.
+        assert!(!salvage_bad_request(
+            &mut out,
+            b"REGISTER sip:x SIP/2.0\r\nVia: x\r\n\r\n",
+            400,
+            "x"
+        ));
+        assert!(!salvage_bad_request(
+            &mut out,
+            b"SIP/2.0 200 OK\r\n\r\n",
+            400,
+            "x"
+        ));
+        assert!(!salvage_bad_request(&mut out, &[0xff; 100], 400, "x"));
     }
 
     #[test]
