@@ -221,7 +221,7 @@ pub fn salvage_bad_request(out: &mut Vec<u8>, datagram: &[u8], code: u16, reason
     if found.iter().any(Option::is_none) {
         return false;
     }
-    let mut w = Writer::response(out, code, reason);
+    let w = Writer::response(out, code, reason);
     for (name, value) in ["Via", "From", "To", "Call-ID", "CSeq"].iter().zip(found) {
         w.buf.extend_from_slice(name.as_bytes());
         w.buf.extend_from_slice(b": ");
