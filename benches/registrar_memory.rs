@@ -1,0 +1,74 @@
+//! Resident memory per registered endpoint: registers N distinct AORs (each
+//! a typical UA: RFC 5626 instance and reg-id, NATed contact) through the
+//! sans-IO registrar of one core and reads the process RSS before and after.
+//! `cargo bench --bench registrar_memory -- [N]` (default 1,000,000).
+
+use std::sync::Arc;
+
+use tether::registrar::{Arrival, Directory, Policy, Registrar};
+use tether::sip::{self, ids::IdGen};
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("Linux /proc");
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+fn main() {
+    let n: u32 = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
+    let dir = Arc::new(Directory::new());
+    let mut reg = Registrar::new(0, Arc::new(Policy::default()), dir.clone(), None);
+    let mut ids = IdGen::new(1);
+    let mut out = Vec::with_capacity(2048);
+    let mut msg = Vec::with_capacity(1024);
+    let before = rss_bytes();
+    let t = std::time::Instant::now();
+    for i in 0..n {
+        msg.clear();
+        use std::io::Write;
+        let (a, b, c) = ((i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff);
+        write!(
+            msg,
+            "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 10.{a}.{b}.{c}:5060;branch=z9hG4bK{i:x};rport\r\n\
+Max-Forwards: 70\r\nFrom: <sip:u{i:07}@example.com>;tag={i:x}\r\nTo: <sip:u{i:07}@example.com>\r\n\
+Call-ID: {i:08x}-reg@10.{a}.{b}.{c}\r\nCSeq: 1 REGISTER\r\n\
+Contact: <sip:u{i:07}@10.{a}.{b}.{c}:5060;transport=udp>;+sip.instance=\"<urn:uuid:00000000-0000-1000-8000-{i:012x}>\";reg-id=1\r\n\
+Expires: 3600\r\nAccept: application/sdp, application/application-server-contact-me\r\nContent-Length: 0\r\n\r\n"
+        )
+        .unwrap();
+        let m = sip::parse(&msg).unwrap();
+        let src = std::net::SocketAddr::from((
+            [198, 51, (i >> 16) as u8, (i >> 8) as u8],
+            1024 + (i & 0xff) as u16 * 200,
+        ));
+        reg.register(
+            &m,
+            Arrival {
+                source: src,
+                local: 0,
+                now_secs: 0,
+            },
+            &mut out,
+            &mut ids,
+        );
+        debug_assert!(out.starts_with(b"SIP/2.0 200"));
+    }
+    let elapsed = t.elapsed();
+    let after = rss_bytes();
+    assert_eq!(dir.aor_count(), n as usize);
+    assert_eq!(dir.device_count(), n as usize);
+    let per = (after - before) as f64 / f64::from(n);
+    println!("endpoints registered:        {n}");
+    println!(
+        "RSS growth:                  {:.1} MiB",
+        (after - before) as f64 / (1 << 20) as f64
+    );
+    println!("bytes per endpoint:          {per:.0}");
+    println!(
+        "sans-IO REGISTER (new AOR):  {:.2} us each, one core",
+        elapsed.as_secs_f64() * 1e6 / f64::from(n)
+    );
+}

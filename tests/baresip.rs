@@ -1,0 +1,90 @@
+//! A real softphone: baresip (Debian `baresip-core`), headless, registers
+//! to tether, stays registered across its own refresh, and unregisters on
+//! exit.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{free_udp_port, start, TempDir};
+
+fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < timeout {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+#[test]
+fn baresip_registers_refreshes_and_unregisters() {
+    // A 6 s registration interval: baresip refreshes at about 90% of it.
+    let (rt, addr) = start("[registrar]\nmin_expires = 5\n");
+    let dir = TempDir::new("baresip");
+    let sip_port = free_udp_port();
+    dir.file(
+        "config",
+        &format!(
+            "module_path /usr/lib/baresip/modules\nsip_listen 127.0.0.1:{sip_port}\nsip_transports udp\n\
+net_interface 127.0.0.1\ndns_server 127.0.0.1:53\naudio_player aufile,/dev/null\naudio_source aufile,/dev/null\n\
+module g711.so\nmodule aufile.so\nmodule_app account.so\n"
+        ),
+    );
+    dir.file(
+        "accounts",
+        &format!(
+            "<sip:alice@127.0.0.1:{};transport=udp>;regint=6;answermode=auto;audio_codecs=PCMU\n",
+            addr.port()
+        ),
+    );
+    let mut baresip = Command::new("baresip")
+        .arg("-f")
+        .arg(&dir.0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("baresip is installed by .ci/run (apt-get install baresip-core)");
+    let d = rt.directory().clone();
+    let current = move || d.lookup("alice@127.0.0.1", 0).first().cloned();
+
+    let registered = wait_for(Duration::from_secs(5), || current().is_some());
+    let first = current();
+    let refreshed = registered
+        && wait_for(
+            Duration::from_secs(12),
+            || matches!((current(), &first), (Some(now), Some(f)) if now.cseq > f.cseq),
+        );
+    let second = current();
+    // SIGTERM makes baresip stop its user agents, which unregisters them.
+    // SAFETY: kill(2) on the PID of a child we spawned and still own.
+    unsafe { libc::kill(baresip.id() as libc::pid_t, libc::SIGTERM) };
+    let unregistered = wait_for(Duration::from_secs(5), || current().is_none());
+    let _ = baresip.kill();
+    let _ = baresip.wait();
+
+    assert!(registered, "baresip did not register within 5 s");
+    let (first, second) = (first.unwrap(), second.unwrap());
+    assert!(refreshed, "no refresh within 12 s");
+    assert_eq!(
+        first.binding, second.binding,
+        "the refresh kept the same binding"
+    );
+    assert!(second.expires_at >= first.expires_at);
+    // baresip's Contact user is `alice-0x…`; the host:port is its SIP socket.
+    assert!(first.contact.starts_with("sip:alice"), "{}", first.contact);
+    assert!(
+        first.contact.contains(&format!("@127.0.0.1:{sip_port}")),
+        "{}",
+        first.contact
+    );
+    assert!(
+        unregistered,
+        "baresip's unregister on exit did not remove the binding"
+    );
+    rt.shutdown().unwrap();
+}
