@@ -2,6 +2,7 @@
 //! snapshots) and what the owning core keeps to expire it (core-local slab).
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
 
 /// Names one binding: the core that owns it and its slot there. The
 /// generation makes a reference to a freed and reused slot detectably stale.
@@ -34,7 +35,7 @@ pub struct ContactView {
     /// `q` in thousandths, if given.
     pub q: Option<u16>,
     /// RFC 5626 `+sip.instance` (or the configured device-id parameter).
-    pub instance: Option<Box<str>>,
+    pub instance: Option<Arc<str>>,
     pub reg_id: Option<u32>,
     /// Namespace scope (contact parameter `scope`), seed 002.
     pub scope: Option<Box<str>>,
@@ -85,8 +86,10 @@ impl ContactView {
 /// What the owning core keeps per binding, to expire it.
 #[derive(Debug)]
 pub(crate) struct LocalBinding {
-    pub aor: Box<str>,
-    pub device: Option<Box<str>>,
+    /// Shared with the directory's key.
+    pub aor: Arc<str>,
+    /// Shared with the contact view and the device index.
+    pub device: Option<Arc<str>>,
     pub expires_at: u32,
     /// The expiry time the timer queue holds for this slot.
     pub scheduled_at: u32,

@@ -3,6 +3,8 @@
 //! lock-free reads, writers retry a compare-and-swap). Each entry names the
 //! core that owns the binding, so anyone can find it and ask the owner.
 
+use std::sync::Arc;
+
 use smallvec::SmallVec;
 
 use crate::registrar::binding::{BindingRef, ContactView};
@@ -27,14 +29,16 @@ pub enum Decision<T> {
 /// Where a device (RFC 5626 instance, or configured device id) is registered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceEntry {
-    pub aor: Box<str>,
+    pub aor: Arc<str>,
     pub binding: BindingRef,
 }
 
 /// The shared directory.
+/// Keys are `Arc<str>` so that the AOR and device strings are stored once,
+/// shared by the maps, the contact views and the owning core's bindings.
 pub struct Directory {
-    aors: papaya::HashMap<Box<str>, AorRecord, Hasher>,
-    devices: papaya::HashMap<Box<str>, DeviceEntry, Hasher>,
+    aors: papaya::HashMap<Arc<str>, AorRecord, Hasher>,
+    devices: papaya::HashMap<Arc<str>, DeviceEntry, Hasher>,
 }
 
 impl Default for Directory {
@@ -108,11 +112,29 @@ impl Directory {
     /// Atomically replaces an AOR's record with what `f` computes from the
     /// current one. `f` may run more than once under contention, so it must
     /// be pure. An empty result removes the AOR. Returns `f`'s verdict.
-    pub fn update<T>(&self, aor: &str, mut f: impl FnMut(&AorRecord) -> Decision<T>) -> T {
+    pub fn update<T>(&self, aor: &str, f: impl FnMut(&AorRecord) -> Decision<T>) -> T {
+        self.update_keyed(self.key(aor), f)
+    }
+
+    /// The stored key for `aor` when it has a record, else a new one: callers
+    /// that keep the AOR (the owning core) share the directory's copy.
+    pub fn key(&self, aor: &str) -> Arc<str> {
+        match self.aors.pin().get_key_value(aor) {
+            Some((k, _)) => k.clone(),
+            None => aor.into(),
+        }
+    }
+
+    /// [`Directory::update`] with a key from [`Directory::key`].
+    pub fn update_keyed<T>(
+        &self,
+        aor: Arc<str>,
+        mut f: impl FnMut(&AorRecord) -> Decision<T>,
+    ) -> T {
         let map = self.aors.pin();
         let empty = AorRecord::default();
         let mut verdict = None;
-        map.compute(aor.into(), |entry| {
+        map.compute(aor, |entry| {
             let current = entry.map_or(&empty, |(_, v)| v);
             match f(current) {
                 Decision::Replace(next, t) => {
@@ -151,14 +173,10 @@ impl Directory {
     }
 
     /// Records that `device` is now at `binding`.
-    pub fn set_device(&self, device: &str, aor: &str, binding: BindingRef) {
-        self.devices.pin().insert(
-            device.into(),
-            DeviceEntry {
-                aor: aor.into(),
-                binding,
-            },
-        );
+    pub fn set_device(&self, device: Arc<str>, aor: Arc<str>, binding: BindingRef) {
+        self.devices
+            .pin()
+            .insert(device, DeviceEntry { aor, binding });
     }
 
     /// Forgets `device` if it still points at `binding`.
@@ -298,8 +316,8 @@ mod tests {
             slot: 9,
             gen: 4,
         };
-        d.set_device("urn:uuid:1", "foo@x", old);
-        d.set_device("urn:uuid:1", "foo@x", new);
+        d.set_device("urn:uuid:1".into(), "foo@x".into(), old);
+        d.set_device("urn:uuid:1".into(), "foo@x".into(), new);
         d.clear_device("urn:uuid:1", old);
         assert_eq!(d.device("urn:uuid:1").unwrap().binding, new);
         d.clear_device("urn:uuid:1", new);

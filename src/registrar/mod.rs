@@ -330,7 +330,8 @@ impl Registrar {
         let template = self.template(msg, at, call_id_hash, cseq);
         let core = self.core;
         let policy = self.policy.clone();
-        let result = self.dir.update(&aor, |rec| {
+        let key = self.dir.key(&aor);
+        let result = self.dir.update_keyed(key.clone(), |rec| {
             let mut next = rec.clone();
             let mut changes = Changes::default();
             let mut fresh = reserved.iter();
@@ -354,7 +355,10 @@ impl Registrar {
                 view.contact = op.uri.into();
                 view.expires_at = at.now_secs.saturating_add(op.expires);
                 view.q = op.contact.q().ok().flatten();
-                view.instance = op.instance.map(Into::into);
+                // Share the stored instance string when the device refreshes.
+                view.instance = existing
+                    .and_then(|i| next.contacts[i].instance.clone())
+                    .or_else(|| op.instance.map(Arc::from));
                 view.reg_id = op.reg_id;
                 view.scope = op
                     .contact
@@ -402,7 +406,7 @@ impl Registrar {
                         self.slab.release(slot, gen);
                     }
                 }
-                self.apply(&aor, &changes, &reserved);
+                self.apply(&key, &changes, &reserved);
                 Ok(changes)
             }
             Err(e) => {
@@ -456,7 +460,7 @@ impl Registrar {
     /// Applies the local side of a directory change: fill new slots, refresh
     /// timers, release removed bindings this core owned, and keep the device
     /// index in step.
-    fn apply(&mut self, aor: &str, changes: &Changes, reserved: &[(u32, u32)]) {
+    fn apply(&mut self, aor: &Arc<str>, changes: &Changes, reserved: &[(u32, u32)]) {
         for gone in &changes.removed {
             if let Some(dev) = &gone.instance {
                 self.dir.clear_device(dev, gone.binding);
@@ -480,7 +484,7 @@ impl Registrar {
                     slot,
                     gen,
                     LocalBinding {
-                        aor: aor.into(),
+                        aor: aor.clone(),
                         device: c.instance.clone(),
                         expires_at: c.expires_at,
                         scheduled_at: c.expires_at,
@@ -489,7 +493,7 @@ impl Registrar {
                 self.expiries.push(Reverse((c.expires_at, slot, gen)));
                 self.stats.registered += 1;
                 if let Some(dev) = &c.instance {
-                    self.dir.set_device(dev, aor, c.binding);
+                    self.dir.set_device(dev.clone(), aor.clone(), c.binding);
                 }
             } else if let Some(b) = self.slab.get_mut(slot, gen) {
                 if b.expires_at != c.expires_at {
@@ -508,7 +512,8 @@ impl Registrar {
     /// `Contact: *` with `Expires: 0`: removes every binding of the AOR,
     /// unless one of them was made by this Call-ID with a CSeq not lower.
     fn remove_all(&mut self, aor: &str, call_id_hash: u64, cseq: u32) -> Result<Changes, Reject> {
-        let result = self.dir.update(aor, |rec| {
+        let key = self.dir.key(aor);
+        let result = self.dir.update_keyed(key.clone(), |rec| {
             if rec
                 .contacts
                 .iter()
@@ -523,7 +528,7 @@ impl Registrar {
             Decision::Replace(AorRecord::default(), Ok(changes))
         });
         let changes = result?;
-        self.apply(aor, &changes, &[]);
+        self.apply(&key, &changes, &[]);
         Ok(changes)
     }
 
