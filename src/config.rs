@@ -37,6 +37,8 @@ pub struct RegistrarConfig {
     pub domains: Vec<String>,
     /// Contact parameter naming the device when there is no `+sip.instance`.
     pub device_id_param: Option<String>,
+    /// AORs the location directory is sized for at start (it grows past this).
+    pub capacity: usize,
 }
 
 impl Default for RegistrarConfig {
@@ -49,6 +51,7 @@ impl Default for RegistrarConfig {
             max_contacts: p.max_contacts,
             domains: Vec::new(),
             device_id_param: None,
+            capacity: 1 << 18,
         }
     }
 }

@@ -82,9 +82,22 @@ impl<'a> Target<'a> {
 
 impl Directory {
     pub fn new() -> Directory {
+        Directory::with_capacity(0)
+    }
+
+    /// A directory sized for `capacity` AORs and devices up front: growing a
+    /// concurrent table means copying it while it is in use, which costs
+    /// every writer during the copy.
+    pub fn with_capacity(capacity: usize) -> Directory {
         Directory {
-            aors: papaya::HashMap::builder().hasher(Hasher::default()).build(),
-            devices: papaya::HashMap::builder().hasher(Hasher::default()).build(),
+            aors: papaya::HashMap::builder()
+                .hasher(Hasher::default())
+                .capacity(capacity)
+                .build(),
+            devices: papaya::HashMap::builder()
+                .hasher(Hasher::default())
+                .capacity(capacity)
+                .build(),
         }
     }
 

@@ -111,7 +111,7 @@ impl Runtime {
         let realm: Arc<str> = cfg.auth.realm.as_str().into();
         let algorithms = cfg.algorithms();
         let policy = Arc::new(cfg.policy());
-        let directory = Arc::new(Directory::new());
+        let directory = Arc::new(Directory::with_capacity(cfg.registrar.capacity));
         let epoch = Instant::now();
         let stop = Arc::new(AtomicBool::new(false));
         let cores = if cfg.runtime.pin_cpus {
