@@ -46,6 +46,7 @@ Expires: 3600\r\nAccept: application/sdp, application/application-server-contact
         ));
         reg.register(
             &m,
+            &m.validate().unwrap(),
             Arrival {
                 source: src,
                 local: 0,

@@ -76,7 +76,9 @@ fn main() {
         let m = sip::parse(black_box(&msg)).unwrap();
         match mode.as_str() {
             "split" => {}
-            "validate" => m.validate().unwrap(),
+            "validate" => {
+                black_box(m.validate().unwrap());
+            }
             _ => access(&m),
         }
         black_box(&m);

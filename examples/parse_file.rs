@@ -6,7 +6,7 @@ fn main() {
         let verdict = match tether::sip::parse(&bytes) {
             Err(e) => format!("parse error: {e:?}"),
             Ok(m) => match m.validate() {
-                Ok(()) => format!(
+                Ok(_) => format!(
                     "ok ({} headers, {} body bytes)",
                     m.header_count(),
                     m.body.len()

@@ -19,6 +19,6 @@ command -v cargo-nextest >/dev/null || cargo install cargo-nextest --locked
 
 cargo fmt --all --check
 cargo clippy --all-targets --locked -- -D warnings
-cargo nextest run --locked --no-fail-fast
-# nextest does not run doctests.
+# nextest does not run doctests; run them first so nextest's summary closes the log.
 cargo test --doc --locked
+cargo nextest run --locked --no-fail-fast

@@ -61,9 +61,10 @@ impl Dispatcher {
             Ok(m) => m,
             Err(e) => return self.reject(datagram, src, e),
         };
-        if let Err(e) = msg.validate() {
-            return self.answer_invalid(&msg, src, e);
-        }
+        let checked = match msg.validate() {
+            Ok(c) => c,
+            Err(e) => return self.answer_invalid(&msg, src, e),
+        };
         let method = match msg.start {
             StartLine::Response { .. } => {
                 self.counters.responses_received += 1;
@@ -71,7 +72,7 @@ impl Dispatcher {
             }
             StartLine::Request { method, .. } => method,
         };
-        if msg.max_forwards().ok().flatten() == Some(0) && method != Method::Options {
+        if checked.max_forwards == Some(0) && method != Method::Options {
             return self.respond(&msg, src, 483, "Too Many Hops");
         }
         match method {
@@ -84,7 +85,7 @@ impl Dispatcher {
                     now_secs,
                 };
                 self.registrar
-                    .register(&msg, at, &mut self.out, &mut self.tags);
+                    .register(&msg, &checked, at, &mut self.out, &mut self.tags);
                 Some(&self.out)
             }
             Method::Options => {

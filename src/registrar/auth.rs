@@ -229,15 +229,18 @@ impl Authenticator {
         (diff == 0).then_some(ts)
     }
 
-    /// Checks a request's Authorization header.
-    pub fn check<'m>(&mut self, msg: &Message<'m>, now_secs: u64) -> Verdict<'m> {
+    /// Checks a request's Authorization header (as parsed by `validate`).
+    pub fn check<'m>(
+        &mut self,
+        msg: &Message<'m>,
+        authorization: Option<&AuthParams<'m>>,
+        now_secs: u64,
+    ) -> Verdict<'m> {
         self.purge(now_secs);
-        let creds = match msg.authorization() {
-            Ok(Some(a)) if a.is_digest() => a,
-            Ok(_) => return Verdict::Challenge { stale: false },
-            Err(_) => return Verdict::Malformed,
-        };
-        self.check_digest(msg, &creds, now_secs)
+        match authorization {
+            Some(a) if a.is_digest() => self.check_digest(msg, a, now_secs),
+            _ => Verdict::Challenge { stale: false },
+        }
     }
 
     fn check_digest<'m>(
@@ -363,6 +366,11 @@ mod tests {
     use super::*;
     use crate::sip::parse;
 
+    fn check<'m>(a: &mut Authenticator, m: &crate::sip::Message<'m>, now: u64) -> Verdict<'m> {
+        let auth = m.authorization().unwrap();
+        a.check(m, auth.as_ref(), now)
+    }
+
     fn auth() -> Authenticator {
         let creds = Credentials::from_passwords("tether", [("alice", "s3cret")]);
         Authenticator::new("tether".into(), Arc::new(creds), [7; 32], 300)
@@ -401,7 +409,7 @@ response=\"{}\", algorithm={}, qop=auth, nc={nc}, cnonce=\"abc\"\r\n",
         let mut a = auth();
         let req = register_with("");
         assert_eq!(
-            a.check(&parse(&req).unwrap(), 1000),
+            check(&mut a, &parse(&req).unwrap(), 1000),
             Verdict::Challenge { stale: false }
         );
     }
@@ -417,7 +425,7 @@ response=\"{}\", algorithm={}, qop=auth, nc={nc}, cnonce=\"abc\"\r\n",
         ] {
             let req = register_with(&authz(alg, "alice", "s3cret", nonce, nc));
             assert_eq!(
-                a.check(&parse(&req).unwrap(), 1001),
+                check(&mut a, &parse(&req).unwrap(), 1001),
                 Verdict::Authenticated("alice"),
                 "{alg:?}"
             );
@@ -430,9 +438,15 @@ response=\"{}\", algorithm={}, qop=auth, nc={nc}, cnonce=\"abc\"\r\n",
         let nonce = a.nonce(1000);
         let nonce = std::str::from_utf8(&nonce).unwrap();
         let req = register_with(&authz(Algorithm::Md5, "alice", "wrong", nonce, "00000001"));
-        assert_eq!(a.check(&parse(&req).unwrap(), 1001), Verdict::Forbidden);
+        assert_eq!(
+            check(&mut a, &parse(&req).unwrap(), 1001),
+            Verdict::Forbidden
+        );
         let req = register_with(&authz(Algorithm::Md5, "mallory", "x", nonce, "00000001"));
-        assert_eq!(a.check(&parse(&req).unwrap(), 1001), Verdict::Forbidden);
+        assert_eq!(
+            check(&mut a, &parse(&req).unwrap(), 1001),
+            Verdict::Forbidden
+        );
     }
 
     #[test]
@@ -442,15 +456,15 @@ response=\"{}\", algorithm={}, qop=auth, nc={nc}, cnonce=\"abc\"\r\n",
         let nonce = std::str::from_utf8(&nonce).unwrap();
         let req = register_with(&authz(Algorithm::Md5, "alice", "s3cret", nonce, "00000001"));
         assert_eq!(
-            a.check(&parse(&req).unwrap(), 1400),
+            check(&mut a, &parse(&req).unwrap(), 1400),
             Verdict::Challenge { stale: true }
         );
         assert_eq!(
-            a.check(&parse(&req).unwrap(), 1001),
+            check(&mut a, &parse(&req).unwrap(), 1001),
             Verdict::Authenticated("alice")
         );
         assert_eq!(
-            a.check(&parse(&req).unwrap(), 1002),
+            check(&mut a, &parse(&req).unwrap(), 1002),
             Verdict::Challenge { stale: true }
         );
     }
@@ -466,12 +480,12 @@ response=\"{}\", algorithm={}, qop=auth, nc={nc}, cnonce=\"abc\"\r\n",
         let n1 = std::str::from_utf8(&n1).unwrap().to_owned();
         let req = register_with(&authz(Algorithm::Md5, "alice", "s3cret", &n1, "00000001"));
         assert_eq!(
-            a.check(&parse(&req).unwrap(), 1000),
+            check(&mut a, &parse(&req).unwrap(), 1000),
             Verdict::Authenticated("alice")
         );
         let req = register_with(&authz(Algorithm::Md5, "alice", "s3cret", &n2, "00000001"));
         assert_eq!(
-            a.check(&parse(&req).unwrap(), 1000),
+            check(&mut a, &parse(&req).unwrap(), 1000),
             Verdict::Authenticated("alice")
         );
     }
@@ -490,7 +504,7 @@ response=\"{}\", algorithm={}, qop=auth, nc={nc}, cnonce=\"abc\"\r\n",
             "00000001",
         ));
         assert_eq!(
-            a.check(&parse(&req).unwrap(), 1001),
+            check(&mut a, &parse(&req).unwrap(), 1001),
             Verdict::Challenge { stale: false }
         );
     }

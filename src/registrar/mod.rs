@@ -17,7 +17,7 @@ use smallvec::SmallVec;
 use crate::sip::ids::IdGen;
 use crate::sip::scan::{is_token_str, unquote};
 use crate::sip::writer::{response_to, Decimal, Writer};
-use crate::sip::{Contact, HeaderName, Host, Message, Scheme};
+use crate::sip::{Checked, Contact, HeaderName, Host, Message, Scheme};
 use auth::{Authenticator, Verdict};
 pub use binding::{flags, BindingRef, ContactView};
 use binding::{LocalBinding, Slab};
@@ -91,8 +91,8 @@ struct Changes {
 }
 
 /// One contact of the request, ready to apply.
-struct Op<'m> {
-    contact: Contact<'m>,
+struct Op<'c, 'm> {
+    contact: &'c Contact<'m>,
     uri: &'m str,
     expires: u32,
     instance: Option<&'m str>,
@@ -145,9 +145,16 @@ impl Registrar {
     }
 
     /// Handles a validated REGISTER; writes the response into `out`.
-    pub fn register(&mut self, msg: &Message<'_>, at: Arrival, out: &mut Vec<u8>, ids: &mut IdGen) {
+    pub fn register<'m>(
+        &mut self,
+        msg: &Message<'m>,
+        checked: &Checked<'m>,
+        at: Arrival,
+        out: &mut Vec<u8>,
+        ids: &mut IdGen,
+    ) {
         let tag = ids.tag();
-        match self.process(msg, at) {
+        match self.process(msg, checked, at) {
             Ok(changes) => {
                 let mut w = response_to(out, msg, 200, "OK", Some(&tag), Some(at.source));
                 for c in &changes.current {
@@ -203,7 +210,12 @@ impl Registrar {
         }
     }
 
-    fn process(&mut self, msg: &Message<'_>, at: Arrival) -> Result<Changes, Reject> {
+    fn process<'m>(
+        &mut self,
+        msg: &Message<'m>,
+        checked: &Checked<'m>,
+        at: Arrival,
+    ) -> Result<Changes, Reject> {
         // Step 2: extensions we do not support.
         if msg
             .tokens(HeaderName::Require)
@@ -213,15 +225,13 @@ impl Registrar {
             return Err(Reject::Status(420, "Bad Extension"));
         }
         // Step 1: is the domain ours?
-        let ruri = match msg.request_uri() {
-            Some(Ok(u)) => u,
-            _ => return Err(Reject::Status(400, "Bad Request-URI")),
+        let Some(ruri) = checked.request_uri else {
+            return Err(Reject::Status(400, "Bad Request-URI"));
         };
         if !self.serves(ruri.host) {
             return Err(Reject::Status(404, "Domain Not Served"));
         }
-        let to = msg.to().map_err(|_| Reject::Status(400, "Bad To Header"))?;
-        let to_uri = to.uri();
+        let to_uri = checked.to.uri;
         let (Some(user), Some(host)) = (to_uri.user, to_uri.host) else {
             return Err(Reject::Status(404, "Not Found"));
         };
@@ -230,7 +240,7 @@ impl Registrar {
         }
         // Step 3: authentication, and the user may only register its own AOR.
         if let Some(a) = &mut self.auth {
-            match a.check(msg, u64::from(at.now_secs)) {
+            match a.check(msg, checked.authorization.as_ref(), u64::from(at.now_secs)) {
                 Verdict::Authenticated(name) => {
                     if !name.eq_ignore_ascii_case(user) {
                         return Err(Reject::Status(403, "Forbidden"));
@@ -247,22 +257,10 @@ impl Registrar {
             }
         }
         let aor = canonical_aor(user, host);
-        let header_expires = msg
-            .expires()
-            .map_err(|_| Reject::Status(400, "Bad Expires Header"))?;
-        let call_id = msg
-            .call_id()
-            .map_err(|_| Reject::Status(400, "Bad Call-ID Header"))?;
-        let cseq = msg
-            .cseq()
-            .map_err(|_| Reject::Status(400, "Bad CSeq Header"))?
-            .seq;
-        let call_id_hash = std::hash::BuildHasher::hash_one(&self.call_id_hasher, call_id);
-
-        let mut contacts: SmallVec<[Contact<'_>; 4]> = SmallVec::new();
-        for c in msg.contacts() {
-            contacts.push(c.map_err(|_| Reject::Status(400, "Bad Contact Header"))?);
-        }
+        let header_expires = checked.expires;
+        let cseq = checked.cseq.seq;
+        let call_id_hash = std::hash::BuildHasher::hash_one(&self.call_id_hasher, checked.call_id);
+        let contacts = &checked.contacts;
         if contacts.is_empty() {
             // A query: list the current bindings.
             let current = self.dir.with_aor(&aor, |r| {
@@ -288,7 +286,7 @@ impl Registrar {
             return self.remove_all(&aor, call_id_hash, cseq);
         }
 
-        let mut ops: SmallVec<[Op<'_>; 4]> = SmallVec::new();
+        let mut ops: SmallVec<[Op<'_, 'm>; 4]> = SmallVec::new();
         let mut too_brief = false;
         for c in contacts {
             let e = c
@@ -620,7 +618,7 @@ pub fn canonical_aor(user: &str, host: Host<'_>) -> String {
 
 /// RFC 5626: the same instance and reg-id is the same flow; without an
 /// instance, the same Contact URI is the same binding.
-fn same_binding(c: &ContactView, op: &Op<'_>) -> bool {
+fn same_binding(c: &ContactView, op: &Op<'_, '_>) -> bool {
     match (&c.instance, op.instance) {
         (Some(a), Some(b)) => **a == *b && c.reg_id == op.reg_id,
         (None, None) => c.contact.eq_ignore_ascii_case(op.uri),
@@ -629,7 +627,7 @@ fn same_binding(c: &ContactView, op: &Op<'_>) -> bool {
 }
 
 /// NATed when the Contact's host:port is not where the REGISTER came from.
-fn nat_flag(op: &Op<'_>, source: SocketAddr) -> u8 {
+fn nat_flag(op: &Op<'_, '_>, source: SocketAddr) -> u8 {
     let Some(a) = op.contact.addr() else { return 0 };
     let uri = a.uri();
     let port = uri.port.unwrap_or(5060);

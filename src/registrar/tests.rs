@@ -45,13 +45,14 @@ impl Bench {
     /// Sends a REGISTER at `now` from `src`; returns the parsed response's status and the raw bytes.
     fn send_from(&mut self, req: &[u8], now: u32, src: &str) -> (u16, Vec<u8>) {
         let m = sip::parse(req).unwrap();
-        m.validate().unwrap();
+        let checked = m.validate().unwrap();
         let at = Arrival {
             source: src.parse().unwrap(),
             local: 0,
             now_secs: now,
         };
-        self.reg.register(&m, at, &mut self.out, &mut self.ids);
+        self.reg
+            .register(&m, &checked, at, &mut self.out, &mut self.ids);
         let resp = sip::parse(&self.out).unwrap();
         resp.validate().unwrap();
         (resp.status().unwrap(), self.out.clone())
@@ -597,6 +598,7 @@ fn a_device_that_moves_core_is_taken_over_and_the_old_owner_told() {
     let m = sip::parse(&req).unwrap();
     a.register(
         &m,
+        &m.validate().unwrap(),
         Arrival {
             source: SRC.parse().unwrap(),
             local: 0,
@@ -617,6 +619,7 @@ fn a_device_that_moves_core_is_taken_over_and_the_old_owner_told() {
     let m = sip::parse(&req).unwrap();
     c.register(
         &m,
+        &m.validate().unwrap(),
         Arrival {
             source: "203.0.113.7:50000".parse().unwrap(),
             local: 0,

@@ -24,5 +24,7 @@ pub use exercise::fuzz_entry;
 pub use header::HeaderName;
 pub use message::{parse, parse_with, Header, Limits, ListValues, Message, StartLine};
 pub use method::Method;
-pub use typed::{delta_seconds, AuthParams, CSeq, Contact, Event, MediaType, NameAddr, Via};
+pub use typed::{
+    delta_seconds, AuthParams, CSeq, Checked, Contact, Event, MediaType, NameAddr, Via,
+};
 pub use uri::{Host, Scheme, Uri};

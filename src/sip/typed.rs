@@ -692,30 +692,36 @@ impl<'a> Message<'a> {
 
     /// Checks what every element must check before acting on a message
     /// (RFC 3261 §8.2, §16.3): the mandatory headers exist once each and
-    /// parse, the Request-URI parses, CSeq's method matches, and the
-    /// other headers tether reads follow their grammar.
-    pub fn validate(&self) -> Result<(), ParseError> {
+    /// parse, the Request-URI parses, CSeq's method matches, and the other
+    /// headers tether reads follow their grammar. Returns the values every
+    /// element then reads, so nothing is parsed twice.
+    pub fn validate(&self) -> Result<Checked<'a>, ParseError> {
+        let cseq = self.cseq()?;
+        let mut request_uri = None;
+        let mut max_forwards = None;
         if let StartLine::Request { method, .. } = self.start {
             let ruri = self.request_uri().expect("request")?;
             // A Request-URI carries no URI headers (RFC 3261 §19.1.5).
             if !ruri.headers().is_empty() {
                 return Err(ParseError::BadRequestUri);
             }
-            if self.cseq()?.method != method {
+            if cseq.method != method {
                 return Err(ParseError::CSeqMethodMismatch);
             }
-            self.max_forwards()?;
-        } else {
-            self.cseq()?;
+            max_forwards = self.max_forwards()?;
+            request_uri = Some(ruri);
         }
-        for via in self.vias() {
+        let mut vias = self.vias();
+        let top_via = vias
+            .next()
+            .unwrap_or(Err(ParseError::MissingHeader("Via")))?;
+        for via in vias {
             via?;
         }
-        self.top_via()?;
-        self.from()?;
-        self.to()?;
-        self.call_id()?;
-        self.expires()?;
+        let from = self.from()?;
+        let to = self.to()?;
+        let call_id = self.call_id()?;
+        let expires = self.expires()?;
         self.content_type()?;
         self.event()?;
         if let Some(date) = self.singleton(HeaderName::Date)? {
@@ -723,11 +729,13 @@ impl<'a> Message<'a> {
                 return Err(ParseError::BadHeader("Date"));
             }
         }
+        let mut contacts = SmallVec::new();
         for c in self.contacts() {
             let c = c?;
             c.expires()?;
             c.q()?;
             c.reg_id()?;
+            contacts.push(c);
         }
         for r in self
             .routes()
@@ -750,10 +758,37 @@ impl<'a> Message<'a> {
                 t?;
             }
         }
-        self.authorization()?;
+        let authorization = self.authorization()?;
         self.proxy_authorization()?;
         self.www_authenticate()?;
         self.proxy_authenticate()?;
-        Ok(())
+        Ok(Checked {
+            request_uri,
+            top_via,
+            from,
+            to,
+            call_id,
+            cseq,
+            max_forwards,
+            expires,
+            contacts,
+            authorization,
+        })
     }
+}
+
+/// The headers every element reads, parsed once by [`Message::validate`].
+#[derive(Debug, Clone)]
+pub struct Checked<'a> {
+    /// `None` for responses.
+    pub request_uri: Option<Uri<'a>>,
+    pub top_via: Via<'a>,
+    pub from: NameAddr<'a>,
+    pub to: NameAddr<'a>,
+    pub call_id: &'a str,
+    pub cseq: CSeq<'a>,
+    pub max_forwards: Option<u8>,
+    pub expires: Option<u32>,
+    pub contacts: SmallVec<[Contact<'a>; 2]>,
+    pub authorization: Option<AuthParams<'a>>,
 }
