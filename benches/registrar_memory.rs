@@ -19,7 +19,8 @@ fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(1_000_000);
-    let dir = Arc::new(Directory::new());
+    // Sized up front as a deployment would (`registrar.capacity`); the table counts in the figure.
+    let dir = Arc::new(Directory::with_capacity(n as usize));
     let mut reg = Registrar::new(0, Arc::new(Policy::default()), dir.clone(), None);
     let mut ids = IdGen::new(1);
     let mut out = Vec::with_capacity(2048);

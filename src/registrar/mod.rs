@@ -16,7 +16,7 @@ use smallvec::SmallVec;
 
 use crate::sip::ids::IdGen;
 use crate::sip::scan::{is_token_str, unquote};
-use crate::sip::writer::{response_to, Decimal, Writer};
+use crate::sip::writer::{response_to_checked, Decimal, Writer};
 use crate::sip::{Checked, Contact, HeaderName, Host, Message, Scheme};
 use auth::{Authenticator, Verdict};
 pub use binding::{flags, BindingRef, ContactView};
@@ -156,7 +156,8 @@ impl Registrar {
         let tag = ids.tag();
         match self.process(msg, checked, at) {
             Ok(changes) => {
-                let mut w = response_to(out, msg, 200, "OK", Some(&tag), Some(at.source));
+                let mut w =
+                    response_to_checked(out, msg, checked, 200, "OK", Some(&tag), Some(at.source));
                 for c in &changes.current {
                     write_contact(&mut w, c, at.now_secs);
                 }
@@ -168,9 +169,10 @@ impl Registrar {
             }
             Err(Reject::IntervalTooBrief) => {
                 self.stats.rejected += 1;
-                let mut w = response_to(
+                let mut w = response_to_checked(
                     out,
                     msg,
+                    checked,
                     423,
                     "Interval Too Brief",
                     Some(&tag),
@@ -182,7 +184,15 @@ impl Registrar {
             Err(Reject::Status(401, reason)) => {
                 self.stats.challenged += 1;
                 let stale = reason == "Stale Nonce";
-                let mut w = response_to(out, msg, 401, "Unauthorized", Some(&tag), Some(at.source));
+                let mut w = response_to_checked(
+                    out,
+                    msg,
+                    checked,
+                    401,
+                    "Unauthorized",
+                    Some(&tag),
+                    Some(at.source),
+                );
                 if let Some(a) = &self.auth {
                     a.write_challenge(&mut w, stale, u64::from(at.now_secs));
                 }
@@ -194,7 +204,15 @@ impl Registrar {
                 } else {
                     self.stats.rejected += 1;
                 }
-                let mut w = response_to(out, msg, code, reason, Some(&tag), Some(at.source));
+                let mut w = response_to_checked(
+                    out,
+                    msg,
+                    checked,
+                    code,
+                    reason,
+                    Some(&tag),
+                    Some(at.source),
+                );
                 if code == 420 {
                     let unsupported: SmallVec<[&str; 4]> = msg
                         .tokens(HeaderName::Require)
@@ -424,12 +442,16 @@ impl Registrar {
         call_id_hash: u64,
         cseq: u32,
     ) -> ContactView {
+        // Accept was validated already: compare each element's media range.
         let mut flags = 0;
-        for a in msg.accept().filter_map(Result::ok) {
-            if a.is("application", "application-server-contact-me") {
-                flags |= binding::flags::CONTACT_ME;
-            } else if a.is("application", "sdp") {
-                flags |= binding::flags::SDP;
+        for a in msg.header_values(HeaderName::Accept) {
+            for element in a.split(',') {
+                let range = element.split(';').next().unwrap_or("").trim();
+                if range.eq_ignore_ascii_case("application/application-server-contact-me") {
+                    flags |= binding::flags::CONTACT_ME;
+                } else if range.eq_ignore_ascii_case("application/sdp") {
+                    flags |= binding::flags::SDP;
+                }
             }
         }
         if msg

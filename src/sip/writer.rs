@@ -8,7 +8,8 @@ use std::net::SocketAddr;
 use super::header::HeaderName;
 use super::message::Message;
 use super::method::Method;
-use super::scan::{find_top_level, trim, Params};
+use super::scan::{find_top_level, trim};
+use super::typed::{Checked, Via};
 use super::uri::Host;
 
 /// Appends header lines to a message being written; [`Writer::finish`] ends it.
@@ -99,10 +100,59 @@ pub fn response_to<'b>(
     to_tag: Option<&str>,
     source: Option<SocketAddr>,
 ) -> Writer<'b> {
+    let to_has_tag = req.to().ok().is_some_and(|t| t.tag().is_some());
+    let top = req.top_via().ok();
+    write_response(
+        buf,
+        req,
+        top.as_ref(),
+        to_has_tag,
+        code,
+        reason,
+        to_tag,
+        source,
+    )
+}
+
+/// [`response_to`] for a request that passed [`Message::validate`]: reuses
+/// its parsed top Via and To instead of parsing them again.
+pub fn response_to_checked<'b>(
+    buf: &'b mut Vec<u8>,
+    req: &Message<'_>,
+    checked: &Checked<'_>,
+    code: u16,
+    reason: &str,
+    to_tag: Option<&str>,
+    source: Option<SocketAddr>,
+) -> Writer<'b> {
+    let to_has_tag = checked.to.tag().is_some();
+    write_response(
+        buf,
+        req,
+        Some(&checked.top_via),
+        to_has_tag,
+        code,
+        reason,
+        to_tag,
+        source,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_response<'b>(
+    buf: &'b mut Vec<u8>,
+    req: &Message<'_>,
+    top_via: Option<&Via<'_>>,
+    to_has_tag: bool,
+    code: u16,
+    reason: &str,
+    to_tag: Option<&str>,
+    source: Option<SocketAddr>,
+) -> Writer<'b> {
     let mut w = Writer::response(buf, code, reason);
     for (i, via) in req.list(HeaderName::Via).filter_map(Result::ok).enumerate() {
-        match (i, source) {
-            (0, Some(src)) => write_stamped_via(w.buf, via, src),
+        match (i, source, top_via) {
+            (0, Some(src), Some(top)) => write_stamped_via(w.buf, via, top, src),
             _ => {
                 w.header(HeaderName::Via, via);
             }
@@ -112,9 +162,8 @@ pub fn response_to<'b>(
         w.header(HeaderName::From, from);
     }
     if let Some(to) = req.header(HeaderName::To) {
-        let has_tag = req.to().ok().and_then(|t| t.tag()).is_some();
         match to_tag {
-            Some(tag) if !has_tag && code > 100 => {
+            Some(tag) if !to_has_tag && code > 100 => {
                 w.header_parts("To", &[to, ";tag=", tag]);
             }
             _ => {
@@ -131,18 +180,17 @@ pub fn response_to<'b>(
     w
 }
 
-/// Writes the top Via with `received`/`rport` set from the packet's source,
-/// dropping any earlier values of those two parameters.
-fn write_stamped_via(buf: &mut Vec<u8>, via: &str, src: SocketAddr) {
-    let (head, params) = match find_top_level(via, b';').ok().flatten() {
-        Some(i) => (trim(&via[..i]), &via[i + 1..]),
-        None => (trim(via), ""),
+/// Writes the top Via (`raw` as written, `via` parsed) with `received`/`rport`
+/// set from the packet's source, dropping any earlier values of those two.
+fn write_stamped_via(buf: &mut Vec<u8>, raw: &str, via: &Via<'_>, src: SocketAddr) {
+    let head = match find_top_level(raw, b';').ok().flatten() {
+        Some(i) => trim(&raw[..i]),
+        None => trim(raw),
     };
-    let params_iter = Params::new(params);
-    let wants_rport = params_iter.get("rport").is_some();
+    let wants_rport = via.params.get("rport").is_some();
     buf.extend_from_slice(b"Via: ");
     buf.extend_from_slice(head.as_bytes());
-    for p in params_iter {
+    for p in via.params.iter() {
         if p.name.eq_ignore_ascii_case("received") || p.name.eq_ignore_ascii_case("rport") {
             continue;
         }
@@ -154,20 +202,37 @@ fn write_stamped_via(buf: &mut Vec<u8>, via: &str, src: SocketAddr) {
         }
     }
     // RFC 3581 §4: with rport, always add received; RFC 3261 §18.2.1 otherwise.
-    let sent_by_host = super::typed::Via::parse(via).ok().map(|v| v.host);
-    let same_host = match (sent_by_host, src) {
-        (Some(Host::V4(a)), SocketAddr::V4(s)) => a == *s.ip(),
-        (Some(Host::V6(a)), SocketAddr::V6(s)) => a == *s.ip(),
+    let same_host = match (via.host, src) {
+        (Host::V4(a), SocketAddr::V4(s)) => a == *s.ip(),
+        (Host::V6(a), SocketAddr::V6(s)) => a == *s.ip(),
         _ => false,
     };
     if wants_rport || !same_host {
-        let _ = write!(buf, ";received={}", src.ip());
+        buf.extend_from_slice(b";received=");
+        push_ip(buf, src.ip());
     }
     if wants_rport {
         buf.extend_from_slice(b";rport=");
         push_u32(buf, u32::from(src.port()));
     }
     buf.extend_from_slice(b"\r\n");
+}
+
+/// Appends an address in its textual form; IPv4 without `fmt`.
+fn push_ip(buf: &mut Vec<u8>, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            for (i, o) in v4.octets().iter().enumerate() {
+                if i > 0 {
+                    buf.push(b'.');
+                }
+                push_u32(buf, u32::from(*o));
+            }
+        }
+        std::net::IpAddr::V6(v6) => {
+            let _ = write!(buf, "{v6}");
+        }
+    }
 }
 
 /// Answers a request that failed to parse with `code <reason>` (400, or 505
