@@ -105,13 +105,7 @@ impl HeaderName {
         // token character unchanged (and none of them becomes a letter or
         // '-'), so this is a case-insensitive compare, byte by byte.
         let want = candidate.lowercase().as_bytes();
-        let mut same = want.len() == b.len();
-        let mut i = 0;
-        while same && i < b.len() {
-            same = b[i] | 0x20 == want[i];
-            i += 1;
-        }
-        if same {
+        if want.len() == b.len() && want.iter().zip(b).all(|(&w, &c)| c | 0x20 == w) {
             candidate
         } else {
             Other
