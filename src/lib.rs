@@ -9,3 +9,4 @@ pub mod dispatch;
 pub mod registrar;
 pub mod runtime;
 pub mod sip;
+pub mod timer;

@@ -7,8 +7,6 @@ pub mod auth;
 pub mod binding;
 pub mod directory;
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -18,6 +16,7 @@ use crate::sip::ids::IdGen;
 use crate::sip::scan::{is_token_str, unquote};
 use crate::sip::writer::{response_to_checked, Decimal, Writer};
 use crate::sip::{Checked, Contact, HeaderName, Host, Message, Scheme};
+use crate::timer::TimerWheel;
 use auth::{Authenticator, Verdict};
 pub use binding::{flags, BindingRef, ContactView};
 use binding::{LocalBinding, Slab};
@@ -105,7 +104,8 @@ pub struct Registrar {
     policy: Arc<Policy>,
     dir: Arc<Directory>,
     slab: Slab,
-    expiries: BinaryHeap<Reverse<(u32, u32, u32)>>,
+    /// Expiry timers: (expiry second, slot, generation), on the core's wheel.
+    expiries: TimerWheel<(u32, u32, u32)>,
     auth: Option<Authenticator>,
     call_id_hasher: foldhash::fast::FixedState,
     /// Bindings owned by other cores that this core replaced: the runtime
@@ -126,7 +126,7 @@ impl Registrar {
             policy,
             dir,
             slab: Slab::default(),
-            expiries: BinaryHeap::new(),
+            expiries: TimerWheel::new(0),
             auth,
             call_id_hasher: foldhash::fast::FixedState::with_seed(0x7e7e_7e7e),
             outbox: Vec::new(),
@@ -141,7 +141,9 @@ impl Registrar {
 
     /// The earliest time (seconds) an expiry is due, for the poll timeout.
     pub fn next_expiry(&self) -> Option<u32> {
-        self.expiries.peek().map(|Reverse((at, _, _))| *at)
+        self.expiries
+            .next_deadline()
+            .map(|ms| u32::try_from(ms.div_ceil(1000)).unwrap_or(u32::MAX))
     }
 
     /// Handles a validated REGISTER; writes the response into `out`.
@@ -492,11 +494,8 @@ impl Registrar {
             }
             self.stats.unregistered += 1;
         }
-        for c in changes
-            .current
-            .iter()
-            .filter(|c| c.binding.core == self.core)
-        {
+        let core = self.core;
+        for c in changes.current.iter().filter(|c| c.binding.core == core) {
             let BindingRef { slot, gen, .. } = c.binding;
             let is_new = reserved.contains(&(slot, gen));
             if is_new {
@@ -510,7 +509,7 @@ impl Registrar {
                         scheduled_at: c.expires_at,
                     },
                 );
-                self.expiries.push(Reverse((c.expires_at, slot, gen)));
+                self.arm(c.expires_at, slot, gen);
                 self.stats.registered += 1;
                 if let Some(dev) = &c.instance {
                     self.dir.set_device(dev.clone(), aor.clone(), c.binding);
@@ -522,7 +521,8 @@ impl Registrar {
                     // Timers only move later lazily; an earlier expiry needs its own entry.
                     if c.expires_at < b.scheduled_at {
                         b.scheduled_at = c.expires_at;
-                        self.expiries.push(Reverse((c.expires_at, slot, gen)));
+                        self.expiries
+                            .insert(u64::from(c.expires_at) * 1000, (c.expires_at, slot, gen));
                     }
                 }
             }
@@ -552,6 +552,12 @@ impl Registrar {
         Ok(changes)
     }
 
+    /// Arms the expiry timer of a binding this core owns.
+    fn arm(&mut self, at_secs: u32, slot: u32, gen: u32) {
+        self.expiries
+            .insert(u64::from(at_secs) * 1000, (at_secs, slot, gen));
+    }
+
     /// Frees the slot of a binding another core replaced (it is already out
     /// of the directory).
     pub fn forget(&mut self, b: BindingRef) {
@@ -564,11 +570,7 @@ impl Registrar {
     /// returns how many expired.
     pub fn expire(&mut self, now_secs: u32) -> usize {
         let mut n = 0;
-        while let Some(&Reverse((at, slot, gen))) = self.expiries.peek() {
-            if at > now_secs {
-                break;
-            }
-            self.expiries.pop();
+        while let Some((_, (at, slot, gen))) = self.expiries.poll(u64::from(now_secs) * 1000) {
             let Some(b) = self.slab.get_mut(slot, gen) else {
                 continue;
             };
@@ -579,7 +581,7 @@ impl Registrar {
                 // Refreshed since: re-arm for the new expiry (lazy re-scheduling).
                 b.scheduled_at = b.expires_at;
                 let next = b.expires_at;
-                self.expiries.push(Reverse((next, slot, gen)));
+                self.arm(next, slot, gen);
                 continue;
             }
             let b = self.slab.release(slot, gen).expect("present above");

@@ -1,0 +1,408 @@
+//! A hierarchical timer wheel, one per core (the shape of tokio's): six
+//! levels of 64 slots at 1 ms resolution (level k slots span 64^k ms, so the
+//! wheel covers about 2.2 years), an occupancy bitmap per level to find the
+//! next non-empty slot in O(1), and entries in a slab addressed by
+//! `u32` index + generation. Insert and cancel are O(1) whatever the number
+//! of pending timers; an entry moves down at most five levels before it fires.
+//!
+//! Sans-IO: time is a `u64` of milliseconds on the caller's clock.
+
+/// Slots per level.
+const SLOTS: usize = 64;
+const LEVELS: usize = 6;
+/// Deadlines further out than this are clamped to it (about 2.2 years).
+const MAX_DURATION: u64 = (1 << (6 * LEVELS)) - 1;
+const NIL: u32 = u32::MAX;
+
+/// Names a pending timer. Stale after the timer fired or was cancelled:
+/// the generation then no longer matches and cancel returns `None`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TimerHandle {
+    index: u32,
+    gen: u32,
+}
+
+#[derive(Debug)]
+struct Entry<T> {
+    deadline: u64,
+    gen: u32,
+    prev: u32,
+    next: u32,
+    /// `level * 64 + slot`, or `NIL` when not linked into a slot.
+    home: u32,
+    value: Option<T>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Level {
+    occupied: u64,
+    heads: [u32; SLOTS],
+}
+
+/// The wheel.
+#[derive(Debug)]
+pub struct TimerWheel<T> {
+    /// The time the wheel has been advanced to (ms).
+    elapsed: u64,
+    levels: [Level; LEVELS],
+    entries: Vec<Entry<T>>,
+    free: u32,
+    len: usize,
+    /// Entries found due while advancing, handed out one by one.
+    due: Vec<u32>,
+}
+
+impl<T> Default for TimerWheel<T> {
+    fn default() -> Self {
+        TimerWheel::new(0)
+    }
+}
+
+impl<T> TimerWheel<T> {
+    /// A wheel whose clock starts at `now` (ms).
+    pub fn new(now: u64) -> TimerWheel<T> {
+        TimerWheel {
+            elapsed: now,
+            levels: [Level {
+                occupied: 0,
+                heads: [NIL; SLOTS],
+            }; LEVELS],
+            entries: Vec::new(),
+            free: NIL,
+            len: 0,
+            due: Vec::new(),
+        }
+    }
+
+    /// Pending timers.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Arms a timer for `deadline` (ms). A deadline already past fires on
+    /// the next [`TimerWheel::poll`].
+    pub fn insert(&mut self, deadline: u64, value: T) -> TimerHandle {
+        let index = self.alloc(deadline, value);
+        self.link(index);
+        self.len += 1;
+        TimerHandle {
+            index,
+            gen: self.entries[index as usize].gen,
+        }
+    }
+
+    /// Disarms a timer; returns its value if it was still pending.
+    pub fn cancel(&mut self, h: TimerHandle) -> Option<T> {
+        let e = self.entries.get(h.index as usize)?;
+        if e.gen != h.gen || e.value.is_none() {
+            return None;
+        }
+        if e.home == NIL {
+            // Already moved to the due list: take it out of there.
+            if let Some(p) = self.due.iter().position(|&i| i == h.index) {
+                self.due.swap_remove(p);
+            }
+        } else {
+            self.unlink(h.index);
+        }
+        self.len -= 1;
+        Some(self.release(h.index))
+    }
+
+    /// The deadline of a pending timer.
+    pub fn deadline(&self, h: TimerHandle) -> Option<u64> {
+        self.entries
+            .get(h.index as usize)
+            .filter(|e| e.gen == h.gen && e.value.is_some())
+            .map(|e| e.deadline)
+    }
+
+    /// When the next timer is due (ms), for the event loop's poll timeout.
+    /// Exact for timers in level 0; for farther ones it is the time their
+    /// slot must be looked at, which is never later than the deadline.
+    pub fn next_deadline(&self) -> Option<u64> {
+        if !self.due.is_empty() {
+            return Some(self.elapsed);
+        }
+        self.next_expiration().map(|(_, _, at)| at)
+    }
+
+    /// Hands out one timer due at `now`, or `None` when none is; call until
+    /// `None`. Advances the wheel's clock to `now`.
+    pub fn poll(&mut self, now: u64) -> Option<(TimerHandle, T)> {
+        loop {
+            if let Some(index) = self.due.pop() {
+                self.len -= 1;
+                let gen = self.entries[index as usize].gen;
+                let value = self.release(index);
+                return Some((TimerHandle { index, gen }, value));
+            }
+            match self.next_expiration() {
+                Some((level, slot, at)) if at <= now => {
+                    self.elapsed = self.elapsed.max(at);
+                    self.process_slot(level, slot);
+                }
+                _ => {
+                    self.elapsed = self.elapsed.max(now);
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Empties one slot: due entries go to the due list, the others move to
+    /// the level their deadline now falls in.
+    fn process_slot(&mut self, level: usize, slot: usize) {
+        let mut i = self.levels[level].heads[slot];
+        self.levels[level].heads[slot] = NIL;
+        self.levels[level].occupied &= !(1u64 << slot);
+        while i != NIL {
+            let e = &mut self.entries[i as usize];
+            let next = e.next;
+            e.prev = NIL;
+            e.next = NIL;
+            e.home = NIL;
+            if e.deadline <= self.elapsed {
+                self.due.push(i);
+            } else {
+                self.link(i);
+            }
+            i = next;
+        }
+    }
+
+    /// The earliest non-empty slot over all levels: (level, slot, time).
+    fn next_expiration(&self) -> Option<(usize, usize, u64)> {
+        (0..LEVELS).find_map(|level| self.level_next(level).map(|(slot, at)| (level, slot, at)))
+    }
+
+    fn level_next(&self, level: usize) -> Option<(usize, u64)> {
+        let occupied = self.levels[level].occupied;
+        if occupied == 0 {
+            return None;
+        }
+        let slot_range = 1u64 << (6 * level);
+        let level_range = slot_range << 6;
+        let now_slot = ((self.elapsed >> (6 * level)) & 63) as u32;
+        // Slots before the current one belong to the next rotation.
+        let rotated = occupied.rotate_right(now_slot);
+        let slot = ((rotated.trailing_zeros() + now_slot) % 64) as usize;
+        let level_start = self.elapsed & !(level_range - 1);
+        let mut at = level_start + slot as u64 * slot_range;
+        if at < self.elapsed & !(slot_range - 1) {
+            at += level_range;
+        }
+        Some((slot, at))
+    }
+
+    /// The level a deadline belongs in: the highest 6-bit group in which it
+    /// differs from the wheel's clock.
+    fn level_for(&self, deadline: u64) -> usize {
+        let masked = (self.elapsed ^ deadline) | 63;
+        let masked = masked.min(MAX_DURATION);
+        let significant = 63 - masked.leading_zeros() as usize;
+        significant / 6
+    }
+
+    fn link(&mut self, index: u32) {
+        let e = &self.entries[index as usize];
+        let deadline = e.deadline.max(self.elapsed);
+        let level = self.level_for(deadline);
+        let slot = ((deadline >> (6 * level)) & 63) as usize;
+        let head = self.levels[level].heads[slot];
+        {
+            let e = &mut self.entries[index as usize];
+            e.prev = NIL;
+            e.next = head;
+            e.home = (level * SLOTS + slot) as u32;
+        }
+        if head != NIL {
+            self.entries[head as usize].prev = index;
+        }
+        self.levels[level].heads[slot] = index;
+        self.levels[level].occupied |= 1u64 << slot;
+    }
+
+    fn unlink(&mut self, index: u32) {
+        let (prev, next, home) = {
+            let e = &self.entries[index as usize];
+            (e.prev, e.next, e.home)
+        };
+        let (level, slot) = ((home as usize) / SLOTS, (home as usize) % SLOTS);
+        if prev != NIL {
+            self.entries[prev as usize].next = next;
+        } else {
+            self.levels[level].heads[slot] = next;
+            if next == NIL {
+                self.levels[level].occupied &= !(1u64 << slot);
+            }
+        }
+        if next != NIL {
+            self.entries[next as usize].prev = prev;
+        }
+        let e = &mut self.entries[index as usize];
+        e.prev = NIL;
+        e.next = NIL;
+        e.home = NIL;
+    }
+
+    fn alloc(&mut self, deadline: u64, value: T) -> u32 {
+        if self.free != NIL {
+            let index = self.free;
+            let e = &mut self.entries[index as usize];
+            self.free = e.next;
+            e.deadline = deadline;
+            e.next = NIL;
+            e.prev = NIL;
+            e.home = NIL;
+            e.value = Some(value);
+            return index;
+        }
+        assert!(self.entries.len() < NIL as usize, "timer slab full");
+        self.entries.push(Entry {
+            deadline,
+            gen: 0,
+            prev: NIL,
+            next: NIL,
+            home: NIL,
+            value: Some(value),
+        });
+        (self.entries.len() - 1) as u32
+    }
+
+    /// Frees an entry (already unlinked) and returns its value.
+    fn release(&mut self, index: u32) -> T {
+        let e = &mut self.entries[index as usize];
+        e.gen = e.gen.wrapping_add(1);
+        e.next = self.free;
+        e.home = NIL;
+        self.free = index;
+        e.value.take().expect("released entries hold a value")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(w: &mut TimerWheel<u32>, now: u64) -> Vec<u32> {
+        let mut v = Vec::new();
+        while let Some((_, x)) = w.poll(now) {
+            v.push(x);
+        }
+        v.sort_unstable();
+        v
+    }
+
+    #[test]
+    fn fires_at_the_deadline_not_before() {
+        let mut w = TimerWheel::new(1000);
+        w.insert(1005, 1);
+        w.insert(1000 + 64 * 64 + 3, 2);
+        w.insert(1000 + 90_000_000, 3);
+        assert!(drain(&mut w, 1004).is_empty());
+        assert_eq!(drain(&mut w, 1005), vec![1]);
+        assert!(drain(&mut w, 1000 + 64 * 64 + 2).is_empty());
+        assert_eq!(drain(&mut w, 1000 + 64 * 64 + 3), vec![2]);
+        assert!(drain(&mut w, 1000 + 89_999_999).is_empty());
+        assert_eq!(drain(&mut w, 1000 + 90_000_000), vec![3]);
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn past_deadlines_fire_on_the_next_poll() {
+        let mut w = TimerWheel::new(500);
+        w.insert(10, 7);
+        assert_eq!(w.next_deadline(), Some(500));
+        assert_eq!(drain(&mut w, 500), vec![7]);
+    }
+
+    #[test]
+    fn cancel_is_exact_and_handles_go_stale() {
+        let mut w = TimerWheel::new(0);
+        let a = w.insert(100, 1);
+        let b = w.insert(100, 2);
+        let c = w.insert(5000, 3);
+        assert_eq!(w.cancel(b), Some(2));
+        assert_eq!(w.cancel(b), None);
+        assert_eq!(w.len(), 2);
+        assert_eq!(drain(&mut w, 100), vec![1]);
+        assert_eq!(w.cancel(a), None, "fired timers cannot be cancelled");
+        // A reused slab slot does not answer to the old handle.
+        let d = w.insert(200, 4);
+        assert_eq!(w.cancel(a), None);
+        assert_eq!(w.deadline(d), Some(200));
+        assert_eq!(w.cancel(c), Some(3));
+        assert_eq!(drain(&mut w, 10_000), vec![4]);
+    }
+
+    #[test]
+    fn next_deadline_is_never_late() {
+        let mut w = TimerWheel::new(0);
+        w.insert(70_000, 1);
+        let nd = w.next_deadline().unwrap();
+        assert!(nd <= 70_000);
+        // Walking from one reported deadline to the next reaches the timer exactly.
+        let mut now = 0;
+        let mut fired = Vec::new();
+        while let Some(at) = w.next_deadline() {
+            now = at;
+            fired.extend(drain(&mut w, now));
+        }
+        assert_eq!(fired, vec![1]);
+        assert_eq!(now, 70_000);
+    }
+
+    /// Against a sorted reference: random inserts, cancels and advances.
+    #[test]
+    fn matches_a_reference_queue() {
+        let mut rng = 0x1234_5678_u64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut w = TimerWheel::new(0);
+        let mut reference: std::collections::BTreeMap<(u64, u32), TimerHandle> = Default::default();
+        let mut now = 0u64;
+        for id in 0..20_000u32 {
+            match next() % 10 {
+                0..=5 => {
+                    let spread = [10, 1_000, 100_000, 10_000_000][(next() % 4) as usize];
+                    let deadline = now + next() % spread;
+                    let h = w.insert(deadline, id);
+                    reference.insert((deadline, id), h);
+                }
+                6 => {
+                    if let Some((&k, &h)) = reference.iter().nth((next() % 16) as usize) {
+                        assert_eq!(w.cancel(h), Some(k.1));
+                        reference.remove(&k);
+                    }
+                }
+                _ => {
+                    now += next() % 5_000;
+                    let mut got = drain(&mut w, now);
+                    let mut want: Vec<u32> =
+                        reference.range(..(now + 1, 0)).map(|(k, _)| k.1).collect();
+                    reference.retain(|k, _| k.0 > now);
+                    got.sort_unstable();
+                    want.sort_unstable();
+                    assert_eq!(got, want, "at {now}");
+                }
+            }
+            assert_eq!(w.len(), reference.len());
+            if let (Some(nd), Some(first)) = (w.next_deadline(), reference.keys().next()) {
+                assert!(
+                    nd <= first.0.max(now),
+                    "next_deadline {nd} after the first deadline {}",
+                    first.0
+                );
+            }
+        }
+    }
+}
