@@ -15,6 +15,24 @@ impl Id {
     }
 }
 
+impl Id {
+    /// `prefix` followed by `value` as 16 hex digits (prefix at most 16 bytes).
+    pub fn from_parts(prefix: &str, value: u64) -> Id {
+        let mut id = Id {
+            bytes: [0; 32],
+            len: 0,
+        };
+        let p = &prefix.as_bytes()[..prefix.len().min(16)];
+        id.bytes[..p.len()].copy_from_slice(p);
+        for i in 0..16 {
+            let nib = ((value >> (60 - 4 * i)) & 0xf) as usize;
+            id.bytes[p.len() + i] = b"0123456789abcdef"[nib];
+        }
+        id.len = (p.len() + 16) as u8;
+        id
+    }
+}
+
 impl std::fmt::Debug for Id {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())

@@ -1,0 +1,506 @@
+//! Server-side NAT keepalive (seed 004): a core-local table of NAT paths
+//! (local socket, remote address) shared by every binding and dialog that
+//! uses them, a keepalive state per path after seed 004 FIG. 2, and OPTIONS
+//! prompts when a path has been idle for the interval.
+//!
+//! Sans-IO: callers report registrations, dialogs, packets and responses
+//! with `now` (ms); [`Keepalive::poll`] returns what to send and which paths
+//! died. The runtime turns prompts into OPTIONS requests.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+
+use crate::timer::{TimerHandle, TimerWheel};
+
+/// Keepalive policy (`[keepalive]` configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeepaliveConfig {
+    /// Prompt a path after this much silence (ms). 0 switches prompting off.
+    pub interval_ms: u64,
+    /// A prompt unanswered this long is a miss (ms); retransmitted once halfway.
+    pub timeout_ms: u64,
+    /// Consecutive misses after which a path is dead.
+    pub max_misses: u8,
+    /// Keep prompting this long after the last dialog ends (ms), seed 004's 32 s.
+    pub linger_ms: u64,
+    /// Prompts are spread over `interval ± jitter` (ms).
+    pub jitter_ms: u64,
+}
+
+impl Default for KeepaliveConfig {
+    fn default() -> Self {
+        KeepaliveConfig {
+            interval_ms: 25_000,
+            timeout_ms: 4_000,
+            max_misses: 3,
+            linger_ms: 32_000,
+            jitter_ms: 2_500,
+        }
+    }
+}
+
+/// A NAT path: which local socket, which remote address. IPv4 paths pack
+/// into one `u64`; only IPv6 paths carry the full address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PathKey {
+    /// local index << 48 | IPv4 << 16 | port
+    V4(u64),
+    /// Bytes rather than `u128` keep the key at 24 bytes (no 16-byte alignment).
+    V6 { local: u8, ip: [u8; 16], port: u16 },
+}
+
+impl PathKey {
+    pub fn new(local: u8, remote: SocketAddr) -> PathKey {
+        match remote {
+            SocketAddr::V4(a) => PathKey::V4(
+                u64::from(local) << 48 | u64::from(u32::from(*a.ip())) << 16 | u64::from(a.port()),
+            ),
+            SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
+                Some(v4) => PathKey::new(local, SocketAddr::V4(SocketAddrV4::new(v4, a.port()))),
+                None => PathKey::V6 {
+                    local,
+                    ip: a.ip().octets(),
+                    port: a.port(),
+                },
+            },
+        }
+    }
+
+    pub fn local(&self) -> u8 {
+        match *self {
+            PathKey::V4(k) => (k >> 48) as u8,
+            PathKey::V6 { local, .. } => local,
+        }
+    }
+
+    pub fn remote(&self) -> SocketAddr {
+        match *self {
+            PathKey::V4(k) => {
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::from((k >> 16) as u32)), k as u16)
+            }
+            PathKey::V6 { ip, port, .. } => SocketAddr::new(IpAddr::V6(ip.into()), port),
+        }
+    }
+}
+
+/// Seed 004 FIG. 2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathState {
+    Idle,
+    RegistrationOnly,
+    DialogAndRegistration,
+    DialogOnly,
+}
+
+/// What the keepalive asks the runtime to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Send an OPTIONS prompt on this path. `id` goes into the branch so the
+    /// answer can be matched; a retransmission reuses the id of its prompt.
+    Prompt {
+        path: PathKey,
+        id: u64,
+        retransmission: bool,
+    },
+    /// The path missed `max_misses` prompts in a row.
+    Dead { path: PathKey },
+    /// A path declared dead answered again.
+    Revived { path: PathKey },
+}
+
+/// Counters (plain integers: only the owning core writes them).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    pub prompts: u64,
+    pub retransmissions: u64,
+    pub answered: u64,
+    pub missed: u64,
+    pub dead: u64,
+    pub paths: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimerKind {
+    /// Time to check whether the path has been idle for the interval.
+    Check,
+    /// Halfway through a prompt's timeout: retransmit.
+    Retransmit,
+    /// A prompt's timeout.
+    Timeout,
+    /// The linger after the last dialog is over.
+    Linger,
+}
+
+#[derive(Debug)]
+struct Path {
+    key: PathKey,
+    last_seen: u64,
+    registrations: u32,
+    dialogs: u32,
+    /// Set while lingering after the last dialog.
+    linger_until: Option<u64>,
+    /// Prompt in flight: its id and when it was sent.
+    prompt: Option<(u64, u64)>,
+    misses: u8,
+    dead: bool,
+    check: Option<TimerHandle>,
+    prompt_timer: Option<TimerHandle>,
+    linger: Option<TimerHandle>,
+}
+
+/// The per-core keepalive: path table, timers and prompt tracking.
+pub struct Keepalive {
+    cfg: KeepaliveConfig,
+    index: hashbrown::HashMap<PathKey, u32>,
+    paths: Vec<Option<Path>>,
+    free: Vec<u32>,
+    timers: TimerWheel<(u32, TimerKind)>,
+    next_id: u64,
+    rng: u64,
+    pub stats: Stats,
+}
+
+impl Keepalive {
+    /// `seed` drives prompt ids and jitter (the runtime seeds it per core).
+    pub fn new(cfg: KeepaliveConfig, now: u64, seed: u64) -> Keepalive {
+        Keepalive {
+            cfg,
+            index: hashbrown::HashMap::new(),
+            paths: Vec::new(),
+            free: Vec::new(),
+            timers: TimerWheel::new(now),
+            next_id: seed | 1,
+            rng: seed ^ 0x9E37_79B9_7F4A_7C15,
+            stats: Stats::default(),
+        }
+    }
+
+    /// The state of a path (Idle when unknown).
+    pub fn state(&self, key: &PathKey) -> PathState {
+        let Some(p) = self.get(key) else {
+            return PathState::Idle;
+        };
+        match (
+            p.registrations > 0,
+            p.dialogs > 0 || p.linger_until.is_some(),
+        ) {
+            (true, true) => PathState::DialogAndRegistration,
+            (true, false) => PathState::RegistrationOnly,
+            (false, true) => PathState::DialogOnly,
+            (false, false) => PathState::Idle,
+        }
+    }
+
+    /// Paths being kept.
+    pub fn paths(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Whether a path has been declared dead (and not answered since).
+    pub fn is_dead(&self, key: &PathKey) -> bool {
+        self.get(key).is_some_and(|p| p.dead)
+    }
+
+    /// The earliest timer, for the event loop's poll timeout.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.timers.next_deadline()
+    }
+
+    /// A registration now uses the path.
+    pub fn registration_added(&mut self, key: PathKey, now: u64) {
+        let i = self.ensure(key, now);
+        self.path_mut(i).registrations += 1;
+        self.ensure_check(i, now);
+    }
+
+    /// A registration on the path ended (expired, removed, or moved away).
+    pub fn registration_removed(&mut self, key: PathKey, now: u64) {
+        let Some(&i) = self.index.get(&key) else {
+            return;
+        };
+        let p = self.path_mut(i);
+        p.registrations = p.registrations.saturating_sub(1);
+        self.maybe_idle(i, now);
+    }
+
+    /// A dialog started on the path (for the proxy).
+    pub fn dialog_started(&mut self, key: PathKey, now: u64) {
+        let i = self.ensure(key, now);
+        let linger = {
+            let p = self.path_mut(i);
+            p.dialogs += 1;
+            p.linger_until = None;
+            p.linger.take()
+        };
+        if let Some(h) = linger {
+            self.timers.cancel(h);
+        }
+        self.ensure_check(i, now);
+    }
+
+    /// A dialog on the path ended. After the last one, prompting goes on for
+    /// the linger time unless a registration still holds the path.
+    pub fn dialog_ended(&mut self, key: PathKey, now: u64) {
+        let Some(&i) = self.index.get(&key) else {
+            return;
+        };
+        let until = now + self.cfg.linger_ms;
+        let p = self.path_mut(i);
+        p.dialogs = p.dialogs.saturating_sub(1);
+        if p.dialogs == 0 && p.registrations == 0 {
+            p.linger_until = Some(until);
+            let h = self.timers.insert(until, (i, TimerKind::Linger));
+            self.path_mut(i).linger = Some(h);
+        }
+    }
+
+    /// Any packet from the path: it is alive and its mapping fresh. Cheap:
+    /// timers are not touched (they re-arm from `last_seen` when they fire).
+    pub fn touch(&mut self, key: &PathKey, now: u64) {
+        if let Some(&i) = self.index.get(key) {
+            let p = self.path_mut(i);
+            p.last_seen = p.last_seen.max(now);
+        }
+    }
+
+    /// A SIP response to prompt `id` arrived from the path (any status).
+    pub fn answered(&mut self, key: &PathKey, id: u64, now: u64, out: &mut Vec<Action>) {
+        let Some(&i) = self.index.get(key) else {
+            return;
+        };
+        let p = self.path_mut(i);
+        if p.prompt.map(|(pid, _)| pid) != Some(id) {
+            return; // a late answer to an old prompt: touch already counted it
+        }
+        p.prompt = None;
+        p.misses = 0;
+        p.last_seen = p.last_seen.max(now);
+        let revived = std::mem::take(&mut p.dead);
+        let timer = p.prompt_timer.take();
+        let key = p.key;
+        if let Some(h) = timer {
+            self.timers.cancel(h);
+        }
+        self.stats.answered += 1;
+        if revived {
+            out.push(Action::Revived { path: key });
+        }
+        let at = now + self.interval_with_jitter();
+        self.arm_check(i, at);
+    }
+
+    /// Runs the timers due at `now`, appending what to do to `out`.
+    pub fn poll(&mut self, now: u64, out: &mut Vec<Action>) {
+        while let Some((_, (i, kind))) = self.timers.poll(now) {
+            if self.paths.get(i as usize).is_none_or(Option::is_none) {
+                continue;
+            }
+            match kind {
+                TimerKind::Check => self.on_check(i, now, out),
+                TimerKind::Retransmit => self.on_retransmit(i, now, out),
+                TimerKind::Timeout => self.on_timeout(i, now, out),
+                TimerKind::Linger => {
+                    let p = self.path_mut(i);
+                    p.linger = None;
+                    p.linger_until = None;
+                    self.maybe_idle(i, now);
+                }
+            }
+        }
+    }
+
+    fn on_check(&mut self, i: u32, now: u64, out: &mut Vec<Action>) {
+        let interval = self.cfg.interval_ms;
+        let p = self.path_mut(i);
+        p.check = None;
+        if p.prompt.is_some() {
+            return; // at most one prompt in flight per path
+        }
+        let idle_since = p.last_seen;
+        // The check time carried the jitter; a path silent for at least the
+        // interval less the jitter is prompted now, so the spread survives.
+        if now + self.max_jitter() < idle_since + interval {
+            // Traffic arrived since the timer was set: re-arm from it.
+            let at = idle_since + self.interval_with_jitter();
+            self.arm_check(i, at);
+            return;
+        }
+        let id = self.fresh_id();
+        let timeout = self.cfg.timeout_ms;
+        let p = self.path_mut(i);
+        p.prompt = Some((id, now));
+        let key = p.key;
+        let h = self
+            .timers
+            .insert(now + timeout / 2, (i, TimerKind::Retransmit));
+        self.path_mut(i).prompt_timer = Some(h);
+        self.stats.prompts += 1;
+        out.push(Action::Prompt {
+            path: key,
+            id,
+            retransmission: false,
+        });
+    }
+
+    fn on_retransmit(&mut self, i: u32, _now: u64, out: &mut Vec<Action>) {
+        let timeout = self.cfg.timeout_ms;
+        let p = self.path_mut(i);
+        let Some((id, sent)) = p.prompt else { return };
+        let key = p.key;
+        let h = self.timers.insert(sent + timeout, (i, TimerKind::Timeout));
+        self.path_mut(i).prompt_timer = Some(h);
+        self.stats.retransmissions += 1;
+        out.push(Action::Prompt {
+            path: key,
+            id,
+            retransmission: true,
+        });
+    }
+
+    fn on_timeout(&mut self, i: u32, now: u64, out: &mut Vec<Action>) {
+        let max = self.cfg.max_misses;
+        let p = self.path_mut(i);
+        p.prompt_timer = None;
+        if p.prompt.take().is_none() {
+            return;
+        }
+        p.misses = p.misses.saturating_add(1);
+        self.stats.missed += 1;
+        let p = self.path_mut(i);
+        if p.misses >= max && !p.dead {
+            p.dead = true;
+            let key = p.key;
+            self.stats.dead += 1;
+            out.push(Action::Dead { path: key });
+        }
+        // Ask again right away while misses are counting, then at the interval.
+        let dead = self.path_mut(i).dead;
+        let at = if dead {
+            now + self.interval_with_jitter()
+        } else {
+            now
+        };
+        self.arm_check(i, at);
+    }
+
+    /// Back to Idle when nothing holds the path: forget it.
+    fn maybe_idle(&mut self, i: u32, _now: u64) {
+        let p = self.path_mut(i);
+        if p.registrations > 0 || p.dialogs > 0 || p.linger_until.is_some() {
+            return;
+        }
+        let timers = [p.check.take(), p.prompt_timer.take(), p.linger.take()];
+        let key = p.key;
+        for h in timers.into_iter().flatten() {
+            self.timers.cancel(h);
+        }
+        self.index.remove(&key);
+        self.paths[i as usize] = None;
+        self.free.push(i);
+    }
+
+    fn ensure(&mut self, key: PathKey, now: u64) -> u32 {
+        if let Some(&i) = self.index.get(&key) {
+            return i;
+        }
+        let path = Path {
+            key,
+            last_seen: now,
+            registrations: 0,
+            dialogs: 0,
+            linger_until: None,
+            prompt: None,
+            misses: 0,
+            dead: false,
+            check: None,
+            prompt_timer: None,
+            linger: None,
+        };
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.paths[i as usize] = Some(path);
+                i
+            }
+            None => {
+                self.paths.push(Some(path));
+                (self.paths.len() - 1) as u32
+            }
+        };
+        self.index.insert(key, i);
+        self.stats.paths += 1;
+        i
+    }
+
+    /// Schedules the idle check if the path has none (first user, or after a miss).
+    fn ensure_check(&mut self, i: u32, now: u64) {
+        if self.cfg.interval_ms == 0 {
+            return;
+        }
+        let p = self.path_mut(i);
+        if p.check.is_some() || p.prompt.is_some() {
+            return;
+        }
+        let at = now + self.interval_with_jitter();
+        self.arm_check(i, at);
+    }
+
+    fn arm_check(&mut self, i: u32, at: u64) {
+        if self.cfg.interval_ms == 0 {
+            return;
+        }
+        let old = self.path_mut(i).check.take();
+        if let Some(h) = old {
+            self.timers.cancel(h);
+        }
+        let h = self.timers.insert(at, (i, TimerKind::Check));
+        self.path_mut(i).check = Some(h);
+    }
+
+    fn max_jitter(&self) -> u64 {
+        self.cfg.jitter_ms.min(self.cfg.interval_ms / 2)
+    }
+
+    /// The interval shortened by up to `jitter`, so a burst of registrations
+    /// does not become a synchronised burst of prompts.
+    fn interval_with_jitter(&mut self) -> u64 {
+        let j = self.max_jitter();
+        if j == 0 {
+            return self.cfg.interval_ms;
+        }
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.cfg.interval_ms - self.rng % (j + 1)
+    }
+
+    fn fresh_id(&mut self) -> u64 {
+        self.next_id = self.next_id.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        self.next_id
+    }
+
+    fn get(&self, key: &PathKey) -> Option<&Path> {
+        let &i = self.index.get(key)?;
+        self.paths[i as usize].as_ref()
+    }
+
+    fn path_mut(&mut self, i: u32) -> &mut Path {
+        self.paths[i as usize].as_mut().expect("live path index")
+    }
+}
+
+/// The branch of a keepalive prompt: the magic cookie, a tag saying it is
+/// ours, and the prompt id.
+pub fn prompt_branch(id: u64) -> crate::sip::ids::Id {
+    crate::sip::ids::Id::from_parts("z9hG4bKka", id)
+}
+
+/// The prompt id in a branch made by [`prompt_branch`].
+pub fn prompt_id(branch: &str) -> Option<u64> {
+    let hex = branch.strip_prefix("z9hG4bKka")?;
+    if hex.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,314 @@
+//! Seed 004 on a fake clock: every FIG. 2 transition, lazy re-arming, one
+//! prompt per shared path, retransmission, dead-path detection, and the
+//! FIG. 3A-3F sequence.
+
+use super::*;
+
+const S: u64 = 1000;
+
+fn cfg() -> KeepaliveConfig {
+    KeepaliveConfig {
+        interval_ms: 25 * S,
+        timeout_ms: 4 * S,
+        max_misses: 3,
+        linger_ms: 32 * S,
+        jitter_ms: 0,
+    }
+}
+
+fn path(n: u8) -> PathKey {
+    PathKey::new(
+        0,
+        SocketAddr::from(([198, 51, 100, n], 40_000 + u16::from(n))),
+    )
+}
+
+fn run(k: &mut Keepalive, now: u64) -> Vec<Action> {
+    let mut out = Vec::new();
+    k.poll(now, &mut out);
+    out
+}
+
+fn prompts(actions: &[Action]) -> Vec<(PathKey, u64, bool)> {
+    actions
+        .iter()
+        .filter_map(|a| match *a {
+            Action::Prompt {
+                path,
+                id,
+                retransmission,
+            } => Some((path, id, retransmission)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn path_keys_are_compact_and_round_trip() {
+    assert!(
+        std::mem::size_of::<PathKey>() <= 24,
+        "smaller than a 32-byte SocketAddr"
+    );
+    for addr in ["198.51.100.7:5060", "[2001:db8::7]:5062"] {
+        let a: SocketAddr = addr.parse().unwrap();
+        let k = PathKey::new(3, a);
+        assert_eq!(k.remote(), a);
+        assert_eq!(k.local(), 3);
+    }
+    // An IPv4-mapped IPv6 source is the same path as its IPv4 form.
+    let mapped: SocketAddr = "[::ffff:198.51.100.7]:5060".parse().unwrap();
+    assert_eq!(
+        PathKey::new(0, mapped),
+        PathKey::new(0, "198.51.100.7:5060".parse().unwrap())
+    );
+}
+
+#[test]
+fn fig2_every_transition() {
+    let mut k = Keepalive::new(cfg(), 0, 1);
+    let p = path(1);
+    assert_eq!(k.state(&p), PathState::Idle);
+    k.registration_added(p, 0);
+    assert_eq!(k.state(&p), PathState::RegistrationOnly);
+    k.dialog_started(p, 1 * S);
+    assert_eq!(k.state(&p), PathState::DialogAndRegistration);
+    k.registration_removed(p, 2 * S); // the registration expires during the dialog
+    assert_eq!(k.state(&p), PathState::DialogOnly);
+    k.registration_added(p, 3 * S); // re-registration
+    assert_eq!(k.state(&p), PathState::DialogAndRegistration);
+    k.dialog_ended(p, 4 * S);
+    assert_eq!(k.state(&p), PathState::RegistrationOnly);
+    k.registration_removed(p, 5 * S);
+    assert_eq!(k.state(&p), PathState::Idle);
+    assert_eq!(k.paths(), 0, "an idle path is forgotten");
+
+    // Dialog-only lingers 32 s after the last dialog ends, then goes idle.
+    k.dialog_started(p, 10 * S);
+    assert_eq!(k.state(&p), PathState::DialogOnly);
+    k.dialog_ended(p, 20 * S);
+    assert_eq!(k.state(&p), PathState::DialogOnly);
+    run(&mut k, 51 * S);
+    assert_eq!(k.state(&p), PathState::DialogOnly);
+    run(&mut k, 52 * S);
+    assert_eq!(k.state(&p), PathState::Idle);
+    // A new dialog during the linger cancels it.
+    k.dialog_started(p, 60 * S);
+    k.dialog_ended(p, 61 * S);
+    k.dialog_started(p, 70 * S);
+    run(&mut k, 100 * S);
+    assert_eq!(k.state(&p), PathState::DialogOnly);
+}
+
+#[test]
+fn prompts_only_after_the_idle_interval() {
+    let mut k = Keepalive::new(cfg(), 0, 1);
+    let p = path(1);
+    k.registration_added(p, 0);
+    assert!(run(&mut k, 25 * S - 1).is_empty());
+    let a = run(&mut k, 25 * S);
+    assert_eq!(prompts(&a).len(), 1);
+    assert_eq!(prompts(&a)[0].0, p);
+}
+
+#[test]
+fn traffic_defers_the_prompt_without_rearming_on_every_packet() {
+    let mut k = Keepalive::new(cfg(), 0, 1);
+    let p = path(1);
+    k.registration_added(p, 0);
+    for t in [3, 7, 10] {
+        k.touch(&p, t * S);
+    }
+    // The timer set at 0 fires at 25 s, sees traffic at 10 s and re-arms to 35 s.
+    assert!(run(&mut k, 25 * S).is_empty());
+    assert!(run(&mut k, 35 * S - 1).is_empty());
+    assert_eq!(prompts(&run(&mut k, 35 * S)).len(), 1);
+}
+
+#[test]
+fn one_prompt_per_shared_path() {
+    let mut k = Keepalive::new(cfg(), 0, 1);
+    let pbx = path(9);
+    for _ in 0..200 {
+        k.registration_added(pbx, 0);
+    }
+    k.registration_added(path(1), 0);
+    let a = run(&mut k, 25 * S);
+    let ps = prompts(&a);
+    assert_eq!(ps.len(), 2, "200 lines behind one NAT are one path");
+    assert_eq!(k.paths(), 2);
+    // Still held while any of its registrations remains.
+    for _ in 0..199 {
+        k.registration_removed(pbx, 26 * S);
+    }
+    assert_eq!(k.state(&pbx), PathState::RegistrationOnly);
+}
+
+#[test]
+fn an_answer_of_any_status_resets_the_path_and_ids_are_fresh() {
+    let mut k = Keepalive::new(cfg(), 0, 1);
+    let p = path(1);
+    k.registration_added(p, 0);
+    let (_, id1, _) = prompts(&run(&mut k, 25 * S))[0];
+    let mut out = Vec::new();
+    k.answered(&p, id1, 25 * S + 30, &mut out);
+    assert!(out.is_empty());
+    // No retransmission of an answered prompt, next prompt one interval later.
+    assert!(run(&mut k, 50 * S).is_empty());
+    let (_, id2, _) = prompts(&run(&mut k, 50 * S + 30))[0];
+    assert_ne!(id1, id2, "every prompt has a fresh id (branch and Call-ID)");
+    // An answer to an old prompt id does not clear the current one.
+    k.answered(&p, id1, 51 * S, &mut out);
+    let a = run(&mut k, 52 * S + 30);
+    assert_eq!(
+        prompts(&a),
+        vec![(p, id2, true)],
+        "the current prompt is still in flight"
+    );
+    assert_eq!(k.stats.answered, 1);
+}
+
+#[test]
+fn misses_retransmit_then_declare_the_path_dead_and_an_answer_revives_it() {
+    let mut k = Keepalive::new(cfg(), 0, 1);
+    let p = path(1);
+    k.registration_added(p, 0);
+    let mut now = 25 * S;
+    let mut sent = Vec::new();
+    let mut dead_at = None;
+    // Walk the wheel's own deadlines, as the event loop does.
+    for _ in 0..40 {
+        let a = run(&mut k, now);
+        sent.extend(prompts(&a));
+        if a.contains(&Action::Dead { path: p }) {
+            dead_at = Some(now);
+            break;
+        }
+        now = k.next_deadline().unwrap().max(now + 1);
+    }
+    // Three prompts, each retransmitted once with the same id, 4 s apart.
+    assert_eq!(sent.len(), 6, "{sent:?}");
+    assert!(sent
+        .chunks(2)
+        .all(|c| c[0].1 == c[1].1 && !c[0].2 && c[1].2));
+    assert_eq!(dead_at, Some(25 * S + 12 * S));
+    assert!(k.is_dead(&p));
+    assert_eq!(k.stats.missed, 3);
+    // Prompting goes on; an answer brings the path back.
+    let mut out = Vec::new();
+    let mut revive = None;
+    for _ in 0..10 {
+        now = k.next_deadline().unwrap();
+        if let Some((_, id, _)) = prompts(&run(&mut k, now)).first().copied() {
+            k.answered(&p, id, now + 10, &mut out);
+            revive = Some(id);
+            break;
+        }
+    }
+    assert!(revive.is_some());
+    assert_eq!(out, vec![Action::Revived { path: p }]);
+    assert!(!k.is_dead(&p));
+}
+
+#[test]
+fn interval_zero_switches_prompting_off() {
+    let mut k = Keepalive::new(
+        KeepaliveConfig {
+            interval_ms: 0,
+            ..cfg()
+        },
+        0,
+        1,
+    );
+    k.registration_added(path(1), 0);
+    assert!(run(&mut k, 10_000 * S).is_empty());
+    assert_eq!(k.state(&path(1)), PathState::RegistrationOnly);
+}
+
+#[test]
+fn jitter_spreads_a_registration_burst() {
+    let mut k = Keepalive::new(
+        KeepaliveConfig {
+            jitter_ms: 5 * S,
+            ..cfg()
+        },
+        0,
+        42,
+    );
+    for n in 0..100 {
+        k.registration_added(path(n), 0);
+    }
+    let mut times = std::collections::BTreeSet::new();
+    let mut count = 0;
+    while count < 100 {
+        let now = k.next_deadline().unwrap();
+        for _ in prompts(&run(&mut k, now)) {
+            times.insert(now);
+            count += 1;
+        }
+        if now > 30 * S {
+            break;
+        }
+    }
+    assert_eq!(count, 100);
+    assert!(
+        times.len() > 20,
+        "prompts land at {} distinct times",
+        times.len()
+    );
+    assert!(times.iter().all(|&t| (20 * S..=25 * S).contains(&t)));
+}
+
+/// Seed 004 FIGS. 3A-3F: the device registers, idles (prompted), a call
+/// comes in, the registration lapses mid-call, the call ends, prompting
+/// lingers 32 s and stops.
+#[test]
+fn fig3_sequence() {
+    let mut k = Keepalive::new(cfg(), 0, 7);
+    let p = path(3);
+    let mut out = Vec::new();
+    let mut answer_all = |k: &mut Keepalive, now: u64| -> usize {
+        let a = run(k, now);
+        let ps = prompts(&a);
+        for (path, id, _) in &ps {
+            k.answered(path, *id, now + 20, &mut out);
+        }
+        ps.len()
+    };
+    k.registration_added(p, 0); // 3A: REGISTER through the NAT
+    assert_eq!(answer_all(&mut k, 25 * S), 1); // 3B: idle 25 s -> OPTIONS, 200
+    k.dialog_started(p, 30 * S); // 3C: INVITE to the device
+    k.touch(&p, 40 * S); // media and signalling keep the path busy
+    assert_eq!(
+        answer_all(&mut k, 50 * S),
+        0,
+        "traffic at 40 s defers the prompt"
+    );
+    k.registration_removed(p, 55 * S); // 3D: the registration expires mid-call
+    assert_eq!(k.state(&p), PathState::DialogOnly);
+    assert_eq!(
+        answer_all(&mut k, 65 * S),
+        1,
+        "dialog-only paths are still prompted"
+    );
+    k.dialog_ended(p, 70 * S); // 3E: BYE
+    assert_eq!(
+        answer_all(&mut k, 91 * S),
+        1,
+        "prompting lingers after the call"
+    );
+    assert_eq!(answer_all(&mut k, 102 * S), 0);
+    assert_eq!(k.state(&p), PathState::Idle); // 3F: 32 s after the BYE
+    assert_eq!(
+        answer_all(&mut k, 200 * S),
+        0,
+        "no prompts for an idle path"
+    );
+}
+
+#[test]
+fn branches_carry_the_prompt_id() {
+    let b = prompt_branch(0xdead_beef_0000_0001);
+    assert!(b.starts_with("z9hG4bK"));
+    assert_eq!(prompt_id(&b), Some(0xdead_beef_0000_0001));
+    assert_eq!(prompt_id("z9hG4bKother"), None);
+}
