@@ -19,6 +19,36 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     pub registrar: RegistrarConfig,
     pub auth: AuthConfig,
+    pub keepalive: KeepaliveSection,
+}
+
+/// `[keepalive]`: server-side NAT keepalive (seed 004).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeepaliveSection {
+    /// Prompt a NAT path after this much silence (ms); 0 switches prompts off.
+    pub interval_ms: u64,
+    /// An unanswered prompt is a miss after this long (ms); retransmitted once halfway.
+    pub timeout_ms: u64,
+    /// Consecutive misses before a path is declared dead.
+    pub max_misses: u8,
+    /// Prompting goes on this long after a path's last dialog ends (ms).
+    pub linger_ms: u64,
+    /// Prompts are spread over [interval - jitter, interval] (ms).
+    pub jitter_ms: u64,
+}
+
+impl Default for KeepaliveSection {
+    fn default() -> Self {
+        let k = crate::nat::KeepaliveConfig::default();
+        KeepaliveSection {
+            interval_ms: k.interval_ms,
+            timeout_ms: k.timeout_ms,
+            max_misses: k.max_misses,
+            linger_ms: k.linger_ms,
+            jitter_ms: k.jitter_ms,
+        }
+    }
 }
 
 /// `[registrar]`: binding lifetimes and limits (RFC 3261 §10.3).
@@ -266,6 +296,22 @@ impl Config {
                 fix: "use a non-empty realm without double quotes".into(),
             });
         }
+        let k = &self.keepalive;
+        if k.interval_ms != 0 && (k.timeout_ms == 0 || k.timeout_ms >= k.interval_ms) {
+            return Err(ConfigError::Invalid {
+                key: "keepalive.timeout_ms",
+                fix: format!(
+                    "{} must be above 0 and below keepalive.interval_ms ({})",
+                    k.timeout_ms, k.interval_ms
+                ),
+            });
+        }
+        if k.max_misses == 0 {
+            return Err(ConfigError::Invalid {
+                key: "keepalive.max_misses",
+                fix: "use at least 1".into(),
+            });
+        }
         if self.runtime.workers > 1024 {
             return Err(ConfigError::Invalid {
                 key: "runtime.workers",
@@ -285,6 +331,18 @@ impl Config {
             max_contacts: r.max_contacts,
             domains: r.domains.iter().map(|d| d.as_str().into()).collect(),
             device_id_param: r.device_id_param.as_deref().map(Into::into),
+        }
+    }
+
+    /// The keepalive policy this configuration asks for.
+    pub fn keepalive(&self) -> crate::nat::KeepaliveConfig {
+        let k = &self.keepalive;
+        crate::nat::KeepaliveConfig {
+            interval_ms: k.interval_ms,
+            timeout_ms: k.timeout_ms,
+            max_misses: k.max_misses,
+            linger_ms: k.linger_ms,
+            jitter_ms: k.jitter_ms,
         }
     }
 

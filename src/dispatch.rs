@@ -2,8 +2,10 @@
 //! datagram to send back out. The runtime owns sockets and clocks; this owns
 //! the protocol decisions, so they are testable without a network.
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 
+use crate::nat::{self, Action, Keepalive, PathKey};
 use crate::registrar::{Arrival, Registrar, SUPPORTED};
 use crate::sip::{self, writer, HeaderName, Limits, Method, ParseError, StartLine};
 
@@ -21,42 +23,154 @@ pub struct Counters {
     pub responses_received: u64,
 }
 
-/// Per-worker protocol state: parser limits, a reusable output buffer, counters.
+/// Per-worker protocol state: parser limits, a reusable output buffer,
+/// the registrar and the NAT keepalive of this core, counters.
 pub struct Dispatcher {
     limits: Limits,
     out: Vec<u8>,
     tags: sip::ids::IdGen,
     pub registrar: Registrar,
+    pub keepalive: Keepalive,
+    /// Our address per listen socket, for the Via and From of prompts.
+    local_addrs: Vec<SocketAddr>,
+    actions: Vec<Action>,
+    scratch: String,
     pub counters: Counters,
 }
 
 impl Dispatcher {
-    pub fn new(limits: Limits, seed: u64, registrar: Registrar) -> Dispatcher {
+    pub fn new(
+        limits: Limits,
+        seed: u64,
+        registrar: Registrar,
+        keepalive: Keepalive,
+        local_addrs: Vec<SocketAddr>,
+    ) -> Dispatcher {
         Dispatcher {
             limits,
             out: Vec::with_capacity(limits.max_datagram),
             tags: sip::ids::IdGen::new(seed),
             registrar,
+            keepalive,
+            local_addrs,
+            actions: Vec::new(),
+            scratch: String::with_capacity(128),
             counters: Counters::default(),
         }
     }
 
-    /// Runs what is due at `now_secs` (binding expiry).
-    pub fn tick(&mut self, now_secs: u32) {
-        self.registrar.expire(now_secs);
+    /// When [`Dispatcher::tick`] next has work (ms), for the poll timeout.
+    pub fn next_deadline_ms(&self) -> Option<u64> {
+        let expiry = self.registrar.next_expiry().map(|s| u64::from(s) * 1000);
+        match (expiry, self.keepalive.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Runs what is due at `now_ms`: binding expiry, keepalive prompts and
+    /// their timeouts. Requests to send go to `send(bytes, to, local)`.
+    pub fn tick(&mut self, now_ms: u64, send: &mut dyn FnMut(&[u8], SocketAddr, u8)) {
+        self.registrar.expire((now_ms / 1000) as u32);
+        self.sync_paths(now_ms);
+        let mut actions = std::mem::take(&mut self.actions);
+        actions.clear();
+        self.keepalive.poll(now_ms, &mut actions);
+        for a in &actions {
+            match *a {
+                Action::Prompt { path, id, .. } => {
+                    self.write_prompt(path, id);
+                    send(&self.out, path.remote(), path.local());
+                }
+                Action::Dead { path } => {
+                    let n = self.registrar.mark_path(path, false);
+                    tracing::info!(path = %path.remote(), bindings = n, "NAT path dead: keepalive prompts unanswered");
+                }
+                Action::Revived { path } => {
+                    self.registrar.mark_path(path, true);
+                    tracing::info!(path = %path.remote(), "NAT path answering again");
+                }
+            }
+        }
+        self.actions = actions;
+    }
+
+    /// Frees a binding another core took over (from the worker's inbox).
+    pub fn forget(&mut self, b: crate::registrar::BindingRef, now_ms: u64) {
+        self.registrar.forget(b);
+        self.sync_paths(now_ms);
+    }
+
+    /// Feeds the registrar's binding changes into the path table.
+    fn sync_paths(&mut self, now_ms: u64) {
+        for (path, added) in self.registrar.path_events.drain(..) {
+            if added {
+                self.keepalive.registration_added(path, now_ms);
+            } else {
+                self.keepalive.registration_removed(path, now_ms);
+            }
+        }
+    }
+
+    /// An OPTIONS prompt (seed 004): fresh branch, Call-ID and From tag per
+    /// prompt id; `Max-Forwards: 0` so that whatever sits at the far end of
+    /// the path answers it rather than forwarding it.
+    fn write_prompt(&mut self, path: PathKey, id: u64) {
+        let local = self
+            .local_addrs
+            .get(usize::from(path.local()))
+            .copied()
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 5060)));
+        let branch = nat::prompt_branch(id);
+        let tag = sip::ids::Id::from_parts("", id);
+        self.scratch.clear();
+        let _ = write!(
+            self.scratch,
+            "sip:{}|sip:tether@{local}|{local}|{}@tether",
+            path.remote(),
+            tag.as_str()
+        );
+        let mut parts = self.scratch.split('|');
+        let (target, from, sent_by, call_id) = (
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+        );
+        let head = writer::RequestHead {
+            method: Method::Options,
+            uri: target,
+            transport: "UDP",
+            sent_by,
+            branch: &branch,
+            from_uri: from,
+            from_tag: &tag,
+            to_uri: target,
+            to_tag: None,
+            call_id,
+            cseq: 1,
+            max_forwards: 0,
+            contact: None,
+            routes: &[],
+        };
+        writer::request(&mut self.out, &head).finish(None);
     }
 
     /// Handles one datagram from `src`, received on local address number
-    /// `local`, at `now_secs` on the runtime clock; returns the bytes to send
+    /// `local`, at `now_ms` on the runtime clock; returns the bytes to send
     /// back to `src`, if any.
     pub fn handle(
         &mut self,
         datagram: &[u8],
         src: SocketAddr,
         local: u8,
-        now_secs: u32,
+        now_ms: u64,
     ) -> Option<&[u8]> {
         self.counters.received += 1;
+        let now_secs = (now_ms / 1000) as u32;
+        // Any packet from a path refreshes its NAT mapping.
+        let path = PathKey::new(local, src);
+        self.keepalive.touch(&path, now_ms);
         let msg = match sip::parse_with(datagram, &self.limits) {
             Ok(m) => m,
             Err(e) => return self.reject(datagram, src, e),
@@ -68,6 +182,16 @@ impl Dispatcher {
         let method = match msg.start {
             StartLine::Response { .. } => {
                 self.counters.responses_received += 1;
+                // Any status answers a keepalive prompt: the path is alive.
+                if let Some(id) = checked.top_via.branch().and_then(nat::prompt_id) {
+                    let mut actions = std::mem::take(&mut self.actions);
+                    actions.clear();
+                    self.keepalive.answered(&path, id, now_ms, &mut actions);
+                    if actions.contains(&Action::Revived { path }) {
+                        self.registrar.mark_path(path, true);
+                    }
+                    self.actions = actions;
+                }
                 return None;
             }
             StartLine::Request { method, .. } => method,
@@ -86,12 +210,20 @@ impl Dispatcher {
                 };
                 self.registrar
                     .register(&msg, &checked, at, &mut self.out, &mut self.tags);
+                self.sync_paths(now_ms);
                 Some(&self.out)
             }
             Method::Options => {
                 let tag = self.tags.tag();
-                let mut w =
-                    writer::response_to(&mut self.out, &msg, 200, "OK", Some(&tag), Some(src));
+                let mut w = writer::response_to_checked(
+                    &mut self.out,
+                    &msg,
+                    &checked,
+                    200,
+                    "OK",
+                    Some(&tag),
+                    Some(src),
+                );
                 w.header(HeaderName::Allow, ALLOW)
                     .header(HeaderName::Accept, "application/sdp")
                     .header(HeaderName::Supported, SUPPORTED);
@@ -207,7 +339,15 @@ mod tests {
             std::sync::Arc::new(crate::registrar::Directory::new()),
             None,
         );
-        Dispatcher::new(limits, 7, reg)
+        let ka = Keepalive::new(
+            nat::KeepaliveConfig {
+                jitter_ms: 0,
+                ..nat::KeepaliveConfig::default()
+            },
+            0,
+            7,
+        );
+        Dispatcher::new(limits, 7, reg, ka, vec!["192.0.2.1:5060".parse().unwrap()])
     }
 
     #[test]

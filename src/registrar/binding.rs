@@ -22,6 +22,8 @@ pub mod flags {
     pub const CONTACT_ME: u8 = 2;
     /// The REGISTER listed `application/sdp` in Accept (it can take a wake-up INVITE).
     pub const SDP: u8 = 4;
+    /// Its NAT path missed its keepalive prompts: requests to it will likely be lost.
+    pub const UNREACHABLE: u8 = 8;
 }
 
 /// One contact of an AOR, as every core and the API see it.
@@ -78,6 +80,10 @@ impl ContactView {
         self.flags & flags::NATED != 0
     }
 
+    pub fn is_reachable(&self) -> bool {
+        self.flags & flags::UNREACHABLE == 0
+    }
+
     pub fn accepts_contact_me(&self) -> bool {
         self.flags & flags::CONTACT_ME != 0
     }
@@ -93,6 +99,8 @@ pub(crate) struct LocalBinding {
     pub expires_at: u32,
     /// The expiry time the timer queue holds for this slot.
     pub scheduled_at: u32,
+    /// The NAT path the binding's REGISTER came over.
+    pub path: crate::nat::PathKey,
 }
 
 #[derive(Debug)]
@@ -161,6 +169,14 @@ impl Slab {
     pub fn live(&self) -> usize {
         self.live
     }
+
+    /// Every filled slot: (slot, generation, binding).
+    pub fn iter(&self) -> impl Iterator<Item = (u32, u32, &LocalBinding)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.binding.as_ref().map(|b| (i as u32, s.gen, b)))
+    }
 }
 
 #[cfg(test)]
@@ -173,6 +189,7 @@ mod tests {
             device: None,
             expires_at: 10,
             scheduled_at: 10,
+            path: crate::nat::PathKey::V4(0),
         }
     }
 

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 
+use crate::nat::PathKey;
 use crate::sip::ids::IdGen;
 use crate::sip::scan::{is_token_str, unquote};
 use crate::sip::writer::{response_to_checked, Decimal, Writer};
@@ -111,6 +112,9 @@ pub struct Registrar {
     /// Bindings owned by other cores that this core replaced: the runtime
     /// tells their owners to free them ([`Registrar::forget`]).
     pub outbox: Vec<BindingRef>,
+    /// NAT paths that gained (`true`) or lost (`false`) a binding on this
+    /// core, for the keepalive's path table.
+    pub path_events: Vec<(PathKey, bool)>,
     pub stats: Stats,
 }
 
@@ -130,6 +134,7 @@ impl Registrar {
             auth,
             call_id_hasher: foldhash::fast::FixedState::with_seed(0x7e7e_7e7e),
             outbox: Vec::new(),
+            path_events: Vec::new(),
             stats: Stats::default(),
         }
     }
@@ -488,7 +493,7 @@ impl Registrar {
                 self.dir.clear_device(dev, gone.binding);
             }
             if gone.binding.core == self.core {
-                self.slab.release(gone.binding.slot, gone.binding.gen);
+                self.release(gone.binding.slot, gone.binding.gen);
             } else {
                 self.outbox.push(gone.binding);
             }
@@ -507,8 +512,11 @@ impl Registrar {
                         device: c.instance.clone(),
                         expires_at: c.expires_at,
                         scheduled_at: c.expires_at,
+                        path: PathKey::new(c.local, c.source),
                     },
                 );
+                self.path_events
+                    .push((PathKey::new(c.local, c.source), true));
                 self.arm(c.expires_at, slot, gen);
                 self.stats.registered += 1;
                 if let Some(dev) = &c.instance {
@@ -552,17 +560,52 @@ impl Registrar {
         Ok(changes)
     }
 
+    /// Frees a filled slot and reports its path as one binding lighter.
+    fn release(&mut self, slot: u32, gen: u32) -> Option<LocalBinding> {
+        let b = self.slab.release(slot, gen)?;
+        self.path_events.push((b.path, false));
+        Some(b)
+    }
+
     /// Arms the expiry timer of a binding this core owns.
     fn arm(&mut self, at_secs: u32, slot: u32, gen: u32) {
         self.expiries
             .insert(u64::from(at_secs) * 1000, (at_secs, slot, gen));
     }
 
+    /// Marks every binding this core holds on `path` reachable or not (a
+    /// dead NAT path, or one that answered again). Scans the core's
+    /// bindings: path deaths are rare next to registrations.
+    pub fn mark_path(&mut self, path: PathKey, reachable: bool) -> usize {
+        let core = self.core;
+        let hits: Vec<(Arc<str>, BindingRef)> = self
+            .slab
+            .iter()
+            .filter(|(_, _, b)| b.path == path)
+            .map(|(slot, gen, b)| (b.aor.clone(), BindingRef { core, slot, gen }))
+            .collect();
+        for (aor, r) in &hits {
+            self.dir.update(aor, |rec| {
+                let Some(i) = rec.contacts.iter().position(|c| c.binding == *r) else {
+                    return Decision::Keep(());
+                };
+                let mut next = rec.clone();
+                if reachable {
+                    next.contacts[i].flags &= !binding::flags::UNREACHABLE;
+                } else {
+                    next.contacts[i].flags |= binding::flags::UNREACHABLE;
+                }
+                Decision::Replace(next, ())
+            });
+        }
+        hits.len()
+    }
+
     /// Frees the slot of a binding another core replaced (it is already out
     /// of the directory).
     pub fn forget(&mut self, b: BindingRef) {
         if b.core == self.core {
-            self.slab.release(b.slot, b.gen);
+            self.release(b.slot, b.gen);
         }
     }
 
@@ -584,7 +627,7 @@ impl Registrar {
                 self.arm(next, slot, gen);
                 continue;
             }
-            let b = self.slab.release(slot, gen).expect("present above");
+            let b = self.release(slot, gen).expect("present above");
             let r = BindingRef {
                 core: self.core,
                 slot,

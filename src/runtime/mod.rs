@@ -17,6 +17,7 @@ use crossbeam_channel::{bounded, Sender};
 
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
+use crate::nat::Keepalive;
 use crate::registrar::auth::{Authenticator, Credentials};
 use crate::registrar::{BindingRef, Directory, Registrar};
 
@@ -136,10 +137,17 @@ impl Runtime {
             let seed =
                 u64::from_le_bytes(secret[8..16].try_into().expect("8 bytes")) ^ (i as u64) << 56;
             let (tx, rx) = bounded(cfg.runtime.inbox_capacity);
+            let keepalive = Keepalive::new(cfg.keepalive(), 0, seed.rotate_left(17));
             let w = worker::Worker::new(worker::WorkerParts {
                 id: i,
                 sockets,
-                dispatcher: Dispatcher::new(cfg.limits(), seed, registrar),
+                dispatcher: Dispatcher::new(
+                    cfg.limits(),
+                    seed,
+                    registrar,
+                    keepalive,
+                    local_addrs.clone(),
+                ),
                 inbox: rx,
                 stop: stop.clone(),
                 epoch,

@@ -94,8 +94,8 @@ impl Worker {
         self.waker.clone()
     }
 
-    fn now_secs(&self) -> u32 {
-        self.epoch.elapsed().as_secs() as u32
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
     }
 
     pub fn run(mut self) -> std::io::Result<()> {
@@ -118,7 +118,7 @@ impl Worker {
                 }
             }
             self.drain_inbox();
-            self.dispatcher.tick(self.now_secs());
+            self.tick();
         }
         tracing::debug!(
             worker = self.id,
@@ -129,17 +129,25 @@ impl Worker {
         Ok(())
     }
 
-    /// Sleeps until the next expiry is due, and at least once a second.
+    /// Sleeps until the next timer is due, and at least once a second.
     fn poll_timeout(&self) -> Duration {
-        let now = self.epoch.elapsed();
-        match self.dispatcher.registrar.next_expiry() {
-            Some(at) => {
-                let due = Duration::from_secs(u64::from(at));
-                due.saturating_sub(now)
-                    .clamp(Duration::from_millis(1), Duration::from_secs(1))
-            }
+        let now = self.now_ms();
+        match self.dispatcher.next_deadline_ms() {
+            Some(at) => Duration::from_millis(at.saturating_sub(now).min(1000)),
             None => Duration::from_secs(1),
         }
+    }
+
+    /// Expiries and keepalive prompts; prompts leave on their path's socket.
+    fn tick(&mut self) {
+        let now = self.now_ms();
+        let sockets = &self.sockets;
+        self.dispatcher.tick(now, &mut |bytes, to, local| {
+            if let Some(s) = sockets.get(usize::from(local)) {
+                // A prompt that cannot leave now is a miss like any other.
+                let _ = s.send_to(bytes, to);
+            }
+        });
     }
 
     /// Reads until the socket would block (edge-triggered readiness).
@@ -157,7 +165,7 @@ impl Worker {
                 // ICMP errors surface here on Linux; they concern an earlier send.
                 Err(_) => continue,
             };
-            let now = self.now_secs();
+            let now = self.now_ms();
             for i in 0..n {
                 let (data, src) = self.recv.get(i);
                 let Some(src) = src else { continue };
@@ -179,7 +187,10 @@ impl Worker {
     fn drain_inbox(&mut self) {
         while let Ok(cmd) = self.inbox.try_recv() {
             match cmd {
-                Command::Forget(b) => self.dispatcher.registrar.forget(b),
+                Command::Forget(b) => {
+                    let now = self.now_ms();
+                    self.dispatcher.forget(b, now);
+                }
             }
         }
     }
