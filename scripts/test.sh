@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs the real SIP peers the
-# tests talk to (SIPp, sipsak, baresip, python3), then format, lint and tests.
+# tests talk to (SIPp, sipsak, baresip, python3) and the NAT test bed
+# (iproute2, iptables, conntrack), then format, lint and tests.
 # Usage: scripts/test.sh      (as root, or with sudo available for apt-get)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +11,10 @@ command -v sipp >/dev/null || need_pkgs+=(sip-tester)
 command -v sipsak >/dev/null || need_pkgs+=(sipsak)
 command -v baresip >/dev/null || need_pkgs+=(baresip-core)
 command -v python3 >/dev/null || need_pkgs+=(python3)
+# The NAT test builds network namespaces with a MASQUERADE box (needs root).
+command -v ip >/dev/null || need_pkgs+=(iproute2)
+command -v iptables >/dev/null || need_pkgs+=(iptables)
+command -v conntrack >/dev/null || need_pkgs+=(conntrack)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq

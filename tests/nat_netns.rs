@@ -1,0 +1,270 @@
+//! A real NAT (seed 004): network namespaces `lan`, `nat` and `wan` joined
+//! by veth pairs, iptables MASQUERADE in `nat`, UDP conntrack timeouts
+//! lowered to 10 s. tether runs in `wan`; a UA in `lan` registers through
+//! the NAT and then sends nothing for 50 s. With keepalive prompts every
+//! 5 s the mapping stays open and a request 45 s later still reaches the
+//! UA; with the first prompt only at 45 s (the mapping died at 10 s) that
+//! request is lost. Needs root (CI runs as root); namespaces are removed
+//! even when the test fails.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct Netns {
+    names: [String; 3],
+}
+
+fn sh(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect(args[0]);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Netns {
+    /// Builds lan/nat/wan with subnets 10.<net>.1.0/24 (lan side) and
+    /// 10.<net>.2.0/24 (wan side); the addresses exist only in the namespaces.
+    fn new(tag: &str, net: u8) -> Netns {
+        let id = std::process::id();
+        let names = [
+            format!("tl{id}{tag}"),
+            format!("tn{id}{tag}"),
+            format!("tw{id}{tag}"),
+        ];
+        let ns = Netns { names };
+        let [lan, nat, wan] = [&ns.names[0], &ns.names[1], &ns.names[2]];
+        for n in [lan, nat, wan] {
+            sh(&["ip", "netns", "add", n]);
+        }
+        let (l0, nl, nw, w0) = (
+            format!("l{id}{tag}"),
+            format!("nl{id}{tag}"),
+            format!("nw{id}{tag}"),
+            format!("w{id}{tag}"),
+        );
+        sh(&[
+            "ip", "link", "add", &l0, "netns", lan, "type", "veth", "peer", "name", &nl, "netns",
+            nat,
+        ]);
+        sh(&[
+            "ip", "link", "add", &w0, "netns", wan, "type", "veth", "peer", "name", &nw, "netns",
+            nat,
+        ]);
+        let a = |h: u8, side: u8| format!("10.{net}.{side}.{h}/24");
+        sh(&["ip", "-n", lan, "addr", "add", &a(2, 1), "dev", &l0]);
+        sh(&["ip", "-n", nat, "addr", "add", &a(1, 1), "dev", &nl]);
+        sh(&["ip", "-n", nat, "addr", "add", &a(1, 2), "dev", &nw]);
+        sh(&["ip", "-n", wan, "addr", "add", &a(2, 2), "dev", &w0]);
+        for (n, dev) in [(lan, &l0), (nat, &nl), (nat, &nw), (wan, &w0)] {
+            sh(&["ip", "-n", n, "link", "set", dev, "up"]);
+        }
+        for n in [lan, nat, wan] {
+            sh(&["ip", "-n", n, "link", "set", "lo", "up"]);
+        }
+        sh(&[
+            "ip",
+            "-n",
+            lan,
+            "route",
+            "add",
+            "default",
+            "via",
+            &format!("10.{net}.1.1"),
+        ]);
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            nat,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ]);
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            nat,
+            "iptables",
+            "-t",
+            "nat",
+            "-A",
+            "POSTROUTING",
+            "-s",
+            &format!("10.{net}.1.0/24"),
+            "-o",
+            &nw,
+            "-j",
+            "MASQUERADE",
+        ]);
+        // Counts datagrams from tether that the NAT could not translate (no
+        // mapping left), so the test can tell "lost at the NAT" from "never sent".
+        sh(&[
+            "ip", "netns", "exec", nat, "iptables", "-I", "INPUT", "-i", &nw, "-p", "udp",
+            "--sport", "5060", "-j", "ACCEPT",
+        ]);
+        // The conntrack sysctls appear in the namespace once NAT is in use.
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            nat,
+            "sysctl",
+            "-qw",
+            "net.netfilter.nf_conntrack_udp_timeout=10",
+        ]);
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            nat,
+            "sysctl",
+            "-qw",
+            "net.netfilter.nf_conntrack_udp_timeout_stream=10",
+        ]);
+        ns
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for n in &self.names {
+            let _ = Command::new("ip").args(["netns", "del", n]).output();
+        }
+    }
+}
+
+impl Netns {
+    /// Datagrams from tether that reached the NAT box itself: untranslatable.
+    fn stranded(&self) -> u64 {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.names[1],
+                "iptables",
+                "-L",
+                "INPUT",
+                "-v",
+                "-x",
+                "-n",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find(|l| l.contains("spt:5060"))
+            .and_then(|l| l.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+struct Tether(Child);
+
+impl Drop for Tether {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Registers through the NAT, stays silent 50 s; returns the times (s after
+/// registering) at which OPTIONS reached the UA, and how many datagrams
+/// from tether died at the NAT for want of a mapping.
+fn scenario(tag: &str, net: u8, interval_ms: u64) -> (Vec<f64>, u64) {
+    let ns = Netns::new(tag, net);
+    let server = format!("10.{net}.2.2");
+    let dir = std::env::temp_dir().join(format!("tether-nat-{}-{tag}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("tether.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[sip]\nlisten = [\"{server}:5060\"]\n[runtime]\nworkers = 1\n\
+[keepalive]\ninterval_ms = {interval_ms}\ntimeout_ms = 2000\njitter_ms = 0\n"
+        ),
+    )
+    .unwrap();
+    let _tether = Tether(
+        Command::new("ip")
+            .args(["netns", "exec", &ns.names[2]])
+            .arg(env!("CARGO_BIN_EXE_tether"))
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let client = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/nat_client.py");
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.names[0],
+            "python3",
+            client,
+            &server,
+            "5060",
+            &format!("ua{tag}"),
+            "50",
+        ])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let line = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        line.contains("\"registered\": true"),
+        "UA did not register through the NAT: {line} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let at = line
+        .split("\"options_at\": [")
+        .nth(1)
+        .unwrap_or("")
+        .trim_end()
+        .trim_end_matches("]}");
+    let times = at
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    (times, ns.stranded())
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+#[test]
+fn keepalives_hold_a_nat_mapping_open_and_without_them_the_request_is_lost() {
+    if !is_root() {
+        eprintln!("skipped: network namespaces need root (CI runs as root)");
+        return;
+    }
+    let net = 200 + (std::process::id() % 50) as u8;
+    let with = std::thread::spawn(move || scenario("k", net, 5_000));
+    let without = std::thread::spawn(move || scenario("x", net + 1, 45_000));
+    let (with, with_stranded) = with.join().unwrap();
+    let (without, without_stranded) = without.join().unwrap();
+    assert!(
+        with.iter().any(|&t| t >= 40.0),
+        "with 5 s keepalives a request after 40 s of UA silence must arrive: {with:?}"
+    );
+    assert!(with.len() >= 8, "prompts every ~5 s: {with:?}");
+    assert_eq!(with_stranded, 0, "every prompt found its mapping");
+    assert!(
+        without.is_empty(),
+        "with the first prompt at 45 s the 10 s NAT mapping is gone and it must be lost: {without:?}"
+    );
+    assert!(
+        without_stranded >= 1,
+        "tether did send the request; the NAT dropped it"
+    );
+}
