@@ -20,6 +20,7 @@ pub struct Counters {
     pub malformed_answered: u64,
     pub malformed_dropped: u64,
     pub keepalive_pings: u64,
+    pub stun_requests: u64,
     pub responses_received: u64,
 }
 
@@ -171,6 +172,12 @@ impl Dispatcher {
         // Any packet from a path refreshes its NAT mapping.
         let path = PathKey::new(local, src);
         self.keepalive.touch(&path, now_ms);
+        // RFC 5626 clients keep their flow alive with STUN Binding requests.
+        if nat::stun::is_stun(datagram) {
+            self.counters.stun_requests += 1;
+            return nat::stun::binding_response(datagram, src, &mut self.out)
+                .then_some(&self.out[..]);
+        }
         let msg = match sip::parse_with(datagram, &self.limits) {
             Ok(m) => m,
             Err(e) => return self.reject(datagram, src, e),
@@ -361,6 +368,49 @@ From: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: c1\r\nCSeq: 1 O
         assert_eq!(m.header(HeaderName::Allow), Some(ALLOW));
         assert_eq!(m.top_via().unwrap().rport(), Some(Some(40000)));
         assert!(m.to().unwrap().tag().is_some());
+    }
+
+    #[test]
+    fn stun_binding_on_the_sip_port() {
+        let mut d = dispatcher(Limits::default());
+        let mut req = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42];
+        req.extend_from_slice(&[9u8; 12]);
+        let out = d.handle(&req, src(), 0, 0).unwrap().to_vec();
+        assert_eq!(nat::stun::mapped_address(&out), Some(src()));
+        assert_eq!(d.counters.stun_requests, 1);
+    }
+
+    #[test]
+    fn keepalive_prompt_after_registration_and_answer_by_branch() {
+        let mut d = dispatcher(Limits::default());
+        let reg = b"REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bKr1;rport\r\n\
+From: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:a@127.0.0.1>\r\nCall-ID: c1\r\nCSeq: 1 REGISTER\r\n\
+Contact: <sip:a@10.0.0.2:5060>\r\nMax-Forwards: 70\r\n\r\n";
+        assert_eq!(
+            sip::parse(d.handle(reg, src(), 0, 0).unwrap())
+                .unwrap()
+                .status(),
+            Some(200)
+        );
+        let mut sent = Vec::new();
+        d.tick(24_999, &mut |b, to, l| sent.push((b.to_vec(), to, l)));
+        assert!(sent.is_empty());
+        d.tick(25_000, &mut |b, to, l| sent.push((b.to_vec(), to, l)));
+        assert_eq!(sent.len(), 1);
+        let (prompt, to, local) = sent.pop().unwrap();
+        assert_eq!((to, local), (src(), 0));
+        let m = sip::parse(&prompt).unwrap();
+        let c = m.validate().unwrap();
+        assert_eq!(m.method(), Some(Method::Options));
+        assert_eq!(c.max_forwards, Some(0));
+        assert_eq!(c.top_via.sent_by, "192.0.2.1:5060");
+        // A 404 answers it as well as a 200 would.
+        let mut resp = Vec::new();
+        writer::response_to(&mut resp, &m, 404, "Not Found", Some("x"), None).finish(None);
+        assert!(d.handle(&resp, src(), 0, 25_010).is_none());
+        assert_eq!(d.keepalive.stats.answered, 1);
+        d.tick(27_000, &mut |b, to, l| sent.push((b.to_vec(), to, l)));
+        assert!(sent.is_empty(), "no retransmission of an answered prompt");
     }
 
     #[test]

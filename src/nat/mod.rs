@@ -7,6 +7,8 @@
 //! with `now` (ms); [`Keepalive::poll`] returns what to send and which paths
 //! died. The runtime turns prompts into OPTIONS requests.
 
+pub mod stun;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use crate::timer::{TimerHandle, TimerWheel};
