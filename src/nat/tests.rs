@@ -70,7 +70,7 @@ fn fig2_every_transition() {
     assert_eq!(k.state(&p), PathState::Idle);
     k.registration_added(p, 0);
     assert_eq!(k.state(&p), PathState::RegistrationOnly);
-    k.dialog_started(p, 1 * S);
+    k.dialog_started(p, S);
     assert_eq!(k.state(&p), PathState::DialogAndRegistration);
     k.registration_removed(p, 2 * S); // the registration expires during the dialog
     assert_eq!(k.state(&p), PathState::DialogOnly);

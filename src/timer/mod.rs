@@ -210,7 +210,11 @@ impl<T> TimerWheel<T> {
 
     fn link(&mut self, index: u32) {
         let e = &self.entries[index as usize];
-        let deadline = e.deadline.max(self.elapsed);
+        // Place by the deadline clamped into the wheel's range; the entry keeps
+        // its real deadline and is placed again, further on, when its slot comes.
+        let deadline = e
+            .deadline
+            .clamp(self.elapsed, self.elapsed.saturating_add(MAX_DURATION));
         let level = self.level_for(deadline);
         let slot = ((deadline >> (6 * level)) & 63) as usize;
         let head = self.levels[level].heads[slot];
@@ -311,6 +315,30 @@ mod tests {
         assert!(drain(&mut w, 1000 + 89_999_999).is_empty());
         assert_eq!(drain(&mut w, 1000 + 90_000_000), vec![3]);
         assert!(w.is_empty());
+    }
+
+    #[test]
+    fn deadlines_beyond_the_wheel_range_do_not_hang() {
+        for far in [1u64 << 36, (1 << 36) + 12_345, u64::MAX] {
+            let mut w = TimerWheel::new(0);
+            w.insert(far, 1);
+            w.insert(10, 2);
+            assert_eq!(drain(&mut w, 10), vec![2]);
+            // Walk the reported deadlines for a while: each poll returns.
+            let mut now = 10;
+            for _ in 0..200 {
+                let Some(at) = w.next_deadline() else { break };
+                assert!(at >= now, "deadlines move forward");
+                now = at;
+                let fired = drain(&mut w, now);
+                assert!(fired.is_empty() || now >= far);
+                if now > 1 << 38 {
+                    break;
+                }
+            }
+            // Still pending, or fired once its real deadline came.
+            assert!(w.len() == 1 || now >= far);
+        }
     }
 
     #[test]
