@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod dispatch;
+pub mod loadgen;
 pub mod nat;
 pub mod registrar;
 pub mod runtime;

@@ -32,10 +32,136 @@ enum Command {
         #[arg(short, long)]
         workers: Option<usize>,
     },
+    /// Load-test a SIP registrar with simulated endpoints, each on its own
+    /// source address (127.0.0.0/8) and port.
+    Bench(BenchArgs),
     /// Print the embedded default configuration.
     Config,
     /// Check a configuration file and exit.
     Check { config: PathBuf },
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// `register`: register every endpoint once. `keepalive`: register, then
+    /// stay for --hold answering the server's requests.
+    #[arg(value_parser = ["register", "keepalive"])]
+    scenario: String,
+    /// The registrar to load (loopback only unless --allow-remote).
+    #[arg(short, long, default_value = "127.0.0.1:5060")]
+    target: std::net::SocketAddrV4,
+    /// Simulated endpoints.
+    #[arg(short = 'n', long, default_value_t = 10_000)]
+    endpoints: u32,
+    /// REGISTERs per second; 0 = as fast as the window allows.
+    #[arg(short, long, default_value_t = 1_000)]
+    rate: u32,
+    /// Hard limit on the run, in seconds.
+    #[arg(long, default_value_t = 120)]
+    duration: u64,
+    /// Keepalive scenario: seconds to stay after registering.
+    #[arg(long, default_value_t = 30)]
+    hold: u64,
+    /// Expires of each REGISTER.
+    #[arg(long, default_value_t = 3600)]
+    expires: u32,
+    /// Status code to answer server requests with; 0 = stay silent.
+    #[arg(long, default_value_t = 200)]
+    answer: u16,
+    /// Share of endpoints that never answer (dead devices), 0..1.
+    #[arg(long, default_value_t = 0.0)]
+    dead_share: f64,
+    /// First source address; endpoints take consecutive addresses from it.
+    #[arg(long, default_value = "127.1.0.1")]
+    source_base: std::net::Ipv4Addr,
+    /// Source ports (sockets) the endpoints are spread over.
+    #[arg(long, default_value_t = 16)]
+    ports: u16,
+    /// Domain of the AORs and Request-URI (default: the target's address).
+    #[arg(long)]
+    domain: Option<String>,
+    /// Most REGISTER transactions in flight.
+    #[arg(long, default_value_t = 20_000)]
+    window: u32,
+    /// Print the summary as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Write throughput and latency over time to this SVG file.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Allow a target outside 127.0.0.0/8.
+    #[arg(long)]
+    allow_remote: bool,
+}
+
+fn bench(a: BenchArgs) -> ExitCode {
+    use tether::loadgen::{self, report, LoadConfig, Scenario};
+    if let Err(e) = loadgen::check_target(a.target, a.allow_remote) {
+        eprintln!("tether bench: {e}");
+        return ExitCode::from(2);
+    }
+    if !a.source_base.is_loopback() {
+        eprintln!("tether bench: --source-base must be in 127.0.0.0/8");
+        return ExitCode::from(2);
+    }
+    let cfg = LoadConfig {
+        target: a.target,
+        endpoints: a.endpoints,
+        rate: a.rate,
+        duration: std::time::Duration::from_secs(a.duration),
+        hold: std::time::Duration::from_secs(a.hold),
+        scenario: if a.scenario == "keepalive" {
+            Scenario::Keepalive
+        } else {
+            Scenario::Register
+        },
+        expires: a.expires,
+        answer: a.answer,
+        dead_share: a.dead_share,
+        source_base: a.source_base,
+        ports: a.ports,
+        domain: a.domain.unwrap_or_else(|| a.target.ip().to_string()),
+        window: a.window,
+    };
+    use std::io::IsTerminal as _;
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let b = indicatif::ProgressBar::new(u64::from(cfg.endpoints));
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:40}] {pos}/{len} registered {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b
+    });
+    let result = loadgen::run(&cfg, |ok, failed, _| {
+        if let Some(b) = &bar {
+            b.set_position(ok);
+            b.set_message(format!("{failed} failed"));
+        }
+    });
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let summary = match result {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tether bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if a.json {
+        println!("{}", report::json(&summary));
+    } else {
+        print!("{}", report::table(&summary));
+    }
+    if let Some(path) = a.plot {
+        if let Err(e) = std::fs::write(&path, report::svg(&summary)) {
+            eprintln!("tether bench: cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn main() -> ExitCode {
@@ -48,6 +174,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Bench(a) => bench(a),
         Command::Config => {
             print!("{DEFAULT_TOML}");
             ExitCode::SUCCESS

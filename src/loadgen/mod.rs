@@ -1,0 +1,417 @@
+//! The load generator (`tether bench`): simulated endpoints, each on its own
+//! source address and port (a distinct NAT path as the server sees it),
+//! registering at a target rate and then staying to answer the server's
+//! requests (keepalive OPTIONS, later NOTIFY and INVITE). It speaks standard
+//! SIP, so it loads any registrar: tether, Kamailio, OpenSIPS.
+//!
+//! One thread, one `mio` loop, a few wildcard sockets with `IP_PKTINFO`
+//! (see [`udp`]); retransmissions on tether's own timer wheel; latencies in
+//! an HDR histogram. Every run is bounded by `duration`.
+
+pub mod report;
+pub mod udp;
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+
+use crate::sip::{self, HeaderName, Method, StartLine};
+use crate::timer::TimerWheel;
+use udp::PktSocket;
+
+/// What the simulated endpoints do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// Register every endpoint once, then stop.
+    Register,
+    /// Register, then stay for `hold` answering the server's requests.
+    Keepalive,
+}
+
+/// A run's parameters.
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    pub target: SocketAddrV4,
+    pub endpoints: u32,
+    /// REGISTERs per second (0: as fast as the window allows).
+    pub rate: u32,
+    /// Hard limit on the whole run.
+    pub duration: Duration,
+    /// Keepalive scenario: how long to stay after the last registration.
+    pub hold: Duration,
+    pub scenario: Scenario,
+    pub expires: u32,
+    /// Status to answer server requests with; 0 stays silent.
+    pub answer: u16,
+    /// Share of endpoints that never answer (dead devices), 0.0..=1.0.
+    pub dead_share: f64,
+    /// First source address; endpoints use consecutive addresses from it.
+    pub source_base: Ipv4Addr,
+    /// Sockets (ports) the endpoints are spread over.
+    pub ports: u16,
+    /// Domain in the Request-URI and AORs.
+    pub domain: String,
+    /// Most REGISTER transactions in flight at once.
+    pub window: u32,
+}
+
+impl Default for LoadConfig {
+    fn default() -> Self {
+        LoadConfig {
+            target: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5060),
+            endpoints: 10_000,
+            rate: 1_000,
+            duration: Duration::from_secs(60),
+            hold: Duration::from_secs(30),
+            scenario: Scenario::Register,
+            expires: 3600,
+            answer: 200,
+            dead_share: 0.0,
+            source_base: Ipv4Addr::new(127, 1, 0, 1),
+            ports: 16,
+            domain: "127.0.0.1".into(),
+            window: 20_000,
+        }
+    }
+}
+
+/// One second of the run, for the timeline and the plot.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Second {
+    pub t: u32,
+    pub sent: u64,
+    pub ok: u64,
+    pub failed: u64,
+    pub requests_received: u64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+}
+
+/// What a run measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Summary {
+    pub endpoints: u32,
+    pub rate_asked: u32,
+    pub elapsed_s: f64,
+    pub registered: u64,
+    pub failed: u64,
+    pub timeouts: u64,
+    pub retransmissions: u64,
+    /// Final responses by status code.
+    pub codes: BTreeMap<u16, u64>,
+    pub achieved_rate: f64,
+    pub latency_us: Percentiles,
+    /// Requests the server sent to the endpoints, by method.
+    pub requests_received: BTreeMap<String, u64>,
+    pub requests_answered: u64,
+    /// Endpoints that received at least one request during the hold.
+    pub endpoints_prompted: u64,
+    pub timeline: Vec<Second>,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Percentiles {
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+}
+
+fn percentiles(h: &Histogram<u64>) -> Percentiles {
+    Percentiles {
+        p50: h.value_at_quantile(0.5),
+        p90: h.value_at_quantile(0.9),
+        p99: h.value_at_quantile(0.99),
+        p999: h.value_at_quantile(0.999),
+        max: h.max(),
+    }
+}
+
+/// Refuses targets outside loopback unless the caller allows them: the
+/// default run must never send traffic off this machine.
+pub fn check_target(target: SocketAddrV4, allow_remote: bool) -> Result<(), String> {
+    if target.ip().is_loopback() || allow_remote {
+        Ok(())
+    } else {
+        Err(format!(
+            "target {target} is not on loopback; pass --allow-remote to load a remote server"
+        ))
+    }
+}
+
+const PENDING: u8 = 1;
+const DONE: u8 = 2;
+/// RFC 3261 T1.
+const T1_MS: u64 = 500;
+/// Retransmissions before a REGISTER times out (500 ms, 1, 2, 4 s: 7.5 s in all).
+const MAX_RETRANS: u8 = 4;
+
+struct Endpoint {
+    state: u8,
+    retrans: u8,
+    /// Microseconds since the start when the REGISTER was first sent.
+    sent_at_us: u32,
+    prompted: bool,
+}
+
+/// Runs a load; `progress` gets (registered, failed, elapsed) about once a second.
+pub fn run(
+    cfg: &LoadConfig,
+    mut progress: impl FnMut(u64, u64, Duration),
+) -> std::io::Result<Summary> {
+    let ports = cfg.ports.max(1);
+    let sockets: Vec<PktSocket> = (0..ports)
+        .map(|_| PktSocket::bind(0, 8 << 20))
+        .collect::<Result<_, _>>()?;
+    let mut poll = Poll::new()?;
+    for (j, s) in sockets.iter().enumerate() {
+        poll.registry().register(
+            &mut SourceFd(&s.fd().as_raw_fd()),
+            Token(j),
+            Interest::READABLE,
+        )?;
+    }
+    let n = cfg.endpoints;
+    let addr_of = |i: u32| -> (usize, Ipv4Addr) {
+        let ip = u32::from(cfg.source_base).wrapping_add(i / u32::from(ports));
+        ((i % u32::from(ports)) as usize, Ipv4Addr::from(ip))
+    };
+    let dead_below = (cfg.dead_share.clamp(0.0, 1.0) * f64::from(n)) as u32;
+    let mut eps: Vec<Endpoint> = (0..n)
+        .map(|_| Endpoint {
+            state: 0,
+            retrans: 0,
+            sent_at_us: 0,
+            prompted: false,
+        })
+        .collect();
+    let mut timers: TimerWheel<u32> = TimerWheel::new(0);
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+    let mut sec_hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 2).expect("valid bounds");
+    let mut codes: BTreeMap<u16, u64> = BTreeMap::new();
+    let mut requests: BTreeMap<String, u64> = BTreeMap::new();
+    let (mut registered, mut failed, mut timeouts, mut retransmissions, mut answered) =
+        (0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut timeline: Vec<Second> = Vec::new();
+    let mut cur = Second::default();
+    let mut next_ep = 0u32;
+    let mut inflight = 0u32;
+    let mut done_at: Option<Instant> = None;
+    let mut msg = Vec::with_capacity(1024);
+    let mut out = Vec::with_capacity(1024);
+    let mut buf = vec![0u8; 65536];
+    let mut events = Events::with_capacity(256);
+    let start = Instant::now();
+    let mut last_progress = start;
+
+    let write_register = |msg: &mut Vec<u8>, i: u32, ip: Ipv4Addr, port: u16| {
+        msg.clear();
+        let d = &cfg.domain;
+        let _ = write!(
+            msg,
+            "REGISTER sip:{d} SIP/2.0\r\nVia: SIP/2.0/UDP {ip}:{port};branch=z9hG4bKlg{i};rport\r\n\
+Max-Forwards: 70\r\nFrom: <sip:u{i}@{d}>;tag=lg{i}\r\nTo: <sip:u{i}@{d}>\r\nCall-ID: lg{i}@{ip}\r\n\
+CSeq: 1 REGISTER\r\nContact: <sip:u{i}@{ip}:{port}>\r\nExpires: {}\r\n\
+Accept: application/sdp, application/application-server-contact-me\r\nUser-Agent: tether-bench\r\n\
+Content-Length: 0\r\n\r\n",
+            cfg.expires
+        );
+    };
+
+    loop {
+        let now = start.elapsed();
+        let now_us = now.as_micros() as u64;
+        let now_ms = now_us / 1000;
+        if now >= cfg.duration {
+            break;
+        }
+        if let Some(t) = done_at {
+            if cfg.scenario == Scenario::Register || t.elapsed() >= cfg.hold {
+                break;
+            }
+        }
+        // Start the REGISTERs that are due by now.
+        let due = if cfg.rate == 0 {
+            n
+        } else {
+            ((now_us * u64::from(cfg.rate)) / 1_000_000).min(u64::from(n)) as u32
+        };
+        while next_ep < due && inflight < cfg.window {
+            let i = next_ep;
+            let (j, ip) = addr_of(i);
+            write_register(&mut msg, i, ip, sockets[j].port());
+            if sockets[j].send_from(&msg, ip, cfg.target).is_err() {
+                break; // the socket buffer is full: try again next round
+            }
+            let e = &mut eps[i as usize];
+            e.state = PENDING;
+            e.sent_at_us = now_us as u32;
+            timers.insert(now_ms + T1_MS, i);
+            inflight += 1;
+            next_ep += 1;
+            cur.sent += 1;
+        }
+        // Retransmit or give up on unanswered REGISTERs.
+        while let Some((_, i)) = timers.poll(now_ms) {
+            let e = &mut eps[i as usize];
+            if e.state != PENDING {
+                continue;
+            }
+            if e.retrans >= MAX_RETRANS {
+                e.state = DONE;
+                timeouts += 1;
+                failed += 1;
+                cur.failed += 1;
+                inflight -= 1;
+                continue;
+            }
+            e.retrans += 1;
+            retransmissions += 1;
+            let (j, ip) = addr_of(i);
+            write_register(&mut msg, i, ip, sockets[j].port());
+            let _ = sockets[j].send_from(&msg, ip, cfg.target);
+            timers.insert(now_ms + (T1_MS << e.retrans), i);
+        }
+        if next_ep == n && inflight == 0 && done_at.is_none() {
+            done_at = Some(Instant::now());
+        }
+        // Wait for traffic, at most until the next send or timer.
+        let wait = if next_ep < n && inflight < cfg.window {
+            Duration::from_millis(1)
+        } else {
+            Duration::from_millis(20)
+        };
+        match poll.poll(&mut events, Some(wait)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        for ev in events.iter() {
+            let s = &sockets[ev.token().0];
+            while let Ok((len, from, local)) = s.recv_to(&mut buf) {
+                let Ok(m) = sip::parse(&buf[..len]) else {
+                    continue;
+                };
+                let now_us = start.elapsed().as_micros() as u64;
+                match m.start {
+                    StartLine::Response { code, .. } => {
+                        let Some(i) = m
+                            .header(HeaderName::CallId)
+                            .and_then(|c| c.strip_prefix("lg"))
+                            .and_then(|c| c.split('@').next())
+                            .and_then(|c| c.parse::<u32>().ok())
+                            .filter(|&i| i < n)
+                        else {
+                            continue;
+                        };
+                        let e = &mut eps[i as usize];
+                        if e.state != PENDING || code < 200 {
+                            continue;
+                        }
+                        e.state = DONE;
+                        inflight -= 1;
+                        *codes.entry(code).or_default() += 1;
+                        let lat = now_us.saturating_sub(u64::from(e.sent_at_us)).max(1);
+                        let _ = hist.record(lat);
+                        let _ = sec_hist.record(lat);
+                        if code == 200 {
+                            registered += 1;
+                            cur.ok += 1;
+                        } else {
+                            failed += 1;
+                            cur.failed += 1;
+                        }
+                    }
+                    StartLine::Request { method, .. } => {
+                        *requests.entry(method.as_str().to_owned()).or_default() += 1;
+                        cur.requests_received += 1;
+                        // Which endpoint: the address and socket it was sent to.
+                        let j = ev.token().0 as u32;
+                        let idx = (u32::from(local).wrapping_sub(u32::from(cfg.source_base)))
+                            .wrapping_mul(u32::from(ports))
+                            .wrapping_add(j);
+                        if idx < n {
+                            eps[idx as usize].prompted = true;
+                        }
+                        if cfg.answer == 0 || idx < dead_below || method == Method::Ack {
+                            continue;
+                        }
+                        sip::writer::response_to(
+                            &mut out,
+                            &m,
+                            cfg.answer,
+                            reason(cfg.answer),
+                            Some("lgua"),
+                            None,
+                        )
+                        .finish(None);
+                        if s.send_from(&out, local, from).is_ok() {
+                            answered += 1;
+                        }
+                    }
+                }
+            }
+        }
+        // Close the second.
+        let t = start.elapsed().as_secs() as u32;
+        if t > cur.t {
+            cur.p50_us = sec_hist.value_at_quantile(0.5);
+            cur.p99_us = sec_hist.value_at_quantile(0.99);
+            sec_hist.reset();
+            let t_next = cur.t + 1;
+            timeline.push(std::mem::replace(
+                &mut cur,
+                Second {
+                    t: t_next,
+                    ..Second::default()
+                },
+            ));
+        }
+        if last_progress.elapsed() >= Duration::from_secs(1) {
+            last_progress = Instant::now();
+            progress(registered, failed, start.elapsed());
+        }
+    }
+    cur.p50_us = sec_hist.value_at_quantile(0.5);
+    cur.p99_us = sec_hist.value_at_quantile(0.99);
+    timeline.push(cur);
+    let elapsed = start.elapsed().as_secs_f64();
+    // The rate is over the registration phase, not the hold.
+    let reg_secs = done_at
+        .map_or(elapsed, |t| (t - start).as_secs_f64())
+        .max(1e-3);
+    Ok(Summary {
+        endpoints: n,
+        rate_asked: cfg.rate,
+        elapsed_s: elapsed,
+        registered,
+        failed,
+        timeouts,
+        retransmissions,
+        codes,
+        achieved_rate: registered as f64 / reg_secs,
+        latency_us: percentiles(&hist),
+        requests_received: requests,
+        requests_answered: answered,
+        endpoints_prompted: eps.iter().filter(|e| e.prompted).count() as u64,
+        timeline,
+    })
+}
+
+fn reason(code: u16) -> &'static str {
+    match code {
+        200 => "OK",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        480 => "Temporarily Unavailable",
+        486 => "Busy Here",
+        _ => "Answer",
+    }
+}

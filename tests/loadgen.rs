@@ -1,0 +1,116 @@
+//! The load generator against tether over loopback: every endpoint
+//! registers from its own source address, the directory sees each as a
+//! distinct NAT path, and in the keepalive scenario every endpoint is
+//! prompted and (unless configured dead) answers.
+
+mod common;
+
+use std::net::SocketAddrV4;
+use std::time::Duration;
+
+use tether::loadgen::{self, LoadConfig, Scenario};
+
+fn target(addr: std::net::SocketAddr) -> SocketAddrV4 {
+    match addr {
+        std::net::SocketAddr::V4(a) => a,
+        _ => panic!("IPv4 expected"),
+    }
+}
+
+#[test]
+fn register_scenario_every_endpoint_on_its_own_path() {
+    let (rt, addr) = common::start("");
+    let cfg = LoadConfig {
+        target: target(addr),
+        endpoints: 3_000,
+        rate: 3_000,
+        duration: Duration::from_secs(30),
+        source_base: "127.5.0.1".parse().unwrap(),
+        ports: 4,
+        ..LoadConfig::default()
+    };
+    let s = loadgen::run(&cfg, |_, _, _| {}).unwrap();
+    assert_eq!(s.registered, 3_000, "{s:?}");
+    assert_eq!(s.failed, 0);
+    assert_eq!(s.codes.get(&200), Some(&3_000));
+    assert!(s.latency_us.p50 > 0 && s.latency_us.max >= s.latency_us.p99);
+    assert_eq!(rt.directory().aor_count(), 3_000);
+    // Endpoint 5 sits on the second address (5 / 4 ports = 1), port index 1.
+    let c = &rt.directory().lookup("u5@127.0.0.1", 1)[0];
+    assert_eq!(c.source.ip().to_string(), "127.5.0.2");
+    let distinct: std::collections::HashSet<_> = (0..3_000)
+        .map(|i| rt.directory().lookup(&format!("u{i}@127.0.0.1"), 1)[0].source)
+        .collect();
+    assert_eq!(distinct.len(), 3_000, "3,000 distinct NAT paths");
+    rt.shutdown().unwrap();
+}
+
+#[test]
+fn keepalive_scenario_prompts_every_endpoint_and_dead_ones_stay_silent() {
+    let (rt, addr) =
+        common::start("[keepalive]\ninterval_ms = 500\ntimeout_ms = 200\njitter_ms = 100\n");
+    let cfg = LoadConfig {
+        target: target(addr),
+        endpoints: 1_000,
+        rate: 5_000,
+        duration: Duration::from_secs(30),
+        hold: Duration::from_millis(2_500),
+        scenario: Scenario::Keepalive,
+        dead_share: 0.5,
+        source_base: "127.6.0.1".parse().unwrap(),
+        ports: 4,
+        ..LoadConfig::default()
+    };
+    let s = loadgen::run(&cfg, |_, _, _| {}).unwrap();
+    assert_eq!(s.registered, 1_000);
+    assert_eq!(s.endpoints_prompted, 1_000, "every path was prompted");
+    let options = s.requests_received.get("OPTIONS").copied().unwrap_or(0);
+    assert!(options >= 2_000, "several rounds of prompts: {options}");
+    // Only the live half answers; the dead half gets retransmissions too.
+    assert!(
+        s.requests_answered * 10 < options * 6,
+        "{} of {options}",
+        s.requests_answered
+    );
+    assert!(s.requests_answered > 0);
+    rt.shutdown().unwrap();
+}
+
+#[test]
+fn remote_targets_are_refused_by_default() {
+    assert!(loadgen::check_target("192.0.2.1:5060".parse().unwrap(), false).is_err());
+    assert!(loadgen::check_target("127.0.0.1:5060".parse().unwrap(), false).is_ok());
+}
+
+#[test]
+fn cli_prints_json_and_writes_a_plot() {
+    let (rt, addr) = common::start("");
+    let dir = common::TempDir::new("bench-cli");
+    let plot = dir.0.join("run.svg");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args([
+            "bench",
+            "register",
+            "-t",
+            &addr.to_string(),
+            "-n",
+            "500",
+            "-r",
+            "1000",
+            "--json",
+        ])
+        .args(["--source-base", "127.7.0.1", "--plot"])
+        .arg(&plot)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["registered"], 500);
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("polyline"));
+    rt.shutdown().unwrap();
+}
