@@ -12,6 +12,9 @@ use crate::sip::{self, writer, HeaderName, Limits, Method, ParseError, StartLine
 /// Methods tether accepts today (the proxy will add INVITE, BYE, CANCEL …).
 pub const ALLOW: &str = "REGISTER, OPTIONS, ACK";
 
+/// Keepalive actions handled per tick (one `sendmmsg` worth of prompts).
+pub const PROMPTS_PER_TICK: usize = 64;
+
 /// Counters a worker keeps without atomics; the metrics layer reads copies.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Counters {
@@ -76,7 +79,9 @@ impl Dispatcher {
         self.sync_paths(now_ms);
         let mut actions = std::mem::take(&mut self.actions);
         actions.clear();
-        self.keepalive.poll(now_ms, &mut actions);
+        // A bounded slice per tick: the worker reads answers between slices.
+        self.keepalive
+            .poll_some(now_ms, PROMPTS_PER_TICK, &mut actions);
         for a in &actions {
             match *a {
                 Action::Prompt { path, id, .. } => {

@@ -92,6 +92,9 @@ struct BenchArgs {
     /// Allow a target outside 127.0.0.0/8.
     #[arg(long)]
     allow_remote: bool,
+    /// PID of the server when it runs here: report its CPU per REGISTER and per request.
+    #[arg(long)]
+    server_pid: Option<u32>,
 }
 
 fn bench(a: BenchArgs) -> ExitCode {
@@ -122,6 +125,7 @@ fn bench(a: BenchArgs) -> ExitCode {
         ports: a.ports,
         domain: a.domain.unwrap_or_else(|| a.target.ip().to_string()),
         window: a.window,
+        server_pid: a.server_pid,
     };
     use std::io::IsTerminal as _;
     let bar = std::io::stderr().is_terminal().then(|| {

@@ -59,6 +59,10 @@ pub struct LoadConfig {
     pub domain: String,
     /// Most REGISTER transactions in flight at once.
     pub window: u32,
+    /// The server's process id, when it runs on this machine: its CPU time
+    /// (all threads, from /proc) is then reported per REGISTER and per
+    /// request answered during the hold.
+    pub server_pid: Option<u32>,
 }
 
 impl Default for LoadConfig {
@@ -77,6 +81,7 @@ impl Default for LoadConfig {
             ports: 16,
             domain: "127.0.0.1".into(),
             window: 20_000,
+            server_pid: None,
         }
     }
 }
@@ -112,6 +117,11 @@ pub struct Summary {
     pub requests_answered: u64,
     /// Endpoints that received at least one request during the hold.
     pub endpoints_prompted: u64,
+    /// Server CPU (µs, all threads) per successful REGISTER, with `server_pid`.
+    pub server_cpu_us_per_register: Option<f64>,
+    /// Server CPU (µs) per request it sent during the hold (a keepalive
+    /// prompt and the handling of its answer), with `server_pid`.
+    pub server_cpu_us_per_request: Option<f64>,
     pub timeline: Vec<Second>,
 }
 
@@ -144,6 +154,17 @@ pub fn check_target(target: SocketAddrV4, allow_remote: bool) -> Result<(), Stri
             "target {target} is not on loopback; pass --allow-remote to load a remote server"
         ))
     }
+}
+
+/// CPU time of every thread of a process, in nanoseconds (Linux schedstat).
+pub fn process_cpu_ns(pid: u32) -> Option<u64> {
+    let dir = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut total = 0u64;
+    for t in dir.flatten() {
+        let stat = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
+        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
 }
 
 const PENDING: u8 = 1;
@@ -208,6 +229,10 @@ pub fn run(
     let mut out = Vec::with_capacity(1024);
     let mut buf = vec![0u8; 65536];
     let mut events = Events::with_capacity(256);
+    let cpu_start = cfg.server_pid.and_then(process_cpu_ns);
+    let mut cpu_at_done: Option<u64> = None;
+    let mut requests_at_done = 0u64;
+    let mut requests_total = 0u64;
     let start = Instant::now();
     let mut last_progress = start;
 
@@ -281,6 +306,8 @@ Content-Length: 0\r\n\r\n",
         }
         if next_ep == n && inflight == 0 && done_at.is_none() {
             done_at = Some(Instant::now());
+            cpu_at_done = cfg.server_pid.and_then(process_cpu_ns);
+            requests_at_done = requests_total;
         }
         // Wait for traffic, at most until the next send or timer.
         let wait = if next_ep < n && inflight < cfg.window {
@@ -332,6 +359,7 @@ Content-Length: 0\r\n\r\n",
                     StartLine::Request { method, .. } => {
                         *requests.entry(method.as_str().to_owned()).or_default() += 1;
                         cur.requests_received += 1;
+                        requests_total += 1;
                         // Which endpoint: the address and socket it was sent to.
                         let j = ev.token().0 as u32;
                         let idx = (u32::from(local).wrapping_sub(u32::from(cfg.source_base)))
@@ -383,6 +411,12 @@ Content-Length: 0\r\n\r\n",
     cur.p99_us = sec_hist.value_at_quantile(0.99);
     timeline.push(cur);
     let elapsed = start.elapsed().as_secs_f64();
+    let cpu_end = cfg.server_pid.and_then(process_cpu_ns);
+    let per = |a: Option<u64>, b: Option<u64>, n: u64| match (a, b) {
+        (Some(a), Some(b)) if n > 0 => Some(b.saturating_sub(a) as f64 / 1000.0 / n as f64),
+        _ => None,
+    };
+    let hold_requests = requests_total - requests_at_done;
     // The rate is over the registration phase, not the hold.
     let reg_secs = done_at
         .map_or(elapsed, |t| (t - start).as_secs_f64())
@@ -401,6 +435,12 @@ Content-Length: 0\r\n\r\n",
         requests_received: requests,
         requests_answered: answered,
         endpoints_prompted: eps.iter().filter(|e| e.prompted).count() as u64,
+        server_cpu_us_per_register: per(cpu_start, cpu_at_done.or(cpu_end), registered),
+        server_cpu_us_per_request: if cfg.scenario == Scenario::Keepalive {
+            per(cpu_at_done, cpu_end, hold_requests)
+        } else {
+            None
+        },
         timeline,
     })
 }

@@ -33,6 +33,12 @@ pub fn table(s: &Summary) -> String {
         "latency (us)         p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
         l.p50, l.p90, l.p99, l.p999, l.max
     );
+    if let Some(c) = s.server_cpu_us_per_register {
+        let _ = writeln!(t, "server CPU/REGISTER  {c:.2} us");
+    }
+    if let Some(c) = s.server_cpu_us_per_request {
+        let _ = writeln!(t, "server CPU/request   {c:.2} us (during the hold)");
+    }
     let codes: Vec<String> = s.codes.iter().map(|(c, n)| format!("{c}: {n}")).collect();
     let _ = writeln!(t, "responses            {}", codes.join(", "));
     if !s.requests_received.is_empty() {

@@ -292,7 +292,18 @@ impl Keepalive {
 
     /// Runs the timers due at `now`, appending what to do to `out`.
     pub fn poll(&mut self, now: u64, out: &mut Vec<Action>) {
-        while let Some((_, (i, kind))) = self.timers.poll(now) {
+        self.poll_some(now, usize::MAX, out);
+    }
+
+    /// As [`Keepalive::poll`], stopping once `out` holds `max` actions; the
+    /// rest stay due (and [`Keepalive::next_deadline`] says so). Lets the
+    /// runtime interleave a large batch of prompts with reading the answers
+    /// instead of bursting them all at once.
+    pub fn poll_some(&mut self, now: u64, max: usize, out: &mut Vec<Action>) {
+        while out.len() < max {
+            let Some((_, (i, kind))) = self.timers.poll(now) else {
+                break;
+            };
             if self.paths.get(i as usize).is_none_or(Option::is_none) {
                 continue;
             }

@@ -138,16 +138,34 @@ impl Worker {
         }
     }
 
-    /// Expiries and keepalive prompts; prompts leave on their path's socket.
+    /// Expiries and keepalive prompts; prompts leave on their path's socket,
+    /// batched into `sendmmsg` calls.
     fn tick(&mut self) {
         let now = self.now_ms();
         let sockets = &self.sockets;
+        let send = &mut self.send;
+        let mut batch_local: Option<u8> = None;
         self.dispatcher.tick(now, &mut |bytes, to, local| {
-            if let Some(s) = sockets.get(usize::from(local)) {
-                // A prompt that cannot leave now is a miss like any other.
-                let _ = s.send_to(bytes, to);
+            if sockets.get(usize::from(local)).is_none() {
+                return;
             }
+            // One batch holds datagrams for one socket: flush on a change or when full.
+            if let Some(prev) = batch_local {
+                if prev != local || send.is_full() {
+                    if let Some(s) = sockets.get(usize::from(prev)) {
+                        send.flush(s.as_raw_fd());
+                    }
+                }
+            }
+            batch_local = Some(local);
+            // A prompt the kernel refuses is a miss like any other.
+            send.push(bytes, to);
         });
+        if let Some(prev) = batch_local {
+            if let Some(s) = sockets.get(usize::from(prev)) {
+                send.flush(s.as_raw_fd());
+            }
+        }
     }
 
     /// Reads until the socket would block (edge-triggered readiness).
