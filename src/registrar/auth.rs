@@ -361,6 +361,35 @@ fn hex_into(raw: &[u8], out: &mut [u8]) {
     }
 }
 
+/// A correct `Authorization:` line (realm `tether`, qop=auth) for tests.
+#[cfg(test)]
+pub(crate) fn authorization_header(
+    alg: Algorithm,
+    user: &str,
+    pass: &str,
+    uri: &str,
+    nonce: &str,
+    nc: &str,
+) -> String {
+    let ha1 = digest::ha1(alg, user, "tether", pass);
+    let r = digest::response(
+        alg,
+        &ha1,
+        &ResponseInput {
+            method: "REGISTER",
+            uri,
+            nonce,
+            qop_auth: Some((nc, "0a4f113b")),
+        },
+    );
+    format!(
+        "Authorization: Digest username=\"{user}\", realm=\"tether\", nonce=\"{nonce}\", uri=\"{uri}\", \
+response=\"{}\", algorithm={}, qop=auth, nc={nc}, cnonce=\"0a4f113b\"\r\n",
+        r.as_str(),
+        alg.as_str()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -385,23 +414,7 @@ From: <sip:alice@tether>;tag=1\r\nTo: <sip:alice@tether>\r\nCall-ID: c\r\nCSeq: 
     }
 
     fn authz(alg: Algorithm, user: &str, pass: &str, nonce: &str, nc: &str) -> String {
-        let ha1 = digest::ha1(alg, user, "tether", pass);
-        let r = digest::response(
-            alg,
-            &ha1,
-            &ResponseInput {
-                method: "REGISTER",
-                uri: "sip:tether",
-                nonce,
-                qop_auth: Some((nc, "abc")),
-            },
-        );
-        format!(
-            "Authorization: Digest username=\"{user}\", realm=\"tether\", nonce=\"{nonce}\", uri=\"sip:tether\", \
-response=\"{}\", algorithm={}, qop=auth, nc={nc}, cnonce=\"abc\"\r\n",
-            r.as_str(),
-            alg.as_str()
-        )
+        authorization_header(alg, user, pass, "sip:tether", nonce, nc)
     }
 
     #[test]

@@ -710,43 +710,20 @@ fn nat_flag(op: &Op<'_, '_>, source: SocketAddr) -> u8 {
     }
 }
 
+/// One Contact of a 200: the URI, its remaining expiry, and the RFC 5626
+/// instance and reg-id when the binding has them.
 fn write_contact(w: &mut Writer<'_>, c: &ContactView, now_secs: u32) {
     let secs = Decimal::new(c.expires_at.saturating_sub(now_secs));
-    match (&c.instance, c.reg_id) {
-        (Some(inst), Some(reg)) => {
-            let reg = Decimal::new(reg);
-            w.header_parts(
-                "Contact",
-                &[
-                    "<",
-                    &c.contact,
-                    ">;expires=",
-                    secs.as_str(),
-                    ";+sip.instance=\"<",
-                    inst,
-                    ">\";reg-id=",
-                    reg.as_str(),
-                ],
-            );
-        }
-        (Some(inst), None) => {
-            w.header_parts(
-                "Contact",
-                &[
-                    "<",
-                    &c.contact,
-                    ">;expires=",
-                    secs.as_str(),
-                    ";+sip.instance=\"<",
-                    inst,
-                    ">\"",
-                ],
-            );
-        }
-        _ => {
-            w.header_parts("Contact", &["<", &c.contact, ">;expires=", secs.as_str()]);
+    let reg = c.reg_id.map(Decimal::new);
+    let mut parts: SmallVec<[&str; 8]> = SmallVec::new();
+    parts.extend_from_slice(&["<", &c.contact, ">;expires=", secs.as_str()]);
+    if let Some(inst) = &c.instance {
+        parts.extend_from_slice(&[";+sip.instance=\"<", inst, ">\""]);
+        if let Some(reg) = &reg {
+            parts.extend_from_slice(&[";reg-id=", reg.as_str()]);
         }
     }
+    w.header_parts("Contact", &parts);
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::auth::{Authenticator, Credentials};
 use super::*;
-use crate::sip::digest::{self, Algorithm, ResponseInput};
+use crate::sip::digest::Algorithm;
 use crate::sip::{self, ids::IdGen, HeaderName};
 
 const SRC: &str = "203.0.113.7:40001";
@@ -680,23 +680,7 @@ fn domains_and_require() {
 }
 
 fn authz(alg: Algorithm, user: &str, pass: &str, nonce: &str, nc: &str) -> String {
-    let ha1 = digest::ha1(alg, user, "tether", pass);
-    let r = digest::response(
-        alg,
-        &ha1,
-        &ResponseInput {
-            method: "REGISTER",
-            uri: "sip:example.com",
-            nonce,
-            qop_auth: Some((nc, "0a4f113b")),
-        },
-    );
-    format!(
-        "Authorization: Digest username=\"{user}\", realm=\"tether\", nonce=\"{nonce}\", uri=\"sip:example.com\", \
-response=\"{}\", algorithm={}, qop=auth, nc={nc}, cnonce=\"0a4f113b\"\r\n",
-        r.as_str(),
-        alg.as_str()
-    )
+    super::auth::authorization_header(alg, user, pass, "sip:example.com", nonce, nc)
 }
 
 fn nonce_of(resp: &[u8], alg: &str) -> String {
