@@ -12,7 +12,6 @@ pub mod report;
 pub mod udp;
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
@@ -21,9 +20,10 @@ use hdrhistogram::Histogram;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
+use crate::sip::writer::Decimal;
 use crate::sip::{self, HeaderName, Method, StartLine};
 use crate::timer::TimerWheel;
-use udp::PktSocket;
+use udp::{PktBatch, PktSocket};
 
 /// What the simulated endpoints do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +117,9 @@ pub struct Summary {
     pub requests_answered: u64,
     /// Endpoints that received at least one request during the hold.
     pub endpoints_prompted: u64,
+    /// The generator's own CPU (µs) per REGISTER sent (including retransmissions)
+    /// during the registration phase: it must stay well below the server's.
+    pub generator_cpu_us_per_register: Option<f64>,
     /// Server CPU (µs, all threads) per successful REGISTER, with `server_pid`.
     pub server_cpu_us_per_register: Option<f64>,
     /// Server CPU (µs) per request it sent during the hold (a keepalive
@@ -227,27 +230,67 @@ pub fn run(
     let mut done_at: Option<Instant> = None;
     let mut msg = Vec::with_capacity(1024);
     let mut out = Vec::with_capacity(1024);
-    let mut buf = vec![0u8; 65536];
     let mut events = Events::with_capacity(256);
+    // One send batch per socket, one receive batch for all: sendmmsg/recvmmsg.
+    let mut sends: Vec<PktBatch> = (0..ports).map(|_| PktBatch::new(64)).collect();
+    let mut inbox = PktBatch::new(64);
     let cpu_start = cfg.server_pid.and_then(process_cpu_ns);
+    let self_pid = std::process::id();
+    let self_start = process_cpu_ns(self_pid);
+    let mut self_at_done: Option<u64> = None;
     let mut cpu_at_done: Option<u64> = None;
     let mut requests_at_done = 0u64;
     let mut requests_total = 0u64;
     let start = Instant::now();
     let mut last_progress = start;
 
+    let expires = Decimal::new(cfg.expires);
+    // Pieces joined without `fmt`: this runs once per REGISTER sent.
     let write_register = |msg: &mut Vec<u8>, i: u32, ip: Ipv4Addr, port: u16| {
+        let d = cfg.domain.as_bytes();
+        let id = Decimal::new(i);
+        let id = id.as_str().as_bytes();
+        let port = Decimal::new(u32::from(port));
+        let port = port.as_str().as_bytes();
+        let mut ipbuf = [0u8; 15];
+        let ip = ipv4_text(ip, &mut ipbuf);
         msg.clear();
-        let d = &cfg.domain;
-        let _ = write!(
-            msg,
-            "REGISTER sip:{d} SIP/2.0\r\nVia: SIP/2.0/UDP {ip}:{port};branch=z9hG4bKlg{i};rport\r\n\
-Max-Forwards: 70\r\nFrom: <sip:u{i}@{d}>;tag=lg{i}\r\nTo: <sip:u{i}@{d}>\r\nCall-ID: lg{i}@{ip}\r\n\
-CSeq: 1 REGISTER\r\nContact: <sip:u{i}@{ip}:{port}>\r\nExpires: {}\r\n\
-Accept: application/sdp, application/application-server-contact-me\r\nUser-Agent: tether-bench\r\n\
-Content-Length: 0\r\n\r\n",
-            cfg.expires
-        );
+        for part in [
+            b"REGISTER sip:".as_slice(),
+            d,
+            b" SIP/2.0\r\nVia: SIP/2.0/UDP ",
+            ip,
+            b":",
+            port,
+            b";branch=z9hG4bKlg",
+            id,
+            b";rport\r\nMax-Forwards: 70\r\nFrom: <sip:u",
+            id,
+            b"@",
+            d,
+            b">;tag=lg",
+            id,
+            b"\r\nTo: <sip:u",
+            id,
+            b"@",
+            d,
+            b">\r\nCall-ID: lg",
+            id,
+            b"@",
+            ip,
+            b"\r\nCSeq: 1 REGISTER\r\nContact: <sip:u",
+            id,
+            b"@",
+            ip,
+            b":",
+            port,
+            b">\r\nExpires: ",
+            expires.as_str().as_bytes(),
+            b"\r\nAccept: application/sdp, application/application-server-contact-me\r\n\
+User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
+        ] {
+            msg.extend_from_slice(part);
+        }
     };
 
     loop {
@@ -272,9 +315,11 @@ Content-Length: 0\r\n\r\n",
             let i = next_ep;
             let (j, ip) = addr_of(i);
             write_register(&mut msg, i, ip, sockets[j].port());
-            if sockets[j].send_from(&msg, ip, cfg.target).is_err() {
-                break; // the socket buffer is full: try again next round
+            if sends[j].is_full() {
+                sends[j].flush(&sockets[j]);
             }
+            // A datagram the kernel drops is retransmitted on the T1 timer.
+            sends[j].push(&msg, ip, cfg.target);
             let e = &mut eps[i as usize];
             e.state = PENDING;
             e.sent_at_us = now_us as u32;
@@ -301,12 +346,19 @@ Content-Length: 0\r\n\r\n",
             retransmissions += 1;
             let (j, ip) = addr_of(i);
             write_register(&mut msg, i, ip, sockets[j].port());
-            let _ = sockets[j].send_from(&msg, ip, cfg.target);
+            if sends[j].is_full() {
+                sends[j].flush(&sockets[j]);
+            }
+            sends[j].push(&msg, ip, cfg.target);
             timers.insert(now_ms + (T1_MS << e.retrans), i);
+        }
+        for (j, b) in sends.iter_mut().enumerate() {
+            b.flush(&sockets[j]);
         }
         if next_ep == n && inflight == 0 && done_at.is_none() {
             done_at = Some(Instant::now());
             cpu_at_done = cfg.server_pid.and_then(process_cpu_ns);
+            self_at_done = process_cpu_ns(self_pid);
             requests_at_done = requests_total;
         }
         // Wait for traffic, at most until the next send or timer.
@@ -321,71 +373,83 @@ Content-Length: 0\r\n\r\n",
             Err(e) => return Err(e),
         }
         for ev in events.iter() {
-            let s = &sockets[ev.token().0];
-            while let Ok((len, from, local)) = s.recv_to(&mut buf) {
-                let Ok(m) = sip::parse(&buf[..len]) else {
-                    continue;
-                };
-                let now_us = start.elapsed().as_micros() as u64;
-                match m.start {
-                    StartLine::Response { code, .. } => {
-                        let Some(i) = m
-                            .header(HeaderName::CallId)
-                            .and_then(|c| c.strip_prefix("lg"))
-                            .and_then(|c| c.split('@').next())
-                            .and_then(|c| c.parse::<u32>().ok())
-                            .filter(|&i| i < n)
-                        else {
-                            continue;
-                        };
-                        let e = &mut eps[i as usize];
-                        if e.state != PENDING || code < 200 {
-                            continue;
+            let jtok = ev.token().0;
+            let s = &sockets[jtok];
+            loop {
+                let got = inbox.recv(s);
+                if got == 0 {
+                    break;
+                }
+                for k in 0..got {
+                    let (data, from, local) = inbox.get(k);
+                    let Ok(m) = sip::parse(data) else {
+                        continue;
+                    };
+                    let now_us = start.elapsed().as_micros() as u64;
+                    match m.start {
+                        StartLine::Response { code, .. } => {
+                            let Some(i) = m
+                                .header(HeaderName::CallId)
+                                .and_then(|c| c.strip_prefix("lg"))
+                                .and_then(|c| c.split('@').next())
+                                .and_then(|c| c.parse::<u32>().ok())
+                                .filter(|&i| i < n)
+                            else {
+                                continue;
+                            };
+                            let e = &mut eps[i as usize];
+                            if e.state != PENDING || code < 200 {
+                                continue;
+                            }
+                            e.state = DONE;
+                            inflight -= 1;
+                            *codes.entry(code).or_default() += 1;
+                            let lat = now_us.saturating_sub(u64::from(e.sent_at_us)).max(1);
+                            let _ = hist.record(lat);
+                            let _ = sec_hist.record(lat);
+                            if code == 200 {
+                                registered += 1;
+                                cur.ok += 1;
+                            } else {
+                                failed += 1;
+                                cur.failed += 1;
+                            }
                         }
-                        e.state = DONE;
-                        inflight -= 1;
-                        *codes.entry(code).or_default() += 1;
-                        let lat = now_us.saturating_sub(u64::from(e.sent_at_us)).max(1);
-                        let _ = hist.record(lat);
-                        let _ = sec_hist.record(lat);
-                        if code == 200 {
-                            registered += 1;
-                            cur.ok += 1;
-                        } else {
-                            failed += 1;
-                            cur.failed += 1;
-                        }
-                    }
-                    StartLine::Request { method, .. } => {
-                        *requests.entry(method.as_str().to_owned()).or_default() += 1;
-                        cur.requests_received += 1;
-                        requests_total += 1;
-                        // Which endpoint: the address and socket it was sent to.
-                        let j = ev.token().0 as u32;
-                        let idx = (u32::from(local).wrapping_sub(u32::from(cfg.source_base)))
-                            .wrapping_mul(u32::from(ports))
-                            .wrapping_add(j);
-                        if idx < n {
-                            eps[idx as usize].prompted = true;
-                        }
-                        if cfg.answer == 0 || idx < dead_below || method == Method::Ack {
-                            continue;
-                        }
-                        sip::writer::response_to(
-                            &mut out,
-                            &m,
-                            cfg.answer,
-                            reason(cfg.answer),
-                            Some("lgua"),
-                            None,
-                        )
-                        .finish(None);
-                        if s.send_from(&out, local, from).is_ok() {
-                            answered += 1;
+                        StartLine::Request { method, .. } => {
+                            *requests.entry(method.as_str().to_owned()).or_default() += 1;
+                            cur.requests_received += 1;
+                            requests_total += 1;
+                            // Which endpoint: the address and socket it was sent to.
+                            let j = ev.token().0 as u32;
+                            let idx = (u32::from(local).wrapping_sub(u32::from(cfg.source_base)))
+                                .wrapping_mul(u32::from(ports))
+                                .wrapping_add(j);
+                            if idx < n {
+                                eps[idx as usize].prompted = true;
+                            }
+                            if cfg.answer == 0 || idx < dead_below || method == Method::Ack {
+                                continue;
+                            }
+                            sip::writer::response_to(
+                                &mut out,
+                                &m,
+                                cfg.answer,
+                                reason(cfg.answer),
+                                Some("lgua"),
+                                None,
+                            )
+                            .finish(None);
+                            if sends[jtok].is_full() {
+                                sends[jtok].flush(s);
+                            }
+                            if sends[jtok].push(&out, local, from) {
+                                answered += 1;
+                            }
                         }
                     }
                 }
             }
+            sends[jtok].flush(s);
         }
         // Close the second.
         let t = start.elapsed().as_secs() as u32;
@@ -435,6 +499,11 @@ Content-Length: 0\r\n\r\n",
         requests_received: requests,
         requests_answered: answered,
         endpoints_prompted: eps.iter().filter(|e| e.prompted).count() as u64,
+        generator_cpu_us_per_register: per(
+            self_start,
+            self_at_done.or_else(|| process_cpu_ns(self_pid)),
+            u64::from(next_ep) + retransmissions,
+        ),
         server_cpu_us_per_register: per(cpu_start, cpu_at_done.or(cpu_end), registered),
         server_cpu_us_per_request: if cfg.scenario == Scenario::Keepalive {
             per(cpu_at_done, cpu_end, hold_requests)
@@ -443,6 +512,22 @@ Content-Length: 0\r\n\r\n",
         },
         timeline,
     })
+}
+
+/// Dotted-quad text of an address into a stack buffer.
+fn ipv4_text(ip: Ipv4Addr, buf: &mut [u8; 15]) -> &[u8] {
+    let mut n = 0;
+    for (k, o) in ip.octets().iter().enumerate() {
+        if k > 0 {
+            buf[n] = b'.';
+            n += 1;
+        }
+        let d = Decimal::new(u32::from(*o));
+        let d = d.as_str().as_bytes();
+        buf[n..n + d.len()].copy_from_slice(d);
+        n += d.len();
+    }
+    &buf[..n]
 }
 
 fn reason(code: u16) -> &'static str {

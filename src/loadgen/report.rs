@@ -33,6 +33,9 @@ pub fn table(s: &Summary) -> String {
         "latency (us)         p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
         l.p50, l.p90, l.p99, l.p999, l.max
     );
+    if let Some(c) = s.generator_cpu_us_per_register {
+        let _ = writeln!(t, "own CPU/REGISTER     {c:.2} us");
+    }
     if let Some(c) = s.server_cpu_us_per_register {
         let _ = writeln!(t, "server CPU/REGISTER  {c:.2} us");
     }
