@@ -140,6 +140,8 @@ pub struct RuntimeConfig {
     pub pin_cpus: bool,
     /// Messages a worker's inbox holds before senders are refused.
     pub inbox_capacity: usize,
+    /// Seconds between each worker's stats log line; 0 = none.
+    pub stats_interval_s: u64,
 }
 
 impl Default for SipConfig {
@@ -160,6 +162,7 @@ impl Default for RuntimeConfig {
             batch: 32,
             pin_cpus: false,
             inbox_capacity: 65536,
+            stats_interval_s: 60,
         }
     }
 }

@@ -192,6 +192,26 @@ impl Keepalive {
         }
     }
 
+    /// How many paths are in each state: [registration-only,
+    /// dialog+registration, dialog-only]. A scan: for periodic reports only.
+    pub fn paths_by_state(&self) -> [u64; 3] {
+        let mut n = [0u64; 3];
+        for p in self.paths.iter().flatten() {
+            match self.state(&p.key) {
+                PathState::RegistrationOnly => n[0] += 1,
+                PathState::DialogAndRegistration => n[1] += 1,
+                PathState::DialogOnly => n[2] += 1,
+                PathState::Idle => {}
+            }
+        }
+        n
+    }
+
+    /// Paths currently declared dead.
+    pub fn dead_paths(&self) -> u64 {
+        self.paths.iter().flatten().filter(|p| p.dead).count() as u64
+    }
+
     /// Paths being kept.
     pub fn paths(&self) -> usize {
         self.index.len()

@@ -154,6 +154,7 @@ impl Runtime {
                 batch: cfg.runtime.batch,
                 max_datagram: cfg.sip.max_datagram,
                 pin: cores.get(i % cores.len().max(1)).copied(),
+                stats_interval_s: cfg.runtime.stats_interval_s,
             })?;
             inboxes.push(Inbox {
                 tx,

@@ -32,6 +32,8 @@ pub struct Worker {
     send: SendBatch,
     pin: Option<core_affinity::CoreId>,
     peers: Vec<super::Inbox>,
+    stats_every: Option<Duration>,
+    last_stats: std::time::Instant,
 }
 
 /// What a worker needs besides its sockets.
@@ -45,6 +47,8 @@ pub struct WorkerParts {
     pub batch: usize,
     pub max_datagram: usize,
     pub pin: Option<core_affinity::CoreId>,
+    /// Seconds between stats log lines; 0 = none.
+    pub stats_interval_s: u64,
 }
 
 impl Worker {
@@ -72,6 +76,8 @@ impl Worker {
             send: SendBatch::new(p.batch, p.max_datagram),
             pin: p.pin,
             peers: Vec::new(),
+            stats_every: (p.stats_interval_s > 0).then(|| Duration::from_secs(p.stats_interval_s)),
+            last_stats: std::time::Instant::now(),
         })
     }
 
@@ -119,14 +125,48 @@ impl Worker {
             }
             self.drain_inbox();
             self.tick();
+            if self
+                .stats_every
+                .is_some_and(|every| self.last_stats.elapsed() >= every)
+            {
+                self.last_stats = std::time::Instant::now();
+                self.log_stats("stats");
+            }
         }
-        tracing::debug!(
-            worker = self.id,
-            counters = ?self.dispatcher.counters,
-            registrar = ?self.dispatcher.registrar.stats,
-            "worker stopped"
-        );
+        self.log_stats("worker stopped");
         Ok(())
+    }
+
+    /// One log line with this worker's counters (until the metrics endpoint exists).
+    fn log_stats(&self, what: &str) {
+        let d = &self.dispatcher;
+        let (c, r, k) = (&d.counters, &d.registrar.stats, &d.keepalive.stats);
+        let [reg_only, dialog_reg, dialog_only] = d.keepalive.paths_by_state();
+        tracing::info!(
+            worker = self.id,
+            received = c.received,
+            malformed_answered = c.malformed_answered,
+            malformed_dropped = c.malformed_dropped,
+            oversize_dropped = c.oversize_dropped,
+            stun = c.stun_requests,
+            bindings = d.registrar.local_bindings(),
+            registered = r.registered,
+            refreshed = r.refreshed,
+            unregistered = r.unregistered,
+            expired = r.expired,
+            challenged = r.challenged,
+            forbidden = r.forbidden,
+            paths_registration_only = reg_only,
+            paths_dialog_and_registration = dialog_reg,
+            paths_dialog_only = dialog_only,
+            paths_dead = d.keepalive.dead_paths(),
+            prompts = k.prompts,
+            prompts_retransmitted = k.retransmissions,
+            prompts_answered = k.answered,
+            prompts_missed = k.missed,
+            paths_declared_dead = k.dead,
+            "{what}"
+        );
     }
 
     /// Sleeps until the next timer is due, and at least once a second.
