@@ -92,6 +92,9 @@ struct BenchArgs {
     /// Allow a target outside 127.0.0.0/8.
     #[arg(long)]
     allow_remote: bool,
+    /// Digest password of every endpoint (username u<N>); `{i}` becomes N.
+    #[arg(long)]
+    password: Option<String>,
     /// PID of the server when it runs here: report its CPU per REGISTER and per request.
     #[arg(long)]
     server_pid: Option<u32>,
@@ -126,6 +129,7 @@ fn bench(a: BenchArgs) -> ExitCode {
         domain: a.domain.unwrap_or_else(|| a.target.ip().to_string()),
         window: a.window,
         server_pid: a.server_pid,
+        password: a.password,
     };
     use std::io::IsTerminal as _;
     let bar = std::io::stderr().is_terminal().then(|| {

@@ -114,3 +114,51 @@ fn cli_prints_json_and_writes_a_plot() {
     assert!(svg.starts_with("<svg") && svg.contains("polyline"));
     rt.shutdown().unwrap();
 }
+
+#[test]
+fn digest_authentication_with_per_endpoint_passwords() {
+    use tether::sip::digest::{ha1, Algorithm};
+    let dir = common::TempDir::new("bench-auth");
+    let users: String = (0..200)
+        .map(|i| {
+            let (u, p) = (format!("u{i}"), format!("pw{i}"));
+            format!(
+                "{u}:tether:{}:{}\n",
+                ha1(Algorithm::Md5, &u, "tether", &p).as_str(),
+                ha1(Algorithm::Sha256, &u, "tether", &p).as_str()
+            )
+        })
+        .collect();
+    let creds = dir.file("users", &users);
+    let (rt, addr) = common::start(&format!(
+        "[auth]\nenabled = true\ncredentials = \"{}\"\n",
+        creds.display()
+    ));
+    let cfg = LoadConfig {
+        target: target(addr),
+        endpoints: 200,
+        rate: 1_000,
+        duration: Duration::from_secs(30),
+        source_base: "127.14.0.1".parse().unwrap(),
+        password: Some("pw{i}".into()),
+        ..LoadConfig::default()
+    };
+    let s = loadgen::run(&cfg, |_, _, _| {}).unwrap();
+    assert_eq!(s.registered, 200, "{s:?}");
+    assert_eq!(
+        s.challenges, 200,
+        "each endpoint answered one challenge (SHA-256 offered first)"
+    );
+    assert_eq!(rt.directory().aor_count(), 200);
+    // A wrong password ends in 403.
+    let bad = LoadConfig {
+        endpoints: 20,
+        source_base: "127.15.0.1".parse().unwrap(),
+        password: Some("nope".into()),
+        ..cfg
+    };
+    let s = loadgen::run(&bad, |_, _, _| {}).unwrap();
+    assert_eq!(s.registered, 0);
+    assert_eq!(s.codes.get(&403), Some(&20));
+    rt.shutdown().unwrap();
+}

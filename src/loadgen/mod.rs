@@ -59,6 +59,9 @@ pub struct LoadConfig {
     pub domain: String,
     /// Most REGISTER transactions in flight at once.
     pub window: u32,
+    /// Digest password for every endpoint (username `u<i>`); `{i}` is
+    /// replaced by the endpoint's number. `None`: a 401 is a failure.
+    pub password: Option<String>,
     /// The server's process id, when it runs on this machine: its CPU time
     /// (all threads, from /proc) is then reported per REGISTER and per
     /// request answered during the hold.
@@ -81,6 +84,7 @@ impl Default for LoadConfig {
             ports: 16,
             domain: "127.0.0.1".into(),
             window: 20_000,
+            password: None,
             server_pid: None,
         }
     }
@@ -108,6 +112,8 @@ pub struct Summary {
     pub failed: u64,
     pub timeouts: u64,
     pub retransmissions: u64,
+    /// 401 challenges answered with credentials.
+    pub challenges: u64,
     /// Final responses by status code.
     pub codes: BTreeMap<u16, u64>,
     pub achieved_rate: f64,
@@ -180,6 +186,10 @@ const MAX_RETRANS: u8 = 4;
 struct Endpoint {
     state: u8,
     retrans: u8,
+    /// CSeq of the REGISTER in flight (1, then one more per challenge).
+    cseq: u8,
+    /// Bumped with every new request so that timers of an older one are ignored.
+    epoch: u8,
     /// Microseconds since the start when the REGISTER was first sent.
     sent_at_us: u32,
     prompted: bool,
@@ -212,11 +222,14 @@ pub fn run(
         .map(|_| Endpoint {
             state: 0,
             retrans: 0,
+            cseq: 1,
+            epoch: 0,
             sent_at_us: 0,
             prompted: false,
         })
         .collect();
-    let mut timers: TimerWheel<u32> = TimerWheel::new(0);
+    let mut timers: TimerWheel<(u32, u8)> = TimerWheel::new(0);
+    let mut challenges = 0u64;
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
     let mut sec_hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 2).expect("valid bounds");
     let mut codes: BTreeMap<u16, u64> = BTreeMap::new();
@@ -246,52 +259,59 @@ pub fn run(
 
     let expires = Decimal::new(cfg.expires);
     // Pieces joined without `fmt`: this runs once per REGISTER sent.
-    let write_register = |msg: &mut Vec<u8>, i: u32, ip: Ipv4Addr, port: u16| {
-        let d = cfg.domain.as_bytes();
-        let id = Decimal::new(i);
-        let id = id.as_str().as_bytes();
-        let port = Decimal::new(u32::from(port));
-        let port = port.as_str().as_bytes();
-        let mut ipbuf = [0u8; 15];
-        let ip = ipv4_text(ip, &mut ipbuf);
-        msg.clear();
-        for part in [
-            b"REGISTER sip:".as_slice(),
-            d,
-            b" SIP/2.0\r\nVia: SIP/2.0/UDP ",
-            ip,
-            b":",
-            port,
-            b";branch=z9hG4bKlg",
-            id,
-            b";rport\r\nMax-Forwards: 70\r\nFrom: <sip:u",
-            id,
-            b"@",
-            d,
-            b">;tag=lg",
-            id,
-            b"\r\nTo: <sip:u",
-            id,
-            b"@",
-            d,
-            b">\r\nCall-ID: lg",
-            id,
-            b"@",
-            ip,
-            b"\r\nCSeq: 1 REGISTER\r\nContact: <sip:u",
-            id,
-            b"@",
-            ip,
-            b":",
-            port,
-            b">\r\nExpires: ",
-            expires.as_str().as_bytes(),
-            b"\r\nAccept: application/sdp, application/application-server-contact-me\r\n\
+    let write_register =
+        |msg: &mut Vec<u8>, i: u32, ip: Ipv4Addr, port: u16, cseq: u8, auth: &[u8]| {
+            let d = cfg.domain.as_bytes();
+            let id = Decimal::new(i);
+            let id = id.as_str().as_bytes();
+            let port = Decimal::new(u32::from(port));
+            let port = port.as_str().as_bytes();
+            let mut ipbuf = [0u8; 15];
+            let ip = ipv4_text(ip, &mut ipbuf);
+            msg.clear();
+            for part in [
+                b"REGISTER sip:".as_slice(),
+                d,
+                b" SIP/2.0\r\nVia: SIP/2.0/UDP ",
+                ip,
+                b":",
+                port,
+                b";branch=z9hG4bKlg",
+                id,
+                b"x",
+                Decimal::new(u32::from(cseq)).as_str().as_bytes(),
+                b";rport\r\nMax-Forwards: 70\r\nFrom: <sip:u",
+                id,
+                b"@",
+                d,
+                b">;tag=lg",
+                id,
+                b"\r\nTo: <sip:u",
+                id,
+                b"@",
+                d,
+                b">\r\nCall-ID: lg",
+                id,
+                b"@",
+                ip,
+                b"\r\nCSeq: ",
+                Decimal::new(u32::from(cseq)).as_str().as_bytes(),
+                b" REGISTER\r\n",
+                auth,
+                b"Contact: <sip:u",
+                id,
+                b"@",
+                ip,
+                b":",
+                port,
+                b">\r\nExpires: ",
+                expires.as_str().as_bytes(),
+                b"\r\nAccept: application/sdp, application/application-server-contact-me\r\n\
 User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
-        ] {
-            msg.extend_from_slice(part);
-        }
-    };
+            ] {
+                msg.extend_from_slice(part);
+            }
+        };
 
     loop {
         let now = start.elapsed();
@@ -314,7 +334,7 @@ User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
         while next_ep < due && inflight < cfg.window {
             let i = next_ep;
             let (j, ip) = addr_of(i);
-            write_register(&mut msg, i, ip, sockets[j].port());
+            write_register(&mut msg, i, ip, sockets[j].port(), 1, b"");
             if sends[j].is_full() {
                 sends[j].flush(&sockets[j]);
             }
@@ -323,15 +343,15 @@ User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
             let e = &mut eps[i as usize];
             e.state = PENDING;
             e.sent_at_us = now_us as u32;
-            timers.insert(now_ms + T1_MS, i);
+            timers.insert(now_ms + T1_MS, (i, e.epoch));
             inflight += 1;
             next_ep += 1;
             cur.sent += 1;
         }
         // Retransmit or give up on unanswered REGISTERs.
-        while let Some((_, i)) = timers.poll(now_ms) {
+        while let Some((_, (i, epoch))) = timers.poll(now_ms) {
             let e = &mut eps[i as usize];
-            if e.state != PENDING {
+            if e.state != PENDING || e.epoch != epoch {
                 continue;
             }
             if e.retrans >= MAX_RETRANS {
@@ -345,12 +365,14 @@ User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
             e.retrans += 1;
             retransmissions += 1;
             let (j, ip) = addr_of(i);
-            write_register(&mut msg, i, ip, sockets[j].port());
+            // A retransmission after a challenge carries no credentials: the
+            // server challenges again and the next answer has a fresh nonce.
+            write_register(&mut msg, i, ip, sockets[j].port(), e.cseq, b"");
             if sends[j].is_full() {
                 sends[j].flush(&sockets[j]);
             }
             sends[j].push(&msg, ip, cfg.target);
-            timers.insert(now_ms + (T1_MS << e.retrans), i);
+            timers.insert(now_ms + (T1_MS << e.retrans), (i, e.epoch));
         }
         for (j, b) in sends.iter_mut().enumerate() {
             b.flush(&sockets[j]);
@@ -400,6 +422,31 @@ User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
                             let e = &mut eps[i as usize];
                             if e.state != PENDING || code < 200 {
                                 continue;
+                            }
+                            if code == 401 && e.cseq < 4 {
+                                if let Some(pw) = &cfg.password {
+                                    if let Some(auth) = answer_challenge(&m, i, pw, &cfg.domain) {
+                                        e.cseq += 1;
+                                        e.epoch = e.epoch.wrapping_add(1);
+                                        e.retrans = 0;
+                                        challenges += 1;
+                                        let (j, ip) = addr_of(i);
+                                        write_register(
+                                            &mut msg,
+                                            i,
+                                            ip,
+                                            sockets[j].port(),
+                                            e.cseq,
+                                            auth.as_bytes(),
+                                        );
+                                        if sends[j].is_full() {
+                                            sends[j].flush(&sockets[j]);
+                                        }
+                                        sends[j].push(&msg, ip, cfg.target);
+                                        timers.insert(now_us / 1000 + T1_MS, (i, e.epoch));
+                                        continue;
+                                    }
+                                }
                             }
                             e.state = DONE;
                             inflight -= 1;
@@ -493,6 +540,7 @@ User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
         failed,
         timeouts,
         retransmissions,
+        challenges,
         codes,
         achieved_rate: registered as f64 / reg_secs,
         latency_us: percentiles(&hist),
@@ -512,6 +560,50 @@ User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
         },
         timeline,
     })
+}
+
+/// The Authorization line answering a 401 for endpoint `i` (user `u<i>`,
+/// password `pattern` with `{i}` replaced), for the first challenge whose
+/// algorithm is MD5 or SHA-256, in the server's order of preference.
+fn answer_challenge(
+    resp: &sip::Message<'_>,
+    i: u32,
+    pattern: &str,
+    domain: &str,
+) -> Option<String> {
+    use crate::sip::digest::{self, Algorithm, ResponseInput};
+    let (alg, ch) = resp
+        .header_values(HeaderName::WwwAuthenticate)
+        .filter_map(|v| sip::AuthParams::parse(v, "WWW-Authenticate").ok())
+        .filter(|c| c.is_digest())
+        .find_map(|c| Algorithm::parse(c.get("algorithm")).map(|a| (a, c)))?;
+    let (realm, nonce) = (ch.get("realm")?, ch.get("nonce")?);
+    let user = format!("u{i}");
+    let password = pattern.replace("{i}", &i.to_string());
+    let uri = format!("sip:{domain}");
+    let cnonce = format!("{:08x}", i.wrapping_mul(2_654_435_761));
+    let qop = ch
+        .get("qop")
+        .is_some_and(|q| q.split(',').any(|x| x.trim() == "auth"));
+    let ha1 = digest::ha1(alg, &user, realm, &password);
+    let input = ResponseInput {
+        method: "REGISTER",
+        uri: &uri,
+        nonce,
+        qop_auth: qop.then_some(("00000001", cnonce.as_str())),
+    };
+    let r = digest::response(alg, &ha1, &input);
+    let qop_part = if qop {
+        format!(", qop=auth, nc=00000001, cnonce=\"{cnonce}\"")
+    } else {
+        String::new()
+    };
+    Some(format!(
+        "Authorization: Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", \
+response=\"{}\", algorithm={}{qop_part}\r\n",
+        r.as_str(),
+        alg.as_str()
+    ))
 }
 
 /// Dotted-quad text of an address into a stack buffer.

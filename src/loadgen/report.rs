@@ -17,6 +17,9 @@ pub fn table(s: &Summary) -> String {
         s.failed, s.timeouts
     );
     let _ = writeln!(t, "retransmissions      {}", s.retransmissions);
+    if s.challenges > 0 {
+        let _ = writeln!(t, "challenges answered  {}", s.challenges);
+    }
     let _ = writeln!(
         t,
         "rate                 {:.0}/s achieved ({} asked)",
