@@ -92,6 +92,9 @@ struct BenchArgs {
     /// Allow a target outside 127.0.0.0/8.
     #[arg(long)]
     allow_remote: bool,
+    /// At the end, remove every binding again (REGISTER with Expires: 0).
+    #[arg(long)]
+    unregister: bool,
     /// Digest password of every endpoint (username u<N>); `{i}` becomes N.
     #[arg(long)]
     password: Option<String>,
@@ -130,6 +133,7 @@ fn bench(a: BenchArgs) -> ExitCode {
         window: a.window,
         server_pid: a.server_pid,
         password: a.password,
+        unregister: a.unregister,
     };
     use std::io::IsTerminal as _;
     let bar = std::io::stderr().is_terminal().then(|| {

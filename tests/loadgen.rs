@@ -162,3 +162,22 @@ fn digest_authentication_with_per_endpoint_passwords() {
     assert_eq!(s.codes.get(&403), Some(&20));
     rt.shutdown().unwrap();
 }
+
+#[test]
+fn unregister_phase_removes_every_binding_again() {
+    let (rt, addr) = common::start("");
+    let cfg = LoadConfig {
+        target: target(addr),
+        endpoints: 1_000,
+        rate: 2_000,
+        duration: Duration::from_secs(30),
+        source_base: "127.16.0.1".parse().unwrap(),
+        unregister: true,
+        ..LoadConfig::default()
+    };
+    let s = loadgen::run(&cfg, |_, _, _| {}).unwrap();
+    assert_eq!(s.registered, 1_000);
+    assert_eq!(s.unregistered, 1_000, "{s:?}");
+    assert_eq!(rt.directory().aor_count(), 0);
+    rt.shutdown().unwrap();
+}

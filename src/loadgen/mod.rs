@@ -59,6 +59,9 @@ pub struct LoadConfig {
     pub domain: String,
     /// Most REGISTER transactions in flight at once.
     pub window: u32,
+    /// After registering (and the hold), remove every binding again with
+    /// `Expires: 0`, at the same rate.
+    pub unregister: bool,
     /// Digest password for every endpoint (username `u<i>`); `{i}` is
     /// replaced by the endpoint's number. `None`: a 401 is a failure.
     pub password: Option<String>,
@@ -85,6 +88,7 @@ impl Default for LoadConfig {
             domain: "127.0.0.1".into(),
             window: 20_000,
             password: None,
+            unregister: false,
             server_pid: None,
         }
     }
@@ -109,6 +113,8 @@ pub struct Summary {
     pub rate_asked: u32,
     pub elapsed_s: f64,
     pub registered: u64,
+    /// Bindings removed again (with `unregister`).
+    pub unregistered: u64,
     pub failed: u64,
     pub timeouts: u64,
     pub retransmissions: u64,
@@ -230,6 +236,11 @@ pub fn run(
         .collect();
     let mut timers: TimerWheel<(u32, u8)> = TimerWheel::new(0);
     let mut challenges = 0u64;
+    let mut unregistering = false;
+    let mut unregister_started = false;
+    let mut unregistered = 0u64;
+    let mut phase_expires = cfg.expires;
+    let mut phase_start_us = 0u64;
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
     let mut sec_hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 2).expect("valid bounds");
     let mut codes: BTreeMap<u16, u64> = BTreeMap::new();
@@ -257,61 +268,66 @@ pub fn run(
     let start = Instant::now();
     let mut last_progress = start;
 
-    let expires = Decimal::new(cfg.expires);
     // Pieces joined without `fmt`: this runs once per REGISTER sent.
-    let write_register =
-        |msg: &mut Vec<u8>, i: u32, ip: Ipv4Addr, port: u16, cseq: u8, auth: &[u8]| {
-            let d = cfg.domain.as_bytes();
-            let id = Decimal::new(i);
-            let id = id.as_str().as_bytes();
-            let port = Decimal::new(u32::from(port));
-            let port = port.as_str().as_bytes();
-            let mut ipbuf = [0u8; 15];
-            let ip = ipv4_text(ip, &mut ipbuf);
-            msg.clear();
-            for part in [
-                b"REGISTER sip:".as_slice(),
-                d,
-                b" SIP/2.0\r\nVia: SIP/2.0/UDP ",
-                ip,
-                b":",
-                port,
-                b";branch=z9hG4bKlg",
-                id,
-                b"x",
-                Decimal::new(u32::from(cseq)).as_str().as_bytes(),
-                b";rport\r\nMax-Forwards: 70\r\nFrom: <sip:u",
-                id,
-                b"@",
-                d,
-                b">;tag=lg",
-                id,
-                b"\r\nTo: <sip:u",
-                id,
-                b"@",
-                d,
-                b">\r\nCall-ID: lg",
-                id,
-                b"@",
-                ip,
-                b"\r\nCSeq: ",
-                Decimal::new(u32::from(cseq)).as_str().as_bytes(),
-                b" REGISTER\r\n",
-                auth,
-                b"Contact: <sip:u",
-                id,
-                b"@",
-                ip,
-                b":",
-                port,
-                b">\r\nExpires: ",
-                expires.as_str().as_bytes(),
-                b"\r\nAccept: application/sdp, application/application-server-contact-me\r\n\
+    let write_register = |msg: &mut Vec<u8>,
+                          i: u32,
+                          ip: Ipv4Addr,
+                          port: u16,
+                          cseq: u8,
+                          auth: &[u8],
+                          expires: u32| {
+        let expires = Decimal::new(expires);
+        let d = cfg.domain.as_bytes();
+        let id = Decimal::new(i);
+        let id = id.as_str().as_bytes();
+        let port = Decimal::new(u32::from(port));
+        let port = port.as_str().as_bytes();
+        let mut ipbuf = [0u8; 15];
+        let ip = ipv4_text(ip, &mut ipbuf);
+        msg.clear();
+        for part in [
+            b"REGISTER sip:".as_slice(),
+            d,
+            b" SIP/2.0\r\nVia: SIP/2.0/UDP ",
+            ip,
+            b":",
+            port,
+            b";branch=z9hG4bKlg",
+            id,
+            b"x",
+            Decimal::new(u32::from(cseq)).as_str().as_bytes(),
+            b";rport\r\nMax-Forwards: 70\r\nFrom: <sip:u",
+            id,
+            b"@",
+            d,
+            b">;tag=lg",
+            id,
+            b"\r\nTo: <sip:u",
+            id,
+            b"@",
+            d,
+            b">\r\nCall-ID: lg",
+            id,
+            b"@",
+            ip,
+            b"\r\nCSeq: ",
+            Decimal::new(u32::from(cseq)).as_str().as_bytes(),
+            b" REGISTER\r\n",
+            auth,
+            b"Contact: <sip:u",
+            id,
+            b"@",
+            ip,
+            b":",
+            port,
+            b">\r\nExpires: ",
+            expires.as_str().as_bytes(),
+            b"\r\nAccept: application/sdp, application/application-server-contact-me\r\n\
 User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
-            ] {
-                msg.extend_from_slice(part);
-            }
-        };
+        ] {
+            msg.extend_from_slice(part);
+        }
+    };
 
     loop {
         let now = start.elapsed();
@@ -321,7 +337,22 @@ User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
             break;
         }
         if let Some(t) = done_at {
-            if cfg.scenario == Scenario::Register || t.elapsed() >= cfg.hold {
+            let phase_over =
+                unregistering || cfg.scenario == Scenario::Register || t.elapsed() >= cfg.hold;
+            if phase_over && cfg.unregister && !unregistering {
+                // Second phase: the same endpoints, REGISTER with Expires: 0.
+                unregistering = true;
+                phase_expires = 0;
+                phase_start_us = now_us;
+                next_ep = 0;
+                for e in eps.iter_mut() {
+                    e.state = 0;
+                    e.retrans = 0;
+                    e.cseq = e.cseq.wrapping_add(1);
+                    e.epoch = e.epoch.wrapping_add(1);
+                }
+                unregister_started = true;
+            } else if phase_over {
                 break;
             }
         }
@@ -329,12 +360,20 @@ User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
         let due = if cfg.rate == 0 {
             n
         } else {
-            ((now_us * u64::from(cfg.rate)) / 1_000_000).min(u64::from(n)) as u32
+            (((now_us - phase_start_us) * u64::from(cfg.rate)) / 1_000_000).min(u64::from(n)) as u32
         };
         while next_ep < due && inflight < cfg.window {
             let i = next_ep;
             let (j, ip) = addr_of(i);
-            write_register(&mut msg, i, ip, sockets[j].port(), 1, b"");
+            write_register(
+                &mut msg,
+                i,
+                ip,
+                sockets[j].port(),
+                eps[i as usize].cseq,
+                b"",
+                phase_expires,
+            );
             if sends[j].is_full() {
                 sends[j].flush(&sockets[j]);
             }
@@ -367,7 +406,15 @@ User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
             let (j, ip) = addr_of(i);
             // A retransmission after a challenge carries no credentials: the
             // server challenges again and the next answer has a fresh nonce.
-            write_register(&mut msg, i, ip, sockets[j].port(), e.cseq, b"");
+            write_register(
+                &mut msg,
+                i,
+                ip,
+                sockets[j].port(),
+                e.cseq,
+                b"",
+                phase_expires,
+            );
             if sends[j].is_full() {
                 sends[j].flush(&sockets[j]);
             }
@@ -376,6 +423,11 @@ User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
         }
         for (j, b) in sends.iter_mut().enumerate() {
             b.flush(&sockets[j]);
+        }
+        if unregister_started {
+            // The unregister phase ends like the first: all answered.
+            unregister_started = false;
+            done_at = None;
         }
         if next_ep == n && inflight == 0 && done_at.is_none() {
             done_at = Some(Instant::now());
@@ -423,7 +475,7 @@ User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
                             if e.state != PENDING || code < 200 {
                                 continue;
                             }
-                            if code == 401 && e.cseq < 4 {
+                            if code == 401 && e.cseq < 8 {
                                 if let Some(pw) = &cfg.password {
                                     if let Some(auth) = answer_challenge(&m, i, pw, &cfg.domain) {
                                         e.cseq += 1;
@@ -438,6 +490,7 @@ User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
                                             sockets[j].port(),
                                             e.cseq,
                                             auth.as_bytes(),
+                                            phase_expires,
                                         );
                                         if sends[j].is_full() {
                                             sends[j].flush(&sockets[j]);
@@ -455,7 +508,11 @@ User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
                             let _ = hist.record(lat);
                             let _ = sec_hist.record(lat);
                             if code == 200 {
-                                registered += 1;
+                                if unregistering {
+                                    unregistered += 1;
+                                } else {
+                                    registered += 1;
+                                }
                                 cur.ok += 1;
                             } else {
                                 failed += 1;
@@ -537,6 +594,7 @@ User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
         rate_asked: cfg.rate,
         elapsed_s: elapsed,
         registered,
+        unregistered,
         failed,
         timeouts,
         retransmissions,
