@@ -171,15 +171,29 @@ pub fn check_target(target: SocketAddrV4, allow_remote: bool) -> Result<(), Stri
     }
 }
 
-/// CPU time of every thread of a process, in nanoseconds (Linux schedstat).
+/// CPU time of every thread of a process and of its child processes (a
+/// forking server such as Kamailio), in nanoseconds (Linux schedstat).
 pub fn process_cpu_ns(pid: u32) -> Option<u64> {
-    let dir = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
-    let mut total = 0u64;
-    for t in dir.flatten() {
-        let stat = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
-        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    let mut pids = vec![pid];
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            if let Ok(children) = std::fs::read_to_string(t.path().join("children")) {
+                pids.extend(children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+            }
+        }
     }
-    Some(total)
+    let mut total = None;
+    for p in pids {
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{p}/task")) else { continue };
+        for t in dir.flatten() {
+            // A thread may exit between listing and reading: skip it.
+            let Ok(stat) = std::fs::read_to_string(t.path().join("schedstat")) else { continue };
+            if let Some(ns) = stat.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()) {
+                *total.get_or_insert(0) += ns;
+            }
+        }
+    }
+    total
 }
 
 const PENDING: u8 = 1;
