@@ -178,17 +178,29 @@ pub fn process_cpu_ns(pid: u32) -> Option<u64> {
     if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
         for t in tasks.flatten() {
             if let Ok(children) = std::fs::read_to_string(t.path().join("children")) {
-                pids.extend(children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+                pids.extend(
+                    children
+                        .split_whitespace()
+                        .filter_map(|c| c.parse::<u32>().ok()),
+                );
             }
         }
     }
     let mut total = None;
     for p in pids {
-        let Ok(dir) = std::fs::read_dir(format!("/proc/{p}/task")) else { continue };
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
         for t in dir.flatten() {
             // A thread may exit between listing and reading: skip it.
-            let Ok(stat) = std::fs::read_to_string(t.path().join("schedstat")) else { continue };
-            if let Some(ns) = stat.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()) {
+            let Ok(stat) = std::fs::read_to_string(t.path().join("schedstat")) else {
+                continue;
+            };
+            if let Some(ns) = stat
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+            {
                 *total.get_or_insert(0) += ns;
             }
         }
