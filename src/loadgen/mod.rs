@@ -400,11 +400,8 @@ User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
                 b"",
                 phase_expires,
             );
-            if sends[j].is_full() {
-                sends[j].flush(&sockets[j]);
-            }
             // A datagram the kernel drops is retransmitted on the T1 timer.
-            sends[j].push(&msg, ip, cfg.target);
+            sends[j].send_soon(&sockets[j], &msg, ip, cfg.target);
             let e = &mut eps[i as usize];
             e.state = PENDING;
             e.sent_at_us = now_us as u32;
@@ -441,10 +438,7 @@ User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
                 b"",
                 phase_expires,
             );
-            if sends[j].is_full() {
-                sends[j].flush(&sockets[j]);
-            }
-            sends[j].push(&msg, ip, cfg.target);
+            sends[j].send_soon(&sockets[j], &msg, ip, cfg.target);
             timers.insert(now_ms + (T1_MS << e.retrans), (i, e.epoch));
         }
         for (j, b) in sends.iter_mut().enumerate() {
@@ -518,10 +512,7 @@ User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
                                             auth.as_bytes(),
                                             phase_expires,
                                         );
-                                        if sends[j].is_full() {
-                                            sends[j].flush(&sockets[j]);
-                                        }
-                                        sends[j].push(&msg, ip, cfg.target);
+                                        sends[j].send_soon(&sockets[j], &msg, ip, cfg.target);
                                         timers.insert(now_us / 1000 + T1_MS, (i, e.epoch));
                                         continue;
                                     }
@@ -569,10 +560,7 @@ User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
                                 None,
                             )
                             .finish(None);
-                            if sends[jtok].is_full() {
-                                sends[jtok].flush(s);
-                            }
-                            if sends[jtok].push(&out, local, from) {
+                            if sends[jtok].send_soon(s, &out, local, from) {
                                 answered += 1;
                             }
                         }

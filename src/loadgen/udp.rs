@@ -264,6 +264,20 @@ impl PktBatch {
         }
     }
 
+    /// Queues a datagram, first sending the batch on `sock` if it is full.
+    pub fn send_soon(
+        &mut self,
+        sock: &PktSocket,
+        data: &[u8],
+        from: Ipv4Addr,
+        to: SocketAddrV4,
+    ) -> bool {
+        if self.is_full() {
+            self.flush(sock);
+        }
+        self.push(data, from, to)
+    }
+
     /// Sends what is queued; returns how many went out (the rest are dropped).
     pub fn flush(&mut self, sock: &PktSocket) -> usize {
         let n = self.len;
