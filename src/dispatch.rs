@@ -173,7 +173,6 @@ impl Dispatcher {
         now_ms: u64,
     ) -> Option<&[u8]> {
         self.counters.received += 1;
-        let now_secs = (now_ms / 1000) as u32;
         // Any packet from a path refreshes its NAT mapping.
         let path = PathKey::new(local, src);
         self.keepalive.touch(&path, now_ms);
@@ -215,10 +214,12 @@ impl Dispatcher {
             // ACK to a final response we sent is absorbed (RFC 3261 §17.2.1).
             Method::Ack => None,
             Method::Register => {
+                // Rounded up: a binding must never expire before its full
+                // Expires has passed (truncating cost up to a second).
                 let at = Arrival {
                     source: src,
                     local,
-                    now_secs,
+                    now_secs: now_ms.div_ceil(1000) as u32,
                 };
                 self.registrar
                     .register(&msg, &checked, at, &mut self.out, &mut self.tags);

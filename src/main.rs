@@ -92,6 +92,9 @@ struct BenchArgs {
     /// Allow a target outside 127.0.0.0/8.
     #[arg(long)]
     allow_remote: bool,
+    /// Keepalive scenario: re-REGISTER at 80% of the granted expiry.
+    #[arg(long)]
+    refresh: bool,
     /// At the end, remove every binding again (REGISTER with Expires: 0).
     #[arg(long)]
     unregister: bool,
@@ -134,6 +137,7 @@ fn bench(a: BenchArgs) -> ExitCode {
         server_pid: a.server_pid,
         password: a.password,
         unregister: a.unregister,
+        refresh: a.refresh,
     };
     use std::io::IsTerminal as _;
     let bar = std::io::stderr().is_terminal().then(|| {

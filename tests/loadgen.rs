@@ -181,3 +181,28 @@ fn unregister_phase_removes_every_binding_again() {
     assert_eq!(rt.directory().aor_count(), 0);
     rt.shutdown().unwrap();
 }
+
+#[test]
+fn refresh_keeps_bindings_alive_past_their_expiry() {
+    let (rt, addr) = common::start("[registrar]\nmin_expires = 2\ndefault_expires = 3\n");
+    let cfg = LoadConfig {
+        target: target(addr),
+        endpoints: 200,
+        rate: 1_000,
+        duration: Duration::from_secs(30),
+        hold: Duration::from_secs(7),
+        scenario: Scenario::Keepalive,
+        expires: 3,
+        refresh: true,
+        source_base: "127.17.0.1".parse().unwrap(),
+        ..LoadConfig::default()
+    };
+    let s = loadgen::run(&cfg, |_, _, _| {}).unwrap();
+    assert_eq!(s.registered, 200);
+    // Refreshed about every 2.4 s over 7 s: two or three times each.
+    assert!(s.refreshed >= 400, "refreshed {}", s.refreshed);
+    assert_eq!(s.failed, 0);
+    // 7 s after registering with a 3 s expiry, every binding is still there.
+    assert_eq!(rt.directory().aor_count(), 200);
+    rt.shutdown().unwrap();
+}

@@ -59,6 +59,9 @@ pub struct LoadConfig {
     pub domain: String,
     /// Most REGISTER transactions in flight at once.
     pub window: u32,
+    /// Keepalive scenario: re-REGISTER each endpoint when 80% of its expiry
+    /// has passed, as a UA keeps its binding.
+    pub refresh: bool,
     /// After registering (and the hold), remove every binding again with
     /// `Expires: 0`, at the same rate.
     pub unregister: bool,
@@ -89,6 +92,7 @@ impl Default for LoadConfig {
             window: 20_000,
             password: None,
             unregister: false,
+            refresh: false,
             server_pid: None,
         }
     }
@@ -115,6 +119,8 @@ pub struct Summary {
     pub registered: u64,
     /// Bindings removed again (with `unregister`).
     pub unregistered: u64,
+    /// Refresh REGISTERs answered 200 (with `refresh`).
+    pub refreshed: u64,
     pub failed: u64,
     pub timeouts: u64,
     pub retransmissions: u64,
@@ -222,6 +228,8 @@ struct Endpoint {
     cseq: u8,
     /// Bumped with every new request so that timers of an older one are ignored.
     epoch: u8,
+    /// Registered at least once (a later 200 is a refresh).
+    registered: bool,
     /// Microseconds since the start when the REGISTER was first sent.
     sent_at_us: u32,
     prompted: bool,
@@ -256,6 +264,7 @@ pub fn run(
             retrans: 0,
             cseq: 1,
             epoch: 0,
+            registered: false,
             sent_at_us: 0,
             prompted: false,
         })
@@ -265,6 +274,9 @@ pub fn run(
     let mut unregistering = false;
     let mut unregister_started = false;
     let mut unregistered = 0u64;
+    let mut refreshed = 0u64;
+    // Refresh timers: (endpoint, epoch of the registration they refresh).
+    let mut refreshes: TimerWheel<(u32, u8)> = TimerWheel::new(0);
     let mut phase_expires = cfg.expires;
     let mut phase_start_us = 0u64;
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
@@ -410,6 +422,32 @@ User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
             next_ep += 1;
             cur.sent += 1;
         }
+        // Refresh bindings whose time has come (a new transaction, same Call-ID).
+        while let Some((_, (i, epoch))) = refreshes.poll(now_ms) {
+            let e = &mut eps[i as usize];
+            if unregistering || e.state != DONE || e.epoch != epoch || !e.registered {
+                continue;
+            }
+            e.state = PENDING;
+            e.retrans = 0;
+            e.cseq = e.cseq.wrapping_add(1);
+            e.epoch = e.epoch.wrapping_add(1);
+            e.sent_at_us = now_us as u32;
+            inflight += 1;
+            let (j, ip) = addr_of(i);
+            write_register(
+                &mut msg,
+                i,
+                ip,
+                sockets[j].port(),
+                e.cseq,
+                b"",
+                phase_expires,
+            );
+            sends[j].send_soon(&sockets[j], &msg, ip, cfg.target);
+            timers.insert(now_ms + T1_MS, (i, e.epoch));
+            cur.sent += 1;
+        }
         // Retransmit or give up on unanswered REGISTERs.
         while let Some((_, (i, epoch))) = timers.poll(now_ms) {
             let e = &mut eps[i as usize];
@@ -527,8 +565,20 @@ User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
                             if code == 200 {
                                 if unregistering {
                                     unregistered += 1;
+                                } else if e.registered {
+                                    refreshed += 1;
                                 } else {
+                                    e.registered = true;
                                     registered += 1;
+                                }
+                                if cfg.refresh
+                                    && !unregistering
+                                    && cfg.scenario == Scenario::Keepalive
+                                {
+                                    // Refresh at 80% of what the server granted.
+                                    let granted = granted_expires(&m).unwrap_or(cfg.expires);
+                                    let at = now_us / 1000 + u64::from(granted) * 800;
+                                    refreshes.insert(at, (i, e.epoch));
                                 }
                                 cur.ok += 1;
                             } else {
@@ -609,6 +659,7 @@ User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
         elapsed_s: elapsed,
         registered,
         unregistered,
+        refreshed,
         failed,
         timeouts,
         retransmissions,
@@ -632,6 +683,15 @@ User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
         },
         timeline,
     })
+}
+
+/// The expiry the server granted in a 200 to REGISTER: the first Contact's
+/// `expires`, else the Expires header.
+fn granted_expires(resp: &sip::Message<'_>) -> Option<u32> {
+    resp.contacts()
+        .filter_map(Result::ok)
+        .find_map(|c| c.expires().ok().flatten())
+        .or_else(|| resp.expires().ok().flatten())
 }
 
 /// The Authorization line answering a 401 for endpoint `i` (user `u<i>`,

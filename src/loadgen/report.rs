@@ -11,6 +11,9 @@ pub fn table(s: &Summary) -> String {
     let _ = writeln!(t, "endpoints            {}", s.endpoints);
     let _ = writeln!(t, "elapsed              {:.1} s", s.elapsed_s);
     let _ = writeln!(t, "registered           {}", s.registered);
+    if s.refreshed > 0 {
+        let _ = writeln!(t, "refreshed            {}", s.refreshed);
+    }
     if s.unregistered > 0 {
         let _ = writeln!(t, "unregistered         {}", s.unregistered);
     }
