@@ -105,9 +105,12 @@ fn too_brief_gets_423_and_min_expires_is_accepted() {
     );
     assert_eq!(rt.directory().aor_count(), 50);
     let c = &rt.directory().lookup("user00007@127.0.0.1", 0)[0];
-    assert_eq!(
-        c.expires_at, 120,
-        "registered with the Min-Expires the 423 named"
+    // Registered for the Min-Expires the 423 named: 120 s from when it arrived
+    // (expiry times are seconds on the runtime clock, which started just before).
+    assert!(
+        (120..=130).contains(&c.expires_at),
+        "expires_at {}",
+        c.expires_at
     );
     rt.shutdown().unwrap();
 }
