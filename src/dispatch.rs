@@ -186,26 +186,16 @@ impl Dispatcher {
             Ok(m) => m,
             Err(e) => return self.reject(datagram, src, e),
         };
+        if msg.status().is_some() {
+            self.on_response(&msg, path, now_ms);
+            return None;
+        }
         let checked = match msg.validate() {
             Ok(c) => c,
             Err(e) => return self.answer_invalid(&msg, src, e),
         };
-        let method = match msg.start {
-            StartLine::Response { .. } => {
-                self.counters.responses_received += 1;
-                // Any status answers a keepalive prompt: the path is alive.
-                if let Some(id) = checked.top_via.branch().and_then(nat::prompt_id) {
-                    let mut actions = std::mem::take(&mut self.actions);
-                    actions.clear();
-                    self.keepalive.answered(&path, id, now_ms, &mut actions);
-                    if actions.contains(&Action::Revived { path }) {
-                        self.registrar.mark_path(path, true);
-                    }
-                    self.actions = actions;
-                }
-                return None;
-            }
-            StartLine::Request { method, .. } => method,
+        let StartLine::Request { method, .. } = msg.start else {
+            return None;
         };
         if checked.max_forwards == Some(0) && method != Method::Options {
             return self.respond(&msg, src, 483, "Too Many Hops");
@@ -258,6 +248,25 @@ impl Dispatcher {
             | Method::Publish => self.respond(&msg, src, 405, "Method Not Allowed"),
             Method::Extension(_) => self.respond(&msg, src, 501, "Not Implemented"),
         }
+    }
+
+    /// A response: only answers to keepalive prompts mean anything here (no
+    /// client transactions exist yet), and those need just the top Via's
+    /// branch, so the rest of the message is not validated. Any status counts:
+    /// the path is alive.
+    fn on_response(&mut self, msg: &sip::Message<'_>, path: PathKey, now_ms: u64) {
+        self.counters.responses_received += 1;
+        let Ok(via) = msg.top_via() else { return };
+        let Some(id) = via.branch().and_then(nat::prompt_id) else {
+            return;
+        };
+        let mut actions = std::mem::take(&mut self.actions);
+        actions.clear();
+        self.keepalive.answered(&path, id, now_ms, &mut actions);
+        if actions.contains(&Action::Revived { path }) {
+            self.registrar.mark_path(path, true);
+        }
+        self.actions = actions;
     }
 
     fn respond(
