@@ -1,18 +1,25 @@
 //! A hierarchical timer wheel, one per core (the shape of tokio's): six
 //! levels of 64 slots at 1 ms resolution (level k slots span 64^k ms, so the
 //! wheel covers about 2.2 years), an occupancy bitmap per level to find the
-//! next non-empty slot in O(1), and entries in a slab addressed by
-//! `u32` index + generation. Insert and cancel are O(1) whatever the number
-//! of pending timers; an entry moves down at most five levels before it fires.
+//! next non-empty slot in O(1), and handles of `u32` index + generation.
+//! Insert and cancel are O(1) whatever the number of pending timers; an
+//! entry moves down at most five levels before it fires.
+//!
+//! Locality: a slot is a vector of small records (deadline, index,
+//! generation), so cascading a slot to a lower level reads and writes
+//! memory in order instead of chasing links through the slab; the values
+//! and generations sit in a side table touched once per insert, cancel and
+//! fire. Cancelling bumps the generation; the stale record is dropped when
+//! its slot is next processed.
 //!
 //! Sans-IO: time is a `u64` of milliseconds on the caller's clock.
 
 /// Slots per level.
 const SLOTS: usize = 64;
 const LEVELS: usize = 6;
-/// Deadlines further out than this are clamped to it (about 2.2 years).
+/// Deadlines further out than this are placed at this distance and placed
+/// again when their slot comes (about 2.2 years).
 const MAX_DURATION: u64 = (1 << (6 * LEVELS)) - 1;
-const NIL: u32 = u32::MAX;
 
 /// Names a pending timer. Stale after the timer fired or was cancelled:
 /// the generation then no longer matches and cancel returns `None`.
@@ -22,21 +29,20 @@ pub struct TimerHandle {
     gen: u32,
 }
 
-#[derive(Debug)]
-struct Entry<T> {
+/// What a slot holds: enough to cascade without touching the side table.
+#[derive(Debug, Clone, Copy)]
+struct Item {
     deadline: u64,
+    index: u32,
     gen: u32,
-    prev: u32,
-    next: u32,
-    /// `level * 64 + slot`, or `NIL` when not linked into a slot.
-    home: u32,
-    value: Option<T>,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Level {
-    occupied: u64,
-    heads: [u32; SLOTS],
+/// The side table entry of a handle index.
+#[derive(Debug)]
+struct Entry<T> {
+    gen: u32,
+    deadline: u64,
+    value: Option<T>,
 }
 
 /// The wheel.
@@ -44,12 +50,15 @@ struct Level {
 pub struct TimerWheel<T> {
     /// The time the wheel has been advanced to (ms).
     elapsed: u64,
-    levels: [Level; LEVELS],
+    occupied: [u64; LEVELS],
+    slots: Vec<Vec<Item>>,
     entries: Vec<Entry<T>>,
-    free: u32,
+    free: Vec<u32>,
     len: usize,
-    /// Entries found due while advancing, handed out one by one.
-    due: Vec<u32>,
+    /// Items found due while advancing, handed out one by one.
+    due: Vec<Item>,
+    /// An emptied slot's vector, kept to reuse its allocation.
+    spare: Vec<Item>,
 }
 
 impl<T> Default for TimerWheel<T> {
@@ -63,14 +72,13 @@ impl<T> TimerWheel<T> {
     pub fn new(now: u64) -> TimerWheel<T> {
         TimerWheel {
             elapsed: now,
-            levels: [Level {
-                occupied: 0,
-                heads: [NIL; SLOTS],
-            }; LEVELS],
+            occupied: [0; LEVELS],
+            slots: (0..LEVELS * SLOTS).map(|_| Vec::new()).collect(),
             entries: Vec::new(),
-            free: NIL,
+            free: Vec::new(),
             len: 0,
             due: Vec::new(),
+            spare: Vec::new(),
         }
     }
 
@@ -86,28 +94,32 @@ impl<T> TimerWheel<T> {
     /// Arms a timer for `deadline` (ms). A deadline already past fires on
     /// the next [`TimerWheel::poll`].
     pub fn insert(&mut self, deadline: u64, value: T) -> TimerHandle {
-        let index = self.alloc(deadline, value);
-        self.link(index);
+        let index = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                assert!(self.entries.len() < u32::MAX as usize, "timer table full");
+                self.entries.push(Entry {
+                    gen: 0,
+                    deadline: 0,
+                    value: None,
+                });
+                (self.entries.len() - 1) as u32
+            }
+        };
+        let e = &mut self.entries[index as usize];
+        e.deadline = deadline;
+        e.value = Some(value);
+        let gen = e.gen;
+        self.place(Item { deadline, index, gen });
         self.len += 1;
-        TimerHandle {
-            index,
-            gen: self.entries[index as usize].gen,
-        }
+        TimerHandle { index, gen }
     }
 
     /// Disarms a timer; returns its value if it was still pending.
     pub fn cancel(&mut self, h: TimerHandle) -> Option<T> {
-        let e = self.entries.get(h.index as usize)?;
+        let e = self.entries.get_mut(h.index as usize)?;
         if e.gen != h.gen || e.value.is_none() {
             return None;
-        }
-        if e.home == NIL {
-            // Already moved to the due list: take it out of there.
-            if let Some(p) = self.due.iter().position(|&i| i == h.index) {
-                self.due.swap_remove(p);
-            }
-        } else {
-            self.unlink(h.index);
         }
         self.len -= 1;
         Some(self.release(h.index))
@@ -135,11 +147,17 @@ impl<T> TimerWheel<T> {
     /// `None`. Advances the wheel's clock to `now`.
     pub fn poll(&mut self, now: u64) -> Option<(TimerHandle, T)> {
         loop {
-            if let Some(index) = self.due.pop() {
+            while let Some(item) = self.due.pop() {
+                if self.entries[item.index as usize].gen != item.gen {
+                    continue; // cancelled after it was found due
+                }
                 self.len -= 1;
-                let gen = self.entries[index as usize].gen;
-                let value = self.release(index);
-                return Some((TimerHandle { index, gen }, value));
+                let value = self.release(item.index);
+                let h = TimerHandle {
+                    index: item.index,
+                    gen: item.gen,
+                };
+                return Some((h, value));
             }
             match self.next_expiration() {
                 Some((level, slot, at)) if at <= now => {
@@ -154,25 +172,24 @@ impl<T> TimerWheel<T> {
         }
     }
 
-    /// Empties one slot: due entries go to the due list, the others move to
-    /// the level their deadline now falls in.
+    /// Empties one slot: due items go to the due list, live ones move to the
+    /// level their deadline now falls in, cancelled ones are dropped.
     fn process_slot(&mut self, level: usize, slot: usize) {
-        let mut i = self.levels[level].heads[slot];
-        self.levels[level].heads[slot] = NIL;
-        self.levels[level].occupied &= !(1u64 << slot);
-        while i != NIL {
-            let e = &mut self.entries[i as usize];
-            let next = e.next;
-            e.prev = NIL;
-            e.next = NIL;
-            e.home = NIL;
-            if e.deadline <= self.elapsed {
-                self.due.push(i);
-            } else {
-                self.link(i);
+        let k = level * SLOTS + slot;
+        let mut items = std::mem::replace(&mut self.slots[k], std::mem::take(&mut self.spare));
+        self.occupied[level] &= !(1u64 << slot);
+        for &item in &items {
+            if self.entries[item.index as usize].gen != item.gen {
+                continue;
             }
-            i = next;
+            if item.deadline <= self.elapsed {
+                self.due.push(item);
+            } else {
+                self.place(item);
+            }
         }
+        items.clear();
+        self.spare = items;
     }
 
     /// The earliest non-empty slot over all levels: (level, slot, time).
@@ -181,7 +198,7 @@ impl<T> TimerWheel<T> {
     }
 
     fn level_next(&self, level: usize) -> Option<(usize, u64)> {
-        let occupied = self.levels[level].occupied;
+        let occupied = self.occupied[level];
         if occupied == 0 {
             return None;
         }
@@ -208,83 +225,24 @@ impl<T> TimerWheel<T> {
         significant / 6
     }
 
-    fn link(&mut self, index: u32) {
-        let e = &self.entries[index as usize];
-        // Place by the deadline clamped into the wheel's range; the entry keeps
+    fn place(&mut self, item: Item) {
+        // Place by the deadline clamped into the wheel's range; the item keeps
         // its real deadline and is placed again, further on, when its slot comes.
-        let deadline = e
+        let at = item
             .deadline
             .clamp(self.elapsed, self.elapsed.saturating_add(MAX_DURATION));
-        let level = self.level_for(deadline);
-        let slot = ((deadline >> (6 * level)) & 63) as usize;
-        let head = self.levels[level].heads[slot];
-        {
-            let e = &mut self.entries[index as usize];
-            e.prev = NIL;
-            e.next = head;
-            e.home = (level * SLOTS + slot) as u32;
-        }
-        if head != NIL {
-            self.entries[head as usize].prev = index;
-        }
-        self.levels[level].heads[slot] = index;
-        self.levels[level].occupied |= 1u64 << slot;
+        let level = self.level_for(at);
+        let slot = ((at >> (6 * level)) & 63) as usize;
+        self.slots[level * SLOTS + slot].push(item);
+        self.occupied[level] |= 1u64 << slot;
     }
 
-    fn unlink(&mut self, index: u32) {
-        let (prev, next, home) = {
-            let e = &self.entries[index as usize];
-            (e.prev, e.next, e.home)
-        };
-        let (level, slot) = ((home as usize) / SLOTS, (home as usize) % SLOTS);
-        if prev != NIL {
-            self.entries[prev as usize].next = next;
-        } else {
-            self.levels[level].heads[slot] = next;
-            if next == NIL {
-                self.levels[level].occupied &= !(1u64 << slot);
-            }
-        }
-        if next != NIL {
-            self.entries[next as usize].prev = prev;
-        }
-        let e = &mut self.entries[index as usize];
-        e.prev = NIL;
-        e.next = NIL;
-        e.home = NIL;
-    }
-
-    fn alloc(&mut self, deadline: u64, value: T) -> u32 {
-        if self.free != NIL {
-            let index = self.free;
-            let e = &mut self.entries[index as usize];
-            self.free = e.next;
-            e.deadline = deadline;
-            e.next = NIL;
-            e.prev = NIL;
-            e.home = NIL;
-            e.value = Some(value);
-            return index;
-        }
-        assert!(self.entries.len() < NIL as usize, "timer slab full");
-        self.entries.push(Entry {
-            deadline,
-            gen: 0,
-            prev: NIL,
-            next: NIL,
-            home: NIL,
-            value: Some(value),
-        });
-        (self.entries.len() - 1) as u32
-    }
-
-    /// Frees an entry (already unlinked) and returns its value.
+    /// Frees an index and returns its value; the generation bump makes any
+    /// record of it still in a slot stale.
     fn release(&mut self, index: u32) -> T {
         let e = &mut self.entries[index as usize];
         e.gen = e.gen.wrapping_add(1);
-        e.next = self.free;
-        e.home = NIL;
-        self.free = index;
+        self.free.push(index);
         e.value.take().expect("released entries hold a value")
     }
 }
