@@ -3,6 +3,7 @@
 //! detection and `nc` replay protection. Credentials are HA1 hashes, so the
 //! server never holds a password.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -162,6 +163,13 @@ impl Authenticator {
         )
     }
 
+    /// Starts this core's nonce serials apart from every other core's.
+    pub fn for_core(self, core: u16) -> Authenticator {
+        let start = self.serial.get() ^ (u64::from(core) << 48);
+        self.serial.set(start);
+        self
+    }
+
     /// An authenticator offering and accepting `algorithms`, in that order of preference.
     pub fn with_algorithms(
         realm: Arc<str>,
@@ -192,11 +200,20 @@ impl Authenticator {
         &self.realm
     }
 
-    fn mac(&self, ts: u64, serial: u64) -> [u8; 12] {
+    /// The nonce MAC covers the client's address: a nonce is only good from
+    /// the address it was issued to. A client's packets from one address all
+    /// reach one core, so the per-core `nc` record then stops every replay;
+    /// a replay from elsewhere fails the MAC on whatever core it lands.
+    fn mac(&self, ts: u64, serial: u64, source: SocketAddr) -> [u8; 12] {
         let mut m =
             <HmacSha256 as Mac>::new_from_slice(&self.secret).expect("HMAC takes any key length");
         m.update(&ts.to_be_bytes());
         m.update(&serial.to_be_bytes());
+        match source {
+            SocketAddr::V4(a) => m.update(&a.ip().octets()),
+            SocketAddr::V6(a) => m.update(&a.ip().octets()),
+        }
+        m.update(&source.port().to_be_bytes());
         m.update(self.realm.as_bytes());
         let full = m.finalize().into_bytes();
         let mut out = [0u8; 12];
@@ -204,26 +221,26 @@ impl Authenticator {
         out
     }
 
-    /// A fresh nonce for time `now_secs`.
-    pub fn nonce(&self, now_secs: u64) -> [u8; NONCE_LEN] {
+    /// A fresh nonce for time `now_secs`, good only from `source`.
+    pub fn nonce(&self, now_secs: u64, source: SocketAddr) -> [u8; NONCE_LEN] {
         let serial = self.serial.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
         self.serial.set(serial);
         let mut out = [0u8; NONCE_LEN];
         hex_into(&now_secs.to_be_bytes(), &mut out[..16]);
         hex_into(&serial.to_be_bytes(), &mut out[16..32]);
-        hex_into(&self.mac(now_secs, serial), &mut out[32..]);
+        hex_into(&self.mac(now_secs, serial, source), &mut out[32..]);
         out
     }
 
     /// `Some(issue time)` when the nonce is one of ours (whatever its age).
-    fn nonce_time(&self, nonce: &str) -> Option<u64> {
+    fn nonce_time(&self, nonce: &str, source: SocketAddr) -> Option<u64> {
         if nonce.len() != NONCE_LEN {
             return None;
         }
         let ts = u64::from_str_radix(nonce.get(..16)?, 16).ok()?;
         let serial = u64::from_str_radix(nonce.get(16..32)?, 16).ok()?;
         let mut want = [0u8; 24];
-        hex_into(&self.mac(ts, serial), &mut want);
+        hex_into(&self.mac(ts, serial, source), &mut want);
         let got = nonce.as_bytes()[32..].iter();
         let diff = want.iter().zip(got).fold(0u8, |a, (x, y)| a | (x ^ y));
         (diff == 0).then_some(ts)
@@ -234,11 +251,12 @@ impl Authenticator {
         &mut self,
         msg: &Message<'m>,
         authorization: Option<&AuthParams<'m>>,
+        source: SocketAddr,
         now_secs: u64,
     ) -> Verdict<'m> {
         self.purge(now_secs);
         match authorization {
-            Some(a) if a.is_digest() => self.check_digest(msg, a, now_secs),
+            Some(a) if a.is_digest() => self.check_digest(msg, a, source, now_secs),
             _ => Verdict::Challenge { stale: false },
         }
     }
@@ -247,6 +265,7 @@ impl Authenticator {
         &mut self,
         msg: &Message<'m>,
         a: &AuthParams<'m>,
+        source: SocketAddr,
         now_secs: u64,
     ) -> Verdict<'m> {
         let (Some(user), Some(nonce), Some(uri), Some(resp)) = (
@@ -266,8 +285,9 @@ impl Authenticator {
         else {
             return Verdict::Challenge { stale: false };
         };
-        let Some(issued) = self.nonce_time(nonce) else {
-            // Not our nonce (forged, or from before a secret change): a new challenge.
+        let Some(issued) = self.nonce_time(nonce, source) else {
+            // Not our nonce, or not issued to this address (forged, replayed from
+            // elsewhere, a NAT rebinding, or a secret change): a new challenge.
             return Verdict::Challenge { stale: false };
         };
         let qop = match a.get("qop") {
@@ -332,8 +352,14 @@ impl Authenticator {
     }
 
     /// Adds the WWW-Authenticate challenges, SHA-256 first as RFC 8760 prefers.
-    pub fn write_challenge(&self, w: &mut Writer<'_>, stale: bool, now_secs: u64) {
-        let nonce = self.nonce(now_secs);
+    pub fn write_challenge(
+        &self,
+        w: &mut Writer<'_>,
+        stale: bool,
+        now_secs: u64,
+        source: SocketAddr,
+    ) {
+        let nonce = self.nonce(now_secs, source);
         let nonce = std::str::from_utf8(&nonce).unwrap_or("");
         let stale = if stale { ", stale=true" } else { "" };
         for &alg in &self.algorithms {
@@ -395,9 +421,11 @@ mod tests {
     use super::*;
     use crate::sip::parse;
 
+    const SRC: &str = "198.51.100.7:5060";
+
     fn check<'m>(a: &mut Authenticator, m: &crate::sip::Message<'m>, now: u64) -> Verdict<'m> {
         let auth = m.authorization().unwrap();
-        a.check(m, auth.as_ref(), now)
+        a.check(m, auth.as_ref(), SRC.parse().unwrap(), now)
     }
 
     fn auth() -> Authenticator {
@@ -430,7 +458,7 @@ From: <sip:alice@tether>;tag=1\r\nTo: <sip:alice@tether>\r\nCall-ID: c\r\nCSeq: 
     #[test]
     fn md5_and_sha256_both_authenticate() {
         let mut a = auth();
-        let nonce = a.nonce(1000);
+        let nonce = a.nonce(1000, SRC.parse().unwrap());
         let nonce = std::str::from_utf8(&nonce).unwrap();
         for (alg, nc) in [
             (Algorithm::Md5, "00000001"),
@@ -448,7 +476,7 @@ From: <sip:alice@tether>;tag=1\r\nTo: <sip:alice@tether>\r\nCall-ID: c\r\nCSeq: 
     #[test]
     fn wrong_password_and_unknown_user_are_forbidden() {
         let mut a = auth();
-        let nonce = a.nonce(1000);
+        let nonce = a.nonce(1000, SRC.parse().unwrap());
         let nonce = std::str::from_utf8(&nonce).unwrap();
         let req = register_with(&authz(Algorithm::Md5, "alice", "wrong", nonce, "00000001"));
         assert_eq!(
@@ -465,7 +493,7 @@ From: <sip:alice@tether>;tag=1\r\nTo: <sip:alice@tether>\r\nCall-ID: c\r\nCSeq: 
     #[test]
     fn old_nonce_is_stale_and_replayed_nc_is_stale() {
         let mut a = auth();
-        let nonce = a.nonce(1000);
+        let nonce = a.nonce(1000, SRC.parse().unwrap());
         let nonce = std::str::from_utf8(&nonce).unwrap();
         let req = register_with(&authz(Algorithm::Md5, "alice", "s3cret", nonce, "00000001"));
         assert_eq!(
@@ -486,8 +514,8 @@ From: <sip:alice@tether>;tag=1\r\nTo: <sip:alice@tether>\r\nCall-ID: c\r\nCSeq: 
     fn two_clients_challenged_in_the_same_second_do_not_collide() {
         let creds = Credentials::from_passwords("tether", [("alice", "s3cret"), ("bob", "pw")]);
         let mut a = Authenticator::new("tether".into(), Arc::new(creds), [7; 32], 300);
-        let n1 = a.nonce(1000);
-        let n2 = a.nonce(1000);
+        let n1 = a.nonce(1000, SRC.parse().unwrap());
+        let n2 = a.nonce(1000, SRC.parse().unwrap());
         assert_ne!(n1, n2);
         let n2 = std::str::from_utf8(&n2).unwrap().to_owned();
         let n1 = std::str::from_utf8(&n1).unwrap().to_owned();
@@ -504,9 +532,35 @@ From: <sip:alice@tether>;tag=1\r\nTo: <sip:alice@tether>\r\nCall-ID: c\r\nCSeq: 
     }
 
     #[test]
+    fn a_nonce_is_only_good_from_the_address_it_was_issued_to() {
+        let mut a = auth();
+        let nonce = a.nonce(1000, SRC.parse().unwrap());
+        let nonce = std::str::from_utf8(&nonce).unwrap();
+        let req = register_with(&authz(Algorithm::Md5, "alice", "s3cret", nonce, "00000001"));
+        let m = parse(&req).unwrap();
+        let auth = m.authorization().unwrap();
+        // A replay from another address (landing on another core) is re-challenged.
+        let elsewhere = "203.0.113.66:40000".parse().unwrap();
+        assert_eq!(
+            a.check(&m, auth.as_ref(), elsewhere, 1001),
+            Verdict::Challenge { stale: false }
+        );
+        assert_eq!(check(&mut a, &m, 1001), Verdict::Authenticated("alice"));
+    }
+
+    #[test]
+    fn cores_issue_different_nonces() {
+        let creds = Arc::new(Credentials::from_passwords("tether", [("alice", "s3cret")]));
+        let a = Authenticator::new("tether".into(), creds.clone(), [7; 32], 300).for_core(0);
+        let b = Authenticator::new("tether".into(), creds, [7; 32], 300).for_core(1);
+        let src = SRC.parse().unwrap();
+        assert_ne!(a.nonce(1000, src), b.nonce(1000, src));
+    }
+
+    #[test]
     fn forged_nonce_is_rechallenged() {
         let mut a = auth();
-        let mut forged = a.nonce(1000);
+        let mut forged = a.nonce(1000, SRC.parse().unwrap());
         forged[55] = if forged[55] == b'0' { b'1' } else { b'0' };
         let forged = std::str::from_utf8(&forged).unwrap();
         let req = register_with(&authz(

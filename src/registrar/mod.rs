@@ -201,7 +201,7 @@ impl Registrar {
                     Some(at.source),
                 );
                 if let Some(a) = &self.auth {
-                    a.write_challenge(&mut w, stale, u64::from(at.now_secs));
+                    a.write_challenge(&mut w, stale, u64::from(at.now_secs), at.source);
                 }
                 w.finish(None);
             }
@@ -265,7 +265,12 @@ impl Registrar {
         }
         // Step 3: authentication, and the user may only register its own AOR.
         if let Some(a) = &mut self.auth {
-            match a.check(msg, checked.authorization.as_ref(), u64::from(at.now_secs)) {
+            match a.check(
+                msg,
+                checked.authorization.as_ref(),
+                at.source,
+                u64::from(at.now_secs),
+            ) {
                 Verdict::Authenticated(name) => {
                     if !name.eq_ignore_ascii_case(user) {
                         return Err(Reject::Status(403, "Forbidden"));

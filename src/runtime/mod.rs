@@ -132,6 +132,7 @@ impl Runtime {
                     cfg.auth.nonce_ttl,
                     algorithms.clone(),
                 )
+                .for_core(i as u16)
             });
             let registrar = Registrar::new(i as u16, policy.clone(), directory.clone(), auth);
             let seed =

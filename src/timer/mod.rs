@@ -110,7 +110,11 @@ impl<T> TimerWheel<T> {
         e.deadline = deadline;
         e.value = Some(value);
         let gen = e.gen;
-        self.place(Item { deadline, index, gen });
+        self.place(Item {
+            deadline,
+            index,
+            gen,
+        });
         self.len += 1;
         TimerHandle { index, gen }
     }
