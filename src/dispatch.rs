@@ -197,7 +197,8 @@ impl Dispatcher {
         let StartLine::Request { method, .. } = msg.start else {
             return None;
         };
-        if checked.max_forwards == Some(0) && method != Method::Options {
+        // OPTIONS to us is answered whatever its Max-Forwards; an ACK never is.
+        if checked.max_forwards == Some(0) && !matches!(method, Method::Options | Method::Ack) {
             return self.respond(&msg, src, 483, "Too Many Hops");
         }
         match method {
@@ -475,6 +476,14 @@ From: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: c1\r\nCSeq: 1 I
         let m = sip::parse(&out).unwrap();
         assert_eq!(m.status(), Some(501));
         assert_eq!(m.header(HeaderName::Allow), Some(ALLOW));
+        let ack = String::from_utf8_lossy(req)
+            .replace("INFO sip", "ACK sip")
+            .replace("1 INFO", "1 ACK")
+            .replace("Max-Forwards: 5", "Max-Forwards: 0");
+        assert!(
+            d.handle(ack.as_bytes(), src(), 0, 0).is_none(),
+            "an ACK is never answered"
+        );
         let zero = String::from_utf8_lossy(req).replace("Max-Forwards: 5", "Max-Forwards: 0");
         assert_eq!(
             sip::parse(d.handle(zero.as_bytes(), src(), 0, 0).unwrap())

@@ -156,6 +156,8 @@ pub struct Keepalive {
     paths: Vec<Option<Path>>,
     free: Vec<u32>,
     timers: TimerWheel<(u32, TimerKind)>,
+    /// Dead paths that sent traffic since the last poll.
+    revived: Vec<PathKey>,
     next_id: u64,
     rng: u64,
     pub stats: Stats,
@@ -170,6 +172,7 @@ impl Keepalive {
             paths: Vec::new(),
             free: Vec::new(),
             timers: TimerWheel::new(now),
+            revived: Vec::new(),
             next_id: seed | 1,
             rng: seed ^ 0x9E37_79B9_7F4A_7C15,
             stats: Stats::default(),
@@ -267,7 +270,10 @@ impl Keepalive {
         };
         let until = now + self.cfg.linger_ms;
         let p = self.path_mut(i);
-        p.dialogs = p.dialogs.saturating_sub(1);
+        if p.dialogs == 0 {
+            return; // an end without a start: nothing to linger for
+        }
+        p.dialogs -= 1;
         if p.dialogs == 0 && p.registrations == 0 {
             p.linger_until = Some(until);
             let h = self.timers.insert(until, (i, TimerKind::Linger));
@@ -281,6 +287,12 @@ impl Keepalive {
         if let Some(&i) = self.index.get(key) {
             let p = self.path_mut(i);
             p.last_seen = p.last_seen.max(now);
+            // Traffic proves the mapping works: misses are no longer consecutive.
+            p.misses = 0;
+            if std::mem::take(&mut p.dead) {
+                let key = p.key;
+                self.revived.push(key);
+            }
         }
     }
 
@@ -320,6 +332,7 @@ impl Keepalive {
     /// runtime interleave a large batch of prompts with reading the answers
     /// instead of bursting them all at once.
     pub fn poll_some(&mut self, now: u64, max: usize, out: &mut Vec<Action>) {
+        out.extend(self.revived.drain(..).map(|path| Action::Revived { path }));
         while out.len() < max {
             let Some((_, (i, kind))) = self.timers.poll(now) else {
                 break;

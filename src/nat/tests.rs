@@ -312,3 +312,54 @@ fn branches_carry_the_prompt_id() {
     assert_eq!(prompt_id(&b), Some(0xdead_beef_0000_0001));
     assert_eq!(prompt_id("z9hG4bKother"), None);
 }
+
+#[test]
+fn traffic_resets_misses_and_revives_a_dead_path() {
+    let mut k = Keepalive::new(
+        KeepaliveConfig {
+            max_misses: 2,
+            ..cfg()
+        },
+        0,
+        1,
+    );
+    let p = path(1);
+    k.registration_added(p, 0);
+    let mut now = 25 * S;
+    // One miss, then traffic: the next miss is not the second in a row.
+    for _ in 0..50 {
+        run(&mut k, now);
+        if k.stats.missed == 1 {
+            break;
+        }
+        now = k.next_deadline().unwrap().max(now + 1);
+    }
+    assert_eq!(k.stats.missed, 1);
+    k.touch(&p, now);
+    for _ in 0..50 {
+        now = k.next_deadline().unwrap().max(now + 1);
+        if run(&mut k, now).contains(&Action::Dead { path: p }) {
+            break;
+        }
+    }
+    assert!(k.is_dead(&p), "two consecutive misses after the traffic");
+    assert_eq!(
+        k.stats.missed, 3,
+        "the miss before the traffic did not count towards death"
+    );
+    // Any packet from a dead path revives it.
+    k.touch(&p, now + 1);
+    assert!(!k.is_dead(&p));
+    assert!(run(&mut k, now + 1).contains(&Action::Revived { path: p }));
+}
+
+#[test]
+fn an_unmatched_dialog_end_changes_nothing() {
+    let mut k = Keepalive::new(cfg(), 0, 1);
+    let p = path(1);
+    k.registration_added(p, 0);
+    k.dialog_ended(p, S);
+    assert_eq!(k.state(&p), PathState::RegistrationOnly);
+    k.registration_removed(p, 2 * S);
+    assert_eq!(k.state(&p), PathState::Idle, "no linger left behind");
+}

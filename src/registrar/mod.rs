@@ -272,7 +272,8 @@ impl Registrar {
                 u64::from(at.now_secs),
             ) {
                 Verdict::Authenticated(name) => {
-                    if !name.eq_ignore_ascii_case(user) {
+                    // User parts are case-sensitive (RFC 3261 §19.1.4).
+                    if name != user {
                         return Err(Reject::Status(403, "Forbidden"));
                     }
                 }
@@ -363,9 +364,11 @@ impl Registrar {
             let mut next = rec.clone();
             let mut changes = Changes::default();
             let mut fresh = reserved.iter();
+            // Indices this request has already written (a contact listed twice).
+            let mut written: SmallVec<[usize; 4]> = SmallVec::new();
             for op in &ops {
                 let existing = next.contacts.iter().position(|c| same_binding(c, op));
-                if let Some(i) = existing {
+                if let Some(i) = existing.filter(|i| !written.contains(i)) {
                     let old = &next.contacts[i];
                     // Step 7: same Call-ID must come with a higher CSeq.
                     if old.call_id_hash == call_id_hash && cseq <= old.cseq {
@@ -375,6 +378,10 @@ impl Registrar {
                 if op.expires == 0 {
                     if let Some(i) = existing {
                         changes.removed.push(next.contacts.remove(i));
+                        written.retain(|w| *w != i);
+                        for w in written.iter_mut().filter(|w| **w > i) {
+                            *w -= 1;
+                        }
                     }
                     continue;
                 }
@@ -401,6 +408,7 @@ impl Registrar {
                     Some(i) if next.contacts[i].binding.core == core => {
                         view.binding = next.contacts[i].binding;
                         next.contacts[i] = view;
+                        written.push(i);
                     }
                     // The device moved to another path (and core): the old binding goes.
                     Some(i) => {
@@ -408,6 +416,7 @@ impl Registrar {
                         changes
                             .removed
                             .push(std::mem::replace(&mut next.contacts[i], view));
+                        written.push(i);
                     }
                     None => {
                         if next.contacts.len() >= policy.max_contacts {
@@ -415,6 +424,7 @@ impl Registrar {
                         }
                         view.binding = BindingRef { core, slot, gen };
                         next.contacts.push(view);
+                        written.push(next.contacts.len() - 1);
                     }
                 }
             }
@@ -495,7 +505,16 @@ impl Registrar {
     fn apply(&mut self, aor: &Arc<str>, changes: &Changes, reserved: &[(u32, u32)]) {
         for gone in &changes.removed {
             if let Some(dev) = &gone.instance {
-                self.dir.clear_device(dev, gone.binding);
+                // Another flow (reg-id) of the same device may remain: point
+                // the device index at it rather than forgetting the device.
+                match changes
+                    .current
+                    .iter()
+                    .find(|c| c.instance.as_deref() == Some(&**dev))
+                {
+                    Some(other) => self.dir.set_device(dev.clone(), aor.clone(), other.binding),
+                    None => self.dir.clear_device(dev, gone.binding),
+                }
             }
             if gone.binding.core == self.core {
                 self.release(gone.binding.slot, gone.binding.gen);
@@ -528,6 +547,16 @@ impl Registrar {
                     self.dir.set_device(dev.clone(), aor.clone(), c.binding);
                 }
             } else if let Some(b) = self.slab.get_mut(slot, gen) {
+                // A refresh from a new NAT mapping moves the binding to that path.
+                let path = PathKey::new(c.local, c.source);
+                if b.path != path {
+                    let old = std::mem::replace(&mut b.path, path);
+                    self.path_events.push((old, false));
+                    self.path_events.push((path, true));
+                }
+                let Some(b) = self.slab.get_mut(slot, gen) else {
+                    continue;
+                };
                 if b.expires_at != c.expires_at {
                     b.expires_at = c.expires_at;
                     self.stats.refreshed += 1;

@@ -790,3 +790,83 @@ fn stale_nonce_gets_a_fresh_challenge_marked_stale() {
     .unwrap();
     assert_eq!(c.get("stale"), Some("true"));
 }
+
+#[test]
+fn the_same_contact_twice_in_one_register_is_one_binding() {
+    let mut b = bench();
+    let (code, resp) = b.send(
+        &register(
+            "alice",
+            "c1",
+            1,
+            "Contact: <sip:alice@10.0.0.2>, <sip:alice@10.0.0.2>;expires=120\r\n",
+        ),
+        0,
+    );
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&resp));
+    let found = b.dir.lookup("alice@example.com", 0);
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].expires_at, 120, "the later listing wins");
+    assert_eq!(b.reg.local_bindings(), 1);
+}
+
+#[test]
+fn a_refresh_from_a_new_nat_mapping_moves_the_binding_to_that_path() {
+    use crate::nat::PathKey;
+    let mut b = bench();
+    b.send_from(
+        &register("alice", "c1", 1, "Contact: <sip:alice@10.0.0.2>\r\n"),
+        0,
+        "203.0.113.7:40000",
+    );
+    b.reg.path_events.clear();
+    b.send_from(
+        &register("alice", "c1", 2, "Contact: <sip:alice@10.0.0.2>\r\n"),
+        10,
+        "203.0.113.7:41000",
+    );
+    let old = PathKey::new(0, "203.0.113.7:40000".parse().unwrap());
+    let new = PathKey::new(0, "203.0.113.7:41000".parse().unwrap());
+    assert_eq!(b.reg.path_events, vec![(old, false), (new, true)]);
+    assert_eq!(
+        b.dir.lookup("alice@example.com", 10)[0].source,
+        "203.0.113.7:41000".parse().unwrap()
+    );
+}
+
+#[test]
+fn removing_one_flow_of_a_device_keeps_the_device_reachable_by_the_other() {
+    let mut b = bench();
+    b.send(
+        &register(
+            "alice",
+            "c1",
+            1,
+            &format!("Contact: <sip:alice@10.0.0.2>;{INSTANCE};reg-id=1\r\n"),
+        ),
+        0,
+    );
+    b.send(
+        &register(
+            "alice",
+            "c2",
+            1,
+            &format!("Contact: <sip:alice@10.0.0.3>;{INSTANCE};reg-id=2\r\n"),
+        ),
+        0,
+    );
+    b.send(
+        &register(
+            "alice",
+            "c2",
+            2,
+            &format!("Contact: <sip:alice@10.0.0.3>;{INSTANCE};reg-id=2;expires=0\r\n"),
+        ),
+        1,
+    );
+    let dev = b
+        .dir
+        .device("urn:uuid:00000000-0000-1000-8000-000A95A0E128")
+        .expect("still known");
+    assert_eq!(dev.binding, b.dir.lookup("alice@example.com", 1)[0].binding);
+}

@@ -220,8 +220,11 @@ impl Worker {
                 Ok(0) => return,
                 Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                // ICMP errors surface here on Linux; they concern an earlier send.
-                Err(_) => continue,
+                // ICMP errors (ECONNREFUSED …) surface here on Linux; they concern
+                // an earlier send and are consumed by this call, so try again once
+                // more; anything else ends this round instead of spinning.
+                Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => continue,
+                Err(_) => return,
             };
             let now = self.now_ms();
             for i in 0..n {
