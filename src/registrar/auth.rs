@@ -298,6 +298,11 @@ impl Authenticator {
             },
             Some(_) => return Verdict::Malformed,
         };
+        // RFC 2617 §3.2.2.5: the digest must be for this request's URI, or a
+        // response captured for another target could be replayed here.
+        if !same_target(uri, msg.request_uri_raw().unwrap_or("")) {
+            return Verdict::Malformed;
+        }
         let method = msg.method().map_or("", |m| m.as_str());
         let Some(ha1) = self.creds.ha1(user, alg) else {
             return Verdict::Forbidden;
@@ -377,6 +382,27 @@ impl Authenticator {
                 ],
             );
         }
+    }
+}
+
+/// The digest `uri` names the Request-URI: the same text, or the same
+/// scheme, user, host and port written differently (case, default port).
+fn same_target(digest_uri: &str, request_uri: &str) -> bool {
+    if digest_uri == request_uri {
+        return true;
+    }
+    match (
+        crate::sip::Uri::parse(digest_uri),
+        crate::sip::Uri::parse(request_uri),
+    ) {
+        (Ok(a), Ok(b)) => {
+            let host = |u: &crate::sip::Uri<'_>| u.host.map(|h| h.to_string().to_ascii_lowercase());
+            a.scheme == b.scheme
+                && a.user == b.user
+                && host(&a) == host(&b)
+                && a.port.unwrap_or(5060) == b.port.unwrap_or(5060)
+        }
+        _ => false,
     }
 }
 
@@ -546,6 +572,40 @@ From: <sip:alice@tether>;tag=1\r\nTo: <sip:alice@tether>\r\nCall-ID: c\r\nCSeq: 
             Verdict::Challenge { stale: false }
         );
         assert_eq!(check(&mut a, &m, 1001), Verdict::Authenticated("alice"));
+    }
+
+    #[test]
+    fn a_digest_for_another_uri_is_refused() {
+        let mut a = auth();
+        let nonce = a.nonce(1000, SRC.parse().unwrap());
+        let nonce = std::str::from_utf8(&nonce).unwrap();
+        let other = authorization_header(
+            Algorithm::Md5,
+            "alice",
+            "s3cret",
+            "sip:elsewhere",
+            nonce,
+            "00000001",
+        );
+        let req = register_with(&other);
+        assert_eq!(
+            check(&mut a, &parse(&req).unwrap(), 1001),
+            Verdict::Malformed
+        );
+        // The same target written with a different case and an explicit default port is fine.
+        let same = authorization_header(
+            Algorithm::Md5,
+            "alice",
+            "s3cret",
+            "sip:TETHER:5060",
+            nonce,
+            "00000001",
+        );
+        let req = register_with(&same);
+        assert_eq!(
+            check(&mut a, &parse(&req).unwrap(), 1001),
+            Verdict::Authenticated("alice")
+        );
     }
 
     #[test]
