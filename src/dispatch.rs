@@ -5,6 +5,8 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
+use smallvec::SmallVec;
+
 use crate::nat::{self, Action, Keepalive, PathKey};
 use crate::registrar::{Arrival, Registrar, SUPPORTED};
 use crate::sip::{self, writer, HeaderName, Limits, Method, ParseError, StartLine};
@@ -89,11 +91,15 @@ impl Dispatcher {
                     send(&self.out, path.remote(), path.local());
                 }
                 Action::Dead { path } => {
-                    let n = self.registrar.mark_path(path, false);
+                    let on_path: SmallVec<[(u32, u32); 4]> =
+                        self.keepalive.bindings_on(&path).into();
+                    let n = self.registrar.mark_bindings(&on_path, false);
                     tracing::info!(path = %path.remote(), bindings = n, "NAT path dead: keepalive prompts unanswered");
                 }
                 Action::Revived { path } => {
-                    self.registrar.mark_path(path, true);
+                    let on_path: SmallVec<[(u32, u32); 4]> =
+                        self.keepalive.bindings_on(&path).into();
+                    self.registrar.mark_bindings(&on_path, true);
                     tracing::info!(path = %path.remote(), "NAT path answering again");
                 }
             }
@@ -109,11 +115,13 @@ impl Dispatcher {
 
     /// Feeds the registrar's binding changes into the path table.
     fn sync_paths(&mut self, now_ms: u64) {
-        for (path, added) in self.registrar.path_events.drain(..) {
-            if added {
-                self.keepalive.registration_added(path, now_ms);
+        for e in self.registrar.path_events.drain(..) {
+            if e.added {
+                self.keepalive
+                    .binding_added(e.path, (e.slot, e.gen), now_ms);
             } else {
-                self.keepalive.registration_removed(path, now_ms);
+                self.keepalive
+                    .binding_removed(e.path, (e.slot, e.gen), now_ms);
             }
         }
     }
@@ -265,7 +273,8 @@ impl Dispatcher {
         actions.clear();
         self.keepalive.answered(&path, id, now_ms, &mut actions);
         if actions.contains(&Action::Revived { path }) {
-            self.registrar.mark_path(path, true);
+            let on_path: SmallVec<[(u32, u32); 4]> = self.keepalive.bindings_on(&path).into();
+            self.registrar.mark_bindings(&on_path, true);
         }
         self.actions = actions;
     }

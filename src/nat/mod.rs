@@ -147,6 +147,9 @@ struct Path {
     check: Option<TimerHandle>,
     prompt_timer: Option<TimerHandle>,
     linger: Option<TimerHandle>,
+    /// The caller's ids of the bindings on this path (the registrar's
+    /// slot and generation), so a dead path finds them without a scan.
+    bindings: smallvec::SmallVec<[(u32, u32); 1]>,
 }
 
 /// The per-core keepalive: path table, timers and prompt tracking.
@@ -235,6 +238,27 @@ impl Keepalive {
         let i = self.ensure(key, now);
         self.path_mut(i).registrations += 1;
         self.ensure_check(i, now);
+    }
+
+    /// A registration now uses the path, with the caller's id for it.
+    pub fn binding_added(&mut self, key: PathKey, id: (u32, u32), now: u64) {
+        self.registration_added(key, now);
+        if let Some(&i) = self.index.get(&key) {
+            self.path_mut(i).bindings.push(id);
+        }
+    }
+
+    /// The registration with this id left the path.
+    pub fn binding_removed(&mut self, key: PathKey, id: (u32, u32), now: u64) {
+        if let Some(&i) = self.index.get(&key) {
+            self.path_mut(i).bindings.retain(|b| *b != id);
+        }
+        self.registration_removed(key, now);
+    }
+
+    /// The ids of the bindings on a path.
+    pub fn bindings_on(&self, key: &PathKey) -> &[(u32, u32)] {
+        self.get(key).map_or(&[], |p| &p.bindings)
     }
 
     /// A registration on the path ended (expired, removed, or moved away).
@@ -460,6 +484,7 @@ impl Keepalive {
             check: None,
             prompt_timer: None,
             linger: None,
+            bindings: smallvec::SmallVec::new(),
         };
         let i = match self.free.pop() {
             Some(i) => {

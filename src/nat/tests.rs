@@ -363,3 +363,18 @@ fn an_unmatched_dialog_end_changes_nothing() {
     k.registration_removed(p, 2 * S);
     assert_eq!(k.state(&p), PathState::Idle, "no linger left behind");
 }
+
+#[test]
+fn a_path_knows_its_bindings_so_a_death_needs_no_scan() {
+    let mut k = Keepalive::new(cfg(), 0, 1);
+    let pbx = path(9);
+    for slot in 0..3 {
+        k.binding_added(pbx, (slot, 1), 0);
+    }
+    k.binding_added(path(1), (7, 1), 0);
+    assert_eq!(k.bindings_on(&pbx), &[(0, 1), (1, 1), (2, 1)]);
+    k.binding_removed(pbx, (1, 1), 1);
+    assert_eq!(k.bindings_on(&pbx), &[(0, 1), (2, 1)]);
+    assert_eq!(k.bindings_on(&path(1)), &[(7, 1)]);
+    assert_eq!(k.state(&pbx), PathState::RegistrationOnly);
+}

@@ -169,14 +169,6 @@ impl Slab {
     pub fn live(&self) -> usize {
         self.live
     }
-
-    /// Every filled slot: (slot, generation, binding).
-    pub fn iter(&self) -> impl Iterator<Item = (u32, u32, &LocalBinding)> {
-        self.slots
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| s.binding.as_ref().map(|b| (i as u32, s.gen, b)))
-    }
 }
 
 #[cfg(test)]

@@ -23,6 +23,15 @@ pub use binding::{flags, BindingRef, ContactView};
 use binding::{LocalBinding, Slab};
 pub use directory::{AorRecord, Decision, DeviceEntry, Directory, Target};
 
+/// A binding on this core started (`added`) or stopped using a NAT path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathEvent {
+    pub path: PathKey,
+    pub slot: u32,
+    pub gen: u32,
+    pub added: bool,
+}
+
 /// Registrar policy, from the `[registrar]` configuration section.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
@@ -114,7 +123,7 @@ pub struct Registrar {
     pub outbox: Vec<BindingRef>,
     /// NAT paths that gained (`true`) or lost (`false`) a binding on this
     /// core, for the keepalive's path table.
-    pub path_events: Vec<(PathKey, bool)>,
+    pub path_events: Vec<PathEvent>,
     pub stats: Stats,
 }
 
@@ -539,8 +548,12 @@ impl Registrar {
                         path: PathKey::new(c.local, c.source),
                     },
                 );
-                self.path_events
-                    .push((PathKey::new(c.local, c.source), true));
+                self.path_events.push(PathEvent {
+                    path: PathKey::new(c.local, c.source),
+                    slot,
+                    gen,
+                    added: true,
+                });
                 self.arm(c.expires_at, slot, gen);
                 self.stats.registered += 1;
                 if let Some(dev) = &c.instance {
@@ -551,8 +564,18 @@ impl Registrar {
                 let path = PathKey::new(c.local, c.source);
                 if b.path != path {
                     let old = std::mem::replace(&mut b.path, path);
-                    self.path_events.push((old, false));
-                    self.path_events.push((path, true));
+                    self.path_events.push(PathEvent {
+                        path: old,
+                        slot,
+                        gen,
+                        added: false,
+                    });
+                    self.path_events.push(PathEvent {
+                        path,
+                        slot,
+                        gen,
+                        added: true,
+                    });
                 }
                 let Some(b) = self.slab.get_mut(slot, gen) else {
                     continue;
@@ -597,7 +620,12 @@ impl Registrar {
     /// Frees a filled slot and reports its path as one binding lighter.
     fn release(&mut self, slot: u32, gen: u32) -> Option<LocalBinding> {
         let b = self.slab.release(slot, gen)?;
-        self.path_events.push((b.path, false));
+        self.path_events.push(PathEvent {
+            path: b.path,
+            slot,
+            gen,
+            added: false,
+        });
         Some(b)
     }
 
@@ -607,20 +635,20 @@ impl Registrar {
             .insert(u64::from(at_secs) * 1000, (at_secs, slot, gen));
     }
 
-    /// Marks every binding this core holds on `path` reachable or not (a
-    /// dead NAT path, or one that answered again). Scans the core's
-    /// bindings: path deaths are rare next to registrations.
-    pub fn mark_path(&mut self, path: PathKey, reachable: bool) -> usize {
+    /// Marks bindings this core holds (slot, generation) reachable or not:
+    /// those on a NAT path that died, or answered again. The keepalive's path
+    /// table says which bindings a path carries, so this touches only them.
+    pub fn mark_bindings(&mut self, bindings: &[(u32, u32)], reachable: bool) -> usize {
         let core = self.core;
-        let hits: Vec<(Arc<str>, BindingRef)> = self
-            .slab
-            .iter()
-            .filter(|(_, _, b)| b.path == path)
-            .map(|(slot, gen, b)| (b.aor.clone(), BindingRef { core, slot, gen }))
-            .collect();
-        for (aor, r) in &hits {
-            self.dir.update(aor, |rec| {
-                let Some(i) = rec.contacts.iter().position(|c| c.binding == *r) else {
+        let mut n = 0;
+        for &(slot, gen) in bindings {
+            let Some(b) = self.slab.get_mut(slot, gen) else {
+                continue;
+            };
+            let aor = b.aor.clone();
+            let r = BindingRef { core, slot, gen };
+            self.dir.update(&aor, |rec| {
+                let Some(i) = rec.contacts.iter().position(|c| c.binding == r) else {
                     return Decision::Keep(());
                 };
                 let mut next = rec.clone();
@@ -631,8 +659,9 @@ impl Registrar {
                 }
                 Decision::Replace(next, ())
             });
+            n += 1;
         }
-        hits.len()
+        n
     }
 
     /// Frees the slot of a binding another core replaced (it is already out

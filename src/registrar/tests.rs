@@ -827,7 +827,17 @@ fn a_refresh_from_a_new_nat_mapping_moves_the_binding_to_that_path() {
     );
     let old = PathKey::new(0, "203.0.113.7:40000".parse().unwrap());
     let new = PathKey::new(0, "203.0.113.7:41000".parse().unwrap());
-    assert_eq!(b.reg.path_events, vec![(old, false), (new, true)]);
+    let moves: Vec<(PathKey, bool)> = b
+        .reg
+        .path_events
+        .iter()
+        .map(|e| (e.path, e.added))
+        .collect();
+    assert_eq!(moves, vec![(old, false), (new, true)]);
+    assert_eq!(
+        b.reg.path_events[0].slot, b.reg.path_events[1].slot,
+        "the same binding moved"
+    );
     assert_eq!(
         b.dir.lookup("alice@example.com", 10)[0].source,
         "203.0.113.7:41000".parse().unwrap()
