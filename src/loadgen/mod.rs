@@ -367,6 +367,15 @@ User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
         }
     };
 
+    // Every REGISTER leaves the same way: written for its endpoint, queued on
+    // that endpoint's socket, sent in the next batch.
+    let send_register =
+        |sends: &mut [PktBatch], msg: &mut Vec<u8>, i: u32, cseq: u8, auth: &[u8], expires: u32| {
+            let (j, ip) = addr_of(i);
+            write_register(msg, i, ip, sockets[j].port(), cseq, auth, expires);
+            sends[j].send_soon(&sockets[j], msg, ip, cfg.target);
+        };
+
     loop {
         let now = start.elapsed();
         let now_us = now.as_micros() as u64;
@@ -402,18 +411,15 @@ User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
         };
         while next_ep < due && inflight < cfg.window {
             let i = next_ep;
-            let (j, ip) = addr_of(i);
-            write_register(
+            // A datagram the kernel drops is retransmitted on the T1 timer.
+            send_register(
+                &mut sends,
                 &mut msg,
                 i,
-                ip,
-                sockets[j].port(),
                 eps[i as usize].cseq,
                 b"",
                 phase_expires,
             );
-            // A datagram the kernel drops is retransmitted on the T1 timer.
-            sends[j].send_soon(&sockets[j], &msg, ip, cfg.target);
             let e = &mut eps[i as usize];
             e.state = PENDING;
             e.sent_at_us = now_us as u32;
@@ -434,17 +440,7 @@ User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
             e.epoch = e.epoch.wrapping_add(1);
             e.sent_at_us = now_us as u32;
             inflight += 1;
-            let (j, ip) = addr_of(i);
-            write_register(
-                &mut msg,
-                i,
-                ip,
-                sockets[j].port(),
-                e.cseq,
-                b"",
-                phase_expires,
-            );
-            sends[j].send_soon(&sockets[j], &msg, ip, cfg.target);
+            send_register(&mut sends, &mut msg, i, e.cseq, b"", phase_expires);
             timers.insert(now_ms + T1_MS, (i, e.epoch));
             cur.sent += 1;
         }
@@ -464,19 +460,9 @@ User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
             }
             e.retrans += 1;
             retransmissions += 1;
-            let (j, ip) = addr_of(i);
             // A retransmission after a challenge carries no credentials: the
             // server challenges again and the next answer has a fresh nonce.
-            write_register(
-                &mut msg,
-                i,
-                ip,
-                sockets[j].port(),
-                e.cseq,
-                b"",
-                phase_expires,
-            );
-            sends[j].send_soon(&sockets[j], &msg, ip, cfg.target);
+            send_register(&mut sends, &mut msg, i, e.cseq, b"", phase_expires);
             timers.insert(now_ms + (T1_MS << e.retrans), (i, e.epoch));
         }
         for (j, b) in sends.iter_mut().enumerate() {
@@ -540,17 +526,14 @@ User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
                                         e.epoch = e.epoch.wrapping_add(1);
                                         e.retrans = 0;
                                         challenges += 1;
-                                        let (j, ip) = addr_of(i);
-                                        write_register(
+                                        send_register(
+                                            &mut sends,
                                             &mut msg,
                                             i,
-                                            ip,
-                                            sockets[j].port(),
                                             e.cseq,
                                             auth.as_bytes(),
                                             phase_expires,
                                         );
-                                        sends[j].send_soon(&sockets[j], &msg, ip, cfg.target);
                                         timers.insert(now_us / 1000 + T1_MS, (i, e.epoch));
                                         continue;
                                     }

@@ -184,28 +184,25 @@ impl Worker {
         let now = self.now_ms();
         let sockets = &self.sockets;
         let send = &mut self.send;
+        let flush = |send: &mut SendBatch, local: Option<u8>| {
+            if let Some(s) = local.and_then(|l| sockets.get(usize::from(l))) {
+                send.flush(s.as_raw_fd());
+            }
+        };
         let mut batch_local: Option<u8> = None;
         self.dispatcher.tick(now, &mut |bytes, to, local| {
             if sockets.get(usize::from(local)).is_none() {
                 return;
             }
             // One batch holds datagrams for one socket: flush on a change or when full.
-            if let Some(prev) = batch_local {
-                if prev != local || send.is_full() {
-                    if let Some(s) = sockets.get(usize::from(prev)) {
-                        send.flush(s.as_raw_fd());
-                    }
-                }
+            if batch_local.is_some_and(|prev| prev != local) || send.is_full() {
+                flush(send, batch_local);
             }
             batch_local = Some(local);
             // A prompt the kernel refuses is a miss like any other.
             send.push(bytes, to);
         });
-        if let Some(prev) = batch_local {
-            if let Some(s) = sockets.get(usize::from(prev)) {
-                send.flush(s.as_raw_fd());
-            }
-        }
+        flush(send, batch_local);
     }
 
     /// Reads until the socket would block (edge-triggered readiness).

@@ -2,7 +2,7 @@
 //! The cargo-fuzz target, the property tests and the fuzz regression tests
 //! all call it, so they cannot drift apart.
 
-use super::{parse_with, scan, HeaderName, Limits, Uri};
+use super::{parse_with, scan, HeaderName, Limits, Message, Uri};
 
 /// Parses `bytes` and reads every typed header, discarding the results.
 /// Must never panic, loop or read out of bounds, whatever the input.
@@ -73,4 +73,81 @@ pub fn fuzz_entry(bytes: &[u8]) {
         let _ = Uri::parse(h.value);
         let _ = scan::unescape(h.value);
     }
+}
+
+/// Reads every typed header tether offers (a registrar's and a proxy's
+/// reads), each result through `black_box`; headers the message lacks cost a
+/// lookup. The codec benchmark and `examples/codec_cost.rs` both measure it.
+#[doc(hidden)]
+pub fn read_typed(m: &Message<'_>) {
+    use std::hint::black_box;
+    if let Some(ruri) = m.request_uri() {
+        let u = ruri.unwrap();
+        black_box((u.user, u.host, u.port));
+    }
+    let via = m.top_via().unwrap();
+    black_box((
+        via.branch(),
+        via.received(),
+        via.rport(),
+        via.host,
+        via.port,
+    ));
+    for v in m.vias() {
+        black_box(v.unwrap());
+    }
+    for na in [m.from().unwrap(), m.to().unwrap()] {
+        let u = na.uri();
+        black_box((na.tag(), u.user, u.host, u.port));
+    }
+    black_box(m.call_id().unwrap());
+    black_box(m.cseq().unwrap());
+    black_box(m.max_forwards().unwrap());
+    for c in m.contacts() {
+        let c = c.unwrap();
+        let u = c.addr().unwrap().uri();
+        black_box((u.user, u.host, u.port));
+        black_box((
+            c.expires().unwrap(),
+            c.q().unwrap(),
+            c.instance(),
+            c.reg_id().unwrap(),
+        ));
+    }
+    black_box(m.expires().unwrap());
+    for r in m.routes().chain(m.record_routes()).chain(m.paths()) {
+        let u = r.unwrap().uri();
+        black_box((u.host, u.is_loose_router()));
+    }
+    black_box(m.content_length());
+    black_box(m.content_type().unwrap());
+    black_box(m.event().unwrap());
+    for a in m.accept() {
+        black_box(a.unwrap());
+    }
+    for t in m
+        .tokens(HeaderName::Supported)
+        .chain(m.tokens(HeaderName::Require))
+    {
+        black_box(t.unwrap());
+    }
+    if let Some(auth) = m.authorization().unwrap() {
+        for p in [
+            "username",
+            "realm",
+            "nonce",
+            "uri",
+            "response",
+            "algorithm",
+            "qop",
+            "nc",
+            "cnonce",
+        ] {
+            black_box(auth.get(p));
+        }
+    }
+    if let Some(www) = m.www_authenticate().unwrap() {
+        black_box((www.get("realm"), www.get("nonce")));
+    }
+    black_box(m.user_agent());
 }

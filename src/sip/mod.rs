@@ -20,7 +20,7 @@ pub mod uri;
 pub mod writer;
 
 pub use error::ParseError;
-pub use exercise::fuzz_entry;
+pub use exercise::{fuzz_entry, read_typed};
 pub use header::HeaderName;
 pub use message::{parse, parse_with, Header, Limits, ListValues, Message, StartLine};
 pub use method::Method;
