@@ -423,23 +423,18 @@ pub(crate) fn authorization_header(
     nonce: &str,
     nc: &str,
 ) -> String {
-    let ha1 = digest::ha1(alg, user, "tether", pass);
-    let r = digest::response(
+    let v = digest::authorization(&digest::Answer {
         alg,
-        &ha1,
-        &ResponseInput {
-            method: "REGISTER",
-            uri,
-            nonce,
-            qop_auth: Some((nc, "0a4f113b")),
-        },
-    );
-    format!(
-        "Authorization: Digest username=\"{user}\", realm=\"tether\", nonce=\"{nonce}\", uri=\"{uri}\", \
-response=\"{}\", algorithm={}, qop=auth, nc={nc}, cnonce=\"0a4f113b\"\r\n",
-        r.as_str(),
-        alg.as_str()
-    )
+        username: user,
+        password: pass,
+        realm: "tether",
+        nonce,
+        opaque: None,
+        method: "REGISTER",
+        uri,
+        qop_auth: Some((nc, "0a4f113b")),
+    });
+    format!("Authorization: {v}\r\n")
 }
 
 #[cfg(test)]

@@ -205,6 +205,17 @@ impl Directory {
         self.devices.pin().get(device).cloned()
     }
 
+    /// Calls `f` for every contact of every AOR (a snapshot per AOR; AORs
+    /// changed during the walk may be seen before or after the change).
+    pub fn for_each(&self, mut f: impl FnMut(&Arc<str>, &ContactView)) {
+        let map = self.aors.pin();
+        for (aor, rec) in map.iter() {
+            for c in &rec.contacts {
+                f(aor, c);
+            }
+        }
+    }
+
     /// Number of AORs with at least one contact.
     pub fn aor_count(&self) -> usize {
         self.aors.len()

@@ -647,18 +647,7 @@ impl Registrar {
             };
             let aor = b.aor.clone();
             let r = BindingRef { core, slot, gen };
-            self.dir.update(&aor, |rec| {
-                let Some(i) = rec.contacts.iter().position(|c| c.binding == r) else {
-                    return Decision::Keep(());
-                };
-                let mut next = rec.clone();
-                if reachable {
-                    next.contacts[i].flags &= !binding::flags::UNREACHABLE;
-                } else {
-                    next.contacts[i].flags |= binding::flags::UNREACHABLE;
-                }
-                Decision::Replace(next, ())
-            });
+            set_contact_flag(&self.dir, &aor, r, binding::flags::UNREACHABLE, !reachable);
             n += 1;
         }
         n
@@ -727,6 +716,23 @@ impl Registrar {
 
 fn is_supported(tag: &str) -> bool {
     tag.eq_ignore_ascii_case("path") || tag.eq_ignore_ascii_case("outbound")
+}
+
+/// Sets (`on`) or clears one [`flags`] bit of a binding in the directory;
+/// false when the binding is no longer there.
+pub fn set_contact_flag(dir: &Directory, aor: &str, b: BindingRef, flag: u8, on: bool) -> bool {
+    dir.update(aor, |rec| {
+        let Some(i) = rec.contacts.iter().position(|c| c.binding == b) else {
+            return Decision::Keep(false);
+        };
+        let mut next = rec.clone();
+        if on {
+            next.contacts[i].flags |= flag;
+        } else {
+            next.contacts[i].flags &= !flag;
+        }
+        Decision::Replace(next, true)
+    })
 }
 
 /// The AOR key: `user@host`, host lowercased (RFC 3261 §10.3 step 5; user

@@ -158,6 +158,53 @@ pub fn response(alg: Algorithm, ha1: &Hex, input: &ResponseInput<'_>) -> Hex {
     }
 }
 
+/// What a client needs to answer a challenge (RFC 7616 §3.4).
+#[derive(Debug, Clone, Copy)]
+pub struct Answer<'a> {
+    pub alg: Algorithm,
+    pub username: &'a str,
+    pub password: &'a str,
+    pub realm: &'a str,
+    pub nonce: &'a str,
+    pub opaque: Option<&'a str>,
+    pub method: &'a str,
+    pub uri: &'a str,
+    /// `Some((nc, cnonce))` when the challenge offered `qop=auth`.
+    pub qop_auth: Option<(&'a str, &'a str)>,
+}
+
+/// The value of an `Authorization`/`Proxy-Authorization` header answering a
+/// challenge: `Digest username=…, realm=…, nonce=…, uri=…, response=…, …`.
+pub fn authorization(a: &Answer<'_>) -> String {
+    let ha1 = ha1(a.alg, a.username, a.realm, a.password);
+    let r = response(
+        a.alg,
+        &ha1,
+        &ResponseInput {
+            method: a.method,
+            uri: a.uri,
+            nonce: a.nonce,
+            qop_auth: a.qop_auth,
+        },
+    );
+    let mut v = format!(
+        "Digest username=\"{}\", realm=\"{}\", nonce=\"{}\", uri=\"{}\", response=\"{}\", algorithm={}",
+        a.username,
+        a.realm,
+        a.nonce,
+        a.uri,
+        r.as_str(),
+        a.alg.as_str()
+    );
+    if let Some((nc, cnonce)) = a.qop_auth {
+        v.push_str(&format!(", qop=auth, nc={nc}, cnonce=\"{cnonce}\""));
+    }
+    if let Some(o) = a.opaque {
+        v.push_str(&format!(", opaque=\"{o}\""));
+    }
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -61,6 +61,11 @@ impl IdGen {
         IdGen { state: seed }
     }
 
+    /// The next 64 random-looking bits.
+    pub fn next(&mut self) -> u64 {
+        self.next_u64()
+    }
+
     fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.state;

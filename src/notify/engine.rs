@@ -1,0 +1,917 @@
+//! One core's share of every fan-out job: paced sends, client transactions
+//! on the core's timer wheel, and outcomes written into the shared jobs.
+//! Sans-IO: the runtime passes `now` and drains [`Engine::drain_outbound`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use super::job::{JobPart, Kind, Outcome};
+use super::request::{self, Derived};
+use super::subscription::Subscriptions;
+use super::NotifyConfig;
+use crate::registrar::{ContactView, Directory};
+use crate::sip::digest::{self, Algorithm};
+use crate::sip::ids::{Id, IdGen};
+use crate::sip::writer::{self, RequestHead};
+use crate::sip::{HeaderName, Message, Method};
+use crate::timer::{TimerHandle, TimerWheel};
+use crate::transaction::{self, ClientTransaction};
+
+/// Branch prefix of the requests this engine sends (after the magic cookie).
+const BRANCH_PREFIX: &str = "z9hG4bKnt";
+/// Requests started per [`Engine::tick`], so the worker reads answers between slices.
+pub const SENDS_PER_TICK: usize = 256;
+
+/// Counters (plain integers: only the owning core writes them).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    pub jobs_started: u64,
+    pub jobs_finished: u64,
+    pub requests_sent: u64,
+    pub retransmissions: u64,
+    pub delivered: u64,
+    pub rejected: u64,
+    pub timed_out: u64,
+    pub no_binding: u64,
+    pub path_dead: u64,
+    pub not_accepted: u64,
+    pub cancelled: u64,
+    pub challenges_answered: u64,
+    pub stray_responses: u64,
+}
+
+/// A token bucket in thousandths of a request.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    rate: u64,
+    milli: u64,
+    last: u64,
+}
+
+impl Bucket {
+    fn new(rate_per_s: u32, now: u64) -> Bucket {
+        let mut b = Bucket {
+            rate: u64::from(rate_per_s.max(1)),
+            milli: 0,
+            last: now,
+        };
+        b.milli = b.cap();
+        b
+    }
+
+    /// At most 10 ms worth of requests (and at least one) in a burst.
+    fn cap(&self) -> u64 {
+        (self.rate * 10).max(1000)
+    }
+
+    fn available(&mut self, now: u64) -> usize {
+        if now > self.last {
+            self.milli = (self.milli + (now - self.last) * self.rate).min(self.cap());
+            self.last = now;
+        }
+        (self.milli / 1000) as usize
+    }
+
+    fn take(&mut self, n: usize) {
+        self.milli = self.milli.saturating_sub(n as u64 * 1000);
+    }
+}
+
+/// A job part in progress on this core.
+struct Run {
+    part: JobPart,
+    next: usize,
+    /// Devices sent whose outcome is not settled yet.
+    outstanding: usize,
+    bucket: Option<Bucket>,
+}
+
+/// Why a transaction exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// A job's request to one device (`run` slot, device index).
+    Request { run: u32, device: u32 },
+    /// Housekeeping (BYE after a 2xx, a subscription's NOTIFY): no outcome.
+    Other,
+}
+
+struct Txn {
+    nonce: u32,
+    role: Role,
+    /// The job a request belongs to (outcomes outlive the core's run).
+    job: Option<Arc<super::Job>>,
+    tx: ClientTransaction,
+    bytes: Box<[u8]>,
+    to: SocketAddr,
+    local: u8,
+    timer: Option<TimerHandle>,
+    /// CANCEL of a ringing INVITE: its own non-INVITE transaction.
+    cancel: Option<(ClientTransaction, Box<[u8]>)>,
+    /// When a ringing INVITE is CANCELled (or, once CANCELled, abandoned).
+    ring_until: Option<u64>,
+    auth_tried: bool,
+    settled: bool,
+}
+
+/// One core's fan-out engine.
+pub struct Engine {
+    cfg: Arc<NotifyConfig>,
+    dir: Arc<Directory>,
+    local_addrs: Vec<SocketAddr>,
+    runs: Vec<Option<Run>>,
+    node: Bucket,
+    txns: Vec<Option<Txn>>,
+    free: Vec<u32>,
+    in_flight: usize,
+    wheel: TimerWheel<(u32, u32)>,
+    ids: IdGen,
+    scratch: Vec<u8>,
+    /// Datagrams to send: (range in `out_buf`, destination, local socket).
+    out_buf: Vec<u8>,
+    out_meta: Vec<(usize, usize, SocketAddr, u8)>,
+    pub subscriptions: Subscriptions,
+    /// Jobs whose last part finished on this core (the runtime reports them).
+    pub finished: Vec<Arc<super::Job>>,
+    pub stats: Stats,
+}
+
+impl Engine {
+    /// `rate` is this core's share of the node's request rate.
+    pub fn new(
+        cfg: Arc<NotifyConfig>,
+        dir: Arc<Directory>,
+        local_addrs: Vec<SocketAddr>,
+        rate: u32,
+        seed: u64,
+    ) -> Engine {
+        Engine {
+            cfg,
+            dir,
+            local_addrs,
+            runs: Vec::new(),
+            node: Bucket::new(rate, 0),
+            txns: Vec::new(),
+            free: Vec::new(),
+            in_flight: 0,
+            wheel: TimerWheel::new(0),
+            ids: IdGen::new(seed),
+            scratch: Vec::with_capacity(2048),
+            out_buf: Vec::with_capacity(64 * 1024),
+            out_meta: Vec::new(),
+            subscriptions: Subscriptions::default(),
+            finished: Vec::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn config(&self) -> &NotifyConfig {
+        &self.cfg
+    }
+
+    /// Transactions in flight on this core.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Job parts still running on this core.
+    pub fn active_parts(&self) -> usize {
+        self.runs.iter().flatten().count()
+    }
+
+    /// Takes a job's share for this core. `rate` is this core's share of
+    /// the job's own rate limit.
+    pub fn start(&mut self, part: JobPart, rate: Option<u32>, now: u64) {
+        self.stats.jobs_started += 1;
+        let run = Run {
+            part,
+            next: 0,
+            outstanding: 0,
+            bucket: rate.map(|r| Bucket::new(r, now)),
+        };
+        let idx = match self.runs.iter().position(Option::is_none) {
+            Some(i) => i,
+            None => {
+                self.runs.push(None);
+                self.runs.len() - 1
+            }
+        };
+        self.runs[idx] = Some(run);
+        self.check_done(idx as u32);
+    }
+
+    /// When [`Engine::tick`] next has work.
+    pub fn next_deadline(&self, now: u64) -> Option<u64> {
+        let sending = self.in_flight < self.cfg.max_in_flight
+            && self
+                .runs
+                .iter()
+                .flatten()
+                .any(|r| r.next < r.part.devices.len());
+        let pace = sending.then_some(now + 1);
+        match (pace, self.wheel.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Retransmissions, timeouts and paced first sends due at `now`.
+    pub fn tick(&mut self, now: u64) {
+        while let Some((_, (slot, nonce))) = self.wheel.poll(now) {
+            self.on_timer(slot, nonce, now);
+        }
+        self.subscriptions.expire(now);
+        self.clear_expired_flags();
+        self.send_paced(now);
+    }
+
+    /// Hands every queued datagram to `send(bytes, to, local)` and clears the queue.
+    pub fn drain_outbound(&mut self, send: &mut dyn FnMut(&[u8], SocketAddr, u8)) {
+        for &(a, b, to, local) in &self.out_meta {
+            send(&self.out_buf[a..b], to, local);
+        }
+        self.out_meta.clear();
+        self.out_buf.clear();
+    }
+
+    /// True when datagrams wait in the outbound queue.
+    pub fn has_outbound(&self) -> bool {
+        !self.out_meta.is_empty()
+    }
+
+    pub(super) fn queue(&mut self, bytes: &[u8], to: SocketAddr, local: u8) {
+        let a = self.out_buf.len();
+        self.out_buf.extend_from_slice(bytes);
+        self.out_meta.push((a, self.out_buf.len(), to, local));
+    }
+
+    fn send_paced(&mut self, now: u64) {
+        let mut budget = self.node.available(now).min(SENDS_PER_TICK);
+        for idx in 0..self.runs.len() {
+            if budget == 0 || self.in_flight >= self.cfg.max_in_flight {
+                break;
+            }
+            let Some(run) = self.runs[idx].as_mut() else {
+                continue;
+            };
+            if run.part.job.is_cancelled() {
+                for i in run.next..run.part.devices.len() {
+                    let d = run.part.devices[i] as usize;
+                    run.part.job.set_outcome(d, Outcome::Cancelled);
+                    self.stats.cancelled += 1;
+                }
+                run.next = run.part.devices.len();
+                self.check_done(idx as u32);
+                continue;
+            }
+            let mut n = budget.min(run.part.devices.len() - run.next);
+            if let Some(b) = run.bucket.as_mut() {
+                n = n.min(b.available(now));
+                b.take(n);
+            }
+            for _ in 0..n {
+                if self.in_flight >= self.cfg.max_in_flight {
+                    break;
+                }
+                let Some(run) = self.runs[idx].as_mut() else {
+                    break;
+                };
+                let device = run.part.devices[run.next];
+                run.next += 1;
+                budget -= 1;
+                self.node.take(1);
+                self.send_device(idx as u32, device, now);
+            }
+            self.check_done(idx as u32);
+        }
+    }
+
+    /// Resolves one device's binding now (it may have moved or gone since
+    /// the job was accepted) and sends it the job's request.
+    fn send_device(&mut self, run: u32, device: u32, now: u64) {
+        let job = self.runs[run as usize]
+            .as_ref()
+            .expect("live run")
+            .part
+            .job
+            .clone();
+        let dev = &job.devices[device as usize];
+        let view = self.dir.with_aor(&dev.aor, |rec| {
+            rec.and_then(|r| {
+                r.contacts
+                    .iter()
+                    .find(|c| c.binding == dev.binding)
+                    .cloned()
+            })
+        });
+        let now_secs = (now / 1000) as u32;
+        let verdict = match &view {
+            None => Some(Outcome::NoBinding),
+            Some(v) if v.expires_at <= now_secs => Some(Outcome::NoBinding),
+            Some(v) if !v.is_reachable() => Some(Outcome::PathDead),
+            Some(v)
+                if job.spec.kind == Kind::ContactMe
+                    && !v.accepts_contact_me()
+                    && !self.subscriptions.has(&v.binding, now) =>
+            {
+                Some(Outcome::NotAccepted)
+            }
+            Some(_) => None,
+        };
+        if let Some(o) = verdict {
+            job.set_outcome(device as usize, o);
+            self.count(o);
+            return;
+        }
+        let view = view.expect("checked above");
+        let (slot, nonce) = self.alloc();
+        let branch = branch(slot, nonce);
+        self.write_request(&job, &dev.aor, &view, &branch, now);
+        let bytes: Box<[u8]> = self.scratch.as_slice().into();
+        let kind = match job.spec.kind {
+            Kind::ContactMe => transaction::Kind::NonInvite,
+            Kind::WakeInvite => transaction::Kind::Invite,
+        };
+        let (tx, out) = ClientTransaction::start(kind, now, &self.cfg.timers);
+        let to = view.source;
+        self.queue(&bytes, to, view.local);
+        self.txns[slot as usize] = Some(Txn {
+            nonce,
+            role: Role::Request { run, device },
+            job: Some(job.clone()),
+            tx,
+            bytes,
+            to,
+            local: view.local,
+            timer: None,
+            cancel: None,
+            ring_until: None,
+            auth_tried: false,
+            settled: false,
+        });
+        self.arm(slot, out.next_deadline);
+        if let Some(r) = self.runs[run as usize].as_mut() {
+            r.outstanding += 1;
+        }
+        job.set_outcome(device as usize, Outcome::InFlight);
+        job.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.stats.requests_sent += 1;
+    }
+
+    /// Our address on listen socket `local` as `host:port`.
+    pub(super) fn local_hostport(&self, local: u8) -> String {
+        self.local_addrs
+            .get(usize::from(local))
+            .copied()
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 5060)))
+            .to_string()
+    }
+
+    /// The job's NOTIFY or INVITE for one binding, into `self.scratch`.
+    fn write_request(
+        &mut self,
+        job: &super::Job,
+        aor: &str,
+        view: &ContactView,
+        branch: &Id,
+        now: u64,
+    ) {
+        let sent_by = self.local_hostport(view.local);
+        let us = format!("sip:tether@{sent_by}");
+        let routes = path_routes(view.path.as_deref());
+        let route_refs: smallvec::SmallVec<[&str; 2]> = routes.iter().map(|s| &s[..]).collect();
+        let (method, content_type) = match job.spec.kind {
+            Kind::ContactMe => (Method::Notify, self.cfg.content_type.as_str()),
+            Kind::WakeInvite => (Method::Invite, self.cfg.wake_content_type.as_str()),
+        };
+        // A device that subscribed gets the NOTIFY inside its subscription's dialog.
+        let sub = match job.spec.kind {
+            Kind::ContactMe => self.subscriptions.next_notify(&view.binding, now),
+            Kind::WakeInvite => None,
+        };
+        let aor_uri = format!("sip:{aor}");
+        let tag = self.ids.tag();
+        let call_id = format!("{}@tether", self.ids.call_id().as_str());
+        let head = match &sub {
+            Some(s) => RequestHead {
+                method,
+                uri: &s.contact,
+                transport: "UDP",
+                sent_by: &sent_by,
+                branch,
+                from_uri: &s.local_uri,
+                from_tag: &s.local_tag,
+                to_uri: &s.remote_uri,
+                to_tag: Some(&s.remote_tag),
+                call_id: &s.call_id,
+                cseq: s.cseq,
+                max_forwards: 70,
+                contact: Some(&us),
+                routes: &route_refs,
+            },
+            None => RequestHead {
+                method,
+                uri: &view.contact,
+                transport: "UDP",
+                sent_by: &sent_by,
+                branch,
+                from_uri: &us,
+                from_tag: &tag,
+                to_uri: &aor_uri,
+                to_tag: None,
+                call_id: &call_id,
+                cseq: 1,
+                max_forwards: 70,
+                contact: (method == Method::Invite).then_some(us.as_str()),
+                routes: &route_refs,
+            },
+        };
+        let mut w = writer::request(&mut self.scratch, &head);
+        if method == Method::Notify {
+            w.header(HeaderName::Event, &self.cfg.event);
+            if let Some(s) = &sub {
+                let state = format!("active;expires={}", s.remaining_s);
+                w.header(HeaderName::SubscriptionState, &state);
+            }
+        }
+        w.finish(Some((content_type, &job.body)));
+    }
+
+    fn alloc(&mut self) -> (u32, u32) {
+        let nonce = (self.ids.next() as u32) | 1;
+        self.in_flight += 1;
+        match self.free.pop() {
+            Some(s) => (s, nonce),
+            None => {
+                self.txns.push(None);
+                ((self.txns.len() - 1) as u32, nonce)
+            }
+        }
+    }
+
+    fn release(&mut self, slot: u32) -> Option<Txn> {
+        let t = self.txns.get_mut(slot as usize)?.take()?;
+        if let Some(h) = t.timer {
+            self.wheel.cancel(h);
+        }
+        self.free.push(slot);
+        self.in_flight -= 1;
+        Some(t)
+    }
+
+    fn arm(&mut self, slot: u32, at: Option<u64>) {
+        let Some(t) = self.txns[slot as usize].as_mut() else {
+            return;
+        };
+        if let Some(h) = t.timer.take() {
+            self.wheel.cancel(h);
+        }
+        let cancel_at = t.cancel.as_ref().and_then(|(c, _)| c.deadline());
+        let at = [at, t.ring_until, cancel_at].into_iter().flatten().min();
+        if let Some(at) = at {
+            t.timer = Some(self.wheel.insert(at, (slot, t.nonce)));
+        }
+    }
+
+    fn count(&mut self, o: Outcome) {
+        let s = &mut self.stats;
+        match o {
+            Outcome::Delivered(_) => s.delivered += 1,
+            Outcome::Rejected(_) => s.rejected += 1,
+            Outcome::TimedOut => s.timed_out += 1,
+            Outcome::NoBinding => s.no_binding += 1,
+            Outcome::PathDead => s.path_dead += 1,
+            Outcome::NotAccepted => s.not_accepted += 1,
+            Outcome::Cancelled => s.cancelled += 1,
+            Outcome::Pending | Outcome::InFlight => {}
+        }
+    }
+
+    /// Records a device's outcome; the first final one settles it.
+    fn settle(&mut self, slot: u32, o: Outcome) {
+        let Some(t) = self.txns[slot as usize].as_mut() else {
+            return;
+        };
+        let (Role::Request { run, device }, Some(job)) = (t.role, t.job.as_ref()) else {
+            return;
+        };
+        job.set_outcome(device as usize, o);
+        if t.settled {
+            return;
+        }
+        t.settled = true;
+        self.count(o);
+        if let Some(r) = self.runs[run as usize].as_mut() {
+            r.outstanding -= 1;
+            self.check_done(run);
+        }
+    }
+
+    /// Retires a run whose devices are all settled.
+    fn check_done(&mut self, run: u32) {
+        let Some(r) = self.runs[run as usize].as_ref() else {
+            return;
+        };
+        if r.next < r.part.devices.len() || r.outstanding > 0 {
+            return;
+        }
+        let r = self.runs[run as usize].take().expect("checked");
+        if r.part.job.part_done() {
+            self.stats.jobs_finished += 1;
+            self.finished.push(r.part.job);
+        }
+    }
+
+    fn on_timer(&mut self, slot: u32, nonce: u32, now: u64) {
+        let timers = self.cfg.timers;
+        let Some(t) = self.txns.get_mut(slot as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        if t.nonce != nonce {
+            return;
+        }
+        t.timer = None;
+        let mut sends: smallvec::SmallVec<[Box<[u8]>; 2]> = smallvec::SmallVec::new();
+        // CANCEL retransmissions run beside the INVITE's own state.
+        if let Some((c, bytes)) = t.cancel.as_mut() {
+            if c.state() != transaction::State::Terminated {
+                let o = c.on_timer(now, &timers);
+                if o.retransmit {
+                    sends.push(bytes.clone());
+                }
+            }
+        }
+        let mut abandon = false;
+        if t.ring_until.is_some_and(|r| now >= r) {
+            t.ring_until = None;
+            if t.tx.state() == transaction::State::Proceeding {
+                if t.cancel.is_none() {
+                    let cseq = request::cseq(&t.bytes);
+                    let mut buf = Vec::with_capacity(512);
+                    request::derive(
+                        &t.bytes,
+                        &Derived {
+                            method: "CANCEL",
+                            uri: None,
+                            branch: None,
+                            to: None,
+                            cseq,
+                        },
+                        &mut buf,
+                    );
+                    let (c, _) =
+                        ClientTransaction::start(transaction::Kind::NonInvite, now, &timers);
+                    sends.push(buf.as_slice().into());
+                    t.cancel = Some((c, buf.into()));
+                    // If no final answer follows the CANCEL, give up after Timer B.
+                    t.ring_until = Some(now + timers.timeout_ms);
+                } else {
+                    abandon = true;
+                }
+            }
+        }
+        let o = t.tx.on_timer(now, &timers);
+        if o.retransmit {
+            sends.push(t.bytes.clone());
+        }
+        let (to, local) = (t.to, t.local);
+        let next = o.next_deadline;
+        for b in &sends {
+            self.queue(b, to, local);
+        }
+        if o.retransmit {
+            self.stats.retransmissions += 1;
+            if let Some(Role::Request { run, .. }) =
+                self.txns[slot as usize].as_ref().map(|t| t.role)
+            {
+                if let Some(r) = self.runs[run as usize].as_ref() {
+                    r.part
+                        .job
+                        .retransmissions
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
+        if o.timed_out {
+            self.settle(slot, Outcome::TimedOut);
+        }
+        if o.terminated || abandon {
+            // Only a request that never got an answer ends as timed out.
+            if self.txns[slot as usize].as_ref().is_some_and(|t| !t.settled) {
+                self.settle(slot, Outcome::TimedOut);
+            }
+            self.release(slot);
+            return;
+        }
+        self.arm(slot, next);
+    }
+
+    /// A response whose top Via carries one of our branches. Returns false
+    /// when it is not ours (the caller tries the keepalive).
+    pub fn on_response(&mut self, msg: &Message<'_>, now: u64) -> bool {
+        let Some((slot, nonce)) = msg
+            .top_via()
+            .ok()
+            .and_then(|v| v.branch())
+            .and_then(parse_branch)
+        else {
+            return false;
+        };
+        let Some(code) = msg.status() else {
+            return false;
+        };
+        let timers = self.cfg.timers;
+        let Some(t) = self.txns.get_mut(slot as usize).and_then(Option::as_mut) else {
+            self.stats.stray_responses += 1;
+            return true;
+        };
+        if t.nonce != nonce {
+            self.stats.stray_responses += 1;
+            return true;
+        }
+        let Ok(cseq) = msg.cseq() else { return true };
+        if cseq.method == Method::Cancel {
+            if let Some((c, _)) = t.cancel.as_mut() {
+                c.on_response(code, now, &timers);
+            }
+            return true;
+        }
+        let o = t.tx.on_response(code, now, &timers);
+        let (to, local) = (t.to, t.local);
+        let to_header = msg.header(HeaderName::To).unwrap_or("");
+        if o.ack {
+            let mut buf = std::mem::take(&mut self.scratch);
+            request::derive(
+                &t.bytes,
+                &Derived {
+                    method: "ACK",
+                    uri: None,
+                    branch: None,
+                    to: Some(to_header),
+                    cseq: cseq.seq,
+                },
+                &mut buf,
+            );
+            self.queue(&buf, to, local);
+            self.scratch = buf;
+        }
+        let next = o.next_deadline;
+        if let Some(code) = o.deliver {
+            self.deliver(slot, code, o.repeated, msg, now);
+        }
+        if self.txns[slot as usize]
+            .as_ref()
+            .is_some_and(|t| t.nonce == nonce)
+        {
+            if o.terminated {
+                self.release(slot);
+            } else {
+                self.arm(slot, next);
+            }
+        }
+        true
+    }
+
+    /// The transaction user's part: outcomes, challenge answers, ACK and
+    /// BYE after a 2xx, the ring limit.
+    fn deliver(&mut self, slot: u32, code: u16, repeated: bool, msg: &Message<'_>, now: u64) {
+        let Some(t) = self.txns[slot as usize].as_mut() else {
+            return;
+        };
+        let Role::Request { .. } = t.role else {
+            return;
+        };
+        let invite = t.tx.kind() == transaction::Kind::Invite;
+        if (code == 401 || code == 407) && !t.auth_tried && self.cfg.credentials.is_some() {
+            self.answer_challenge(slot, code, msg, now);
+            return;
+        }
+        if invite {
+            if (200..300).contains(&code) {
+                self.ack_and_bye(slot, msg, repeated, now);
+            }
+            if code < 200 {
+                if let Some(t) = self.txns[slot as usize].as_mut() {
+                    if t.ring_until.is_none() && t.cancel.is_none() {
+                        t.ring_until = Some(now + self.cfg.ring_ms);
+                    }
+                }
+            }
+            if !repeated {
+                // Seed 001: any answer means the wake-up reached the device.
+                self.settle(slot, Outcome::Delivered(code));
+            }
+            return;
+        }
+        match code {
+            100..=199 => {}
+            200..=299 => self.settle(slot, Outcome::Delivered(code)),
+            _ => self.settle(slot, Outcome::Rejected(code)),
+        }
+    }
+
+    /// ACK the 2xx (to its Contact, with its To tag), then end the call
+    /// with a BYE so no dialog is left behind. A repeated 2xx only gets the
+    /// ACK again.
+    fn ack_and_bye(&mut self, slot: u32, msg: &Message<'_>, repeated: bool, now: u64) {
+        let Some(t) = self.txns[slot as usize].as_ref() else {
+            return;
+        };
+        let (to, local) = (t.to, t.local);
+        let stored = t.bytes.clone();
+        let to_header = msg.header(HeaderName::To).unwrap_or("").to_owned();
+        let remote_target = msg
+            .contacts()
+            .next()
+            .and_then(Result::ok)
+            .and_then(|c| c.addr().map(|a| a.uri().raw.to_owned()));
+        let cseq = request::cseq(&stored);
+        let mut buf = Vec::with_capacity(512);
+        let ack_branch = self.ids.branch();
+        request::derive(
+            &stored,
+            &Derived {
+                method: "ACK",
+                uri: remote_target.as_deref(),
+                branch: Some(&ack_branch),
+                to: Some(&to_header),
+                cseq,
+            },
+            &mut buf,
+        );
+        self.queue(&buf, to, local);
+        if repeated {
+            return;
+        }
+        let (bye_slot, nonce) = self.alloc();
+        let bye_branch = branch(bye_slot, nonce);
+        request::derive(
+            &stored,
+            &Derived {
+                method: "BYE",
+                uri: remote_target.as_deref(),
+                branch: Some(&bye_branch),
+                to: Some(&to_header),
+                cseq: cseq + 1,
+            },
+            &mut buf,
+        );
+        let (tx, out) =
+            ClientTransaction::start(transaction::Kind::NonInvite, now, &self.cfg.timers);
+        self.queue(&buf, to, local);
+        self.txns[bye_slot as usize] = Some(Txn {
+            nonce,
+            role: Role::Other,
+            job: None,
+            tx,
+            bytes: buf.into(),
+            to,
+            local,
+            timer: None,
+            cancel: None,
+            ring_until: None,
+            auth_tried: true,
+            settled: true,
+        });
+        self.arm(bye_slot, out.next_deadline);
+    }
+
+    /// Answers a device's 401/407 once (seed 000: the device may
+    /// authenticate the server) with the configured credentials: the same
+    /// request, CSeq + 1, a new branch, and the Authorization.
+    fn answer_challenge(&mut self, slot: u32, code: u16, msg: &Message<'_>, now: u64) {
+        let params = if code == 401 {
+            msg.www_authenticate()
+        } else {
+            msg.proxy_authenticate()
+        };
+        let Some((user, pass)) = self.cfg.credentials.clone() else {
+            return;
+        };
+        let Ok(Some(p)) = params else {
+            self.settle(slot, Outcome::Rejected(code));
+            return;
+        };
+        let alg = Algorithm::parse(p.get("algorithm"));
+        let (Some(alg), Some(realm), Some(nonce_v)) = (alg, p.get("realm"), p.get("nonce")) else {
+            self.settle(slot, Outcome::Rejected(code));
+            return;
+        };
+        let qop = p
+            .get("qop")
+            .is_some_and(|q| q.split(',').any(|x| x.trim().eq_ignore_ascii_case("auth")));
+        let Some(t) = self.txns[slot as usize].as_mut() else {
+            return;
+        };
+        let stored = t.bytes.clone();
+        let method = std::str::from_utf8(&stored)
+            .ok()
+            .and_then(|s| s.split(' ').next())
+            .unwrap_or("NOTIFY")
+            .to_owned();
+        let cnonce = self.ids.tag();
+        let value = digest::authorization(&digest::Answer {
+            alg,
+            username: &user,
+            password: &pass,
+            realm,
+            nonce: nonce_v,
+            opaque: p.get("opaque"),
+            method: &method,
+            uri: request::request_uri(&stored),
+            qop_auth: qop.then_some(("00000001", cnonce.as_str())),
+        });
+        let header = if code == 401 {
+            "Authorization"
+        } else {
+            "Proxy-Authorization"
+        };
+        let new_nonce = (self.ids.next() as u32) | 1;
+        let br = branch(slot, new_nonce);
+        let mut buf = Vec::with_capacity(stored.len() + value.len() + 32);
+        request::with_header(
+            &stored,
+            &br,
+            request::cseq(&stored) + 1,
+            header,
+            &value,
+            &mut buf,
+        );
+        let kind = t.tx.kind();
+        let (tx, out) = ClientTransaction::start(kind, now, &self.cfg.timers);
+        let (to, local) = (t.to, t.local);
+        t.nonce = new_nonce;
+        t.tx = tx;
+        t.bytes = buf.as_slice().into();
+        t.auth_tried = true;
+        t.ring_until = None;
+        self.queue(&buf, to, local);
+        self.stats.challenges_answered += 1;
+        self.arm(slot, out.next_deadline);
+    }
+
+    /// Starts a housekeeping request (a subscription's NOTIFY) as a client
+    /// transaction whose outcome nobody waits for.
+    pub(super) fn send_other(
+        &mut self,
+        build: impl FnOnce(&Id, &mut Vec<u8>),
+        to: SocketAddr,
+        local: u8,
+        now: u64,
+    ) {
+        let (slot, nonce) = self.alloc();
+        let br = branch(slot, nonce);
+        let mut buf = std::mem::take(&mut self.scratch);
+        build(&br, &mut buf);
+        let (tx, out) =
+            ClientTransaction::start(transaction::Kind::NonInvite, now, &self.cfg.timers);
+        self.queue(&buf, to, local);
+        self.txns[slot as usize] = Some(Txn {
+            nonce,
+            role: Role::Other,
+            job: None,
+            tx,
+            bytes: buf.as_slice().into(),
+            to,
+            local,
+            timer: None,
+            cancel: None,
+            ring_until: None,
+            auth_tried: true,
+            settled: true,
+        });
+        self.scratch = buf;
+        self.arm(slot, out.next_deadline);
+    }
+
+    pub(super) fn directory(&self) -> &Arc<Directory> {
+        &self.dir
+    }
+}
+
+/// Our branch for transaction `slot`: the nonce makes a late answer to a
+/// freed and reused slot (or a guessed one) miss.
+fn branch(slot: u32, nonce: u32) -> Id {
+    Id::from_parts(BRANCH_PREFIX, (u64::from(slot) << 32) | u64::from(nonce))
+}
+
+fn parse_branch(b: &str) -> Option<(u32, u32)> {
+    let hex = b.strip_prefix(BRANCH_PREFIX)?;
+    if hex.len() != 16 {
+        return None;
+    }
+    let v = u64::from_str_radix(hex, 16).ok()?;
+    Some(((v >> 32) as u32, v as u32))
+}
+
+/// The URIs of a binding's Path (RFC 3327), in order, as the request's
+/// route set: `<sip:p1;lr>, <sip:p2;lr>` → `["sip:p1;lr", "sip:p2;lr"]`.
+fn path_routes(path: Option<&str>) -> smallvec::SmallVec<[String; 2]> {
+    let mut out = smallvec::SmallVec::new();
+    let Some(mut rest) = path else { return out };
+    while let Some(a) = rest.find('<') {
+        let Some(b) = rest[a..].find('>') else { break };
+        out.push(rest[a + 1..a + b].to_owned());
+        rest = &rest[a + b + 1..];
+    }
+    out
+}

@@ -1,0 +1,203 @@
+//! Requests derived from one tether already sent: the ACK of a non-2xx, the
+//! CANCEL of a ringing INVITE, the ACK and BYE after a 2xx, and the retry
+//! that answers a digest challenge. The original is our own writer's output,
+//! so its lines have a known shape and can be copied and edited by name.
+
+use crate::sip::writer::push_u32;
+
+fn split(stored: &[u8]) -> (&str, &[u8]) {
+    let text = std::str::from_utf8(stored).unwrap_or("");
+    match text.find("\r\n\r\n") {
+        Some(i) => (&text[..i], &stored[i + 4..]),
+        None => (text, &[]),
+    }
+}
+
+fn name_of(line: &str) -> &str {
+    line.split(':').next().unwrap_or("").trim()
+}
+
+/// The Request-URI of a request we wrote.
+pub fn request_uri(stored: &[u8]) -> &str {
+    let (head, _) = split(stored);
+    head.split(' ').nth(1).unwrap_or("")
+}
+
+/// A Via line with its branch replaced.
+fn push_via(out: &mut Vec<u8>, line: &str, branch: Option<&str>) {
+    match (branch, line.find(";branch=")) {
+        (Some(b), Some(i)) => {
+            let rest = &line[i + 8..];
+            let end = rest.find(';').unwrap_or(rest.len());
+            out.extend_from_slice(line[..i + 8].as_bytes());
+            out.extend_from_slice(b.as_bytes());
+            out.extend_from_slice(rest[end..].as_bytes());
+        }
+        _ => out.extend_from_slice(line.as_bytes()),
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// How to derive a bodiless request from `stored`.
+pub struct Derived<'a> {
+    pub method: &'a str,
+    /// Request-URI; the original's when `None`.
+    pub uri: Option<&'a str>,
+    /// New branch; the original's when `None` (ACK of a non-2xx, CANCEL).
+    pub branch: Option<&'a str>,
+    /// Whole To header value (with the answer's tag); the original's when `None`.
+    pub to: Option<&'a str>,
+    pub cseq: u32,
+}
+
+/// Writes `d` into `out`: Via, Route, Max-Forwards, From and Call-ID as in
+/// the original; RFC 3261 §17.1.1.3 (ACK) and §9.1 (CANCEL).
+pub fn derive(stored: &[u8], d: &Derived<'_>, out: &mut Vec<u8>) {
+    let (head, _) = split(stored);
+    out.clear();
+    out.extend_from_slice(d.method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(d.uri.unwrap_or_else(|| request_uri(stored)).as_bytes());
+    out.extend_from_slice(b" SIP/2.0\r\n");
+    for line in head.split("\r\n").skip(1) {
+        match name_of(line) {
+            "Via" => push_via(out, line, d.branch),
+            "Route" | "Max-Forwards" | "From" | "Call-ID" => {
+                out.extend_from_slice(line.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+            "To" => {
+                match d.to {
+                    Some(to) => {
+                        out.extend_from_slice(b"To: ");
+                        out.extend_from_slice(to.as_bytes());
+                    }
+                    None => out.extend_from_slice(line.as_bytes()),
+                }
+                out.extend_from_slice(b"\r\n");
+            }
+            _ => {}
+        }
+    }
+    out.extend_from_slice(b"CSeq: ");
+    push_u32(out, d.cseq);
+    out.push(b' ');
+    out.extend_from_slice(d.method.as_bytes());
+    out.extend_from_slice(b"\r\nContent-Length: 0\r\n\r\n");
+}
+
+/// The original with a new branch, CSeq number `cseq` and one more header
+/// (`Authorization` or `Proxy-Authorization`), body unchanged (RFC 3261 §22.2).
+pub fn with_header(
+    stored: &[u8],
+    branch: &str,
+    cseq: u32,
+    name: &str,
+    value: &str,
+    out: &mut Vec<u8>,
+) {
+    let (head, body) = split(stored);
+    out.clear();
+    let mut lines = head.split("\r\n");
+    out.extend_from_slice(lines.next().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for line in lines {
+        match name_of(line) {
+            "Via" => push_via(out, line, Some(branch)),
+            "CSeq" => {
+                let method = line.rsplit(' ').next().unwrap_or("");
+                out.extend_from_slice(b"CSeq: ");
+                push_u32(out, cseq);
+                out.push(b' ');
+                out.extend_from_slice(method.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+            _ => {
+                out.extend_from_slice(line.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+    }
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(body);
+}
+
+/// The CSeq number of a request we wrote.
+pub fn cseq(stored: &[u8]) -> u32 {
+    let (head, _) = split(stored);
+    head.split("\r\n")
+        .find(|l| name_of(l) == "CSeq")
+        .and_then(|l| l.split(':').nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::{self, HeaderName};
+
+    const INVITE: &[u8] = b"INVITE sip:dev@10.0.0.2:5060 SIP/2.0\r\n\
+Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKnt1;rport\r\n\
+Route: <sip:edge.example.net;lr>\r\n\
+Max-Forwards: 70\r\n\
+From: <sip:tether@192.0.2.1:5060>;tag=f1\r\n\
+To: <sip:dev@example.net>\r\n\
+Call-ID: c1@tether\r\n\
+CSeq: 1 INVITE\r\n\
+Contact: <sip:tether@192.0.2.1:5060>\r\n\
+Content-Type: application/x\r\n\
+Content-Length: 3\r\n\r\nabc";
+
+    #[test]
+    fn ack_of_a_non_2xx_keeps_the_branch_and_takes_the_answer_to_tag() {
+        let mut out = Vec::new();
+        derive(
+            INVITE,
+            &Derived {
+                method: "ACK",
+                uri: None,
+                branch: None,
+                to: Some("<sip:dev@example.net>;tag=u9"),
+                cseq: 1,
+            },
+            &mut out,
+        );
+        let m = sip::parse(&out).unwrap();
+        let c = m.validate().unwrap();
+        assert_eq!(m.method(), Some(sip::Method::Ack));
+        assert_eq!(c.top_via.branch(), Some("z9hG4bKnt1"));
+        assert_eq!(m.to().unwrap().tag(), Some("u9"));
+        assert_eq!(m.header(HeaderName::CSeq), Some("1 ACK"));
+        assert_eq!(
+            m.header(HeaderName::Route),
+            Some("<sip:edge.example.net;lr>")
+        );
+        assert!(m.body.is_empty());
+    }
+
+    #[test]
+    fn auth_retry_has_new_branch_cseq_and_header_and_same_body() {
+        let mut out = Vec::new();
+        with_header(
+            INVITE,
+            "z9hG4bKnt2",
+            2,
+            "Authorization",
+            "Digest x=1",
+            &mut out,
+        );
+        let m = sip::parse(&out).unwrap();
+        let c = m.validate().unwrap();
+        assert_eq!(c.top_via.branch(), Some("z9hG4bKnt2"));
+        assert_eq!(m.header(HeaderName::CSeq), Some("2 INVITE"));
+        assert_eq!(m.header(HeaderName::Authorization), Some("Digest x=1"));
+        assert_eq!(m.body, b"abc");
+        assert_eq!(cseq(&out), 2);
+        assert_eq!(request_uri(&out), "sip:dev@10.0.0.2:5060");
+    }
+}

@@ -1,0 +1,306 @@
+//! SUBSCRIBE opt-in to the contact-me package (seed 000, RFC 6665): a device
+//! that cannot say `Accept: application/application-server-contact-me` in
+//! its REGISTER subscribes instead. The subscription is bound to a
+//! registered binding on the same NAT path, lives on the core that owns that
+//! binding, and later contact-me NOTIFYs travel inside its dialog.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use super::Engine;
+use crate::registrar::{canonical_aor, flags, set_contact_flag, BindingRef};
+use crate::sip::writer::{self, RequestHead};
+use crate::sip::{Checked, HeaderName, Message, Method};
+
+type Hasher = foldhash::fast::RandomState;
+
+/// What [`Engine::subscribe`] did, for counters and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscribeAnswer {
+    /// 200: subscribed or refreshed for this many seconds.
+    Active(u32),
+    /// 200 to `Expires: 0`: unsubscribed.
+    Terminated,
+    /// A 4xx was written (bad event, no binding, interval too brief …).
+    Refused(u16),
+}
+
+/// One subscription's dialog, from tether's (the notifier's) side.
+#[derive(Debug, Clone)]
+struct Subscription {
+    aor: Arc<str>,
+    call_id: Box<str>,
+    /// Our tag and URI (the SUBSCRIBE's To).
+    local_tag: Box<str>,
+    local_uri: Box<str>,
+    /// The subscriber's From URI and tag.
+    remote_uri: Box<str>,
+    remote_tag: Box<str>,
+    /// Where in-dialog requests go (the SUBSCRIBE's Contact).
+    contact: Box<str>,
+    /// Our CSeq for the next NOTIFY.
+    cseq: u32,
+    expires_at_ms: u64,
+    /// True when the subscription (not an Accept header) set the binding's
+    /// contact-me flag, so that ending it clears the flag again.
+    flagged: bool,
+}
+
+/// The fields of an in-dialog NOTIFY.
+#[derive(Debug, Clone)]
+pub(super) struct DialogNotify {
+    pub contact: Box<str>,
+    pub local_uri: Box<str>,
+    pub local_tag: Box<str>,
+    pub remote_uri: Box<str>,
+    pub remote_tag: Box<str>,
+    pub call_id: Box<str>,
+    pub cseq: u32,
+    pub remaining_s: u64,
+}
+
+/// This core's subscriptions, by binding.
+#[derive(Debug, Default)]
+pub struct Subscriptions {
+    map: hashbrown::HashMap<BindingRef, Subscription, Hasher>,
+    next_sweep: u64,
+    /// Bindings whose subscription expired and whose flag must be cleared.
+    expired: Vec<(Arc<str>, BindingRef)>,
+}
+
+impl Subscriptions {
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// True when `b` holds a live subscription at `now` (ms).
+    pub fn has(&self, b: &BindingRef, now: u64) -> bool {
+        self.map.get(b).is_some_and(|s| s.expires_at_ms > now)
+    }
+
+    /// The next in-dialog NOTIFY for `b`, taking a CSeq number.
+    pub(super) fn next_notify(&mut self, b: &BindingRef, now: u64) -> Option<DialogNotify> {
+        let s = self.map.get_mut(b).filter(|s| s.expires_at_ms > now)?;
+        s.cseq += 1;
+        Some(DialogNotify {
+            contact: s.contact.clone(),
+            local_uri: s.local_uri.clone(),
+            local_tag: s.local_tag.clone(),
+            remote_uri: s.remote_uri.clone(),
+            remote_tag: s.remote_tag.clone(),
+            call_id: s.call_id.clone(),
+            cseq: s.cseq,
+            remaining_s: (s.expires_at_ms - now).div_ceil(1000),
+        })
+    }
+
+    /// Drops subscriptions past their expiry (checked once a second).
+    pub fn expire(&mut self, now: u64) {
+        if now < self.next_sweep {
+            return;
+        }
+        self.next_sweep = now + 1000;
+        let expired = &mut self.expired;
+        self.map.retain(|b, s| {
+            let keep = s.expires_at_ms > now;
+            if !keep && s.flagged {
+                expired.push((s.aor.clone(), *b));
+            }
+            keep
+        });
+    }
+}
+
+impl Engine {
+    /// Handles a SUBSCRIBE (validated) from `src` on listen socket `local`;
+    /// writes the response into `out` and queues the RFC 6665 NOTIFY that
+    /// must follow a successful one.
+    #[allow(clippy::too_many_arguments)]
+    pub fn subscribe(
+        &mut self,
+        msg: &Message<'_>,
+        checked: &Checked<'_>,
+        src: SocketAddr,
+        local: u8,
+        now: u64,
+        tag: &str,
+        out: &mut Vec<u8>,
+    ) -> SubscribeAnswer {
+        self.clear_expired_flags();
+        let event = self.config().event.clone();
+        let ok_event = matches!(msg.event(), Ok(Some(e)) if e.package.eq_ignore_ascii_case(&event));
+        if !ok_event {
+            let mut w = writer::response_to_checked(
+                out,
+                msg,
+                checked,
+                489,
+                "Bad Event",
+                Some(tag),
+                Some(src),
+            );
+            w.header(HeaderName::AllowEvents, &event);
+            w.finish(None);
+            return SubscribeAnswer::Refused(489);
+        }
+        let (min, max) = (
+            self.config().min_subscription,
+            self.config().max_subscription,
+        );
+        let requested = checked.expires.unwrap_or(max.min(3600));
+        if requested != 0 && requested < min {
+            let mut w = writer::response_to_checked(
+                out,
+                msg,
+                checked,
+                423,
+                "Interval Too Brief",
+                Some(tag),
+                Some(src),
+            );
+            w.header_u32(HeaderName::MinExpires, min);
+            w.finish(None);
+            return SubscribeAnswer::Refused(423);
+        }
+        let expires = requested.min(max);
+        let to_uri = checked.to.uri();
+        let aor = match (to_uri.user, to_uri.host) {
+            (Some(u), Some(h)) => canonical_aor(u, h),
+            _ => String::new(),
+        };
+        let now_secs = (now / 1000) as u32;
+        let found = self.directory().with_aor(&aor, |rec| {
+            rec.and_then(|r| {
+                r.contacts
+                    .iter()
+                    .find(|c| c.source == src && c.local == local && c.expires_at > now_secs)
+                    .map(|c| (c.binding, c.accepts_contact_me()))
+            })
+        });
+        let Some((binding, already)) = found else {
+            writer::response_to_checked(
+                out,
+                msg,
+                checked,
+                404,
+                "No Registration On This Path",
+                Some(tag),
+                Some(src),
+            )
+            .finish(None);
+            return SubscribeAnswer::Refused(404);
+        };
+        let Some(contact) = checked
+            .contacts
+            .first()
+            .and_then(|c| c.addr())
+            .map(|a| a.uri().raw)
+        else {
+            writer::response_to_checked(
+                out,
+                msg,
+                checked,
+                400,
+                "Missing Contact",
+                Some(tag),
+                Some(src),
+            )
+            .finish(None);
+            return SubscribeAnswer::Refused(400);
+        };
+        let aor: Arc<str> = self.directory().key(&aor);
+        // A refresh carries our tag in To; anything else starts a new dialog.
+        let existing =
+            self.subscriptions.map.get(&binding).filter(|s| {
+                checked.to.tag() == Some(&*s.local_tag) && *s.call_id == *checked.call_id
+            });
+        let local_tag: Box<str> = match existing {
+            Some(s) => s.local_tag.clone(),
+            None => tag.into(),
+        };
+        let flagged_before = existing.is_some_and(|s| s.flagged);
+        let cseq = existing.map_or(0, |s| s.cseq);
+        let mut sub = Subscription {
+            aor: aor.clone(),
+            call_id: checked.call_id.into(),
+            local_tag: local_tag.clone(),
+            local_uri: to_uri.raw.into(),
+            remote_uri: checked.from.uri().raw.into(),
+            remote_tag: checked.from.tag().unwrap_or("").into(),
+            contact: contact.into(),
+            cseq,
+            expires_at_ms: now + u64::from(expires) * 1000,
+            flagged: flagged_before,
+        };
+        let us = format!("sip:tether@{}", self.local_hostport(local));
+        let mut w =
+            writer::response_to_checked(out, msg, checked, 200, "OK", Some(&local_tag), Some(src));
+        w.header_u32(HeaderName::Expires, expires);
+        w.header_parts("Contact", &["<", &us, ">"]);
+        w.finish(None);
+        let answer = if expires == 0 {
+            if sub.flagged {
+                set_contact_flag(self.directory(), &aor, binding, flags::CONTACT_ME, false);
+            }
+            self.subscriptions.map.remove(&binding);
+            SubscribeAnswer::Terminated
+        } else {
+            if !already && !sub.flagged {
+                set_contact_flag(self.directory(), &aor, binding, flags::CONTACT_ME, true);
+                sub.flagged = true;
+            }
+            self.subscriptions.map.insert(binding, sub.clone());
+            SubscribeAnswer::Active(expires)
+        };
+        // RFC 6665 §4.2.1.2: a NOTIFY follows at once, with the state.
+        sub.cseq += 1;
+        if let Some(s) = self.subscriptions.map.get_mut(&binding) {
+            s.cseq = sub.cseq;
+        }
+        let state = if expires == 0 {
+            "terminated;reason=timeout".to_owned()
+        } else {
+            format!("active;expires={expires}")
+        };
+        let sent_by = self.local_hostport(local);
+        self.send_other(
+            |branch, buf| {
+                let head = RequestHead {
+                    method: Method::Notify,
+                    uri: &sub.contact,
+                    transport: "UDP",
+                    sent_by: &sent_by,
+                    branch,
+                    from_uri: &sub.local_uri,
+                    from_tag: &sub.local_tag,
+                    to_uri: &sub.remote_uri,
+                    to_tag: Some(&sub.remote_tag),
+                    call_id: &sub.call_id,
+                    cseq: sub.cseq,
+                    max_forwards: 70,
+                    contact: Some(&us),
+                    routes: &[],
+                };
+                let mut w = writer::request(buf, &head);
+                w.header(HeaderName::Event, &event);
+                w.header(HeaderName::SubscriptionState, &state);
+                w.finish(None);
+            },
+            src,
+            local,
+            now,
+        );
+        answer
+    }
+
+    /// Clears the contact-me flag of bindings whose subscription expired.
+    pub(super) fn clear_expired_flags(&mut self) {
+        for (aor, b) in std::mem::take(&mut self.subscriptions.expired) {
+            set_contact_flag(self.directory(), &aor, b, flags::CONTACT_ME, false);
+        }
+    }
+}

@@ -1,0 +1,581 @@
+//! The fan-out engine on a fake clock: bytes out, responses in, outcomes
+//! asserted. No sockets.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use super::*;
+use crate::registrar::{flags, AorRecord, BindingRef, ContactView, Decision, Directory};
+use crate::sip::digest;
+use crate::sip::{self, writer, HeaderName, Method};
+
+const DEVICE: &str = "198.51.100.7:40123";
+
+fn dev_addr() -> SocketAddr {
+    DEVICE.parse().unwrap()
+}
+
+fn directory(flag: u8) -> Arc<Directory> {
+    let d = Arc::new(Directory::new());
+    d.update("7546658000@example.net", |_| {
+        let mut r = AorRecord::default();
+        r.contacts.push(ContactView {
+            binding: BindingRef {
+                core: 0,
+                slot: 3,
+                gen: 1,
+            },
+            contact: "sip:7546658000@192.168.1.20:5060".into(),
+            expires_at: 3600,
+            source: dev_addr(),
+            flags: flag,
+            instance: Some("urn:uuid:dev-1".into()),
+            ..ContactView::default()
+        });
+        Decision::Replace(r, ())
+    });
+    d
+}
+
+fn spec(kind: Kind) -> JobSpec {
+    JobSpec {
+        kind,
+        request_id: "10210".into(),
+        server: ServerAddr {
+            host: "132.143.12.14".into(),
+            port: 18443,
+        },
+        path: None,
+        time_slot: None,
+        protocol: None,
+        credentials_ref: Some("cred-7".into()),
+        callback_url: None,
+        rate: None,
+        targets: vec!["7546658000@example.net".into()],
+        owner: "as1".into(),
+    }
+}
+
+struct Rig {
+    engine: Engine,
+    job: Arc<Job>,
+    now: u64,
+}
+
+impl Rig {
+    fn new(kind: Kind, flag: u8, cfg: NotifyConfig) -> Rig {
+        let dir = directory(flag);
+        let s = spec(kind);
+        let (devices, unmatched) = resolve::resolve(&dir, &s.targets, kind, 10);
+        let body = match kind {
+            Kind::ContactMe => contact_me_body(&s, &cfg.labels),
+            Kind::WakeInvite => wake_body(&s, &cfg.labels),
+        };
+        let job = Arc::new(Job::new(
+            1,
+            s,
+            body.into_bytes().into(),
+            devices,
+            unmatched,
+            1,
+        ));
+        let mut engine = Engine::new(
+            Arc::new(cfg),
+            dir,
+            vec!["192.0.2.1:5060".parse().unwrap()],
+            1000,
+            9,
+        );
+        engine.start(
+            JobPart {
+                job: job.clone(),
+                devices: vec![0],
+            },
+            None,
+            1000,
+        );
+        Rig {
+            engine,
+            job,
+            now: 1000,
+        }
+    }
+
+    /// Advances the clock to `to` and returns what was sent meanwhile.
+    fn run_to(&mut self, to: u64) -> Vec<Vec<u8>> {
+        let mut sent = Vec::new();
+        loop {
+            self.engine.tick(self.now);
+            self.engine.drain_outbound(&mut |b, addr, local| {
+                assert_eq!((addr, local), (dev_addr(), 0));
+                sent.push(b.to_vec());
+            });
+            match self.engine.next_deadline(self.now) {
+                Some(d) if d <= to && d > self.now => self.now = d,
+                _ => break,
+            }
+        }
+        self.now = to;
+        self.engine.tick(to);
+        self.engine
+            .drain_outbound(&mut |b, _, _| sent.push(b.to_vec()));
+        sent
+    }
+
+    /// Feeds a response to `req` and returns what the engine sent in reply.
+    fn answer(&mut self, req: &[u8], code: u16, extra: &[(&str, &str)]) -> Vec<Vec<u8>> {
+        let m = sip::parse(req).unwrap();
+        let mut buf = Vec::new();
+        let mut w = writer::response_to(&mut buf, &m, code, "X", Some("devtag"), None);
+        for (n, v) in extra {
+            w.header_named(n, v);
+        }
+        w.finish(None);
+        let resp = sip::parse(&buf).unwrap();
+        assert!(self.engine.on_response(&resp, self.now));
+        let mut sent = Vec::new();
+        self.engine
+            .drain_outbound(&mut |b, _, _| sent.push(b.to_vec()));
+        sent
+    }
+}
+
+fn method_of(b: &[u8]) -> Method<'_> {
+    sip::parse(b).unwrap().method().unwrap()
+}
+
+#[test]
+fn contact_me_notify_carries_seed_000_headers_and_body_and_200_delivers() {
+    let mut r = Rig::new(Kind::ContactMe, flags::CONTACT_ME, NotifyConfig::default());
+    let sent = r.run_to(1000);
+    assert_eq!(sent.len(), 1);
+    let m = sip::parse(&sent[0]).unwrap();
+    let c = m.validate().unwrap();
+    assert_eq!(m.method(), Some(Method::Notify));
+    assert_eq!(
+        m.request_uri_raw(),
+        Some("sip:7546658000@192.168.1.20:5060"),
+        "Request-URI is the registered contact"
+    );
+    assert_eq!(
+        m.header(HeaderName::Event),
+        Some("application-server-contact-me")
+    );
+    assert_eq!(
+        m.header(HeaderName::ContentType),
+        Some("application/application-server-contact-me")
+    );
+    assert_eq!(c.to.uri().raw, "sip:7546658000@example.net");
+    assert_eq!(
+        m.body,
+        b"RequestID=10210\r\napplication_server_ip_addr=132.143.12.14\r\napplication_server_ip_port=18443\r\n"
+    );
+    assert_eq!(r.job.outcome(0), Outcome::InFlight);
+    assert!(r.answer(&sent[0], 200, &[]).is_empty());
+    assert_eq!(r.job.outcome(0), Outcome::Delivered(200));
+    assert!(r.job.is_finished());
+    assert_eq!(r.engine.finished.len(), 1);
+    // The transaction lingers (Timer K) to absorb a retransmitted 200, then ends.
+    r.run_to(1000 + 5000);
+    assert_eq!(r.engine.in_flight(), 0);
+    assert_eq!(r.job.outcome(0), Outcome::Delivered(200), "still delivered");
+}
+
+#[test]
+fn unanswered_notify_retransmits_on_timer_e_and_times_out_at_timer_f() {
+    let mut r = Rig::new(Kind::ContactMe, flags::CONTACT_ME, NotifyConfig::default());
+    let first = r.run_to(1000);
+    let mut times = Vec::new();
+    for t in (1250..=34_000).step_by(250) {
+        for b in r.run_to(t) {
+            assert_eq!(b, first[0], "a retransmission is byte-identical");
+            times.push(t);
+        }
+    }
+    assert_eq!(
+        &times[..5],
+        &[1500, 2500, 4500, 8500, 12_500],
+        "T1 doubling to T2"
+    );
+    assert_eq!(r.job.outcome(0), Outcome::TimedOut);
+    assert_eq!(r.engine.stats.timed_out, 1);
+    assert_eq!(r.engine.in_flight(), 0);
+}
+
+#[test]
+fn a_device_challenge_is_answered_once_with_valid_credentials() {
+    let cfg = NotifyConfig {
+        credentials: Some(("tether".into(), "s3cret".into())),
+        ..NotifyConfig::default()
+    };
+    let mut r = Rig::new(Kind::ContactMe, flags::CONTACT_ME, cfg);
+    let sent = r.run_to(1000);
+    let retry = r.answer(
+        &sent[0],
+        401,
+        &[(
+            "WWW-Authenticate",
+            "Digest realm=\"dev\", nonce=\"abc123\", qop=\"auth\", algorithm=MD5",
+        )],
+    );
+    assert_eq!(retry.len(), 1);
+    let m = sip::parse(&retry[0]).unwrap();
+    let c = m.validate().unwrap();
+    assert_eq!(c.cseq.seq, 2);
+    let a = c.authorization.unwrap();
+    assert_eq!(a.get("username"), Some("tether"));
+    assert_eq!(a.get("uri"), Some("sip:7546658000@192.168.1.20:5060"));
+    let ha1 = digest::ha1(digest::Algorithm::Md5, "tether", "dev", "s3cret");
+    let want = digest::response(
+        digest::Algorithm::Md5,
+        &ha1,
+        &digest::ResponseInput {
+            method: "NOTIFY",
+            uri: "sip:7546658000@192.168.1.20:5060",
+            nonce: "abc123",
+            qop_auth: Some((a.get("nc").unwrap(), a.get("cnonce").unwrap())),
+        },
+    );
+    assert_eq!(a.get("response"), Some(want.as_str()));
+    assert_eq!(m.body, sip::parse(&sent[0]).unwrap().body, "same body");
+    // A second challenge is an outcome, not a loop.
+    assert!(r
+        .answer(
+            &retry[0],
+            401,
+            &[("WWW-Authenticate", "Digest realm=\"dev\", nonce=\"n2\"")]
+        )
+        .is_empty());
+    assert_eq!(r.job.outcome(0), Outcome::Rejected(401));
+    assert_eq!(r.engine.stats.challenges_answered, 1);
+}
+
+#[test]
+fn wake_invite_486_is_delivered_and_acked_on_the_same_branch() {
+    let mut r = Rig::new(Kind::WakeInvite, flags::SDP, NotifyConfig::default());
+    let sent = r.run_to(1000);
+    let inv = sip::parse(&sent[0]).unwrap();
+    assert_eq!(inv.method(), Some(Method::Invite));
+    assert_eq!(
+        inv.header(HeaderName::ContentType),
+        Some("application/vnd.tether.bootstrap")
+    );
+    assert!(std::str::from_utf8(inv.body)
+        .unwrap()
+        .contains("credentials_ref=cred-7\r\n"));
+    assert!(inv.header(HeaderName::Contact).is_some());
+    let out = r.answer(&sent[0], 486, &[]);
+    assert_eq!(out.len(), 1);
+    let ack = sip::parse(&out[0]).unwrap();
+    let c = ack.validate().unwrap();
+    assert_eq!(ack.method(), Some(Method::Ack));
+    assert_eq!(
+        c.top_via.branch(),
+        inv.top_via().unwrap().branch(),
+        "ACK of a non-2xx is part of the INVITE transaction"
+    );
+    assert_eq!(c.to.tag(), Some("devtag"));
+    assert_eq!(r.job.outcome(0), Outcome::Delivered(486));
+    // A retransmitted 486 is ACKed again and changes nothing.
+    assert_eq!(method_of(&r.answer(&sent[0], 486, &[])[0]), Method::Ack);
+    assert_eq!(r.engine.stats.delivered, 1);
+}
+
+#[test]
+fn wake_invite_200_gets_ack_then_bye_so_no_dialog_is_left() {
+    let mut r = Rig::new(Kind::WakeInvite, flags::SDP, NotifyConfig::default());
+    let sent = r.run_to(1000);
+    let out = r.answer(&sent[0], 200, &[("Contact", "<sip:dev@192.168.1.20:5062>")]);
+    assert_eq!(out.len(), 2);
+    let (ack, bye) = (sip::parse(&out[0]).unwrap(), sip::parse(&out[1]).unwrap());
+    assert_eq!(ack.method(), Some(Method::Ack));
+    assert_eq!(ack.request_uri_raw(), Some("sip:dev@192.168.1.20:5062"));
+    assert_ne!(
+        ack.top_via().unwrap().branch(),
+        sip::parse(&sent[0]).unwrap().top_via().unwrap().branch(),
+        "the 2xx ACK is its own transaction"
+    );
+    assert_eq!(bye.method(), Some(Method::Bye));
+    let bc = bye.validate().unwrap();
+    assert_eq!(bc.cseq.seq, 2);
+    assert_eq!(bc.to.tag(), Some("devtag"));
+    assert_eq!(r.job.outcome(0), Outcome::Delivered(200));
+    assert!(r.answer(&out[1], 200, &[]).is_empty());
+    r.run_to(1000 + 33_000);
+    assert_eq!(r.engine.in_flight(), 0, "INVITE and BYE transactions ended");
+}
+
+#[test]
+fn a_ringing_wake_invite_is_cancelled_after_ring_ms() {
+    let cfg = NotifyConfig {
+        ring_ms: 2000,
+        ..NotifyConfig::default()
+    };
+    let mut r = Rig::new(Kind::WakeInvite, flags::SDP, cfg);
+    let sent = r.run_to(1000);
+    assert!(r.answer(&sent[0], 180, &[]).is_empty());
+    assert_eq!(r.job.outcome(0), Outcome::Delivered(180));
+    assert!(
+        r.run_to(2999).is_empty(),
+        "no INVITE retransmission after a 180"
+    );
+    let cancel = r.run_to(3000);
+    assert_eq!(cancel.len(), 1);
+    let c = sip::parse(&cancel[0]).unwrap();
+    assert_eq!(c.method(), Some(Method::Cancel));
+    assert_eq!(
+        c.top_via().unwrap().branch(),
+        sip::parse(&sent[0]).unwrap().top_via().unwrap().branch()
+    );
+    assert!(r.answer(&cancel[0], 200, &[]).is_empty());
+    let ack = r.answer(&sent[0], 487, &[]);
+    assert_eq!(method_of(&ack[0]), Method::Ack);
+    assert_eq!(
+        r.job.outcome(0),
+        Outcome::Delivered(487),
+        "the latest answer's code"
+    );
+}
+
+#[test]
+fn devices_that_cannot_take_it_are_reported_not_sent_to() {
+    for (flag, want) in [
+        (0, Outcome::NotAccepted),
+        (flags::CONTACT_ME | flags::UNREACHABLE, Outcome::PathDead),
+    ] {
+        let mut r = Rig::new(Kind::ContactMe, flag, NotifyConfig::default());
+        assert!(r.run_to(1000).is_empty());
+        assert_eq!(r.job.outcome(0), want);
+        assert!(r.job.is_finished());
+    }
+    // The binding went away between the API call and its turn.
+    let mut r = Rig::new(Kind::ContactMe, flags::CONTACT_ME, NotifyConfig::default());
+    r.engine
+        .directory()
+        .remove_binding("7546658000@example.net", r.job.devices[0].binding);
+    assert!(r.run_to(1000).is_empty());
+    assert_eq!(r.job.outcome(0), Outcome::NoBinding);
+}
+
+#[test]
+fn pacing_spreads_a_job_over_time() {
+    let dir = directory(flags::CONTACT_ME);
+    let s = spec(Kind::ContactMe);
+    let base = resolve::resolve(&dir, &s.targets, Kind::ContactMe, 10).0;
+    // 500 copies of the device: pacing is about counts, not addresses.
+    let devices: Vec<_> = (0..500).map(|_| base[0].clone()).collect();
+    let job = Arc::new(Job::new(2, s, Box::default(), devices, vec![], 1));
+    let mut e = Engine::new(
+        Arc::new(NotifyConfig::default()),
+        dir,
+        vec!["192.0.2.1:5060".parse().unwrap()],
+        100_000,
+        1,
+    );
+    e.start(
+        JobPart {
+            job: job.clone(),
+            devices: (0..500).collect(),
+        },
+        Some(10_000),
+        0,
+    );
+    let mut sent_at = Vec::new();
+    for now in 0..=40u64 {
+        e.tick(now);
+        e.drain_outbound(&mut |_, _, _| sent_at.push(now));
+    }
+    // 10,000/s: a 10 ms burst (100) then 10 per ms.
+    assert_eq!(sent_at.iter().filter(|&&t| t == 0).count(), 100);
+    assert_eq!(sent_at.len(), 100 + 40 * 10);
+}
+
+#[test]
+fn cancelling_a_job_settles_what_was_not_sent() {
+    let dir = directory(flags::CONTACT_ME);
+    let s = spec(Kind::ContactMe);
+    let base = resolve::resolve(&dir, &s.targets, Kind::ContactMe, 10).0;
+    let devices: Vec<_> = (0..50).map(|_| base[0].clone()).collect();
+    let job = Arc::new(Job::new(3, s, Box::default(), devices, vec![], 1));
+    let mut e = Engine::new(
+        Arc::new(NotifyConfig::default()),
+        dir,
+        vec!["192.0.2.1:5060".parse().unwrap()],
+        1000,
+        1,
+    );
+    e.start(
+        JobPart {
+            job: job.clone(),
+            devices: (0..50).collect(),
+        },
+        None,
+        0,
+    );
+    e.tick(0); // 10 ms burst at 1000/s: 10 sent
+    job.cancel();
+    e.tick(1);
+    let c = job.counts();
+    assert_eq!((c.in_flight, c.cancelled), (10, 40));
+}
+
+#[test]
+fn subscribe_opt_in_answers_200_notifies_and_carries_later_notifies_in_dialog() {
+    let dir = directory(0);
+    let mut e = Engine::new(
+        Arc::new(NotifyConfig::default()),
+        dir.clone(),
+        vec!["192.0.2.1:5060".parse().unwrap()],
+        1000,
+        1,
+    );
+    let sub = b"SUBSCRIBE sip:7546658000@example.net SIP/2.0\r\n\
+Via: SIP/2.0/UDP 192.168.1.20:5060;branch=z9hG4bKs1;rport\r\n\
+From: <sip:7546658000@example.net>;tag=subtag\r\nTo: <sip:7546658000@example.net>\r\n\
+Call-ID: sub-1\r\nCSeq: 1 SUBSCRIBE\r\nMax-Forwards: 70\r\nEvent: application-server-contact-me\r\n\
+Expires: 600\r\nContact: <sip:7546658000@192.168.1.20:5060>\r\nContent-Length: 0\r\n\r\n";
+    let m = sip::parse(sub).unwrap();
+    let c = m.validate().unwrap();
+    let mut out = Vec::new();
+    let a = e.subscribe(&m, &c, dev_addr(), 0, 5000, "ourtag", &mut out);
+    assert_eq!(a, SubscribeAnswer::Active(600));
+    let resp = sip::parse(&out).unwrap();
+    assert_eq!(resp.status(), Some(200));
+    assert_eq!(resp.header(HeaderName::Expires), Some("600"));
+    let mut sent = Vec::new();
+    e.drain_outbound(&mut |b, _, _| sent.push(b.to_vec()));
+    let first = sent[0].clone();
+    let n = sip::parse(&first).unwrap();
+    let nc = n.validate().unwrap();
+    assert_eq!(n.method(), Some(Method::Notify));
+    assert_eq!(
+        n.header(HeaderName::SubscriptionState),
+        Some("active;expires=600")
+    );
+    assert_eq!(
+        (nc.call_id, nc.to.tag(), nc.from.tag()),
+        ("sub-1", Some("subtag"), Some("ourtag"))
+    );
+    assert!(
+        dir.lookup("7546658000@example.net", 10)[0].accepts_contact_me(),
+        "the subscription opted the binding in"
+    );
+    let mut ok = Vec::new();
+    writer::response_to(&mut ok, &n, 200, "OK", None, None).finish(None);
+    assert!(e.on_response(&sip::parse(&ok).unwrap(), 5010));
+    // A contact-me job now travels inside the dialog.
+    let s = spec(Kind::ContactMe);
+    let (devices, _) = resolve::resolve(&dir, &s.targets, Kind::ContactMe, 10);
+    let job = Arc::new(Job::new(
+        4,
+        s,
+        b"RequestID=1\r\n"[..].into(),
+        devices,
+        vec![],
+        1,
+    ));
+    e.start(
+        JobPart {
+            job: job.clone(),
+            devices: vec![0],
+        },
+        None,
+        6000,
+    );
+    e.tick(6000);
+    sent.clear();
+    e.drain_outbound(&mut |b, _, _| sent.push(b.to_vec()));
+    let second = sent[0].clone();
+    let n = sip::parse(&second).unwrap();
+    let nc = n.validate().unwrap();
+    assert_eq!(nc.call_id, "sub-1");
+    assert_eq!(nc.cseq.seq, 2);
+    assert_eq!(
+        n.header(HeaderName::SubscriptionState),
+        Some("active;expires=599")
+    );
+    // Unsubscribe: 200, a terminated NOTIFY, and the flag is cleared.
+    let unsub = String::from_utf8_lossy(sub)
+        .replace("Expires: 600", "Expires: 0")
+        .replace(
+            "To: <sip:7546658000@example.net>",
+            "To: <sip:7546658000@example.net>;tag=ourtag",
+        )
+        .replace("1 SUBSCRIBE", "2 SUBSCRIBE");
+    let m = sip::parse(unsub.as_bytes()).unwrap();
+    let c = m.validate().unwrap();
+    assert_eq!(
+        e.subscribe(&m, &c, dev_addr(), 0, 7000, "x", &mut out),
+        SubscribeAnswer::Terminated
+    );
+    sent.clear();
+    e.drain_outbound(&mut |b, _, _| sent.push(b.to_vec()));
+    assert!(sip::parse(&sent[0])
+        .unwrap()
+        .header(HeaderName::SubscriptionState)
+        .unwrap()
+        .starts_with("terminated"));
+    assert!(!dir.lookup("7546658000@example.net", 10)[0].accepts_contact_me());
+}
+
+#[test]
+fn subscribe_refusals_name_the_problem() {
+    let dir = directory(0);
+    let mut e = Engine::new(
+        Arc::new(NotifyConfig::default()),
+        dir,
+        vec!["192.0.2.1:5060".parse().unwrap()],
+        1000,
+        1,
+    );
+    let base = "SUBSCRIBE sip:7546658000@example.net SIP/2.0\r\n\
+Via: SIP/2.0/UDP 192.168.1.20:5060;branch=z9hG4bKs1\r\n\
+From: <sip:7546658000@example.net>;tag=subtag\r\nTo: <sip:7546658000@example.net>\r\n\
+Call-ID: sub-1\r\nCSeq: 1 SUBSCRIBE\r\nMax-Forwards: 70\r\nEvent: EVENT\r\n\
+Expires: EXP\r\nContact: <sip:7546658000@192.168.1.20:5060>\r\n\r\n";
+    let cases = [
+        ("presence", "600", dev_addr(), 489),
+        ("application-server-contact-me", "10", dev_addr(), 423),
+        (
+            "application-server-contact-me",
+            "600",
+            "203.0.113.9:5060".parse().unwrap(),
+            404,
+        ),
+    ];
+    for (event, exp, src, code) in cases {
+        let req = base.replace("EVENT", event).replace("EXP", exp);
+        let m = sip::parse(req.as_bytes()).unwrap();
+        let c = m.validate().unwrap();
+        let mut out = Vec::new();
+        assert_eq!(
+            e.subscribe(&m, &c, src, 0, 0, "t", &mut out),
+            SubscribeAnswer::Refused(code)
+        );
+        assert_eq!(sip::parse(&out).unwrap().status(), Some(code));
+    }
+}
+
+#[test]
+fn late_or_forged_answers_do_not_match() {
+    let mut r = Rig::new(Kind::ContactMe, flags::CONTACT_ME, NotifyConfig::default());
+    let sent = r.run_to(1000);
+    let text = String::from_utf8_lossy(&sent[0]).into_owned();
+    let branch = sip::parse(&sent[0])
+        .unwrap()
+        .top_via()
+        .unwrap()
+        .branch()
+        .unwrap()
+        .to_owned();
+    // Same slot, wrong nonce: a guess or an answer to a freed slot.
+    let last = if branch.ends_with('0') { "1" } else { "0" };
+    let forged_branch = format!("{}{last}", &branch[..branch.len() - 1]);
+    let forged = text.replace(&branch, &forged_branch);
+    let m = sip::parse(forged.as_bytes()).unwrap();
+    let mut buf = Vec::new();
+    writer::response_to(&mut buf, &m, 200, "OK", Some("x"), None).finish(None);
+    assert!(r.engine.on_response(&sip::parse(&buf).unwrap(), 1001));
+    assert_eq!(r.job.outcome(0), Outcome::InFlight);
+    assert_eq!(r.engine.stats.stray_responses, 1);
+}
