@@ -24,11 +24,15 @@ fn src(i: u32) -> SocketAddr {
 
 /// A core with `n` endpoints registered at time 0, each on its own path.
 fn setup(n: u32) -> Dispatcher {
-    let reg = Registrar::new(
-        0,
-        Arc::new(Policy::default()),
-        Arc::new(Directory::with_capacity(n as usize)),
-        None,
+    let dir = Arc::new(Directory::with_capacity(n as usize));
+    let reg = Registrar::new(0, Arc::new(Policy::default()), dir.clone(), None);
+    let addrs = vec!["192.0.2.1:5060".parse().unwrap()];
+    let notify = tether::notify::Engine::new(
+        Arc::new(tether::notify::NotifyConfig::default()),
+        dir,
+        addrs.clone(),
+        1000,
+        1,
     );
     let cfg = KeepaliveConfig {
         interval_ms: 20_000,
@@ -40,7 +44,8 @@ fn setup(n: u32) -> Dispatcher {
         1,
         reg,
         Keepalive::new(cfg, 0, 1),
-        vec!["192.0.2.1:5060".parse().unwrap()],
+        notify,
+        addrs,
     );
     let mut msg = Vec::new();
     for i in 0..n {

@@ -20,6 +20,154 @@ pub struct Config {
     pub registrar: RegistrarConfig,
     pub auth: AuthConfig,
     pub keepalive: KeepaliveSection,
+    pub api: ApiConfig,
+    pub notify: NotifySection,
+    pub webhooks: WebhookConfig,
+}
+
+/// `[api]`: the HTTP control API and metrics endpoint.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Where the API listens, e.g. "127.0.0.1:8080"; "" switches it off.
+    pub listen: String,
+    /// Source networks (CIDR) allowed to call at all; empty = any.
+    pub allow: Vec<String>,
+    /// Application servers trusted to start jobs (seed 000).
+    pub clients: Vec<ApiClient>,
+    /// Largest request body accepted (bytes).
+    pub max_body: usize,
+    /// Finished jobs kept for `GET` this long (s).
+    pub job_retention_s: u64,
+    /// Jobs kept at once (running or finished); more get 503.
+    pub max_jobs: usize,
+}
+
+/// One trusted application server.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiClient {
+    pub name: String,
+    /// Sent as `Authorization: Bearer <token>`.
+    pub token: String,
+    /// Source networks (CIDR) this client may call from; empty = any allowed by `api.allow`.
+    #[serde(default)]
+    pub allow: Vec<String>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: "127.0.0.1:8080".into(),
+            allow: Vec::new(),
+            clients: Vec::new(),
+            max_body: 1 << 20,
+            job_retention_s: 3600,
+            max_jobs: 1000,
+        }
+    }
+}
+
+/// `[notify]`: contact-me and wake-up fan-out (seeds 000, 001).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifySection {
+    pub event: String,
+    pub content_type: String,
+    pub wake_content_type: String,
+    /// Requests per second for the whole node, all jobs together.
+    pub rate: u32,
+    /// Client transactions in flight per core.
+    pub max_in_flight: usize,
+    /// A wake-up INVITE that rings this long is CANCELled (ms).
+    pub ring_ms: u64,
+    /// Answer a device's digest challenge with these (both or neither).
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub t1_ms: u64,
+    pub t2_ms: u64,
+    pub t4_ms: u64,
+    /// Timers B and F (ms): no final answer by then = timed out.
+    pub timeout_ms: u64,
+    pub min_subscription: u32,
+    pub max_subscription: u32,
+    pub labels: LabelsSection,
+}
+
+/// `[notify.labels]`: labels of the label=value body lines.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LabelsSection {
+    pub request_id: String,
+    pub address: String,
+    pub port: String,
+    pub path: String,
+    pub time_slot: String,
+    pub protocol: String,
+    pub credentials: String,
+}
+
+impl Default for LabelsSection {
+    fn default() -> Self {
+        let l = crate::notify::Labels::default();
+        LabelsSection {
+            request_id: l.request_id,
+            address: l.address,
+            port: l.port,
+            path: l.path,
+            time_slot: l.time_slot,
+            protocol: l.protocol,
+            credentials: l.credentials,
+        }
+    }
+}
+
+impl Default for NotifySection {
+    fn default() -> Self {
+        let n = crate::notify::NotifyConfig::default();
+        NotifySection {
+            event: n.event,
+            content_type: n.content_type,
+            wake_content_type: n.wake_content_type,
+            rate: n.rate,
+            max_in_flight: n.max_in_flight,
+            ring_ms: n.ring_ms,
+            username: None,
+            password: None,
+            t1_ms: n.timers.t1_ms,
+            t2_ms: n.timers.t2_ms,
+            t4_ms: n.timers.t4_ms,
+            timeout_ms: n.timers.timeout_ms,
+            min_subscription: n.min_subscription,
+            max_subscription: n.max_subscription,
+            labels: LabelsSection::default(),
+        }
+    }
+}
+
+/// `[webhooks]`: job results POSTed to the job's `callback_url`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookConfig {
+    /// Per attempt (ms).
+    pub timeout_ms: u64,
+    /// Attempts after the first failure.
+    pub retries: u32,
+    /// Wait before the first retry, doubled each time (ms).
+    pub backoff_ms: u64,
+    /// Deliveries waiting; more are dropped and counted.
+    pub queue: usize,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            timeout_ms: 5000,
+            retries: 3,
+            backoff_ms: 1000,
+            queue: 1024,
+        }
+    }
 }
 
 /// `[keepalive]`: server-side NAT keepalive (seed 004).
@@ -315,6 +463,67 @@ impl Config {
                 fix: "use at least 1".into(),
             });
         }
+        if !self.api.listen.is_empty() && self.api.listen.parse::<SocketAddr>().is_err() {
+            return Err(ConfigError::Invalid {
+                key: "api.listen",
+                fix: format!(
+                    "{:?} is not an address; write e.g. \"127.0.0.1:8080\", or \"\" to switch the API off",
+                    self.api.listen
+                ),
+            });
+        }
+        for (key, nets) in std::iter::once(("api.allow", &self.api.allow)).chain(
+            self.api
+                .clients
+                .iter()
+                .map(|c| ("api.clients.allow", &c.allow)),
+        ) {
+            for n in nets {
+                if crate::api::Cidr::parse(n).is_none() {
+                    return Err(ConfigError::Invalid {
+                        key,
+                        fix: format!(
+                            "{n:?} is not a network; write e.g. \"10.0.0.0/8\" or \"::1/128\""
+                        ),
+                    });
+                }
+            }
+        }
+        if self.api.clients.iter().any(|c| c.token.len() < 16) {
+            return Err(ConfigError::Invalid {
+                key: "api.clients.token",
+                fix: "use a random token of at least 16 characters (e.g. `openssl rand -hex 24`)"
+                    .into(),
+            });
+        }
+        let n = &self.notify;
+        if n.username.is_some() != n.password.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "notify.username",
+                fix: "set notify.username and notify.password together, or neither".into(),
+            });
+        }
+        if n.rate == 0 || n.max_in_flight == 0 {
+            return Err(ConfigError::Invalid {
+                key: "notify.rate",
+                fix: "notify.rate and notify.max_in_flight must be at least 1".into(),
+            });
+        }
+        if n.t1_ms == 0 || n.t2_ms < n.t1_ms || n.timeout_ms < n.t1_ms {
+            return Err(ConfigError::Invalid {
+                key: "notify.t1_ms",
+                fix: format!(
+                    "need 0 < t1_ms ({}) <= t2_ms ({}) and t1_ms <= timeout_ms ({})",
+                    n.t1_ms, n.t2_ms, n.timeout_ms
+                ),
+            });
+        }
+        if n.min_subscription == 0 || n.min_subscription > n.max_subscription {
+            return Err(ConfigError::Invalid {
+                key: "notify.min_subscription",
+                fix: "must be at least 1 and at most notify.max_subscription".into(),
+            });
+        }
         if self.runtime.workers > 1024 {
             return Err(ConfigError::Invalid {
                 key: "runtime.workers",
@@ -356,6 +565,44 @@ impl Config {
             .iter()
             .filter_map(|a| crate::sip::digest::Algorithm::parse(Some(a)))
             .collect()
+    }
+
+    /// The API's listen address; `None` when switched off.
+    pub fn api_listen(&self) -> Option<SocketAddr> {
+        self.api.listen.parse().ok()
+    }
+
+    /// The fan-out settings this configuration asks for.
+    pub fn notify(&self) -> crate::notify::NotifyConfig {
+        let n = &self.notify;
+        let l = &n.labels;
+        crate::notify::NotifyConfig {
+            event: n.event.clone(),
+            content_type: n.content_type.clone(),
+            wake_content_type: n.wake_content_type.clone(),
+            labels: crate::notify::Labels {
+                request_id: l.request_id.clone(),
+                address: l.address.clone(),
+                port: l.port.clone(),
+                path: l.path.clone(),
+                time_slot: l.time_slot.clone(),
+                protocol: l.protocol.clone(),
+                credentials: l.credentials.clone(),
+            },
+            rate: n.rate,
+            max_in_flight: n.max_in_flight,
+            ring_ms: n.ring_ms,
+            credentials: n.username.clone().zip(n.password.clone()),
+            min_subscription: n.min_subscription,
+            max_subscription: n.max_subscription,
+            timers: crate::transaction::Timers {
+                t1_ms: n.t1_ms,
+                t2_ms: n.t2_ms,
+                t4_ms: n.t4_ms,
+                timeout_ms: n.timeout_ms,
+                timer_d_ms: 32_000,
+            },
+        }
     }
 
     /// The parser limits this configuration asks for.

@@ -12,7 +12,7 @@ use crate::registrar::{Arrival, Registrar, SUPPORTED};
 use crate::sip::{self, writer, HeaderName, Limits, Method, ParseError, StartLine};
 
 /// Methods tether accepts today (the proxy will add INVITE, BYE, CANCEL …).
-pub const ALLOW: &str = "REGISTER, OPTIONS, ACK";
+pub const ALLOW: &str = "REGISTER, OPTIONS, ACK, SUBSCRIBE";
 
 /// Keepalive actions handled per tick (one `sendmmsg` worth of prompts).
 pub const PROMPTS_PER_TICK: usize = 64;
@@ -37,6 +37,8 @@ pub struct Dispatcher {
     tags: sip::ids::IdGen,
     pub registrar: Registrar,
     pub keepalive: Keepalive,
+    /// Contact-me and wake-up fan-out (client transactions, subscriptions).
+    pub notify: crate::notify::Engine,
     /// Our address per listen socket, for the Via and From of prompts.
     local_addrs: Vec<SocketAddr>,
     actions: Vec<Action>,
@@ -50,6 +52,7 @@ impl Dispatcher {
         seed: u64,
         registrar: Registrar,
         keepalive: Keepalive,
+        notify: crate::notify::Engine,
         local_addrs: Vec<SocketAddr>,
     ) -> Dispatcher {
         Dispatcher {
@@ -58,6 +61,7 @@ impl Dispatcher {
             tags: sip::ids::IdGen::new(seed),
             registrar,
             keepalive,
+            notify,
             local_addrs,
             actions: Vec::new(),
             scratch: String::with_capacity(128),
@@ -66,12 +70,68 @@ impl Dispatcher {
     }
 
     /// When [`Dispatcher::tick`] next has work (ms), for the poll timeout.
-    pub fn next_deadline_ms(&self) -> Option<u64> {
+    pub fn next_deadline_ms(&self, now_ms: u64) -> Option<u64> {
         let expiry = self.registrar.next_expiry().map(|s| u64::from(s) * 1000);
-        match (expiry, self.keepalive.next_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            expiry,
+            self.keepalive.next_deadline(),
+            self.notify.next_deadline(now_ms),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// The values of [`crate::metrics::CORE`], in its order.
+    pub fn metric_values(&self) -> Vec<u64> {
+        let (c, r, k, n) = (
+            &self.counters,
+            &self.registrar.stats,
+            &self.keepalive.stats,
+            &self.notify.stats,
+        );
+        let [reg_only, dialog_reg, dialog_only] = self.keepalive.paths_by_state();
+        let v = vec![
+            c.received,
+            c.malformed_answered,
+            c.malformed_dropped,
+            c.oversize_dropped,
+            c.stun_requests,
+            c.keepalive_pings,
+            c.responses_received,
+            self.registrar.local_bindings() as u64,
+            r.registered,
+            r.refreshed,
+            r.unregistered,
+            r.expired,
+            r.challenged,
+            r.forbidden,
+            reg_only,
+            dialog_reg,
+            dialog_only,
+            self.keepalive.dead_paths(),
+            k.prompts,
+            k.retransmissions,
+            k.answered,
+            k.missed,
+            k.dead,
+            n.jobs_started,
+            n.jobs_finished,
+            n.requests_sent,
+            n.retransmissions,
+            n.delivered,
+            n.rejected,
+            n.timed_out,
+            n.no_binding,
+            n.path_dead,
+            n.not_accepted,
+            n.cancelled,
+            n.challenges_answered,
+            self.notify.in_flight() as u64,
+            self.notify.subscriptions.len() as u64,
+        ];
+        debug_assert_eq!(v.len(), crate::metrics::CORE.len());
+        v
     }
 
     /// Runs what is due at `now_ms`: binding expiry, keepalive prompts and
@@ -105,6 +165,8 @@ impl Dispatcher {
             }
         }
         self.actions = actions;
+        self.notify.tick(now_ms);
+        self.notify.drain_outbound(send);
     }
 
     /// Frees a binding another core took over (from the worker's inbox).
@@ -195,7 +257,10 @@ impl Dispatcher {
             Err(e) => return self.reject(datagram, src, e),
         };
         if msg.status().is_some() {
-            self.on_response(&msg, path, now_ms);
+            self.counters.responses_received += 1;
+            if !self.notify.on_response(&msg, now_ms) {
+                self.on_response(&msg, path, now_ms);
+            }
             return None;
         }
         let checked = match msg.validate() {
@@ -245,9 +310,14 @@ impl Dispatcher {
             // No INVITE transactions exist yet, so nothing can be cancelled.
             Method::Cancel => self.respond(&msg, src, 481, "Call/Transaction Does Not Exist"),
             // Methods SIP defines but tether does not take here yet: 405 with Allow.
+            Method::Subscribe => {
+                let tag = self.tags.tag();
+                self.notify
+                    .subscribe(&msg, &checked, src, local, now_ms, &tag, &mut self.out);
+                Some(&self.out)
+            }
             Method::Invite
             | Method::Bye
-            | Method::Subscribe
             | Method::Notify
             | Method::Refer
             | Method::Message
@@ -259,12 +329,11 @@ impl Dispatcher {
         }
     }
 
-    /// A response: only answers to keepalive prompts mean anything here (no
-    /// client transactions exist yet), and those need just the top Via's
+    /// A response that is not an answer to a fan-out request: only answers
+    /// to keepalive prompts mean anything here, and those need just the top Via's
     /// branch, so the rest of the message is not validated. Any status counts:
     /// the path is alive.
     fn on_response(&mut self, msg: &sip::Message<'_>, path: PathKey, now_ms: u64) {
-        self.counters.responses_received += 1;
         let Ok(via) = msg.top_via() else { return };
         let Some(id) = via.branch().and_then(nat::prompt_id) else {
             return;
@@ -365,10 +434,11 @@ mod tests {
     }
 
     fn dispatcher(limits: Limits) -> Dispatcher {
+        let dir = std::sync::Arc::new(crate::registrar::Directory::new());
         let reg = Registrar::new(
             0,
             std::sync::Arc::new(crate::registrar::Policy::default()),
-            std::sync::Arc::new(crate::registrar::Directory::new()),
+            dir.clone(),
             None,
         );
         let ka = Keepalive::new(
@@ -379,7 +449,15 @@ mod tests {
             0,
             7,
         );
-        Dispatcher::new(limits, 7, reg, ka, vec!["192.0.2.1:5060".parse().unwrap()])
+        let addrs = vec!["192.0.2.1:5060".parse().unwrap()];
+        let notify = crate::notify::Engine::new(
+            std::sync::Arc::new(crate::notify::NotifyConfig::default()),
+            dir,
+            addrs.clone(),
+            1000,
+            7,
+        );
+        Dispatcher::new(limits, 7, reg, ka, notify, addrs)
     }
 
     #[test]

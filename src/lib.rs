@@ -4,9 +4,11 @@
 //! The protocol modules are sans-IO (bytes and `now` in, bytes and deadlines
 //! out); only [`runtime`] touches sockets and clocks.
 
+pub mod api;
 pub mod config;
 pub mod dispatch;
 pub mod loadgen;
+pub mod metrics;
 pub mod nat;
 pub mod notify;
 pub mod registrar;

@@ -31,6 +31,9 @@ enum Command {
         /// Override runtime.workers (0 = one per core).
         #[arg(short, long)]
         workers: Option<usize>,
+        /// Override api.listen, e.g. --api-listen 127.0.0.1:0 ("" = no API).
+        #[arg(long)]
+        api_listen: Option<String>,
     },
     /// Load-test a SIP registrar with simulated endpoints, each on its own
     /// source address (127.0.0.0/8) and port.
@@ -209,6 +212,7 @@ fn main() -> ExitCode {
             config,
             listen,
             workers,
+            api_listen,
         } => {
             let mut cfg = match Config::load(config.as_deref()) {
                 Ok(c) => c,
@@ -222,6 +226,13 @@ fn main() -> ExitCode {
             }
             if let Some(w) = workers {
                 cfg.runtime.workers = w;
+            }
+            if let Some(a) = api_listen {
+                cfg.api.listen = a;
+                if let Err(e) = cfg.check() {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
             }
             match run(&cfg) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -239,14 +250,27 @@ fn run(cfg: &Config) -> std::io::Result<()> {
     // Register before starting workers so an early signal is not lost.
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
     let rt = Runtime::start(cfg)?;
-    for addr in &rt.local_addrs {
-        // Machine-readable line for scripts and tests that bind port 0.
-        println!("listening udp {addr}");
-    }
     use std::io::Write as _;
-    std::io::stdout().flush()?;
+    // Machine-readable lines for scripts and tests that bind port 0. A reader
+    // that stopped listening (closed pipe) is not a reason to stop serving.
+    let mut out = std::io::stdout();
+    for addr in &rt.local_addrs {
+        let _ = writeln!(out, "listening udp {addr}");
+    }
+    let api = match cfg.api_listen() {
+        Some(addr) => {
+            let api = tether::api::http::Api::start(addr, cfg, rt.control())?;
+            let _ = writeln!(out, "listening http {}", api.addr);
+            Some(api)
+        }
+        None => None,
+    };
+    let _ = out.flush();
     if let Some(sig) = signals.forever().next() {
         tracing::info!(signal = sig, "stopping");
+    }
+    if let Some(api) = api {
+        api.shutdown();
     }
     rt.shutdown()?;
     tracing::info!("stopped");

@@ -19,6 +19,7 @@ impl Tether {
     fn start(extra: &[&str]) -> Tether {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
             .args(["run", "--listen", "127.0.0.1:0", "--workers", "2"])
+            .args(["--api-listen", "127.0.0.1:0"])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

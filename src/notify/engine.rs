@@ -437,7 +437,7 @@ impl Engine {
     }
 
     fn alloc(&mut self) -> (u32, u32) {
-        let nonce = (self.ids.next() as u32) | 1;
+        let nonce = (self.ids.next_u64() as u32) | 1;
         self.in_flight += 1;
         match self.free.pop() {
             Some(s) => (s, nonce),
@@ -596,7 +596,10 @@ impl Engine {
         }
         if o.terminated || abandon {
             // Only a request that never got an answer ends as timed out.
-            if self.txns[slot as usize].as_ref().is_some_and(|t| !t.settled) {
+            if self.txns[slot as usize]
+                .as_ref()
+                .is_some_and(|t| !t.settled)
+            {
                 self.settle(slot, Outcome::TimedOut);
             }
             self.release(slot);
@@ -825,7 +828,7 @@ impl Engine {
         } else {
             "Proxy-Authorization"
         };
-        let new_nonce = (self.ids.next() as u32) | 1;
+        let new_nonce = (self.ids.next_u64() as u32) | 1;
         let br = branch(slot, new_nonce);
         let mut buf = Vec::with_capacity(stored.len() + value.len() + 32);
         request::with_header(

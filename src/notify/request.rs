@@ -29,9 +29,9 @@ fn push_via(out: &mut Vec<u8>, line: &str, branch: Option<&str>) {
         (Some(b), Some(i)) => {
             let rest = &line[i + 8..];
             let end = rest.find(';').unwrap_or(rest.len());
-            out.extend_from_slice(line[..i + 8].as_bytes());
+            out.extend_from_slice(&line.as_bytes()[..i + 8]);
             out.extend_from_slice(b.as_bytes());
-            out.extend_from_slice(rest[end..].as_bytes());
+            out.extend_from_slice(&rest.as_bytes()[end..]);
         }
         _ => out.extend_from_slice(line.as_bytes()),
     }

@@ -25,10 +25,12 @@ pub use batch::{RecvBatch, SendBatch};
 pub use socket::bind_reuseport;
 
 /// A message to a worker from another thread.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Command {
     /// A binding this worker owns was replaced elsewhere: free its slot.
     Forget(BindingRef),
+    /// Run this share of a fan-out job, at most `rate` requests/s if given.
+    Job(crate::notify::JobPart, Option<u32>),
 }
 
 /// A worker's inbox, as seen from other threads.
@@ -39,6 +41,18 @@ pub struct Inbox {
 }
 
 impl Inbox {
+    /// An inbox from its parts (the runtime makes these; tests too).
+    pub fn new(tx: Sender<Command>, waker: Arc<mio::Waker>) -> Inbox {
+        Inbox { tx, waker }
+    }
+
+    /// Delivers without blocking; gives the command back when the inbox is full.
+    pub fn try_send(&self, cmd: Command) -> Result<(), Command> {
+        let r = self.tx.try_send(cmd).map_err(|e| e.into_inner());
+        let _ = self.waker.wake();
+        r
+    }
+
     /// Delivers without blocking; `false` when the inbox is full.
     pub fn send(&self, cmd: Command) -> bool {
         let ok = self.tx.try_send(cmd).is_ok();
@@ -53,8 +67,23 @@ pub struct Runtime {
     inboxes: Vec<Inbox>,
     threads: Vec<JoinHandle<std::io::Result<()>>>,
     directory: Arc<Directory>,
+    metrics: Vec<Arc<crate::metrics::CoreSnapshot>>,
+    finished: crossbeam_channel::Receiver<Arc<crate::notify::Job>>,
+    epoch: Instant,
     /// The addresses actually bound (useful when the config asked for port 0).
     pub local_addrs: Vec<std::net::SocketAddr>,
+}
+
+/// What the control thread needs from a running set of workers.
+#[derive(Clone)]
+pub struct Control {
+    pub directory: Arc<Directory>,
+    pub inboxes: Vec<Inbox>,
+    pub metrics: Vec<Arc<crate::metrics::CoreSnapshot>>,
+    /// The runtime clock's zero: binding expiries are seconds since it.
+    pub epoch: Instant,
+    /// Jobs as they finish (their last part's core sends them).
+    pub finished: crossbeam_channel::Receiver<Arc<crate::notify::Job>>,
 }
 
 /// How many workers a configuration asks for.
@@ -123,6 +152,10 @@ impl Runtime {
 
         let mut workers = Vec::with_capacity(n);
         let mut inboxes = Vec::with_capacity(n);
+        let mut metrics = Vec::with_capacity(n);
+        let notify_cfg = Arc::new(cfg.notify());
+        let per_core_rate = (cfg.notify.rate / n as u32).max(1);
+        let (finished_tx, finished) = bounded(1024);
         for (i, sockets) in per_worker.into_iter().enumerate() {
             let auth = creds.as_ref().map(|c| {
                 Authenticator::with_algorithms(
@@ -139,6 +172,15 @@ impl Runtime {
                 u64::from_le_bytes(secret[8..16].try_into().expect("8 bytes")) ^ (i as u64) << 56;
             let (tx, rx) = bounded(cfg.runtime.inbox_capacity);
             let keepalive = Keepalive::new(cfg.keepalive(), 0, seed.rotate_left(17));
+            let notify = crate::notify::Engine::new(
+                notify_cfg.clone(),
+                directory.clone(),
+                local_addrs.clone(),
+                per_core_rate,
+                seed.rotate_left(31),
+            );
+            let snapshot = Arc::new(crate::metrics::CoreSnapshot::default());
+            metrics.push(snapshot.clone());
             let w = worker::Worker::new(worker::WorkerParts {
                 id: i,
                 sockets,
@@ -147,8 +189,11 @@ impl Runtime {
                     seed,
                     registrar,
                     keepalive,
+                    notify,
                     local_addrs.clone(),
                 ),
+                metrics: snapshot,
+                finished: finished_tx.clone(),
                 inbox: rx,
                 stop: stop.clone(),
                 epoch,
@@ -179,8 +224,22 @@ impl Runtime {
             inboxes,
             threads,
             directory,
+            metrics,
+            finished,
+            epoch,
             local_addrs,
         })
+    }
+
+    /// Handles for the control API.
+    pub fn control(&self) -> Control {
+        Control {
+            directory: self.directory.clone(),
+            inboxes: self.inboxes.clone(),
+            metrics: self.metrics.clone(),
+            epoch: self.epoch,
+            finished: self.finished.clone(),
+        }
     }
 
     /// The shared location directory.

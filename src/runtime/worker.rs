@@ -34,6 +34,9 @@ pub struct Worker {
     peers: Vec<super::Inbox>,
     stats_every: Option<Duration>,
     last_stats: std::time::Instant,
+    metrics: Arc<crate::metrics::CoreSnapshot>,
+    last_publish: std::time::Instant,
+    finished: crossbeam_channel::Sender<Arc<crate::notify::Job>>,
 }
 
 /// What a worker needs besides its sockets.
@@ -49,6 +52,10 @@ pub struct WorkerParts {
     pub pin: Option<core_affinity::CoreId>,
     /// Seconds between stats log lines; 0 = none.
     pub stats_interval_s: u64,
+    /// Where this worker publishes its counters for the metrics endpoint.
+    pub metrics: Arc<crate::metrics::CoreSnapshot>,
+    /// Where finished jobs go (webhooks).
+    pub finished: crossbeam_channel::Sender<Arc<crate::notify::Job>>,
 }
 
 impl Worker {
@@ -78,6 +85,9 @@ impl Worker {
             peers: Vec::new(),
             stats_every: (p.stats_interval_s > 0).then(|| Duration::from_secs(p.stats_interval_s)),
             last_stats: std::time::Instant::now(),
+            metrics: p.metrics,
+            last_publish: std::time::Instant::now(),
+            finished: p.finished,
         })
     }
 
@@ -125,6 +135,12 @@ impl Worker {
             }
             self.drain_inbox();
             self.tick();
+            self.report_finished();
+            // Counters reach the metrics endpoint a few times a second.
+            if self.last_publish.elapsed() >= Duration::from_millis(250) {
+                self.last_publish = std::time::Instant::now();
+                self.metrics.publish(&self.dispatcher.metric_values());
+            }
             if self
                 .stats_every
                 .is_some_and(|every| self.last_stats.elapsed() >= every)
@@ -133,8 +149,22 @@ impl Worker {
                 self.log_stats("stats");
             }
         }
+        self.metrics.publish(&self.dispatcher.metric_values());
         self.log_stats("worker stopped");
         Ok(())
+    }
+
+    /// Hands jobs that finished on this core to the webhook thread.
+    fn report_finished(&mut self) {
+        for job in self.dispatcher.notify.finished.drain(..) {
+            tracing::info!(
+                job = job.id,
+                devices = job.devices.len(),
+                "notify job finished"
+            );
+            // Nobody listening (no API) or a full queue: the job record still has it all.
+            let _ = self.finished.try_send(job);
+        }
     }
 
     /// One log line with this worker's counters (until the metrics endpoint exists).
@@ -172,7 +202,7 @@ impl Worker {
     /// Sleeps until the next timer is due, and at least once a second.
     fn poll_timeout(&self) -> Duration {
         let now = self.now_ms();
-        match self.dispatcher.next_deadline_ms() {
+        match self.dispatcher.next_deadline_ms(now) {
             Some(at) => Duration::from_millis(at.saturating_sub(now).min(1000)),
             None => Duration::from_secs(1),
         }
@@ -184,25 +214,11 @@ impl Worker {
         let now = self.now_ms();
         let sockets = &self.sockets;
         let send = &mut self.send;
-        let flush = |send: &mut SendBatch, local: Option<u8>| {
-            if let Some(s) = local.and_then(|l| sockets.get(usize::from(l))) {
-                send.flush(s.as_raw_fd());
-            }
-        };
         let mut batch_local: Option<u8> = None;
         self.dispatcher.tick(now, &mut |bytes, to, local| {
-            if sockets.get(usize::from(local)).is_none() {
-                return;
-            }
-            // One batch holds datagrams for one socket: flush on a change or when full.
-            if batch_local.is_some_and(|prev| prev != local) || send.is_full() {
-                flush(send, batch_local);
-            }
-            batch_local = Some(local);
-            // A prompt the kernel refuses is a miss like any other.
-            send.push(bytes, to);
+            push_batched(sockets, send, &mut batch_local, bytes, to, local);
         });
-        flush(send, batch_local);
+        flush_batch(sockets, send, batch_local);
     }
 
     /// Reads until the socket would block (edge-triggered readiness).
@@ -235,6 +251,9 @@ impl Worker {
                 }
             }
             self.send.flush(fd);
+            if self.dispatcher.notify.has_outbound() {
+                self.send_requests();
+            }
             self.route_outbox();
             if n < self.recv.capacity() {
                 return;
@@ -244,12 +263,52 @@ impl Worker {
 
     fn drain_inbox(&mut self) {
         while let Ok(cmd) = self.inbox.try_recv() {
+            let now = self.now_ms();
             match cmd {
-                Command::Forget(b) => {
-                    let now = self.now_ms();
-                    self.dispatcher.forget(b, now);
-                }
+                Command::Forget(b) => self.dispatcher.forget(b, now),
+                Command::Job(part, rate) => self.dispatcher.notify.start(part, rate, now),
             }
         }
+    }
+
+    /// Sends what the fan-out engine queued while handling responses.
+    fn send_requests(&mut self) {
+        let sockets = &self.sockets;
+        let send = &mut self.send;
+        let mut batch_local: Option<u8> = None;
+        self.dispatcher
+            .notify
+            .drain_outbound(&mut |bytes, to, local| {
+                push_batched(sockets, send, &mut batch_local, bytes, to, local);
+            });
+        flush_batch(sockets, send, batch_local);
+    }
+}
+
+/// Adds a datagram to the send batch. One batch holds datagrams for one
+/// socket: it is flushed when the socket changes or it is full. A datagram
+/// the kernel refuses is lost like any UDP datagram (retransmission or a
+/// keepalive miss covers it).
+fn push_batched(
+    sockets: &[UdpSocket],
+    send: &mut SendBatch,
+    batch_local: &mut Option<u8>,
+    bytes: &[u8],
+    to: std::net::SocketAddr,
+    local: u8,
+) {
+    if sockets.get(usize::from(local)).is_none() {
+        return;
+    }
+    if batch_local.is_some_and(|prev| prev != local) || send.is_full() {
+        flush_batch(sockets, send, *batch_local);
+    }
+    *batch_local = Some(local);
+    send.push(bytes, to);
+}
+
+fn flush_batch(sockets: &[UdpSocket], send: &mut SendBatch, local: Option<u8>) {
+    if let Some(s) = local.and_then(|l| sockets.get(usize::from(l))) {
+        send.flush(s.as_raw_fd());
     }
 }

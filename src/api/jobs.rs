@@ -1,0 +1,62 @@
+//! Jobs the API keeps for `GET`: running ones always, finished ones until
+//! their retention ends, at most `max` at once.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use crate::notify::Job;
+
+pub struct JobStore {
+    jobs: hashbrown::HashMap<u64, Arc<Job>>,
+    /// Ids in submission order, for retention.
+    order: VecDeque<u64>,
+    max: usize,
+    retention_ms: u64,
+}
+
+impl JobStore {
+    pub fn new(max: usize, retention_ms: u64) -> JobStore {
+        JobStore {
+            jobs: hashbrown::HashMap::new(),
+            order: VecDeque::new(),
+            max: max.max(1),
+            retention_ms,
+        }
+    }
+
+    /// Drops finished jobs past their retention; true when one more fits.
+    pub fn has_room(&mut self, now_ms: u64) -> bool {
+        self.purge(now_ms);
+        self.jobs.len() < self.max
+    }
+
+    pub fn insert(&mut self, job: Arc<Job>, now_ms: u64) {
+        self.purge(now_ms);
+        self.order.push_back(job.id);
+        self.jobs.insert(job.id, job);
+    }
+
+    pub fn get(&mut self, id: u64, now_ms: u64) -> Option<Arc<Job>> {
+        self.purge(now_ms);
+        self.jobs.get(&id).cloned()
+    }
+
+    pub fn running(&self) -> usize {
+        self.jobs.values().filter(|j| !j.is_finished()).count()
+    }
+
+    fn purge(&mut self, now_ms: u64) {
+        let jobs = &mut self.jobs;
+        let retention = self.retention_ms;
+        self.order.retain(|id| {
+            let keep = jobs.get(id).is_some_and(|j| {
+                let f = j.finished_unix_ms();
+                f == 0 || now_ms < f + retention
+            });
+            if !keep {
+                jobs.remove(id);
+            }
+            keep
+        });
+    }
+}

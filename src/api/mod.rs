@@ -1,0 +1,587 @@
+//! The HTTP control API: fan-out jobs (`/v1/notify`), who is registered
+//! (`/v1/registrations/{target}`), Prometheus metrics (`/metrics`) and
+//! `/healthz`. [`Service::handle`] is plain request → response, so every
+//! rule is unit-tested without sockets; [`http`] serves it with tiny_http on
+//! side threads, never on a worker.
+
+mod cidr;
+pub mod http;
+mod jobs;
+pub mod request;
+pub mod webhook;
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+use serde_json::json;
+
+pub use cidr::Cidr;
+use jobs::JobStore;
+
+use crate::config::{ApiConfig, NotifySection};
+use crate::notify::{contact_me_body, resolve, wake_body, Job, JobPart, Kind, Labels};
+use crate::runtime::{Command, Control};
+
+/// One HTTP request, as the service sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiRequest<'a> {
+    pub method: &'a str,
+    /// Path and query, e.g. `/v1/notify/12?offset=0&limit=100`.
+    pub url: &'a str,
+    pub source: IpAddr,
+    /// The `Authorization` header's value.
+    pub authorization: Option<&'a str>,
+    pub body: &'a [u8],
+}
+
+/// The answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiResponse {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: String,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl ApiResponse {
+    fn json(status: u16, v: serde_json::Value) -> ApiResponse {
+        ApiResponse {
+            status,
+            content_type: "application/json",
+            body: v.to_string(),
+            headers: Vec::new(),
+        }
+    }
+
+    fn error(status: u16, msg: &str) -> ApiResponse {
+        ApiResponse::json(status, json!({ "error": msg }))
+    }
+}
+
+struct Client {
+    name: String,
+    token: String,
+    allow: Vec<Cidr>,
+}
+
+/// API counters (the API thread is not a worker: atomics are fine here).
+#[derive(Debug, Default)]
+pub struct ApiStats {
+    pub requests_2xx: AtomicU64,
+    pub requests_4xx: AtomicU64,
+    pub requests_5xx: AtomicU64,
+    pub jobs_accepted: AtomicU64,
+    pub webhooks_delivered: AtomicU64,
+    pub webhooks_failed: AtomicU64,
+    pub webhooks_dropped: AtomicU64,
+}
+
+/// The control API's state.
+pub struct Service {
+    ctl: Control,
+    epoch: Instant,
+    allow: Vec<Cidr>,
+    clients: Vec<Client>,
+    jobs: Mutex<JobStore>,
+    next_id: AtomicU64,
+    labels: Labels,
+    max_body: usize,
+    /// API handling time, µs.
+    latency: Mutex<hdrhistogram::Histogram<u64>>,
+    pub stats: Arc<ApiStats>,
+}
+
+impl Service {
+    pub fn new(ctl: Control, api: &ApiConfig, notify: &NotifySection) -> Service {
+        let epoch = ctl.epoch;
+        let nets = |v: &[String]| v.iter().filter_map(|n| Cidr::parse(n)).collect::<Vec<_>>();
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
+        Service {
+            ctl,
+            epoch,
+            allow: nets(&api.allow),
+            clients: api
+                .clients
+                .iter()
+                .map(|c| Client {
+                    name: c.name.clone(),
+                    token: c.token.clone(),
+                    allow: nets(&c.allow),
+                })
+                .collect(),
+            jobs: Mutex::new(JobStore::new(api.max_jobs, api.job_retention_s * 1000)),
+            // Job ids are not secrets (jobs are only shown to their owner),
+            // but they should not collide across restarts.
+            next_id: AtomicU64::new((seed & 0xffff_ffff) << 20),
+            labels: crate::config::Config {
+                notify: notify.clone(),
+                ..Default::default()
+            }
+            .notify()
+            .labels,
+            max_body: api.max_body,
+            latency: Mutex::new(
+                hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 2).expect("bounds"),
+            ),
+            stats: Arc::new(ApiStats::default()),
+        }
+    }
+
+    /// Largest body the HTTP layer should read.
+    pub fn max_body(&self) -> usize {
+        self.max_body
+    }
+
+    /// Answers one request.
+    pub fn handle(&self, req: &ApiRequest<'_>) -> ApiResponse {
+        let t0 = Instant::now();
+        let resp = self.route(req);
+        let us = t0.elapsed().as_micros() as u64;
+        let _ = self.latency.lock().record(us.max(1));
+        let counter = match resp.status {
+            200..=299 => &self.stats.requests_2xx,
+            400..=499 => &self.stats.requests_4xx,
+            _ => &self.stats.requests_5xx,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        resp
+    }
+
+    fn route(&self, req: &ApiRequest<'_>) -> ApiResponse {
+        if !self.allow.is_empty() && !self.allow.iter().any(|c| c.contains(req.source)) {
+            return ApiResponse::error(403, "source address not allowed (api.allow)");
+        }
+        let (path, query) = req.url.split_once('?').unwrap_or((req.url, ""));
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        match (req.method, segments.as_slice()) {
+            ("GET", ["healthz"]) => ApiResponse {
+                status: 200,
+                content_type: "text/plain",
+                body: "ok\n".into(),
+                headers: Vec::new(),
+            },
+            ("GET", ["metrics"]) => ApiResponse {
+                status: 200,
+                content_type: "text/plain; version=0.0.4",
+                body: self.metrics(),
+                headers: Vec::new(),
+            },
+            (_, ["healthz"] | ["metrics"]) => method_not_allowed("GET"),
+            (_, ["v1", ..]) => {
+                let client = match self.authenticate(req) {
+                    Ok(c) => c,
+                    Err(r) => return r,
+                };
+                match (req.method, &segments[1..]) {
+                    ("POST", ["notify"]) => self.submit(req.body, client),
+                    (_, ["notify"]) => method_not_allowed("POST"),
+                    ("GET", ["notify", id]) => self.show(id, query, client),
+                    ("DELETE", ["notify", id]) => self.cancel(id, client),
+                    (_, ["notify", _]) => method_not_allowed("GET, DELETE"),
+                    ("GET", ["registrations", target]) => self.registrations(target),
+                    (_, ["registrations", _]) => method_not_allowed("GET"),
+                    _ => ApiResponse::error(404, "no such resource"),
+                }
+            }
+            _ => ApiResponse::error(404, "no such resource"),
+        }
+    }
+
+    /// Bearer token → trusted client (seed 000's trusted application servers).
+    fn authenticate(&self, req: &ApiRequest<'_>) -> Result<&Client, ApiResponse> {
+        let unauthorized = || {
+            let mut r = ApiResponse::error(401, "missing or unknown bearer token");
+            r.headers
+                .push(("WWW-Authenticate", "Bearer realm=\"tether\"".into()));
+            r
+        };
+        let token = req
+            .authorization
+            .and_then(|a| a.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or_else(unauthorized)?;
+        let client = self
+            .clients
+            .iter()
+            .find(|c| constant_time_eq(c.token.as_bytes(), token.as_bytes()))
+            .ok_or_else(unauthorized)?;
+        if !client.allow.is_empty() && !client.allow.iter().any(|c| c.contains(req.source)) {
+            return Err(ApiResponse::error(
+                403,
+                "this client may not call from this address (api.clients.allow)",
+            ));
+        }
+        Ok(client)
+    }
+
+    fn now_secs(&self) -> u32 {
+        self.epoch.elapsed().as_secs() as u32
+    }
+
+    fn submit(&self, body: &[u8], client: &Client) -> ApiResponse {
+        let spec = match request::parse(body, &client.name) {
+            Ok(s) => s,
+            Err(e) => return ApiResponse::json(400, json!({ "error": e.error, "field": e.field })),
+        };
+        if !self.jobs.lock().has_room(unix_ms()) {
+            return ApiResponse::error(
+                503,
+                "too many jobs kept; wait for some to expire (api.max_jobs)",
+            );
+        }
+        let cores = self.ctl.inboxes.len();
+        let (devices, unmatched) = resolve::resolve(
+            &self.ctl.directory,
+            &spec.targets,
+            spec.kind,
+            self.now_secs(),
+        );
+        let parts = resolve::split_by_core(&devices, cores);
+        let busy: Vec<usize> = (0..parts.len()).filter(|&i| !parts[i].is_empty()).collect();
+        let body = match spec.kind {
+            Kind::ContactMe => contact_me_body(&spec, &self.labels),
+            Kind::WakeInvite => wake_body(&spec, &self.labels),
+        };
+        let rate = spec.rate.map(|r| (r / busy.len().max(1) as u32).max(1));
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let job = Arc::new(Job::new(
+            id,
+            spec,
+            body.into_bytes().into(),
+            devices,
+            unmatched,
+            busy.len(),
+        ));
+        self.jobs.lock().insert(job.clone(), unix_ms());
+        for (core, devices) in parts.into_iter().enumerate() {
+            if devices.is_empty() {
+                continue;
+            }
+            let part = JobPart {
+                job: job.clone(),
+                devices,
+            };
+            self.dispatch(core, part, rate);
+        }
+        self.stats.jobs_accepted.fetch_add(1, Ordering::Relaxed);
+        let mut r = ApiResponse::json(
+            202,
+            json!({
+                "job": id.to_string(),
+                "status": status(&job),
+                "devices": job.devices.len(),
+                "unmatched_targets": unmatched_targets(&job),
+            }),
+        );
+        r.headers.push(("Location", format!("/v1/notify/{id}")));
+        r
+    }
+
+    /// Hands a part to its core; a core whose inbox stays full for a second
+    /// gets its devices settled as cancelled rather than lost.
+    fn dispatch(&self, core: usize, part: JobPart, rate: Option<u32>) {
+        let inbox = &self.ctl.inboxes[core];
+        let mut cmd = Command::Job(part, rate);
+        for _ in 0..100 {
+            match inbox.try_send(cmd) {
+                Ok(()) => return,
+                Err(back) => {
+                    cmd = back;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            }
+        }
+        if let Command::Job(part, _) = cmd {
+            tracing::warn!(
+                core,
+                job = part.job.id,
+                "worker inbox full: job part cancelled"
+            );
+            for &d in &part.devices {
+                part.job
+                    .set_outcome(d as usize, crate::notify::Outcome::Cancelled);
+            }
+            part.job.part_done();
+        }
+    }
+
+    fn find(&self, id: &str, client: &Client) -> Option<Arc<Job>> {
+        let id: u64 = id.parse().ok()?;
+        let job = self.jobs.lock().get(id, unix_ms())?;
+        // A client sees only its own jobs.
+        (job.spec.owner == client.name).then_some(job)
+    }
+
+    fn show(&self, id: &str, query: &str, client: &Client) -> ApiResponse {
+        let Some(job) = self.find(id, client) else {
+            return ApiResponse::error(404, "no such job");
+        };
+        let mut offset = 0usize;
+        let mut limit = 1000usize;
+        for kv in query.split('&').filter(|s| !s.is_empty()) {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            let n = match v.parse::<usize>() {
+                Ok(n) => n,
+                Err(_) => {
+                    return ApiResponse::json(400, json!({"error": "not a number", "field": k}))
+                }
+            };
+            match k {
+                "offset" => offset = n,
+                "limit" => limit = n.clamp(1, 10_000),
+                _ => {
+                    return ApiResponse::json(
+                        400,
+                        json!({"error": "unknown query parameter; use offset and limit", "field": k}),
+                    )
+                }
+            }
+        }
+        ApiResponse::json(200, job_json(&job, Some((offset, limit))))
+    }
+
+    fn cancel(&self, id: &str, client: &Client) -> ApiResponse {
+        let Some(job) = self.find(id, client) else {
+            return ApiResponse::error(404, "no such job");
+        };
+        if job.is_finished() {
+            return ApiResponse::json(200, job_json(&job, None));
+        }
+        job.cancel();
+        ApiResponse::json(202, job_json(&job, None))
+    }
+
+    fn registrations(&self, target: &str) -> ApiResponse {
+        let target = percent_decode(target);
+        let (devices, _) = resolve::resolve(
+            &self.ctl.directory,
+            std::slice::from_ref(&target),
+            Kind::WakeInvite,
+            self.now_secs(),
+        );
+        let items: Vec<_> = devices
+            .iter()
+            .map(|d| {
+                let view = self.ctl.directory.with_aor(&d.aor, |r| {
+                    r.and_then(|r| r.contacts.iter().find(|c| c.binding == d.binding).cloned())
+                });
+                json!({
+                    "aor": &*d.aor,
+                    "contact": &*d.contact,
+                    "device": d.instance.as_deref(),
+                    "source": view.as_ref().map(|v| v.source.to_string()),
+                    "expires_in": view.as_ref().map(|v| v.expires_at.saturating_sub(self.now_secs())),
+                    "scope": view.as_ref().and_then(|v| v.scope.as_deref().map(str::to_owned)),
+                    "nated": view.as_ref().map(|v| v.is_nated()),
+                    "reachable": view.as_ref().map(|v| v.is_reachable()),
+                    "contact_me": view.as_ref().map(|v| v.accepts_contact_me()),
+                })
+            })
+            .collect();
+        ApiResponse::json(200, json!({ "target": target, "bindings": items }))
+    }
+
+    fn metrics(&self) -> String {
+        use crate::metrics::{render, render_cores, Desc};
+        let mut out = String::with_capacity(8192);
+        render_cores(&mut out, &self.ctl.metrics);
+        let s = &self.stats;
+        let api = [
+            (
+                "tether_api_requests_2xx_total",
+                "API requests answered 2xx.",
+                &s.requests_2xx,
+            ),
+            (
+                "tether_api_requests_4xx_total",
+                "API requests answered 4xx.",
+                &s.requests_4xx,
+            ),
+            (
+                "tether_api_requests_5xx_total",
+                "API requests answered 5xx.",
+                &s.requests_5xx,
+            ),
+            (
+                "tether_api_jobs_accepted_total",
+                "Fan-out jobs accepted.",
+                &s.jobs_accepted,
+            ),
+            (
+                "tether_webhooks_delivered_total",
+                "Job webhooks delivered (2xx).",
+                &s.webhooks_delivered,
+            ),
+            (
+                "tether_webhooks_failed_total",
+                "Job webhooks that failed every attempt.",
+                &s.webhooks_failed,
+            ),
+            (
+                "tether_webhooks_dropped_total",
+                "Job webhooks dropped: queue full.",
+                &s.webhooks_dropped,
+            ),
+        ];
+        for (name, help, v) in api {
+            render(
+                &mut out,
+                &Desc {
+                    name,
+                    help,
+                    counter: true,
+                },
+                v.load(Ordering::Relaxed),
+            );
+        }
+        let running = self.jobs.lock().running();
+        render(
+            &mut out,
+            &Desc {
+                name: "tether_api_jobs_running",
+                help: "Fan-out jobs not finished yet.",
+                counter: false,
+            },
+            running as u64,
+        );
+        let h = self.latency.lock();
+        out.push_str("# HELP tether_api_latency_microseconds API request handling time.\n");
+        out.push_str("# TYPE tether_api_latency_microseconds summary\n");
+        for q in [0.5, 0.9, 0.99] {
+            out.push_str(&format!(
+                "tether_api_latency_microseconds{{quantile=\"{q}\"}} {}\n",
+                h.value_at_quantile(q)
+            ));
+        }
+        out.push_str(&format!(
+            "tether_api_latency_microseconds_count {}\n",
+            h.len()
+        ));
+        out
+    }
+}
+
+fn method_not_allowed(allow: &str) -> ApiResponse {
+    let mut r = ApiResponse::error(405, "method not allowed");
+    r.headers.push(("Allow", allow.into()));
+    r
+}
+
+fn status(job: &Job) -> &'static str {
+    match (job.is_finished(), job.is_cancelled()) {
+        (true, true) => "cancelled",
+        (true, false) => "finished",
+        (false, true) => "cancelling",
+        (false, false) => "running",
+    }
+}
+
+fn unmatched_targets(job: &Job) -> Vec<&str> {
+    job.unmatched
+        .iter()
+        .map(|&i| job.spec.targets[i as usize].as_str())
+        .collect()
+}
+
+/// A job as JSON; `page` = (offset, limit) of per-device outcomes to include.
+pub fn job_json(job: &Job, page: Option<(usize, usize)>) -> serde_json::Value {
+    let c = job.counts();
+    let by_code: serde_json::Map<String, serde_json::Value> = c
+        .rejected_by_code
+        .iter()
+        .map(|(code, n)| (code.to_string(), json!(n)))
+        .collect();
+    let finished = job.finished_unix_ms();
+    let mut v = json!({
+        "job": job.id.to_string(),
+        "kind": job.spec.kind.as_str(),
+        "request_id": job.spec.request_id,
+        "status": status(job),
+        "created_unix_ms": job.created_unix_ms,
+        "finished_unix_ms": (finished != 0).then_some(finished),
+        "counts": {
+            "targets": c.targets,
+            "devices": c.devices,
+            "sent": job.sent.load(Ordering::Relaxed),
+            "retransmissions": job.retransmissions.load(Ordering::Relaxed),
+            "delivered": c.delivered,
+            "rejected": c.rejected,
+            "rejected_by_code": by_code,
+            "timed_out": c.timed_out,
+            "no_binding": c.no_binding + c.unmatched_targets,
+            "path_dead": c.path_dead,
+            "not_accepted": c.not_accepted,
+            "cancelled": c.cancelled,
+            "in_flight": c.in_flight,
+            "pending": c.pending,
+        },
+        "unmatched_targets": unmatched_targets(job),
+    });
+    if let Some((offset, limit)) = page {
+        let items: Vec<_> = job
+            .devices
+            .iter()
+            .enumerate()
+            .skip(offset)
+            .take(limit)
+            .map(|(i, d)| {
+                let o = job.outcome(i);
+                json!({
+                    "target": job.spec.targets[d.target as usize],
+                    "aor": &*d.aor,
+                    "contact": &*d.contact,
+                    "device": d.instance.as_deref(),
+                    "outcome": o.name(),
+                    "code": o.code(),
+                })
+            })
+            .collect();
+        v["devices"] = json!({
+            "offset": offset,
+            "limit": limit,
+            "total": job.devices.len(),
+            "items": items,
+        });
+    }
+    v
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `%XX` escapes in a path segment (`:` and `@` arrive escaped from some clients).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests;

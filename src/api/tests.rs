@@ -1,0 +1,249 @@
+//! The control API without sockets: requests in, responses out, jobs
+//! handed to (fake) core inboxes.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::config::{ApiClient, Config};
+use crate::registrar::{flags, AorRecord, BindingRef, ContactView, Decision, Directory};
+use crate::runtime::Inbox;
+
+const TOKEN: &str = "0123456789abcdef-as1";
+
+struct Rig {
+    service: Service,
+    rx: Vec<crossbeam_channel::Receiver<Command>>,
+    _poll: mio::Poll,
+}
+
+fn rig(allow: &[&str]) -> Rig {
+    let dir = Arc::new(Directory::new());
+    for (core, aor, scope, flag) in [
+        (0u16, "foo@example.net", Some("mobile"), flags::CONTACT_ME),
+        (1, "foo@example.net", Some("web"), flags::CONTACT_ME),
+        (1, "bar@example.net", None, 0),
+    ] {
+        dir.update(aor, |r| {
+            let mut n: AorRecord = r.clone();
+            let slot = n.contacts.len() as u32 + 1;
+            n.contacts.push(ContactView {
+                binding: BindingRef { core, slot, gen: 1 },
+                contact: format!("sip:{aor}-{slot}@10.0.0.1").into(),
+                expires_at: 10_000,
+                scope: scope.map(Into::into),
+                flags: flag,
+                ..ContactView::default()
+            });
+            Decision::Replace(n, ())
+        });
+    }
+    let poll = mio::Poll::new().unwrap();
+    let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
+    let mut inboxes = Vec::new();
+    let mut rx = Vec::new();
+    for _ in 0..2 {
+        let (t, r) = crossbeam_channel::bounded(16);
+        inboxes.push(Inbox::new(t, waker.clone()));
+        rx.push(r);
+    }
+    let (_, finished) = crossbeam_channel::bounded(1);
+    let ctl = Control {
+        directory: dir,
+        inboxes,
+        metrics: vec![Arc::new(crate::metrics::CoreSnapshot::default())],
+        epoch: Instant::now(),
+        finished,
+    };
+    let mut cfg = Config::default();
+    cfg.api.clients = vec![
+        ApiClient {
+            name: "as1".into(),
+            token: TOKEN.into(),
+            allow: allow.iter().map(|s| s.to_string()).collect(),
+        },
+        ApiClient {
+            name: "as2".into(),
+            token: "another-token-of-16+".into(),
+            allow: vec![],
+        },
+    ];
+    Rig {
+        service: Service::new(ctl, &cfg.api, &cfg.notify),
+        rx,
+        _poll: poll,
+    }
+}
+
+fn call(r: &Rig, method: &str, url: &str, token: Option<&str>, body: &str) -> ApiResponse {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    r.service.handle(&ApiRequest {
+        method,
+        url,
+        source: "127.0.0.1".parse().unwrap(),
+        authorization: auth.as_deref(),
+        body: body.as_bytes(),
+    })
+}
+
+fn job_body(targets: &str) -> String {
+    format!(
+        r#"{{"targets": {targets}, "kind": "contact-me", "request_id": "77",
+        "application_server_addr": "192.0.2.10", "application_server_port": 8443}}"#
+    )
+}
+
+fn json(r: &ApiResponse) -> serde_json::Value {
+    serde_json::from_str(&r.body).unwrap()
+}
+
+#[test]
+fn untrusted_callers_are_rejected() {
+    let r = rig(&[]);
+    let body = job_body(r#"["foo@example.net"]"#);
+    let none = call(&r, "POST", "/v1/notify", None, &body);
+    assert_eq!(none.status, 401);
+    assert!(none.headers.iter().any(|(k, _)| *k == "WWW-Authenticate"));
+    assert_eq!(
+        call(&r, "POST", "/v1/notify", Some("wrong-token-0000000"), &body).status,
+        401
+    );
+    // A trusted token from an address its client may not use.
+    let r = rig(&["10.9.0.0/16"]);
+    assert_eq!(
+        call(&r, "POST", "/v1/notify", Some(TOKEN), &body).status,
+        403
+    );
+    assert!(
+        r.rx.iter().all(|rx| rx.is_empty()),
+        "nothing reached a core"
+    );
+}
+
+#[test]
+fn bad_requests_name_the_field() {
+    let r = rig(&[]);
+    let resp = call(
+        &r,
+        "POST",
+        "/v1/notify",
+        Some(TOKEN),
+        r#"{"targets": "x", "colour": 1}"#,
+    );
+    assert_eq!(resp.status, 400);
+    assert_eq!(json(&resp)["field"], "colour");
+    let resp = call(&r, "GET", "/v1/notify/1?page=2", Some(TOKEN), "");
+    assert_eq!(resp.status, 404, "unknown job first");
+    assert_eq!(call(&r, "PUT", "/v1/notify", Some(TOKEN), "").status, 405);
+    assert_eq!(call(&r, "GET", "/v2/x", Some(TOKEN), "").status, 404);
+}
+
+#[test]
+fn a_job_is_split_by_owning_core_and_reported() {
+    let r = rig(&[]);
+    let resp = call(
+        &r,
+        "POST",
+        "/v1/notify",
+        Some(TOKEN),
+        &job_body(r#"["foo@example.net", "bar@example.net", "nobody@example.net"]"#),
+    );
+    assert_eq!(resp.status, 202, "{}", resp.body);
+    let v = json(&resp);
+    assert_eq!(v["devices"], 3);
+    assert_eq!(v["unmatched_targets"][0], "nobody@example.net");
+    let id = v["job"].as_str().unwrap().to_owned();
+    let parts: Vec<_> =
+        r.rx.iter()
+            .map(|rx| match rx.try_recv().unwrap() {
+                Command::Job(p, _) => p,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+    assert_eq!((parts[0].devices.len(), parts[1].devices.len()), (1, 2));
+    let job = parts[0].job.clone();
+    assert_eq!(
+        &*job.body,
+        b"RequestID=77\r\napplication_server_ip_addr=192.0.2.10\r\napplication_server_ip_port=8443\r\n"
+    );
+    job.set_outcome(0, crate::notify::Outcome::Delivered(200));
+    job.set_outcome(2, crate::notify::Outcome::Rejected(486));
+    let got = call(
+        &r,
+        "GET",
+        &format!("/v1/notify/{id}?limit=2"),
+        Some(TOKEN),
+        "",
+    );
+    assert_eq!(got.status, 200);
+    let g = json(&got);
+    assert_eq!(g["status"], "running");
+    assert_eq!(g["counts"]["delivered"], 1);
+    assert_eq!(g["counts"]["rejected_by_code"]["486"], 1);
+    assert_eq!(g["counts"]["no_binding"], 1, "the unmatched target");
+    assert_eq!(g["devices"]["items"].as_array().unwrap().len(), 2);
+    assert_eq!(g["devices"]["items"][0]["outcome"], "delivered");
+    // Another application server cannot see or cancel it.
+    assert_eq!(
+        call(
+            &r,
+            "GET",
+            &format!("/v1/notify/{id}"),
+            Some("another-token-of-16+"),
+            ""
+        )
+        .status,
+        404
+    );
+    let del = call(&r, "DELETE", &format!("/v1/notify/{id}"), Some(TOKEN), "");
+    assert_eq!(
+        (del.status, json(&del)["status"].clone()),
+        (202, "cancelling".into())
+    );
+    assert!(job.is_cancelled());
+}
+
+#[test]
+fn namespaces_and_broadcast_resolve_through_the_directory() {
+    let r = rig(&[]);
+    let devices = |targets: &str| {
+        let resp = call(&r, "POST", "/v1/notify", Some(TOKEN), &job_body(targets));
+        assert_eq!(resp.status, 202);
+        json(&resp)["devices"].as_u64().unwrap()
+    };
+    assert_eq!(
+        devices(r#""foo@example.net""#),
+        2,
+        "foo reaches every scope"
+    );
+    assert_eq!(devices(r#""foo@example.net:mobile""#), 1);
+    assert_eq!(devices(r#""sip:foo@example.net:web""#), 1);
+    assert_eq!(
+        devices(r#"{"all": true}"#),
+        2,
+        "broadcast contact-me reaches the bindings that opted in"
+    );
+}
+
+#[test]
+fn registrations_metrics_and_health() {
+    let r = rig(&[]);
+    let regs = call(
+        &r,
+        "GET",
+        "/v1/registrations/foo%40example.net:mobile",
+        Some(TOKEN),
+        "",
+    );
+    assert_eq!(regs.status, 200);
+    assert_eq!(json(&regs)["bindings"].as_array().unwrap().len(), 1);
+    let m = call(&r, "GET", "/metrics", None, "");
+    assert_eq!(m.status, 200);
+    assert!(m
+        .body
+        .contains("# TYPE tether_notify_requests_sent_total counter"));
+    assert!(m
+        .body
+        .contains("tether_api_latency_microseconds{quantile=\"0.99\"}"));
+    assert_eq!(call(&r, "GET", "/healthz", None, "").body, "ok\n");
+    assert_eq!(call(&r, "POST", "/metrics", None, "").status, 405);
+}
