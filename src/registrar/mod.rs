@@ -379,8 +379,17 @@ impl Registrar {
                 let existing = next.contacts.iter().position(|c| same_binding(c, op));
                 if let Some(i) = existing.filter(|i| !written.contains(i)) {
                     let old = &next.contacts[i];
-                    // Step 7: same Call-ID must come with a higher CSeq.
-                    if old.call_id_hash == call_id_hash && cseq <= old.cseq {
+                    // Step 7: same Call-ID must come with a higher CSeq. An
+                    // equal one is this request again (its 200 was lost):
+                    // a server transaction would re-send that 200, so answer
+                    // with the current state and change nothing.
+                    if old.call_id_hash == call_id_hash && cseq == old.cseq {
+                        return Decision::Keep(Ok(Changes {
+                            removed: SmallVec::new(),
+                            current: rec.contacts.iter().cloned().collect(),
+                        }));
+                    }
+                    if old.call_id_hash == call_id_hash && cseq < old.cseq {
                         return Decision::Keep(Err(Reject::Status(400, "Out of Order CSeq")));
                     }
                 }

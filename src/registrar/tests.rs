@@ -143,26 +143,37 @@ fn refresh_updates_expiry_and_keeps_the_binding() {
 }
 
 #[test]
-fn same_call_id_needs_a_higher_cseq() {
+fn same_call_id_needs_a_higher_cseq_and_an_equal_one_is_a_retransmission() {
     let mut b = bench();
     b.send(
-        &register("alice", "c1", 5, "Contact: <sip:alice@10.0.0.2>\r\n"),
+        &register(
+            "alice",
+            "c1",
+            5,
+            "Contact: <sip:alice@10.0.0.2>\r\nExpires: 600\r\n",
+        ),
         0,
     );
+    let before = b.dir.lookup("alice@example.com", 1);
+    // The same REGISTER again (its 200 was lost): 200 again, nothing changes.
     let (code, resp) = b.send(
-        &register("alice", "c1", 5, "Contact: <sip:alice@10.0.0.2>\r\n"),
+        &register(
+            "alice",
+            "c1",
+            5,
+            "Contact: <sip:alice@10.0.0.2>\r\nExpires: 900\r\n",
+        ),
+        1,
+    );
+    assert_eq!(code, 200);
+    assert!(String::from_utf8_lossy(&resp).contains(";expires=599"));
+    assert_eq!(b.dir.lookup("alice@example.com", 1), before);
+    let (code, resp) = b.send(
+        &register("alice", "c1", 4, "Contact: <sip:alice@10.0.0.2>\r\n"),
         1,
     );
     assert_eq!(code, 400);
     assert!(String::from_utf8_lossy(&resp).starts_with("SIP/2.0 400 Out of Order CSeq"));
-    assert_eq!(
-        b.send(
-            &register("alice", "c1", 4, "Contact: <sip:alice@10.0.0.2>\r\n"),
-            1
-        )
-        .0,
-        400
-    );
     // A different Call-ID may come with any CSeq.
     assert_eq!(
         b.send(

@@ -34,6 +34,9 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        if std::env::var_os("TETHER_KEEP_TEMP").is_some() {
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
@@ -120,4 +123,178 @@ pub fn sipp_errors(dir: &TempDir, scenario_file: &str) -> String {
     let log =
         std::fs::read_to_string(dir.0.join(format!("{scenario_file}.errors"))).unwrap_or_default();
     log.chars().take(3000).collect()
+}
+
+/// The bearer token of the API client that [`start_with_api`] configures.
+pub const API_TOKEN: &str = "test-token-0123456789";
+
+/// [`start`] plus the control API on an ephemeral loopback port, with one
+/// trusted client (`as1`, [`API_TOKEN`]). Returns the API's base URL.
+pub fn start_with_api(extra: &str) -> (Runtime, SocketAddr, tether::api::http::Api, String) {
+    let toml = format!(
+        "[sip]\nlisten = [\"127.0.0.1:0\"]\n[runtime]\nworkers = 2\n[api]\nlisten = \"127.0.0.1:0\"\n\
+clients = [{{ name = \"as1\", token = \"{API_TOKEN}\" }}]\n{extra}"
+    );
+    let cfg = Config::from_toml(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    let rt = Runtime::start(&cfg).expect("tether starts");
+    let addr = rt.local_addrs[0];
+    let api = tether::api::http::Api::start(cfg.api_listen().unwrap(), &cfg, rt.control())
+        .expect("api starts");
+    let base = format!("http://{}", api.addr);
+    (rt, addr, api, base)
+}
+
+/// An HTTP call to the API: (status, body).
+pub fn http(method: &str, url: &str, token: Option<&str>, body: Option<&str>) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(10)))
+        .build()
+        .into();
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let resp = match (method, body) {
+        ("POST", b) => {
+            let mut r = agent.post(url).header("Content-Type", "application/json");
+            if let Some(a) = &auth {
+                r = r.header("Authorization", a);
+            }
+            r.send(b.unwrap_or("").as_bytes())
+        }
+        ("DELETE", _) => {
+            let mut r = agent.delete(url);
+            if let Some(a) = &auth {
+                r = r.header("Authorization", a);
+            }
+            r.call()
+        }
+        _ => {
+            let mut r = agent.get(url);
+            if let Some(a) = &auth {
+                r = r.header("Authorization", a);
+            }
+            r.call()
+        }
+    };
+    let mut resp = resp.expect("http call");
+    let status = resp.status().as_u16();
+    let body = resp.body_mut().read_to_string().unwrap_or_default();
+    (status, body)
+}
+
+/// Posts a job and returns its id.
+pub fn post_job(base: &str, body: &str) -> String {
+    let (status, resp) = http(
+        "POST",
+        &format!("{base}/v1/notify"),
+        Some(API_TOKEN),
+        Some(body),
+    );
+    assert_eq!(status, 202, "{resp}");
+    let v: serde_json::Value = serde_json::from_str(&resp).unwrap();
+    v["job"].as_str().unwrap().to_owned()
+}
+
+/// Polls a job until it is finished (at most `secs`); returns its JSON.
+pub fn wait_job(base: &str, id: &str, secs: u64) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let (status, body) = http(
+            "GET",
+            &format!("{base}/v1/notify/{id}"),
+            Some(API_TOKEN),
+            None,
+        );
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if v["status"] == "finished" || v["status"] == "cancelled" {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "job {id} not finished after {secs} s: {v}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Polls `cond` every 20 ms for up to `secs`.
+pub fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Runs SIPp with a scenario written into `dir` (client or server mode by
+/// its first step), bound to 127.0.0.1:`port`, for `calls` calls; traces
+/// every message to `<name>.messages`. Returns the child; `target` is the
+/// remote for client scenarios.
+pub fn spawn_sipp(
+    dir: &TempDir,
+    name: &str,
+    xml: &str,
+    port: u16,
+    calls: usize,
+    target: Option<SocketAddr>,
+) -> std::process::Child {
+    let sf = dir.file(&format!("{name}.xml"), xml);
+    let mut cmd = Command::new("sipp");
+    cmd.arg("-sf")
+        .arg(&sf)
+        .args([
+            "-m",
+            &calls.to_string(),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .args(["-timeout", "60s", "-nostdin", "-trace_msg", "-message_file"])
+        .arg(dir.0.join(format!("{name}.messages")))
+        .args(["-trace_err", "-error_file"])
+        .arg(dir.0.join(format!("{name}.errors")));
+    if let Some(t) = target {
+        cmd.arg(t.to_string());
+    }
+    cmd.current_dir(&dir.0)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sipp is installed by .ci/run (apt-get install sip-tester)")
+}
+
+/// Waits (at most `secs`) for a SIPp child and asserts it succeeded.
+pub fn expect_sipp_ok(dir: &TempDir, name: &str, mut child: std::process::Child, secs: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "sipp {name} still running after {secs} s\n{}\n{}",
+                sipp_errors(dir, name),
+                sipp_messages(dir, name)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "sipp {name} failed\n{}\n{}",
+        sipp_errors(dir, name),
+        sipp_messages(dir, name)
+    );
+}
+
+/// SIPp's message trace for `name`.
+pub fn sipp_messages(dir: &TempDir, name: &str) -> String {
+    std::fs::read_to_string(dir.0.join(format!("{name}.messages"))).unwrap_or_default()
 }
