@@ -4,7 +4,9 @@
 //! the NAT and then sends nothing for 50 s. With keepalive prompts every
 //! 5 s the mapping stays open and a request 45 s later still reaches the
 //! UA; with the first prompt only at 45 s (the mapping died at 10 s) that
-//! request is lost. Needs root (CI runs as root); namespaces are removed
+//! request is lost. The same holds for a contact-me job posted to the
+//! control API 42 s after the registration: its NOTIFY reaches the UA only
+//! through the kept-alive mapping. Needs root (CI runs as root); namespaces are removed
 //! even when the test fails.
 
 use std::process::{Child, Command, Stdio};
@@ -173,10 +175,54 @@ impl Drop for Tether {
     }
 }
 
-/// Registers through the NAT, stays silent 50 s; returns the times (s after
-/// registering) at which OPTIONS reached the UA, and how many datagrams
-/// from tether died at the NAT for want of a mapping.
-fn scenario(tag: &str, net: u8, interval_ms: u64) -> (Vec<f64>, u64) {
+const TOKEN: &str = "nat-test-token-0123456";
+
+/// What the UA behind the NAT saw, and what the NAT and the API said.
+struct Outcome {
+    /// Seconds after registering at which OPTIONS reached the UA.
+    options_at: Vec<f64>,
+    /// Seconds after registering at which the contact-me NOTIFY reached it.
+    notify_at: Vec<f64>,
+    /// Datagrams from tether that died at the NAT for want of a mapping.
+    stranded: u64,
+    /// The job's JSON once finished (or as it stood after 10 s).
+    job: String,
+}
+
+fn times(line: &str, key: &str) -> Vec<f64> {
+    line.split(&format!("\"{key}\": ["))
+        .nth(1)
+        .and_then(|s| s.split(']').next())
+        .unwrap_or("")
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect()
+}
+
+/// A control-API call from inside the `wan` namespace (the API listens on
+/// that namespace's loopback): "status body".
+fn api(ns: &Netns, method: &str, url: &str, body: Option<&str>) -> String {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/api_call.py");
+    let mut cmd = Command::new("ip");
+    cmd.args([
+        "netns",
+        "exec",
+        &ns.names[2],
+        "python3",
+        script,
+        method,
+        url,
+        TOKEN,
+    ]);
+    if let Some(b) = body {
+        cmd.arg(b);
+    }
+    String::from_utf8_lossy(&cmd.output().unwrap().stdout).into_owned()
+}
+
+/// Registers through the NAT and stays silent 50 s (answering only what
+/// tether sends); 42 s in, an application server posts a contact-me job.
+fn scenario(tag: &str, net: u8, interval_ms: u64) -> Outcome {
     let ns = Netns::new(tag, net);
     let server = format!("10.{net}.2.2");
     let dir = std::env::temp_dir().join(format!("tether-nat-{}-{tag}", std::process::id()));
@@ -186,7 +232,9 @@ fn scenario(tag: &str, net: u8, interval_ms: u64) -> (Vec<f64>, u64) {
         &cfg,
         format!(
             "[sip]\nlisten = [\"{server}:5060\"]\n[runtime]\nworkers = 1\n\
-[keepalive]\ninterval_ms = {interval_ms}\ntimeout_ms = 2000\njitter_ms = 0\n"
+[keepalive]\ninterval_ms = {interval_ms}\ntimeout_ms = 2000\njitter_ms = 0\n\
+[api]\nlisten = \"127.0.0.1:8080\"\nclients = [{{ name = \"as1\", token = \"{TOKEN}\" }}]\n\
+[notify]\nt1_ms = 500\ntimeout_ms = 4000\n"
         ),
     )
     .unwrap();
@@ -203,7 +251,7 @@ fn scenario(tag: &str, net: u8, interval_ms: u64) -> (Vec<f64>, u64) {
     );
     std::thread::sleep(Duration::from_millis(500));
     let client = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/nat_client.py");
-    let out = Command::new("ip")
+    let ua = Command::new("ip")
         .args([
             "netns",
             "exec",
@@ -215,8 +263,28 @@ fn scenario(tag: &str, net: u8, interval_ms: u64) -> (Vec<f64>, u64) {
             &format!("ua{tag}"),
             "50",
         ])
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    std::thread::sleep(Duration::from_secs(42));
+    let posted = api(
+        &ns,
+        "POST",
+        "http://127.0.0.1:8080/v1/notify",
+        Some(&format!(
+            r#"{{"targets": "ua{tag}@{server}", "kind": "contact-me", "request_id": "42",
+            "application_server_addr": "{server}", "application_server_port": 8443}}"#
+        )),
+    );
+    assert!(posted.starts_with("202 "), "job not accepted: {posted}");
+    let id = posted
+        .split("\"job\":\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap()
+        .to_owned();
+    let out = ua.wait_with_output().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     let line = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
@@ -224,17 +292,21 @@ fn scenario(tag: &str, net: u8, interval_ms: u64) -> (Vec<f64>, u64) {
         "UA did not register through the NAT: {line} {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let at = line
-        .split("\"options_at\": [")
-        .nth(1)
-        .unwrap_or("")
-        .trim_end()
-        .trim_end_matches("]}");
-    let times = at
-        .split(',')
-        .filter_map(|s| s.trim().parse().ok())
-        .collect();
-    (times, ns.stranded())
+    let url = format!("http://127.0.0.1:8080/v1/notify/{id}");
+    let mut job = api(&ns, "GET", &url, None);
+    for _ in 0..100 {
+        if !job.contains("\"status\":\"running\"") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        job = api(&ns, "GET", &url, None);
+    }
+    Outcome {
+        options_at: times(&line, "options_at"),
+        notify_at: times(&line, "notify_at"),
+        stranded: ns.stranded(),
+        job,
+    }
 }
 
 fn is_root() -> bool {
@@ -251,20 +323,43 @@ fn keepalives_hold_a_nat_mapping_open_and_without_them_the_request_is_lost() {
     let net = 200 + (std::process::id() % 50) as u8;
     let with = std::thread::spawn(move || scenario("k", net, 5_000));
     let without = std::thread::spawn(move || scenario("x", net + 1, 45_000));
-    let (with, with_stranded) = with.join().unwrap();
-    let (without, without_stranded) = without.join().unwrap();
+    let with = with.join().unwrap();
+    let without = without.join().unwrap();
     assert!(
-        with.iter().any(|&t| t >= 40.0),
-        "with 5 s keepalives a request after 40 s of UA silence must arrive: {with:?}"
-    );
-    assert!(with.len() >= 8, "prompts every ~5 s: {with:?}");
-    assert_eq!(with_stranded, 0, "every prompt found its mapping");
-    assert!(
-        without.is_empty(),
-        "with the first prompt at 45 s the 10 s NAT mapping is gone and it must be lost: {without:?}"
+        with.options_at.iter().any(|&t| t >= 40.0),
+        "with 5 s keepalives a request after 40 s of UA silence must arrive: {:?}",
+        with.options_at
     );
     assert!(
-        without_stranded >= 1,
-        "tether did send the request; the NAT dropped it"
+        with.options_at.len() >= 8,
+        "prompts every ~5 s: {:?}",
+        with.options_at
+    );
+    assert_eq!(with.stranded, 0, "every prompt found its mapping");
+    assert!(
+        with.notify_at.iter().any(|&t| t >= 40.0),
+        "the contact-me NOTIFY 42 s in reaches the UA: {:?} {}",
+        with.notify_at,
+        with.job
+    );
+    assert!(
+        with.job.contains("\"delivered\":1"),
+        "the job reports the device delivered: {}",
+        with.job
+    );
+    assert!(
+        without.options_at.is_empty() && without.notify_at.is_empty(),
+        "with the first prompt at 45 s the 10 s NAT mapping is gone and the NOTIFY 42 s in is lost: {:?} {:?}",
+        without.options_at,
+        without.notify_at
+    );
+    assert!(
+        without.stranded >= 1,
+        "tether did send the NOTIFY; the NAT dropped it"
+    );
+    assert!(
+        without.job.contains("\"timed_out\":1"),
+        "the job reports the device timed out: {}",
+        without.job
     );
 }
