@@ -47,8 +47,11 @@ enum Command {
 #[derive(clap::Args)]
 struct BenchArgs {
     /// `register`: register every endpoint once. `keepalive`: register, then
-    /// stay for --hold answering the server's requests.
-    #[arg(value_parser = ["register", "keepalive"])]
+    /// stay for --hold answering the server's requests. `notify`: register,
+    /// then ask the server's control API (--api) for one fan-out job to all
+    /// endpoints, answer it with --answer, time it, then probe API-to-wire
+    /// latency with --probes single-target jobs.
+    #[arg(value_parser = ["register", "keepalive", "notify"])]
     scenario: String,
     /// The registrar to load (loopback only unless --allow-remote).
     #[arg(short, long, default_value = "127.0.0.1:5060")]
@@ -107,6 +110,21 @@ struct BenchArgs {
     /// PID of the server when it runs here: report its CPU per REGISTER and per request.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Notify scenario: the server's control API.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    api: String,
+    /// Notify scenario: bearer token of an [[api.clients]] entry.
+    #[arg(long, default_value = "")]
+    token: String,
+    /// Notify scenario: `contact-me` (NOTIFY) or `wake-invite` (INVITE).
+    #[arg(long, default_value = "contact-me", value_parser = ["contact-me", "wake-invite"])]
+    job_kind: String,
+    /// Notify scenario: single-target jobs timed from POST to the request's arrival.
+    #[arg(long, default_value_t = 200)]
+    probes: u32,
+    /// Notify scenario: the job's own rate limit (requests/s); default: the server's.
+    #[arg(long)]
+    job_rate: Option<u32>,
 }
 
 fn bench(a: BenchArgs) -> ExitCode {
@@ -125,22 +143,37 @@ fn bench(a: BenchArgs) -> ExitCode {
         rate: a.rate,
         duration: std::time::Duration::from_secs(a.duration),
         hold: std::time::Duration::from_secs(a.hold),
-        scenario: if a.scenario == "keepalive" {
-            Scenario::Keepalive
-        } else {
-            Scenario::Register
+        scenario: match a.scenario.as_str() {
+            "keepalive" => Scenario::Keepalive,
+            "notify" => Scenario::Notify,
+            _ => Scenario::Register,
         },
         expires: a.expires,
         answer: a.answer,
         dead_share: a.dead_share,
         source_base: a.source_base,
         ports: a.ports,
-        domain: a.domain.unwrap_or_else(|| a.target.ip().to_string()),
+        domain: a
+            .domain
+            .clone()
+            .unwrap_or_else(|| a.target.ip().to_string()),
         window: a.window,
         server_pid: a.server_pid,
         password: a.password,
         unregister: a.unregister,
         refresh: a.refresh,
+        job: (a.scenario == "notify").then(|| loadgen::job::JobPlan {
+            api: a.api.clone(),
+            token: a.token.clone(),
+            kind: a.job_kind.clone(),
+            probes: a.probes,
+            rate: a.job_rate,
+            target: a.target,
+            domain: a
+                .domain
+                .clone()
+                .unwrap_or_else(|| a.target.ip().to_string()),
+        }),
     };
     use std::io::IsTerminal as _;
     let bar = std::io::stderr().is_terminal().then(|| {

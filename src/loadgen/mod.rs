@@ -25,6 +25,8 @@ use crate::sip::{self, HeaderName, Method, StartLine};
 use crate::timer::TimerWheel;
 use udp::{PktBatch, PktSocket};
 
+pub mod job;
+
 /// What the simulated endpoints do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scenario {
@@ -32,6 +34,9 @@ pub enum Scenario {
     Register,
     /// Register, then stay for `hold` answering the server's requests.
     Keepalive,
+    /// Register, then ask the server's API for a fan-out job to every
+    /// endpoint (see [`job::JobPlan`]), answer it, and time it.
+    Notify,
 }
 
 /// A run's parameters.
@@ -72,6 +77,8 @@ pub struct LoadConfig {
     /// (all threads, from /proc) is then reported per REGISTER and per
     /// request answered during the hold.
     pub server_pid: Option<u32>,
+    /// Notify scenario: the job to ask for.
+    pub job: Option<job::JobPlan>,
 }
 
 impl Default for LoadConfig {
@@ -94,6 +101,7 @@ impl Default for LoadConfig {
             unregister: false,
             refresh: false,
             server_pid: None,
+            job: None,
         }
     }
 }
@@ -143,6 +151,8 @@ pub struct Summary {
     /// Server CPU (µs) per request it sent during the hold (a keepalive
     /// prompt and the handling of its answer), with `server_pid`.
     pub server_cpu_us_per_request: Option<f64>,
+    /// Notify scenario: the job's outcome.
+    pub job: Option<job::JobReport>,
     pub timeline: Vec<Second>,
 }
 
@@ -290,6 +300,8 @@ pub fn run(
     let mut next_ep = 0u32;
     let mut inflight = 0u32;
     let mut done_at: Option<Instant> = None;
+    let mut job_thread: Option<std::thread::JoinHandle<job::JobReport>> = None;
+    let mut job_report: Option<job::JobReport> = None;
     let mut msg = Vec::with_capacity(1024);
     let mut out = Vec::with_capacity(1024);
     let mut events = Events::with_capacity(256);
@@ -383,9 +395,23 @@ User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
         if now >= cfg.duration {
             break;
         }
+        if let (Some(_), Some(plan), None, None) = (done_at, &cfg.job, &job_thread, &job_report) {
+            if cfg.scenario == Scenario::Notify && !unregistering {
+                // The application server's side runs beside the endpoints.
+                let (plan, pid) = (plan.clone(), cfg.server_pid);
+                let left = cfg.duration.saturating_sub(now);
+                job_thread = Some(std::thread::spawn(move || job::run(&plan, pid, left)));
+            }
+        }
+        if job_thread.as_ref().is_some_and(|t| t.is_finished()) {
+            job_report = job_thread.take().and_then(|t| t.join().ok());
+        }
         if let Some(t) = done_at {
-            let phase_over =
-                unregistering || cfg.scenario == Scenario::Register || t.elapsed() >= cfg.hold;
+            let phase_over = unregistering
+                || cfg.scenario == Scenario::Register
+                || (cfg.scenario == Scenario::Notify
+                    && (job_report.is_some() || cfg.job.is_none()))
+                || (cfg.scenario == Scenario::Keepalive && t.elapsed() >= cfg.hold);
             if phase_over && cfg.unregister && !unregistering {
                 // Second phase: the same endpoints, REGISTER with Expires: 0.
                 unregistering = true;
@@ -664,6 +690,7 @@ User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
         } else {
             None
         },
+        job: job_report,
         timeline,
     })
 }

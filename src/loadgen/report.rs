@@ -67,6 +67,36 @@ pub fn table(s: &Summary) -> String {
         );
         let _ = writeln!(t, "endpoints prompted   {}", s.endpoints_prompted);
     }
+    if let Some(j) = &s.job {
+        let _ = writeln!(
+            t,
+            "job                  {} devices in {:.2} s: delivered {}, rejected {}, timed out {}, other {}",
+            j.devices, j.seconds, j.delivered, j.rejected, j.timed_out, j.other
+        );
+        if j.seconds > 0.0 {
+            let _ = writeln!(
+                t,
+                "job rate             {:.0} devices/s",
+                j.devices as f64 / j.seconds
+            );
+        }
+        if let (Some(cpu), Some(per)) = (j.server_cpu_s, j.server_cpu_us_per_device) {
+            let _ = writeln!(
+                t,
+                "server CPU/job       {cpu:.2} s ({per:.2} us per device)"
+            );
+        }
+        if let Some(l) = &j.api_to_wire_us {
+            let _ = writeln!(
+                t,
+                "API-to-wire (us)     p50 {}  p90 {}  p99 {}  max {}",
+                l.p50, l.p90, l.p99, l.max
+            );
+        }
+        if let Some(e) = &j.error {
+            let _ = writeln!(t, "job error            {e}");
+        }
+    }
     t
 }
 

@@ -184,26 +184,16 @@ impl Keepalive {
 
     /// The state of a path (Idle when unknown).
     pub fn state(&self, key: &PathKey) -> PathState {
-        let Some(p) = self.get(key) else {
-            return PathState::Idle;
-        };
-        match (
-            p.registrations > 0,
-            p.dialogs > 0 || p.linger_until.is_some(),
-        ) {
-            (true, true) => PathState::DialogAndRegistration,
-            (true, false) => PathState::RegistrationOnly,
-            (false, true) => PathState::DialogOnly,
-            (false, false) => PathState::Idle,
-        }
+        self.get(key).map_or(PathState::Idle, state_of)
     }
 
     /// How many paths are in each state: [registration-only,
-    /// dialog+registration, dialog-only]. A scan: for periodic reports only.
+    /// dialog+registration, dialog-only]. A scan of the path slab (no
+    /// lookups): for periodic reports only.
     pub fn paths_by_state(&self) -> [u64; 3] {
         let mut n = [0u64; 3];
         for p in self.paths.iter().flatten() {
-            match self.state(&p.key) {
+            match state_of(p) {
                 PathState::RegistrationOnly => n[0] += 1,
                 PathState::DialogAndRegistration => n[1] += 1,
                 PathState::DialogOnly => n[2] += 1,
@@ -555,6 +545,18 @@ impl Keepalive {
 
     fn path_mut(&mut self, i: u32) -> &mut Path {
         self.paths[i as usize].as_mut().expect("live path index")
+    }
+}
+
+fn state_of(p: &Path) -> PathState {
+    match (
+        p.registrations > 0,
+        p.dialogs > 0 || p.linger_until.is_some(),
+    ) {
+        (true, true) => PathState::DialogAndRegistration,
+        (true, false) => PathState::RegistrationOnly,
+        (false, true) => PathState::DialogOnly,
+        (false, false) => PathState::Idle,
     }
 }
 

@@ -117,12 +117,15 @@ struct Txn {
 pub struct Engine {
     cfg: Arc<NotifyConfig>,
     dir: Arc<Directory>,
-    local_addrs: Vec<SocketAddr>,
     runs: Vec<Option<Run>>,
     node: Bucket,
     txns: Vec<Option<Txn>>,
     free: Vec<u32>,
     in_flight: usize,
+    /// Devices sent to whose outcome is not settled yet (what pacing limits).
+    awaiting: usize,
+    /// `host:port` and our URI per listen socket, made once.
+    local_ids: Vec<(String, String)>,
     wheel: TimerWheel<(u32, u32)>,
     ids: IdGen,
     scratch: Vec<u8>,
@@ -147,12 +150,16 @@ impl Engine {
         Engine {
             cfg,
             dir,
-            local_addrs,
             runs: Vec::new(),
             node: Bucket::new(rate, 0),
             txns: Vec::new(),
             free: Vec::new(),
             in_flight: 0,
+            awaiting: 0,
+            local_ids: local_addrs
+                .iter()
+                .map(|a| (a.to_string(), format!("sip:tether@{a}")))
+                .collect(),
             wheel: TimerWheel::new(0),
             ids: IdGen::new(seed),
             scratch: Vec::with_capacity(2048),
@@ -168,9 +175,15 @@ impl Engine {
         &self.cfg
     }
 
-    /// Transactions in flight on this core.
+    /// Client transactions alive on this core (including INVITEs that
+    /// linger to re-ACK retransmitted answers).
     pub fn in_flight(&self) -> usize {
         self.in_flight
+    }
+
+    /// Devices sent to and not settled yet.
+    pub fn awaiting(&self) -> usize {
+        self.awaiting
     }
 
     /// Job parts still running on this core.
@@ -201,7 +214,7 @@ impl Engine {
 
     /// When [`Engine::tick`] next has work.
     pub fn next_deadline(&self, now: u64) -> Option<u64> {
-        let sending = self.in_flight < self.cfg.max_in_flight
+        let sending = self.awaiting < self.cfg.max_in_flight
             && self
                 .runs
                 .iter()
@@ -247,7 +260,7 @@ impl Engine {
     fn send_paced(&mut self, now: u64) {
         let mut budget = self.node.available(now).min(SENDS_PER_TICK);
         for idx in 0..self.runs.len() {
-            if budget == 0 || self.in_flight >= self.cfg.max_in_flight {
+            if budget == 0 || self.awaiting >= self.cfg.max_in_flight {
                 break;
             }
             let Some(run) = self.runs[idx].as_mut() else {
@@ -269,7 +282,7 @@ impl Engine {
                 b.take(n);
             }
             for _ in 0..n {
-                if self.in_flight >= self.cfg.max_in_flight {
+                if self.awaiting >= self.cfg.max_in_flight {
                     break;
                 }
                 let Some(run) = self.runs[idx].as_mut() else {
@@ -352,6 +365,7 @@ impl Engine {
         if let Some(r) = self.runs[run as usize].as_mut() {
             r.outstanding += 1;
         }
+        self.awaiting += 1;
         job.set_outcome(device as usize, Outcome::InFlight);
         job.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.stats.requests_sent += 1;
@@ -359,11 +373,9 @@ impl Engine {
 
     /// Our address on listen socket `local` as `host:port`.
     pub(super) fn local_hostport(&self, local: u8) -> String {
-        self.local_addrs
+        self.local_ids
             .get(usize::from(local))
-            .copied()
-            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 5060)))
-            .to_string()
+            .map_or_else(|| "0.0.0.0:5060".to_owned(), |(hp, _)| hp.clone())
     }
 
     /// The job's NOTIFY or INVITE for one binding, into `self.scratch`.
@@ -499,6 +511,7 @@ impl Engine {
             return;
         }
         t.settled = true;
+        self.awaiting -= 1;
         self.count(o);
         if let Some(r) = self.runs[run as usize].as_mut() {
             r.outstanding -= 1;
@@ -661,11 +674,16 @@ impl Engine {
         if let Some(code) = o.deliver {
             self.deliver(slot, code, o.repeated, msg, now);
         }
-        if self.txns[slot as usize]
+        let alive = self.txns[slot as usize]
             .as_ref()
-            .is_some_and(|t| t.nonce == nonce)
-        {
-            if o.terminated {
+            .filter(|t| t.nonce == nonce);
+        if let Some(t) = alive {
+            // A completed non-INVITE is freed now rather than after Timer K:
+            // on UDP that timer only absorbs a duplicate final answer, and a
+            // duplicate now misses on the slot's nonce and is counted as stray.
+            let done = t.tx.kind() == transaction::Kind::NonInvite
+                && t.tx.state() == transaction::State::Completed;
+            if o.terminated || done {
                 self.release(slot);
             } else {
                 self.arm(slot, next);

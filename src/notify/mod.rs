@@ -82,7 +82,7 @@ impl Default for NotifyConfig {
             content_type: "application/application-server-contact-me".into(),
             wake_content_type: "application/vnd.tether.bootstrap".into(),
             labels: Labels::default(),
-            rate: 200_000,
+            rate: 50_000,
             max_in_flight: 100_000,
             ring_ms: 32_000,
             credentials: None,

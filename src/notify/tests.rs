@@ -175,9 +175,10 @@ fn contact_me_notify_carries_seed_000_headers_and_body_and_200_delivers() {
     assert_eq!(r.job.outcome(0), Outcome::Delivered(200));
     assert!(r.job.is_finished());
     assert_eq!(r.engine.finished.len(), 1);
-    // The transaction lingers (Timer K) to absorb a retransmitted 200, then ends.
-    r.run_to(1000 + 5000);
+    // Freed at once; a duplicate 200 misses and is counted, not applied.
     assert_eq!(r.engine.in_flight(), 0);
+    assert!(r.answer(&sent[0], 200, &[]).is_empty());
+    assert_eq!(r.engine.stats.stray_responses, 1);
     assert_eq!(r.job.outcome(0), Outcome::Delivered(200), "still delivered");
 }
 

@@ -1,0 +1,219 @@
+//! The application server's side of the `notify` scenario: once the
+//! simulated endpoints are registered, ask the server's control API for one
+//! fan-out job to all of them and time it; then measure API-to-wire
+//! latency with single-target jobs to a probe device of our own.
+
+use std::net::{SocketAddrV4, UdpSocket};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use super::{percentiles, process_cpu_ns, Percentiles};
+use crate::sip;
+
+/// What to ask for.
+#[derive(Debug, Clone)]
+pub struct JobPlan {
+    /// Base URL of the control API, e.g. `http://127.0.0.1:8080`.
+    pub api: String,
+    pub token: String,
+    /// `contact-me` or `wake-invite`.
+    pub kind: String,
+    /// Single-target jobs for the latency probe (0: none).
+    pub probes: u32,
+    /// The big job's `rate` (requests/s); `None`: the server's node rate.
+    pub rate: Option<u32>,
+    /// The SIP server (the probe device registers there).
+    pub target: SocketAddrV4,
+    pub domain: String,
+}
+
+/// What happened.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct JobReport {
+    pub devices: u64,
+    pub delivered: u64,
+    pub rejected: u64,
+    pub timed_out: u64,
+    pub other: u64,
+    /// From the POST to the job reading `finished`.
+    pub seconds: f64,
+    /// Server CPU over that time (all threads), with `--server-pid`.
+    pub server_cpu_s: Option<f64>,
+    pub server_cpu_us_per_device: Option<f64>,
+    /// From sending the POST to the NOTIFY arriving at the probe device.
+    pub api_to_wire_us: Option<Percentiles>,
+    pub error: Option<String>,
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+fn post(
+    agent: &ureq::Agent,
+    plan: &JobPlan,
+    targets: &str,
+    rate: Option<u32>,
+) -> Result<String, String> {
+    let rate = rate
+        .map(|r| format!(r#", "rate": {r}"#))
+        .unwrap_or_default();
+    let body = format!(
+        r#"{{"targets": {targets}, "kind": "{}", "request_id": "1",
+        "application_server_addr": "127.0.0.1", "application_server_port": 8443{rate}}}"#,
+        plan.kind
+    );
+    let mut resp = agent
+        .post(format!("{}/v1/notify", plan.api))
+        .header("Authorization", format!("Bearer {}", plan.token))
+        .header("Content-Type", "application/json")
+        .send(body.as_bytes())
+        .map_err(|e| format!("POST /v1/notify: {e}"))?;
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    if status != 202 {
+        return Err(format!("POST /v1/notify: {status} {text}"));
+    }
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    v["job"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| format!("no job id in {text}"))
+}
+
+fn get(agent: &ureq::Agent, plan: &JobPlan, id: &str) -> Result<serde_json::Value, String> {
+    let mut resp = agent
+        .get(format!("{}/v1/notify/{id}?limit=1", plan.api))
+        .header("Authorization", format!("Bearer {}", plan.token))
+        .call()
+        .map_err(|e| format!("GET job: {e}"))?;
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    serde_json::from_str(&text).map_err(|e| format!("GET job: {e}: {text}"))
+}
+
+/// Runs the big job, then the probes. Never panics: errors land in the report.
+pub fn run(plan: &JobPlan, server_pid: Option<u32>, limit: Duration) -> JobReport {
+    let mut r = JobReport::default();
+    if let Err(e) = big_job(plan, server_pid, limit, &mut r) {
+        r.error = Some(e);
+        return r;
+    }
+    if plan.probes > 0 {
+        match probes(plan) {
+            Ok(p) => r.api_to_wire_us = Some(p),
+            Err(e) => r.error = Some(e),
+        }
+    }
+    r
+}
+
+fn big_job(
+    plan: &JobPlan,
+    server_pid: Option<u32>,
+    limit: Duration,
+    r: &mut JobReport,
+) -> Result<(), String> {
+    let agent = agent();
+    let cpu0 = server_pid.and_then(process_cpu_ns);
+    let t0 = Instant::now();
+    let id = post(&agent, plan, r#"{"all": true}"#, plan.rate)?;
+    let v = loop {
+        let v = get(&agent, plan, &id)?;
+        if v["status"] != "running" {
+            break v;
+        }
+        if t0.elapsed() > limit {
+            return Err(format!("job {id} still running after {limit:?}: {v}"));
+        }
+        // Each GET scans the job's outcomes on the server: poll gently.
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    r.seconds = t0.elapsed().as_secs_f64();
+    let cpu1 = server_pid.and_then(process_cpu_ns);
+    let c = &v["counts"];
+    let n = |k: &str| c[k].as_u64().unwrap_or(0);
+    r.devices = n("devices");
+    r.delivered = n("delivered");
+    r.rejected = n("rejected");
+    r.timed_out = n("timed_out");
+    r.other = r
+        .devices
+        .saturating_sub(r.delivered + r.rejected + r.timed_out);
+    if let (Some(a), Some(b)) = (cpu0, cpu1) {
+        let ns = b.saturating_sub(a);
+        r.server_cpu_s = Some(ns as f64 / 1e9);
+        r.server_cpu_us_per_device = (r.devices > 0).then(|| ns as f64 / 1e3 / r.devices as f64);
+    }
+    Ok(())
+}
+
+/// A device of our own: registers, then reports when each NOTIFY arrives
+/// (answering it 200) through a channel.
+fn probes(plan: &JobPlan) -> Result<Percentiles, String> {
+    let sock = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let port = sock.local_addr().map_err(|e| e.to_string())?.port();
+    let user = format!("probe{}", std::process::id());
+    let reg = format!(
+        "REGISTER sip:{d} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKprobe;rport\r\n\
+Max-Forwards: 70\r\nFrom: <sip:{user}@{d}>;tag=p\r\nTo: <sip:{user}@{d}>\r\nCall-ID: {user}\r\n\
+CSeq: 1 REGISTER\r\nContact: <sip:{user}@127.0.0.1:{port}>\r\n\
+Accept: application/application-server-contact-me\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n",
+        d = plan.domain
+    );
+    sock.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    sock.send_to(reg.as_bytes(), plan.target)
+        .map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 4096];
+    loop {
+        let (n, _) = sock
+            .recv_from(&mut buf)
+            .map_err(|e| format!("probe REGISTER: {e}"))?;
+        if sip::parse(&buf[..n]).ok().and_then(|m| m.status()) == Some(200) {
+            break;
+        }
+    }
+    let (tx, rx) = crossbeam_channel::bounded::<Instant>(1);
+    let rsock = sock.try_clone().map_err(|e| e.to_string())?;
+    let count = plan.probes;
+    let receiver = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        let mut out = Vec::new();
+        let mut seen = 0;
+        while seen < count {
+            let Ok((n, from)) = rsock.recv_from(&mut buf) else {
+                return;
+            };
+            let at = Instant::now();
+            let Ok(m) = sip::parse(&buf[..n]) else {
+                continue;
+            };
+            if m.method() != Some(sip::Method::Notify) && m.method() != Some(sip::Method::Invite) {
+                continue;
+            }
+            sip::writer::response_to(&mut out, &m, 200, "OK", Some("probe"), None).finish(None);
+            let _ = rsock.send_to(&out, from);
+            seen += 1;
+            let _ = tx.send(at);
+        }
+    });
+    let agent = agent();
+    let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+    let target = format!("\"{user}@{}\"", plan.domain);
+    for _ in 0..count {
+        let t0 = Instant::now();
+        post(&agent, plan, &target, None)?;
+        let at = rx
+            .recv_timeout(Duration::from_secs(5))
+            .map_err(|_| "probe NOTIFY did not arrive within 5 s".to_owned())?;
+        let _ = h.record(at.saturating_duration_since(t0).as_micros().max(1) as u64);
+    }
+    let _ = receiver.join();
+    Ok(percentiles(&h))
+}
