@@ -235,6 +235,7 @@ impl Service {
             );
         }
         let cores = self.ctl.inboxes.len();
+        let t0 = Instant::now();
         let (devices, unmatched) = resolve::resolve(
             &self.ctl.directory,
             &spec.targets,
@@ -269,6 +270,15 @@ impl Service {
             self.dispatch(core, part, rate);
         }
         self.stats.jobs_accepted.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            job = id,
+            owner = %client.name,
+            kind = job.spec.kind.as_str(),
+            devices = job.devices.len(),
+            unmatched = job.unmatched.len(),
+            setup_ms = t0.elapsed().as_millis() as u64,
+            "notify job accepted"
+        );
         let mut r = ApiResponse::json(
             202,
             json!({
@@ -342,7 +352,10 @@ impl Service {
                 }
             }
         }
-        ApiResponse::json(200, job_json(&job, Some((offset, limit))))
+        ApiResponse::json(
+            200,
+            job_json(&job, Some((offset, limit, &self.ctl.directory))),
+        )
     }
 
     fn cancel(&self, id: &str, client: &Client) -> ApiResponse {
@@ -372,7 +385,7 @@ impl Service {
                 });
                 json!({
                     "aor": &*d.aor,
-                    "contact": &*d.contact,
+                    "contact": view.as_ref().map(|v| v.contact.to_string()),
                     "device": d.instance.as_deref(),
                     "source": view.as_ref().map(|v| v.source.to_string()),
                     "expires_in": view.as_ref().map(|v| v.expires_at.saturating_sub(self.now_secs())),
@@ -488,8 +501,12 @@ fn unmatched_targets(job: &Job) -> Vec<&str> {
         .collect()
 }
 
-/// A job as JSON; `page` = (offset, limit) of per-device outcomes to include.
-pub fn job_json(job: &Job, page: Option<(usize, usize)>) -> serde_json::Value {
+/// A job as JSON; `page` = (offset, limit) of per-device outcomes to
+/// include, with each device's contact as the directory has it now.
+pub fn job_json(
+    job: &Job,
+    page: Option<(usize, usize, &crate::registrar::Directory)>,
+) -> serde_json::Value {
     let c = job.counts();
     let by_code: serde_json::Map<String, serde_json::Value> = c
         .rejected_by_code
@@ -522,19 +539,20 @@ pub fn job_json(job: &Job, page: Option<(usize, usize)>) -> serde_json::Value {
         },
         "unmatched_targets": unmatched_targets(job),
     });
-    if let Some((offset, limit)) = page {
-        let items: Vec<_> = job
-            .devices
-            .iter()
-            .enumerate()
-            .skip(offset)
-            .take(limit)
-            .map(|(i, d)| {
+    if let Some((offset, limit, dir)) = page {
+        let end = offset.saturating_add(limit).min(job.devices.len());
+        let items: Vec<_> = (offset.min(end)..end)
+            .map(|i| {
+                let d = &job.devices[i];
                 let o = job.outcome(i);
+                let contact = dir.with_aor(&d.aor, |r| {
+                    r.and_then(|r| r.contacts.iter().find(|c| c.binding == d.binding))
+                        .map(|c| c.contact.to_string())
+                });
                 json!({
                     "target": job.spec.targets[d.target as usize],
                     "aor": &*d.aor,
-                    "contact": &*d.contact,
+                    "contact": contact,
                     "device": d.instance.as_deref(),
                     "outcome": o.name(),
                     "code": o.code(),

@@ -2,6 +2,7 @@
 //! on the core's timer wheel, and outcomes written into the shared jobs.
 //! Sans-IO: the runtime passes `now` and drains [`Engine::drain_outbound`].
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -101,12 +102,12 @@ struct Txn {
     /// The job a request belongs to (outcomes outlive the core's run).
     job: Option<Arc<super::Job>>,
     tx: ClientTransaction,
-    bytes: Box<[u8]>,
+    bytes: Vec<u8>,
     to: SocketAddr,
     local: u8,
     timer: Option<TimerHandle>,
     /// CANCEL of a ringing INVITE: its own non-INVITE transaction.
-    cancel: Option<(ClientTransaction, Box<[u8]>)>,
+    cancel: Option<(ClientTransaction, Vec<u8>)>,
     /// When a ringing INVITE is CANCELled (or, once CANCELled, abandoned).
     ring_until: Option<u64>,
     auth_tried: bool,
@@ -129,6 +130,9 @@ pub struct Engine {
     wheel: TimerWheel<(u32, u32)>,
     ids: IdGen,
     scratch: Vec<u8>,
+    strings: Strings,
+    /// Request buffers of freed transactions, reused.
+    spare: Vec<Vec<u8>>,
     /// Datagrams to send: (range in `out_buf`, destination, local socket).
     out_buf: Vec<u8>,
     out_meta: Vec<(usize, usize, SocketAddr, u8)>,
@@ -163,6 +167,8 @@ impl Engine {
             wheel: TimerWheel::new(0),
             ids: IdGen::new(seed),
             scratch: Vec::with_capacity(2048),
+            strings: Strings::default(),
+            spare: Vec::new(),
             out_buf: Vec::with_capacity(64 * 1024),
             out_meta: Vec::new(),
             subscriptions: Subscriptions::default(),
@@ -308,45 +314,69 @@ impl Engine {
             .job
             .clone();
         let dev = &job.devices[device as usize];
-        let view = self.dir.with_aor(&dev.aor, |rec| {
-            rec.and_then(|r| {
-                r.contacts
-                    .iter()
-                    .find(|c| c.binding == dev.binding)
-                    .cloned()
-            })
-        });
         let now_secs = (now / 1000) as u32;
-        let verdict = match &view {
-            None => Some(Outcome::NoBinding),
-            Some(v) if v.expires_at <= now_secs => Some(Outcome::NoBinding),
-            Some(v) if !v.is_reachable() => Some(Outcome::PathDead),
-            Some(v)
-                if job.spec.kind == Kind::ContactMe
-                    && !v.accepts_contact_me()
-                    && !self.subscriptions.has(&v.binding, now) =>
-            {
-                Some(Outcome::NotAccepted)
-            }
-            Some(_) => None,
-        };
-        if let Some(o) = verdict {
-            job.set_outcome(device as usize, o);
-            self.count(o);
-            return;
-        }
-        let view = view.expect("checked above");
         let (slot, nonce) = self.alloc();
         let branch = branch(slot, nonce);
-        self.write_request(&job, &dev.aor, &view, &branch, now);
-        let bytes: Box<[u8]> = self.scratch.as_slice().into();
+        // The request is written while the directory's record is in hand:
+        // no copy of the binding, no allocation (borrows split by field).
+        let Engine {
+            dir,
+            cfg,
+            local_ids,
+            ids,
+            subscriptions,
+            scratch,
+            strings,
+            ..
+        } = self;
+        let verdict = dir.with_aor(&dev.aor, |rec| {
+            let Some(v) = rec.and_then(|r| r.contacts.iter().find(|c| c.binding == dev.binding))
+            else {
+                return Err(Outcome::NoBinding);
+            };
+            if v.expires_at <= now_secs {
+                return Err(Outcome::NoBinding);
+            }
+            if !v.is_reachable() {
+                return Err(Outcome::PathDead);
+            }
+            if job.spec.kind == Kind::ContactMe
+                && !v.accepts_contact_me()
+                && !subscriptions.has(&v.binding, now)
+            {
+                return Err(Outcome::NotAccepted);
+            }
+            let ctx = RequestContext {
+                cfg,
+                local_ids,
+                job: &job,
+                aor: &dev.aor,
+                branch: &branch,
+                now,
+            };
+            write_request(&ctx, v, ids, subscriptions, strings, scratch);
+            Ok((v.source, v.local))
+        });
+        let (to, local) = match verdict {
+            Ok(dest) => dest,
+            Err(o) => {
+                self.unalloc(slot);
+                job.set_outcome(device as usize, o);
+                self.count(o);
+                return;
+            }
+        };
+        let mut bytes = self.spare.pop().unwrap_or_default();
+        bytes.clear();
+        bytes.extend_from_slice(&self.scratch);
         let kind = match job.spec.kind {
             Kind::ContactMe => transaction::Kind::NonInvite,
             Kind::WakeInvite => transaction::Kind::Invite,
         };
         let (tx, out) = ClientTransaction::start(kind, now, &self.cfg.timers);
-        let to = view.source;
-        self.queue(&bytes, to, view.local);
+        let a = self.out_buf.len();
+        self.out_buf.extend_from_slice(&bytes);
+        self.out_meta.push((a, self.out_buf.len(), to, local));
         self.txns[slot as usize] = Some(Txn {
             nonce,
             role: Role::Request { run, device },
@@ -354,7 +384,7 @@ impl Engine {
             tx,
             bytes,
             to,
-            local: view.local,
+            local,
             timer: None,
             cancel: None,
             ring_until: None,
@@ -378,76 +408,6 @@ impl Engine {
             .map_or_else(|| "0.0.0.0:5060".to_owned(), |(hp, _)| hp.clone())
     }
 
-    /// The job's NOTIFY or INVITE for one binding, into `self.scratch`.
-    fn write_request(
-        &mut self,
-        job: &super::Job,
-        aor: &str,
-        view: &ContactView,
-        branch: &Id,
-        now: u64,
-    ) {
-        let sent_by = self.local_hostport(view.local);
-        let us = format!("sip:tether@{sent_by}");
-        let routes = path_routes(view.path.as_deref());
-        let route_refs: smallvec::SmallVec<[&str; 2]> = routes.iter().map(|s| &s[..]).collect();
-        let (method, content_type) = match job.spec.kind {
-            Kind::ContactMe => (Method::Notify, self.cfg.content_type.as_str()),
-            Kind::WakeInvite => (Method::Invite, self.cfg.wake_content_type.as_str()),
-        };
-        // A device that subscribed gets the NOTIFY inside its subscription's dialog.
-        let sub = match job.spec.kind {
-            Kind::ContactMe => self.subscriptions.next_notify(&view.binding, now),
-            Kind::WakeInvite => None,
-        };
-        let aor_uri = format!("sip:{aor}");
-        let tag = self.ids.tag();
-        let call_id = format!("{}@tether", self.ids.call_id().as_str());
-        let head = match &sub {
-            Some(s) => RequestHead {
-                method,
-                uri: &s.contact,
-                transport: "UDP",
-                sent_by: &sent_by,
-                branch,
-                from_uri: &s.local_uri,
-                from_tag: &s.local_tag,
-                to_uri: &s.remote_uri,
-                to_tag: Some(&s.remote_tag),
-                call_id: &s.call_id,
-                cseq: s.cseq,
-                max_forwards: 70,
-                contact: Some(&us),
-                routes: &route_refs,
-            },
-            None => RequestHead {
-                method,
-                uri: &view.contact,
-                transport: "UDP",
-                sent_by: &sent_by,
-                branch,
-                from_uri: &us,
-                from_tag: &tag,
-                to_uri: &aor_uri,
-                to_tag: None,
-                call_id: &call_id,
-                cseq: 1,
-                max_forwards: 70,
-                contact: (method == Method::Invite).then_some(us.as_str()),
-                routes: &route_refs,
-            },
-        };
-        let mut w = writer::request(&mut self.scratch, &head);
-        if method == Method::Notify {
-            w.header(HeaderName::Event, &self.cfg.event);
-            if let Some(s) = &sub {
-                let state = format!("active;expires={}", s.remaining_s);
-                w.header(HeaderName::SubscriptionState, &state);
-            }
-        }
-        w.finish(Some((content_type, &job.body)));
-    }
-
     fn alloc(&mut self) -> (u32, u32) {
         let nonce = (self.ids.next_u64() as u32) | 1;
         self.in_flight += 1;
@@ -460,14 +420,25 @@ impl Engine {
         }
     }
 
-    fn release(&mut self, slot: u32) -> Option<Txn> {
-        let t = self.txns.get_mut(slot as usize)?.take()?;
+    fn release(&mut self, slot: u32) {
+        let Some(t) = self.txns.get_mut(slot as usize).and_then(Option::take) else {
+            return;
+        };
         if let Some(h) = t.timer {
             self.wheel.cancel(h);
         }
         self.free.push(slot);
         self.in_flight -= 1;
-        Some(t)
+        // Keep a bounded pool of request buffers for the next sends.
+        if self.spare.len() < 4096 && t.bytes.capacity() <= 4096 {
+            self.spare.push(t.bytes);
+        }
+    }
+
+    /// Gives back a slot taken by [`Engine::alloc`] that was never filled.
+    fn unalloc(&mut self, slot: u32) {
+        self.free.push(slot);
+        self.in_flight -= 1;
     }
 
     fn arm(&mut self, slot: u32, at: Option<u64>) {
@@ -543,7 +514,7 @@ impl Engine {
             return;
         }
         t.timer = None;
-        let mut sends: smallvec::SmallVec<[Box<[u8]>; 2]> = smallvec::SmallVec::new();
+        let mut sends: smallvec::SmallVec<[Vec<u8>; 2]> = smallvec::SmallVec::new();
         // CANCEL retransmissions run beside the INVITE's own state.
         if let Some((c, bytes)) = t.cancel.as_mut() {
             if c.state() != transaction::State::Terminated {
@@ -573,8 +544,8 @@ impl Engine {
                     );
                     let (c, _) =
                         ClientTransaction::start(transaction::Kind::NonInvite, now, &timers);
-                    sends.push(buf.as_slice().into());
-                    t.cancel = Some((c, buf.into()));
+                    sends.push(buf.clone());
+                    t.cancel = Some((c, buf));
                     // If no final answer follows the CANCEL, give up after Timer B.
                     t.ring_until = Some(now + timers.timeout_ms);
                 } else {
@@ -784,7 +755,7 @@ impl Engine {
             role: Role::Other,
             job: None,
             tx,
-            bytes: buf.into(),
+            bytes: buf,
             to,
             local,
             timer: None,
@@ -907,6 +878,105 @@ impl Engine {
     pub(super) fn directory(&self) -> &Arc<Directory> {
         &self.dir
     }
+}
+
+/// What every request of one job to one device shares.
+struct RequestContext<'a> {
+    cfg: &'a NotifyConfig,
+    local_ids: &'a [(String, String)],
+    job: &'a super::Job,
+    aor: &'a str,
+    branch: &'a Id,
+    now: u64,
+}
+
+/// Reused text buffers for the per-request strings.
+#[derive(Default)]
+struct Strings {
+    aor_uri: String,
+    call_id: String,
+    state: String,
+}
+
+/// The job's NOTIFY or INVITE for one binding, into `out`.
+fn write_request(
+    ctx: &RequestContext<'_>,
+    view: &ContactView,
+    ids: &mut IdGen,
+    subscriptions: &mut Subscriptions,
+    strings: &mut Strings,
+    out: &mut Vec<u8>,
+) {
+    let (sent_by, us) = ctx
+        .local_ids
+        .get(usize::from(view.local))
+        .map_or(("0.0.0.0:5060", "sip:tether@0.0.0.0:5060"), |(a, b)| {
+            (a.as_str(), b.as_str())
+        });
+    let routes = path_routes(view.path.as_deref());
+    let route_refs: smallvec::SmallVec<[&str; 2]> = routes.iter().map(|s| &s[..]).collect();
+    let (method, content_type) = match ctx.job.spec.kind {
+        Kind::ContactMe => (Method::Notify, ctx.cfg.content_type.as_str()),
+        Kind::WakeInvite => (Method::Invite, ctx.cfg.wake_content_type.as_str()),
+    };
+    // A device that subscribed gets the NOTIFY inside its subscription's dialog.
+    let sub = match ctx.job.spec.kind {
+        Kind::ContactMe if !subscriptions.is_empty() => {
+            subscriptions.next_notify(&view.binding, ctx.now)
+        }
+        _ => None,
+    };
+    strings.aor_uri.clear();
+    strings.aor_uri.push_str("sip:");
+    strings.aor_uri.push_str(ctx.aor);
+    let tag = ids.tag();
+    strings.call_id.clear();
+    strings.call_id.push_str(&ids.call_id());
+    strings.call_id.push_str("@tether");
+    let head = match &sub {
+        Some(s) => RequestHead {
+            method,
+            uri: &s.contact,
+            transport: "UDP",
+            sent_by,
+            branch: ctx.branch,
+            from_uri: &s.local_uri,
+            from_tag: &s.local_tag,
+            to_uri: &s.remote_uri,
+            to_tag: Some(&s.remote_tag),
+            call_id: &s.call_id,
+            cseq: s.cseq,
+            max_forwards: 70,
+            contact: Some(us),
+            routes: &route_refs,
+        },
+        None => RequestHead {
+            method,
+            uri: &view.contact,
+            transport: "UDP",
+            sent_by,
+            branch: ctx.branch,
+            from_uri: us,
+            from_tag: &tag,
+            to_uri: &strings.aor_uri,
+            to_tag: None,
+            call_id: &strings.call_id,
+            cseq: 1,
+            max_forwards: 70,
+            contact: (method == Method::Invite).then_some(us),
+            routes: &route_refs,
+        },
+    };
+    let mut w = writer::request(out, &head);
+    if method == Method::Notify {
+        w.header(HeaderName::Event, &ctx.cfg.event);
+        if let Some(s) = &sub {
+            strings.state.clear();
+            let _ = write!(strings.state, "active;expires={}", s.remaining_s);
+            w.header(HeaderName::SubscriptionState, &strings.state);
+        }
+    }
+    w.finish(Some((content_type, &ctx.job.body)));
 }
 
 /// Our branch for transaction `slot`: the nonce makes a late answer to a

@@ -76,7 +76,6 @@ pub struct Device {
     pub target: u32,
     pub aor: Arc<str>,
     pub binding: BindingRef,
-    pub contact: Box<str>,
     pub instance: Option<Arc<str>>,
 }
 
@@ -351,7 +350,6 @@ mod tests {
             target: 0,
             aor: "a@x".into(),
             binding: BindingRef::default(),
-            contact: "sip:a@h".into(),
             instance: None,
         };
         let job = Job::new(1, spec, Box::default(), vec![dev], vec![], 1);

@@ -33,7 +33,6 @@ pub fn resolve(
                     target: i as u32,
                     aor: aor.clone(),
                     binding: c.binding,
-                    contact: c.contact.clone(),
                     instance: c.instance.clone(),
                 });
             }
