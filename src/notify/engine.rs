@@ -112,6 +112,7 @@ struct Txn {
     ring_until: Option<u64>,
     auth_tried: bool,
     settled: bool,
+    retransmits: u8,
 }
 
 /// One core's fan-out engine.
@@ -120,6 +121,7 @@ pub struct Engine {
     dir: Arc<Directory>,
     runs: Vec<Option<Run>>,
     node: Bucket,
+    congestion: super::pace::Congestion,
     txns: Vec<Option<Txn>>,
     free: Vec<u32>,
     in_flight: usize,
@@ -156,6 +158,7 @@ impl Engine {
             dir,
             runs: Vec::new(),
             node: Bucket::new(rate, 0),
+            congestion: super::pace::Congestion::new(rate, 0),
             txns: Vec::new(),
             free: Vec::new(),
             in_flight: 0,
@@ -264,6 +267,7 @@ impl Engine {
     }
 
     fn send_paced(&mut self, now: u64) {
+        self.node.rate = u64::from(self.congestion.rate(now));
         let mut budget = self.node.available(now).min(SENDS_PER_TICK);
         for idx in 0..self.runs.len() {
             if budget == 0 || self.awaiting >= self.cfg.max_in_flight {
@@ -390,12 +394,14 @@ impl Engine {
             ring_until: None,
             auth_tried: false,
             settled: false,
+            retransmits: 0,
         });
         self.arm(slot, out.next_deadline);
         if let Some(r) = self.runs[run as usize].as_mut() {
             r.outstanding += 1;
         }
         self.awaiting += 1;
+        self.congestion.on_send();
         job.set_outcome(device as usize, Outcome::InFlight);
         job.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.stats.requests_sent += 1;
@@ -564,6 +570,12 @@ impl Engine {
         }
         if o.retransmit {
             self.stats.retransmissions += 1;
+            if let Some(t) = self.txns[slot as usize].as_mut() {
+                if t.retransmits == 0 && matches!(t.role, Role::Request { .. }) {
+                    self.congestion.on_first_retransmit();
+                }
+                t.retransmits = t.retransmits.saturating_add(1);
+            }
             if let Some(Role::Request { run, .. }) =
                 self.txns[slot as usize].as_ref().map(|t| t.role)
             {
@@ -763,6 +775,7 @@ impl Engine {
             ring_until: None,
             auth_tried: true,
             settled: true,
+            retransmits: 0,
         });
         self.arm(bye_slot, out.next_deadline);
     }
@@ -870,6 +883,7 @@ impl Engine {
             ring_until: None,
             auth_tried: true,
             settled: true,
+            retransmits: 0,
         });
         self.scratch = buf;
         self.arm(slot, out.next_deadline);

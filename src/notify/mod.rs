@@ -10,6 +10,7 @@
 mod body;
 mod engine;
 mod job;
+mod pace;
 mod request;
 pub mod resolve;
 mod subscription;
