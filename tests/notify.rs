@@ -587,3 +587,54 @@ fn untrusted_api_callers_are_rejected_over_http() {
     api.shutdown();
     rt.shutdown().unwrap();
 }
+
+#[test]
+fn a_failed_webhook_is_retried_and_an_empty_job_still_reports() {
+    let (rt, _tether, api, base) = start_with_api("[webhooks]\nbackoff_ms = 50\nretries = 2\n");
+    // The application server's receiver fails once, then accepts.
+    let hook = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", hook.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        let mut bodies = Vec::new();
+        for status in ["500 Internal Server Error", "204 No Content"] {
+            let (mut conn, _) = hook.accept().unwrap();
+            conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut req = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !String::from_utf8_lossy(&req).contains("}") {
+                match std::io::Read::read(&mut conn, &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            let reply =
+                format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            std::io::Write::write_all(&mut conn, reply.as_bytes()).unwrap();
+            bodies.push(String::from_utf8_lossy(&req).into_owned());
+        }
+        bodies
+    });
+    // No device matches: the job is finished at once and still reports.
+    let id = post_job(
+        &base,
+        &job_body(
+            r#""nobody@127.0.0.1""#,
+            "contact-me",
+            &format!(r#", "callback_url": "{url}""#),
+        ),
+    );
+    let bodies = server.join().unwrap();
+    assert!(
+        bodies[1].contains(&format!("\"job\":\"{id}\"")),
+        "{}",
+        bodies[1]
+    );
+    assert!(bodies[1].contains("\"no_binding\":1"), "{}", bodies[1]);
+    wait_until(5, "the delivery is counted", || {
+        http("GET", &format!("{base}/metrics"), None, None)
+            .1
+            .contains("tether_webhooks_delivered_total 1\n")
+    });
+    api.shutdown();
+    rt.shutdown().unwrap();
+}

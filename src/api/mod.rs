@@ -270,6 +270,10 @@ impl Service {
             self.dispatch(core, part, rate);
         }
         self.stats.jobs_accepted.fetch_add(1, Ordering::Relaxed);
+        if job.is_finished() {
+            // Nothing to send: no core will report it, so report it here.
+            let _ = self.ctl.finished_tx.try_send(job.clone());
+        }
         tracing::info!(
             job = id,
             owner = %client.name,

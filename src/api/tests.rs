@@ -46,13 +46,14 @@ fn rig(allow: &[&str]) -> Rig {
         inboxes.push(Inbox::new(t, waker.clone()));
         rx.push(r);
     }
-    let (_, finished) = crossbeam_channel::bounded(1);
+    let (finished_tx, finished) = crossbeam_channel::bounded(1);
     let ctl = Control {
         directory: dir,
         inboxes,
         metrics: vec![Arc::new(crate::metrics::CoreSnapshot::default())],
         epoch: Instant::now(),
         finished,
+        finished_tx,
     };
     let mut cfg = Config::default();
     cfg.api.clients = vec![

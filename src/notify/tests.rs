@@ -580,3 +580,68 @@ fn late_or_forged_answers_do_not_match() {
     assert_eq!(r.job.outcome(0), Outcome::InFlight);
     assert_eq!(r.engine.stats.stray_responses, 1);
 }
+
+#[test]
+fn an_indirect_device_is_reached_through_its_path_route() {
+    let dir = Arc::new(Directory::new());
+    dir.update("indirect@example.net", |_| {
+        let mut r = AorRecord::default();
+        r.contacts.push(ContactView {
+            binding: BindingRef {
+                core: 0,
+                slot: 1,
+                gen: 1,
+            },
+            contact: "sip:indirect@10.9.9.9:5060".into(),
+            expires_at: 3600,
+            // The REGISTER came from the edge proxy, which is where requests go.
+            source: dev_addr(),
+            path: Some("<sip:edge1.example.net;lr>, <sip:edge2.example.net;lr>".into()),
+            flags: flags::CONTACT_ME,
+            ..ContactView::default()
+        });
+        Decision::Replace(r, ())
+    });
+    let mut s = spec(Kind::ContactMe);
+    s.targets = vec!["indirect@example.net".into()];
+    s.server = ServerAddr {
+        host: "2001:db8::7".into(),
+        port: 443,
+    };
+    let (devices, _) = resolve::resolve(&dir, &s.targets, Kind::ContactMe, 10);
+    let body = contact_me_body(&s, &crate::notify::Labels::default());
+    let job = Arc::new(Job::new(5, s, body.into_bytes().into(), devices, vec![], 1));
+    let mut e = Engine::new(
+        Arc::new(NotifyConfig::default()),
+        dir,
+        vec!["192.0.2.1:5060".parse().unwrap()],
+        1000,
+        3,
+    );
+    e.start(
+        JobPart {
+            job,
+            devices: vec![0],
+        },
+        None,
+        0,
+    );
+    e.tick(0);
+    let mut sent = Vec::new();
+    e.drain_outbound(&mut |b, to, _| sent.push((b.to_vec(), to)));
+    let (bytes, to) = &sent[0];
+    assert_eq!(
+        *to,
+        dev_addr(),
+        "sent to the proxy the REGISTER came through"
+    );
+    let m = sip::parse(bytes).unwrap();
+    let routes: Vec<_> = m.header_values(HeaderName::Route).collect();
+    assert_eq!(
+        routes,
+        vec!["<sip:edge1.example.net;lr>", "<sip:edge2.example.net;lr>"]
+    );
+    assert_eq!(m.request_uri_raw(), Some("sip:indirect@10.9.9.9:5060"));
+    // An IPv6 application server is written as the seed's hostport line.
+    assert_eq!(m.body, b"RequestID=10210\r\n[2001:db8::7]:443\r\n");
+}

@@ -69,6 +69,7 @@ pub struct Runtime {
     directory: Arc<Directory>,
     metrics: Vec<Arc<crate::metrics::CoreSnapshot>>,
     finished: crossbeam_channel::Receiver<Arc<crate::notify::Job>>,
+    finished_tx: crossbeam_channel::Sender<Arc<crate::notify::Job>>,
     epoch: Instant,
     /// The addresses actually bound (useful when the config asked for port 0).
     pub local_addrs: Vec<std::net::SocketAddr>,
@@ -84,6 +85,8 @@ pub struct Control {
     pub epoch: Instant,
     /// Jobs as they finish (their last part's core sends them).
     pub finished: crossbeam_channel::Receiver<Arc<crate::notify::Job>>,
+    /// For jobs that finish without reaching any core (no device matched).
+    pub finished_tx: crossbeam_channel::Sender<Arc<crate::notify::Job>>,
 }
 
 /// How many workers a configuration asks for.
@@ -226,6 +229,7 @@ impl Runtime {
             directory,
             metrics,
             finished,
+            finished_tx,
             epoch,
             local_addrs,
         })
@@ -239,6 +243,7 @@ impl Runtime {
             metrics: self.metrics.clone(),
             epoch: self.epoch,
             finished: self.finished.clone(),
+            finished_tx: self.finished_tx.clone(),
         }
     }
 

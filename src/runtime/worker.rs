@@ -171,7 +171,12 @@ impl Worker {
     /// One log line with this worker's counters (until the metrics endpoint exists).
     fn log_stats(&self, what: &str) {
         let d = &self.dispatcher;
-        let (c, r, k) = (&d.counters, &d.registrar.stats, &d.keepalive.stats);
+        let (c, r, k, n) = (
+            &d.counters,
+            &d.registrar.stats,
+            &d.keepalive.stats,
+            &d.notify.stats,
+        );
         let [reg_only, dialog_reg, dialog_only] = d.keepalive.paths_by_state();
         tracing::info!(
             worker = self.id,
@@ -196,6 +201,13 @@ impl Worker {
             prompts_answered = k.answered,
             prompts_missed = k.missed,
             paths_declared_dead = k.dead,
+            notify_sent = n.requests_sent,
+            notify_retransmitted = n.retransmissions,
+            notify_delivered = n.delivered,
+            notify_rejected = n.rejected,
+            notify_timed_out = n.timed_out,
+            notify_in_flight = d.notify.in_flight(),
+            subscriptions = d.notify.subscriptions.len(),
             "{what}"
         );
     }
