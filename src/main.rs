@@ -71,7 +71,8 @@ struct BenchArgs {
     /// Expires of each REGISTER.
     #[arg(long, default_value_t = 3600)]
     expires: u32,
-    /// Status code to answer server requests with; 0 = stay silent.
+    /// Status code to answer server requests with: 200, 486 …; 401 challenges
+    /// (then 200 for valid credentials, see --device-password); 0 = stay silent.
     #[arg(long, default_value_t = 200)]
     answer: u16,
     /// Share of endpoints that never answer (dead devices), 0..1.
@@ -125,6 +126,10 @@ struct BenchArgs {
     /// Notify scenario: the job's own rate limit (requests/s); default: the server's.
     #[arg(long)]
     job_rate: Option<u32>,
+    /// With --answer 401: the password the server must answer the endpoints'
+    /// digest challenges with (realm "tether-bench", any username).
+    #[arg(long, default_value = "device")]
+    device_password: String,
 }
 
 fn bench(a: BenchArgs) -> ExitCode {
@@ -162,6 +167,7 @@ fn bench(a: BenchArgs) -> ExitCode {
         password: a.password,
         unregister: a.unregister,
         refresh: a.refresh,
+        device_password: a.device_password.clone(),
         job: (a.scenario == "notify").then(|| loadgen::job::JobPlan {
             api: a.api.clone(),
             token: a.token.clone(),

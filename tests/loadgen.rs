@@ -206,3 +206,44 @@ fn refresh_keeps_bindings_alive_past_their_expiry() {
     assert_eq!(rt.directory().aor_count(), 200);
     rt.shutdown().unwrap();
 }
+
+#[test]
+fn notify_scenario_fans_out_to_every_endpoint_through_the_api_even_when_they_challenge() {
+    let (rt, addr, api, base) =
+        common::start_with_api("[notify]\nusername = \"tether\"\npassword = \"device\"\n");
+    let cfg = LoadConfig {
+        target: target(addr),
+        endpoints: 500,
+        rate: 5_000,
+        duration: Duration::from_secs(60),
+        scenario: Scenario::Notify,
+        answer: 401,
+        device_password: "device".into(),
+        source_base: "127.8.0.1".parse().unwrap(),
+        ports: 4,
+        job: Some(loadgen::job::JobPlan {
+            api: base,
+            token: common::API_TOKEN.into(),
+            kind: "contact-me".into(),
+            probes: 20,
+            rate: None,
+            target: target(addr),
+            domain: "127.0.0.1".into(),
+        }),
+        ..LoadConfig::default()
+    };
+    let s = loadgen::run(&cfg, |_, _, _| {}).unwrap();
+    let job = s.job.clone().expect("the job ran");
+    assert_eq!(job.error, None, "{s:?}");
+    assert_eq!((job.devices, job.delivered), (500, 500), "{job:?}");
+    assert_eq!(s.device_challenges, 500, "every endpoint challenged once");
+    assert_eq!(
+        job.server_metrics
+            .get("tether_notify_challenges_answered_total"),
+        Some(&500.0)
+    );
+    let probes = job.api_to_wire_us.expect("probes measured");
+    assert!(probes.max >= probes.p50 && probes.p50 > 0);
+    api.shutdown();
+    rt.shutdown().unwrap();
+}

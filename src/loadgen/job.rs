@@ -44,6 +44,8 @@ pub struct JobReport {
     pub server_cpu_us_per_device: Option<f64>,
     /// From sending the POST to the NOTIFY arriving at the probe device.
     pub api_to_wire_us: Option<Percentiles>,
+    /// The server's fan-out counters from its `/metrics` after the job.
+    pub server_metrics: std::collections::BTreeMap<String, f64>,
     pub error: Option<String>,
 }
 
@@ -104,6 +106,7 @@ pub fn run(plan: &JobPlan, server_pid: Option<u32>, limit: Duration) -> JobRepor
         r.error = Some(e);
         return r;
     }
+    r.server_metrics = server_metrics(plan);
     if plan.probes > 0 {
         match probes(plan) {
             Ok(p) => r.api_to_wire_us = Some(p),
@@ -111,6 +114,24 @@ pub fn run(plan: &JobPlan, server_pid: Option<u32>, limit: Duration) -> JobRepor
         }
     }
     r
+}
+
+/// The `tether_notify_*` lines of the server's `/metrics` (empty when the
+/// server is not tether or does not answer).
+fn server_metrics(plan: &JobPlan) -> std::collections::BTreeMap<String, f64> {
+    let text = agent()
+        .get(format!("{}/metrics", plan.api))
+        .call()
+        .ok()
+        .and_then(|mut r| r.body_mut().read_to_string().ok())
+        .unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("tether_notify_"))
+        .filter_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            Some((k.to_owned(), v.trim().parse().ok()?))
+        })
+        .collect()
 }
 
 fn big_job(

@@ -25,6 +25,7 @@ use crate::sip::{self, HeaderName, Method, StartLine};
 use crate::timer::TimerWheel;
 use udp::{PktBatch, PktSocket};
 
+mod device_auth;
 pub mod job;
 
 /// What the simulated endpoints do.
@@ -79,6 +80,9 @@ pub struct LoadConfig {
     pub server_pid: Option<u32>,
     /// Notify scenario: the job to ask for.
     pub job: Option<job::JobPlan>,
+    /// With `answer = 401`: the password the server must answer the
+    /// endpoints' challenges with (any username).
+    pub device_password: String,
 }
 
 impl Default for LoadConfig {
@@ -102,6 +106,7 @@ impl Default for LoadConfig {
             refresh: false,
             server_pid: None,
             job: None,
+            device_password: "device".into(),
         }
     }
 }
@@ -153,6 +158,8 @@ pub struct Summary {
     pub server_cpu_us_per_request: Option<f64>,
     /// Notify scenario: the job's outcome.
     pub job: Option<job::JobReport>,
+    /// Challenges the endpoints sent the server (`--answer 401`).
+    pub device_challenges: u64,
     pub timeline: Vec<Second>,
 }
 
@@ -281,6 +288,7 @@ pub fn run(
         .collect();
     let mut timers: TimerWheel<(u32, u8)> = TimerWheel::new(0);
     let mut challenges = 0u64;
+    let mut challenges_sent = 0u64;
     let mut unregistering = false;
     let mut unregister_started = false;
     let mut unregistered = 0u64;
@@ -610,15 +618,25 @@ User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
                             if cfg.answer == 0 || idx < dead_below || method == Method::Ack {
                                 continue;
                             }
-                            sip::writer::response_to(
+                            // `--answer 401`: challenge, then 200 for valid credentials
+                            // (403 otherwise); other codes are answered as they are.
+                            let code = match cfg.answer {
+                                401 => device_auth::verdict(&m, &cfg.device_password),
+                                c => c,
+                            };
+                            let mut w = sip::writer::response_to(
                                 &mut out,
                                 &m,
-                                cfg.answer,
-                                reason(cfg.answer),
+                                code,
+                                reason(code),
                                 Some("lgua"),
                                 None,
-                            )
-                            .finish(None);
+                            );
+                            if code == 401 {
+                                w.header_named("WWW-Authenticate", device_auth::CHALLENGE);
+                                challenges_sent += 1;
+                            }
+                            w.finish(None);
                             if sends[jtok].send_soon(s, &out, local, from) {
                                 answered += 1;
                             }
@@ -691,6 +709,7 @@ User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
             None
         },
         job: job_report,
+        device_challenges: challenges_sent,
         timeline,
     })
 }

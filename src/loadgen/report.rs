@@ -66,6 +66,9 @@ pub fn table(s: &Summary) -> String {
             s.requests_answered
         );
         let _ = writeln!(t, "endpoints prompted   {}", s.endpoints_prompted);
+        if s.device_challenges > 0 {
+            let _ = writeln!(t, "challenges sent      {}", s.device_challenges);
+        }
     }
     if let Some(j) = &s.job {
         let _ = writeln!(
@@ -91,6 +94,17 @@ pub fn table(s: &Summary) -> String {
                 t,
                 "API-to-wire (us)     p50 {}  p90 {}  p99 {}  max {}",
                 l.p50, l.p90, l.p99, l.max
+            );
+        }
+        if !j.server_metrics.is_empty() {
+            let m = |k: &str| j.server_metrics.get(k).copied().unwrap_or(0.0);
+            let _ = writeln!(
+                t,
+                "server /metrics      sent {} retransmitted {} delivered {} challenges answered {}",
+                m("tether_notify_requests_sent_total"),
+                m("tether_notify_retransmissions_total"),
+                m("tether_notify_delivered_total"),
+                m("tether_notify_challenges_answered_total"),
             );
         }
         if let Some(e) = &j.error {

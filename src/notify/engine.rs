@@ -27,6 +27,8 @@ pub const SENDS_PER_TICK: usize = 256;
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Stats {
     pub jobs_started: u64,
+    /// Job parts this core finished (the job itself may go on elsewhere).
+    pub parts_finished: u64,
     pub jobs_finished: u64,
     pub requests_sent: u64,
     pub retransmissions: u64,
@@ -505,6 +507,7 @@ impl Engine {
             return;
         }
         let r = self.runs[run as usize].take().expect("checked");
+        self.stats.parts_finished += 1;
         if r.part.job.part_done() {
             self.stats.jobs_finished += 1;
             self.finished.push(r.part.job);

@@ -36,6 +36,7 @@ pub struct Worker {
     last_stats: std::time::Instant,
     metrics: Arc<crate::metrics::CoreSnapshot>,
     last_publish: std::time::Instant,
+    parts_published: u64,
     finished: crossbeam_channel::Sender<Arc<crate::notify::Job>>,
 }
 
@@ -87,6 +88,7 @@ impl Worker {
             last_stats: std::time::Instant::now(),
             metrics: p.metrics,
             last_publish: std::time::Instant::now(),
+            parts_published: 0,
             finished: p.finished,
         })
     }
@@ -137,8 +139,13 @@ impl Worker {
             self.tick();
             self.report_finished();
             // Counters reach the metrics endpoint once a second (the path
-            // gauges are a scan of this core's path table).
-            if self.last_publish.elapsed() >= Duration::from_secs(1) {
+            // gauges are a scan of this core's path table), and as soon as a
+            // job part ends, so a finished job and its counters agree.
+            let parts = self.dispatcher.notify.stats.parts_finished;
+            if self.last_publish.elapsed() >= Duration::from_secs(1)
+                || parts != self.parts_published
+            {
+                self.parts_published = parts;
                 self.last_publish = std::time::Instant::now();
                 self.metrics.publish(&self.dispatcher.metric_values());
             }
