@@ -50,8 +50,11 @@ struct BenchArgs {
     /// stay for --hold answering the server's requests. `notify`: register,
     /// then ask the server's control API (--api) for one fan-out job to all
     /// endpoints, answer it with --answer, time it, then probe API-to-wire
-    /// latency with --probes single-target jobs.
-    #[arg(value_parser = ["register", "keepalive", "notify"])]
+    /// latency with --probes single-target jobs. `soak`: register, then for
+    /// --hold do everything at once: refreshes, keepalive and fan-out
+    /// answers, --churn devices restarting per second, and (with --api and
+    /// --token) a job to --job-targets random endpoints every --job-every s.
+    #[arg(value_parser = ["register", "keepalive", "notify", "soak"])]
     scenario: String,
     /// The registrar to load (loopback only unless --allow-remote).
     #[arg(short, long, default_value = "127.0.0.1:5060")]
@@ -130,6 +133,15 @@ struct BenchArgs {
     /// digest challenges with (realm "tether-bench", any username).
     #[arg(long, default_value = "device")]
     device_password: String,
+    /// Soak: devices restarting (unregister, register again) per second.
+    #[arg(long, default_value_t = 0)]
+    churn: u32,
+    /// Soak: seconds between fan-out jobs.
+    #[arg(long, default_value_t = 5)]
+    job_every: u64,
+    /// Soak: endpoints per fan-out job.
+    #[arg(long, default_value_t = 100)]
+    job_targets: u32,
 }
 
 fn bench(a: BenchArgs) -> ExitCode {
@@ -151,6 +163,7 @@ fn bench(a: BenchArgs) -> ExitCode {
         scenario: match a.scenario.as_str() {
             "keepalive" => Scenario::Keepalive,
             "notify" => Scenario::Notify,
+            "soak" => Scenario::Soak,
             _ => Scenario::Register,
         },
         expires: a.expires,
@@ -168,17 +181,22 @@ fn bench(a: BenchArgs) -> ExitCode {
         unregister: a.unregister,
         refresh: a.refresh,
         device_password: a.device_password.clone(),
-        job: (a.scenario == "notify").then(|| loadgen::job::JobPlan {
-            api: a.api.clone(),
-            token: a.token.clone(),
-            kind: a.job_kind.clone(),
-            probes: a.probes,
-            rate: a.job_rate,
-            target: a.target,
-            domain: a
-                .domain
-                .clone()
-                .unwrap_or_else(|| a.target.ip().to_string()),
+        churn_per_s: a.churn,
+        job_every: std::time::Duration::from_secs(a.job_every.max(1)),
+        job_targets: a.job_targets,
+        job: (a.scenario == "notify" || (a.scenario == "soak" && !a.token.is_empty())).then(|| {
+            loadgen::job::JobPlan {
+                api: a.api.clone(),
+                token: a.token.clone(),
+                kind: a.job_kind.clone(),
+                probes: a.probes,
+                rate: a.job_rate,
+                target: a.target,
+                domain: a
+                    .domain
+                    .clone()
+                    .unwrap_or_else(|| a.target.ip().to_string()),
+            }
         }),
     };
     use std::io::IsTerminal as _;

@@ -247,3 +247,60 @@ fn notify_scenario_fans_out_to_every_endpoint_through_the_api_even_when_they_cha
     api.shutdown();
     rt.shutdown().unwrap();
 }
+
+#[test]
+fn soak_scenario_mixes_refresh_keepalive_churn_and_fan_out_without_failures() {
+    let (rt, addr, api, base) = common::start_with_api(
+        "[registrar]\nmin_expires = 2\n[keepalive]\ninterval_ms = 1000\ntimeout_ms = 500\njitter_ms = 200\n",
+    );
+    let cfg = LoadConfig {
+        target: target(addr),
+        endpoints: 2_000,
+        rate: 4_000,
+        duration: Duration::from_secs(60),
+        hold: Duration::from_secs(4),
+        expires: 3,
+        scenario: Scenario::Soak,
+        churn_per_s: 100,
+        job_every: Duration::from_secs(1),
+        job_targets: 50,
+        source_base: "127.9.0.1".parse().unwrap(),
+        ports: 4,
+        job: Some(loadgen::job::JobPlan {
+            api: base,
+            token: common::API_TOKEN.into(),
+            kind: "contact-me".into(),
+            probes: 0,
+            rate: None,
+            target: target(addr),
+            domain: "127.0.0.1".into(),
+        }),
+        ..LoadConfig::default()
+    };
+    let s = loadgen::run(&cfg, |_, _, _| {}).unwrap();
+    assert_eq!((s.registered, s.failed), (2_000, 0), "{s:?}");
+    assert!(
+        s.refreshed >= 2_000,
+        "every binding refreshed at least once: {}",
+        s.refreshed
+    );
+    assert!(
+        s.churned > 0 && s.churn_failed == 0,
+        "{} / {}",
+        s.churned,
+        s.churn_failed
+    );
+    assert!(
+        s.requests_received.contains_key("OPTIONS"),
+        "keepalive prompts answered"
+    );
+    let jobs = s.soak_jobs.clone().expect("soak jobs ran");
+    assert!(jobs.jobs >= 2 && jobs.errors == 0, "{jobs:?}");
+    // A device restarting during a job may be between bindings: counted, not lost.
+    assert_eq!(jobs.delivered + jobs.other, jobs.devices, "{jobs:?}");
+    assert_eq!(jobs.timed_out + jobs.rejected, 0, "{jobs:?}");
+    // Nothing lost: every endpoint is registered at the end.
+    assert_eq!(rt.directory().aor_count(), 2_000);
+    api.shutdown();
+    rt.shutdown().unwrap();
+}

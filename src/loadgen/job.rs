@@ -238,3 +238,89 @@ Accept: application/application-server-contact-me\r\nExpires: 600\r\nContent-Len
     let _ = receiver.join();
     Ok(percentiles(&h))
 }
+
+/// The soak scenario's periodic jobs.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SoakReport {
+    pub jobs: u64,
+    pub devices: u64,
+    pub delivered: u64,
+    pub rejected: u64,
+    pub timed_out: u64,
+    pub other: u64,
+    /// Seconds each job took, request to `finished`.
+    pub job_seconds: Option<Percentiles>,
+    pub errors: u64,
+    pub last_error: Option<String>,
+}
+
+/// Every `every` until `stop`: one job to `k` endpoints picked at random
+/// among `u0..u<n-1>`, waited for (at most 60 s), its counts added up.
+pub fn soak(
+    plan: &JobPlan,
+    every: Duration,
+    k: u32,
+    n: u32,
+    stop: &std::sync::atomic::AtomicBool,
+) -> SoakReport {
+    use std::sync::atomic::Ordering;
+    let agent = agent();
+    let mut r = SoakReport::default();
+    let mut h = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("bounds");
+    let mut rng = u64::from(std::process::id()) | 1;
+    let mut next = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        if Instant::now() < next {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        }
+        next += every;
+        let mut targets = Vec::with_capacity(k as usize);
+        for _ in 0..k.min(n) {
+            // xorshift: a spread of endpoints, repeatable per run.
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            targets.push(format!(
+                "\"u{}@{}\"",
+                rng % u64::from(n.max(1)),
+                plan.domain
+            ));
+        }
+        let t0 = Instant::now();
+        let result = post(&agent, plan, &format!("[{}]", targets.join(",")), plan.rate).and_then(
+            |id| loop {
+                let v = get(&agent, plan, &id)?;
+                if v["status"] != "running" {
+                    return Ok(v);
+                }
+                if t0.elapsed() > Duration::from_secs(60) || stop.load(Ordering::Relaxed) {
+                    return Err(format!("job {id} still running"));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            },
+        );
+        match result {
+            Ok(v) => {
+                let c = &v["counts"];
+                let g = |key: &str| c[key].as_u64().unwrap_or(0);
+                r.jobs += 1;
+                r.devices += g("devices");
+                r.delivered += g("delivered");
+                r.rejected += g("rejected");
+                r.timed_out += g("timed_out");
+                r.other +=
+                    g("devices").saturating_sub(g("delivered") + g("rejected") + g("timed_out"));
+                let _ = h.record(t0.elapsed().as_micros().max(1) as u64);
+            }
+            Err(e) => {
+                r.errors += 1;
+                r.last_error = Some(e);
+            }
+        }
+    }
+    if r.jobs > 0 {
+        r.job_seconds = Some(percentiles(&h));
+    }
+    r
+}

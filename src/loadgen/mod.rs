@@ -38,6 +38,11 @@ pub enum Scenario {
     /// Register, then ask the server's API for a fan-out job to every
     /// endpoint (see [`job::JobPlan`]), answer it, and time it.
     Notify,
+    /// Everything at once for `hold`: refreshes at 80% of the expiry,
+    /// keepalive and fan-out requests answered, `churn_per_s` devices
+    /// restarting (unregister, register again), and with `job` a small
+    /// fan-out job every `job_every`.
+    Soak,
 }
 
 /// A run's parameters.
@@ -83,6 +88,11 @@ pub struct LoadConfig {
     /// With `answer = 401`: the password the server must answer the
     /// endpoints' challenges with (any username).
     pub device_password: String,
+    /// Soak: devices restarting per second.
+    pub churn_per_s: u32,
+    /// Soak: a job to `job_targets` random endpoints this often (with `job`).
+    pub job_every: Duration,
+    pub job_targets: u32,
 }
 
 impl Default for LoadConfig {
@@ -107,6 +117,9 @@ impl Default for LoadConfig {
             server_pid: None,
             job: None,
             device_password: "device".into(),
+            churn_per_s: 0,
+            job_every: Duration::from_secs(5),
+            job_targets: 100,
         }
     }
 }
@@ -160,6 +173,12 @@ pub struct Summary {
     pub job: Option<job::JobReport>,
     /// Challenges the endpoints sent the server (`--answer 401`).
     pub device_challenges: u64,
+    /// Soak: devices that restarted (unregistered and registered again),
+    /// and restarts where either REGISTER failed.
+    pub churned: u64,
+    pub churn_failed: u64,
+    /// Soak: the periodic fan-out jobs.
+    pub soak_jobs: Option<job::SoakReport>,
     pub timeline: Vec<Second>,
 }
 
@@ -241,8 +260,13 @@ const MAX_RETRANS: u8 = 4;
 struct Endpoint {
     state: u8,
     retrans: u8,
-    /// CSeq of the REGISTER in flight (1, then one more per challenge).
-    cseq: u8,
+    /// CSeq of the REGISTER in flight (one more per new request).
+    cseq: u16,
+    /// Challenges answered for the REGISTER in flight (a loop guard).
+    auth_rounds: u8,
+    /// Soak churn: 1 while the device's un-REGISTER is in flight, 2 while
+    /// its REGISTER back is, 0 otherwise.
+    churn: u8,
     /// Bumped with every new request so that timers of an older one are ignored.
     epoch: u8,
     /// Registered at least once (a later 200 is a refresh).
@@ -280,6 +304,8 @@ pub fn run(
             state: 0,
             retrans: 0,
             cseq: 1,
+            auth_rounds: 0,
+            churn: 0,
             epoch: 0,
             registered: false,
             sent_at_us: 0,
@@ -289,6 +315,8 @@ pub fn run(
     let mut timers: TimerWheel<(u32, u8)> = TimerWheel::new(0);
     let mut challenges = 0u64;
     let mut challenges_sent = 0u64;
+    let (mut churn_started, mut churn_cursor, mut churned, mut churn_failed) =
+        (0u64, 0u32, 0u64, 0u64);
     let mut unregistering = false;
     let mut unregister_started = false;
     let mut unregistered = 0u64;
@@ -310,6 +338,8 @@ pub fn run(
     let mut done_at: Option<Instant> = None;
     let mut job_thread: Option<std::thread::JoinHandle<job::JobReport>> = None;
     let mut job_report: Option<job::JobReport> = None;
+    let soak_stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut soak_thread: Option<std::thread::JoinHandle<job::SoakReport>> = None;
     let mut msg = Vec::with_capacity(1024);
     let mut out = Vec::with_capacity(1024);
     let mut events = Events::with_capacity(256);
@@ -331,7 +361,7 @@ pub fn run(
                           i: u32,
                           ip: Ipv4Addr,
                           port: u16,
-                          cseq: u8,
+                          cseq: u16,
                           auth: &[u8],
                           expires: u32| {
         let expires = Decimal::new(expires);
@@ -389,12 +419,16 @@ User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
 
     // Every REGISTER leaves the same way: written for its endpoint, queued on
     // that endpoint's socket, sent in the next batch.
-    let send_register =
-        |sends: &mut [PktBatch], msg: &mut Vec<u8>, i: u32, cseq: u8, auth: &[u8], expires: u32| {
-            let (j, ip) = addr_of(i);
-            write_register(msg, i, ip, sockets[j].port(), cseq, auth, expires);
-            sends[j].send_soon(&sockets[j], msg, ip, cfg.target);
-        };
+    let send_register = |sends: &mut [PktBatch],
+                         msg: &mut Vec<u8>,
+                         i: u32,
+                         cseq: u16,
+                         auth: &[u8],
+                         expires: u32| {
+        let (j, ip) = addr_of(i);
+        write_register(msg, i, ip, sockets[j].port(), cseq, auth, expires);
+        sends[j].send_soon(&sockets[j], msg, ip, cfg.target);
+    };
 
     loop {
         let now = start.elapsed();
@@ -402,6 +436,15 @@ User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
         let now_ms = now_us / 1000;
         if now >= cfg.duration {
             break;
+        }
+        if let (Scenario::Soak, Some(_), Some(plan), None) =
+            (cfg.scenario, done_at, &cfg.job, &soak_thread)
+        {
+            let (plan, stop) = (plan.clone(), soak_stop.clone());
+            let (every, k, n) = (cfg.job_every, cfg.job_targets, n);
+            soak_thread = Some(std::thread::spawn(move || {
+                job::soak(&plan, every, k, n, &stop)
+            }));
         }
         if let (Some(_), Some(plan), None, None) = (done_at, &cfg.job, &job_thread, &job_report) {
             if cfg.scenario == Scenario::Notify && !unregistering {
@@ -419,7 +462,9 @@ User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
                 || cfg.scenario == Scenario::Register
                 || (cfg.scenario == Scenario::Notify
                     && (job_report.is_some() || cfg.job.is_none()))
-                || (cfg.scenario == Scenario::Keepalive && t.elapsed() >= cfg.hold);
+                || (cfg.scenario == Scenario::Keepalive && t.elapsed() >= cfg.hold)
+                // A soak ends with nothing in flight: no device caught mid-restart.
+                || (cfg.scenario == Scenario::Soak && t.elapsed() >= cfg.hold && inflight == 0);
             if phase_over && cfg.unregister && !unregistering {
                 // Second phase: the same endpoints, REGISTER with Expires: 0.
                 unregistering = true;
@@ -468,8 +513,12 @@ User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
             if unregistering || e.state != DONE || e.epoch != epoch || !e.registered {
                 continue;
             }
+            if cfg.scenario == Scenario::Soak && done_at.is_some_and(|t| t.elapsed() >= cfg.hold) {
+                continue; // the soak is winding down
+            }
             e.state = PENDING;
             e.retrans = 0;
+            e.auth_rounds = 0;
             e.cseq = e.cseq.wrapping_add(1);
             e.epoch = e.epoch.wrapping_add(1);
             e.sent_at_us = now_us as u32;
@@ -477,6 +526,37 @@ User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
             send_register(&mut sends, &mut msg, i, e.cseq, b"", phase_expires);
             timers.insert(now_ms + T1_MS, (i, e.epoch));
             cur.sent += 1;
+        }
+        // Soak: devices that restart (unregister, then register again) at
+        // `churn_per_s`, taken in turn among those registered and idle.
+        if let (Scenario::Soak, Some(t), false) = (cfg.scenario, done_at, unregistering) {
+            if t.elapsed() >= cfg.hold {
+                churn_started = u64::MAX;
+            }
+            let due = (t.elapsed().as_micros() as u64 * u64::from(cfg.churn_per_s) / 1_000_000)
+                .min(u64::MAX / 2);
+            let mut tries = 0;
+            while churn_started < due && tries < n {
+                tries += 1;
+                let i = churn_cursor % n;
+                churn_cursor = churn_cursor.wrapping_add(1);
+                let e = &mut eps[i as usize];
+                if e.state != DONE || !e.registered {
+                    continue;
+                }
+                churn_started += 1;
+                e.churn = 1;
+                e.state = PENDING;
+                e.retrans = 0;
+                e.auth_rounds = 0;
+                e.cseq = e.cseq.wrapping_add(1);
+                e.epoch = e.epoch.wrapping_add(1);
+                e.sent_at_us = now_us as u32;
+                inflight += 1;
+                send_register(&mut sends, &mut msg, i, e.cseq, b"", 0);
+                timers.insert(now_ms + T1_MS, (i, e.epoch));
+                cur.sent += 1;
+            }
         }
         // Retransmit or give up on unanswered REGISTERs.
         while let Some((_, (i, epoch))) = timers.poll(now_ms) {
@@ -494,9 +574,10 @@ User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
             }
             e.retrans += 1;
             retransmissions += 1;
+            let expires = if e.churn == 1 { 0 } else { phase_expires };
             // A retransmission after a challenge carries no credentials: the
             // server challenges again and the next answer has a fresh nonce.
-            send_register(&mut sends, &mut msg, i, e.cseq, b"", phase_expires);
+            send_register(&mut sends, &mut msg, i, e.cseq, b"", expires);
             timers.insert(now_ms + (T1_MS << e.retrans), (i, e.epoch));
         }
         for (j, b) in sends.iter_mut().enumerate() {
@@ -553,20 +634,22 @@ User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
                             if e.state != PENDING || code < 200 {
                                 continue;
                             }
-                            if code == 401 && e.cseq < 8 {
+                            if code == 401 && e.auth_rounds < 4 {
                                 if let Some(pw) = &cfg.password {
                                     if let Some(auth) = answer_challenge(&m, i, pw, &cfg.domain) {
-                                        e.cseq += 1;
+                                        e.auth_rounds += 1;
+                                        e.cseq = e.cseq.wrapping_add(1);
                                         e.epoch = e.epoch.wrapping_add(1);
                                         e.retrans = 0;
                                         challenges += 1;
+                                        let expires = if e.churn == 1 { 0 } else { phase_expires };
                                         send_register(
                                             &mut sends,
                                             &mut msg,
                                             i,
                                             e.cseq,
                                             auth.as_bytes(),
-                                            phase_expires,
+                                            expires,
                                         );
                                         timers.insert(now_us / 1000 + T1_MS, (i, e.epoch));
                                         continue;
@@ -575,6 +658,31 @@ User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
                             }
                             e.state = DONE;
                             inflight -= 1;
+                            if e.churn != 0 {
+                                // A restarting device: gone, then back at once.
+                                if code != 200 {
+                                    e.churn = 0;
+                                    churn_failed += 1;
+                                } else if e.churn == 1 {
+                                    e.churn = 2;
+                                    e.state = PENDING;
+                                    e.retrans = 0;
+                                    e.auth_rounds = 0;
+                                    e.cseq = e.cseq.wrapping_add(1);
+                                    e.epoch = e.epoch.wrapping_add(1);
+                                    e.sent_at_us = now_us as u32;
+                                    inflight += 1;
+                                    let cseq = e.cseq;
+                                    send_register(&mut sends, &mut msg, i, cseq, b"", cfg.expires);
+                                    timers
+                                        .insert(now_us / 1000 + T1_MS, (i, eps[i as usize].epoch));
+                                    continue;
+                                } else {
+                                    e.churn = 0;
+                                    churned += 1;
+                                }
+                            }
+                            let e = &mut eps[i as usize];
                             *codes.entry(code).or_default() += 1;
                             let lat = now_us.saturating_sub(u64::from(e.sent_at_us)).max(1);
                             let _ = hist.record(lat);
@@ -588,9 +696,9 @@ User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
                                     e.registered = true;
                                     registered += 1;
                                 }
-                                if cfg.refresh
+                                if (cfg.refresh || cfg.scenario == Scenario::Soak)
                                     && !unregistering
-                                    && cfg.scenario == Scenario::Keepalive
+                                    && matches!(cfg.scenario, Scenario::Keepalive | Scenario::Soak)
                                 {
                                     // Refresh at 80% of what the server granted.
                                     let granted = granted_expires(&m).unwrap_or(cfg.expires);
@@ -666,6 +774,8 @@ User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
             progress(registered, failed, start.elapsed());
         }
     }
+    soak_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let soak_report = soak_thread.take().and_then(|t| t.join().ok());
     cur.p50_us = sec_hist.value_at_quantile(0.5);
     cur.p99_us = sec_hist.value_at_quantile(0.99);
     timeline.push(cur);
@@ -710,6 +820,9 @@ User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
         },
         job: job_report,
         device_challenges: challenges_sent,
+        churned,
+        churn_failed,
+        soak_jobs: soak_report,
         timeline,
     })
 }

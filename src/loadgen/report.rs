@@ -70,6 +70,27 @@ pub fn table(s: &Summary) -> String {
             let _ = writeln!(t, "challenges sent      {}", s.device_challenges);
         }
     }
+    if s.churned > 0 || s.churn_failed > 0 {
+        let _ = writeln!(
+            t,
+            "devices restarted    {} (failed {})",
+            s.churned, s.churn_failed
+        );
+    }
+    if let Some(j) = &s.soak_jobs {
+        let _ = writeln!(
+            t,
+            "soak jobs            {} jobs, {} devices: delivered {}, rejected {}, timed out {}, other {}, errors {}",
+            j.jobs, j.devices, j.delivered, j.rejected, j.timed_out, j.other, j.errors
+        );
+        if let Some(p) = &j.job_seconds {
+            let _ = writeln!(
+                t,
+                "soak job time (us)   p50 {}  p99 {}  max {}",
+                p.p50, p.p99, p.max
+            );
+        }
+    }
     if let Some(j) = &s.job {
         let _ = writeln!(
             t,
