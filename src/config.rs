@@ -91,35 +91,7 @@ pub struct NotifySection {
     pub timeout_ms: u64,
     pub min_subscription: u32,
     pub max_subscription: u32,
-    pub labels: LabelsSection,
-}
-
-/// `[notify.labels]`: labels of the label=value body lines.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct LabelsSection {
-    pub request_id: String,
-    pub address: String,
-    pub port: String,
-    pub path: String,
-    pub time_slot: String,
-    pub protocol: String,
-    pub credentials: String,
-}
-
-impl Default for LabelsSection {
-    fn default() -> Self {
-        let l = crate::notify::Labels::default();
-        LabelsSection {
-            request_id: l.request_id,
-            address: l.address,
-            port: l.port,
-            path: l.path,
-            time_slot: l.time_slot,
-            protocol: l.protocol,
-            credentials: l.credentials,
-        }
-    }
+    pub labels: crate::notify::Labels,
 }
 
 impl Default for NotifySection {
@@ -140,7 +112,7 @@ impl Default for NotifySection {
             timeout_ms: n.timers.timeout_ms,
             min_subscription: n.min_subscription,
             max_subscription: n.max_subscription,
-            labels: LabelsSection::default(),
+            labels: crate::notify::Labels::default(),
         }
     }
 }
@@ -575,20 +547,11 @@ impl Config {
     /// The fan-out settings this configuration asks for.
     pub fn notify(&self) -> crate::notify::NotifyConfig {
         let n = &self.notify;
-        let l = &n.labels;
         crate::notify::NotifyConfig {
             event: n.event.clone(),
             content_type: n.content_type.clone(),
             wake_content_type: n.wake_content_type.clone(),
-            labels: crate::notify::Labels {
-                request_id: l.request_id.clone(),
-                address: l.address.clone(),
-                port: l.port.clone(),
-                path: l.path.clone(),
-                time_slot: l.time_slot.clone(),
-                protocol: l.protocol.clone(),
-                credentials: l.credentials.clone(),
-            },
+            labels: n.labels.clone(),
             rate: n.rate,
             max_in_flight: n.max_in_flight,
             ring_ms: n.ring_ms,

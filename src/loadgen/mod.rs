@@ -276,6 +276,19 @@ struct Endpoint {
     prompted: bool,
 }
 
+impl Endpoint {
+    /// A new REGISTER transaction for this endpoint (refresh, restart):
+    /// next CSeq, a new epoch so the old one's timers are ignored.
+    fn next_transaction(&mut self, now_us: u64) {
+        self.state = PENDING;
+        self.retrans = 0;
+        self.auth_rounds = 0;
+        self.cseq = self.cseq.wrapping_add(1);
+        self.epoch = self.epoch.wrapping_add(1);
+        self.sent_at_us = now_us as u32;
+    }
+}
+
 /// Runs a load; `progress` gets (registered, failed, elapsed) about once a second.
 pub fn run(
     cfg: &LoadConfig,
@@ -516,12 +529,7 @@ User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
             if cfg.scenario == Scenario::Soak && done_at.is_some_and(|t| t.elapsed() >= cfg.hold) {
                 continue; // the soak is winding down
             }
-            e.state = PENDING;
-            e.retrans = 0;
-            e.auth_rounds = 0;
-            e.cseq = e.cseq.wrapping_add(1);
-            e.epoch = e.epoch.wrapping_add(1);
-            e.sent_at_us = now_us as u32;
+            e.next_transaction(now_us);
             inflight += 1;
             send_register(&mut sends, &mut msg, i, e.cseq, b"", phase_expires);
             timers.insert(now_ms + T1_MS, (i, e.epoch));
@@ -546,12 +554,7 @@ User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
                 }
                 churn_started += 1;
                 e.churn = 1;
-                e.state = PENDING;
-                e.retrans = 0;
-                e.auth_rounds = 0;
-                e.cseq = e.cseq.wrapping_add(1);
-                e.epoch = e.epoch.wrapping_add(1);
-                e.sent_at_us = now_us as u32;
+                e.next_transaction(now_us);
                 inflight += 1;
                 send_register(&mut sends, &mut msg, i, e.cseq, b"", 0);
                 timers.insert(now_ms + T1_MS, (i, e.epoch));
@@ -665,12 +668,7 @@ User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
                                     churn_failed += 1;
                                 } else if e.churn == 1 {
                                     e.churn = 2;
-                                    e.state = PENDING;
-                                    e.retrans = 0;
-                                    e.auth_rounds = 0;
-                                    e.cseq = e.cseq.wrapping_add(1);
-                                    e.epoch = e.epoch.wrapping_add(1);
-                                    e.sent_at_us = now_us as u32;
+                                    e.next_transaction(now_us);
                                     inflight += 1;
                                     let cseq = e.cseq;
                                     send_register(&mut sends, &mut msg, i, cseq, b"", cfg.expires);

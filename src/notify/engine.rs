@@ -117,6 +117,28 @@ struct Txn {
     retransmits: u8,
 }
 
+impl Txn {
+    /// A housekeeping transaction (BYE, a subscription's NOTIFY): nobody
+    /// waits for its outcome and it is never challenged-and-retried.
+    fn other(nonce: u32, tx: ClientTransaction, bytes: Vec<u8>, to: SocketAddr, local: u8) -> Txn {
+        Txn {
+            nonce,
+            role: Role::Other,
+            job: None,
+            tx,
+            bytes,
+            to,
+            local,
+            timer: None,
+            cancel: None,
+            ring_until: None,
+            auth_tried: true,
+            settled: true,
+            retransmits: 0,
+        }
+    }
+}
+
 /// One core's fan-out engine.
 pub struct Engine {
     cfg: Arc<NotifyConfig>,
@@ -765,21 +787,7 @@ impl Engine {
         let (tx, out) =
             ClientTransaction::start(transaction::Kind::NonInvite, now, &self.cfg.timers);
         self.queue(&buf, to, local);
-        self.txns[bye_slot as usize] = Some(Txn {
-            nonce,
-            role: Role::Other,
-            job: None,
-            tx,
-            bytes: buf,
-            to,
-            local,
-            timer: None,
-            cancel: None,
-            ring_until: None,
-            auth_tried: true,
-            settled: true,
-            retransmits: 0,
-        });
+        self.txns[bye_slot as usize] = Some(Txn::other(nonce, tx, buf, to, local));
         self.arm(bye_slot, out.next_deadline);
     }
 
@@ -873,21 +881,7 @@ impl Engine {
         let (tx, out) =
             ClientTransaction::start(transaction::Kind::NonInvite, now, &self.cfg.timers);
         self.queue(&buf, to, local);
-        self.txns[slot as usize] = Some(Txn {
-            nonce,
-            role: Role::Other,
-            job: None,
-            tx,
-            bytes: buf.as_slice().into(),
-            to,
-            local,
-            timer: None,
-            cancel: None,
-            ring_until: None,
-            auth_tried: true,
-            settled: true,
-            retransmits: 0,
-        });
+        self.txns[slot as usize] = Some(Txn::other(nonce, tx, buf.as_slice().into(), to, local));
         self.scratch = buf;
         self.arm(slot, out.next_deadline);
     }

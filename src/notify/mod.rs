@@ -50,8 +50,9 @@ pub struct NotifyConfig {
     pub timers: Timers,
 }
 
-/// Labels of the label=value body lines.
-#[derive(Debug, Clone, PartialEq)]
+/// Labels of the label=value body lines (`[notify.labels]`).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Labels {
     pub request_id: String,
     pub address: String,
