@@ -133,6 +133,13 @@ struct BenchArgs {
     /// digest challenges with (realm "tether-bench", any username).
     #[arg(long, default_value = "device")]
     device_password: String,
+    /// Give each endpoint a +sip.instance (urn:uuid:00000000-0000-4000-8000-<12-digit N>)
+    /// and reg-id=1, so jobs can target device ids.
+    #[arg(long)]
+    instance: bool,
+    /// Extra Contact parameters for every endpoint, e.g. ';scope=mobile'.
+    #[arg(long, default_value = "")]
+    contact_params: String,
     /// Soak: devices restarting (unregister, register again) per second.
     #[arg(long, default_value_t = 0)]
     churn: u32,
@@ -182,6 +189,8 @@ fn bench(a: BenchArgs) -> ExitCode {
         refresh: a.refresh,
         device_password: a.device_password.clone(),
         churn_per_s: a.churn,
+        instance: a.instance,
+        contact_params: a.contact_params.clone(),
         job_every: std::time::Duration::from_secs(a.job_every.max(1)),
         job_targets: a.job_targets,
         job: (a.scenario == "notify" || (a.scenario == "soak" && !a.token.is_empty())).then(|| {

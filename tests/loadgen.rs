@@ -217,6 +217,8 @@ fn notify_scenario_fans_out_to_every_endpoint_through_the_api_even_when_they_cha
         rate: 5_000,
         duration: Duration::from_secs(60),
         scenario: Scenario::Notify,
+        instance: true,
+        contact_params: ";scope=mobile".into(),
         answer: 401,
         device_password: "device".into(),
         source_base: "127.8.0.1".parse().unwrap(),
@@ -243,6 +245,17 @@ fn notify_scenario_fans_out_to_every_endpoint_through_the_api_even_when_they_cha
         Some(&500.0)
     );
     let probes = job.api_to_wire_us.expect("probes measured");
+    // Device ids and scopes as the other issues need them.
+    let dev = rt
+        .directory()
+        .device("<urn:uuid:00000000-0000-4000-8000-000000000042>")
+        .or_else(|| {
+            rt.directory()
+                .device("urn:uuid:00000000-0000-4000-8000-000000000042")
+        })
+        .expect("endpoint 42 is a device");
+    assert_eq!(&*dev.aor, "u42@127.0.0.1");
+    assert_eq!(rt.directory().lookup("u42@127.0.0.1:mobile", 1).len(), 1);
     assert!(probes.max >= probes.p50 && probes.p50 > 0);
     api.shutdown();
     rt.shutdown().unwrap();

@@ -90,6 +90,11 @@ pub struct LoadConfig {
     pub device_password: String,
     /// Soak: devices restarting per second.
     pub churn_per_s: u32,
+    /// Give each endpoint an RFC 5626 `+sip.instance` (`…-<12-digit number>`)
+    /// and `reg-id=1`: device ids to target jobs by.
+    pub instance: bool,
+    /// Extra Contact header parameters, e.g. `;scope=mobile` (seed 002).
+    pub contact_params: String,
     /// Soak: a job to `job_targets` random endpoints this often (with `job`).
     pub job_every: Duration,
     pub job_targets: u32,
@@ -118,6 +123,8 @@ impl Default for LoadConfig {
             job: None,
             device_password: "device".into(),
             churn_per_s: 0,
+            instance: false,
+            contact_params: String::new(),
             job_every: Duration::from_secs(5),
             job_targets: 100,
         }
@@ -385,6 +392,13 @@ pub fn run(
         let port = port.as_str().as_bytes();
         let mut ipbuf = [0u8; 15];
         let ip = ipv4_text(ip, &mut ipbuf);
+        // The endpoint number as the last 12 digits of its instance UUID.
+        let mut instance = *b"000000000000";
+        let mut v = i;
+        for d in instance.iter_mut().rev() {
+            *d = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
         msg.clear();
         for part in [
             b"REGISTER sip:".as_slice(),
@@ -421,7 +435,16 @@ pub fn run(
             ip,
             b":",
             port,
-            b">\r\nExpires: ",
+            b">",
+            if cfg.instance {
+                b";+sip.instance=\"<urn:uuid:00000000-0000-4000-8000-"
+            } else {
+                b""
+            },
+            if cfg.instance { &instance[..] } else { b"" },
+            if cfg.instance { b">\";reg-id=1" } else { b"" },
+            cfg.contact_params.as_bytes(),
+            b"\r\nExpires: ",
             expires.as_str().as_bytes(),
             b"\r\nAccept: application/sdp, application/application-server-contact-me\r\n\
 User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
