@@ -37,7 +37,7 @@ enum Command {
     },
     /// Load-test a SIP registrar with simulated endpoints, each on its own
     /// source address (127.0.0.0/8) and port.
-    Bench(BenchArgs),
+    Bench(Box<BenchArgs>),
     /// Print the embedded default configuration.
     Config,
     /// Check a configuration file and exit.
@@ -259,7 +259,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Bench(a) => bench(a),
+        Command::Bench(a) => bench(*a),
         Command::Config => {
             print!("{DEFAULT_TOML}");
             ExitCode::SUCCESS
