@@ -74,7 +74,8 @@ trait Queue: Sized {
     /// An empty queue whose clock reads 0 ms.
     fn build() -> Self;
     fn insert(&mut self, deadline_ms: u64, value: u64) -> Self::Handle;
-    fn cancel(&mut self, h: Self::Handle) -> Option<u64>;
+    /// True when the timer was still pending.
+    fn cancel(&mut self, h: Self::Handle) -> bool;
     /// Advances the clock to `now_ms` and appends every due value to `out`.
     fn expire(&mut self, now_ms: u64, out: &mut Vec<u64>);
     fn len(&self) -> usize;
@@ -94,7 +95,7 @@ impl Queue for Tether {
         self.0.insert(deadline_ms, value)
     }
 
-    fn cancel(&mut self, h: TimerHandle) -> Option<u64> {
+    fn cancel(&mut self, h: TimerHandle) -> bool {
         self.0.cancel(h)
     }
 
@@ -134,8 +135,8 @@ impl Queue for BTree {
         key
     }
 
-    fn cancel(&mut self, h: (u64, u64)) -> Option<u64> {
-        self.map.remove(&h)
+    fn cancel(&mut self, h: (u64, u64)) -> bool {
+        self.map.remove(&h).is_some()
     }
 
     fn expire(&mut self, now_ms: u64, out: &mut Vec<u64>) {
@@ -207,9 +208,9 @@ impl Queue for Bit {
         h
     }
 
-    fn cancel(&mut self, h: bitwheel::timer::TimerHandle) -> Option<u64> {
-        let v = self.wheel.cancel(h).map(|f| f.0);
-        self.len -= usize::from(v.is_some());
+    fn cancel(&mut self, h: bitwheel::timer::TimerHandle) -> bool {
+        let v = self.wheel.cancel(h).is_some();
+        self.len -= usize::from(v);
         v
     }
 
