@@ -185,6 +185,60 @@ fn config_errors_name_the_key() {
 }
 
 #[test]
+fn the_api_comes_up_beside_sip_and_a_busy_api_port_is_named() {
+    // Both lines on stdout, the HTTP one usable at once.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["run", "--listen", "127.0.0.1:0", "--workers", "1"])
+        .args(["--api-listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let (mut udp, mut http) = (String::new(), String::new());
+    out.read_line(&mut udp).unwrap();
+    out.read_line(&mut http).unwrap();
+    assert!(udp.starts_with("listening udp "), "{udp}");
+    let api = http
+        .trim()
+        .strip_prefix("listening http ")
+        .expect("an http line");
+    let mut conn = std::net::TcpStream::connect(api).unwrap();
+    std::io::Write::write_all(
+        &mut conn,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut reply = String::new();
+    std::io::Read::read_to_string(&mut conn, &mut reply).unwrap();
+    assert!(
+        reply.starts_with("HTTP/1.1 200") && reply.ends_with("ok\n"),
+        "{reply}"
+    );
+    // A second tether wanting the same API port fails at start and says which key.
+    let busy = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args([
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--api-listen",
+            api,
+        ])
+        .output()
+        .unwrap();
+    assert!(!busy.status.success());
+    assert!(
+        String::from_utf8_lossy(&busy.stderr).contains("api.listen"),
+        "{}",
+        String::from_utf8_lossy(&busy.stderr)
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
 fn help_lists_subcommands() {
     let out = Command::new(env!("CARGO_BIN_EXE_tether"))
         .arg("--help")

@@ -28,7 +28,11 @@ impl Api {
     /// Binds `addr` and starts serving `ctl`'s runtime.
     pub fn start(addr: SocketAddr, cfg: &Config, ctl: Control) -> std::io::Result<Api> {
         let server = tiny_http::Server::http(addr)
-            .map_err(|e| std::io::Error::other(format!("api.listen {addr}: {e}")))?;
+            .map_err(|e| {
+                std::io::Error::other(format!(
+                    "api.listen {addr}: {e}; choose another address (--api-listen or api.listen), or \"\" to run without the API"
+                ))
+            })?;
         let addr = server
             .server_addr()
             .to_ip()
