@@ -259,6 +259,10 @@ impl Service {
             busy.len(),
         ));
         self.jobs.lock().insert(job.clone(), unix_ms());
+        // The job is reported (webhook) once: by the core that finishes its
+        // last part, or here when no core gets a part or the last part could
+        // not be handed over.
+        let mut report = busy.is_empty();
         for (core, devices) in parts.into_iter().enumerate() {
             if devices.is_empty() {
                 continue;
@@ -267,11 +271,10 @@ impl Service {
                 job: job.clone(),
                 devices,
             };
-            self.dispatch(core, part, rate);
+            report |= self.dispatch(core, part, rate);
         }
         self.stats.jobs_accepted.fetch_add(1, Ordering::Relaxed);
-        if job.is_finished() {
-            // Nothing to send: no core will report it, so report it here.
+        if report {
             let _ = self.ctl.finished_tx.try_send(job.clone());
         }
         tracing::info!(
@@ -297,13 +300,14 @@ impl Service {
     }
 
     /// Hands a part to its core; a core whose inbox stays full for a second
-    /// gets its devices settled as cancelled rather than lost.
-    fn dispatch(&self, core: usize, part: JobPart, rate: Option<u32>) {
+    /// gets its devices settled as cancelled rather than lost. True when
+    /// that settled the job's last part (the caller reports the job).
+    fn dispatch(&self, core: usize, part: JobPart, rate: Option<u32>) -> bool {
         let inbox = &self.ctl.inboxes[core];
         let mut cmd = Command::Job(part, rate);
         for _ in 0..100 {
             match inbox.try_send(cmd) {
-                Ok(()) => return,
+                Ok(()) => return false,
                 Err(back) => {
                     cmd = back;
                     std::thread::sleep(std::time::Duration::from_millis(10));
@@ -320,8 +324,9 @@ impl Service {
                 part.job
                     .set_outcome(d as usize, crate::notify::Outcome::Cancelled);
             }
-            part.job.part_done();
+            return part.job.part_done();
         }
+        false
     }
 
     fn find(&self, id: &str, client: &Client) -> Option<Arc<Job>> {
@@ -375,6 +380,12 @@ impl Service {
 
     fn registrations(&self, target: &str) -> ApiResponse {
         let target = percent_decode(target);
+        if target == resolve::ALL {
+            return ApiResponse::json(
+                400,
+                json!({"error": "name one AOR, device id or namespace id", "field": "target"}),
+            );
+        }
         let (devices, _) = resolve::resolve(
             &self.ctl.directory,
             std::slice::from_ref(&target),

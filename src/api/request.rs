@@ -176,7 +176,13 @@ fn targets(v: &serde_json::Value) -> Result<Vec<String>, BadRequest> {
     if list.is_empty() {
         return Err(bad("targets", "name at least one target"));
     }
-    Ok(list)
+    // Each distinct target is resolved once (a repeated broadcast would
+    // walk the whole directory again).
+    let mut seen = std::collections::HashSet::new();
+    Ok(list
+        .into_iter()
+        .filter(|t| seen.insert(t.clone()))
+        .collect())
 }
 
 /// An IPv4/IPv6 literal or an RFC 1123 host name.

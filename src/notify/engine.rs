@@ -151,6 +151,8 @@ pub struct Engine {
     in_flight: usize,
     /// Devices sent to whose outcome is not settled yet (what pacing limits).
     awaiting: usize,
+    /// Housekeeping transactions alive (BYEs, subscription NOTIFYs).
+    others: usize,
     /// `host:port` and our URI per listen socket, made once.
     local_ids: Vec<(String, String)>,
     wheel: TimerWheel<(u32, u32)>,
@@ -177,16 +179,18 @@ impl Engine {
         rate: u32,
         seed: u64,
     ) -> Engine {
+        let congestion = super::pace::Congestion::new(rate, cfg.timers.t1_ms, 0);
         Engine {
             cfg,
             dir,
             runs: Vec::new(),
             node: Bucket::new(rate, 0),
-            congestion: super::pace::Congestion::new(rate, 0),
+            congestion,
             txns: Vec::new(),
             free: Vec::new(),
             in_flight: 0,
             awaiting: 0,
+            others: 0,
             local_ids: local_addrs
                 .iter()
                 .map(|a| (a.to_string(), format!("sip:tether@{a}")))
@@ -219,6 +223,18 @@ impl Engine {
         self.awaiting
     }
 
+    /// Housekeeping transactions alive (BYEs, subscription NOTIFYs).
+    pub fn housekeeping(&self) -> usize {
+        self.others
+    }
+
+    /// Room for another first send: devices awaiting an answer under
+    /// `max_in_flight`, and transactions alive (INVITEs ringing or
+    /// lingering to re-ACK, BYEs) under twice that, so memory stays bounded.
+    fn has_room(&self) -> bool {
+        self.awaiting < self.cfg.max_in_flight && self.in_flight < 2 * self.cfg.max_in_flight
+    }
+
     /// Job parts still running on this core.
     pub fn active_parts(&self) -> usize {
         self.runs.iter().flatten().count()
@@ -247,7 +263,7 @@ impl Engine {
 
     /// When [`Engine::tick`] next has work.
     pub fn next_deadline(&self, now: u64) -> Option<u64> {
-        let sending = self.awaiting < self.cfg.max_in_flight
+        let sending = self.has_room()
             && self
                 .runs
                 .iter()
@@ -294,7 +310,7 @@ impl Engine {
         self.node.rate = u64::from(self.congestion.rate(now));
         let mut budget = self.node.available(now).min(SENDS_PER_TICK);
         for idx in 0..self.runs.len() {
-            if budget == 0 || self.awaiting >= self.cfg.max_in_flight {
+            if budget == 0 || !self.has_room() {
                 break;
             }
             let Some(run) = self.runs[idx].as_mut() else {
@@ -316,7 +332,7 @@ impl Engine {
                 b.take(n);
             }
             for _ in 0..n {
-                if self.awaiting >= self.cfg.max_in_flight {
+                if !self.has_room() {
                     break;
                 }
                 let Some(run) = self.runs[idx].as_mut() else {
@@ -459,6 +475,9 @@ impl Engine {
         }
         self.free.push(slot);
         self.in_flight -= 1;
+        if t.role == Role::Other {
+            self.others -= 1;
+        }
         // Keep a bounded pool of request buffers for the next sends.
         if self.spare.len() < 4096 && t.bytes.capacity() <= 4096 {
             self.spare.push(t.bytes);
@@ -601,15 +620,12 @@ impl Engine {
                 }
                 t.retransmits = t.retransmits.saturating_add(1);
             }
-            if let Some(Role::Request { run, .. }) =
-                self.txns[slot as usize].as_ref().map(|t| t.role)
+            if let Some(job) = self.txns[slot as usize]
+                .as_ref()
+                .and_then(|t| t.job.as_ref())
             {
-                if let Some(r) = self.runs[run as usize].as_ref() {
-                    r.part
-                        .job
-                        .retransmissions
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
+                job.retransmissions
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         }
         if o.timed_out {
@@ -710,7 +726,13 @@ impl Engine {
             return;
         };
         let invite = t.tx.kind() == transaction::Kind::Invite;
-        if (code == 401 || code == 407) && !t.auth_tried && self.cfg.credentials.is_some() {
+        // A challenge after the device already answered (a 407 after a 180)
+        // changes nothing: the outcome is settled.
+        if (code == 401 || code == 407)
+            && !t.auth_tried
+            && !t.settled
+            && self.cfg.credentials.is_some()
+        {
             self.answer_challenge(slot, code, msg, now);
             return;
         }
@@ -788,6 +810,7 @@ impl Engine {
             ClientTransaction::start(transaction::Kind::NonInvite, now, &self.cfg.timers);
         self.queue(&buf, to, local);
         self.txns[bye_slot as usize] = Some(Txn::other(nonce, tx, buf, to, local));
+        self.others += 1;
         self.arm(bye_slot, out.next_deadline);
     }
 
@@ -859,7 +882,9 @@ impl Engine {
         t.tx = tx;
         t.bytes = buf.as_slice().into();
         t.auth_tried = true;
+        // A new transaction: whatever CANCEL the old one had is over.
         t.ring_until = None;
+        t.cancel = None;
         self.queue(&buf, to, local);
         self.stats.challenges_answered += 1;
         self.arm(slot, out.next_deadline);
@@ -882,6 +907,7 @@ impl Engine {
             ClientTransaction::start(transaction::Kind::NonInvite, now, &self.cfg.timers);
         self.queue(&buf, to, local);
         self.txns[slot as usize] = Some(Txn::other(nonce, tx, buf.as_slice().into(), to, local));
+        self.others += 1;
         self.scratch = buf;
         self.arm(slot, out.next_deadline);
     }

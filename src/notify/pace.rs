@@ -1,32 +1,54 @@
 //! Congestion back-off for fan-out. A node asked to send faster than it and
 //! its peers can absorb sees answers come back after T1; every request is
 //! then retransmitted, the load doubles and throughput collapses (measured
-//! in BENCHMARKS.md). So each core watches the share of first sends that
-//! needed a retransmission, per 100 ms window: above a quarter it cuts its
-//! rate by 30%, below a tenth it adds back 5% of the configured rate. Dead
-//! devices retransmit too, but as a steady share well under the cut-off.
+//! in BENCHMARKS.md). So each core compares, per 100 ms window, the first
+//! retransmissions it makes with the first sends they belong to (those made
+//! T1 earlier). Silent devices (dead, or phones slow to wake) retransmit
+//! too, but as a steady share: that share's recent minimum is the baseline,
+//! and only a rise well above it is congestion. Above baseline + 20 points
+//! the rate drops by 30%; near the baseline it climbs back by 5% of the
+//! configured rate per window.
 
-/// Window over which sends and first retransmissions are compared (ms).
+/// Window over which sends and first retransmissions are counted (ms).
 const WINDOW_MS: u64 = 100;
+/// Windows remembered: for the send counts T1 back and the baseline (6.4 s).
+const HISTORY: usize = 64;
+/// Fewer first sends than this in the reference window: no verdict.
+const MIN_SAMPLE: u32 = 20;
 
 /// The adaptive share of a configured request rate.
 #[derive(Debug, Clone)]
 pub struct Congestion {
     max: f64,
     current: f64,
+    floor: f64,
     window_start: u64,
     sent: u32,
     retransmitted: u32,
+    /// First sends per past window, a ring indexed by `pos`.
+    sends: [u32; HISTORY],
+    /// Retransmitted share per past window (negative: no verdict).
+    shares: [f32; HISTORY],
+    pos: usize,
+    /// Windows between a send and its first retransmission (T1).
+    lag: usize,
 }
 
 impl Congestion {
-    pub fn new(max_rate: u32, now: u64) -> Congestion {
+    /// `t1_ms`: when an unanswered send is first retransmitted.
+    pub fn new(max_rate: u32, t1_ms: u64, now: u64) -> Congestion {
+        let max = f64::from(max_rate.max(1));
         Congestion {
-            max: f64::from(max_rate.max(1)),
-            current: f64::from(max_rate.max(1)),
+            max,
+            current: max,
+            floor: (max / 100.0).max(100.0_f64.min(max)),
             window_start: now,
             sent: 0,
             retransmitted: 0,
+            sends: [0; HISTORY],
+            shares: [-1.0; HISTORY],
+            pos: 0,
+            lag: (t1_ms / WINDOW_MS).clamp(1, HISTORY as u64 - 1) as usize,
         }
     }
 
@@ -43,17 +65,35 @@ impl Congestion {
     /// The rate (requests/s) to pace at from `now`.
     pub fn rate(&mut self, now: u64) -> u32 {
         if now >= self.window_start + WINDOW_MS {
-            let (s, r) = (self.sent.max(1), self.retransmitted);
-            if r >= 50 && r * 4 > s {
-                self.current = (self.current * 0.7).max(self.max / 100.0).max(100.0);
-            } else if r * 10 < s {
-                self.current = (self.current + self.max * 0.05).min(self.max);
-            }
+            self.close_window();
             self.window_start = now;
-            self.sent = 0;
-            self.retransmitted = 0;
         }
         self.current as u32
+    }
+
+    fn close_window(&mut self) {
+        let reference = self.sends[(self.pos + HISTORY - self.lag) % HISTORY];
+        let share = if reference >= MIN_SAMPLE {
+            (self.retransmitted as f32 / reference as f32).min(1.0)
+        } else {
+            -1.0
+        };
+        self.shares[self.pos] = share;
+        self.sends[self.pos] = self.sent;
+        self.pos = (self.pos + 1) % HISTORY;
+        self.sent = 0;
+        self.retransmitted = 0;
+        let baseline = self
+            .shares
+            .iter()
+            .copied()
+            .filter(|s| *s >= 0.0)
+            .fold(f32::INFINITY, f32::min);
+        if share >= 0.0 && share > baseline + 0.2 {
+            self.current = (self.current * 0.7).max(self.floor);
+        } else if share < 0.0 || share <= baseline + 0.05 {
+            self.current = (self.current + self.max * 0.05).min(self.max);
+        }
     }
 }
 
@@ -61,34 +101,69 @@ impl Congestion {
 mod tests {
     use super::*;
 
+    /// Runs `windows` windows of `sent` first sends, each followed T1 later
+    /// by `retrans(window)` first retransmissions; returns the rates seen.
+    fn run(
+        c: &mut Congestion,
+        now: &mut u64,
+        windows: usize,
+        sent: u32,
+        retrans: impl Fn(usize) -> u32,
+    ) -> Vec<u32> {
+        let mut rates = Vec::new();
+        for w in 0..windows {
+            for _ in 0..sent {
+                c.on_send();
+            }
+            for _ in 0..retrans(w) {
+                c.on_first_retransmit();
+            }
+            *now += WINDOW_MS;
+            rates.push(c.rate(*now));
+        }
+        rates
+    }
+
     #[test]
-    fn backs_off_under_retransmissions_and_recovers() {
-        let mut c = Congestion::new(100_000, 0);
+    fn congestion_cuts_the_rate_and_its_end_restores_it() {
+        let mut c = Congestion::new(100_000, 500, 0);
         let mut now = 0;
-        // Overload: half of what was sent came back unanswered.
-        for _ in 0..5 {
-            for _ in 0..1000 {
-                c.on_send();
-            }
-            for _ in 0..500 {
-                c.on_first_retransmit();
-            }
-            now += 100;
-            c.rate(now);
+        run(&mut c, &mut now, 10, 1000, |_| 0);
+        // Answers stop coming back in time: 60% of sends need retransmitting.
+        let rates = run(&mut c, &mut now, 10, 1000, |_| 600);
+        assert!(*rates.last().unwrap() < 10_000, "{rates:?}");
+        // The queue drains: back to the configured rate within a few seconds.
+        let rates = run(&mut c, &mut now, 40, 1000, |_| 0);
+        assert_eq!(*rates.last().unwrap(), 100_000, "{rates:?}");
+    }
+
+    #[test]
+    fn a_steady_share_of_silent_devices_is_not_congestion() {
+        for silent in [50, 300, 500] {
+            let mut c = Congestion::new(100_000, 500, 0);
+            let mut now = 0;
+            // The first T1 of sends has no retransmissions yet, then a steady share.
+            let rates = run(
+                &mut c,
+                &mut now,
+                100,
+                1000,
+                |w| if w < 5 { 0 } else { silent },
+            );
+            assert!(
+                rates.iter().all(|&r| r >= 70_000),
+                "{silent} per 1000 silent: {rates:?}"
+            );
+            assert_eq!(*rates.last().unwrap(), 100_000);
         }
-        let low = c.rate(now);
-        assert!(low < 20_000, "{low}");
-        // A steady 5% of dead devices is not congestion.
-        for _ in 0..40 {
-            for _ in 0..1000 {
-                c.on_send();
-            }
-            for _ in 0..50 {
-                c.on_first_retransmit();
-            }
-            now += 100;
-            c.rate(now);
-        }
-        assert_eq!(c.rate(now), 100_000);
+    }
+
+    #[test]
+    fn the_floor_never_exceeds_the_configured_rate() {
+        let mut c = Congestion::new(50, 500, 0);
+        let mut now = 0;
+        run(&mut c, &mut now, 10, 100, |_| 0);
+        let rates = run(&mut c, &mut now, 20, 100, |_| 90);
+        assert!(rates.iter().all(|&r| r <= 50), "{rates:?}");
     }
 }

@@ -33,17 +33,15 @@ struct Subscription {
     /// Our tag and URI (the SUBSCRIBE's To).
     local_tag: Box<str>,
     local_uri: Box<str>,
-    /// The subscriber's From URI and tag.
+    /// The subscriber's From URI and tag, and the CSeq of its last SUBSCRIBE.
     remote_uri: Box<str>,
     remote_tag: Box<str>,
+    remote_cseq: u32,
     /// Where in-dialog requests go (the SUBSCRIBE's Contact).
     contact: Box<str>,
     /// Our CSeq for the next NOTIFY.
     cseq: u32,
     expires_at_ms: u64,
-    /// True when the subscription (not an Accept header) set the binding's
-    /// contact-me flag, so that ending it clears the flag again.
-    flagged: bool,
 }
 
 /// The fields of an in-dialog NOTIFY.
@@ -64,7 +62,7 @@ pub(super) struct DialogNotify {
 pub struct Subscriptions {
     map: hashbrown::HashMap<BindingRef, Subscription, Hasher>,
     next_sweep: u64,
-    /// Bindings whose subscription expired and whose flag must be cleared.
+    /// Bindings whose subscription expired and whose SUBSCRIBED flag must be cleared.
     expired: Vec<(Arc<str>, BindingRef)>,
 }
 
@@ -107,7 +105,7 @@ impl Subscriptions {
         let expired = &mut self.expired;
         self.map.retain(|b, s| {
             let keep = s.expires_at_ms > now;
-            if !keep && s.flagged {
+            if !keep {
                 expired.push((s.aor.clone(), *b));
             }
             keep
@@ -178,10 +176,10 @@ impl Engine {
                 r.contacts
                     .iter()
                     .find(|c| c.source == src && c.local == local && c.expires_at > now_secs)
-                    .map(|c| (c.binding, c.accepts_contact_me()))
+                    .map(|c| c.binding)
             })
         });
-        let Some((binding, already)) = found else {
+        let Some(binding) = found else {
             writer::response_to_checked(
                 out,
                 msg,
@@ -213,6 +211,38 @@ impl Engine {
             return SubscribeAnswer::Refused(400);
         };
         let aor: Arc<str> = self.directory().key(&aor);
+        let cseq_in = checked.cseq.seq;
+        // The same SUBSCRIBE again (its 200 was lost): the same 200, no new
+        // dialog, no new NOTIFY.
+        if let Some(s) = self
+            .subscriptions
+            .map
+            .get(&binding)
+            .filter(|s| *s.call_id == *checked.call_id && cseq_in <= s.remote_cseq)
+        {
+            let left = (s.expires_at_ms.saturating_sub(now) / 1000) as u32;
+            let tag = s.local_tag.clone();
+            let mut w =
+                writer::response_to_checked(out, msg, checked, 200, "OK", Some(&tag), Some(src));
+            w.header_u32(HeaderName::Expires, left);
+            w.finish(None);
+            return SubscribeAnswer::Active(left);
+        }
+        // Each SUBSCRIBE costs a NOTIFY transaction: bounded per core.
+        if self.housekeeping() >= self.config().max_in_flight / 4 {
+            let mut w = writer::response_to_checked(
+                out,
+                msg,
+                checked,
+                503,
+                "Service Unavailable",
+                Some(tag),
+                Some(src),
+            );
+            w.header_named("Retry-After", "5");
+            w.finish(None);
+            return SubscribeAnswer::Refused(503);
+        }
         // A refresh carries our tag in To; anything else starts a new dialog.
         let existing =
             self.subscriptions.map.get(&binding).filter(|s| {
@@ -222,7 +252,6 @@ impl Engine {
             Some(s) => s.local_tag.clone(),
             None => tag.into(),
         };
-        let flagged_before = existing.is_some_and(|s| s.flagged);
         let cseq = existing.map_or(0, |s| s.cseq);
         let mut sub = Subscription {
             aor: aor.clone(),
@@ -231,10 +260,10 @@ impl Engine {
             local_uri: to_uri.raw.into(),
             remote_uri: checked.from.uri().raw.into(),
             remote_tag: checked.from.tag().unwrap_or("").into(),
+            remote_cseq: cseq_in,
             contact: contact.into(),
             cseq,
             expires_at_ms: now + u64::from(expires) * 1000,
-            flagged: flagged_before,
         };
         let us = format!("sip:tether@{}", self.local_hostport(local));
         let mut w =
@@ -243,16 +272,11 @@ impl Engine {
         w.header_parts("Contact", &["<", &us, ">"]);
         w.finish(None);
         let answer = if expires == 0 {
-            if sub.flagged {
-                set_contact_flag(self.directory(), &aor, binding, flags::CONTACT_ME, false);
-            }
+            set_contact_flag(self.directory(), &aor, binding, flags::SUBSCRIBED, false);
             self.subscriptions.map.remove(&binding);
             SubscribeAnswer::Terminated
         } else {
-            if !already && !sub.flagged {
-                set_contact_flag(self.directory(), &aor, binding, flags::CONTACT_ME, true);
-                sub.flagged = true;
-            }
+            set_contact_flag(self.directory(), &aor, binding, flags::SUBSCRIBED, true);
             self.subscriptions.map.insert(binding, sub.clone());
             SubscribeAnswer::Active(expires)
         };
@@ -297,10 +321,10 @@ impl Engine {
         answer
     }
 
-    /// Clears the contact-me flag of bindings whose subscription expired.
+    /// Clears the SUBSCRIBED flag of bindings whose subscription expired.
     pub(super) fn clear_expired_flags(&mut self) {
         for (aor, b) in std::mem::take(&mut self.subscriptions.expired) {
-            set_contact_flag(self.directory(), &aor, b, flags::CONTACT_ME, false);
+            set_contact_flag(self.directory(), &aor, b, flags::SUBSCRIBED, false);
         }
     }
 }

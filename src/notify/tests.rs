@@ -464,6 +464,16 @@ Expires: 600\r\nContact: <sip:7546658000@192.168.1.20:5060>\r\nContent-Length: 0
     let mut ok = Vec::new();
     writer::response_to(&mut ok, &n, 200, "OK", None, None).finish(None);
     assert!(e.on_response(&sip::parse(&ok).unwrap(), 5010));
+    // The same SUBSCRIBE again (its 200 lost): the same dialog tag, no new NOTIFY.
+    let again = e.subscribe(&m, &c, dev_addr(), 0, 5020, "othertag", &mut out);
+    assert_eq!(again, SubscribeAnswer::Active(599));
+    assert_eq!(
+        sip::parse(&out).unwrap().to().unwrap().tag(),
+        Some("ourtag")
+    );
+    let mut none = Vec::new();
+    e.drain_outbound(&mut |b, _, _| none.push(b.to_vec()));
+    assert!(none.is_empty(), "a retransmitted SUBSCRIBE starts nothing");
     // A contact-me job now travels inside the dialog.
     let s = spec(Kind::ContactMe);
     let (devices, _) = resolve::resolve(&dir, &s.targets, Kind::ContactMe, 10);

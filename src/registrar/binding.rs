@@ -24,6 +24,10 @@ pub mod flags {
     pub const SDP: u8 = 4;
     /// Its NAT path missed its keepalive prompts: requests to it will likely be lost.
     pub const UNREACHABLE: u8 = 8;
+    /// The device subscribed to the contact-me package (SUBSCRIBE opt-in);
+    /// kept across its registration refreshes, cleared when the
+    /// subscription ends.
+    pub const SUBSCRIBED: u8 = 16;
 }
 
 /// One contact of an AOR, as every core and the API see it.
@@ -84,8 +88,9 @@ impl ContactView {
         self.flags & flags::UNREACHABLE == 0
     }
 
+    /// Opted in to contact-me, by its REGISTER's Accept or by SUBSCRIBE.
     pub fn accepts_contact_me(&self) -> bool {
-        self.flags & flags::CONTACT_ME != 0
+        self.flags & (flags::CONTACT_ME | flags::SUBSCRIBED) != 0
     }
 }
 

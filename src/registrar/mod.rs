@@ -425,6 +425,8 @@ impl Registrar {
                     // A refresh on the owning core keeps its binding.
                     Some(i) if next.contacts[i].binding.core == core => {
                         view.binding = next.contacts[i].binding;
+                        // A subscription lives on with the binding it refreshes.
+                        view.flags |= next.contacts[i].flags & binding::flags::SUBSCRIBED;
                         next.contacts[i] = view;
                         written.push(i);
                     }

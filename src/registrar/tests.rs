@@ -891,3 +891,34 @@ fn removing_one_flow_of_a_device_keeps_the_device_reachable_by_the_other() {
         .expect("still known");
     assert_eq!(dev.binding, b.dir.lookup("alice@example.com", 1)[0].binding);
 }
+
+#[test]
+fn a_refresh_keeps_the_subscription_opt_in() {
+    let mut b = bench();
+    let reg = |cseq| {
+        register(
+            "sub",
+            "c9",
+            cseq,
+            "Contact: <sip:sub@10.0.0.2>\r\nExpires: 600\r\n",
+        )
+    };
+    b.send(&reg(1), 0);
+    let before = b.dir.lookup("sub@example.com", 1)[0].clone();
+    assert!(!before.accepts_contact_me());
+    // SUBSCRIBE opt-in (set by the fan-out engine on this core).
+    assert!(crate::registrar::set_contact_flag(
+        &b.dir,
+        "sub@example.com",
+        before.binding,
+        flags::SUBSCRIBED,
+        true
+    ));
+    b.send(&reg(2), 10);
+    let after = &b.dir.lookup("sub@example.com", 11)[0];
+    assert_eq!(after.binding, before.binding);
+    assert!(
+        after.accepts_contact_me(),
+        "the refresh did not drop the opt-in"
+    );
+}
