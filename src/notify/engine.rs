@@ -118,13 +118,20 @@ struct Txn {
 }
 
 impl Txn {
-    /// A housekeeping transaction (BYE, a subscription's NOTIFY): nobody
-    /// waits for its outcome and it is never challenged-and-retried.
-    fn other(nonce: u32, tx: ClientTransaction, bytes: Vec<u8>, to: SocketAddr, local: u8) -> Txn {
+    fn new(
+        nonce: u32,
+        role: Role,
+        job: Option<Arc<super::Job>>,
+        tx: ClientTransaction,
+        bytes: Vec<u8>,
+        to: SocketAddr,
+        local: u8,
+    ) -> Txn {
+        let housekeeping = role == Role::Other;
         Txn {
             nonce,
-            role: Role::Other,
-            job: None,
+            role,
+            job,
             tx,
             bytes,
             to,
@@ -132,10 +139,16 @@ impl Txn {
             timer: None,
             cancel: None,
             ring_until: None,
-            auth_tried: true,
-            settled: true,
+            // Housekeeping is never challenged-and-retried and has no outcome.
+            auth_tried: housekeeping,
+            settled: housekeeping,
             retransmits: 0,
         }
+    }
+
+    /// A housekeeping transaction (BYE, a subscription's NOTIFY).
+    fn other(nonce: u32, tx: ClientTransaction, bytes: Vec<u8>, to: SocketAddr, local: u8) -> Txn {
+        Txn::new(nonce, Role::Other, None, tx, bytes, to, local)
     }
 }
 
@@ -421,21 +434,15 @@ impl Engine {
         let a = self.out_buf.len();
         self.out_buf.extend_from_slice(&bytes);
         self.out_meta.push((a, self.out_buf.len(), to, local));
-        self.txns[slot as usize] = Some(Txn {
+        self.txns[slot as usize] = Some(Txn::new(
             nonce,
-            role: Role::Request { run, device },
-            job: Some(job.clone()),
+            Role::Request { run, device },
+            Some(job.clone()),
             tx,
             bytes,
             to,
             local,
-            timer: None,
-            cancel: None,
-            ring_until: None,
-            auth_tried: false,
-            settled: false,
-            retransmits: 0,
-        });
+        ));
         self.arm(slot, out.next_deadline);
         if let Some(r) = self.runs[run as usize].as_mut() {
             r.outstanding += 1;

@@ -358,29 +358,35 @@ fn devices_that_cannot_take_it_are_reported_not_sent_to() {
     assert_eq!(r.job.outcome(0), Outcome::NoBinding);
 }
 
-#[test]
-fn pacing_spreads_a_job_over_time() {
+/// A job of `n` copies of the one device (pacing and cancelling are about
+/// counts, not addresses), started on an engine with `node_rate`.
+fn copies(n: u32, node_rate: u32, job_rate: Option<u32>) -> (Arc<Job>, Engine) {
     let dir = directory(flags::CONTACT_ME);
     let s = spec(Kind::ContactMe);
     let base = resolve::resolve(&dir, &s.targets, Kind::ContactMe, 10).0;
-    // 500 copies of the device: pacing is about counts, not addresses.
-    let devices: Vec<_> = (0..500).map(|_| base[0].clone()).collect();
+    let devices: Vec<_> = (0..n).map(|_| base[0].clone()).collect();
     let job = Arc::new(Job::new(2, s, Box::default(), devices, vec![], 1));
     let mut e = Engine::new(
         Arc::new(NotifyConfig::default()),
         dir,
         vec!["192.0.2.1:5060".parse().unwrap()],
-        100_000,
+        node_rate,
         1,
     );
     e.start(
         JobPart {
             job: job.clone(),
-            devices: (0..500).collect(),
+            devices: (0..n).collect(),
         },
-        Some(10_000),
+        job_rate,
         0,
     );
+    (job, e)
+}
+
+#[test]
+fn pacing_spreads_a_job_over_time() {
+    let (_job, mut e) = copies(500, 100_000, Some(10_000));
     let mut sent_at = Vec::new();
     for now in 0..=40u64 {
         e.tick(now);
@@ -393,26 +399,7 @@ fn pacing_spreads_a_job_over_time() {
 
 #[test]
 fn cancelling_a_job_settles_what_was_not_sent() {
-    let dir = directory(flags::CONTACT_ME);
-    let s = spec(Kind::ContactMe);
-    let base = resolve::resolve(&dir, &s.targets, Kind::ContactMe, 10).0;
-    let devices: Vec<_> = (0..50).map(|_| base[0].clone()).collect();
-    let job = Arc::new(Job::new(3, s, Box::default(), devices, vec![], 1));
-    let mut e = Engine::new(
-        Arc::new(NotifyConfig::default()),
-        dir,
-        vec!["192.0.2.1:5060".parse().unwrap()],
-        1000,
-        1,
-    );
-    e.start(
-        JobPart {
-            job: job.clone(),
-            devices: (0..50).collect(),
-        },
-        None,
-        0,
-    );
+    let (job, mut e) = copies(50, 1000, None);
     e.tick(0); // 10 ms burst at 1000/s: 10 sent
     job.cancel();
     e.tick(1);
