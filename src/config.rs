@@ -41,6 +41,8 @@ pub struct ApiConfig {
     pub job_retention_s: u64,
     /// Jobs kept at once (running or finished); more get 503.
     pub max_jobs: usize,
+    /// Devices over all kept jobs (about 60 bytes each); more get 503.
+    pub max_job_devices: usize,
 }
 
 /// One trusted application server.
@@ -64,6 +66,7 @@ impl Default for ApiConfig {
             max_body: 1 << 20,
             job_retention_s: 3600,
             max_jobs: 1000,
+            max_job_devices: 20_000_000,
         }
     }
 }

@@ -114,7 +114,11 @@ impl Service {
                     allow: nets(&c.allow),
                 })
                 .collect(),
-            jobs: Mutex::new(JobStore::new(api.max_jobs, api.job_retention_s * 1000)),
+            jobs: Mutex::new(JobStore::new(
+                api.max_jobs,
+                api.job_retention_s * 1000,
+                api.max_job_devices,
+            )),
             // Job ids are not secrets (jobs are only shown to their owner),
             // but they should not collide across restarts.
             next_id: AtomicU64::new((seed & 0xffff_ffff) << 20),
@@ -228,7 +232,7 @@ impl Service {
             Ok(s) => s,
             Err(e) => return ApiResponse::json(400, json!({ "error": e.error, "field": e.field })),
         };
-        if !self.jobs.lock().has_room(unix_ms()) {
+        if !self.jobs.lock().has_room(unix_ms(), 0) {
             return ApiResponse::error(
                 503,
                 "too many jobs kept; wait for some to expire (api.max_jobs)",
@@ -242,6 +246,13 @@ impl Service {
             spec.kind,
             self.now_secs(),
         );
+        // Kept jobs hold ~60 bytes per device until they expire: bounded.
+        if !self.jobs.lock().has_room(unix_ms(), devices.len()) {
+            return ApiResponse::error(
+                503,
+                "too many job devices kept; wait for jobs to expire (api.max_job_devices)",
+            );
+        }
         let parts = resolve::split_by_core(&devices, cores);
         let busy: Vec<usize> = (0..parts.len()).filter(|&i| !parts[i].is_empty()).collect();
         let body = match spec.kind {

@@ -17,6 +17,10 @@ struct Rig {
 }
 
 fn rig(allow: &[&str]) -> Rig {
+    rig_with(allow, |_| {})
+}
+
+fn rig_with(allow: &[&str], tweak: impl FnOnce(&mut Config)) -> Rig {
     let dir = Arc::new(Directory::new());
     for (core, aor, scope, flag) in [
         (0u16, "foo@example.net", Some("mobile"), flags::CONTACT_ME),
@@ -68,6 +72,7 @@ fn rig(allow: &[&str]) -> Rig {
             allow: vec![],
         },
     ];
+    tweak(&mut cfg);
     Rig {
         service: Service::new(ctl, &cfg.api, &cfg.notify),
         rx,
@@ -247,4 +252,25 @@ fn registrations_metrics_and_health() {
         .contains("tether_api_latency_microseconds{quantile=\"0.99\"}"));
     assert_eq!(call(&r, "GET", "/healthz", None, "").body, "ok\n");
     assert_eq!(call(&r, "POST", "/metrics", None, "").status, 405);
+}
+
+#[test]
+fn kept_job_devices_are_bounded() {
+    let r = rig_with(&[], |c| c.api.max_job_devices = 3);
+    let post = |t: &str| call(&r, "POST", "/v1/notify", Some(TOKEN), &job_body(t)).status;
+    assert_eq!(post(r#""foo@example.net""#), 202, "2 devices kept");
+    assert_eq!(post(r#""bar@example.net""#), 202, "3 devices kept");
+    let refused = call(
+        &r,
+        "POST",
+        "/v1/notify",
+        Some(TOKEN),
+        &job_body(r#""bar@example.net""#),
+    );
+    assert_eq!(refused.status, 503);
+    assert!(
+        refused.body.contains("api.max_job_devices"),
+        "{}",
+        refused.body
+    );
 }
