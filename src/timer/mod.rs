@@ -54,8 +54,6 @@ pub struct TimerWheel<T> {
     len: usize,
     /// Items found due while advancing, handed out one by one.
     due: Vec<Item<T>>,
-    /// An emptied slot's vector, kept to reuse its allocation.
-    spare: Vec<Item<T>>,
 }
 
 impl<T: Copy> Default for TimerWheel<T> {
@@ -75,7 +73,6 @@ impl<T: Copy> TimerWheel<T> {
             free: Vec::new(),
             len: 0,
             due: Vec::new(),
-            spare: Vec::new(),
         }
     }
 
@@ -164,7 +161,7 @@ impl<T: Copy> TimerWheel<T> {
     /// the level their deadline now falls in.
     fn process_slot(&mut self, level: usize, slot: usize) {
         let k = level * SLOTS + slot;
-        let mut items = std::mem::replace(&mut self.slots[k], std::mem::take(&mut self.spare));
+        let mut items = std::mem::take(&mut self.slots[k]);
         self.occupied[level] &= !(1u64 << slot);
         // No generation check here: a cancelled item cascades like a live
         // one and is dropped when it comes due, so cascading reads the slot
@@ -176,8 +173,14 @@ impl<T: Copy> TimerWheel<T> {
                 self.place(item);
             }
         }
+        // The vector goes back to its own slot: each slot keeps the capacity
+        // its share of timers needs, so a steady load stops allocating (no
+        // regrowth, no fresh pages) once the wheel has turned once.
         items.clear();
-        self.spare = items;
+        let back = std::mem::replace(&mut self.slots[k], items);
+        // (Only a deadline clamped at the wheel's range lands in the slot
+        // being emptied.)
+        self.slots[k].extend_from_slice(&back);
     }
 
     /// The earliest non-empty slot over all levels: (level, slot, time).
