@@ -20,11 +20,14 @@ fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     false
 }
 
-#[test]
-fn baresip_registers_refreshes_and_unregisters() {
-    // A 6 s registration interval: baresip refreshes at about 90% of it.
-    let (rt, addr) = start("[registrar]\nmin_expires = 5\n");
-    let dir = TempDir::new("baresip");
+/// Starts headless baresip with one account `user@127.0.0.1` registering
+/// to `tether_port` every `regint` seconds and answering calls by itself.
+fn start_baresip(
+    dir: &TempDir,
+    user: &str,
+    tether_port: u16,
+    regint: u32,
+) -> (std::process::Child, u16) {
     let sip_port = free_udp_port();
     dir.file(
         "config",
@@ -37,11 +40,10 @@ module g711.so\nmodule aufile.so\nmodule_app account.so\n"
     dir.file(
         "accounts",
         &format!(
-            "<sip:alice@127.0.0.1:{};transport=udp>;regint=6;answermode=auto;audio_codecs=PCMU\n",
-            addr.port()
+            "<sip:{user}@127.0.0.1:{tether_port};transport=udp>;regint={regint};answermode=auto;audio_codecs=PCMU\n"
         ),
     );
-    let mut baresip = Command::new("baresip")
+    let child = Command::new("baresip")
         .arg("-f")
         .arg(&dir.0)
         .stdin(Stdio::null())
@@ -49,6 +51,15 @@ module g711.so\nmodule aufile.so\nmodule_app account.so\n"
         .stderr(Stdio::null())
         .spawn()
         .expect("baresip is installed by .ci/run (apt-get install baresip-core)");
+    (child, sip_port)
+}
+
+#[test]
+fn baresip_registers_refreshes_and_unregisters() {
+    let (rt, addr) = start("[registrar]\nmin_expires = 5\n");
+    let dir = TempDir::new("baresip");
+    // A 6 s registration interval: baresip refreshes at about 90% of it.
+    let (mut baresip, sip_port) = start_baresip(&dir, "alice", addr.port(), 6);
     let d = rt.directory().clone();
     let current = move || d.lookup("alice@127.0.0.1", 0).first().cloned();
 
@@ -97,30 +108,7 @@ module g711.so\nmodule aufile.so\nmodule_app account.so\n"
 fn baresip_answers_a_wake_up_invite_and_the_ack_ends_its_transaction() {
     let (rt, addr, api, base) = common::start_with_api("[registrar]\nmin_expires = 5\n");
     let dir = TempDir::new("baresip-wake");
-    let sip_port = free_udp_port();
-    dir.file(
-        "config",
-        &format!(
-            "module_path /usr/lib/baresip/modules\nsip_listen 127.0.0.1:{sip_port}\nsip_transports udp\n\
-net_interface 127.0.0.1\ndns_server 127.0.0.1:53\naudio_player aufile,/dev/null\naudio_source aufile,/dev/null\n\
-module g711.so\nmodule aufile.so\nmodule_app account.so\n"
-        ),
-    );
-    dir.file(
-        "accounts",
-        &format!(
-            "<sip:bob@127.0.0.1:{};transport=udp>;regint=60;answermode=auto;audio_codecs=PCMU\n",
-            addr.port()
-        ),
-    );
-    let mut baresip = Command::new("baresip")
-        .arg("-f")
-        .arg(&dir.0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("baresip is installed by .ci/run (apt-get install baresip-core)");
+    let (mut baresip, _) = start_baresip(&dir, "bob", addr.port(), 60);
     let d = rt.directory().clone();
     let registered = wait_for(Duration::from_secs(5), || {
         !d.lookup("bob@127.0.0.1", 0).is_empty()
