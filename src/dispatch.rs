@@ -258,8 +258,13 @@ impl Dispatcher {
         };
         if msg.status().is_some() {
             self.counters.responses_received += 1;
-            if !self.notify.on_response(&msg, now_ms) {
-                self.on_response(&msg, path, now_ms);
+            // Answers to fan-out requests and to keepalive prompts are told
+            // apart by the top Via's branch alone: parse it once for both.
+            let Some(branch) = msg.top_via().ok().and_then(|v| v.branch()) else {
+                return None;
+            };
+            if !self.notify.on_response(&msg, branch, now_ms) {
+                self.on_response(branch, path, now_ms);
             }
             return None;
         }
@@ -330,12 +335,11 @@ impl Dispatcher {
     }
 
     /// A response that is not an answer to a fan-out request: only answers
-    /// to keepalive prompts mean anything here, and those need just the top Via's
-    /// branch, so the rest of the message is not validated. Any status counts:
-    /// the path is alive.
-    fn on_response(&mut self, msg: &sip::Message<'_>, path: PathKey, now_ms: u64) {
-        let Ok(via) = msg.top_via() else { return };
-        let Some(id) = via.branch().and_then(nat::prompt_id) else {
+    /// to keepalive prompts mean anything here, and those need just the top
+    /// Via's branch, so the rest of the message is not validated. Any status
+    /// counts: the path is alive.
+    fn on_response(&mut self, branch: &str, path: PathKey, now_ms: u64) {
+        let Some(id) = nat::prompt_id(branch) else {
             return;
         };
         let mut actions = std::mem::take(&mut self.actions);

@@ -652,15 +652,11 @@ impl Engine {
         self.arm(slot, next);
     }
 
-    /// A response whose top Via carries one of our branches. Returns false
-    /// when it is not ours (the caller tries the keepalive).
-    pub fn on_response(&mut self, msg: &Message<'_>, now: u64) -> bool {
-        let Some((slot, nonce)) = msg
-            .top_via()
-            .ok()
-            .and_then(|v| v.branch())
-            .and_then(parse_branch)
-        else {
+    /// A response whose top Via has `branch` (the caller parsed it once for
+    /// every consumer). Returns false when the branch is not one of ours
+    /// (the caller tries the keepalive).
+    pub fn on_response(&mut self, msg: &Message<'_>, branch: &str, now: u64) -> bool {
+        let Some((slot, nonce)) = parse_branch(branch) else {
             return false;
         };
         let Some(code) = msg.status() else {

@@ -56,6 +56,13 @@ fn spec(kind: Kind) -> JobSpec {
     }
 }
 
+/// Feeds a response to the engine as the dispatcher does (top Via branch
+/// parsed by the caller).
+fn respond(e: &mut Engine, msg: &sip::Message<'_>, now: u64) -> bool {
+    let via = msg.top_via().unwrap();
+    e.on_response(msg, via.branch().unwrap(), now)
+}
+
 struct Rig {
     engine: Engine,
     job: Arc<Job>,
@@ -132,7 +139,7 @@ impl Rig {
         }
         w.finish(None);
         let resp = sip::parse(&buf).unwrap();
-        assert!(self.engine.on_response(&resp, self.now));
+        assert!(respond(&mut self.engine, &resp, self.now));
         let mut sent = Vec::new();
         self.engine
             .drain_outbound(&mut |b, _, _| sent.push(b.to_vec()));
@@ -450,7 +457,7 @@ Expires: 600\r\nContact: <sip:7546658000@192.168.1.20:5060>\r\nContent-Length: 0
     );
     let mut ok = Vec::new();
     writer::response_to(&mut ok, &n, 200, "OK", None, None).finish(None);
-    assert!(e.on_response(&sip::parse(&ok).unwrap(), 5010));
+    assert!(respond(&mut e, &sip::parse(&ok).unwrap(), 5010));
     // The same SUBSCRIBE again (its 200 lost): the same dialog tag, no new NOTIFY.
     let again = e.subscribe(&m, &c, dev_addr(), 0, 5020, "othertag", &mut out);
     assert_eq!(again, SubscribeAnswer::Active(599));
@@ -573,7 +580,7 @@ fn late_or_forged_answers_do_not_match() {
     let m = sip::parse(forged.as_bytes()).unwrap();
     let mut buf = Vec::new();
     writer::response_to(&mut buf, &m, 200, "OK", Some("x"), None).finish(None);
-    assert!(r.engine.on_response(&sip::parse(&buf).unwrap(), 1001));
+    assert!(respond(&mut r.engine, &sip::parse(&buf).unwrap(), 1001));
     assert_eq!(r.job.outcome(0), Outcome::InFlight);
     assert_eq!(r.engine.stats.stray_responses, 1);
 }
