@@ -22,7 +22,7 @@ pub use cidr::Cidr;
 use jobs::JobStore;
 
 use crate::config::{ApiConfig, NotifySection};
-use crate::notify::{contact_me_body, resolve, wake_body, Job, JobPart, Kind, Labels};
+use crate::notify::{contact_me_body, resolve, unix_ms, wake_body, Job, JobPart, Kind, Labels};
 use crate::runtime::{Command, Control};
 
 /// One HTTP request, as the service sees it.
@@ -390,7 +390,11 @@ impl Service {
     }
 
     fn registrations(&self, target: &str) -> ApiResponse {
-        let target = percent_decode(target);
+        // `:` and `@` arrive %-escaped from some clients.
+        let target = crate::sip::scan::unescape(target).map_or_else(
+            || target.to_owned(),
+            |b| String::from_utf8_lossy(&b).into_owned(),
+        );
         if target == resolve::ALL {
             return ApiResponse::json(
                 400,
@@ -600,31 +604,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// `%XX` escapes in a path segment (`:` and `@` arrive escaped from some clients).
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-pub(crate) fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

@@ -305,7 +305,8 @@ pub struct JobPart {
     pub devices: Vec<u32>,
 }
 
-fn unix_ms() -> u64 {
+/// Wall-clock milliseconds since the Unix epoch.
+pub(crate) fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
