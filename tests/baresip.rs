@@ -1,24 +1,13 @@
 //! A real softphone: baresip (Debian `baresip-core`), headless, registers
 //! to tether, stays registered across its own refresh, and unregisters on
-//! exit.
+//! exit; and takes a wake-up INVITE.
 
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{free_udp_port, start, TempDir};
-
-fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let t = Instant::now();
-    while t.elapsed() < timeout {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
-}
+use common::{free_udp_port, start, wait_for, TempDir};
 
 /// Starts headless baresip with one account `user@127.0.0.1` registering
 /// to `tether_port` every `regint` seconds and answering calls by itself.

@@ -217,16 +217,26 @@ pub fn wait_job(base: &str, id: &str, secs: u64) -> serde_json::Value {
     }
 }
 
-/// Polls `cond` every 20 ms for up to `secs`.
-pub fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-    while !cond() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
+/// Polls `cond` every 20 ms until it holds (true) or `timeout` passes (false).
+pub fn wait_for(timeout: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+}
+
+/// [`wait_for`] that fails the test, naming `what`, after `secs`.
+pub fn wait_until(secs: u64, what: &str, cond: impl FnMut() -> bool) {
+    assert!(
+        wait_for(std::time::Duration::from_secs(secs), cond),
+        "timed out waiting for {what}"
+    );
 }
 
 /// Runs SIPp with a scenario written into `dir` (client or server mode by
