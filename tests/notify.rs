@@ -67,7 +67,9 @@ fn register(
 
 /// A UAS that answers each incoming NOTIFY with 200 after checking the
 /// contact-me event and body; `calls` NOTIFYs end it.
-const NOTIFY_UAS: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+fn notify_uas() -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="contact-me device">
   <recv request="NOTIFY">
     <action>
@@ -75,21 +77,26 @@ const NOTIFY_UAS: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
       <ereg regexp="RequestID=[0-9]+" search_in="body" check_it="true" assign_to="rid"/>
     </action>
   </recv>
-  <send>
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]dev[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <Reference variables="ev,rid"/>
+{}  <Reference variables="ev,rid"/>
 </scenario>
-"#;
+"#,
+        reply("200 OK", Some("dev"), &[])
+    )
+}
+
+/// A SIPp `<send>` answering the last request with `status`: its Via, From,
+/// Call-ID and CSeq, its To tagged `to_tag` (as received when `None`: an
+/// in-dialog request already carries our tag), then `extra` header lines.
+fn reply(status: &str, to_tag: Option<&str>, extra: &[&str]) -> String {
+    let tag = to_tag
+        .map(|t| format!(";tag=[pid]{t}[call_number]"))
+        .unwrap_or_default();
+    let extra: String = extra.iter().map(|l| format!("      {l}\n")).collect();
+    format!(
+        "  <send>\n    <![CDATA[\n      SIP/2.0 {status}\n      [last_Via:]\n      [last_From:]\n      \
+[last_To:]{tag}\n      [last_Call-ID:]\n      [last_CSeq:]\n{extra}      Content-Length: 0\n\n    ]]>\n  </send>\n"
+    )
+}
 
 fn job_body(targets: &str, kind: &str, extra: &str) -> String {
     format!(
@@ -119,7 +126,7 @@ fn contact_me_reaches_a_sipp_device_with_seed_000_headers_and_body_and_calls_bac
     let dir = TempDir::new("notify-cm");
     let port = free_udp_port();
     register(&dir, tether, port, "7546658000", "", Some(CONTACT_ME));
-    let uas = spawn_sipp(&dir, "uas", NOTIFY_UAS, port, 1, None);
+    let uas = spawn_sipp(&dir, "uas", &notify_uas(), port, 1, None);
     // A webhook receiver for the job's result.
     let hook = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let hook_url = format!("http://{}/result", hook.local_addr().unwrap());
@@ -222,7 +229,8 @@ fn subscribe_opt_in_gets_200_an_initial_notify_and_then_the_contact_me_in_dialog
     let (rt, tether, api, base) = start_with_api("");
     let dir = TempDir::new("notify-sub");
     let port = free_udp_port();
-    let xml = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+    let xml = format!(
+        r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="subscriber">
   <send retrans="500">
     <![CDATA[
@@ -267,40 +275,19 @@ fn subscribe_opt_in_gets_200_an_initial_notify_and_then_the_contact_me_in_dialog
       <ereg regexp="active;expires=" search_in="hdr" header="Subscription-State:" check_it="true" assign_to="st"/>
     </action>
   </recv>
-  <send>
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv request="NOTIFY" timeout="20000">
+{}  <recv request="NOTIFY" timeout="20000">
     <action>
       <ereg regexp="RequestID=10210" search_in="body" check_it="true" assign_to="rid"/>
       <ereg regexp="active" search_in="hdr" header="Subscription-State:" check_it="true" assign_to="st2"/>
     </action>
   </recv>
-  <send>
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <Reference variables="e,st,rid,st2"/>
+{}  <Reference variables="e,st,rid,st2"/>
 </scenario>
-"#;
-    let sub = spawn_sipp(&dir, "sub", xml, port, 1, Some(tether));
+"#,
+        reply("200 OK", None, &[]),
+        reply("200 OK", None, &[])
+    );
+    let sub = spawn_sipp(&dir, "sub", &xml, port, 1, Some(tether));
     let dir_ref = rt.directory().clone();
     wait_until(10, "the subscription opts the binding in", || {
         dir_ref
@@ -343,7 +330,8 @@ fn wake_invite_answered_486_is_acked_and_one_answered_200_gets_ack_and_bye() {
         "",
         Some("application/sdp"),
     );
-    let busy = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+    let busy = format!(
+        r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="busy device">
   <recv request="INVITE">
     <action>
@@ -351,56 +339,29 @@ fn wake_invite_answered_486_is_acked_and_one_answered_200_gets_ack_and_bye() {
       <ereg regexp="credentials_ref=c-1" search_in="body" check_it="true" assign_to="cr"/>
     </action>
   </recv>
-  <send>
-    <![CDATA[
-      SIP/2.0 486 Busy Here
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]busy[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv request="ACK"/>
+{}  <recv request="ACK"/>
   <Reference variables="ct,cr"/>
 </scenario>
-"#;
-    let answers = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+"#,
+        reply("486 Busy Here", Some("busy"), &[])
+    );
+    let answers = format!(
+        r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="answering device">
   <recv request="INVITE"/>
-  <send>
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]ok[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Contact: <sip:answers@[local_ip]:[local_port]>
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv request="ACK"/>
+{}  <recv request="ACK"/>
   <recv request="BYE"/>
-  <send>
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-
-    ]]>
-  </send>
-</scenario>
-"#;
-    let a = spawn_sipp(&dir, "busy", busy, busy_port, 1, None);
-    let b = spawn_sipp(&dir, "answers", answers, ok_port, 1, None);
+{}</scenario>
+"#,
+        reply(
+            "200 OK",
+            Some("ok"),
+            &[r#"Contact: <sip:answers@[local_ip]:[local_port]>"#]
+        ),
+        reply("200 OK", None, &[])
+    );
+    let a = spawn_sipp(&dir, "busy", &busy, busy_port, 1, None);
+    let b = spawn_sipp(&dir, "answers", &answers, ok_port, 1, None);
     std::thread::sleep(Duration::from_millis(300));
     let id = post_job(
         &base,
@@ -434,23 +395,11 @@ fn a_challenging_device_gets_one_retry_with_valid_credentials() {
     let port = free_udp_port();
     register(&dir, tether, port, "careful", "", Some(CONTACT_ME));
     // SIPp checks the digest itself (verifyauth); a bad one never gets its 200.
-    let xml = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+    let xml = format!(
+        r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="challenging device">
   <recv request="NOTIFY"/>
-  <send>
-    <![CDATA[
-      SIP/2.0 401 Unauthorized
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]auth[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      WWW-Authenticate: Digest realm="device", nonce="5a8f0c1d2e", qop="auth", algorithm=MD5
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv request="NOTIFY">
+{}  <recv request="NOTIFY">
     <action>
       <verifyauth assign_to="authvalid" username="tether" password="s3cret"/>
     </action>
@@ -458,21 +407,18 @@ fn a_challenging_device_gets_one_retry_with_valid_credentials() {
   <nop hide="true" test="authvalid" next="good"/>
   <recv request="NEVER" timeout="100"/>
   <label id="good"/>
-  <send>
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]auth[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-
-    ]]>
-  </send>
-</scenario>
-"#;
-    let uas = spawn_sipp(&dir, "auth", xml, port, 1, None);
+{}</scenario>
+"#,
+        reply(
+            "401 Unauthorized",
+            Some("auth"),
+            &[
+                r#"WWW-Authenticate: Digest realm="device", nonce="5a8f0c1d2e", qop="auth", algorithm=MD5"#
+            ]
+        ),
+        reply("200 OK", Some("auth"), &[])
+    );
+    let uas = spawn_sipp(&dir, "auth", &xml, port, 1, None);
     std::thread::sleep(Duration::from_millis(300));
     let id = post_job(&base, &job_body(r#""careful@127.0.0.1""#, "contact-me", ""));
     expect_sipp_ok(&dir, "auth", uas, 20);
@@ -497,8 +443,8 @@ fn namespace_targets_reach_their_scopes_and_a_broadcast_reaches_everyone() {
     );
     register(&dir, tether, web, "foo", ";scope=web", Some(CONTACT_ME));
     // mobile hears "foo:mobile", "foo" and the broadcast; web the last two.
-    let m = spawn_sipp(&dir, "mobile", NOTIFY_UAS, mobile, 3, None);
-    let w = spawn_sipp(&dir, "web", NOTIFY_UAS, web, 2, None);
+    let m = spawn_sipp(&dir, "mobile", &notify_uas(), mobile, 3, None);
+    let w = spawn_sipp(&dir, "web", &notify_uas(), web, 2, None);
     std::thread::sleep(Duration::from_millis(300));
     for (target, devices) in [
         (r#""foo@127.0.0.1:mobile""#, 1),
