@@ -260,9 +260,7 @@ impl Dispatcher {
             self.counters.responses_received += 1;
             // Answers to fan-out requests and to keepalive prompts are told
             // apart by the top Via's branch alone: parse it once for both.
-            let Some(branch) = msg.top_via().ok().and_then(|v| v.branch()) else {
-                return None;
-            };
+            let branch = msg.top_via().ok().and_then(|v| v.branch())?;
             if !self.notify.on_response(&msg, branch, now_ms) {
                 self.on_response(branch, path, now_ms);
             }
