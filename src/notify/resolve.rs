@@ -57,7 +57,7 @@ pub fn resolve(
                 .or_else(|| t.strip_prefix("sips:"))
                 .unwrap_or(t);
             let target = crate::registrar::Target::parse(bare);
-            let key = dir.key(target.aor);
+            let key: Arc<str> = target.aor.into();
             dir.with_aor(target.aor, |rec| {
                 for c in rec.iter().flat_map(|r| r.contacts.iter()) {
                     if target.reaches(c.scope.as_deref()) {

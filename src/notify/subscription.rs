@@ -210,7 +210,7 @@ impl Engine {
             .finish(None);
             return SubscribeAnswer::Refused(400);
         };
-        let aor: Arc<str> = self.directory().key(&aor);
+        let aor: Arc<str> = aor.into();
         let cseq_in = checked.cseq.seq;
         // The same SUBSCRIBE again (its 200 was lost): the same 200, no new
         // dialog, no new NOTIFY.

@@ -97,10 +97,9 @@ impl ContactView {
 /// What the owning core keeps per binding, to expire it.
 #[derive(Debug)]
 pub(crate) struct LocalBinding {
-    /// Shared with the directory's key.
-    pub aor: Arc<str>,
-    /// Shared with the contact view and the device index.
-    pub device: Option<Arc<str>>,
+    /// The AOR's [`Directory::hash`](crate::registrar::Directory::hash):
+    /// the name is in the directory's block.
+    pub aor: u64,
     pub expires_at: u32,
     /// The expiry time the timer queue holds for this slot.
     pub scheduled_at: u32,
@@ -123,6 +122,10 @@ pub(crate) struct Slab {
 }
 
 impl Slab {
+    pub fn reserve_slots(&mut self, n: usize) {
+        self.slots.reserve(n.saturating_sub(self.slots.len()));
+    }
+
     /// Reserves a slot; it holds nothing until [`Slab::fill`].
     pub fn reserve(&mut self) -> (u32, u32) {
         if let Some(i) = self.free.pop() {
@@ -182,8 +185,7 @@ mod tests {
 
     fn lb() -> LocalBinding {
         LocalBinding {
-            aor: "a@x".into(),
-            device: None,
+            aor: 7,
             expires_at: 10,
             scheduled_at: 10,
             path: crate::nat::PathKey::V4(0),

@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod binding;
 pub mod directory;
+pub mod packed;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -115,7 +116,9 @@ pub struct Registrar {
     dir: Arc<Directory>,
     slab: Slab,
     /// Expiry timers: (expiry second, slot, generation), on the core's wheel.
-    expiries: TimerWheel<(u32, u32, u32)>,
+    /// (slot, generation) of bindings this core owns, at their expiry. An
+    /// entry whose binding is scheduled later is a superseded one.
+    expiries: TimerWheel<(u32, u32)>,
     auth: Option<Authenticator>,
     call_id_hasher: foldhash::fast::FixedState,
     /// Bindings owned by other cores that this core replaced: the runtime
@@ -146,6 +149,13 @@ impl Registrar {
             path_events: Vec::new(),
             stats: Stats::default(),
         }
+    }
+
+    /// Makes room for `bindings` on this core up front (a deployment's
+    /// `registrar.capacity` share): growing the slab later copies it and
+    /// leaves the old copy's pages behind in the heap.
+    pub fn reserve(&mut self, bindings: usize) {
+        self.slab.reserve_slots(bindings);
     }
 
     /// Bindings this core owns.
@@ -368,8 +378,7 @@ impl Registrar {
         let template = self.template(msg, at, call_id_hash, cseq);
         let core = self.core;
         let policy = self.policy.clone();
-        let key = self.dir.key(&aor);
-        let result = self.dir.update_keyed(key.clone(), |rec| {
+        let result = self.dir.update(&aor, |rec| {
             let mut next = rec.clone();
             let mut changes = Changes::default();
             let mut fresh = reserved.iter();
@@ -464,7 +473,7 @@ impl Registrar {
                         self.slab.release(slot, gen);
                     }
                 }
-                self.apply(&key, &changes, &reserved);
+                self.apply(&aor, &changes, &reserved);
                 Ok(changes)
             }
             Err(e) => {
@@ -522,7 +531,7 @@ impl Registrar {
     /// Applies the local side of a directory change: fill new slots, refresh
     /// timers, release removed bindings this core owned, and keep the device
     /// index in step.
-    fn apply(&mut self, aor: &Arc<str>, changes: &Changes, reserved: &[(u32, u32)]) {
+    fn apply(&mut self, aor: &str, changes: &Changes, reserved: &[(u32, u32)]) {
         for gone in &changes.removed {
             if let Some(dev) = &gone.instance {
                 // Another flow (reg-id) of the same device may remain: point
@@ -532,8 +541,8 @@ impl Registrar {
                     .iter()
                     .find(|c| c.instance.as_deref() == Some(&**dev))
                 {
-                    Some(other) => self.dir.set_device(dev.clone(), aor.clone(), other.binding),
-                    None => self.dir.clear_device(dev, gone.binding),
+                    Some(_) => self.dir.set_device(dev, aor),
+                    None => self.dir.clear_device(dev),
                 }
             }
             if gone.binding.core == self.core {
@@ -552,8 +561,7 @@ impl Registrar {
                     slot,
                     gen,
                     LocalBinding {
-                        aor: aor.clone(),
-                        device: c.instance.clone(),
+                        aor: self.dir.hash(aor),
                         expires_at: c.expires_at,
                         scheduled_at: c.expires_at,
                         path: PathKey::new(c.local, c.source),
@@ -568,7 +576,7 @@ impl Registrar {
                 self.arm(c.expires_at, slot, gen);
                 self.stats.registered += 1;
                 if let Some(dev) = &c.instance {
-                    self.dir.set_device(dev.clone(), aor.clone(), c.binding);
+                    self.dir.set_device(dev, aor);
                 }
             } else if let Some(b) = self.slab.get_mut(slot, gen) {
                 // A refresh from a new NAT mapping moves the binding to that path.
@@ -598,7 +606,7 @@ impl Registrar {
                     if c.expires_at < b.scheduled_at {
                         b.scheduled_at = c.expires_at;
                         self.expiries
-                            .insert(u64::from(c.expires_at) * 1000, (c.expires_at, slot, gen));
+                            .insert(u64::from(c.expires_at) * 1000, (slot, gen));
                     }
                 }
             }
@@ -608,8 +616,7 @@ impl Registrar {
     /// `Contact: *` with `Expires: 0`: removes every binding of the AOR,
     /// unless one of them was made by this Call-ID with a CSeq not lower.
     fn remove_all(&mut self, aor: &str, call_id_hash: u64, cseq: u32) -> Result<Changes, Reject> {
-        let key = self.dir.key(aor);
-        let result = self.dir.update_keyed(key.clone(), |rec| {
+        let result = self.dir.update(aor, |rec| {
             if rec
                 .contacts
                 .iter()
@@ -624,7 +631,7 @@ impl Registrar {
             Decision::Replace(AorRecord::default(), Ok(changes))
         });
         let changes = result?;
-        self.apply(&key, &changes, &[]);
+        self.apply(aor, &changes, &[]);
         Ok(changes)
     }
 
@@ -642,8 +649,7 @@ impl Registrar {
 
     /// Arms the expiry timer of a binding this core owns.
     fn arm(&mut self, at_secs: u32, slot: u32, gen: u32) {
-        self.expiries
-            .insert(u64::from(at_secs) * 1000, (at_secs, slot, gen));
+        self.expiries.insert(u64::from(at_secs) * 1000, (slot, gen));
     }
 
     /// Marks bindings this core holds (slot, generation) reachable or not:
@@ -656,9 +662,8 @@ impl Registrar {
             let Some(b) = self.slab.get_mut(slot, gen) else {
                 continue;
             };
-            let aor = b.aor.clone();
             let r = BindingRef { core, slot, gen };
-            set_contact_flag(&self.dir, &aor, r, binding::flags::UNREACHABLE, !reachable);
+            set_contact_flag_hashed(&self.dir, b.aor, r, binding::flags::UNREACHABLE, !reachable);
             n += 1;
         }
         n
@@ -676,12 +681,15 @@ impl Registrar {
     /// returns how many expired.
     pub fn expire(&mut self, now_secs: u32) -> usize {
         let mut n = 0;
-        while let Some((_, (at, slot, gen))) = self.expiries.poll(u64::from(now_secs) * 1000) {
+        while let Some((_, (slot, gen))) = self.expiries.poll(u64::from(now_secs) * 1000) {
             let Some(b) = self.slab.get_mut(slot, gen) else {
                 continue;
             };
-            if b.scheduled_at != at {
-                continue; // a superseded timer entry
+            if b.scheduled_at > now_secs {
+                // A superseded entry: the binding's own one comes later. (When
+                // both are due, whichever comes first does the work and the
+                // other finds the binding gone or scheduled later.)
+                continue;
             }
             if b.expires_at > now_secs {
                 // Refreshed since: re-arm for the new expiry (lazy re-scheduling).
@@ -696,9 +704,10 @@ impl Registrar {
                 slot,
                 gen,
             };
-            self.dir.remove_binding(&b.aor, r);
-            if let Some(dev) = &b.device {
-                self.dir.clear_device(dev, r);
+            if let Some(gone) = self.dir.remove_binding_hashed(b.aor, r) {
+                if let Some(dev) = &gone.instance {
+                    self.dir.clear_device(dev);
+                }
             }
             self.stats.expired += 1;
             n += 1;
@@ -732,18 +741,32 @@ fn is_supported(tag: &str) -> bool {
 /// Sets (`on`) or clears one [`flags`] bit of a binding in the directory;
 /// false when the binding is no longer there.
 pub fn set_contact_flag(dir: &Directory, aor: &str, b: BindingRef, flag: u8, on: bool) -> bool {
-    dir.update(aor, |rec| {
-        let Some(i) = rec.contacts.iter().position(|c| c.binding == b) else {
-            return Decision::Keep(false);
-        };
-        let mut next = rec.clone();
-        if on {
-            next.contacts[i].flags |= flag;
-        } else {
-            next.contacts[i].flags &= !flag;
-        }
-        Decision::Replace(next, true)
-    })
+    dir.update(aor, |rec| flagged(rec, b, flag, on))
+}
+
+/// [`set_contact_flag`] for an AOR known by its hash.
+pub fn set_contact_flag_hashed(
+    dir: &Directory,
+    aor: u64,
+    b: BindingRef,
+    flag: u8,
+    on: bool,
+) -> bool {
+    dir.update_hashed(aor, |rec| flagged(rec, b, flag, on))
+        .unwrap_or(false)
+}
+
+fn flagged(rec: &AorRecord, b: BindingRef, flag: u8, on: bool) -> Decision<bool> {
+    let Some(i) = rec.contacts.iter().position(|c| c.binding == b) else {
+        return Decision::Keep(false);
+    };
+    let mut next = rec.clone();
+    if on {
+        next.contacts[i].flags |= flag;
+    } else {
+        next.contacts[i].flags &= !flag;
+    }
+    Decision::Replace(next, true)
 }
 
 /// The AOR key: `user@host`, host lowercased (RFC 3261 §10.3 step 5; user

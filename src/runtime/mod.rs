@@ -170,7 +170,10 @@ impl Runtime {
                 )
                 .for_core(i as u16)
             });
-            let registrar = Registrar::new(i as u16, policy.clone(), directory.clone(), auth);
+            let mut registrar = Registrar::new(i as u16, policy.clone(), directory.clone(), auth);
+            // Reuseport spreads paths evenly but not exactly: an eighth more.
+            let share = cfg.registrar.capacity / n;
+            registrar.reserve(share + share / 8);
             let seed =
                 u64::from_le_bytes(secret[8..16].try_into().expect("8 bytes")) ^ (i as u64) << 56;
             let (tx, rx) = bounded(cfg.runtime.inbox_capacity);
