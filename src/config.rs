@@ -389,10 +389,10 @@ impl Config {
                 ),
             });
         }
-        if r.max_contacts == 0 {
+        if r.max_contacts == 0 || r.max_contacts > usize::from(u16::MAX) {
             return Err(ConfigError::Invalid {
                 key: "registrar.max_contacts",
-                fix: "allow at least 1 contact per AOR".into(),
+                fix: "allow 1 to 65535 contacts per AOR".into(),
             });
         }
         if self.auth.enabled && self.auth.credentials.is_none() {

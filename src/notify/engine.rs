@@ -374,8 +374,8 @@ impl Engine {
         let now_secs = (now / 1000) as u32;
         let (slot, nonce) = self.alloc();
         let branch = branch(slot, nonce);
-        // The request is written while the directory's record is in hand:
-        // no copy of the binding, no allocation (borrows split by field).
+        // The request is written while the directory's record is in hand
+        // (only this binding decoded from it; borrows split by field).
         let Engine {
             dir,
             cfg,
@@ -386,9 +386,8 @@ impl Engine {
             strings,
             ..
         } = self;
-        let verdict = dir.with_aor(&dev.aor, |rec| {
-            let Some(v) = rec.and_then(|r| r.contacts.iter().find(|c| c.binding == dev.binding))
-            else {
+        let verdict = dir.with_contact(&dev.aor, dev.binding, |v| {
+            let Some(v) = v else {
                 return Err(Outcome::NoBinding);
             };
             if v.expires_at <= now_secs {

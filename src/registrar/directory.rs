@@ -286,6 +286,21 @@ impl Directory {
         })
     }
 
+    /// Calls `f` with one binding of the AOR (or `None`), decoding only it.
+    pub fn with_contact<R>(
+        &self,
+        aor: &str,
+        binding: BindingRef,
+        f: impl FnOnce(Option<&ContactView>) -> R,
+    ) -> R {
+        self.with_block(self.hash(aor), Key::Name(aor), |b| {
+            match b.and_then(|b| packed::contacts(b).find(|c| c.binding == binding)) {
+                Some(c) => f(Some(&c.to_view())),
+                None => f(None),
+            }
+        })
+    }
+
     /// The contacts a target reaches that have not expired at `now_secs`.
     pub fn lookup(&self, target: &str, now_secs: u32) -> SmallVec<[ContactView; 2]> {
         let t = Target::parse(target);
@@ -345,9 +360,13 @@ impl Directory {
                 } else {
                     match packed::encode(packed::aor(old), &next) {
                         Ok(b) => entry_for(b, hash),
-                        // Fields come from one datagram each, so this needs a
-                        // record no REGISTER can make; keep the old one.
-                        Err(packed::TooLong) => return Some(verdict),
+                        // Fields come from one datagram each and contacts are
+                        // capped (registrar.max_contacts ≤ 65535), so no
+                        // REGISTER makes such a record; keep the old one.
+                        Err(packed::TooLong) => {
+                            tracing::error!(aor = packed::aor(old), "record too long to store");
+                            return Some(verdict);
+                        }
                     }
                 };
                 let prev = t.slots[i].swap(e, Ordering::AcqRel);
@@ -367,6 +386,7 @@ impl Directory {
                     return Some(verdict);
                 }
                 let Ok(b) = packed::encode(name, &next) else {
+                    tracing::error!(aor = name, "record too long to store");
                     return Some(verdict);
                 };
                 let mut slots: &[AtomicU64] = &t.slots;
@@ -376,12 +396,13 @@ impl Directory {
                         .find_aor(slots, hash, key, &g)
                         .expect_err("absent before the rebuild");
                 }
+                let e = entry_for(b, hash);
                 if slots[i].load(Ordering::Relaxed) == TOMBSTONE {
                     fill.tombstones -= 1;
                 }
                 fill.live += 1;
                 self.aor_count.fetch_add(1, Ordering::Relaxed);
-                slots[i].store(entry_for(b, hash), Ordering::Release);
+                slots[i].store(e, Ordering::Release);
                 Some(verdict)
             }
         }

@@ -439,13 +439,18 @@ impl Registrar {
                         next.contacts[i] = view;
                         written.push(i);
                     }
-                    // The device moved to another path (and core): the old binding goes.
+                    // The device moved to another path (and core): the old
+                    // binding goes and the new one is appended, so the
+                    // latest flow of a device is its last contact (the
+                    // device index finds it by that).
                     Some(i) => {
                         view.binding = BindingRef { core, slot, gen };
-                        changes
-                            .removed
-                            .push(std::mem::replace(&mut next.contacts[i], view));
-                        written.push(i);
+                        changes.removed.push(next.contacts.remove(i));
+                        for w in written.iter_mut().filter(|w| **w > i) {
+                            *w -= 1;
+                        }
+                        next.contacts.push(view);
+                        written.push(next.contacts.len() - 1);
                     }
                     None => {
                         if next.contacts.len() >= policy.max_contacts {

@@ -922,3 +922,40 @@ fn a_refresh_keeps_the_subscription_opt_in() {
         "the refresh did not drop the opt-in"
     );
 }
+
+/// The device index follows a device's latest flow: when one RFC 5626 flow
+/// re-registers through a new NAT mapping that lands on another core, the
+/// device is found there, not at its other, older flow.
+#[test]
+fn a_device_is_found_at_the_flow_that_moved_last() {
+    let dir = Arc::new(Directory::new());
+    let policy = Arc::new(Policy::default());
+    let mut first = Registrar::new(0, policy.clone(), dir.clone(), None);
+    let mut second = Registrar::new(1, policy, dir.clone(), None);
+    let mut ids = IdGen::new(1);
+    let mut out = Vec::new();
+    let mut send = |r: &mut Registrar, req: Vec<u8>, src: &str, now: u32| {
+        let m = sip::parse(&req).unwrap();
+        let at = Arrival {
+            source: src.parse().unwrap(),
+            local: 0,
+            now_secs: now,
+        };
+        r.register(&m, &m.validate().unwrap(), at, &mut out, &mut ids);
+        assert!(out.starts_with(b"SIP/2.0 200"));
+    };
+    let flow = |id: u32| format!("Contact: <sip:alice@10.0.0.2>;{INSTANCE};reg-id={id}\r\n");
+    send(&mut first, register("alice", "c1", 1, &flow(1)), SRC, 0);
+    send(&mut first, register("alice", "c2", 1, &flow(2)), SRC, 0);
+    send(
+        &mut second,
+        register("alice", "c1", 2, &flow(1)),
+        "203.0.113.7:50000",
+        1,
+    );
+    assert_eq!(dir.lookup("alice@example.com", 1).len(), 2);
+    let dev = dir
+        .device("urn:uuid:00000000-0000-1000-8000-000A95A0E128")
+        .unwrap();
+    assert_eq!((dev.binding.core, &*dev.aor), (1, "alice@example.com"));
+}
