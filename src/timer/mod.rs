@@ -224,6 +224,13 @@ impl<T: Copy> TimerWheel<T> {
             .clamp(self.elapsed, self.elapsed.saturating_add(MAX_DURATION));
         let level = self.level_for(at);
         let slot = ((at >> (6 * level)) & 63) as usize;
+        if level == 0 {
+            // It fires within 64 ms and firing reads its generation: at a
+            // million timers the table is 4 MB and that read missed the
+            // cache (60% of expire's time); fetch the line now, while
+            // nothing waits on it.
+            prefetch(&self.gens[item.index as usize]);
+        }
         self.slots[level * SLOTS + slot].push(item);
         self.occupied[level] |= 1u64 << slot;
     }
@@ -235,6 +242,21 @@ impl<T: Copy> TimerWheel<T> {
         *g = g.wrapping_add(1);
         self.free.push(index);
     }
+}
+
+/// Hints the CPU to fetch the cache line holding `r`.
+#[inline(always)]
+fn prefetch<U>(r: &U) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint: it never faults and changes no
+    // state the program can observe; `sse` is part of x86_64's baseline.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+            (r as *const U).cast(),
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = r;
 }
 
 #[cfg(test)]
