@@ -174,8 +174,8 @@ impl<T: Copy> TimerWheel<T> {
             }
         }
         // The vector goes back to its own slot: each slot keeps the capacity
-        // its share of timers needs, so a steady load stops allocating (no
-        // regrowth, no fresh pages) once the wheel has turned once.
+        // its share of timers needs, so a steady load stops allocating once
+        // the wheel has turned once.
         items.clear();
         let back = std::mem::replace(&mut self.slots[k], items);
         // (Only a deadline clamped at the wheel's range lands in the slot
@@ -231,8 +231,32 @@ impl<T: Copy> TimerWheel<T> {
             // nothing waits on it.
             prefetch(&self.gens[item.index as usize]);
         }
-        self.slots[level * SLOTS + slot].push(item);
+        let k = level * SLOTS + slot;
+        if self.slots[k].capacity() == 0 {
+            self.adopt(level, slot);
+        }
+        self.slots[k].push(item);
         self.occupied[level] |= 1u64 << slot;
+    }
+
+    /// A slot about to get its first record ever takes the vector of an
+    /// empty slot of its level, if one has capacity. Until a level has
+    /// turned once, the slot that fills is never one that emptied: at a
+    /// million timers a level-3 slot holds 262,144 records, and it grew
+    /// 6 MB of fresh pages while another level-3 slot's vector sat idle.
+    #[cold]
+    fn adopt(&mut self, level: usize, slot: usize) {
+        let mut empty = !self.occupied[level] & !(1u64 << slot);
+        while empty != 0 {
+            let other = empty.trailing_zeros() as usize;
+            empty &= empty - 1;
+            let v = &mut self.slots[level * SLOTS + other];
+            if v.capacity() > 0 {
+                debug_assert!(v.is_empty(), "an unoccupied slot holds nothing");
+                self.slots[level * SLOTS + slot] = std::mem::take(v);
+                return;
+            }
+        }
     }
 
     /// Frees an index; the generation bump makes any record of it still in
@@ -352,6 +376,28 @@ mod tests {
         }
         assert_eq!(fired, vec![1]);
         assert_eq!(now, 70_000);
+    }
+
+    #[test]
+    fn a_filling_slot_adopts_an_idle_slots_vector() {
+        let mut w = TimerWheel::new(0);
+        // 100 timers in level 1, slot 2 (128..192 ms).
+        for i in 0..100u32 {
+            w.insert(130 + u64::from(i % 50), i);
+        }
+        assert_eq!(drain(&mut w, 200), (0..100).collect::<Vec<_>>());
+        let idle = w.slots[SLOTS + 2].capacity();
+        assert!(idle >= 100);
+        // Level 1, slot 5 has never held anything: it takes that vector
+        // instead of growing its own, and fires as usual.
+        let h = w.insert(330, 7);
+        w.insert(331, 8);
+        assert_eq!(w.slots[SLOTS + 5].capacity(), idle);
+        assert_eq!(w.slots[SLOTS + 2].capacity(), 0);
+        assert!(w.cancel(h));
+        assert!(drain(&mut w, 330).is_empty());
+        assert_eq!(drain(&mut w, 331), vec![8]);
+        assert!(w.is_empty());
     }
 
     /// Against a sorted reference: random inserts, cancels and advances.
