@@ -161,6 +161,13 @@ impl<T: Copy> TimerWheel<T> {
     /// the level their deadline now falls in.
     fn process_slot(&mut self, level: usize, slot: usize) {
         let k = level * SLOTS + slot;
+        if level == 0 && self.due.is_empty() {
+            // A level-0 slot spans one millisecond: all of it is due. It
+            // becomes the due list, and the emptied due vector the slot's.
+            std::mem::swap(&mut self.due, &mut self.slots[k]);
+            self.occupied[0] &= !(1u64 << slot);
+            return;
+        }
         let mut items = std::mem::take(&mut self.slots[k]);
         self.occupied[level] &= !(1u64 << slot);
         // No generation check here: a cancelled item cascades like a live
