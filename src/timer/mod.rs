@@ -45,6 +45,9 @@ pub struct TimerWheel<T> {
     /// The time the wheel has been advanced to (ms).
     elapsed: u64,
     occupied: [u64; LEVELS],
+    /// Slots whose vector has capacity; those not occupied can lend it to a
+    /// slot that has none (see `adopt`).
+    idle: [u64; LEVELS],
     slots: Vec<Vec<Item<T>>>,
     /// The current generation of each handle index: an item is live while
     /// its `gen` equals it. Four bytes per index, so at a million timers
@@ -68,6 +71,7 @@ impl<T: Copy> TimerWheel<T> {
         TimerWheel {
             elapsed: now,
             occupied: [0; LEVELS],
+            idle: [0; LEVELS],
             slots: (0..LEVELS * SLOTS).map(|_| Vec::new()).collect(),
             gens: Vec::new(),
             free: Vec::new(),
@@ -166,6 +170,7 @@ impl<T: Copy> TimerWheel<T> {
             // becomes the due list, and the emptied due vector the slot's.
             std::mem::swap(&mut self.due, &mut self.slots[k]);
             self.occupied[0] &= !(1u64 << slot);
+            self.mark_idle(0, slot);
             return;
         }
         let mut items = std::mem::take(&mut self.slots[k]);
@@ -188,6 +193,15 @@ impl<T: Copy> TimerWheel<T> {
         // (Only a deadline clamped at the wheel's range lands in the slot
         // being emptied.)
         self.slots[k].extend_from_slice(&back);
+        self.mark_idle(level, slot);
+    }
+
+    fn mark_idle(&mut self, level: usize, slot: usize) {
+        if self.slots[level * SLOTS + slot].capacity() > 0 {
+            self.idle[level] |= 1u64 << slot;
+        } else {
+            self.idle[level] &= !(1u64 << slot);
+        }
     }
 
     /// The earliest non-empty slot over all levels: (level, slot, time).
@@ -246,23 +260,21 @@ impl<T: Copy> TimerWheel<T> {
         self.occupied[level] |= 1u64 << slot;
     }
 
-    /// A slot about to get its first record ever takes the vector of an
-    /// empty slot of its level, if one has capacity. Until a level has
-    /// turned once, the slot that fills is never one that emptied: at a
-    /// million timers a level-3 slot holds 262,144 records, and it grew
+    /// A slot without a vector (never filled yet, or it lent its own) takes
+    /// that of an empty slot of its level, if one has capacity. Until a
+    /// level has turned once, the slot that fills is never one that emptied:
+    /// at a million timers a level-3 slot holds 262,144 records, and it grew
     /// 6 MB of fresh pages while another level-3 slot's vector sat idle.
+    /// The `idle` bitmap finds a lender in O(1).
     #[cold]
     fn adopt(&mut self, level: usize, slot: usize) {
-        let mut empty = !self.occupied[level] & !(1u64 << slot);
-        while empty != 0 {
-            let other = empty.trailing_zeros() as usize;
-            empty &= empty - 1;
-            let v = &mut self.slots[level * SLOTS + other];
-            if v.capacity() > 0 {
-                debug_assert!(v.is_empty(), "an unoccupied slot holds nothing");
-                self.slots[level * SLOTS + slot] = std::mem::take(v);
-                return;
-            }
+        let lenders = self.idle[level] & !self.occupied[level] & !(1u64 << slot);
+        if lenders != 0 {
+            let other = lenders.trailing_zeros() as usize;
+            self.idle[level] &= !(1u64 << other);
+            let v = std::mem::take(&mut self.slots[level * SLOTS + other]);
+            debug_assert!(v.is_empty(), "an unoccupied slot holds nothing");
+            self.slots[level * SLOTS + slot] = v;
         }
     }
 
