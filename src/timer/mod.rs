@@ -11,6 +11,14 @@
 //! but a 4-byte generation per handle index. Cancelling bumps the
 //! generation; the stale record is dropped when it comes due.
 //!
+//! Memory at a million timers (about 24 MB of records, 4 MB of generations):
+//! a record's generation line is prefetched when the record enters level 0,
+//! up to 64 ms before firing reads it; a due level-0 slot is swapped in as
+//! the due list rather than copied; and a slot with no vector borrows the
+//! vector of an empty slot of its level (found through an `idle` bitmap),
+//! so a level whose slots have not all been used yet does not grow fresh
+//! pages for each one.
+//!
 //! Sans-IO: time is a `u64` of milliseconds on the caller's clock.
 
 /// Slots per level.
@@ -45,6 +53,9 @@ pub struct TimerWheel<T> {
     /// The time the wheel has been advanced to (ms).
     elapsed: u64,
     occupied: [u64; LEVELS],
+    /// Slots whose vector has capacity; those not occupied can lend it to a
+    /// slot that has none (see `adopt`).
+    idle: [u64; LEVELS],
     slots: Vec<Vec<Item<T>>>,
     /// The current generation of each handle index: an item is live while
     /// its `gen` equals it. Four bytes per index, so at a million timers
@@ -68,6 +79,7 @@ impl<T: Copy> TimerWheel<T> {
         TimerWheel {
             elapsed: now,
             occupied: [0; LEVELS],
+            idle: [0; LEVELS],
             slots: (0..LEVELS * SLOTS).map(|_| Vec::new()).collect(),
             gens: Vec::new(),
             free: Vec::new(),
@@ -161,6 +173,14 @@ impl<T: Copy> TimerWheel<T> {
     /// the level their deadline now falls in.
     fn process_slot(&mut self, level: usize, slot: usize) {
         let k = level * SLOTS + slot;
+        if level == 0 && self.due.is_empty() {
+            // A level-0 slot spans one millisecond: all of it is due. It
+            // becomes the due list, and the emptied due vector the slot's.
+            std::mem::swap(&mut self.due, &mut self.slots[k]);
+            self.occupied[0] &= !(1u64 << slot);
+            self.mark_idle(0, slot);
+            return;
+        }
         let mut items = std::mem::take(&mut self.slots[k]);
         self.occupied[level] &= !(1u64 << slot);
         // No generation check here: a cancelled item cascades like a live
@@ -174,13 +194,22 @@ impl<T: Copy> TimerWheel<T> {
             }
         }
         // The vector goes back to its own slot: each slot keeps the capacity
-        // its share of timers needs, so a steady load stops allocating (no
-        // regrowth, no fresh pages) once the wheel has turned once.
+        // its share of timers needs, so a steady load stops allocating once
+        // the wheel has turned once.
         items.clear();
         let back = std::mem::replace(&mut self.slots[k], items);
         // (Only a deadline clamped at the wheel's range lands in the slot
         // being emptied.)
         self.slots[k].extend_from_slice(&back);
+        self.mark_idle(level, slot);
+    }
+
+    fn mark_idle(&mut self, level: usize, slot: usize) {
+        if self.slots[level * SLOTS + slot].capacity() > 0 {
+            self.idle[level] |= 1u64 << slot;
+        } else {
+            self.idle[level] &= !(1u64 << slot);
+        }
     }
 
     /// The earliest non-empty slot over all levels: (level, slot, time).
@@ -224,8 +253,37 @@ impl<T: Copy> TimerWheel<T> {
             .clamp(self.elapsed, self.elapsed.saturating_add(MAX_DURATION));
         let level = self.level_for(at);
         let slot = ((at >> (6 * level)) & 63) as usize;
-        self.slots[level * SLOTS + slot].push(item);
+        if level == 0 {
+            // It fires within 64 ms and firing reads its generation: at a
+            // million timers the table is 4 MB and that read missed the
+            // cache (60% of expire's time); fetch the line now, while
+            // nothing waits on it.
+            prefetch(&self.gens[item.index as usize]);
+        }
+        let k = level * SLOTS + slot;
+        if self.slots[k].capacity() == 0 {
+            self.adopt(level, slot);
+        }
+        self.slots[k].push(item);
         self.occupied[level] |= 1u64 << slot;
+    }
+
+    /// A slot without a vector (never filled yet, or it lent its own) takes
+    /// that of an empty slot of its level, if one has capacity. Until a
+    /// level has turned once, the slot that fills is never one that emptied:
+    /// at a million timers a level-3 slot holds 262,144 records, and it grew
+    /// 6 MB of fresh pages while another level-3 slot's vector sat idle.
+    /// The `idle` bitmap finds a lender in O(1).
+    #[cold]
+    fn adopt(&mut self, level: usize, slot: usize) {
+        let lenders = self.idle[level] & !self.occupied[level] & !(1u64 << slot);
+        if lenders != 0 {
+            let other = lenders.trailing_zeros() as usize;
+            self.idle[level] &= !(1u64 << other);
+            let v = std::mem::take(&mut self.slots[level * SLOTS + other]);
+            debug_assert!(v.is_empty(), "an unoccupied slot holds nothing");
+            self.slots[level * SLOTS + slot] = v;
+        }
     }
 
     /// Frees an index; the generation bump makes any record of it still in
@@ -235,6 +293,21 @@ impl<T: Copy> TimerWheel<T> {
         *g = g.wrapping_add(1);
         self.free.push(index);
     }
+}
+
+/// Hints the CPU to fetch the cache line holding `r`.
+#[inline(always)]
+fn prefetch<U>(r: &U) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint: it never faults and changes no
+    // state the program can observe; `sse` is part of x86_64's baseline.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+            (r as *const U).cast(),
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = r;
 }
 
 #[cfg(test)]
@@ -330,6 +403,53 @@ mod tests {
         }
         assert_eq!(fired, vec![1]);
         assert_eq!(now, 70_000);
+    }
+
+    #[test]
+    fn a_filling_slot_adopts_an_idle_slots_vector() {
+        let mut w = TimerWheel::new(0);
+        // 100 timers in level 1, slot 2 (128..192 ms).
+        for i in 0..100u32 {
+            w.insert(130 + u64::from(i % 50), i);
+        }
+        assert_eq!(drain(&mut w, 200), (0..100).collect::<Vec<_>>());
+        let idle = w.slots[SLOTS + 2].capacity();
+        assert!(idle >= 100);
+        // Level 1, slot 5 has never held anything: it takes that vector
+        // instead of growing its own, and fires as usual.
+        let h = w.insert(330, 7);
+        w.insert(331, 8);
+        assert_eq!(w.slots[SLOTS + 5].capacity(), idle);
+        assert_eq!(w.slots[SLOTS + 2].capacity(), 0);
+        assert!(w.cancel(h));
+        assert!(drain(&mut w, 330).is_empty());
+        assert_eq!(drain(&mut w, 331), vec![8]);
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn cancel_after_cascade_and_rounds_on_lent_vectors() {
+        let mut w = TimerWheel::new(0);
+        for round in 0..3u64 {
+            let base = round * 10_000;
+            // Level 2 at insert (4096..8192 ms ahead), two per ms over 200 ms.
+            let hs: Vec<_> = (0..400u32)
+                .map(|i| w.insert(base + 5_000 + u64::from(i / 2), i))
+                .collect();
+            // Cascaded to level 1, then (for the first 64 ms) to level 0.
+            assert!(drain(&mut w, base + 4_999).is_empty());
+            assert!(w.slots[..SLOTS].iter().any(|v| !v.is_empty()));
+            // Cancel every third, after the cascades.
+            for h in hs.iter().step_by(3) {
+                assert!(w.cancel(*h));
+            }
+            let want: Vec<u32> = (0..400).filter(|i| i % 3 != 0).collect();
+            assert_eq!(drain(&mut w, base + 5_200), want, "round {round}");
+            assert!(w.is_empty());
+            // Cancelled records are gone too: nothing left in any slot.
+            assert!(w.slots.iter().all(|v| v.is_empty()));
+            assert_eq!(w.next_deadline(), None);
+        }
     }
 
     /// Against a sorted reference: random inserts, cancels and advances.
