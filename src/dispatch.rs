@@ -245,7 +245,7 @@ impl Dispatcher {
         self.counters.received += 1;
         // Any packet from a path refreshes its NAT mapping.
         let path = PathKey::new(local, src);
-        self.keepalive.touch(&path, now_ms);
+        let path_index = self.keepalive.touch(&path, now_ms);
         // RFC 5626 clients keep their flow alive with STUN Binding requests.
         if nat::stun::is_stun(datagram) {
             self.counters.stun_requests += 1;
@@ -262,7 +262,7 @@ impl Dispatcher {
             // apart by the top Via's branch alone: parse it once for both.
             let branch = msg.top_via().ok().and_then(|v| v.branch())?;
             if !self.notify.on_response(&msg, branch, now_ms) {
-                self.on_response(branch, path, now_ms);
+                self.on_response(branch, path, path_index, now_ms);
             }
             return None;
         }
@@ -336,13 +336,13 @@ impl Dispatcher {
     /// to keepalive prompts mean anything here, and those need just the top
     /// Via's branch, so the rest of the message is not validated. Any status
     /// counts: the path is alive.
-    fn on_response(&mut self, branch: &str, path: PathKey, now_ms: u64) {
-        let Some(id) = nat::prompt_id(branch) else {
+    fn on_response(&mut self, branch: &str, path: PathKey, index: Option<u32>, now_ms: u64) {
+        let (Some(id), Some(index)) = (nat::prompt_id(branch), index) else {
             return;
         };
         let mut actions = std::mem::take(&mut self.actions);
         actions.clear();
-        self.keepalive.answered(&path, id, now_ms, &mut actions);
+        self.keepalive.answered_at(index, id, now_ms, &mut actions);
         if actions.contains(&Action::Revived { path }) {
             let on_path: SmallVec<[(u32, u32); 4]> = self.keepalive.bindings_on(&path).into();
             self.registrar.mark_bindings(&on_path, true);

@@ -297,24 +297,33 @@ impl Keepalive {
 
     /// Any packet from the path: it is alive and its mapping fresh. Cheap:
     /// timers are not touched (they re-arm from `last_seen` when they fire).
-    pub fn touch(&mut self, key: &PathKey, now: u64) {
-        if let Some(&i) = self.index.get(key) {
-            let p = self.path_mut(i);
-            p.last_seen = p.last_seen.max(now);
-            // Traffic proves the mapping works: misses are no longer consecutive.
-            p.misses = 0;
-            if std::mem::take(&mut p.dead) {
-                let key = p.key;
-                self.revived.push(key);
-            }
+    /// Returns the path's index in the table, for [`Keepalive::answered_at`].
+    pub fn touch(&mut self, key: &PathKey, now: u64) -> Option<u32> {
+        let &i = self.index.get(key)?;
+        let p = self.path_mut(i);
+        p.last_seen = p.last_seen.max(now);
+        // Traffic proves the mapping works: misses are no longer consecutive.
+        p.misses = 0;
+        if std::mem::take(&mut p.dead) {
+            let key = p.key;
+            self.revived.push(key);
         }
+        Some(i)
     }
 
     /// A SIP response to prompt `id` arrived from the path (any status).
     pub fn answered(&mut self, key: &PathKey, id: u64, now: u64, out: &mut Vec<Action>) {
-        let Some(&i) = self.index.get(key) else {
+        if let Some(&i) = self.index.get(key) {
+            self.answered_at(i, id, now, out);
+        }
+    }
+
+    /// [`Keepalive::answered`] for the path at index `i`, as [`Keepalive::touch`]
+    /// returned it for this packet: the answer costs no second table lookup.
+    pub fn answered_at(&mut self, i: u32, id: u64, now: u64, out: &mut Vec<Action>) {
+        if self.paths.get(i as usize).is_none_or(Option::is_none) {
             return;
-        };
+        }
         let p = self.path_mut(i);
         if p.prompt.map(|(pid, _)| pid) != Some(id) {
             return; // a late answer to an old prompt: touch already counted it

@@ -116,7 +116,7 @@ fn traffic_defers_the_prompt_without_rearming_on_every_packet() {
     let p = path(1);
     k.registration_added(p, 0);
     for t in [3, 7, 10] {
-        k.touch(&p, t * S);
+        let _ = k.touch(&p, t * S);
     }
     // The timer set at 0 fires at 25 s, sees traffic at 10 s and re-arms to 35 s.
     assert!(run(&mut k, 25 * S).is_empty());
@@ -277,7 +277,7 @@ fn fig3_sequence() {
     k.registration_added(p, 0); // 3A: REGISTER through the NAT
     assert_eq!(answer_all(&mut k, 25 * S), 1); // 3B: idle 25 s -> OPTIONS, 200
     k.dialog_started(p, 30 * S); // 3C: INVITE to the device
-    k.touch(&p, 40 * S); // media and signalling keep the path busy
+    let _ = k.touch(&p, 40 * S); // media and signalling keep the path busy
     assert_eq!(
         answer_all(&mut k, 50 * S),
         0,
@@ -335,7 +335,7 @@ fn traffic_resets_misses_and_revives_a_dead_path() {
         now = k.next_deadline().unwrap().max(now + 1);
     }
     assert_eq!(k.stats.missed, 1);
-    k.touch(&p, now);
+    let _ = k.touch(&p, now);
     for _ in 0..50 {
         now = k.next_deadline().unwrap().max(now + 1);
         if run(&mut k, now).contains(&Action::Dead { path: p }) {
@@ -348,7 +348,7 @@ fn traffic_resets_misses_and_revives_a_dead_path() {
         "the miss before the traffic did not count towards death"
     );
     // Any packet from a dead path revives it.
-    k.touch(&p, now + 1);
+    let _ = k.touch(&p, now + 1);
     assert!(!k.is_dead(&p));
     assert!(run(&mut k, now + 1).contains(&Action::Revived { path: p }));
 }
