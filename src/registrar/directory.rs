@@ -408,32 +408,21 @@ impl Directory {
         }
     }
 
-    /// Copies a shard's live entries into a fresh table (twice the size when
-    /// more than half full, else the same size without tombstones).
     fn rebuild_aors<'g>(
         &self,
         shard: &Shard<AtomicU64>,
         fill: &mut Fill,
         g: &'g Guard,
     ) -> &'g [AtomicU64] {
-        let old = shard.table.load(Ordering::Acquire, g);
-        // SAFETY: as in update_by.
-        let old_slots = unsafe { &old.deref().slots };
-        let len = grown_len(old_slots.len(), fill.live);
-        let slots: Box<[AtomicU64]> = (0..len).map(|_| AtomicU64::new(EMPTY)).collect();
-        for e in old_slots.iter().map(|s| s.load(Ordering::Relaxed)) {
-            if e > TOMBSTONE {
-                // SAFETY: live entry under the write lock.
-                let h = self.hash(packed::aor(unsafe { block(e, g) }));
-                let mut i = start(h, len);
-                while slots[i].load(Ordering::Relaxed) != EMPTY {
-                    i = if i + 1 == len { 0 } else { i + 1 };
-                }
-                slots[i].store(e, Ordering::Relaxed);
-            }
-        }
-        fill.tombstones = 0;
-        install(&shard.table, slots, g)
+        let hash_of = |s: &AtomicU64| {
+            let e = s.load(Ordering::Relaxed);
+            // SAFETY: a live entry, under the write lock.
+            (e > TOMBSTONE).then(|| self.hash(packed::aor(unsafe { block(e, g) })))
+        };
+        let copy = |from: &AtomicU64, to: &AtomicU64| {
+            to.store(from.load(Ordering::Relaxed), Ordering::Relaxed);
+        };
+        rebuild(shard, fill, g, hash_of, copy)
     }
 
     /// Calls `f` for every contact of every AOR (a snapshot per AOR; AORs
@@ -555,25 +544,17 @@ impl Directory {
         fill: &mut Fill,
         g: &'g Guard,
     ) -> &'g [DeviceSlot] {
-        // SAFETY: as in update_by.
-        let old = unsafe { &shard.table.load(Ordering::Acquire, g).deref().slots };
-        let len = grown_len(old.len(), fill.live);
-        let slots: Box<[DeviceSlot]> = (0..len).map(|_| DeviceSlot::default()).collect();
-        for s in old.iter() {
+        let hash_of = |s: &DeviceSlot| {
             let key = s.key.load(Ordering::Relaxed);
-            if key > TOMBSTONE {
-                let mut i = start(key, len);
-                while slots[i].key.load(Ordering::Relaxed) != EMPTY {
-                    i = if i + 1 == len { 0 } else { i + 1 };
-                }
-                slots[i]
-                    .aor
-                    .store(s.aor.load(Ordering::Relaxed), Ordering::Relaxed);
-                slots[i].key.store(key, Ordering::Relaxed);
-            }
-        }
-        fill.tombstones = 0;
-        install(&shard.table, slots, g)
+            (key > TOMBSTONE).then_some(key)
+        };
+        let copy = |from: &DeviceSlot, to: &DeviceSlot| {
+            let aor = from.aor.load(Ordering::Relaxed);
+            to.aor.store(aor, Ordering::Relaxed);
+            to.key
+                .store(from.key.load(Ordering::Relaxed), Ordering::Relaxed);
+        };
+        rebuild(shard, fill, g, hash_of, copy)
     }
 
     /// Number of AORs with at least one contact.
@@ -614,6 +595,37 @@ fn find_device(slots: &[DeviceSlot], key: u64) -> Result<usize, usize> {
         i = if i + 1 == len { 0 } else { i + 1 };
     }
     Err(free.expect("tables are rebuilt before they fill"))
+}
+
+/// Copies a shard's live entries (those `hash_of` gives a hash) into a
+/// fresh table, twice the size when more than half full, else the same size
+/// without tombstones, and installs it. Called under the shard's write lock.
+fn rebuild<'g, S: Default>(
+    shard: &Shard<S>,
+    fill: &mut Fill,
+    g: &'g Guard,
+    hash_of: impl Fn(&S) -> Option<u64>,
+    copy: impl Fn(&S, &S),
+) -> &'g [S] {
+    // SAFETY: tables are only freed through the epoch; under the write lock
+    // this one is current.
+    let old = unsafe { &shard.table.load(Ordering::Acquire, g).deref().slots };
+    let len = grown_len(old.len(), fill.live);
+    let slots: Box<[S]> = (0..len).map(|_| S::default()).collect();
+    // The new table is private until installed: track its use on the side.
+    let mut taken = vec![false; len];
+    for s in old.iter() {
+        if let Some(hash) = hash_of(s) {
+            let mut i = start(hash, len);
+            while taken[i] {
+                i = if i + 1 == len { 0 } else { i + 1 };
+            }
+            taken[i] = true;
+            copy(s, &slots[i]);
+        }
+    }
+    fill.tombstones = 0;
+    install(&shard.table, slots, g)
 }
 
 fn grown_len(len: usize, live: usize) -> usize {
