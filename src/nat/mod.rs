@@ -152,10 +152,50 @@ struct Path {
     bindings: smallvec::SmallVec<[(u32, u32); 1]>,
 }
 
+/// Path key → the path's slot in the table. Buckets hold only the 4-byte
+/// slot and the key is compared in the path itself: at a million paths that
+/// is 5 bytes a bucket instead of 33 for a map of (key, slot).
+#[derive(Default)]
+struct PathIndex {
+    table: hashbrown::HashTable<u32>,
+    /// Seeded per table: remote addresses choose the keys.
+    hasher: foldhash::fast::RandomState,
+}
+
+impl PathIndex {
+    fn hash(&self, key: &PathKey) -> u64 {
+        std::hash::BuildHasher::hash_one(&self.hasher, key)
+    }
+
+    fn get(&self, key: &PathKey, paths: &[Option<Path>]) -> Option<u32> {
+        let at = |&i: &u32| paths[i as usize].as_ref().is_some_and(|p| p.key == *key);
+        self.table.find(self.hash(key), at).copied()
+    }
+
+    /// Indexes slot `i`, which already holds the path for `key`.
+    fn insert(&mut self, key: PathKey, i: u32, paths: &[Option<Path>]) {
+        let hasher = &self.hasher;
+        let rehash = |&j: &u32| {
+            let p = paths[j as usize].as_ref().expect("indexed paths are live");
+            std::hash::BuildHasher::hash_one(hasher, p.key)
+        };
+        let hash = std::hash::BuildHasher::hash_one(hasher, key);
+        self.table.insert_unique(hash, i, rehash);
+    }
+
+    /// Forgets `key`, before its slot is emptied.
+    fn remove(&mut self, key: &PathKey, paths: &[Option<Path>]) {
+        let at = |&i: &u32| paths[i as usize].as_ref().is_some_and(|p| p.key == *key);
+        if let Ok(e) = self.table.find_entry(self.hash(key), at) {
+            e.remove();
+        }
+    }
+}
+
 /// The per-core keepalive: path table, timers and prompt tracking.
 pub struct Keepalive {
     cfg: KeepaliveConfig,
-    index: hashbrown::HashMap<PathKey, u32>,
+    index: PathIndex,
     paths: Vec<Option<Path>>,
     free: Vec<u32>,
     timers: TimerWheel<(u32, TimerKind)>,
@@ -171,7 +211,7 @@ impl Keepalive {
     pub fn new(cfg: KeepaliveConfig, now: u64, seed: u64) -> Keepalive {
         Keepalive {
             cfg,
-            index: hashbrown::HashMap::new(),
+            index: PathIndex::default(),
             paths: Vec::new(),
             free: Vec::new(),
             timers: TimerWheel::new(now),
@@ -210,7 +250,7 @@ impl Keepalive {
 
     /// Paths being kept.
     pub fn paths(&self) -> usize {
-        self.index.len()
+        self.index.table.len()
     }
 
     /// Whether a path has been declared dead (and not answered since).
@@ -233,14 +273,14 @@ impl Keepalive {
     /// A registration now uses the path, with the caller's id for it.
     pub fn binding_added(&mut self, key: PathKey, id: (u32, u32), now: u64) {
         self.registration_added(key, now);
-        if let Some(&i) = self.index.get(&key) {
+        if let Some(i) = self.index.get(&key, &self.paths) {
             self.path_mut(i).bindings.push(id);
         }
     }
 
     /// The registration with this id left the path.
     pub fn binding_removed(&mut self, key: PathKey, id: (u32, u32), now: u64) {
-        if let Some(&i) = self.index.get(&key) {
+        if let Some(i) = self.index.get(&key, &self.paths) {
             self.path_mut(i).bindings.retain(|b| *b != id);
         }
         self.registration_removed(key, now);
@@ -253,7 +293,7 @@ impl Keepalive {
 
     /// A registration on the path ended (expired, removed, or moved away).
     pub fn registration_removed(&mut self, key: PathKey, now: u64) {
-        let Some(&i) = self.index.get(&key) else {
+        let Some(i) = self.index.get(&key, &self.paths) else {
             return;
         };
         let p = self.path_mut(i);
@@ -279,7 +319,7 @@ impl Keepalive {
     /// A dialog on the path ended. After the last one, prompting goes on for
     /// the linger time unless a registration still holds the path.
     pub fn dialog_ended(&mut self, key: PathKey, now: u64) {
-        let Some(&i) = self.index.get(&key) else {
+        let Some(i) = self.index.get(&key, &self.paths) else {
             return;
         };
         let until = now + self.cfg.linger_ms;
@@ -299,7 +339,7 @@ impl Keepalive {
     /// timers are not touched (they re-arm from `last_seen` when they fire).
     /// Returns the path's index in the table, for [`Keepalive::answered_at`].
     pub fn touch(&mut self, key: &PathKey, now: u64) -> Option<u32> {
-        let &i = self.index.get(key)?;
+        let i = self.index.get(key, &self.paths)?;
         let p = self.path_mut(i);
         p.last_seen = p.last_seen.max(now);
         // Traffic proves the mapping works: misses are no longer consecutive.
@@ -313,7 +353,7 @@ impl Keepalive {
 
     /// A SIP response to prompt `id` arrived from the path (any status).
     pub fn answered(&mut self, key: &PathKey, id: u64, now: u64, out: &mut Vec<Action>) {
-        if let Some(&i) = self.index.get(key) {
+        if let Some(i) = self.index.get(key, &self.paths) {
             self.answered_at(i, id, now, out);
         }
     }
@@ -462,13 +502,13 @@ impl Keepalive {
         for h in timers.into_iter().flatten() {
             self.timers.cancel(h);
         }
-        self.index.remove(&key);
+        self.index.remove(&key, &self.paths);
         self.paths[i as usize] = None;
         self.free.push(i);
     }
 
     fn ensure(&mut self, key: PathKey, now: u64) -> u32 {
-        if let Some(&i) = self.index.get(&key) {
+        if let Some(i) = self.index.get(&key, &self.paths) {
             return i;
         }
         let path = Path {
@@ -495,7 +535,7 @@ impl Keepalive {
                 (self.paths.len() - 1) as u32
             }
         };
-        self.index.insert(key, i);
+        self.index.insert(key, i, &self.paths);
         self.stats.paths += 1;
         i
     }
@@ -548,7 +588,7 @@ impl Keepalive {
     }
 
     fn get(&self, key: &PathKey) -> Option<&Path> {
-        let &i = self.index.get(key)?;
+        let i = self.index.get(key, &self.paths)?;
         self.paths[i as usize].as_ref()
     }
 
