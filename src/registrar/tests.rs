@@ -61,6 +61,16 @@ impl Bench {
     fn send(&mut self, req: &[u8], now: u32) -> (u16, Vec<u8>) {
         self.send_from(req, now, SRC)
     }
+
+    /// A registrar on another core, sharing this one's directory.
+    fn other_core(&self, core: u16) -> Bench {
+        Bench {
+            reg: Registrar::new(core, Arc::new(Policy::default()), self.dir.clone(), None),
+            dir: self.dir.clone(),
+            ids: IdGen::new(u64::from(core) + 1),
+            out: Vec::new(),
+        }
+    }
 }
 
 fn contact_expiries(resp: &[u8]) -> Vec<(String, u32)> {
@@ -370,28 +380,17 @@ fn contact_limit_per_aor() {
 
 const INSTANCE: &str = "+sip.instance=\"<urn:uuid:00000000-0000-1000-8000-000A95A0E128>\"";
 
+/// The Contact line of alice's device (INSTANCE) flow `reg_id` from `host`.
+fn flow(host: &str, reg_id: u32) -> String {
+    format!("Contact: <sip:alice@{host}>;{INSTANCE};reg-id={reg_id}\r\n")
+}
+
 #[test]
 fn same_instance_replaces_its_old_binding() {
     let mut b = bench();
-    b.send(
-        &register(
-            "alice",
-            "c1",
-            1,
-            &format!("Contact: <sip:alice@10.0.0.2>;{INSTANCE};reg-id=1\r\n"),
-        ),
-        0,
-    );
+    b.send(&register("alice", "c1", 1, &flow("10.0.0.2", 1)), 0);
     // New address, new Call-ID (the device rebooted): the instance identifies it.
-    let (code, resp) = b.send(
-        &register(
-            "alice",
-            "c2",
-            1,
-            &format!("Contact: <sip:alice@10.9.9.9>;{INSTANCE};reg-id=1\r\n"),
-        ),
-        5,
-    );
+    let (code, resp) = b.send(&register("alice", "c2", 1, &flow("10.9.9.9", 1)), 5);
     assert_eq!(code, 200);
     let contacts = contact_expiries(&resp);
     assert_eq!(contacts.len(), 1);
@@ -413,24 +412,8 @@ fn same_instance_replaces_its_old_binding() {
 #[test]
 fn same_instance_different_reg_id_are_two_flows() {
     let mut b = bench();
-    b.send(
-        &register(
-            "alice",
-            "c1",
-            1,
-            &format!("Contact: <sip:alice@10.0.0.2>;{INSTANCE};reg-id=1\r\n"),
-        ),
-        0,
-    );
-    b.send(
-        &register(
-            "alice",
-            "c2",
-            1,
-            &format!("Contact: <sip:alice@10.0.0.2>;{INSTANCE};reg-id=2\r\n"),
-        ),
-        0,
-    );
+    b.send(&register("alice", "c1", 1, &flow("10.0.0.2", 1)), 0);
+    b.send(&register("alice", "c2", 1, &flow("10.0.0.2", 2)), 0);
     assert_eq!(b.dir.lookup("alice@example.com", 0).len(), 2);
 }
 
@@ -595,50 +578,17 @@ fn scopes_partition_the_namespace() {
 
 #[test]
 fn a_device_that_moves_core_is_taken_over_and_the_old_owner_told() {
-    let dir = Arc::new(Directory::new());
-    let policy = Arc::new(Policy::default());
-    let mut a = Registrar::new(0, policy.clone(), dir.clone(), None);
-    let mut c = Registrar::new(1, policy, dir.clone(), None);
-    let mut ids = IdGen::new(1);
-    let mut out = Vec::new();
-    let req = register(
-        "alice",
-        "c1",
-        1,
-        &format!("Contact: <sip:alice@10.0.0.2>;{INSTANCE};reg-id=1\r\n"),
-    );
-    let m = sip::parse(&req).unwrap();
-    a.register(
-        &m,
-        &m.validate().unwrap(),
-        Arrival {
-            source: SRC.parse().unwrap(),
-            local: 0,
-            now_secs: 0,
-        },
-        &mut out,
-        &mut ids,
-    );
+    let mut a = bench();
+    let mut c = a.other_core(1);
+    let dir = a.dir.clone();
+    a.send(&register("alice", "c1", 1, &flow("10.0.0.2", 1)), 0);
     let old = dir.lookup("alice@example.com", 0)[0].binding;
     assert_eq!(old.core, 0);
     // The NAT rebinding moved the device's source; the kernel hashed it to core 1.
-    let req = register(
-        "alice",
-        "c1",
-        2,
-        &format!("Contact: <sip:alice@10.0.0.2>;{INSTANCE};reg-id=1\r\n"),
-    );
-    let m = sip::parse(&req).unwrap();
-    c.register(
-        &m,
-        &m.validate().unwrap(),
-        Arrival {
-            source: "203.0.113.7:50000".parse().unwrap(),
-            local: 0,
-            now_secs: 1,
-        },
-        &mut out,
-        &mut ids,
+    c.send_from(
+        &register("alice", "c1", 2, &flow("10.0.0.2", 1)),
+        1,
+        "203.0.113.7:50000",
     );
     let now = dir.lookup("alice@example.com", 1);
     assert_eq!(now.len(), 1);
@@ -650,11 +600,11 @@ fn a_device_that_moves_core_is_taken_over_and_the_old_owner_told() {
             .core,
         1
     );
-    assert_eq!(c.outbox, vec![old]);
-    a.forget(old);
-    assert_eq!(a.local_bindings(), 0);
+    assert_eq!(c.reg.outbox, vec![old]);
+    a.reg.forget(old);
+    assert_eq!(a.reg.local_bindings(), 0);
     // The old owner's timer fires later and finds nothing to remove.
-    assert_eq!(a.expire(10_000), 0);
+    assert_eq!(a.reg.expire(10_000), 0);
     assert_eq!(dir.lookup("alice@example.com", 2).len(), 1);
 }
 
@@ -858,24 +808,8 @@ fn a_refresh_from_a_new_nat_mapping_moves_the_binding_to_that_path() {
 #[test]
 fn removing_one_flow_of_a_device_keeps_the_device_reachable_by_the_other() {
     let mut b = bench();
-    b.send(
-        &register(
-            "alice",
-            "c1",
-            1,
-            &format!("Contact: <sip:alice@10.0.0.2>;{INSTANCE};reg-id=1\r\n"),
-        ),
-        0,
-    );
-    b.send(
-        &register(
-            "alice",
-            "c2",
-            1,
-            &format!("Contact: <sip:alice@10.0.0.3>;{INSTANCE};reg-id=2\r\n"),
-        ),
-        0,
-    );
+    b.send(&register("alice", "c1", 1, &flow("10.0.0.2", 1)), 0);
+    b.send(&register("alice", "c2", 1, &flow("10.0.0.3", 2)), 0);
     b.send(
         &register(
             "alice",
@@ -928,31 +862,14 @@ fn a_refresh_keeps_the_subscription_opt_in() {
 /// device is found there, not at its other, older flow.
 #[test]
 fn a_device_is_found_at_the_flow_that_moved_last() {
-    let dir = Arc::new(Directory::new());
-    let policy = Arc::new(Policy::default());
-    let mut first = Registrar::new(0, policy.clone(), dir.clone(), None);
-    let mut second = Registrar::new(1, policy, dir.clone(), None);
-    let mut ids = IdGen::new(1);
-    let mut out = Vec::new();
-    let mut send = |r: &mut Registrar, req: Vec<u8>, src: &str, now: u32| {
-        let m = sip::parse(&req).unwrap();
-        let at = Arrival {
-            source: src.parse().unwrap(),
-            local: 0,
-            now_secs: now,
-        };
-        r.register(&m, &m.validate().unwrap(), at, &mut out, &mut ids);
-        assert!(out.starts_with(b"SIP/2.0 200"));
-    };
-    let flow = |id: u32| format!("Contact: <sip:alice@10.0.0.2>;{INSTANCE};reg-id={id}\r\n");
-    send(&mut first, register("alice", "c1", 1, &flow(1)), SRC, 0);
-    send(&mut first, register("alice", "c2", 1, &flow(2)), SRC, 0);
-    send(
-        &mut second,
-        register("alice", "c1", 2, &flow(1)),
-        "203.0.113.7:50000",
-        1,
-    );
+    let mut first = bench();
+    let mut second = first.other_core(1);
+    let dir = first.dir.clone();
+    let req = |call_id, cseq, reg_id| register("alice", call_id, cseq, &flow("10.0.0.2", reg_id));
+    assert_eq!(first.send(&req("c1", 1, 1), 0).0, 200);
+    assert_eq!(first.send(&req("c2", 1, 2), 0).0, 200);
+    let moved = second.send_from(&req("c1", 2, 1), 1, "203.0.113.7:50000");
+    assert_eq!(moved.0, 200);
     assert_eq!(dir.lookup("alice@example.com", 1).len(), 2);
     let dev = dir
         .device("urn:uuid:00000000-0000-1000-8000-000A95A0E128")
