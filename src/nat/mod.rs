@@ -168,8 +168,7 @@ impl PathIndex {
     }
 
     fn get(&self, key: &PathKey, paths: &[Option<Path>]) -> Option<u32> {
-        let at = |&i: &u32| paths[i as usize].as_ref().is_some_and(|p| p.key == *key);
-        self.table.find(self.hash(key), at).copied()
+        self.table.find(self.hash(key), holds(key, paths)).copied()
     }
 
     /// Indexes slot `i`, which already holds the path for `key`.
@@ -185,11 +184,15 @@ impl PathIndex {
 
     /// Forgets `key`, before its slot is emptied.
     fn remove(&mut self, key: &PathKey, paths: &[Option<Path>]) {
-        let at = |&i: &u32| paths[i as usize].as_ref().is_some_and(|p| p.key == *key);
-        if let Ok(e) = self.table.find_entry(self.hash(key), at) {
+        if let Ok(e) = self.table.find_entry(self.hash(key), holds(key, paths)) {
             e.remove();
         }
     }
+}
+
+/// Whether an index entry (a slot) holds the path for `key`.
+fn holds<'a>(key: &'a PathKey, paths: &'a [Option<Path>]) -> impl Fn(&u32) -> bool + 'a {
+    move |&i| paths[i as usize].as_ref().is_some_and(|p| p.key == *key)
 }
 
 /// The per-core keepalive: path table, timers and prompt tracking.
