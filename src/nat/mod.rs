@@ -195,11 +195,44 @@ fn holds<'a>(key: &'a PathKey, paths: &'a [Option<Path>]) -> impl Fn(&u32) -> bo
     move |&i| paths[i as usize].as_ref().is_some_and(|p| p.key == *key)
 }
 
+/// Paths per state and dead paths, kept as they change: the metrics read
+/// them every second and a scan of a million paths is ~150 MB of memory.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Gauges {
+    /// Indexed by [`gauge_slot`]: registration-only, dialog+registration, dialog-only.
+    by_state: [u64; 3],
+    dead: u64,
+}
+
+impl Gauges {
+    fn moved(&mut self, from: PathState, to: PathState) {
+        if from == to {
+            return;
+        }
+        if let Some(i) = gauge_slot(from) {
+            self.by_state[i] -= 1;
+        }
+        if let Some(i) = gauge_slot(to) {
+            self.by_state[i] += 1;
+        }
+    }
+}
+
+fn gauge_slot(s: PathState) -> Option<usize> {
+    match s {
+        PathState::RegistrationOnly => Some(0),
+        PathState::DialogAndRegistration => Some(1),
+        PathState::DialogOnly => Some(2),
+        PathState::Idle => None,
+    }
+}
+
 /// The per-core keepalive: path table, timers and prompt tracking.
 pub struct Keepalive {
     cfg: KeepaliveConfig,
     index: PathIndex,
     paths: Vec<Option<Path>>,
+    gauges: Gauges,
     free: Vec<u32>,
     timers: TimerWheel<(u32, TimerKind)>,
     /// Dead paths that sent traffic since the last poll.
@@ -216,6 +249,7 @@ impl Keepalive {
             cfg,
             index: PathIndex::default(),
             paths: Vec::new(),
+            gauges: Gauges::default(),
             free: Vec::new(),
             timers: TimerWheel::new(now),
             revived: Vec::new(),
@@ -231,24 +265,42 @@ impl Keepalive {
     }
 
     /// How many paths are in each state: [registration-only,
-    /// dialog+registration, dialog-only]. A scan of the path slab (no
-    /// lookups): for periodic reports only.
+    /// dialog+registration, dialog-only].
     pub fn paths_by_state(&self) -> [u64; 3] {
-        let mut n = [0u64; 3];
-        for p in self.paths.iter().flatten() {
-            match state_of(p) {
-                PathState::RegistrationOnly => n[0] += 1,
-                PathState::DialogAndRegistration => n[1] += 1,
-                PathState::DialogOnly => n[2] += 1,
-                PathState::Idle => {}
-            }
-        }
-        n
+        self.gauges.by_state
     }
 
     /// Paths currently declared dead.
     pub fn dead_paths(&self) -> u64 {
-        self.paths.iter().flatten().filter(|p| p.dead).count() as u64
+        self.gauges.dead
+    }
+
+    /// Room for `paths` paths without growing the table while traffic is
+    /// being served (a rehash of a million-entry index stalls the core).
+    pub fn reserve(&mut self, paths: usize) {
+        self.paths.reserve(paths.saturating_sub(self.paths.len()));
+        let hasher = &self.index.hasher;
+        let slab = &self.paths;
+        self.index
+            .table
+            .reserve(paths.saturating_sub(self.index.table.len()), |&j| {
+                let p = slab[j as usize].as_ref().expect("indexed paths are live");
+                std::hash::BuildHasher::hash_one(hasher, p.key)
+            });
+    }
+
+    /// [`Keepalive::paths_by_state`] and [`Keepalive::dead_paths`] by a scan,
+    /// to check the gauges against.
+    #[cfg(test)]
+    fn gauges_by_scan(&self) -> Gauges {
+        let mut g = Gauges::default();
+        for p in self.paths.iter().flatten() {
+            if let Some(i) = gauge_slot(state_of(p)) {
+                g.by_state[i] += 1;
+            }
+            g.dead += u64::from(p.dead);
+        }
+        g
     }
 
     /// Paths being kept.
@@ -266,19 +318,18 @@ impl Keepalive {
         self.timers.next_deadline()
     }
 
-    /// A registration now uses the path.
-    pub fn registration_added(&mut self, key: PathKey, now: u64) {
+    /// A registration now uses the path. Returns the path's index.
+    pub fn registration_added(&mut self, key: PathKey, now: u64) -> u32 {
         let i = self.ensure(key, now);
-        self.path_mut(i).registrations += 1;
+        self.update(i, |p| p.registrations += 1);
         self.ensure_check(i, now);
+        i
     }
 
     /// A registration now uses the path, with the caller's id for it.
     pub fn binding_added(&mut self, key: PathKey, id: (u32, u32), now: u64) {
-        self.registration_added(key, now);
-        if let Some(i) = self.index.get(&key, &self.paths) {
-            self.path_mut(i).bindings.push(id);
-        }
+        let i = self.registration_added(key, now);
+        self.path_mut(i).bindings.push(id);
     }
 
     /// The registration with this id left the path.
@@ -299,20 +350,18 @@ impl Keepalive {
         let Some(i) = self.index.get(&key, &self.paths) else {
             return;
         };
-        let p = self.path_mut(i);
-        p.registrations = p.registrations.saturating_sub(1);
+        self.update(i, |p| p.registrations = p.registrations.saturating_sub(1));
         self.maybe_idle(i, now);
     }
 
     /// A dialog started on the path (for the proxy).
     pub fn dialog_started(&mut self, key: PathKey, now: u64) {
         let i = self.ensure(key, now);
-        let linger = {
-            let p = self.path_mut(i);
+        let linger = self.update(i, |p| {
             p.dialogs += 1;
             p.linger_until = None;
             p.linger.take()
-        };
+        });
         if let Some(h) = linger {
             self.timers.cancel(h);
         }
@@ -326,13 +375,18 @@ impl Keepalive {
             return;
         };
         let until = now + self.cfg.linger_ms;
-        let p = self.path_mut(i);
-        if p.dialogs == 0 {
-            return; // an end without a start: nothing to linger for
-        }
-        p.dialogs -= 1;
-        if p.dialogs == 0 && p.registrations == 0 {
-            p.linger_until = Some(until);
+        let lingers = self.update(i, |p| {
+            if p.dialogs == 0 {
+                return false; // an end without a start: nothing to linger for
+            }
+            p.dialogs -= 1;
+            let last = p.dialogs == 0 && p.registrations == 0;
+            if last {
+                p.linger_until = Some(until);
+            }
+            last
+        });
+        if lingers {
             let h = self.timers.insert(until, (i, TimerKind::Linger));
             self.path_mut(i).linger = Some(h);
         }
@@ -349,6 +403,7 @@ impl Keepalive {
         p.misses = 0;
         if std::mem::take(&mut p.dead) {
             let key = p.key;
+            self.gauges.dead -= 1;
             self.revived.push(key);
         }
         Some(i)
@@ -382,6 +437,7 @@ impl Keepalive {
         }
         self.stats.answered += 1;
         if revived {
+            self.gauges.dead -= 1;
             out.push(Action::Revived { path: key });
         }
         let at = now + self.interval_with_jitter();
@@ -411,9 +467,10 @@ impl Keepalive {
                 TimerKind::Retransmit => self.on_retransmit(i, now, out),
                 TimerKind::Timeout => self.on_timeout(i, now, out),
                 TimerKind::Linger => {
-                    let p = self.path_mut(i);
-                    p.linger = None;
-                    p.linger_until = None;
+                    self.update(i, |p| {
+                        p.linger = None;
+                        p.linger_until = None;
+                    });
                     self.maybe_idle(i, now);
                 }
             }
@@ -482,6 +539,7 @@ impl Keepalive {
             p.dead = true;
             let key = p.key;
             self.stats.dead += 1;
+            self.gauges.dead += 1;
             out.push(Action::Dead { path: key });
         }
         // Ask again right away while misses are counting, then at the interval.
@@ -502,6 +560,8 @@ impl Keepalive {
         }
         let timers = [p.check.take(), p.prompt_timer.take(), p.linger.take()];
         let key = p.key;
+        // Idle, so counted in no state; it may still have been dead.
+        self.gauges.dead -= u64::from(p.dead);
         for h in timers.into_iter().flatten() {
             self.timers.cancel(h);
         }
@@ -593,6 +653,15 @@ impl Keepalive {
     fn get(&self, key: &PathKey) -> Option<&Path> {
         let i = self.index.get(key, &self.paths)?;
         self.paths[i as usize].as_ref()
+    }
+
+    /// Changes path `i` with `f`, keeping the per-state gauges in step.
+    fn update<R>(&mut self, i: u32, f: impl FnOnce(&mut Path) -> R) -> R {
+        let p = self.paths[i as usize].as_mut().expect("live path index");
+        let before = state_of(p);
+        let r = f(p);
+        self.gauges.moved(before, state_of(p));
+        r
     }
 
     fn path_mut(&mut self, i: u32) -> &mut Path {

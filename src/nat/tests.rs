@@ -378,3 +378,60 @@ fn a_path_knows_its_bindings_so_a_death_needs_no_scan() {
     assert_eq!(k.bindings_on(&path(1)), &[(7, 1)]);
     assert_eq!(k.state(&pbx), PathState::RegistrationOnly);
 }
+
+#[test]
+fn state_gauges_always_match_a_scan_of_the_paths() {
+    // Registrations, dialogs, traffic, answers and silence on a few paths in
+    // a pseudo-random order: the metrics' gauges are kept as paths change,
+    // so after every step they must equal a count over the table.
+    let mut k = Keepalive::new(
+        KeepaliveConfig {
+            jitter_ms: 0,
+            ..cfg()
+        },
+        0,
+        7,
+    );
+    let mut rng = 0x2545_F491_4F6C_DD1Du64;
+    let mut now = 0;
+    let mut dead_seen = 0;
+    let mut peak = Gauges::default();
+    for _ in 0..20_000 {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let p = path((rng >> 8) as u8 % 6);
+        match rng % 9 {
+            0 => {
+                k.registration_added(p, now);
+            }
+            1 => k.registration_removed(p, now),
+            2 => k.dialog_started(p, now),
+            3 | 4 => k.dialog_ended(p, now),
+            5 => {
+                k.touch(&p, now);
+            }
+            _ => {
+                now += (rng >> 20) % (10 * S);
+                for a in run(&mut k, now) {
+                    match a {
+                        // Answer about half of the prompts.
+                        Action::Prompt { path, id, .. } if rng & 1 << 40 != 0 => {
+                            k.answered(&path, id, now, &mut Vec::new())
+                        }
+                        Action::Dead { .. } => dead_seen += 1,
+                        _ => {}
+                    }
+                }
+            }
+        }
+        assert_eq!(k.gauges, k.gauges_by_scan());
+        for (m, n) in peak.by_state.iter_mut().zip(k.gauges.by_state) {
+            *m = (*m).max(n);
+        }
+        peak.dead = peak.dead.max(k.gauges.dead);
+    }
+    // The walk reached every state and killed paths, or it proved little.
+    assert!(dead_seen > 0 && peak.dead > 0, "{peak:?}");
+    assert!(peak.by_state.iter().all(|&n| n > 0), "{peak:?}");
+}

@@ -177,7 +177,9 @@ impl Runtime {
             let seed =
                 u64::from_le_bytes(secret[8..16].try_into().expect("8 bytes")) ^ (i as u64) << 56;
             let (tx, rx) = bounded(cfg.runtime.inbox_capacity);
-            let keepalive = Keepalive::new(cfg.keepalive(), 0, seed.rotate_left(17));
+            let mut keepalive = Keepalive::new(cfg.keepalive(), 0, seed.rotate_left(17));
+            // A path per binding at most (devices behind one NAT share one).
+            keepalive.reserve(share + share / 8);
             let notify = crate::notify::Engine::new(
                 notify_cfg.clone(),
                 directory.clone(),
