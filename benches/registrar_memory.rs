@@ -27,7 +27,8 @@ fn main() {
     let mut out = Vec::with_capacity(2048);
     let mut msg = Vec::with_capacity(1024);
     let before = rss_bytes();
-    let t = std::time::Instant::now();
+    // Only parse + validate + register is timed, not the bench writing its messages.
+    let mut protocol = std::time::Duration::ZERO;
     for i in 0..n {
         msg.clear();
         use std::io::Write;
@@ -41,6 +42,7 @@ Contact: <sip:u{i:07}@10.{a}.{b}.{c}:5060;transport=udp>;+sip.instance=\"<urn:uu
 Expires: 3600\r\nAccept: application/sdp, application/application-server-contact-me\r\nContent-Length: 0\r\n\r\n"
         )
         .unwrap();
+        let t = std::time::Instant::now();
         let m = sip::parse(&msg).unwrap();
         let src = std::net::SocketAddr::from((
             [198, 51, (i >> 16) as u8, (i >> 8) as u8],
@@ -57,12 +59,12 @@ Expires: 3600\r\nAccept: application/sdp, application/application-server-contact
             &mut out,
             &mut ids,
         );
+        protocol += t.elapsed();
         debug_assert!(out.starts_with(b"SIP/2.0 200"));
         // The dispatcher hands these to the NAT path table after each
         // request; the path table is not part of this figure.
         reg.path_events.clear();
     }
-    let elapsed = t.elapsed();
     let after = rss_bytes();
     assert_eq!(dir.aor_count(), n as usize);
     assert_eq!(dir.device_count(), n as usize);
@@ -74,7 +76,7 @@ Expires: 3600\r\nAccept: application/sdp, application/application-server-contact
     );
     println!("bytes per endpoint:          {per:.0}");
     println!(
-        "sans-IO REGISTER (new AOR):  {:.2} us each, one core",
-        elapsed.as_secs_f64() * 1e6 / f64::from(n)
+        "sans-IO REGISTER (new AOR):  {:.2} us each, one core (parse, validate, register, 200 OK)",
+        protocol.as_secs_f64() * 1e6 / f64::from(n)
     );
 }

@@ -316,10 +316,21 @@ impl Directory {
     }
 
     /// Atomically replaces an AOR's record with what `f` computes from the
-    /// current one (empty if none); an empty result removes the AOR.
-    /// Returns `f`'s verdict. `f` runs once, under the shard's write lock:
-    /// it must not call back into the directory's writers.
-    pub fn update<T>(&self, aor: &str, f: impl FnOnce(&AorRecord) -> Decision<T>) -> T {
+    /// current one (decoded for `f` to own and change; empty if none); an
+    /// empty result removes the AOR. Returns `f`'s verdict. `f` runs once,
+    /// under the shard's write lock: it must not call back into the
+    /// directory's writers.
+    pub fn update<T>(&self, aor: &str, f: impl FnOnce(AorRecord) -> Decision<T>) -> T {
+        self.update_then(aor, f).0
+    }
+
+    /// [`Directory::update`], also handing back the record it stored (or
+    /// `None` when it kept the old one), so the caller need not copy it.
+    pub fn update_then<T>(
+        &self,
+        aor: &str,
+        f: impl FnOnce(AorRecord) -> Decision<T>,
+    ) -> (T, Option<AorRecord>) {
         self.update_by(self.hash(aor), Key::Name(aor), f)
             .expect("a named update always runs")
     }
@@ -329,17 +340,17 @@ impl Directory {
     pub fn update_hashed<T>(
         &self,
         hash: u64,
-        f: impl FnOnce(&AorRecord) -> Decision<T>,
+        f: impl FnOnce(AorRecord) -> Decision<T>,
     ) -> Option<T> {
-        self.update_by(hash, Key::Hash, f)
+        self.update_by(hash, Key::Hash, f).map(|(v, _)| v)
     }
 
     fn update_by<T>(
         &self,
         hash: u64,
         key: Key<'_>,
-        f: impl FnOnce(&AorRecord) -> Decision<T>,
-    ) -> Option<T> {
+        f: impl FnOnce(AorRecord) -> Decision<T>,
+    ) -> Option<(T, Option<AorRecord>)> {
         let shard = &self.aors[shard_of(hash)];
         let mut fill = shard.write.lock();
         let g = epoch::pin();
@@ -348,8 +359,8 @@ impl Directory {
         let t = unsafe { shard.table.load(Ordering::Acquire, &g).deref() };
         match self.find_aor(&t.slots, hash, key, &g) {
             Ok((i, old)) => {
-                let (next, verdict) = match f(&packed::decode(old)) {
-                    Decision::Keep(v) => return Some(v),
+                let (next, verdict) = match f(packed::decode(old)) {
+                    Decision::Keep(v) => return Some((v, None)),
                     Decision::Replace(next, v) => (next, v),
                 };
                 let e = if next.contacts.is_empty() {
@@ -365,29 +376,29 @@ impl Directory {
                         // REGISTER makes such a record; keep the old one.
                         Err(packed::TooLong) => {
                             tracing::error!(aor = packed::aor(old), "record too long to store");
-                            return Some(verdict);
+                            return Some((verdict, None));
                         }
                     }
                 };
                 let prev = t.slots[i].swap(e, Ordering::AcqRel);
                 retire(prev, &g);
-                Some(verdict)
+                Some((verdict, Some(next)))
             }
             Err(mut i) => {
                 let name = match key {
                     Key::Name(n) => n,
                     Key::Hash => return None,
                 };
-                let (next, verdict) = match f(&AorRecord::default()) {
-                    Decision::Keep(v) => return Some(v),
+                let (next, verdict) = match f(AorRecord::default()) {
+                    Decision::Keep(v) => return Some((v, None)),
                     Decision::Replace(next, v) => (next, v),
                 };
                 if next.contacts.is_empty() {
-                    return Some(verdict);
+                    return Some((verdict, Some(next)));
                 }
                 let Ok(b) = packed::encode(name, &next) else {
                     tracing::error!(aor = name, "record too long to store");
-                    return Some(verdict);
+                    return Some((verdict, None));
                 };
                 let mut slots: &[AtomicU64] = &t.slots;
                 if (fill.live + fill.tombstones + 1) * 100 > slots.len() * MAX_FILL {
@@ -403,7 +414,7 @@ impl Directory {
                 fill.live += 1;
                 self.aor_count.fetch_add(1, Ordering::Relaxed);
                 slots[i].store(e, Ordering::Release);
-                Some(verdict)
+                Some((verdict, Some(next)))
             }
         }
     }
@@ -568,10 +579,10 @@ impl Directory {
     }
 }
 
-fn without(rec: &AorRecord, binding: BindingRef) -> Decision<Option<ContactView>> {
+fn without(rec: AorRecord, binding: BindingRef) -> Decision<Option<ContactView>> {
     match rec.contacts.iter().position(|c| c.binding == binding) {
         Some(i) => {
-            let mut next = rec.clone();
+            let mut next = rec;
             let gone = next.contacts.remove(i);
             Decision::Replace(next, Some(gone))
         }

@@ -378,37 +378,40 @@ impl Registrar {
         let template = self.template(msg, at, call_id_hash, cseq);
         let core = self.core;
         let policy = self.policy.clone();
-        let result = self.dir.update(&aor, |rec| {
-            let mut next = rec.clone();
+        let (result, stored) = self.dir.update_then(&aor, |mut next| {
+            // Step 7, against the record as stored, each binding once (a
+            // contact listed twice is checked at its first mention): the
+            // same Call-ID must come with a higher CSeq. An equal one is
+            // this request again (its 200 was lost): a server transaction
+            // would re-send that 200, so answer with the current state and
+            // change nothing.
+            let mut seen: SmallVec<[usize; 4]> = SmallVec::new();
+            for op in &ops {
+                let Some(i) = next.contacts.iter().position(|c| same_binding(c, op)) else {
+                    continue;
+                };
+                if seen.contains(&i) {
+                    continue;
+                }
+                seen.push(i);
+                let old = &next.contacts[i];
+                if old.call_id_hash == call_id_hash && cseq == old.cseq {
+                    return Decision::Keep(Ok(Changes {
+                        removed: SmallVec::new(),
+                        current: next.contacts.into_iter().collect(),
+                    }));
+                }
+                if old.call_id_hash == call_id_hash && cseq < old.cseq {
+                    return Decision::Keep(Err(Reject::Status(400, "Out of Order CSeq")));
+                }
+            }
             let mut changes = Changes::default();
             let mut fresh = reserved.iter();
-            // Indices this request has already written (a contact listed twice).
-            let mut written: SmallVec<[usize; 4]> = SmallVec::new();
             for op in &ops {
                 let existing = next.contacts.iter().position(|c| same_binding(c, op));
-                if let Some(i) = existing.filter(|i| !written.contains(i)) {
-                    let old = &next.contacts[i];
-                    // Step 7: same Call-ID must come with a higher CSeq. An
-                    // equal one is this request again (its 200 was lost):
-                    // a server transaction would re-send that 200, so answer
-                    // with the current state and change nothing.
-                    if old.call_id_hash == call_id_hash && cseq == old.cseq {
-                        return Decision::Keep(Ok(Changes {
-                            removed: SmallVec::new(),
-                            current: rec.contacts.iter().cloned().collect(),
-                        }));
-                    }
-                    if old.call_id_hash == call_id_hash && cseq < old.cseq {
-                        return Decision::Keep(Err(Reject::Status(400, "Out of Order CSeq")));
-                    }
-                }
                 if op.expires == 0 {
                     if let Some(i) = existing {
                         changes.removed.push(next.contacts.remove(i));
-                        written.retain(|w| *w != i);
-                        for w in written.iter_mut().filter(|w| **w > i) {
-                            *w -= 1;
-                        }
                     }
                     continue;
                 }
@@ -437,7 +440,6 @@ impl Registrar {
                         // A subscription lives on with the binding it refreshes.
                         view.flags |= next.contacts[i].flags & binding::flags::SUBSCRIBED;
                         next.contacts[i] = view;
-                        written.push(i);
                     }
                     // The device moved to another path (and core): the old
                     // binding goes and the new one is appended, so the
@@ -446,11 +448,7 @@ impl Registrar {
                     Some(i) => {
                         view.binding = BindingRef { core, slot, gen };
                         changes.removed.push(next.contacts.remove(i));
-                        for w in written.iter_mut().filter(|w| **w > i) {
-                            *w -= 1;
-                        }
                         next.contacts.push(view);
-                        written.push(next.contacts.len() - 1);
                     }
                     None => {
                         if next.contacts.len() >= policy.max_contacts {
@@ -458,12 +456,17 @@ impl Registrar {
                         }
                         view.binding = BindingRef { core, slot, gen };
                         next.contacts.push(view);
-                        written.push(next.contacts.len() - 1);
                     }
                 }
             }
-            changes.current = next.contacts.iter().cloned().collect();
+            // `current` is filled from the stored record below, not copied here.
             Decision::Replace(next, Ok(changes))
+        });
+        let result = result.map(|mut changes| {
+            if let Some(rec) = stored {
+                changes.current = rec.contacts.into_iter().collect();
+            }
+            changes
         });
         let used = |slot: u32, gen: u32, changes: &Changes| {
             changes
@@ -630,7 +633,7 @@ impl Registrar {
                 return Decision::Keep(Err(Reject::Status(400, "Out of Order CSeq")));
             }
             let changes = Changes {
-                removed: rec.contacts.iter().cloned().collect(),
+                removed: rec.contacts.into_iter().collect(),
                 current: SmallVec::new(),
             };
             Decision::Replace(AorRecord::default(), Ok(changes))
@@ -761,11 +764,11 @@ pub fn set_contact_flag_hashed(
         .unwrap_or(false)
 }
 
-fn flagged(rec: &AorRecord, b: BindingRef, flag: u8, on: bool) -> Decision<bool> {
+fn flagged(rec: AorRecord, b: BindingRef, flag: u8, on: bool) -> Decision<bool> {
     let Some(i) = rec.contacts.iter().position(|c| c.binding == b) else {
         return Decision::Keep(false);
     };
-    let mut next = rec.clone();
+    let mut next = rec;
     if on {
         next.contacts[i].flags |= flag;
     } else {

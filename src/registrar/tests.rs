@@ -876,3 +876,43 @@ fn a_device_is_found_at_the_flow_that_moved_last() {
         .unwrap();
     assert_eq!((dev.binding.core, &*dev.aor), (1, "alice@example.com"));
 }
+
+#[test]
+fn a_contact_removed_and_listed_again_in_one_register_is_checked_once() {
+    // Step 7 compares each stored binding with the request once, at its
+    // first mention: a later mention of the same contact in the same request
+    // must not make the request look like its own retransmission.
+    let mut b = bench();
+    b.send(
+        &register("alice", "c1", 1, "Contact: <sip:alice@10.0.0.2>\r\n"),
+        0,
+    );
+    let again = register(
+        "alice",
+        "c1",
+        2,
+        "Contact: <sip:alice@10.0.0.2>;expires=0, <sip:alice@10.0.0.2>;expires=300\r\n",
+    );
+    let (code, resp) = b.send(&again, 10);
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&resp));
+    let found = b.dir.lookup("alice@example.com", 10);
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].expires_at, 310, "removed, then registered anew");
+    assert_eq!(found[0].cseq, 2);
+    assert_eq!(b.reg.local_bindings(), 1);
+    // The same request again is a retransmission: 200, nothing changes.
+    let (code, resp) = b.send(&again, 11);
+    assert_eq!(code, 200);
+    assert_eq!(
+        contact_expiries(&resp),
+        vec![("sip:alice@10.0.0.2".to_owned(), 299)]
+    );
+    assert_eq!(b.dir.lookup("alice@example.com", 11), found);
+    // An older CSeq of that Call-ID is refused and changes nothing either.
+    let (code, _) = b.send(
+        &register("alice", "c1", 1, "Contact: <sip:alice@10.0.0.2>\r\n"),
+        12,
+    );
+    assert_eq!(code, 400);
+    assert_eq!(b.dir.lookup("alice@example.com", 12), found);
+}
