@@ -60,6 +60,42 @@ pub(crate) struct RawHeader {
 
 type RawHeaders = SmallVec<[RawHeader; 32]>;
 
+/// Which header kinds a message has, one bit per [`HeaderName`]: lookups of
+/// an absent header (most of the ones `validate` asks about) and the
+/// duplicate check of a singleton cost no scan of the header array.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Kinds {
+    present: u64,
+    /// Kinds seen on more than one line.
+    repeated: u64,
+}
+
+// One bit per variant must fit.
+const _: () = assert!((HeaderName::Other as u32) < 64);
+
+impl Kinds {
+    #[inline]
+    fn bit(name: HeaderName) -> u64 {
+        1 << (name as u32)
+    }
+
+    #[inline]
+    fn add(&mut self, name: HeaderName) {
+        self.repeated |= self.present & Kinds::bit(name);
+        self.present |= Kinds::bit(name);
+    }
+
+    #[inline]
+    fn has(self, name: HeaderName) -> bool {
+        self.present & Kinds::bit(name) != 0
+    }
+
+    #[inline]
+    fn repeats(self, name: HeaderName) -> bool {
+        self.repeated & Kinds::bit(name) != 0
+    }
+}
+
 /// A SIP message borrowed from its datagram.
 #[derive(Debug, Clone)]
 pub struct Message<'a> {
@@ -67,6 +103,7 @@ pub struct Message<'a> {
     /// The start line and header fields, UTF-8 checked.
     text: &'a str,
     raw: RawHeaders,
+    kinds: Kinds,
     /// The body: exactly Content-Length bytes, or the rest of the datagram without one.
     pub body: &'a [u8],
     /// Bytes after the body that Content-Length excluded (RFC 3261 §18.3: discarded).
@@ -94,7 +131,8 @@ pub fn parse_with<'a>(buf: &'a [u8], limits: &Limits) -> Result<Message<'a>, Par
         .ok_or(ParseError::Empty)?;
     let region = &buf[start..];
     let mut raw = RawHeaders::new();
-    let split = split_lines(region, limits, &mut raw)?;
+    let mut kinds = Kinds::default();
+    let split = split_lines(region, limits, &mut raw, &mut kinds)?;
     let head = &region[..split.head_end];
     check_controls(head, split.crlf_lines)?;
     let text = std::str::from_utf8(head).map_err(|_| ParseError::BadUtf8)?;
@@ -102,7 +140,11 @@ pub fn parse_with<'a>(buf: &'a [u8], limits: &Limits) -> Result<Message<'a>, Par
 
     let body_start = start + split.body_start;
     let avail = buf.len() - body_start;
-    let content_length = content_length(text, &raw)?;
+    let content_length = if kinds.has(HeaderName::ContentLength) {
+        content_length(text, &raw)?
+    } else {
+        None
+    };
     let (body_len, trailing) = match content_length {
         Some(cl) if cl > avail => {
             return Err(ParseError::BodyTooShort {
@@ -117,6 +159,7 @@ pub fn parse_with<'a>(buf: &'a [u8], limits: &Limits) -> Result<Message<'a>, Par
         start: start_line,
         text,
         raw,
+        kinds,
         body: &buf[body_start..body_start + body_len],
         trailing,
     })
@@ -134,7 +177,12 @@ struct Split {
 /// One pass over the line ends: finds the start line, every header field
 /// (unfolding continuation lines) and the empty line that ends the section.
 /// Works on bytes; the caller checks UTF-8 once for the whole section.
-fn split_lines(region: &[u8], limits: &Limits, out: &mut RawHeaders) -> Result<Split, ParseError> {
+fn split_lines(
+    region: &[u8],
+    limits: &Limits,
+    out: &mut RawHeaders,
+    kinds: &mut Kinds,
+) -> Result<Split, ParseError> {
     let mut lines = Newlines::new(region);
     let first_nl = lines.next().ok_or(ParseError::Truncated)?;
     let first_line_end = strip_cr_end(region, 0, first_nl);
@@ -149,7 +197,7 @@ fn split_lines(region: &[u8], limits: &Limits, out: &mut RawHeaders) -> Result<S
         let content_end = strip_cr_end(region, line_start, nl);
         if content_end == line_start {
             if let Some(c) = current {
-                push_header(out, limits, region, c, value_end)?;
+                push_header(out, kinds, limits, region, c, value_end)?;
             }
             return Ok(Split {
                 first_line_end,
@@ -168,7 +216,7 @@ fn split_lines(region: &[u8], limits: &Limits, out: &mut RawHeaders) -> Result<S
             value_end = content_end;
         } else {
             if let Some(c) = current.take() {
-                push_header(out, limits, region, c, value_end)?;
+                push_header(out, kinds, limits, region, c, value_end)?;
             }
             let mut i = line_start;
             while i < content_end && is_token(region[i]) {
@@ -246,6 +294,7 @@ fn strip_cr_end(b: &[u8], line_start: usize, nl: usize) -> usize {
 #[inline]
 fn push_header(
     out: &mut RawHeaders,
+    kinds: &mut Kinds,
     limits: &Limits,
     region: &[u8],
     (kind, name_start, name_len, mut vs): (HeaderName, usize, usize, usize),
@@ -262,6 +311,7 @@ fn push_header(
     while ve > vs && super::scan::is_lws(region[ve - 1]) {
         ve -= 1;
     }
+    kinds.add(kind);
     // Offsets fit in u16: the datagram limit is at most 65535 bytes.
     out.push(RawHeader {
         kind,
@@ -464,6 +514,9 @@ impl<'a> Message<'a> {
 
     /// The value of the first header called `name`.
     pub fn header(&self, name: HeaderName) -> Option<&'a str> {
+        if !self.kinds.has(name) {
+            return None;
+        }
         self.raw
             .iter()
             .find(|h| h.kind == name)
@@ -487,7 +540,7 @@ impl<'a> Message<'a> {
     /// The values of every header line called `name`, in order.
     pub fn header_values(&self, name: HeaderName) -> impl Iterator<Item = &'a str> + '_ {
         let text = self.text;
-        self.raw
+        self.lines_of(name)
             .iter()
             .filter(move |h| h.kind == name)
             .map(move |h| value_of(text, h))
@@ -495,20 +548,29 @@ impl<'a> Message<'a> {
 
     /// The single value of a header that may appear at most once.
     pub(crate) fn singleton(&self, name: HeaderName) -> Result<Option<&'a str>, ParseError> {
-        let mut it = self.header_values(name);
-        let first = it.next();
-        if it.next().is_some() {
+        if self.kinds.repeats(name) {
             return Err(ParseError::DuplicateHeader(name.as_str()));
         }
-        Ok(first)
+        Ok(self.header(name))
+    }
+
+    /// The header array to search for `name`: empty when it is absent.
+    #[inline]
+    fn lines_of(&self, name: HeaderName) -> &[RawHeader] {
+        if self.kinds.has(name) {
+            &self.raw
+        } else {
+            &[]
+        }
     }
 
     /// Every element of a list-valued header, across repeated lines and commas.
     pub fn list(&self, name: HeaderName) -> ListValues<'a, '_> {
         ListValues {
             text: self.text,
-            headers: self.raw.iter(),
+            headers: self.lines_of(name).iter(),
             name,
+            one_line: !self.kinds.repeats(name),
             inner: None,
         }
     }
@@ -519,6 +581,8 @@ pub struct ListValues<'a, 'm> {
     text: &'a str,
     headers: std::slice::Iter<'m, RawHeader>,
     name: HeaderName,
+    /// At most one line has this name: once it is found, stop looking.
+    one_line: bool,
     inner: Option<super::scan::CommaList<'a>>,
 }
 
@@ -535,6 +599,9 @@ impl<'a> Iterator for ListValues<'a, '_> {
             }
             let name = self.name;
             let h = self.headers.find(|h| h.kind == name)?;
+            if self.one_line {
+                self.headers = [].iter();
+            }
             self.inner = Some(super::scan::CommaList::new(value_of(self.text, h)));
         }
     }
