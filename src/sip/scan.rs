@@ -16,12 +16,13 @@ pub fn is_lws(b: u8) -> bool {
 
 /// Byte classes for the scanners, one table lookup per byte.
 const TOKEN: u8 = 1;
-/// Bytes that change the state of a top-level scan: `"`, `<`, `>`, `\`.
-const SPECIAL: u8 = 2;
 /// Unquoted parameter value characters: token plus `:[]` (`received=[::1]`).
-const VALUE: u8 = 4;
+const VALUE: u8 = 2;
 /// Bytes that end or split a parameter: `;`, `=`, `"`.
-const PARAM_STOP: u8 = 8;
+const PARAM_STOP: u8 = 4;
+/// No byte has this class: [`ParamList::parse`] uses it to mark a value
+/// that is exactly one quoted string.
+const QUOTED: u8 = 8;
 
 static CLASS: [u8; 256] = {
     let mut t = [0u8; 256];
@@ -35,9 +36,6 @@ static CLASS: [u8; 256] = {
             )
         {
             t[c] = TOKEN;
-        }
-        if matches!(b, b'"' | b'<' | b'>' | b'\\') {
-            t[c] |= SPECIAL;
         }
         if t[c] & TOKEN != 0 || matches!(b, b':' | b'[' | b']') {
             t[c] |= VALUE;
@@ -87,27 +85,21 @@ pub fn trim(s: &str) -> &str {
 /// Finds the first `sep` that is outside a quoted string and outside `<...>`.
 /// Returns `Err(Malformed)` for an unterminated quoted string.
 pub fn find_top_level(s: &str, sep: u8) -> Result<Option<usize>, Malformed> {
+    debug_assert!(!matches!(sep, b'"' | b'<' | b'>'));
     let b = s.as_bytes();
     let mut i = 0;
-    let mut in_angle = false;
-    while i < b.len() {
-        let c = b[i];
-        if c == sep && !in_angle {
-            return Ok(Some(i));
+    // Outside brackets only `sep`, `"` and `<` matter, inside only `>` (a
+    // quote there is part of the URI): jump from one to the next.
+    while let Some(j) = memchr::memchr3(sep, b'"', b'<', &b[i..]) {
+        let at = i + j;
+        match b[at] {
+            b'"' => i = skip_quoted(b, at)?,
+            b'<' => match memchr::memchr(b'>', &b[at + 1..]) {
+                Some(k) => i = at + 1 + k + 1,
+                None => return Ok(None),
+            },
+            _ => return Ok(Some(at)),
         }
-        // One table test keeps the common byte on the fast path.
-        if CLASS[usize::from(c)] & SPECIAL != 0 {
-            match c {
-                b'"' if !in_angle => {
-                    i = skip_quoted(b, i)?;
-                    continue;
-                }
-                b'<' => in_angle = true,
-                b'>' => in_angle = false,
-                _ => {}
-            }
-        }
-        i += 1;
     }
     Ok(None)
 }
@@ -163,38 +155,55 @@ impl<'a> ParamList<'a> {
         loop {
             let seg_start = i;
             let mut eq = None;
+            // The AND of the byte classes of the name, and of the part being
+            // scanned (name, then value): the common `name=token` segment is
+            // checked on the way and needs no second pass.
+            let mut name_class = 0;
+            let mut class = u8::MAX;
             while i < b.len() {
                 let c = b[i];
-                if CLASS[usize::from(c)] & PARAM_STOP != 0 {
+                let k = CLASS[usize::from(c)];
+                if k & PARAM_STOP != 0 {
                     match c {
                         b';' => break,
-                        b'=' if eq.is_none() => eq = Some(i),
+                        b'=' if eq.is_none() => {
+                            eq = Some(i);
+                            name_class = class;
+                            class = u8::MAX;
+                            i += 1;
+                            continue;
+                        }
                         b'"' => {
+                            // A quote right after `=` opens a quoted value;
+                            // any other byte after it clears the mark.
+                            let opens_value = eq.is_some_and(|e| e + 1 == i);
                             i = skip_quoted(b, i)?;
+                            class = if opens_value { QUOTED } else { 0 };
                             continue;
                         }
                         _ => {}
                     }
                 }
+                class &= k;
                 i += 1;
             }
             let (name, value) = match eq {
                 Some(e) => (trim_range(b, seg_start, e), Some(trim_range(b, e + 1, i))),
                 None => (trim_range(b, seg_start, i), None),
             };
-            if name.0 == name.1 || !all_token(&b[name.0..name.1]) {
-                return Err(Malformed);
-            }
-            if let Some((vs, ve)) = value {
-                let vb = &b[vs..ve];
-                let ok = if vb.first() == Some(&b'"') {
-                    skip_quoted(vb, 0) == Ok(vb.len())
-                } else {
-                    !vb.is_empty() && all_value(vb)
-                };
-                if !ok {
-                    return Err(Malformed);
+            // No LWS is token or value class, so on the fast path trimming
+            // changed nothing and the classes seen are those of name and value.
+            let fast = match eq {
+                Some(e) => {
+                    name_class & TOKEN != 0
+                        && class & (VALUE | QUOTED) != 0
+                        && e > seg_start
+                        && i > e + 1
                 }
+                None => class & TOKEN != 0 && i > seg_start,
+            };
+            if !fast {
+                check_param(b, name, value)?;
             }
             items.push(PackedParam {
                 name_start: name.0 as u16,
@@ -249,6 +258,29 @@ impl<'a> ParamList<'a> {
     }
 }
 
+/// The full check of one parameter's trimmed name and value ranges.
+fn check_param(
+    b: &[u8],
+    name: (usize, usize),
+    value: Option<(usize, usize)>,
+) -> Result<(), Malformed> {
+    if name.0 == name.1 || !all_token(&b[name.0..name.1]) {
+        return Err(Malformed);
+    }
+    if let Some((vs, ve)) = value {
+        let vb = &b[vs..ve];
+        let ok = if vb.first() == Some(&b'"') {
+            skip_quoted(vb, 0) == Ok(vb.len())
+        } else {
+            !vb.is_empty() && all_value(vb)
+        };
+        if !ok {
+            return Err(Malformed);
+        }
+    }
+    Ok(())
+}
+
 /// `[start, end)` with LWS trimmed from both ends.
 #[inline]
 fn trim_range(b: &[u8], mut start: usize, mut end: usize) -> (usize, usize) {
@@ -266,10 +298,11 @@ fn trim_range(b: &[u8], mut start: usize, mut end: usize) -> (usize, usize) {
 pub fn skip_quoted(b: &[u8], open: usize) -> Result<usize, Malformed> {
     let mut i = open + 1;
     while i < b.len() {
-        match b[i] {
-            b'\\' => i += 2,
-            b'"' => return Ok(i + 1),
-            _ => i += 1,
+        match memchr::memchr2(b'"', b'\\', &b[i..]) {
+            Some(j) if b[i + j] == b'"' => return Ok(i + j + 1),
+            // A backslash escapes the byte after it.
+            Some(j) => i += j + 2,
+            None => break,
         }
     }
     Err(Malformed)
