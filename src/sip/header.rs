@@ -52,6 +52,37 @@ static LONG_FORMS: [HeaderName; 64] = [
     Other, Path, Other, ContentEncoding, ReferredBy, Allow, Other, Other, Other, ContentLength, Via, Expires, Subject, Authorization, CSeq, CallId, Other, Event, Accept, From, Other, UserAgent, Other, Identity, ReferTo, Other, To, Other, ProxyRequire, MaxForwards, Require, Server, SessionExpires, Other, Other, Other, MinExpires, Other, Supported, SubscriptionState, Contact, ContentType, Date, Route, Other, WwwAuthenticate, Other, Other, Other, Other, Other, AllowEvents, Other, Other, Unsupported, Other, Other, Other, Other, Other, ProxyAuthorization, ProxyAuthenticate, Other, RecordRoute,
 ];
 
+/// Whether the token `b` is `lower` in any case. OR 0x20 lowercases the
+/// letters of a token and leaves every other token character unchanged (and
+/// none of them becomes a letter or '-'), so a case-insensitive compare is
+/// an OR and a compare, done here a word at a time: the chunks at both ends
+/// overlap, which covers every length from 4 up without a byte loop.
+#[inline]
+fn eq_folded(lower: &[u8], b: &[u8]) -> bool {
+    let n = b.len();
+    if n != lower.len() {
+        return false;
+    }
+    let w8 = |s: &[u8], i: usize| u64::from_le_bytes(s[i..i + 8].try_into().expect("8 bytes"));
+    let w4 = |s: &[u8], i: usize| u32::from_le_bytes(s[i..i + 4].try_into().expect("4 bytes"));
+    const FOLD8: u64 = 0x2020_2020_2020_2020;
+    const FOLD4: u32 = 0x2020_2020;
+    if n >= 8 {
+        let mut i = 0;
+        while i + 8 < n {
+            if w8(b, i) | FOLD8 != w8(lower, i) {
+                return false;
+            }
+            i += 8;
+        }
+        w8(b, n - 8) | FOLD8 == w8(lower, n - 8)
+    } else if n >= 4 {
+        w4(b, 0) | FOLD4 == w4(lower, 0) && w4(b, n - 4) | FOLD4 == w4(lower, n - 4)
+    } else {
+        lower.iter().zip(b).all(|(&w, &c)| c | 0x20 == w)
+    }
+}
+
 impl HeaderName {
     /// Resolves a header name as it appears on the wire (any case, compact or long form).
     pub fn from_wire(name: &str) -> HeaderName {
@@ -101,11 +132,7 @@ impl HeaderName {
         if candidate == Other {
             return Other;
         }
-        // OR 0x20 lowercases the letters of a token and leaves every other
-        // token character unchanged (and none of them becomes a letter or
-        // '-'), so this is a case-insensitive compare, byte by byte.
-        let want = candidate.lowercase().as_bytes();
-        if want.len() == b.len() && want.iter().zip(b).all(|(&w, &c)| c | 0x20 == w) {
+        if eq_folded(candidate.lowercase().as_bytes(), b) {
             candidate
         } else {
             Other
@@ -309,6 +336,21 @@ mod tests {
             HeaderName::ProxyAuthorization
         );
         assert_eq!(HeaderName::from_wire("Call_ID"), HeaderName::Other);
+    }
+
+    #[test]
+    fn word_compare_sees_every_byte() {
+        for n in LONG_FORMS.iter().filter(|n| **n != Other) {
+            let lower = n.lowercase().as_bytes();
+            assert!(eq_folded(lower, n.as_str().as_bytes()));
+            assert!(eq_folded(lower, n.as_str().to_ascii_uppercase().as_bytes()));
+            for i in 0..lower.len() {
+                let mut b = lower.to_vec();
+                b[i] = if b[i] == b'q' { b'z' } else { b'q' };
+                assert!(!eq_folded(lower, &b), "{} at {i}", n.as_str());
+            }
+            assert!(!eq_folded(lower, &lower[1..]));
+        }
     }
 
     #[test]
