@@ -218,19 +218,21 @@ fn split_lines(
             if let Some(c) = current.take() {
                 push_header(out, kinds, limits, region, c, value_end)?;
             }
-            let mut i = line_start;
-            while i < content_end && is_token(region[i]) {
+            // field-name HCOLON: a token, optional SP/HT, a colon.
+            let line = &region[line_start..content_end];
+            let name_len = line
+                .iter()
+                .position(|&c| !is_token(c))
+                .unwrap_or(line.len());
+            let mut i = name_len;
+            while i < line.len() && (line[i] == b' ' || line[i] == b'\t') {
                 i += 1;
             }
-            let name_len = i - line_start;
-            while i < content_end && (region[i] == b' ' || region[i] == b'\t') {
-                i += 1;
-            }
-            if name_len == 0 || name_len > 255 || i >= content_end || region[i] != b':' {
+            if name_len == 0 || name_len > 255 || line.get(i) != Some(&b':') {
                 return Err(ParseError::BadHeaderLine { line: line_no });
             }
-            let kind = HeaderName::from_token(&region[line_start..line_start + name_len]);
-            current = Some((kind, line_start, name_len, i + 1));
+            let kind = HeaderName::from_token(&line[..name_len]);
+            current = Some((kind, line_start, name_len, line_start + i + 1));
             value_end = content_end;
         }
         line_start = nl + 1;
