@@ -327,8 +327,9 @@ impl<'a> Iterator for CommaList<'a> {
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             let s = self.rest?;
-            // Most list headers carry one element: no comma, no scan.
-            let found = if find_byte(b',', s.as_bytes()).is_none() {
+            // Most list headers carry one element: no comma, no scan. The
+            // search usually runs to the end, where memchr's SIMD pays off.
+            let found = if memchr::memchr(b',', s.as_bytes()).is_none() {
                 Ok(None)
             } else {
                 find_top_level(s, b',')
