@@ -50,7 +50,10 @@ impl<'a> Uri<'a> {
         let colon = find_byte(b, b':').ok_or(BadUri)?;
         let scheme_s = &b[..colon];
         let rest = &raw[colon + 1..];
-        if !valid_scheme(scheme_s) || rest.is_empty() || any_class(rest.as_bytes(), FORBIDDEN) {
+        // One pass tells which classes occur at all: a forbidden byte, and
+        // whether the `@`, `%` and `?` searches below can be skipped.
+        let seen = rest.bytes().fold(0, |a, c| a | URI_CLASS[usize::from(c)]);
+        if !valid_scheme(scheme_s) || rest.is_empty() || seen & FORBIDDEN != 0 {
             return Err(BadUri);
         }
         let scheme = match scheme_s.len() {
@@ -70,13 +73,13 @@ impl<'a> Uri<'a> {
             headers: "",
         };
         match scheme {
-            Scheme::Sip | Scheme::Sips => uri.parse_sip(rest)?,
+            Scheme::Sip | Scheme::Sips => uri.parse_sip(rest, seen)?,
             Scheme::Tel => {
                 let (number, params) = split_at_byte(rest, b';');
                 if number.is_empty() || !all_class(number.as_bytes(), TEL) {
                     return Err(BadUri);
                 }
-                check_uri_params(params)?;
+                check_uri_params(params, seen & PERCENT != 0)?;
                 uri.user = Some(number);
                 uri.params = params;
             }
@@ -85,21 +88,29 @@ impl<'a> Uri<'a> {
         Ok(uri)
     }
 
-    fn parse_sip(&mut self, rest: &'a str) -> Result<(), BadUri> {
+    /// `seen` is the union of the classes of the bytes of `rest`.
+    fn parse_sip(&mut self, rest: &'a str, seen: u16) -> Result<(), BadUri> {
         let rb = rest.as_bytes();
+        let escaped = seen & PERCENT != 0;
+        let escapes_ok = |s: &str| !escaped || escapes_valid(s);
         // `@` cannot appear unescaped in host, params or headers, so the first one ends userinfo.
-        let hostpart = match find_byte(rb, b'@') {
+        let at = if seen & AT != 0 {
+            find_byte(rb, b'@')
+        } else {
+            None
+        };
+        let hostpart = match at {
             Some(at) => {
                 let userinfo = &rest[..at];
                 let (user, password) = match find_byte(userinfo.as_bytes(), b':') {
                     Some(c) => (&userinfo[..c], Some(&userinfo[c + 1..])),
                     None => (userinfo, None),
                 };
-                if user.is_empty() || !all_class(user.as_bytes(), USER) || !escapes_valid(user) {
+                if user.is_empty() || !all_class(user.as_bytes(), USER) || !escapes_ok(user) {
                     return Err(BadUri);
                 }
                 if let Some(p) = password {
-                    if !all_class(p.as_bytes(), PASSWORD) || !escapes_valid(p) {
+                    if !all_class(p.as_bytes(), PASSWORD) || !escapes_ok(p) {
                         return Err(BadUri);
                     }
                 }
@@ -118,12 +129,17 @@ impl<'a> Uri<'a> {
         self.host = Some(host);
         self.port = port;
         let tail = &hostpart[hp_end..];
-        let (params, headers, has_headers) = match find_byte(tail.as_bytes(), b'?') {
+        let question = if seen & QUESTION != 0 {
+            find_byte(tail.as_bytes(), b'?')
+        } else {
+            None
+        };
+        let (params, headers, has_headers) = match question {
             Some(q) => (&tail[..q], &tail[q + 1..], true),
             None => (tail, "", false),
         };
         let params = params.strip_prefix(';').unwrap_or(params);
-        check_uri_params(params)?;
+        check_uri_params(params, escaped)?;
         if has_headers && (headers.is_empty() || !check_uri_headers(headers)) {
             return Err(BadUri);
         }
@@ -274,6 +290,10 @@ const HOST: u16 = 32;
 const SCHEME: u16 = 64;
 /// Never inside a URI: controls, space, `<`, `>`, `"`.
 const FORBIDDEN: u16 = 128;
+/// The single bytes `@`, `%` and `?`, for [`Uri::parse`]'s first pass.
+const AT: u16 = 256;
+const PERCENT: u16 = 512;
+const QUESTION: u16 = 1024;
 
 static URI_CLASS: [u16; 256] = {
     let mut t = [0u16; 256];
@@ -315,6 +335,12 @@ static URI_CLASS: [u16; 256] = {
         if c <= b' ' || matches!(c, b'<' | b'>' | b'"' | 0x7f) {
             k |= FORBIDDEN;
         }
+        k |= match c {
+            b'@' => AT,
+            b'%' => PERCENT,
+            b'?' => QUESTION,
+            _ => 0,
+        };
         t[i] = k;
         i += 1;
     }
@@ -328,14 +354,9 @@ fn all_class(b: &[u8], class: u16) -> bool {
         .fold(true, |a, &c| a & (URI_CLASS[usize::from(c)] & class != 0))
 }
 
-#[inline]
-fn any_class(b: &[u8], class: u16) -> bool {
-    b.iter()
-        .fold(false, |a, &c| a | (URI_CLASS[usize::from(c)] & class != 0))
-}
-
-/// `;`-separated `name[=value]` items of [`PARAM`] characters; no empty names or values.
-fn check_uri_params(params: &str) -> Result<(), BadUri> {
+/// `;`-separated `name[=value]` items of [`PARAM`] characters; no empty names or
+/// values. `escaped`: whether the URI has a `%` at all.
+fn check_uri_params(params: &str, escaped: bool) -> Result<(), BadUri> {
     let b = params.as_bytes();
     if b.is_empty() {
         return Ok(());
@@ -358,7 +379,7 @@ fn check_uri_params(params: &str) -> Result<(), BadUri> {
             _ => {}
         }
     }
-    if escapes_valid(params) {
+    if !escaped || escapes_valid(params) {
         Ok(())
     } else {
         Err(BadUri)
