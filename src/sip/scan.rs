@@ -23,6 +23,8 @@ const PARAM_STOP: u8 = 4;
 /// No byte has this class: [`ParamList::parse`] uses it to mark a value
 /// that is exactly one quoted string.
 const QUOTED: u8 = 8;
+/// RFC 3261 `word` characters: token plus `()<>:\"/[]?{}`.
+const WORD: u8 = 16;
 
 static CLASS: [u8; 256] = {
     let mut t = [0u8; 256];
@@ -42,6 +44,25 @@ static CLASS: [u8; 256] = {
         }
         if matches!(b, b';' | b'=' | b'"') {
             t[c] |= PARAM_STOP;
+        }
+        if t[c] & TOKEN != 0
+            || matches!(
+                b,
+                b'(' | b')'
+                    | b'<'
+                    | b'>'
+                    | b':'
+                    | b'\\'
+                    | b'"'
+                    | b'/'
+                    | b'['
+                    | b']'
+                    | b'?'
+                    | b'{'
+                    | b'}'
+            )
+        {
+            t[c] |= WORD;
         }
         c += 1;
     }
@@ -102,6 +123,14 @@ pub fn find_top_level(s: &str, sep: u8) -> Result<Option<usize>, Malformed> {
         }
     }
     Ok(None)
+}
+
+/// True when `s` is a non-empty RFC 3261 `word` (what a Call-ID is made of).
+#[inline]
+pub fn is_word(s: &[u8]) -> bool {
+    !s.is_empty()
+        && s.iter()
+            .fold(true, |a, &c| a & (CLASS[usize::from(c)] & WORD != 0))
 }
 
 /// True when every byte of `s` is a token character (branch-free; no early exit).
@@ -538,6 +567,15 @@ mod tests {
         assert_eq!(p.len(), 4);
         assert_eq!(p.get("RPORT"), Some(None));
         assert_eq!(p.get("+sip.instance"), Some(Some(r#""<urn:uuid:1;x>""#)));
+    }
+
+    #[test]
+    fn word_class_is_token_plus_its_extras() {
+        for c in 0..=255u8 {
+            let expected = c.is_ascii_alphanumeric() || b"-.!%*_+`'~()<>:\\\"/[]?{}".contains(&c);
+            assert_eq!(is_word(&[c]), expected, "{c:#x}");
+        }
+        assert!(!is_word(b""));
     }
 
     #[test]

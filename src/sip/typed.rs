@@ -9,8 +9,8 @@ use super::method::Method;
 use smallvec::SmallVec;
 
 use super::scan::{
-    find_byte as memchr, find_top_level, is_lws, is_token, is_token_str, parse_u64, skip_quoted,
-    trim, unquote, ParamList,
+    find_byte as memchr, find_top_level, is_lws, is_token, is_token_str, is_word, parse_u64,
+    skip_quoted, trim, unquote, ParamList,
 };
 use super::uri::{split_host_port, BadUri, Host, Uri};
 
@@ -291,39 +291,6 @@ fn parse_qvalue(s: &str) -> Option<u16> {
     }
 }
 
-/// RFC 3261 `word`: the characters a Call-ID may use.
-fn is_word(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes().all(|c| {
-            c.is_ascii_alphanumeric()
-                || matches!(
-                    c,
-                    b'-' | b'.'
-                        | b'!'
-                        | b'%'
-                        | b'*'
-                        | b'_'
-                        | b'+'
-                        | b'`'
-                        | b'\''
-                        | b'~'
-                        | b'('
-                        | b')'
-                        | b'<'
-                        | b'>'
-                        | b':'
-                        | b'\\'
-                        | b'"'
-                        | b'/'
-                        | b'['
-                        | b']'
-                        | b'?'
-                        | b'{'
-                        | b'}'
-                )
-        })
-}
-
 /// RFC 1123 date as SIP uses it (RFC 3261 §20.17): `Sat, 13 Nov 2010 23:29:00 GMT`,
 /// always in GMT.
 pub fn is_sip_date(v: &str) -> bool {
@@ -556,8 +523,12 @@ impl<'a> Message<'a> {
             .singleton(HeaderName::CallId)?
             .ok_or(ParseError::MissingHeader("Call-ID"))?;
         // callid = word [ "@" word ] (RFC 3261 §25.1).
-        let (local, host) = v.split_once('@').unwrap_or((v, "w"));
-        if !is_word(local) || !is_word(host) {
+        let b = v.as_bytes();
+        let ok = match memchr(b'@', b) {
+            Some(at) => is_word(&b[..at]) && is_word(&b[at + 1..]),
+            None => is_word(b),
+        };
+        if !ok {
             return Err(ParseError::BadHeader("Call-ID"));
         }
         Ok(v)
