@@ -51,7 +51,7 @@ impl<'a> Uri<'a> {
         let scheme_s = &b[..colon];
         let rest = &raw[colon + 1..];
         // One pass tells which classes occur at all: a forbidden byte, and
-        // whether the `@`, `%` and `?` searches below can be skipped.
+        // whether the `@`, `%`, `?` and `;` searches below can be skipped.
         let seen = rest.bytes().fold(0, |a, c| a | URI_CLASS[usize::from(c)]);
         if !valid_scheme(scheme_s) || rest.is_empty() || seen & FORBIDDEN != 0 {
             return Err(BadUri);
@@ -121,10 +121,13 @@ impl<'a> Uri<'a> {
             None => rest,
         };
         let hb = hostpart.as_bytes();
-        let hp_end = hb
-            .iter()
-            .position(|&c| c == b';' || c == b'?')
-            .unwrap_or(hb.len());
+        let hp_end = if seen & (SEMICOLON | QUESTION) != 0 {
+            hb.iter()
+                .position(|&c| c == b';' || c == b'?')
+                .unwrap_or(hb.len())
+        } else {
+            hb.len()
+        };
         let (host, port) = split_host_port(&hostpart[..hp_end])?;
         self.host = Some(host);
         self.port = port;
@@ -290,10 +293,11 @@ const HOST: u16 = 32;
 const SCHEME: u16 = 64;
 /// Never inside a URI: controls, space, `<`, `>`, `"`.
 const FORBIDDEN: u16 = 128;
-/// The single bytes `@`, `%` and `?`, for [`Uri::parse`]'s first pass.
+/// The single bytes `@`, `%`, `?` and `;`, for [`Uri::parse`]'s first pass.
 const AT: u16 = 256;
 const PERCENT: u16 = 512;
 const QUESTION: u16 = 1024;
+const SEMICOLON: u16 = 2048;
 
 static URI_CLASS: [u16; 256] = {
     let mut t = [0u16; 256];
@@ -339,6 +343,7 @@ static URI_CLASS: [u16; 256] = {
             b'@' => AT,
             b'%' => PERCENT,
             b'?' => QUESTION,
+            b';' => SEMICOLON,
             _ => 0,
         };
         t[i] = k;
