@@ -217,11 +217,11 @@ impl<'a> ParamList<'a> {
                 i += 1;
             }
             let (name, value) = match eq {
-                Some(e) => (trim_range(b, seg_start, e), Some(trim_range(b, e + 1, i))),
-                None => (trim_range(b, seg_start, i), None),
+                Some(e) => ((seg_start, e), Some((e + 1, i))),
+                None => ((seg_start, i), None),
             };
-            // No LWS is token or value class, so on the fast path trimming
-            // changed nothing and the classes seen are those of name and value.
+            // No LWS is token or value class, so on the fast path there is
+            // nothing to trim and the classes seen are those of name and value.
             let fast = match eq {
                 Some(e) => {
                     name_class & TOKEN != 0
@@ -231,9 +231,14 @@ impl<'a> ParamList<'a> {
                 }
                 None => class & TOKEN != 0 && i > seg_start,
             };
-            if !fast {
+            let (name, value) = if fast {
+                (name, value)
+            } else {
+                let name = trim_range(b, name.0, name.1);
+                let value = value.map(|(vs, ve)| trim_range(b, vs, ve));
                 check_param(b, name, value)?;
-            }
+                (name, value)
+            };
             items.push(PackedParam {
                 name_start: name.0 as u16,
                 name_len: (name.1 - name.0) as u16,
