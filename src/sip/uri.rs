@@ -252,18 +252,33 @@ fn parse_host_name(h: &str) -> Result<Host<'_>, BadUri> {
 /// dots; a direct scan is several times cheaper than std's generic parser.
 fn parse_ipv4(b: &[u8]) -> Option<Ipv4Addr> {
     let mut octets = [0u8; 4];
-    let mut parts = b.split(|&c| c == b'.');
-    for o in &mut octets {
-        let d = parts.next()?;
-        if d.is_empty() || d.len() > 3 || (d.len() > 1 && d[0] == b'0') {
-            return None;
+    let mut n = 0;
+    // The octet being read: its value and digit count.
+    let (mut v, mut digits) = (0u16, 0);
+    for &c in b {
+        if c == b'.' {
+            if digits == 0 || n == 3 {
+                return None;
+            }
+            octets[n] = v as u8;
+            n += 1;
+            (v, digits) = (0, 0);
+        } else {
+            // A fourth digit, or a digit after a leading zero.
+            if digits == 3 || (digits == 1 && v == 0) {
+                return None;
+            }
+            v = v * 10 + u16::from(c - b'0');
+            digits += 1;
+            if v > 255 {
+                return None;
+            }
         }
-        let v = d.iter().fold(0u16, |v, &c| v * 10 + u16::from(c - b'0'));
-        *o = u8::try_from(v).ok()?;
     }
-    if parts.next().is_some() {
+    if digits == 0 || n != 3 {
         return None;
     }
+    octets[3] = v as u8;
     Some(Ipv4Addr::from(octets))
 }
 
