@@ -9,8 +9,8 @@ use super::method::Method;
 use smallvec::SmallVec;
 
 use super::scan::{
-    find_byte as memchr, find_top_level, is_lws, is_token, is_token_str, is_word, parse_u64,
-    skip_quoted, trim, unquote, ParamList,
+    find_byte, find_top_level, is_lws, is_token, is_token_str, is_word, parse_u64, skip_quoted,
+    trim, unquote, ParamList,
 };
 use super::uri::{split_host_port, BadUri, Host, Uri};
 
@@ -39,8 +39,8 @@ impl<'a> Via<'a> {
         };
         // sent-protocol = protocol-name SLASH protocol-version SLASH transport; SLASH allows LWS.
         let hb = head.as_bytes();
-        let s1 = memchr(b'/', hb).ok_or(BAD)?;
-        let s2 = s1 + 1 + memchr(b'/', &hb[s1 + 1..]).ok_or(BAD)?;
+        let s1 = find_byte(b'/', hb).ok_or(BAD)?;
+        let s2 = s1 + 1 + find_byte(b'/', &hb[s1 + 1..]).ok_or(BAD)?;
         let name = trim(&head[..s1]);
         let version = trim(&head[s1 + 1..s2]);
         let rest = trim(&head[s2 + 1..]);
@@ -89,7 +89,7 @@ impl<'a> Via<'a> {
 /// sent-by = host [ COLON port ], where COLON may carry LWS.
 fn split_sent_by(s: &str) -> Result<(Host<'_>, Option<u16>), BadUri> {
     if s.starts_with('[') {
-        let close = memchr(b']', s.as_bytes()).ok_or(BadUri)?;
+        let close = find_byte(b']', s.as_bytes()).ok_or(BadUri)?;
         let (host, _) = split_host_port(&s[..=close])?;
         let rest = trim(&s[close + 1..]);
         if rest.is_empty() {
@@ -98,7 +98,7 @@ fn split_sent_by(s: &str) -> Result<(Host<'_>, Option<u16>), BadUri> {
         let port = trim(rest.strip_prefix(':').ok_or(BadUri)?);
         return Ok((host, Some(parse_port(port)?)));
     }
-    match memchr(b':', s.as_bytes()) {
+    match find_byte(b':', s.as_bytes()) {
         Some(c) => {
             let (host, _) = split_host_port(trim(&s[..c]))?;
             Ok((host, Some(parse_port(trim(&s[c + 1..]))?)))
@@ -137,22 +137,23 @@ impl<'a> NameAddr<'a> {
             let end = skip_quoted(b, 0).map_err(|_| bad)?;
             let rest = trim(&v[end..]);
             let inner = rest.strip_prefix('<').ok_or(bad)?;
-            let close = memchr(b'>', inner.as_bytes()).ok_or(bad)?;
+            let close = memchr::memchr(b'>', inner.as_bytes()).ok_or(bad)?;
             (Some(&v[..end]), &inner[..close], &inner[close + 1..])
-        } else if let Some(open) = memchr(b'<', b) {
+        } else if let Some(open) = find_byte(b'<', b) {
             let display = trim(&v[..open]);
             // An unquoted display name is a sequence of tokens separated by LWS.
             if !display.bytes().all(|c| is_token(c) || is_lws(c)) {
                 return Err(bad);
             }
             let inner = &v[open + 1..];
-            let close = memchr(b'>', inner.as_bytes()).ok_or(bad)?;
+            // The whole URI lies before `>`: long enough for memchr's SIMD.
+            let close = memchr::memchr(b'>', inner.as_bytes()).ok_or(bad)?;
             let display = (!display.is_empty()).then_some(display);
             (display, &inner[..close], &inner[close + 1..])
         } else {
             // addr-spec form: parameters after the URI belong to the header, not
             // the URI, and a URI with `,`, `?` or `;` must be in brackets (§20).
-            let end = memchr(b';', b).unwrap_or(v.len());
+            let end = find_byte(b';', b).unwrap_or(v.len());
             let uri = trim(&v[..end]);
             if uri.bytes().any(|c| c == b'?' || c == b',') {
                 return Err(bad);
@@ -354,7 +355,7 @@ impl<'a> MediaType<'a> {
             Some(i) => (&v[..i], &v[i + 1..]),
             None => (v, ""),
         };
-        let slash = memchr(b'/', mt.as_bytes()).ok_or(bad)?;
+        let slash = find_byte(b'/', mt.as_bytes()).ok_or(bad)?;
         let (top, sub) = (trim(&mt[..slash]), trim(&mt[slash + 1..]));
         if !is_token_str(top) || !is_token_str(sub) {
             return Err(bad);
@@ -524,7 +525,7 @@ impl<'a> Message<'a> {
             .ok_or(ParseError::MissingHeader("Call-ID"))?;
         // callid = word [ "@" word ] (RFC 3261 §25.1).
         let b = v.as_bytes();
-        let ok = match memchr(b'@', b) {
+        let ok = match find_byte(b'@', b) {
             Some(at) => is_word(&b[..at]) && is_word(&b[at + 1..]),
             None => is_word(b),
         };
