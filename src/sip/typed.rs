@@ -351,7 +351,14 @@ pub struct MediaType<'a> {
 impl<'a> MediaType<'a> {
     pub fn parse(v: &'a str, header: &'static str) -> Result<MediaType<'a>, ParseError> {
         let bad = ParseError::BadHeader(header);
-        let (mt, params) = match find_top_level(v, b';').map_err(|_| bad)? {
+        // Without a `;` there are no parameters and no quoted-string scan is
+        // needed: a quote would land in `top` or `sub` and fail as a token.
+        let split = if find_byte(b';', v.as_bytes()).is_some() {
+            find_top_level(v, b';').map_err(|_| bad)?
+        } else {
+            None
+        };
+        let (mt, params) = match split {
             Some(i) => (&v[..i], &v[i + 1..]),
             None => (v, ""),
         };
@@ -763,4 +770,25 @@ pub struct Checked<'a> {
     pub expires: Option<u32>,
     pub contacts: SmallVec<[Contact<'a>; 2]>,
     pub authorization: Option<AuthParams<'a>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_type_quotes_and_parameters() {
+        let m = MediaType::parse("application/sdp", "Accept").unwrap();
+        assert!(m.is("APPLICATION", "SDP") && m.params.is_empty());
+        let m = MediaType::parse("text/plain ; charset=\"a;b\"", "Accept").unwrap();
+        assert_eq!(m.params.get("charset"), Some(Some("\"a;b\"")));
+        // A quote outside the parameters fails, terminated or not.
+        for bad in ["application/\"sdp", "\"a\"/sdp", "a/\"b;c=d", "\"open"] {
+            assert_eq!(
+                MediaType::parse(bad, "Accept"),
+                Err(ParseError::BadHeader("Accept")),
+                "{bad}"
+            );
+        }
+    }
 }
