@@ -443,9 +443,7 @@ impl<'a> AuthParams<'a> {
                 break;
             }
             let ns = i;
-            while i < b.len() && is_token(b[i]) {
-                i += 1;
-            }
+            i = token_end(b, i);
             let name = &v[ns..i];
             i = skip_lws(i);
             if name.is_empty() || b.get(i) != Some(&b'=') {
@@ -459,9 +457,7 @@ impl<'a> AuthParams<'a> {
                 q
             } else {
                 let vs = i;
-                while i < b.len() && is_token(b[i]) {
-                    i += 1;
-                }
+                i = token_end(b, i);
                 if vs == i {
                     return Err(bad);
                 }
@@ -494,6 +490,17 @@ impl<'a> AuthParams<'a> {
     pub fn is_digest(&self) -> bool {
         self.scheme.eq_ignore_ascii_case("Digest")
     }
+}
+
+/// The end of the run of token characters starting at `from` (an iterator
+/// search, without the bounds checks of an indexed loop).
+#[inline]
+fn token_end(b: &[u8], from: usize) -> usize {
+    let rest = &b[from..];
+    from + rest
+        .iter()
+        .position(|&c| !is_token(c))
+        .unwrap_or(rest.len())
 }
 
 /// Typed accessors on a parsed message.
