@@ -6,14 +6,14 @@
 //! pair costs about 3.5 µs of kernel time (../shared/peers.md C echo).
 //! `cargo bench --bench keepalive -- [N]` (default 200,000).
 
+mod common;
+
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Instant;
 
 use tether::dispatch::Dispatcher;
-use tether::nat::{Keepalive, KeepaliveConfig};
-use tether::registrar::{Directory, Policy, Registrar};
-use tether::sip::{self, Limits};
+use tether::nat::KeepaliveConfig;
+use tether::sip;
 
 fn src(i: u32) -> SocketAddr {
     SocketAddr::from((
@@ -24,29 +24,12 @@ fn src(i: u32) -> SocketAddr {
 
 /// A core with `n` endpoints registered at time 0, each on its own path.
 fn setup(n: u32) -> Dispatcher {
-    let dir = Arc::new(Directory::with_capacity(n as usize));
-    let reg = Registrar::new(0, Arc::new(Policy::default()), dir.clone(), None);
-    let addrs = vec!["192.0.2.1:5060".parse().unwrap()];
-    let notify = tether::notify::Engine::new(
-        Arc::new(tether::notify::NotifyConfig::default()),
-        dir,
-        addrs.clone(),
-        1000,
-        1,
-    );
     let cfg = KeepaliveConfig {
         interval_ms: 20_000,
         jitter_ms: 0,
         ..KeepaliveConfig::default()
     };
-    let mut d = Dispatcher::new(
-        Limits::default(),
-        1,
-        reg,
-        Keepalive::new(cfg, 0, 1),
-        notify,
-        addrs,
-    );
+    let mut d = common::one_core(n, cfg);
     let mut msg = Vec::new();
     for i in 0..n {
         use std::io::Write;

@@ -14,36 +14,22 @@
 //! untimed, whenever the prepared messages run out.
 //! `cargo bench --bench register`
 
+mod common;
+
 use std::hint::black_box;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 
 use tether::dispatch::Dispatcher;
-use tether::nat::{Keepalive, KeepaliveConfig};
-use tether::registrar::{Directory, Policy, Registrar};
-use tether::sip::Limits;
+use tether::nat::KeepaliveConfig;
 
 /// Prepared messages per fresh core.
 const BATCH: u32 = 100_000;
 
 fn core() -> Dispatcher {
-    let dir = Arc::new(Directory::with_capacity(BATCH as usize));
-    let mut reg = Registrar::new(0, Arc::new(Policy::default()), dir.clone(), None);
-    reg.reserve(BATCH as usize);
-    let addrs = vec!["192.0.2.1:5060".parse().unwrap()];
-    let notify = tether::notify::Engine::new(
-        Arc::new(tether::notify::NotifyConfig::default()),
-        dir,
-        addrs.clone(),
-        1000,
-        1,
-    );
-    let mut keepalive = Keepalive::new(KeepaliveConfig::default(), 0, 1);
-    keepalive.reserve(BATCH as usize);
-    Dispatcher::new(Limits::default(), 1, reg, keepalive, notify, addrs)
+    common::one_core(BATCH, KeepaliveConfig::default())
 }
 
 /// Endpoint `i`'s REGISTER with CSeq `cseq`, as a typical UA behind a NAT writes it.

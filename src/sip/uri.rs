@@ -469,6 +469,20 @@ mod tests {
         assert_eq!(u.scheme, Scheme::Other);
     }
 
+    /// Every string of 1 to `max_len` characters drawn from `alphabet`.
+    fn every_string(alphabet: &'static str, max_len: usize) -> Vec<String> {
+        let mut all = Vec::new();
+        let mut frontier = vec![String::new()];
+        for _ in 0..max_len {
+            frontier = frontier
+                .iter()
+                .flat_map(|s| alphabet.chars().map(move |c| format!("{s}{c}")))
+                .collect();
+            all.extend(frontier.iter().cloned());
+        }
+        all
+    }
+
     #[test]
     fn ipv4_scan_agrees_with_std() {
         let check = |s: &str| {
@@ -479,14 +493,7 @@ mod tests {
             );
         };
         // Every string of up to 6 bytes over digits and dots ...
-        let mut frontier = vec![String::new()];
-        for _ in 0..6 {
-            frontier = frontier
-                .iter()
-                .flat_map(|s| "015.9".chars().map(move |c| format!("{s}{c}")))
-                .collect();
-            frontier.iter().for_each(|s| check(s));
-        }
+        every_string("015.9", 6).iter().for_each(|s| check(s));
         // ... and 1 to 5 parts drawn from octets at and around the limits.
         let octets = [
             "", "0", "00", "01", "1", "9", "10", "99", "100", "199", "255", "256", "300", "999",
@@ -522,18 +529,11 @@ mod tests {
                     .all(|l| !l.is_empty() && !l.starts_with('-') && !l.ends_with('-'))
                 && labels.last().unwrap().as_bytes()[0].is_ascii_alphabetic()
         }
-        let mut frontier = vec![String::new()];
-        for _ in 0..7 {
-            frontier = frontier
-                .iter()
-                .flat_map(|s| "a1-._".chars().map(move |c| format!("{s}{c}")))
-                .collect();
-            for h in &frontier {
-                if h.bytes().all(|c| c.is_ascii_digit() || c == b'.') {
-                    continue; // IPv4, checked above
-                }
-                assert_eq!(parse_host_name(h).is_ok(), reference(h), "{h:?}");
+        for h in every_string("a1-._", 7) {
+            if h.bytes().all(|c| c.is_ascii_digit() || c == b'.') {
+                continue; // IPv4, checked above
             }
+            assert_eq!(parse_host_name(&h).is_ok(), reference(&h), "{h:?}");
         }
     }
 
