@@ -324,8 +324,10 @@ impl Directory {
         self.update_then(aor, f).0
     }
 
-    /// [`Directory::update`], also handing back the record it stored (or
-    /// `None` when it kept the old one), so the caller need not copy it.
+    /// [`Directory::update`], also handing back the record it stored, so
+    /// the caller need not copy it. `None` when the old record stays: `f`
+    /// said [`Decision::Keep`], or its record could not be packed (a field
+    /// over 64 KiB; logged).
     pub fn update_then<T>(
         &self,
         aor: &str,
@@ -969,5 +971,26 @@ mod tests {
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         assert!(reader.join().unwrap() > 0);
+    }
+
+    #[test]
+    fn a_record_that_cannot_be_packed_is_not_stored_and_the_caller_is_told() {
+        let d = Directory::new();
+        let stored = |d: &Directory, contact: String| {
+            d.update_then("a@x", |mut rec| {
+                let mut v = view(0, 1, None);
+                v.contact = contact.into();
+                rec.contacts.push(v);
+                Decision::Replace(rec, ())
+            })
+            .1
+        };
+        let huge = format!("sip:u@{}.example", "h".repeat(70_000));
+        assert!(stored(&d, huge.clone()).is_none(), "new AOR");
+        assert_eq!(d.aor_count(), 0);
+        let kept = stored(&d, "sip:u@10.0.0.1".into()).expect("stored");
+        assert_eq!(kept.contacts.len(), 1);
+        assert!(stored(&d, huge).is_none(), "existing AOR");
+        assert_eq!(d.lookup("a@x", 0).into_vec(), kept.contacts.into_vec());
     }
 }

@@ -378,6 +378,7 @@ impl Registrar {
         let template = self.template(msg, at, call_id_hash, cseq);
         let core = self.core;
         let policy = self.policy.clone();
+        let mut replaced = false;
         let (result, stored) = self.dir.update_then(&aor, |mut next| {
             // Step 7, against the record as stored, each binding once (a
             // contact listed twice is checked at its first mention): the
@@ -460,14 +461,19 @@ impl Registrar {
                 }
             }
             // `current` is filled from the stored record below, not copied here.
+            replaced = true;
             Decision::Replace(next, Ok(changes))
         });
-        let result = result.map(|mut changes| {
-            if let Some(rec) = stored {
+        let result = match (result, stored) {
+            (Ok(mut changes), Some(rec)) => {
                 changes.current = rec.contacts.into_iter().collect();
+                Ok(changes)
             }
-            changes
-        });
+            // The directory kept the old record although this request changed
+            // it (see `update_then`): nothing happened, so nothing is applied.
+            (Ok(_), None) if replaced => Err(Reject::Status(500, "Server Internal Error")),
+            (result, _) => result,
+        };
         let used = |slot: u32, gen: u32, changes: &Changes| {
             changes
                 .current

@@ -916,3 +916,38 @@ fn a_contact_removed_and_listed_again_in_one_register_is_checked_once() {
     assert_eq!(code, 400);
     assert_eq!(b.dir.lookup("alice@example.com", 12), found);
 }
+
+#[test]
+fn cseq_ordering_is_judged_before_the_contact_limit() {
+    // RFC 3261 §10.3 step 7 fails a request whose Call-ID comes with a CSeq
+    // not above the stored one, whatever else it asks for; the contact limit
+    // is local policy, applied to the requests that pass. A request that
+    // repeats the stored Call-ID and CSeq is answered as the retransmission
+    // it says it is (the current bindings, nothing changed).
+    let mut b = bench_with(
+        Policy {
+            max_contacts: 1,
+            ..Policy::default()
+        },
+        None,
+    );
+    b.send(
+        &register("alice", "c1", 5, "Contact: <sip:alice@10.0.0.2>\r\n"),
+        0,
+    );
+    let before = b.dir.lookup("alice@example.com", 1);
+    let two = "Contact: <sip:alice@10.0.0.9>, <sip:alice@10.0.0.2>\r\n";
+    let (code, resp) = b.send(&register("alice", "c1", 4, two), 1);
+    assert_eq!(code, 400);
+    assert!(String::from_utf8_lossy(&resp).starts_with("SIP/2.0 400 Out of Order CSeq"));
+    let (code, resp) = b.send(&register("alice", "c1", 5, two), 1);
+    assert_eq!(code, 200);
+    assert_eq!(
+        contact_expiries(&resp),
+        vec![("sip:alice@10.0.0.2".to_owned(), 3599)]
+    );
+    let (code, _) = b.send(&register("alice", "c1", 6, two), 1);
+    assert_eq!(code, 403, "a higher CSeq passes step 7 and meets the limit");
+    assert_eq!(b.dir.lookup("alice@example.com", 1), before);
+    assert_eq!(b.reg.local_bindings(), 1);
+}
