@@ -96,8 +96,8 @@ enum Reject {
 struct Changes {
     /// Contacts that left the AOR (unregistered, replaced by instance, or moved).
     removed: SmallVec<[ContactView; 1]>,
-    /// The AOR's contacts after the change.
-    current: SmallVec<[ContactView; 2]>,
+    /// The AOR's contacts after the change: the stored record's own list, moved.
+    current: SmallVec<[ContactView; 1]>,
 }
 
 /// One contact of the request, ready to apply.
@@ -399,7 +399,7 @@ impl Registrar {
                 if old.call_id_hash == call_id_hash && cseq == old.cseq {
                     return Decision::Keep(Ok(Changes {
                         removed: SmallVec::new(),
-                        current: next.contacts.into_iter().collect(),
+                        current: next.contacts,
                     }));
                 }
                 if old.call_id_hash == call_id_hash && cseq < old.cseq {
@@ -466,7 +466,7 @@ impl Registrar {
         });
         let result = match (result, stored) {
             (Ok(mut changes), Some(rec)) => {
-                changes.current = rec.contacts.into_iter().collect();
+                changes.current = rec.contacts;
                 Ok(changes)
             }
             // The directory kept the old record although this request changed
