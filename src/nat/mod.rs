@@ -173,13 +173,16 @@ impl PathIndex {
 
     /// Indexes slot `i`, which already holds the path for `key`.
     fn insert(&mut self, key: PathKey, i: u32, paths: &[Option<Path>]) {
-        let hasher = &self.hasher;
-        let rehash = |&j: &u32| {
-            let p = paths[j as usize].as_ref().expect("indexed paths are live");
-            std::hash::BuildHasher::hash_one(hasher, p.key)
-        };
-        let hash = std::hash::BuildHasher::hash_one(hasher, key);
+        let hash = self.hash(&key);
+        let rehash = rehasher(&self.hasher, paths);
         self.table.insert_unique(hash, i, rehash);
+    }
+
+    /// Room for `n` entries in all.
+    fn reserve(&mut self, n: usize, paths: &[Option<Path>]) {
+        let more = n.saturating_sub(self.table.len());
+        let rehash = rehasher(&self.hasher, paths);
+        self.table.reserve(more, rehash);
     }
 
     /// Forgets `key`, before its slot is emptied.
@@ -187,6 +190,17 @@ impl PathIndex {
         if let Ok(e) = self.table.find_entry(self.hash(key), holds(key, paths)) {
             e.remove();
         }
+    }
+}
+
+/// An index entry's hash, from its path's key (buckets keep only the slot).
+fn rehasher<'a>(
+    hasher: &'a foldhash::fast::RandomState,
+    paths: &'a [Option<Path>],
+) -> impl Fn(&u32) -> u64 + 'a {
+    move |&j| {
+        let p = paths[j as usize].as_ref().expect("indexed paths are live");
+        std::hash::BuildHasher::hash_one(hasher, p.key)
     }
 }
 
@@ -279,14 +293,7 @@ impl Keepalive {
     /// being served (a rehash of a million-entry index stalls the core).
     pub fn reserve(&mut self, paths: usize) {
         self.paths.reserve(paths.saturating_sub(self.paths.len()));
-        let hasher = &self.index.hasher;
-        let slab = &self.paths;
-        self.index
-            .table
-            .reserve(paths.saturating_sub(self.index.table.len()), |&j| {
-                let p = slab[j as usize].as_ref().expect("indexed paths are live");
-                std::hash::BuildHasher::hash_one(hasher, p.key)
-            });
+        self.index.reserve(paths, &self.paths);
     }
 
     /// [`Keepalive::paths_by_state`] and [`Keepalive::dead_paths`] by a scan,
