@@ -11,7 +11,8 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use tether::dispatch::Dispatcher;
+use tether::endpoint::{Core, Endpoint};
+use tether::metrics::CoreMetric;
 use tether::nat::KeepaliveConfig;
 use tether::sip;
 
@@ -23,7 +24,7 @@ fn src(i: u32) -> SocketAddr {
 }
 
 /// A core with `n` endpoints registered at time 0, each on its own path.
-fn setup(n: u32) -> Dispatcher {
+fn setup(n: u32) -> Endpoint {
     let cfg = KeepaliveConfig {
         interval_ms: 20_000,
         jitter_ms: 0,
@@ -41,9 +42,10 @@ From: <sip:u{i}@t.net>;tag=1\r\nTo: <sip:u{i}@t.net>\r\nCall-ID: {i}@x\r\nCSeq: 
 Contact: <sip:u{i}@10.0.0.2:5060>\r\nExpires: 3600\r\nContent-Length: 0\r\n\r\n"
         )
         .unwrap();
-        d.handle(&msg, src(i), 0, 0).expect("200");
+        d.handle_datagram(0, 0, src(i), &msg);
+        d.poll_transmit().expect("200");
     }
-    assert_eq!(d.keepalive.paths(), n as usize);
+    assert_eq!(d.paths(), n as usize);
     d
 }
 
@@ -60,7 +62,10 @@ fn main() {
     // The runtime ticks in slices of PROMPTS_PER_TICK; so does the bench.
     for _ in 0..=n {
         let before = count;
-        d.tick(20_000, &mut |_, _, _| count += 1);
+        d.handle_timeout(20_000);
+        while d.poll_transmit().is_some() {
+            count += 1;
+        }
         if count == before {
             break;
         }
@@ -74,7 +79,10 @@ fn main() {
     let mut prompts: Vec<(Vec<u8>, SocketAddr)> = Vec::with_capacity(n as usize);
     loop {
         let before = prompts.len();
-        d.tick(20_000, &mut |b, to, _| prompts.push((b.to_vec(), to)));
+        d.handle_timeout(20_000);
+        while let Some(t) = d.poll_transmit() {
+            prompts.push((t.bytes.to_vec(), t.to));
+        }
         if prompts.len() == before {
             break;
         }
@@ -91,10 +99,10 @@ fn main() {
     drop(prompts);
     let t = Instant::now();
     for (a, from) in &answers {
-        d.handle(a, *from, 0, 20_010);
+        d.handle_datagram(20_010, 0, *from, a);
     }
     let answer = t.elapsed();
-    assert_eq!(d.keepalive.stats.answered, u64::from(n));
+    assert_eq!(d.metric(CoreMetric::PromptsAnswered), u64::from(n));
 
     let per = |x: std::time::Duration| x.as_secs_f64() * 1e6 / f64::from(n);
     println!("paths:                           {n}");

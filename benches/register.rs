@@ -1,5 +1,5 @@
 //! The protocol cost of one REGISTER, sans-IO: a datagram through
-//! `Dispatcher::handle` (NAT path touch, parse, validate, registrar,
+//! `Endpoint::handle_datagram` (NAT path touch, parse, validate, registrar,
 //! directory, 200 OK written) on one core, no sockets. Criterion medians for
 //! a typical UA's REGISTER (RFC 5626 instance and reg-id, NATed Contact,
 //! Accept), authentication off as in a load test:
@@ -22,13 +22,13 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 
-use tether::dispatch::Dispatcher;
+use tether::endpoint::{Core, Endpoint};
 use tether::nat::KeepaliveConfig;
 
 /// Prepared messages per fresh core.
 const BATCH: u32 = 100_000;
 
-fn core() -> Dispatcher {
+fn core() -> Endpoint {
     common::one_core(BATCH, KeepaliveConfig::default())
 }
 
@@ -64,8 +64,8 @@ fn run(iters: u64, msgs: &[Vec<u8>], src: impl Fn(u32) -> SocketAddr) -> Duratio
         let n = left.min(msgs.len() as u64) as usize;
         let t = Instant::now();
         for (k, m) in msgs[..n].iter().enumerate() {
-            let out = d.handle(black_box(m), src(k as u32), 0, 1000);
-            black_box(out);
+            d.handle_datagram(1000, 0, src(k as u32), black_box(m));
+            black_box(d.poll_transmit());
         }
         total += t.elapsed();
         left -= n as u64;
@@ -77,7 +77,8 @@ fn run(iters: u64, msgs: &[Vec<u8>], src: impl Fn(u32) -> SocketAddr) -> Duratio
 fn check(msgs: &[Vec<u8>], src: impl Fn(u32) -> SocketAddr) {
     let mut d = core();
     for (k, m) in msgs.iter().take(1000).enumerate() {
-        let out = d.handle(m, src(k as u32), 0, 1000).expect("an answer");
+        d.handle_datagram(1000, 0, src(k as u32), m);
+        let out = d.poll_transmit().expect("an answer").bytes;
         assert!(
             out.starts_with(b"SIP/2.0 200 OK\r\n"),
             "{}",

@@ -4,7 +4,7 @@
 //! * `tether_split`: `sip::parse` only (start line and header slices);
 //! * `tether_typed`: parse + every typed accessor the message has;
 //! * `tether_full`: parse + `validate()` + every typed accessor, i.e. what
-//!   `Dispatcher::handle` and a registrar do (the headline figure);
+//!   `Endpoint::handle_datagram` and a registrar do (the headline figure);
 //! * `rsip_untyped`: `rsip::SipMessage::try_from` only;
 //! * `rsip`: `try_from` + the same headers read through rsip's typed API
 //!   (headers rsip has no typed form for are read as text and split by hand).

@@ -23,8 +23,6 @@ fi
 command -v cargo-nextest >/dev/null || cargo install cargo-nextest --locked
 
 cargo fmt --all --check
-# The runtime-floor measurement (BENCHMARKS.md) patches src/dispatch.rs: keep the patch applicable.
-if git rev-parse --git-dir >/dev/null 2>&1; then git apply --check benches/runtime_floor.patch; fi
 cargo clippy --all-targets --locked -- -D warnings
 # nextest does not run doctests; run them first so nextest's summary closes the log.
 cargo test --doc --locked

@@ -6,7 +6,7 @@
 
 pub mod api;
 pub mod config;
-pub mod dispatch;
+pub mod endpoint;
 pub mod loadgen;
 pub mod metrics;
 pub mod nat;

@@ -1,8 +1,9 @@
 //! Per-core counters published for the metrics endpoint. A worker counts
 //! in plain integers and copies them into its [`CoreSnapshot`] a few times a
 //! second (relaxed stores, off the per-packet path); a scrape sums the
-//! snapshots. Names and help text live in one table, [`CORE`], in the order
-//! [`crate::dispatch::Dispatcher::metric_values`] fills them.
+//! snapshots. Every metric is declared once, in `core_metrics!`: the
+//! endpoint fills values by [`CoreMetric`], `/metrics` and the stats log
+//! line read names from [`CORE`].
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,154 +12,115 @@ use std::sync::atomic::{AtomicU64, Ordering};
 #[derive(Debug, Clone, Copy)]
 pub struct Desc {
     pub name: &'static str,
+    /// Its key in the worker's stats log line.
+    pub log: &'static str,
     pub help: &'static str,
     /// Counter (monotonic) or gauge.
     pub counter: bool,
 }
 
-const fn c(name: &'static str, help: &'static str) -> Desc {
-    Desc {
-        name,
-        help,
-        counter: true,
-    }
+/// Declares every per-core metric once: its variant of [`CoreMetric`], its
+/// kind, its Prometheus name, its key in the stats log line and its help.
+/// The endpoint fills values with an exhaustive `match` on [`CoreMetric`],
+/// so a metric added here without a value does not compile.
+macro_rules! core_metrics {
+    ($($variant:ident: $kind:ident $name:literal, $log:literal, $help:literal;)*) => {
+        /// Names a per-core metric; `as usize` is its index in [`CORE`].
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum CoreMetric { $($variant),* }
+
+        impl CoreMetric {
+            /// Every metric, in [`CORE`] order.
+            pub const ALL: &'static [CoreMetric] = &[$(CoreMetric::$variant),*];
+        }
+
+        /// Every per-core metric, in snapshot order.
+        pub const CORE: &[Desc] = &[$(core_metrics!(@desc $kind $name, $log, $help)),*];
+    };
+    (@desc counter $name:literal, $log:literal, $help:literal) => {
+        Desc { name: $name, log: $log, help: $help, counter: true }
+    };
+    (@desc gauge $name:literal, $log:literal, $help:literal) => {
+        Desc { name: $name, log: $log, help: $help, counter: false }
+    };
 }
 
-const fn g(name: &'static str, help: &'static str) -> Desc {
-    Desc {
-        name,
-        help,
-        counter: false,
-    }
+core_metrics! {
+    Received: counter "tether_datagrams_received_total", "received",
+        "UDP datagrams received on the SIP port.";
+    MalformedAnswered: counter "tether_malformed_answered_total", "malformed_answered",
+        "Malformed requests answered 400/505.";
+    MalformedDropped: counter "tether_malformed_dropped_total", "malformed_dropped",
+        "Malformed datagrams dropped without an answer.";
+    OversizeDropped: counter "tether_oversize_dropped_total", "oversize_dropped",
+        "Datagrams over sip.max_datagram, dropped.";
+    StunRequests: counter "tether_stun_requests_total", "stun",
+        "STUN Binding requests answered on the SIP port.";
+    CrlfPings: counter "tether_crlf_pings_total", "crlf_pings",
+        "CRLF keepalive pings received.";
+    ResponsesReceived: counter "tether_responses_received_total", "responses_received",
+        "SIP responses received.";
+    Bindings: gauge "tether_bindings", "bindings",
+        "Registered bindings owned by this node.";
+    Registered: counter "tether_registrations_total", "registered",
+        "New bindings registered.";
+    Refreshed: counter "tether_refreshes_total", "refreshed",
+        "Bindings refreshed.";
+    Unregistered: counter "tether_unregistrations_total", "unregistered",
+        "Bindings removed by the client.";
+    Expired: counter "tether_expirations_total", "expired",
+        "Bindings that expired.";
+    Challenged: counter "tether_auth_challenges_total", "challenged",
+        "REGISTERs challenged with 401.";
+    Forbidden: counter "tether_auth_forbidden_total", "forbidden",
+        "REGISTERs refused with 403.";
+    PathsRegistrationOnly: gauge "tether_nat_paths_registration_only", "paths_registration_only",
+        "NAT paths carrying only registrations (seed 004).";
+    PathsDialogAndRegistration: gauge "tether_nat_paths_dialog_and_registration", "paths_dialog_and_registration",
+        "NAT paths carrying dialogs and registrations.";
+    PathsDialogOnly: gauge "tether_nat_paths_dialog_only", "paths_dialog_only",
+        "NAT paths carrying only dialogs.";
+    PathsDead: gauge "tether_nat_paths_dead", "paths_dead",
+        "NAT paths whose keepalive prompts went unanswered.";
+    Prompts: counter "tether_keepalive_prompts_total", "prompts",
+        "Keepalive OPTIONS prompts sent.";
+    PromptRetransmissions: counter "tether_keepalive_retransmissions_total", "prompts_retransmitted",
+        "Keepalive prompts retransmitted.";
+    PromptsAnswered: counter "tether_keepalive_answered_total", "prompts_answered",
+        "Keepalive prompts answered.";
+    PromptsMissed: counter "tether_keepalive_missed_total", "prompts_missed",
+        "Keepalive prompts unanswered (misses).";
+    PathsDeclaredDead: counter "tether_keepalive_paths_declared_dead_total", "paths_declared_dead",
+        "NAT paths declared dead.";
+    JobsStarted: counter "tether_notify_jobs_started_total", "jobs_started",
+        "Fan-out job parts started on a core.";
+    JobsFinished: counter "tether_notify_jobs_finished_total", "jobs_finished",
+        "Fan-out jobs finished.";
+    NotifySent: counter "tether_notify_requests_sent_total", "notify_sent",
+        "Contact-me NOTIFYs and wake-up INVITEs sent (first sends).";
+    NotifyRetransmitted: counter "tether_notify_retransmissions_total", "notify_retransmitted",
+        "Fan-out requests retransmitted (Timer A/E).";
+    NotifyDelivered: counter "tether_notify_delivered_total", "notify_delivered",
+        "Devices that answered (2xx to NOTIFY, any answer to INVITE).";
+    NotifyRejected: counter "tether_notify_rejected_total", "notify_rejected",
+        "Devices that refused a NOTIFY with a final non-2xx.";
+    NotifyTimedOut: counter "tether_notify_timed_out_total", "notify_timed_out",
+        "Devices that never answered (Timer B/F).";
+    NotifyNoBinding: counter "tether_notify_no_binding_total", "notify_no_binding",
+        "Job devices whose binding was gone at send time.";
+    NotifyPathDead: counter "tether_notify_path_dead_total", "notify_path_dead",
+        "Job devices skipped because their NAT path is dead.";
+    NotifyNotAccepted: counter "tether_notify_not_accepted_total", "notify_not_accepted",
+        "Job devices that did not opt in to the event package.";
+    NotifyCancelled: counter "tether_notify_cancelled_total", "notify_cancelled",
+        "Job devices not sent to because the job was cancelled.";
+    NotifyChallengesAnswered: counter "tether_notify_challenges_answered_total", "notify_challenges_answered",
+        "Device digest challenges answered.";
+    NotifyInFlight: gauge "tether_notify_in_flight", "notify_in_flight",
+        "Client transactions in flight.";
+    Subscriptions: gauge "tether_subscriptions", "subscriptions",
+        "Active contact-me subscriptions (SUBSCRIBE opt-in).";
 }
-
-/// Every per-core metric, in snapshot order.
-pub const CORE: &[Desc] = &[
-    c(
-        "tether_datagrams_received_total",
-        "UDP datagrams received on the SIP port.",
-    ),
-    c(
-        "tether_malformed_answered_total",
-        "Malformed requests answered 400/505.",
-    ),
-    c(
-        "tether_malformed_dropped_total",
-        "Malformed datagrams dropped without an answer.",
-    ),
-    c(
-        "tether_oversize_dropped_total",
-        "Datagrams over sip.max_datagram, dropped.",
-    ),
-    c(
-        "tether_stun_requests_total",
-        "STUN Binding requests answered on the SIP port.",
-    ),
-    c("tether_crlf_pings_total", "CRLF keepalive pings received."),
-    c("tether_responses_received_total", "SIP responses received."),
-    g("tether_bindings", "Registered bindings owned by this node."),
-    c("tether_registrations_total", "New bindings registered."),
-    c("tether_refreshes_total", "Bindings refreshed."),
-    c(
-        "tether_unregistrations_total",
-        "Bindings removed by the client.",
-    ),
-    c("tether_expirations_total", "Bindings that expired."),
-    c(
-        "tether_auth_challenges_total",
-        "REGISTERs challenged with 401.",
-    ),
-    c("tether_auth_forbidden_total", "REGISTERs refused with 403."),
-    g(
-        "tether_nat_paths_registration_only",
-        "NAT paths carrying only registrations (seed 004).",
-    ),
-    g(
-        "tether_nat_paths_dialog_and_registration",
-        "NAT paths carrying dialogs and registrations.",
-    ),
-    g(
-        "tether_nat_paths_dialog_only",
-        "NAT paths carrying only dialogs.",
-    ),
-    g(
-        "tether_nat_paths_dead",
-        "NAT paths whose keepalive prompts went unanswered.",
-    ),
-    c(
-        "tether_keepalive_prompts_total",
-        "Keepalive OPTIONS prompts sent.",
-    ),
-    c(
-        "tether_keepalive_retransmissions_total",
-        "Keepalive prompts retransmitted.",
-    ),
-    c(
-        "tether_keepalive_answered_total",
-        "Keepalive prompts answered.",
-    ),
-    c(
-        "tether_keepalive_missed_total",
-        "Keepalive prompts unanswered (misses).",
-    ),
-    c(
-        "tether_keepalive_paths_declared_dead_total",
-        "NAT paths declared dead.",
-    ),
-    c(
-        "tether_notify_jobs_started_total",
-        "Fan-out job parts started on a core.",
-    ),
-    c(
-        "tether_notify_jobs_finished_total",
-        "Fan-out jobs finished.",
-    ),
-    c(
-        "tether_notify_requests_sent_total",
-        "Contact-me NOTIFYs and wake-up INVITEs sent (first sends).",
-    ),
-    c(
-        "tether_notify_retransmissions_total",
-        "Fan-out requests retransmitted (Timer A/E).",
-    ),
-    c(
-        "tether_notify_delivered_total",
-        "Devices that answered (2xx to NOTIFY, any answer to INVITE).",
-    ),
-    c(
-        "tether_notify_rejected_total",
-        "Devices that refused a NOTIFY with a final non-2xx.",
-    ),
-    c(
-        "tether_notify_timed_out_total",
-        "Devices that never answered (Timer B/F).",
-    ),
-    c(
-        "tether_notify_no_binding_total",
-        "Job devices whose binding was gone at send time.",
-    ),
-    c(
-        "tether_notify_path_dead_total",
-        "Job devices skipped because their NAT path is dead.",
-    ),
-    c(
-        "tether_notify_not_accepted_total",
-        "Job devices that did not opt in to the event package.",
-    ),
-    c(
-        "tether_notify_cancelled_total",
-        "Job devices not sent to because the job was cancelled.",
-    ),
-    c(
-        "tether_notify_challenges_answered_total",
-        "Device digest challenges answered.",
-    ),
-    g("tether_notify_in_flight", "Client transactions in flight."),
-    g(
-        "tether_subscriptions",
-        "Active contact-me subscriptions (SUBSCRIBE opt-in).",
-    ),
-];
 
 /// One core's published values.
 #[derive(Debug)]
@@ -195,6 +157,19 @@ pub fn render(out: &mut String, d: &Desc, value: u64) {
     let _ = writeln!(out, "{} {value}", d.name);
 }
 
+/// `key=value` pairs of one core's values (in [`CORE`] order) for its stats
+/// log line.
+pub fn log_line(values: &[u64]) -> String {
+    let mut out = String::with_capacity(CORE.len() * 24);
+    for (d, v) in CORE.iter().zip(values) {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        let _ = write!(out, "{}={v}", d.log);
+    }
+    out
+}
+
 /// The node's per-core metrics, summed over `cores`.
 pub fn render_cores(out: &mut String, cores: &[std::sync::Arc<CoreSnapshot>]) {
     for (i, d) in CORE.iter().enumerate() {
@@ -214,6 +189,7 @@ mod tests {
             assert!(seen.insert(d.name), "{} twice", d.name);
             assert!(d.name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
             assert_eq!(d.counter, d.name.ends_with("_total"), "{}", d.name);
+            assert!(seen.insert(d.log), "log key {} twice", d.log);
         }
     }
 
@@ -232,5 +208,16 @@ mod tests {
             out.contains("\ntether_datagrams_received_total 12\n"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn variants_index_the_table() {
+        assert_eq!(CoreMetric::ALL.len(), CORE.len());
+        for (i, m) in CoreMetric::ALL.iter().enumerate() {
+            assert_eq!(*m as usize, i);
+        }
+        let mut v = vec![0; CORE.len()];
+        v[CoreMetric::Bindings as usize] = 3;
+        assert!(log_line(&v).contains(" bindings=3 "));
     }
 }

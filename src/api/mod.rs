@@ -476,6 +476,7 @@ impl Service {
                 &mut out,
                 &Desc {
                     name,
+                    log: "",
                     help,
                     counter: true,
                 },
@@ -487,6 +488,7 @@ impl Service {
             &mut out,
             &Desc {
                 name: "tether_api_jobs_running",
+                log: "",
                 help: "Fan-out jobs not finished yet.",
                 counter: false,
             },

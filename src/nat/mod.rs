@@ -11,7 +11,7 @@ pub mod stun;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 
-use crate::timer::{TimerHandle, TimerWheel};
+use crate::timer::{KeepaliveStep as TimerKind, Timer, TimerHandle, Timers};
 
 /// Keepalive policy (`[keepalive]` configuration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,18 +118,6 @@ pub struct Stats {
     pub missed: u64,
     pub dead: u64,
     pub paths: u64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TimerKind {
-    /// Time to check whether the path has been idle for the interval.
-    Check,
-    /// Halfway through a prompt's timeout: retransmit.
-    Retransmit,
-    /// A prompt's timeout.
-    Timeout,
-    /// The linger after the last dialog is over.
-    Linger,
 }
 
 #[derive(Debug)]
@@ -248,7 +236,6 @@ pub struct Keepalive {
     paths: Vec<Option<Path>>,
     gauges: Gauges,
     free: Vec<u32>,
-    timers: TimerWheel<(u32, TimerKind)>,
     /// Dead paths that sent traffic since the last poll.
     revived: Vec<PathKey>,
     next_id: u64,
@@ -258,14 +245,15 @@ pub struct Keepalive {
 
 impl Keepalive {
     /// `seed` drives prompt ids and jitter (the runtime seeds it per core).
-    pub fn new(cfg: KeepaliveConfig, now: u64, seed: u64) -> Keepalive {
+    /// Its timers live on the core's [`Timers`], passed to each call that
+    /// arms or cancels one.
+    pub fn new(cfg: KeepaliveConfig, seed: u64) -> Keepalive {
         Keepalive {
             cfg,
             index: PathIndex::default(),
             paths: Vec::new(),
             gauges: Gauges::default(),
             free: Vec::new(),
-            timers: TimerWheel::new(now),
             revived: Vec::new(),
             next_id: seed | 1,
             rng: seed ^ 0x9E37_79B9_7F4A_7C15,
@@ -320,31 +308,32 @@ impl Keepalive {
         self.get(key).is_some_and(|p| p.dead)
     }
 
-    /// The earliest timer, for the event loop's poll timeout.
-    pub fn next_deadline(&self) -> Option<u64> {
-        self.timers.next_deadline()
+    /// Dead paths that sent traffic since the last call: the caller marks
+    /// their bindings reachable again.
+    pub fn take_revived(&mut self) -> impl Iterator<Item = PathKey> + '_ {
+        self.revived.drain(..)
     }
 
     /// A registration now uses the path. Returns the path's index.
-    pub fn registration_added(&mut self, key: PathKey, now: u64) -> u32 {
+    pub fn registration_added(&mut self, key: PathKey, now: u64, t: &mut Timers) -> u32 {
         let i = self.ensure(key, now);
         self.update(i, |p| p.registrations += 1);
-        self.ensure_check(i, now);
+        self.ensure_check(i, now, t);
         i
     }
 
     /// A registration now uses the path, with the caller's id for it.
-    pub fn binding_added(&mut self, key: PathKey, id: (u32, u32), now: u64) {
-        let i = self.registration_added(key, now);
+    pub fn binding_added(&mut self, key: PathKey, id: (u32, u32), now: u64, t: &mut Timers) {
+        let i = self.registration_added(key, now, t);
         self.path_mut(i).bindings.push(id);
     }
 
     /// The registration with this id left the path.
-    pub fn binding_removed(&mut self, key: PathKey, id: (u32, u32), now: u64) {
+    pub fn binding_removed(&mut self, key: PathKey, id: (u32, u32), t: &mut Timers) {
         if let Some(i) = self.index.get(&key, &self.paths) {
             self.path_mut(i).bindings.retain(|b| *b != id);
         }
-        self.registration_removed(key, now);
+        self.registration_removed(key, t);
     }
 
     /// The ids of the bindings on a path.
@@ -353,16 +342,16 @@ impl Keepalive {
     }
 
     /// A registration on the path ended (expired, removed, or moved away).
-    pub fn registration_removed(&mut self, key: PathKey, now: u64) {
+    pub fn registration_removed(&mut self, key: PathKey, t: &mut Timers) {
         let Some(i) = self.index.get(&key, &self.paths) else {
             return;
         };
         self.update(i, |p| p.registrations = p.registrations.saturating_sub(1));
-        self.maybe_idle(i, now);
+        self.maybe_idle(i, t);
     }
 
     /// A dialog started on the path (for the proxy).
-    pub fn dialog_started(&mut self, key: PathKey, now: u64) {
+    pub fn dialog_started(&mut self, key: PathKey, now: u64, t: &mut Timers) {
         let i = self.ensure(key, now);
         let linger = self.update(i, |p| {
             p.dialogs += 1;
@@ -370,14 +359,14 @@ impl Keepalive {
             p.linger.take()
         });
         if let Some(h) = linger {
-            self.timers.cancel(h);
+            t.cancel(h);
         }
-        self.ensure_check(i, now);
+        self.ensure_check(i, now, t);
     }
 
     /// A dialog on the path ended. After the last one, prompting goes on for
     /// the linger time unless a registration still holds the path.
-    pub fn dialog_ended(&mut self, key: PathKey, now: u64) {
+    pub fn dialog_ended(&mut self, key: PathKey, now: u64, t: &mut Timers) {
         let Some(i) = self.index.get(&key, &self.paths) else {
             return;
         };
@@ -394,7 +383,13 @@ impl Keepalive {
             last
         });
         if lingers {
-            let h = self.timers.insert(until, (i, TimerKind::Linger));
+            let h = t.arm(
+                until,
+                Timer::Keepalive {
+                    path: i,
+                    step: TimerKind::Linger,
+                },
+            );
             self.path_mut(i).linger = Some(h);
         }
     }
@@ -417,15 +412,29 @@ impl Keepalive {
     }
 
     /// A SIP response to prompt `id` arrived from the path (any status).
-    pub fn answered(&mut self, key: &PathKey, id: u64, now: u64, out: &mut Vec<Action>) {
+    pub fn answered(
+        &mut self,
+        key: &PathKey,
+        id: u64,
+        now: u64,
+        t: &mut Timers,
+        out: &mut Vec<Action>,
+    ) {
         if let Some(i) = self.index.get(key, &self.paths) {
-            self.answered_at(i, id, now, out);
+            self.answered_at(i, id, now, t, out);
         }
     }
 
     /// [`Keepalive::answered`] for the path at index `i`, as [`Keepalive::touch`]
     /// returned it for this packet: the answer costs no second table lookup.
-    pub fn answered_at(&mut self, i: u32, id: u64, now: u64, out: &mut Vec<Action>) {
+    pub fn answered_at(
+        &mut self,
+        i: u32,
+        id: u64,
+        now: u64,
+        t: &mut Timers,
+        out: &mut Vec<Action>,
+    ) {
         if self.paths.get(i as usize).is_none_or(Option::is_none) {
             return;
         }
@@ -440,7 +449,7 @@ impl Keepalive {
         let timer = p.prompt_timer.take();
         let key = p.key;
         if let Some(h) = timer {
-            self.timers.cancel(h);
+            t.cancel(h);
         }
         self.stats.answered += 1;
         if revived {
@@ -448,43 +457,37 @@ impl Keepalive {
             out.push(Action::Revived { path: key });
         }
         let at = now + self.interval_with_jitter();
-        self.arm_check(i, at);
+        self.arm_check(i, at, t);
     }
 
-    /// Runs the timers due at `now`, appending what to do to `out`.
-    pub fn poll(&mut self, now: u64, out: &mut Vec<Action>) {
-        self.poll_some(now, usize::MAX, out);
-    }
-
-    /// As [`Keepalive::poll`], stopping once `out` holds `max` actions; the
-    /// rest stay due (and [`Keepalive::next_deadline`] says so). Lets the
-    /// runtime interleave a large batch of prompts with reading the answers
-    /// instead of bursting them all at once.
-    pub fn poll_some(&mut self, now: u64, max: usize, out: &mut Vec<Action>) {
-        out.extend(self.revived.drain(..).map(|path| Action::Revived { path }));
-        while out.len() < max {
-            let Some((_, (i, kind))) = self.timers.poll(now) else {
-                break;
-            };
-            if self.paths.get(i as usize).is_none_or(Option::is_none) {
-                continue;
-            }
-            match kind {
-                TimerKind::Check => self.on_check(i, now, out),
-                TimerKind::Retransmit => self.on_retransmit(i, now, out),
-                TimerKind::Timeout => self.on_timeout(i, now, out),
-                TimerKind::Linger => {
-                    self.update(i, |p| {
-                        p.linger = None;
-                        p.linger_until = None;
-                    });
-                    self.maybe_idle(i, now);
-                }
+    /// Keepalive timer `step` of path `i` is due at `now`: appends what to
+    /// do to `out` (prompts to send, paths found dead).
+    pub fn on_timer(
+        &mut self,
+        i: u32,
+        step: TimerKind,
+        now: u64,
+        t: &mut Timers,
+        out: &mut Vec<Action>,
+    ) {
+        if self.paths.get(i as usize).is_none_or(Option::is_none) {
+            return;
+        }
+        match step {
+            TimerKind::Check => self.on_check(i, now, t, out),
+            TimerKind::Retransmit => self.on_retransmit(i, t, out),
+            TimerKind::Timeout => self.on_timeout(i, now, t, out),
+            TimerKind::Linger => {
+                self.update(i, |p| {
+                    p.linger = None;
+                    p.linger_until = None;
+                });
+                self.maybe_idle(i, t);
             }
         }
     }
 
-    fn on_check(&mut self, i: u32, now: u64, out: &mut Vec<Action>) {
+    fn on_check(&mut self, i: u32, now: u64, t: &mut Timers, out: &mut Vec<Action>) {
         let interval = self.cfg.interval_ms;
         let p = self.path_mut(i);
         p.check = None;
@@ -497,7 +500,7 @@ impl Keepalive {
         if now + self.max_jitter() < idle_since + interval {
             // Traffic arrived since the timer was set: re-arm from it.
             let at = idle_since + self.interval_with_jitter();
-            self.arm_check(i, at);
+            self.arm_check(i, at, t);
             return;
         }
         let id = self.fresh_id();
@@ -505,9 +508,13 @@ impl Keepalive {
         let p = self.path_mut(i);
         p.prompt = Some((id, now));
         let key = p.key;
-        let h = self
-            .timers
-            .insert(now + timeout / 2, (i, TimerKind::Retransmit));
+        let h = t.arm(
+            now + timeout / 2,
+            Timer::Keepalive {
+                path: i,
+                step: TimerKind::Retransmit,
+            },
+        );
         self.path_mut(i).prompt_timer = Some(h);
         self.stats.prompts += 1;
         out.push(Action::Prompt {
@@ -517,12 +524,18 @@ impl Keepalive {
         });
     }
 
-    fn on_retransmit(&mut self, i: u32, _now: u64, out: &mut Vec<Action>) {
+    fn on_retransmit(&mut self, i: u32, t: &mut Timers, out: &mut Vec<Action>) {
         let timeout = self.cfg.timeout_ms;
         let p = self.path_mut(i);
         let Some((id, sent)) = p.prompt else { return };
         let key = p.key;
-        let h = self.timers.insert(sent + timeout, (i, TimerKind::Timeout));
+        let h = t.arm(
+            sent + timeout,
+            Timer::Keepalive {
+                path: i,
+                step: TimerKind::Timeout,
+            },
+        );
         self.path_mut(i).prompt_timer = Some(h);
         self.stats.retransmissions += 1;
         out.push(Action::Prompt {
@@ -532,7 +545,7 @@ impl Keepalive {
         });
     }
 
-    fn on_timeout(&mut self, i: u32, now: u64, out: &mut Vec<Action>) {
+    fn on_timeout(&mut self, i: u32, now: u64, t: &mut Timers, out: &mut Vec<Action>) {
         let max = self.cfg.max_misses;
         let p = self.path_mut(i);
         p.prompt_timer = None;
@@ -556,11 +569,11 @@ impl Keepalive {
         } else {
             now
         };
-        self.arm_check(i, at);
+        self.arm_check(i, at, t);
     }
 
     /// Back to Idle when nothing holds the path: forget it.
-    fn maybe_idle(&mut self, i: u32, _now: u64) {
+    fn maybe_idle(&mut self, i: u32, t: &mut Timers) {
         let p = self.path_mut(i);
         if p.registrations > 0 || p.dialogs > 0 || p.linger_until.is_some() {
             return;
@@ -570,7 +583,7 @@ impl Keepalive {
         // Idle, so counted in no state; it may still have been dead.
         self.gauges.dead -= u64::from(p.dead);
         for h in timers.into_iter().flatten() {
-            self.timers.cancel(h);
+            t.cancel(h);
         }
         self.index.remove(&key, &self.paths);
         self.paths[i as usize] = None;
@@ -611,7 +624,7 @@ impl Keepalive {
     }
 
     /// Schedules the idle check if the path has none (first user, or after a miss).
-    fn ensure_check(&mut self, i: u32, now: u64) {
+    fn ensure_check(&mut self, i: u32, now: u64, t: &mut Timers) {
         if self.cfg.interval_ms == 0 {
             return;
         }
@@ -620,18 +633,24 @@ impl Keepalive {
             return;
         }
         let at = now + self.interval_with_jitter();
-        self.arm_check(i, at);
+        self.arm_check(i, at, t);
     }
 
-    fn arm_check(&mut self, i: u32, at: u64) {
+    fn arm_check(&mut self, i: u32, at: u64, t: &mut Timers) {
         if self.cfg.interval_ms == 0 {
             return;
         }
         let old = self.path_mut(i).check.take();
         if let Some(h) = old {
-            self.timers.cancel(h);
+            t.cancel(h);
         }
-        let h = self.timers.insert(at, (i, TimerKind::Check));
+        let h = t.arm(
+            at,
+            Timer::Keepalive {
+                path: i,
+                step: TimerKind::Check,
+            },
+        );
         self.path_mut(i).check = Some(h);
     }
 

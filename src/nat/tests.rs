@@ -23,7 +23,83 @@ fn path(n: u8) -> PathKey {
     )
 }
 
-fn run(k: &mut Keepalive, now: u64) -> Vec<Action> {
+/// A keepalive with its own wheel, standing in for the endpoint that
+/// shares one wheel among a core's state machines: the calls that arm
+/// timers get it passed, and `poll` dispatches what fires.
+struct Ka {
+    k: Keepalive,
+    t: Timers,
+}
+
+impl std::ops::Deref for Ka {
+    type Target = Keepalive;
+    fn deref(&self) -> &Keepalive {
+        &self.k
+    }
+}
+
+impl std::ops::DerefMut for Ka {
+    fn deref_mut(&mut self) -> &mut Keepalive {
+        &mut self.k
+    }
+}
+
+impl Ka {
+    fn new(cfg: KeepaliveConfig, now: u64, seed: u64) -> Ka {
+        Ka {
+            k: Keepalive::new(cfg, seed),
+            t: Timers::new(now),
+        }
+    }
+
+    fn registration_added(&mut self, key: PathKey, now: u64) -> u32 {
+        self.k.registration_added(key, now, &mut self.t)
+    }
+
+    fn registration_removed(&mut self, key: PathKey, _now: u64) {
+        self.k.registration_removed(key, &mut self.t)
+    }
+
+    fn binding_added(&mut self, key: PathKey, id: (u32, u32), now: u64) {
+        self.k.binding_added(key, id, now, &mut self.t)
+    }
+
+    fn binding_removed(&mut self, key: PathKey, id: (u32, u32), _now: u64) {
+        self.k.binding_removed(key, id, &mut self.t)
+    }
+
+    fn dialog_started(&mut self, key: PathKey, now: u64) {
+        self.k.dialog_started(key, now, &mut self.t)
+    }
+
+    fn dialog_ended(&mut self, key: PathKey, now: u64) {
+        self.k.dialog_ended(key, now, &mut self.t)
+    }
+
+    fn answered(&mut self, key: &PathKey, id: u64, now: u64, out: &mut Vec<Action>) {
+        self.k.answered(key, id, now, &mut self.t, out)
+    }
+
+    fn next_deadline(&self) -> Option<u64> {
+        if !self.k.revived.is_empty() {
+            return Some(0);
+        }
+        self.t.next_deadline()
+    }
+
+    /// Paths revived by traffic, then every timer due at `now`.
+    fn poll(&mut self, now: u64, out: &mut Vec<Action>) {
+        out.extend(self.k.take_revived().map(|path| Action::Revived { path }));
+        while let Some(timer) = self.t.poll(now) {
+            let Timer::Keepalive { path, step } = timer else {
+                panic!("only keepalive timers here: {timer:?}");
+            };
+            self.k.on_timer(path, step, now, &mut self.t, out);
+        }
+    }
+}
+
+fn run(k: &mut Ka, now: u64) -> Vec<Action> {
     let mut out = Vec::new();
     k.poll(now, &mut out);
     out
@@ -65,7 +141,7 @@ fn path_keys_are_compact_and_round_trip() {
 
 #[test]
 fn fig2_every_transition() {
-    let mut k = Keepalive::new(cfg(), 0, 1);
+    let mut k = Ka::new(cfg(), 0, 1);
     let p = path(1);
     assert_eq!(k.state(&p), PathState::Idle);
     k.registration_added(p, 0);
@@ -101,7 +177,7 @@ fn fig2_every_transition() {
 
 #[test]
 fn prompts_only_after_the_idle_interval() {
-    let mut k = Keepalive::new(cfg(), 0, 1);
+    let mut k = Ka::new(cfg(), 0, 1);
     let p = path(1);
     k.registration_added(p, 0);
     assert!(run(&mut k, 25 * S - 1).is_empty());
@@ -112,7 +188,7 @@ fn prompts_only_after_the_idle_interval() {
 
 #[test]
 fn traffic_defers_the_prompt_without_rearming_on_every_packet() {
-    let mut k = Keepalive::new(cfg(), 0, 1);
+    let mut k = Ka::new(cfg(), 0, 1);
     let p = path(1);
     k.registration_added(p, 0);
     for t in [3, 7, 10] {
@@ -126,7 +202,7 @@ fn traffic_defers_the_prompt_without_rearming_on_every_packet() {
 
 #[test]
 fn one_prompt_per_shared_path() {
-    let mut k = Keepalive::new(cfg(), 0, 1);
+    let mut k = Ka::new(cfg(), 0, 1);
     let pbx = path(9);
     for _ in 0..200 {
         k.registration_added(pbx, 0);
@@ -145,7 +221,7 @@ fn one_prompt_per_shared_path() {
 
 #[test]
 fn an_answer_of_any_status_resets_the_path_and_ids_are_fresh() {
-    let mut k = Keepalive::new(cfg(), 0, 1);
+    let mut k = Ka::new(cfg(), 0, 1);
     let p = path(1);
     k.registration_added(p, 0);
     let (_, id1, _) = prompts(&run(&mut k, 25 * S))[0];
@@ -169,7 +245,7 @@ fn an_answer_of_any_status_resets_the_path_and_ids_are_fresh() {
 
 #[test]
 fn misses_retransmit_then_declare_the_path_dead_and_an_answer_revives_it() {
-    let mut k = Keepalive::new(cfg(), 0, 1);
+    let mut k = Ka::new(cfg(), 0, 1);
     let p = path(1);
     k.registration_added(p, 0);
     let mut now = 25 * S;
@@ -211,7 +287,7 @@ fn misses_retransmit_then_declare_the_path_dead_and_an_answer_revives_it() {
 
 #[test]
 fn interval_zero_switches_prompting_off() {
-    let mut k = Keepalive::new(
+    let mut k = Ka::new(
         KeepaliveConfig {
             interval_ms: 0,
             ..cfg()
@@ -226,7 +302,7 @@ fn interval_zero_switches_prompting_off() {
 
 #[test]
 fn jitter_spreads_a_registration_burst() {
-    let mut k = Keepalive::new(
+    let mut k = Ka::new(
         KeepaliveConfig {
             jitter_ms: 5 * S,
             ..cfg()
@@ -263,10 +339,10 @@ fn jitter_spreads_a_registration_burst() {
 /// lingers 32 s and stops.
 #[test]
 fn fig3_sequence() {
-    let mut k = Keepalive::new(cfg(), 0, 7);
+    let mut k = Ka::new(cfg(), 0, 7);
     let p = path(3);
     let mut out = Vec::new();
-    let mut answer_all = |k: &mut Keepalive, now: u64| -> usize {
+    let mut answer_all = |k: &mut Ka, now: u64| -> usize {
         let a = run(k, now);
         let ps = prompts(&a);
         for (path, id, _) in &ps {
@@ -315,7 +391,7 @@ fn branches_carry_the_prompt_id() {
 
 #[test]
 fn traffic_resets_misses_and_revives_a_dead_path() {
-    let mut k = Keepalive::new(
+    let mut k = Ka::new(
         KeepaliveConfig {
             max_misses: 2,
             ..cfg()
@@ -355,7 +431,7 @@ fn traffic_resets_misses_and_revives_a_dead_path() {
 
 #[test]
 fn an_unmatched_dialog_end_changes_nothing() {
-    let mut k = Keepalive::new(cfg(), 0, 1);
+    let mut k = Ka::new(cfg(), 0, 1);
     let p = path(1);
     k.registration_added(p, 0);
     k.dialog_ended(p, S);
@@ -366,7 +442,7 @@ fn an_unmatched_dialog_end_changes_nothing() {
 
 #[test]
 fn a_path_knows_its_bindings_so_a_death_needs_no_scan() {
-    let mut k = Keepalive::new(cfg(), 0, 1);
+    let mut k = Ka::new(cfg(), 0, 1);
     let pbx = path(9);
     for slot in 0..3 {
         k.binding_added(pbx, (slot, 1), 0);
@@ -384,7 +460,7 @@ fn state_gauges_always_match_a_scan_of_the_paths() {
     // Registrations, dialogs, traffic, answers and silence on a few paths in
     // a pseudo-random order: the metrics' gauges are kept as paths change,
     // so after every step they must equal a count over the table.
-    let mut k = Keepalive::new(
+    let mut k = Ka::new(
         KeepaliveConfig {
             jitter_ms: 0,
             ..cfg()

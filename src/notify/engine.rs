@@ -283,10 +283,14 @@ impl Engine {
                 .flatten()
                 .any(|r| r.next < r.part.devices.len());
         let pace = sending.then_some(now + 1);
-        match (pace, self.wheel.next_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            pace,
+            self.wheel.next_deadline(),
+            self.subscriptions.next_sweep(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Retransmissions, timeouts and paced first sends due at `now`.

@@ -96,6 +96,12 @@ impl Subscriptions {
         })
     }
 
+    /// When [`Subscriptions::expire`] next has work: the next sweep, while
+    /// any subscription lives.
+    pub fn next_sweep(&self) -> Option<u64> {
+        (!self.map.is_empty() || !self.expired.is_empty()).then_some(self.next_sweep)
+    }
+
     /// Drops subscriptions past their expiry (checked once a second).
     pub fn expire(&mut self, now: u64) {
         if now < self.next_sweep {

@@ -16,22 +16,13 @@ use std::time::Instant;
 use crossbeam_channel::{bounded, Sender};
 
 use crate::config::Config;
-use crate::dispatch::Dispatcher;
-use crate::nat::Keepalive;
-use crate::registrar::auth::{Authenticator, Credentials};
-use crate::registrar::{BindingRef, Directory, Registrar};
+use crate::endpoint::{Core, Setup};
+use crate::registrar::Directory;
 
 pub use batch::{RecvBatch, SendBatch};
 pub use socket::bind_reuseport;
 
-/// A message to a worker from another thread.
-#[derive(Debug, Clone)]
-pub enum Command {
-    /// A binding this worker owns was replaced elsewhere: free its slot.
-    Forget(BindingRef),
-    /// Run this share of a fan-out job, at most `rate` requests/s if given.
-    Job(crate::notify::JobPart, Option<u32>),
-}
+pub use crate::endpoint::Command;
 
 /// A worker's inbox, as seen from other threads.
 #[derive(Clone)]
@@ -106,9 +97,23 @@ fn os_random() -> std::io::Result<[u8; 32]> {
 }
 
 impl Runtime {
-    /// Binds every socket and loads credentials, then starts the workers.
-    /// Errors are returned before any thread starts.
+    /// Binds every socket and loads credentials, then starts the workers,
+    /// each running the [`crate::endpoint::Endpoint`] of its core. Errors
+    /// are returned before any thread starts.
     pub fn start(cfg: &Config) -> std::io::Result<Runtime> {
+        let setup = Setup::new(cfg, worker_count(cfg), os_random()?)?;
+        let directory = setup.directory().clone();
+        Runtime::start_with(cfg, directory, |core, addrs| setup.endpoint(core, addrs))
+    }
+
+    /// Binds every socket, then starts one worker per core running the
+    /// [`Core`] that `make(core, local_addrs)` returns. `directory` is what
+    /// the control API reads (an empty one for an endpoint that keeps none).
+    pub fn start_with<C: Core>(
+        cfg: &Config,
+        directory: Arc<Directory>,
+        mut make: impl FnMut(usize, &[std::net::SocketAddr]) -> C,
+    ) -> std::io::Result<Runtime> {
         let n = worker_count(cfg);
         let mut per_worker: Vec<Vec<std::net::UdpSocket>> = (0..n).map(|_| Vec::new()).collect();
         let mut local_addrs = Vec::new();
@@ -122,29 +127,6 @@ impl Runtime {
             }
             local_addrs.push(bound);
         }
-        let secret = os_random()?;
-        let creds = if cfg.auth.enabled {
-            let path = cfg
-                .auth
-                .credentials
-                .as_deref()
-                .expect("checked by Config::check");
-            let c = Credentials::load(path, &cfg.auth.realm).map_err(|e| {
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("auth.credentials: {e}"),
-                )
-            })?;
-            tracing::info!(users = c.len(), realm = %cfg.auth.realm, "digest authentication on");
-            Some(Arc::new(c))
-        } else {
-            tracing::warn!("auth.enabled = false: any client may register any AOR");
-            None
-        };
-        let realm: Arc<str> = cfg.auth.realm.as_str().into();
-        let algorithms = cfg.algorithms();
-        let policy = Arc::new(cfg.policy());
-        let directory = Arc::new(Directory::with_capacity(cfg.registrar.capacity));
         let epoch = Instant::now();
         let stop = Arc::new(AtomicBool::new(false));
         let cores = if cfg.runtime.pin_cpus {
@@ -156,50 +138,15 @@ impl Runtime {
         let mut workers = Vec::with_capacity(n);
         let mut inboxes = Vec::with_capacity(n);
         let mut metrics = Vec::with_capacity(n);
-        let notify_cfg = Arc::new(cfg.notify());
-        let per_core_rate = (cfg.notify.rate / n as u32).max(1);
         let (finished_tx, finished) = bounded(1024);
         for (i, sockets) in per_worker.into_iter().enumerate() {
-            let auth = creds.as_ref().map(|c| {
-                Authenticator::with_algorithms(
-                    realm.clone(),
-                    c.clone(),
-                    secret,
-                    cfg.auth.nonce_ttl,
-                    algorithms.clone(),
-                )
-                .for_core(i as u16)
-            });
-            let mut registrar = Registrar::new(i as u16, policy.clone(), directory.clone(), auth);
-            // Reuseport spreads paths evenly but not exactly: an eighth more.
-            let share = cfg.registrar.capacity / n;
-            registrar.reserve(share + share / 8);
-            let seed =
-                u64::from_le_bytes(secret[8..16].try_into().expect("8 bytes")) ^ (i as u64) << 56;
             let (tx, rx) = bounded(cfg.runtime.inbox_capacity);
-            let mut keepalive = Keepalive::new(cfg.keepalive(), 0, seed.rotate_left(17));
-            // A path per binding at most (devices behind one NAT share one).
-            keepalive.reserve(share + share / 8);
-            let notify = crate::notify::Engine::new(
-                notify_cfg.clone(),
-                directory.clone(),
-                local_addrs.clone(),
-                per_core_rate,
-                seed.rotate_left(31),
-            );
             let snapshot = Arc::new(crate::metrics::CoreSnapshot::default());
             metrics.push(snapshot.clone());
             let w = worker::Worker::new(worker::WorkerParts {
                 id: i,
                 sockets,
-                dispatcher: Dispatcher::new(
-                    cfg.limits(),
-                    seed,
-                    registrar,
-                    keepalive,
-                    notify,
-                    local_addrs.clone(),
-                ),
+                core: make(i, &local_addrs),
                 metrics: snapshot,
                 finished: finished_tx.clone(),
                 inbox: rx,

@@ -1,6 +1,6 @@
-//! One worker: a mio loop over its sockets, feeding batches of datagrams to
-//! the sans-IO dispatcher and sending what it returns in batches; plus an
-//! inbox for messages from other threads.
+//! One worker: a mio loop over its sockets that feeds a [`Core`] (the
+//! sans-IO endpoint of this core) with datagrams, inbox commands and the
+//! clock, and sends what it polls out in `sendmmsg` batches.
 
 use std::io::ErrorKind;
 use std::net::UdpSocket as StdUdp;
@@ -14,12 +14,11 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::batch::{RecvBatch, SendBatch};
-use super::Command;
-use crate::dispatch::Dispatcher;
+use crate::endpoint::{Command, Core, Event};
 
 const WAKER: Token = Token(usize::MAX);
 
-pub struct Worker {
+pub struct Worker<C> {
     pub id: usize,
     poll: Poll,
     sockets: Vec<UdpSocket>,
@@ -27,7 +26,7 @@ pub struct Worker {
     inbox: Receiver<Command>,
     stop: Arc<AtomicBool>,
     epoch: Instant,
-    dispatcher: Dispatcher,
+    core: C,
     recv: RecvBatch,
     send: SendBatch,
     pin: Option<core_affinity::CoreId>,
@@ -35,16 +34,18 @@ pub struct Worker {
     stats_every: Option<Duration>,
     last_stats: std::time::Instant,
     metrics: Arc<crate::metrics::CoreSnapshot>,
+    values: Vec<u64>,
     last_publish: std::time::Instant,
-    parts_published: u64,
+    /// A job part ended since the last publish.
+    publish_now: bool,
     finished: crossbeam_channel::Sender<Arc<crate::notify::Job>>,
 }
 
 /// What a worker needs besides its sockets.
-pub struct WorkerParts {
+pub struct WorkerParts<C> {
     pub id: usize,
     pub sockets: Vec<StdUdp>,
-    pub dispatcher: Dispatcher,
+    pub core: C,
     pub inbox: Receiver<Command>,
     pub stop: Arc<AtomicBool>,
     pub epoch: Instant,
@@ -59,8 +60,8 @@ pub struct WorkerParts {
     pub finished: crossbeam_channel::Sender<Arc<crate::notify::Job>>,
 }
 
-impl Worker {
-    pub fn new(p: WorkerParts) -> std::io::Result<Worker> {
+impl<C: Core> Worker<C> {
+    pub fn new(p: WorkerParts<C>) -> std::io::Result<Worker<C>> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let mut sockets = Vec::with_capacity(p.sockets.len());
@@ -78,7 +79,7 @@ impl Worker {
             inbox: p.inbox,
             stop: p.stop,
             epoch: p.epoch,
-            dispatcher: p.dispatcher,
+            core: p.core,
             // One byte over the limit so that oversize datagrams are seen as such.
             recv: RecvBatch::new(p.batch, p.max_datagram + 1),
             send: SendBatch::new(p.batch, p.max_datagram),
@@ -87,8 +88,9 @@ impl Worker {
             stats_every: (p.stats_interval_s > 0).then(|| Duration::from_secs(p.stats_interval_s)),
             last_stats: std::time::Instant::now(),
             metrics: p.metrics,
+            values: vec![0; crate::metrics::CORE.len()],
             last_publish: std::time::Instant::now(),
-            parts_published: 0,
+            publish_now: false,
             finished: p.finished,
         })
     }
@@ -96,16 +98,6 @@ impl Worker {
     /// Every worker's inbox (including this one's), indexed by worker id.
     pub fn set_peers(&mut self, peers: Vec<super::Inbox>) {
         self.peers = peers;
-    }
-
-    /// Tells other cores about bindings this core took over from them.
-    fn route_outbox(&mut self) {
-        for b in self.dispatcher.registrar.outbox.drain(..) {
-            // A full inbox only delays the slot's release until its expiry.
-            if let Some(peer) = self.peers.get(usize::from(b.core)) {
-                peer.send(Command::Forget(b));
-            }
-        }
     }
 
     pub fn waker(&self) -> Arc<Waker> {
@@ -136,18 +128,18 @@ impl Worker {
                 }
             }
             self.drain_inbox();
-            self.tick();
-            self.report_finished();
-            // Counters reach the metrics endpoint once a second (the path
-            // gauges are a scan of this core's path table), and as soon as a
-            // job part ends, so a finished job and its counters agree.
-            let parts = self.dispatcher.notify.stats.parts_finished;
-            if self.last_publish.elapsed() >= Duration::from_secs(1)
-                || parts != self.parts_published
-            {
-                self.parts_published = parts;
+            let now = self.now_ms();
+            if self.core.poll_timeout().is_some_and(|at| at <= now) {
+                self.core.handle_timeout(now);
+                self.transmit();
+            }
+            self.route_events();
+            // Counters reach the metrics endpoint once a second, and as soon
+            // as a job part ends, so a finished job and its counters agree.
+            if self.publish_now || self.last_publish.elapsed() >= Duration::from_secs(1) {
+                self.publish_now = false;
                 self.last_publish = std::time::Instant::now();
-                self.metrics.publish(&self.dispatcher.metric_values());
+                self.publish();
             }
             if self
                 .stats_every
@@ -157,88 +149,54 @@ impl Worker {
                 self.log_stats("stats");
             }
         }
-        self.metrics.publish(&self.dispatcher.metric_values());
+        self.publish();
         self.log_stats("worker stopped");
         Ok(())
     }
 
-    /// Hands jobs that finished on this core to the webhook thread.
-    fn report_finished(&mut self) {
-        for job in self.dispatcher.notify.finished.drain(..) {
-            tracing::info!(
-                job = job.id,
-                devices = job.devices.len(),
-                "notify job finished"
-            );
-            // Nobody listening (no API) or a full queue: the job record still has it all.
-            let _ = self.finished.try_send(job);
+    fn publish(&mut self) {
+        self.core.metrics(&mut self.values);
+        self.metrics.publish(&self.values);
+    }
+
+    /// Routes what the core has for other cores and for the runtime.
+    fn route_events(&mut self) {
+        while let Some(ev) = self.core.poll_event() {
+            match ev {
+                Event::Forget(b) => {
+                    // A full inbox only delays the slot's release until its expiry.
+                    if let Some(peer) = self.peers.get(usize::from(b.core)) {
+                        peer.send(Command::Forget(b));
+                    }
+                }
+                Event::JobPartFinished => self.publish_now = true,
+                Event::JobFinished(job) => {
+                    tracing::info!(
+                        job = job.id,
+                        devices = job.devices.len(),
+                        "notify job finished"
+                    );
+                    // Nobody listening (no API) or a full queue: the job record still has it all.
+                    let _ = self.finished.try_send(job);
+                }
+            }
         }
     }
 
-    /// One log line with this worker's counters (until the metrics endpoint exists).
-    fn log_stats(&self, what: &str) {
-        let d = &self.dispatcher;
-        let (c, r, k, n) = (
-            &d.counters,
-            &d.registrar.stats,
-            &d.keepalive.stats,
-            &d.notify.stats,
-        );
-        let [reg_only, dialog_reg, dialog_only] = d.keepalive.paths_by_state();
-        tracing::info!(
-            worker = self.id,
-            received = c.received,
-            malformed_answered = c.malformed_answered,
-            malformed_dropped = c.malformed_dropped,
-            oversize_dropped = c.oversize_dropped,
-            stun = c.stun_requests,
-            bindings = d.registrar.local_bindings(),
-            registered = r.registered,
-            refreshed = r.refreshed,
-            unregistered = r.unregistered,
-            expired = r.expired,
-            challenged = r.challenged,
-            forbidden = r.forbidden,
-            paths_registration_only = reg_only,
-            paths_dialog_and_registration = dialog_reg,
-            paths_dialog_only = dialog_only,
-            paths_dead = d.keepalive.dead_paths(),
-            prompts = k.prompts,
-            prompts_retransmitted = k.retransmissions,
-            prompts_answered = k.answered,
-            prompts_missed = k.missed,
-            paths_declared_dead = k.dead,
-            notify_sent = n.requests_sent,
-            notify_retransmitted = n.retransmissions,
-            notify_delivered = n.delivered,
-            notify_rejected = n.rejected,
-            notify_timed_out = n.timed_out,
-            notify_in_flight = d.notify.in_flight(),
-            subscriptions = d.notify.subscriptions.len(),
-            "{what}"
-        );
+    /// One log line with this worker's counters.
+    fn log_stats(&mut self, what: &str) {
+        self.core.metrics(&mut self.values);
+        let counters = crate::metrics::log_line(&self.values);
+        tracing::info!(worker = self.id, "{what}: {counters}");
     }
 
     /// Sleeps until the next timer is due, and at least once a second.
     fn poll_timeout(&self) -> Duration {
         let now = self.now_ms();
-        match self.dispatcher.next_deadline_ms(now) {
+        match self.core.poll_timeout() {
             Some(at) => Duration::from_millis(at.saturating_sub(now).min(1000)),
             None => Duration::from_secs(1),
         }
-    }
-
-    /// Expiries and keepalive prompts; prompts leave on their path's socket,
-    /// batched into `sendmmsg` calls.
-    fn tick(&mut self) {
-        let now = self.now_ms();
-        let sockets = &self.sockets;
-        let send = &mut self.send;
-        let mut batch_local: Option<u8> = None;
-        self.dispatcher.tick(now, &mut |bytes, to, local| {
-            push_batched(sockets, send, &mut batch_local, bytes, to, local);
-        });
-        flush_batch(sockets, send, batch_local);
     }
 
     /// Reads until the socket would block (edge-triggered readiness).
@@ -263,18 +221,10 @@ impl Worker {
             for i in 0..n {
                 let (data, src) = self.recv.get(i);
                 let Some(src) = src else { continue };
-                if let Some(out) = self.dispatcher.handle(data, src, local, now) {
-                    if self.send.is_full() {
-                        self.send.flush(fd);
-                    }
-                    self.send.push(out, src);
-                }
+                self.core.handle_datagram(now, local, src, data);
             }
-            self.send.flush(fd);
-            if self.dispatcher.notify.has_outbound() {
-                self.send_requests();
-            }
-            self.route_outbox();
+            self.transmit();
+            self.route_events();
             if n < self.recv.capacity() {
                 return;
             }
@@ -284,47 +234,28 @@ impl Worker {
     fn drain_inbox(&mut self) {
         while let Ok(cmd) = self.inbox.try_recv() {
             let now = self.now_ms();
-            match cmd {
-                Command::Forget(b) => self.dispatcher.forget(b, now),
-                Command::Job(part, rate) => self.dispatcher.notify.start(part, rate, now),
-            }
+            self.core.handle_command(now, cmd);
         }
+        self.transmit();
     }
 
-    /// Sends what the fan-out engine queued while handling responses.
-    fn send_requests(&mut self) {
-        let sockets = &self.sockets;
-        let send = &mut self.send;
+    /// Sends everything the core queued, batched into `sendmmsg` calls per
+    /// socket. A datagram the kernel refuses is lost like any UDP datagram
+    /// (retransmission or a keepalive miss covers it).
+    fn transmit(&mut self) {
         let mut batch_local: Option<u8> = None;
-        self.dispatcher
-            .notify
-            .drain_outbound(&mut |bytes, to, local| {
-                push_batched(sockets, send, &mut batch_local, bytes, to, local);
-            });
-        flush_batch(sockets, send, batch_local);
+        while let Some(t) = self.core.poll_transmit() {
+            if self.sockets.get(usize::from(t.local)).is_none() {
+                continue;
+            }
+            if batch_local.is_some_and(|prev| prev != t.local) || self.send.is_full() {
+                flush_batch(&self.sockets, &mut self.send, batch_local);
+            }
+            batch_local = Some(t.local);
+            self.send.push(t.bytes, t.to);
+        }
+        flush_batch(&self.sockets, &mut self.send, batch_local);
     }
-}
-
-/// Adds a datagram to the send batch. One batch holds datagrams for one
-/// socket: it is flushed when the socket changes or it is full. A datagram
-/// the kernel refuses is lost like any UDP datagram (retransmission or a
-/// keepalive miss covers it).
-fn push_batched(
-    sockets: &[UdpSocket],
-    send: &mut SendBatch,
-    batch_local: &mut Option<u8>,
-    bytes: &[u8],
-    to: std::net::SocketAddr,
-    local: u8,
-) {
-    if sockets.get(usize::from(local)).is_none() {
-        return;
-    }
-    if batch_local.is_some_and(|prev| prev != local) || send.is_full() {
-        flush_batch(sockets, send, *batch_local);
-    }
-    *batch_local = Some(local);
-    send.push(bytes, to);
 }
 
 fn flush_batch(sockets: &[UdpSocket], send: &mut SendBatch, local: Option<u8>) {

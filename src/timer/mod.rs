@@ -21,6 +21,10 @@
 //!
 //! Sans-IO: time is a `u64` of milliseconds on the caller's clock.
 
+mod kinds;
+
+pub use kinds::{KeepaliveStep, Timer, Timers, MAX_INDEX};
+
 /// Slots per level.
 const SLOTS: usize = 64;
 const LEVELS: usize = 6;

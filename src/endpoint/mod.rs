@@ -1,0 +1,325 @@
+//! One core's protocol state behind one sans-IO type.
+//!
+//! An [`Endpoint`] holds every state machine of a core (the registrar's
+//! share of the bindings, the NAT path table and its keepalives, the fan-out
+//! engine) in private fields. The runtime drives it through [`Core`], which
+//! is the whole boundary:
+//!
+//! ```text
+//!   in:  handle_datagram(now, local, remote, bytes)   a datagram from a socket
+//!        handle_command(now, cmd)                     from the API or another core
+//!        handle_timeout(now)                          poll_timeout() has passed
+//!   out: poll_transmit() -> Transmit                  the one route for bytes out
+//!        poll_event()    -> Event                     for the runtime / another core
+//!        poll_timeout()  -> ms                        when to call handle_timeout
+//! ```
+//!
+//! Time is milliseconds on the runtime's clock, passed in as `now`; nothing
+//! here reads a clock or touches a socket, so every rule is testable with a
+//! fake clock (see `tests/faults.rs`). ARCHITECTURE.md shows how a REGISTER,
+//! a keepalive prompt and a fan-out job flow through it.
+
+mod inbound;
+mod paths;
+mod setup;
+mod transmit;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub use transmit::Transmit;
+use transmit::Transmits;
+
+use crate::metrics::CoreMetric;
+use crate::nat::{Action, Keepalive};
+use crate::notify::{Job, JobPart};
+use crate::registrar::{BindingRef, Registrar};
+use crate::sip::{self, Limits};
+use crate::timer::{Timer, Timers};
+
+pub use inbound::ALLOW;
+pub use setup::Setup;
+
+/// Datagrams a [`Core::handle_timeout`] call queues at most (one
+/// `sendmmsg` worth of keepalive prompts): the runtime reads answers
+/// between slices instead of bursting a million prompts at once.
+pub const PROMPTS_PER_TICK: usize = 64;
+
+/// Timers one [`Core::handle_timeout`] call fires at most (most re-arm
+/// without sending anything).
+const TIMERS_PER_TICK: usize = 1024;
+
+/// What a core runs: the runtime's worker loop is generic over it, so that
+/// the runtime's own cost can be measured with an endpoint that does no
+/// protocol work (`benches/runtime_floor.rs`).
+pub trait Core: Send + 'static {
+    /// A datagram `bytes` from `remote`, received on local address number `local`.
+    fn handle_datagram(&mut self, now: u64, local: u8, remote: SocketAddr, bytes: &[u8]);
+    /// A message from the control thread or another core.
+    fn handle_command(&mut self, now: u64, cmd: Command);
+    /// Runs what is due at `now`.
+    fn handle_timeout(&mut self, now: u64);
+    /// The next datagram to send, oldest first.
+    fn poll_transmit(&mut self) -> Option<Transmit<'_>>;
+    /// The next event for the runtime or another core.
+    fn poll_event(&mut self) -> Option<Event>;
+    /// When [`Core::handle_timeout`] next has work (ms); `Some(t <= now)`
+    /// when some is due already.
+    fn poll_timeout(&self) -> Option<u64>;
+    /// This core's values of [`crate::metrics::CORE`], in its order.
+    fn metrics(&self, out: &mut [u64]);
+}
+
+/// A message to a core from another thread.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// A binding this core owns was replaced elsewhere: free its slot.
+    Forget(BindingRef),
+    /// Run this share of a fan-out job, at most `rate` requests/s if given.
+    Job(JobPart, Option<u32>),
+}
+
+/// Something a core tells the runtime.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// Core `binding.core` owns a binding this core replaced: send it
+    /// [`Command::Forget`].
+    Forget(BindingRef),
+    /// A share of a fan-out job ended on this core (publish the counters,
+    /// so that a finished job and the metrics agree).
+    JobPartFinished,
+    /// A job's last part ended on this core: the job is complete.
+    JobFinished(Arc<Job>),
+}
+
+/// Counters of the datagram front door (the subsystems keep their own).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Counters {
+    pub received: u64,
+    pub oversize_dropped: u64,
+    pub malformed_answered: u64,
+    pub malformed_dropped: u64,
+    pub keepalive_pings: u64,
+    pub stun_requests: u64,
+    pub responses_received: u64,
+}
+
+/// One core's protocol state. Fields are private: the runtime goes
+/// through [`Core`], tests and benches through the same calls.
+pub struct Endpoint {
+    limits: Limits,
+    /// Where one response is written before it is queued.
+    out: Vec<u8>,
+    tags: sip::ids::IdGen,
+    registrar: Registrar,
+    keepalive: Keepalive,
+    notify: crate::notify::Engine,
+    /// Every deadline of this core's state machines.
+    timers: Timers,
+    /// Our address per listen socket, for the Via and From of prompts.
+    local_addrs: Vec<SocketAddr>,
+    actions: Vec<Action>,
+    scratch: String,
+    counters: Counters,
+    transmits: Transmits,
+    events: VecDeque<Event>,
+    /// Job parts already reported as [`Event::JobPartFinished`].
+    parts_reported: u64,
+    /// The latest `now` handed in (pacing asks to be polled a tick later).
+    now: u64,
+}
+
+impl Endpoint {
+    /// A core from its state machines. `local_addrs` are the bound listen
+    /// addresses, indexed by the `local` numbers datagrams arrive with.
+    pub fn new(
+        limits: Limits,
+        seed: u64,
+        registrar: Registrar,
+        keepalive: Keepalive,
+        notify: crate::notify::Engine,
+        local_addrs: Vec<SocketAddr>,
+    ) -> Endpoint {
+        Endpoint {
+            limits,
+            out: Vec::with_capacity(limits.max_datagram),
+            tags: sip::ids::IdGen::new(seed),
+            registrar,
+            keepalive,
+            notify,
+            timers: Timers::new(0),
+            local_addrs,
+            actions: Vec::new(),
+            scratch: String::with_capacity(128),
+            counters: Counters::default(),
+            transmits: Transmits::default(),
+            events: VecDeque::new(),
+            parts_reported: 0,
+            now: 0,
+        }
+    }
+
+    /// NAT paths this core keeps (for benches and tests).
+    pub fn paths(&self) -> usize {
+        self.keepalive.paths()
+    }
+
+    /// Bindings this core owns.
+    pub fn local_bindings(&self) -> usize {
+        self.registrar.local_bindings()
+    }
+
+    /// Moves what the subsystems produced while handling an input onto the
+    /// endpoint's two queues.
+    fn collect(&mut self) {
+        if self.notify.has_outbound() {
+            let t = &mut self.transmits;
+            self.notify
+                .drain_outbound(&mut |bytes, to, local| t.push(bytes, to, local));
+        }
+        for b in self.registrar.outbox.drain(..) {
+            self.events.push_back(Event::Forget(b));
+        }
+        while self.parts_reported < self.notify.stats.parts_finished {
+            self.parts_reported += 1;
+            self.events.push_back(Event::JobPartFinished);
+        }
+        for job in self.notify.finished.drain(..) {
+            self.events.push_back(Event::JobFinished(job));
+        }
+    }
+}
+
+impl Core for Endpoint {
+    fn handle_datagram(&mut self, now: u64, local: u8, remote: SocketAddr, bytes: &[u8]) {
+        self.now = now;
+        if self.handle(bytes, remote, local, now) {
+            self.transmits.push(&self.out, remote, local);
+        }
+        self.collect();
+    }
+
+    fn handle_command(&mut self, now: u64, cmd: Command) {
+        self.now = now;
+        match cmd {
+            Command::Forget(b) => {
+                self.registrar.forget(b);
+                self.sync_paths(now);
+            }
+            Command::Job(part, rate) => self.notify.start(part, rate, now),
+        }
+        self.collect();
+    }
+
+    fn handle_timeout(&mut self, now: u64) {
+        self.now = now;
+        self.registrar.expire((now / 1000) as u32);
+        self.sync_paths(now);
+        let queued = self.transmits.len();
+        for _ in 0..TIMERS_PER_TICK {
+            if self.transmits.len() - queued >= PROMPTS_PER_TICK {
+                break;
+            }
+            let Some(t) = self.timers.poll(now) else {
+                break;
+            };
+            match t {
+                Timer::Keepalive { path, step } => self.on_keepalive_timer(path, step, now),
+                Timer::Expiry { .. }
+                | Timer::Transaction { .. }
+                | Timer::Pace
+                | Timer::Subscriptions => {}
+            }
+        }
+        self.notify.tick(now);
+        self.collect();
+    }
+
+    fn poll_transmit(&mut self) -> Option<Transmit<'_>> {
+        self.transmits.pop()
+    }
+
+    fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<u64> {
+        let expiry = self.registrar.next_expiry().map(|s| u64::from(s) * 1000);
+        [
+            expiry,
+            self.timers.next_deadline(),
+            self.notify.next_deadline(self.now),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn metrics(&self, out: &mut [u64]) {
+        self.metric_values(out);
+    }
+}
+
+impl Endpoint {
+    /// Fills `out` (indexed by [`CoreMetric`]) with this core's values.
+    fn metric_values(&self, out: &mut [u64]) {
+        for (m, v) in CoreMetric::ALL.iter().zip(out.iter_mut()) {
+            *v = self.metric(*m);
+        }
+    }
+
+    /// One of this core's metric values.
+    pub fn metric(&self, m: CoreMetric) -> u64 {
+        use CoreMetric as M;
+        let (c, r, k, n) = (
+            &self.counters,
+            &self.registrar.stats,
+            &self.keepalive.stats,
+            &self.notify.stats,
+        );
+        let by_state = |i: usize| self.keepalive.paths_by_state()[i];
+        match m {
+            M::Received => c.received,
+            M::MalformedAnswered => c.malformed_answered,
+            M::MalformedDropped => c.malformed_dropped,
+            M::OversizeDropped => c.oversize_dropped,
+            M::StunRequests => c.stun_requests,
+            M::CrlfPings => c.keepalive_pings,
+            M::ResponsesReceived => c.responses_received,
+            M::Bindings => self.registrar.local_bindings() as u64,
+            M::Registered => r.registered,
+            M::Refreshed => r.refreshed,
+            M::Unregistered => r.unregistered,
+            M::Expired => r.expired,
+            M::Challenged => r.challenged,
+            M::Forbidden => r.forbidden,
+            M::PathsRegistrationOnly => by_state(0),
+            M::PathsDialogAndRegistration => by_state(1),
+            M::PathsDialogOnly => by_state(2),
+            M::PathsDead => self.keepalive.dead_paths(),
+            M::Prompts => k.prompts,
+            M::PromptRetransmissions => k.retransmissions,
+            M::PromptsAnswered => k.answered,
+            M::PromptsMissed => k.missed,
+            M::PathsDeclaredDead => k.dead,
+            M::JobsStarted => n.jobs_started,
+            M::JobsFinished => n.jobs_finished,
+            M::NotifySent => n.requests_sent,
+            M::NotifyRetransmitted => n.retransmissions,
+            M::NotifyDelivered => n.delivered,
+            M::NotifyRejected => n.rejected,
+            M::NotifyTimedOut => n.timed_out,
+            M::NotifyNoBinding => n.no_binding,
+            M::NotifyPathDead => n.path_dead,
+            M::NotifyNotAccepted => n.not_accepted,
+            M::NotifyCancelled => n.cancelled,
+            M::NotifyChallengesAnswered => n.challenges_answered,
+            M::NotifyInFlight => self.notify.in_flight() as u64,
+            M::Subscriptions => self.notify.subscriptions.len() as u64,
+        }
+    }
+}

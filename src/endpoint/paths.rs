@@ -1,0 +1,136 @@
+//! NAT paths (seed 004): the keepalive's prompts and answers, and the
+//! bookkeeping between the registrar's bindings and the paths they use.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+
+use smallvec::SmallVec;
+
+use super::Endpoint;
+use crate::nat::{self, Action, PathKey};
+use crate::sip::{self, writer, Method};
+use crate::timer::KeepaliveStep;
+
+impl Endpoint {
+    /// Keepalive timer `step` of path `path` is due.
+    pub(super) fn on_keepalive_timer(&mut self, path: u32, step: KeepaliveStep, now_ms: u64) {
+        let mut actions = std::mem::take(&mut self.actions);
+        actions.clear();
+        self.keepalive
+            .on_timer(path, step, now_ms, &mut self.timers, &mut actions);
+        self.path_actions(&actions);
+        self.actions = actions;
+    }
+
+    fn path_actions(&mut self, actions: &[Action]) {
+        for a in actions {
+            match *a {
+                Action::Prompt { path, id, .. } => {
+                    self.write_prompt(path, id);
+                    self.transmits.push(&self.out, path.remote(), path.local());
+                }
+                Action::Dead { path } => {
+                    let on_path: SmallVec<[(u32, u32); 4]> =
+                        self.keepalive.bindings_on(&path).into();
+                    let n = self.registrar.mark_bindings(&on_path, false);
+                    tracing::info!(path = %path.remote(), bindings = n, "NAT path dead: keepalive prompts unanswered");
+                }
+                Action::Revived { path } => {
+                    let on_path: SmallVec<[(u32, u32); 4]> =
+                        self.keepalive.bindings_on(&path).into();
+                    self.registrar.mark_bindings(&on_path, true);
+                    tracing::info!(path = %path.remote(), "NAT path answering again");
+                }
+            }
+        }
+    }
+
+    /// A dead path sent something: its bindings are reachable again.
+    pub(super) fn revive_touched_paths(&mut self) {
+        let mut revived: SmallVec<[PathKey; 1]> = SmallVec::new();
+        revived.extend(self.keepalive.take_revived());
+        for path in revived {
+            self.path_actions(&[Action::Revived { path }]);
+        }
+    }
+
+    /// Feeds the registrar's binding changes into the path table.
+    pub(super) fn sync_paths(&mut self, now_ms: u64) {
+        for e in self.registrar.path_events.drain(..) {
+            if e.added {
+                self.keepalive
+                    .binding_added(e.path, (e.slot, e.gen), now_ms, &mut self.timers);
+            } else {
+                self.keepalive
+                    .binding_removed(e.path, (e.slot, e.gen), &mut self.timers);
+            }
+        }
+    }
+
+    /// An OPTIONS prompt (seed 004): fresh branch, Call-ID and From tag per
+    /// prompt id; `Max-Forwards: 0` so that whatever sits at the far end of
+    /// the path answers it rather than forwarding it.
+    fn write_prompt(&mut self, path: PathKey, id: u64) {
+        let local = self
+            .local_addrs
+            .get(usize::from(path.local()))
+            .copied()
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 5060)));
+        let branch = nat::prompt_branch(id);
+        let tag = sip::ids::Id::from_parts("", id);
+        self.scratch.clear();
+        let _ = write!(
+            self.scratch,
+            "sip:{}|sip:tether@{local}|{local}|{}@tether",
+            path.remote(),
+            tag.as_str()
+        );
+        let mut parts = self.scratch.split('|');
+        let (target, from, sent_by, call_id) = (
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+        );
+        let head = writer::RequestHead {
+            method: Method::Options,
+            uri: target,
+            transport: "UDP",
+            sent_by,
+            branch: &branch,
+            from_uri: from,
+            from_tag: &tag,
+            to_uri: target,
+            to_tag: None,
+            call_id,
+            cseq: 1,
+            max_forwards: 0,
+            contact: None,
+            routes: &[],
+        };
+        writer::request(&mut self.out, &head).finish(None);
+    }
+
+    /// A response that is not an answer to a fan-out request: only answers
+    /// to keepalive prompts mean anything here, and those need just the top
+    /// Via's branch, so the rest of the message is not validated. Any status
+    /// counts: the path is alive.
+    pub(super) fn on_prompt_answer(
+        &mut self,
+        branch: &str,
+        path: PathKey,
+        index: Option<u32>,
+        now_ms: u64,
+    ) {
+        let (Some(id), Some(index)) = (nat::prompt_id(branch), index) else {
+            return;
+        };
+        let mut actions = std::mem::take(&mut self.actions);
+        actions.clear();
+        self.keepalive
+            .answered_at(index, id, now_ms, &mut self.timers, &mut actions);
+        debug_assert!(actions.iter().all(|a| *a == Action::Revived { path }));
+        self.path_actions(&actions);
+        self.actions = actions;
+    }
+}

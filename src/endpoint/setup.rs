@@ -1,0 +1,108 @@
+//! Building a node's endpoints from its configuration: what the cores share
+//! (the location directory, the credentials, the nonce secret) is made
+//! once; [`Setup::endpoint`] then makes each core's [`Endpoint`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use super::Endpoint;
+use crate::config::Config;
+use crate::nat::Keepalive;
+use crate::registrar::auth::{Authenticator, Credentials};
+use crate::registrar::{Directory, Registrar};
+
+/// What every core of a node shares, and how to make one.
+pub struct Setup {
+    cfg: Config,
+    workers: usize,
+    secret: [u8; 32],
+    creds: Option<Arc<Credentials>>,
+    policy: Arc<crate::registrar::Policy>,
+    notify: Arc<crate::notify::NotifyConfig>,
+    directory: Arc<Directory>,
+}
+
+impl Setup {
+    /// Loads the credentials (when `auth.enabled`) and sizes the directory.
+    /// `secret` seeds nonces and ids: 32 random bytes in production.
+    pub fn new(cfg: &Config, workers: usize, secret: [u8; 32]) -> std::io::Result<Setup> {
+        let creds = if cfg.auth.enabled {
+            let path = cfg
+                .auth
+                .credentials
+                .as_deref()
+                .expect("checked by Config::check");
+            let c = Credentials::load(path, &cfg.auth.realm).map_err(|e| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("auth.credentials: {e}"),
+                )
+            })?;
+            tracing::info!(users = c.len(), realm = %cfg.auth.realm, "digest authentication on");
+            Some(Arc::new(c))
+        } else {
+            tracing::warn!("auth.enabled = false: any client may register any AOR");
+            None
+        };
+        Ok(Setup {
+            cfg: cfg.clone(),
+            workers: workers.max(1),
+            secret,
+            creds,
+            policy: Arc::new(cfg.policy()),
+            notify: Arc::new(cfg.notify()),
+            directory: Arc::new(Directory::with_capacity(cfg.registrar.capacity)),
+        })
+    }
+
+    /// The location directory every core shares.
+    pub fn directory(&self) -> &Arc<Directory> {
+        &self.directory
+    }
+
+    /// Core `core`'s endpoint; `local_addrs` are the bound listen addresses.
+    pub fn endpoint(&self, core: usize, local_addrs: &[SocketAddr]) -> Endpoint {
+        let cfg = &self.cfg;
+        let n = self.workers;
+        let auth = self.creds.as_ref().map(|c| {
+            Authenticator::with_algorithms(
+                cfg.auth.realm.as_str().into(),
+                c.clone(),
+                self.secret,
+                cfg.auth.nonce_ttl,
+                cfg.algorithms(),
+            )
+            .for_core(core as u16)
+        });
+        let mut registrar = Registrar::new(
+            core as u16,
+            self.policy.clone(),
+            self.directory.clone(),
+            auth,
+        );
+        // Reuseport spreads paths evenly but not exactly: an eighth more.
+        let share = cfg.registrar.capacity / n;
+        registrar.reserve(share + share / 8);
+        let seed = u64::from_le_bytes(self.secret[8..16].try_into().expect("8 bytes"))
+            ^ (core as u64) << 56;
+        let mut keepalive = Keepalive::new(cfg.keepalive(), seed.rotate_left(17));
+        // A path per binding at most (devices behind one NAT share one).
+        keepalive.reserve(share + share / 8);
+        let per_core_rate = (cfg.notify.rate / n as u32).max(1);
+        let notify = crate::notify::Engine::new(
+            self.notify.clone(),
+            self.directory.clone(),
+            local_addrs.to_vec(),
+            per_core_rate,
+            seed.rotate_left(31),
+        );
+        Endpoint::new(
+            cfg.limits(),
+            seed,
+            registrar,
+            keepalive,
+            notify,
+            local_addrs.to_vec(),
+        )
+    }
+}

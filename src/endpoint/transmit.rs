@@ -1,0 +1,78 @@
+//! The one route for bytes out of a core: datagrams queued in one arena,
+//! handed to the runtime in order by [`Transmits::pop`].
+
+use std::net::SocketAddr;
+
+/// A datagram for the runtime to send: `bytes` to `to`, from the socket of
+/// local address number `local`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit<'a> {
+    pub to: SocketAddr,
+    pub local: u8,
+    pub bytes: &'a [u8],
+}
+
+/// Queued datagrams: their bytes back to back in one buffer, so queueing a
+/// datagram allocates nothing once the buffers have grown.
+#[derive(Debug, Default)]
+pub(crate) struct Transmits {
+    buf: Vec<u8>,
+    meta: Vec<(u32, u32, SocketAddr, u8)>,
+    /// The next entry of `meta` to hand out.
+    next: usize,
+}
+
+impl Transmits {
+    pub(crate) fn push(&mut self, bytes: &[u8], to: SocketAddr, local: u8) {
+        let a = self.buf.len() as u32;
+        self.buf.extend_from_slice(bytes);
+        self.meta.push((a, self.buf.len() as u32, to, local));
+    }
+
+    /// Datagrams queued and not yet handed out.
+    pub(crate) fn len(&self) -> usize {
+        self.meta.len() - self.next
+    }
+
+    /// The oldest datagram not yet handed out. Once all are, the buffers are
+    /// reset (no borrow can be outstanding then).
+    pub(crate) fn pop(&mut self) -> Option<Transmit<'_>> {
+        let Some(&(a, b, to, local)) = self.meta.get(self.next) else {
+            self.meta.clear();
+            self.buf.clear();
+            self.next = 0;
+            return None;
+        };
+        self.next += 1;
+        Some(Transmit {
+            to,
+            local,
+            bytes: &self.buf[a as usize..b as usize],
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pops_in_order_and_reuses_the_buffer() {
+        let mut t = Transmits::default();
+        let to: SocketAddr = "127.0.0.1:5060".parse().unwrap();
+        t.push(b"one", to, 0);
+        t.push(b"two!", to, 1);
+        assert_eq!(
+            t.pop().map(|t| (t.bytes.to_vec(), t.local)),
+            Some((b"one".to_vec(), 0))
+        );
+        t.push(b"three", to, 0);
+        assert_eq!(t.pop().unwrap().bytes, b"two!");
+        assert_eq!(t.pop().unwrap().bytes, b"three");
+        assert!(t.pop().is_none());
+        let cap = t.buf.capacity();
+        t.push(b"four", to, 0);
+        assert_eq!(t.buf.capacity(), cap, "the arena was reset, not regrown");
+        assert_eq!(t.pop().unwrap().bytes, b"four");
+    }
+}
