@@ -454,7 +454,7 @@ impl Config {
                 .map(|c| ("api.clients.allow", &c.allow)),
         ) {
             for n in nets {
-                if crate::api::Cidr::parse(n).is_none() {
+                if crate::addr::Cidr::parse(n).is_none() {
                     return Err(ConfigError::Invalid {
                         key,
                         fix: format!(

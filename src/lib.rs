@@ -4,6 +4,7 @@
 //! The protocol modules are sans-IO (bytes and `now` in, bytes and deadlines
 //! out); only [`runtime`] touches sockets and clocks.
 
+pub mod addr;
 pub mod api;
 pub mod config;
 pub mod endpoint;

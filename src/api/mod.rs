@@ -4,7 +4,6 @@
 //! rule is unit-tested without sockets; [`http`] serves it with tiny_http on
 //! side threads, never on a worker.
 
-mod cidr;
 pub mod http;
 mod jobs;
 pub mod request;
@@ -18,7 +17,7 @@ use std::time::Instant;
 use parking_lot::Mutex;
 use serde_json::json;
 
-pub use cidr::Cidr;
+pub use crate::addr::Cidr;
 use jobs::JobStore;
 
 use crate::config::{ApiConfig, NotifySection};

@@ -9,8 +9,7 @@
 
 pub mod stun;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
-
+pub use crate::addr::PathKey;
 use crate::timer::{KeepaliveStep as TimerKind, Timer, TimerHandle, Timers};
 
 /// Keepalive policy (`[keepalive]` configuration).
@@ -36,50 +35,6 @@ impl Default for KeepaliveConfig {
             max_misses: 3,
             linger_ms: 32_000,
             jitter_ms: 2_500,
-        }
-    }
-}
-
-/// A NAT path: which local socket, which remote address. IPv4 paths pack
-/// into one `u64`; only IPv6 paths carry the full address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PathKey {
-    /// local index << 48 | IPv4 << 16 | port
-    V4(u64),
-    /// Bytes rather than `u128` keep the key at 24 bytes (no 16-byte alignment).
-    V6 { local: u8, ip: [u8; 16], port: u16 },
-}
-
-impl PathKey {
-    pub fn new(local: u8, remote: SocketAddr) -> PathKey {
-        match remote {
-            SocketAddr::V4(a) => PathKey::V4(
-                u64::from(local) << 48 | u64::from(u32::from(*a.ip())) << 16 | u64::from(a.port()),
-            ),
-            SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
-                Some(v4) => PathKey::new(local, SocketAddr::V4(SocketAddrV4::new(v4, a.port()))),
-                None => PathKey::V6 {
-                    local,
-                    ip: a.ip().octets(),
-                    port: a.port(),
-                },
-            },
-        }
-    }
-
-    pub fn local(&self) -> u8 {
-        match *self {
-            PathKey::V4(k) => (k >> 48) as u8,
-            PathKey::V6 { local, .. } => local,
-        }
-    }
-
-    pub fn remote(&self) -> SocketAddr {
-        match *self {
-            PathKey::V4(k) => {
-                SocketAddr::new(IpAddr::V4(Ipv4Addr::from((k >> 16) as u32)), k as u16)
-            }
-            PathKey::V6 { ip, port, .. } => SocketAddr::new(IpAddr::V6(ip.into()), port),
         }
     }
 }

@@ -104,7 +104,7 @@ pub(crate) struct LocalBinding {
     /// The expiry time the timer queue holds for this slot.
     pub scheduled_at: u32,
     /// The NAT path the binding's REGISTER came over.
-    pub path: crate::nat::PathKey,
+    pub path: crate::addr::PathKey,
 }
 
 #[derive(Debug)]
@@ -188,7 +188,7 @@ mod tests {
             aor: 7,
             expires_at: 10,
             scheduled_at: 10,
-            path: crate::nat::PathKey::V4(0),
+            path: crate::addr::PathKey::V4(0),
         }
     }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 
-use crate::nat::PathKey;
+use crate::addr::PathKey;
 use crate::sip::ids::IdGen;
 use crate::sip::scan::{is_token_str, unquote};
 use crate::sip::writer::{response_to_checked, Decimal, Writer};

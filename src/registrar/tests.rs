@@ -773,7 +773,7 @@ fn the_same_contact_twice_in_one_register_is_one_binding() {
 
 #[test]
 fn a_refresh_from_a_new_nat_mapping_moves_the_binding_to_that_path() {
-    use crate::nat::PathKey;
+    use crate::addr::PathKey;
     let mut b = bench();
     b.send_from(
         &register("alice", "c1", 1, "Contact: <sip:alice@10.0.0.2>\r\n"),
