@@ -9,17 +9,16 @@ use std::sync::Arc;
 use super::job::{JobPart, Kind, Outcome};
 use super::request::{self, Derived};
 use super::subscription::Subscriptions;
+use super::txn::{self, branch, parse_branch, Role, Transactions, Txn};
 use super::NotifyConfig;
 use crate::registrar::{ContactView, Directory};
 use crate::sip::digest::{self, Algorithm};
 use crate::sip::ids::{Id, IdGen};
 use crate::sip::writer::{self, RequestHead};
 use crate::sip::{HeaderName, Message, Method};
-use crate::timer::{TimerHandle, TimerWheel};
+use crate::timer::TimerWheel;
 use crate::transaction::{self, ClientTransaction};
 
-/// Branch prefix of the requests this engine sends (after the magic cookie).
-const BRANCH_PREFIX: &str = "z9hG4bKnt";
 /// Requests started per [`Engine::tick`], so the worker reads answers between slices.
 pub const SENDS_PER_TICK: usize = 256;
 
@@ -89,69 +88,6 @@ struct Run {
     bucket: Option<Bucket>,
 }
 
-/// Why a transaction exists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
-    /// A job's request to one device (`run` slot, device index).
-    Request { run: u32, device: u32 },
-    /// Housekeeping (BYE after a 2xx, a subscription's NOTIFY): no outcome.
-    Other,
-}
-
-struct Txn {
-    nonce: u32,
-    role: Role,
-    /// The job a request belongs to (outcomes outlive the core's run).
-    job: Option<Arc<super::Job>>,
-    tx: ClientTransaction,
-    bytes: Vec<u8>,
-    to: SocketAddr,
-    local: u8,
-    timer: Option<TimerHandle>,
-    /// CANCEL of a ringing INVITE: its own non-INVITE transaction.
-    cancel: Option<(ClientTransaction, Vec<u8>)>,
-    /// When a ringing INVITE is CANCELled (or, once CANCELled, abandoned).
-    ring_until: Option<u64>,
-    auth_tried: bool,
-    settled: bool,
-    retransmits: u8,
-}
-
-impl Txn {
-    fn new(
-        nonce: u32,
-        role: Role,
-        job: Option<Arc<super::Job>>,
-        tx: ClientTransaction,
-        bytes: Vec<u8>,
-        to: SocketAddr,
-        local: u8,
-    ) -> Txn {
-        let housekeeping = role == Role::Other;
-        Txn {
-            nonce,
-            role,
-            job,
-            tx,
-            bytes,
-            to,
-            local,
-            timer: None,
-            cancel: None,
-            ring_until: None,
-            // Housekeeping is never challenged-and-retried and has no outcome.
-            auth_tried: housekeeping,
-            settled: housekeeping,
-            retransmits: 0,
-        }
-    }
-
-    /// A housekeeping transaction (BYE, a subscription's NOTIFY).
-    fn other(nonce: u32, tx: ClientTransaction, bytes: Vec<u8>, to: SocketAddr, local: u8) -> Txn {
-        Txn::new(nonce, Role::Other, None, tx, bytes, to, local)
-    }
-}
-
 /// One core's fan-out engine.
 pub struct Engine {
     cfg: Arc<NotifyConfig>,
@@ -159,21 +95,15 @@ pub struct Engine {
     runs: Vec<Option<Run>>,
     node: Bucket,
     congestion: super::pace::Congestion,
-    txns: Vec<Option<Txn>>,
-    free: Vec<u32>,
-    in_flight: usize,
+    txns: Transactions,
     /// Devices sent to whose outcome is not settled yet (what pacing limits).
     awaiting: usize,
-    /// Housekeeping transactions alive (BYEs, subscription NOTIFYs).
-    others: usize,
     /// `host:port` and our URI per listen socket, made once.
     local_ids: Vec<(String, String)>,
     wheel: TimerWheel<(u32, u32)>,
     ids: IdGen,
     scratch: Vec<u8>,
     strings: Strings,
-    /// Request buffers of freed transactions, reused.
-    spare: Vec<Vec<u8>>,
     /// Datagrams to send: (range in `out_buf`, destination, local socket).
     out_buf: Vec<u8>,
     out_meta: Vec<(usize, usize, SocketAddr, u8)>,
@@ -199,11 +129,8 @@ impl Engine {
             runs: Vec::new(),
             node: Bucket::new(rate, 0),
             congestion,
-            txns: Vec::new(),
-            free: Vec::new(),
-            in_flight: 0,
+            txns: Transactions::default(),
             awaiting: 0,
-            others: 0,
             local_ids: local_addrs
                 .iter()
                 .map(|a| (a.to_string(), format!("sip:tether@{a}")))
@@ -212,7 +139,6 @@ impl Engine {
             ids: IdGen::new(seed),
             scratch: Vec::with_capacity(2048),
             strings: Strings::default(),
-            spare: Vec::new(),
             out_buf: Vec::with_capacity(64 * 1024),
             out_meta: Vec::new(),
             subscriptions: Subscriptions::default(),
@@ -228,7 +154,7 @@ impl Engine {
     /// Client transactions alive on this core (including INVITEs that
     /// linger to re-ACK retransmitted answers).
     pub fn in_flight(&self) -> usize {
-        self.in_flight
+        self.txns.in_flight()
     }
 
     /// Devices sent to and not settled yet.
@@ -238,14 +164,14 @@ impl Engine {
 
     /// Housekeeping transactions alive (BYEs, subscription NOTIFYs).
     pub fn housekeeping(&self) -> usize {
-        self.others
+        self.txns.others()
     }
 
     /// Room for another first send: devices awaiting an answer under
     /// `max_in_flight`, and transactions alive (INVITEs ringing or
     /// lingering to re-ACK, BYEs) under twice that, so memory stays bounded.
     fn has_room(&self) -> bool {
-        self.awaiting < self.cfg.max_in_flight && self.in_flight < 2 * self.cfg.max_in_flight
+        self.awaiting < self.cfg.max_in_flight && self.txns.in_flight() < 2 * self.cfg.max_in_flight
     }
 
     /// Job parts still running on this core.
@@ -372,7 +298,7 @@ impl Engine {
             .clone();
         let dev = &job.devices[device as usize];
         let now_secs = (now / 1000) as u32;
-        let (slot, nonce) = self.alloc();
+        let (slot, nonce) = self.txns.alloc(&mut self.ids);
         let branch = branch(slot, nonce);
         // The request is written while the directory's record is in hand
         // (only this binding decoded from it; borrows split by field).
@@ -416,14 +342,13 @@ impl Engine {
         let (to, local) = match verdict {
             Ok(dest) => dest,
             Err(o) => {
-                self.unalloc(slot);
+                self.txns.unalloc(slot);
                 job.set_outcome(device as usize, o);
                 self.count(o);
                 return;
             }
         };
-        let mut bytes = self.spare.pop().unwrap_or_default();
-        bytes.clear();
+        let mut bytes = self.txns.buffer();
         bytes.extend_from_slice(&self.scratch);
         let kind = match job.spec.kind {
             Kind::ContactMe => transaction::Kind::NonInvite,
@@ -433,15 +358,18 @@ impl Engine {
         let a = self.out_buf.len();
         self.out_buf.extend_from_slice(&bytes);
         self.out_meta.push((a, self.out_buf.len(), to, local));
-        self.txns[slot as usize] = Some(Txn::new(
-            nonce,
-            Role::Request { run, device },
-            Some(job.clone()),
-            tx,
-            bytes,
-            to,
-            local,
-        ));
+        self.txns.fill(
+            slot,
+            Txn::new(
+                nonce,
+                Role::Request { run, device },
+                Some(job.clone()),
+                tx,
+                bytes,
+                to,
+                local,
+            ),
+        );
         self.arm(slot, out.next_deadline);
         if let Some(r) = self.runs[run as usize].as_mut() {
             r.outstanding += 1;
@@ -460,44 +388,15 @@ impl Engine {
             .map_or_else(|| "0.0.0.0:5060".to_owned(), |(hp, _)| hp.clone())
     }
 
-    fn alloc(&mut self) -> (u32, u32) {
-        let nonce = (self.ids.next_u64() as u32) | 1;
-        self.in_flight += 1;
-        match self.free.pop() {
-            Some(s) => (s, nonce),
-            None => {
-                self.txns.push(None);
-                ((self.txns.len() - 1) as u32, nonce)
-            }
-        }
-    }
-
+    /// Frees a transaction's slot and cancels its timer.
     fn release(&mut self, slot: u32) {
-        let Some(t) = self.txns.get_mut(slot as usize).and_then(Option::take) else {
-            return;
-        };
-        if let Some(h) = t.timer {
+        if let Some(h) = self.txns.release(slot) {
             self.wheel.cancel(h);
         }
-        self.free.push(slot);
-        self.in_flight -= 1;
-        if t.role == Role::Other {
-            self.others -= 1;
-        }
-        // Keep a bounded pool of request buffers for the next sends.
-        if self.spare.len() < 4096 && t.bytes.capacity() <= 4096 {
-            self.spare.push(t.bytes);
-        }
-    }
-
-    /// Gives back a slot taken by [`Engine::alloc`] that was never filled.
-    fn unalloc(&mut self, slot: u32) {
-        self.free.push(slot);
-        self.in_flight -= 1;
     }
 
     fn arm(&mut self, slot: u32, at: Option<u64>) {
-        let Some(t) = self.txns[slot as usize].as_mut() else {
+        let Some(t) = self.txns.get_mut(slot) else {
             return;
         };
         if let Some(h) = t.timer.take() {
@@ -526,7 +425,7 @@ impl Engine {
 
     /// Records a device's outcome; the first final one settles it.
     fn settle(&mut self, slot: u32, o: Outcome) {
-        let Some(t) = self.txns[slot as usize].as_mut() else {
+        let Some(t) = self.txns.get_mut(slot) else {
             return;
         };
         let (Role::Request { run, device }, Some(job)) = (t.role, t.job.as_ref()) else {
@@ -563,7 +462,7 @@ impl Engine {
 
     fn on_timer(&mut self, slot: u32, nonce: u32, now: u64) {
         let timers = self.cfg.timers;
-        let Some(t) = self.txns.get_mut(slot as usize).and_then(Option::as_mut) else {
+        let Some(t) = self.txns.get_mut(slot) else {
             return;
         };
         if t.nonce != nonce {
@@ -620,16 +519,13 @@ impl Engine {
         }
         if o.retransmit {
             self.stats.retransmissions += 1;
-            if let Some(t) = self.txns[slot as usize].as_mut() {
+            if let Some(t) = self.txns.get_mut(slot) {
                 if t.retransmits == 0 && matches!(t.role, Role::Request { .. }) {
                     self.congestion.on_first_retransmit();
                 }
                 t.retransmits = t.retransmits.saturating_add(1);
             }
-            if let Some(job) = self.txns[slot as usize]
-                .as_ref()
-                .and_then(|t| t.job.as_ref())
-            {
+            if let Some(job) = self.txns.get(slot).and_then(|t| t.job.as_ref()) {
                 job.retransmissions
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
@@ -639,10 +535,7 @@ impl Engine {
         }
         if o.terminated || abandon {
             // Only a request that never got an answer ends as timed out.
-            if self.txns[slot as usize]
-                .as_ref()
-                .is_some_and(|t| !t.settled)
-            {
+            if self.txns.get(slot).is_some_and(|t| !t.settled) {
                 self.settle(slot, Outcome::TimedOut);
             }
             self.release(slot);
@@ -662,7 +555,7 @@ impl Engine {
             return false;
         };
         let timers = self.cfg.timers;
-        let Some(t) = self.txns.get_mut(slot as usize).and_then(Option::as_mut) else {
+        let Some(t) = self.txns.get_mut(slot) else {
             self.stats.stray_responses += 1;
             return true;
         };
@@ -700,9 +593,7 @@ impl Engine {
         if let Some(code) = o.deliver {
             self.deliver(slot, code, o.repeated, msg, now);
         }
-        let alive = self.txns[slot as usize]
-            .as_ref()
-            .filter(|t| t.nonce == nonce);
+        let alive = self.txns.get(slot).filter(|t| t.nonce == nonce);
         if let Some(t) = alive {
             // A completed non-INVITE is freed now rather than after Timer K:
             // on UDP that timer only absorbs a duplicate final answer, and a
@@ -721,7 +612,7 @@ impl Engine {
     /// The transaction user's part: outcomes, challenge answers, ACK and
     /// BYE after a 2xx, the ring limit.
     fn deliver(&mut self, slot: u32, code: u16, repeated: bool, msg: &Message<'_>, now: u64) {
-        let Some(t) = self.txns[slot as usize].as_mut() else {
+        let Some(t) = self.txns.get_mut(slot) else {
             return;
         };
         let Role::Request { .. } = t.role else {
@@ -743,7 +634,7 @@ impl Engine {
                 self.ack_and_bye(slot, msg, repeated, now);
             }
             if code < 200 {
-                if let Some(t) = self.txns[slot as usize].as_mut() {
+                if let Some(t) = self.txns.get_mut(slot) {
                     if t.ring_until.is_none() && t.cancel.is_none() {
                         t.ring_until = Some(now + self.cfg.ring_ms);
                     }
@@ -766,7 +657,7 @@ impl Engine {
     /// with a BYE so no dialog is left behind. A repeated 2xx only gets the
     /// ACK again.
     fn ack_and_bye(&mut self, slot: u32, msg: &Message<'_>, repeated: bool, now: u64) {
-        let Some(t) = self.txns[slot as usize].as_ref() else {
+        let Some(t) = self.txns.get(slot) else {
             return;
         };
         let (to, local) = (t.to, t.local);
@@ -795,7 +686,7 @@ impl Engine {
         if repeated {
             return;
         }
-        let (bye_slot, nonce) = self.alloc();
+        let (bye_slot, nonce) = self.txns.alloc(&mut self.ids);
         let bye_branch = branch(bye_slot, nonce);
         request::derive(
             &stored,
@@ -811,8 +702,8 @@ impl Engine {
         let (tx, out) =
             ClientTransaction::start(transaction::Kind::NonInvite, now, &self.cfg.timers);
         self.queue(&buf, to, local);
-        self.txns[bye_slot as usize] = Some(Txn::other(nonce, tx, buf, to, local));
-        self.others += 1;
+        self.txns
+            .fill(bye_slot, Txn::other(nonce, tx, buf, to, local));
         self.arm(bye_slot, out.next_deadline);
     }
 
@@ -840,7 +731,7 @@ impl Engine {
         let qop = p
             .get("qop")
             .is_some_and(|q| q.split(',').any(|x| x.trim().eq_ignore_ascii_case("auth")));
-        let Some(t) = self.txns[slot as usize].as_mut() else {
+        let Some(t) = self.txns.get_mut(slot) else {
             return;
         };
         let stored = t.bytes.clone();
@@ -866,7 +757,7 @@ impl Engine {
         } else {
             "Proxy-Authorization"
         };
-        let new_nonce = (self.ids.next_u64() as u32) | 1;
+        let new_nonce = txn::nonce(&mut self.ids);
         let br = branch(slot, new_nonce);
         let mut buf = Vec::with_capacity(stored.len() + value.len() + 32);
         request::with_header(
@@ -901,15 +792,17 @@ impl Engine {
         local: u8,
         now: u64,
     ) {
-        let (slot, nonce) = self.alloc();
+        let (slot, nonce) = self.txns.alloc(&mut self.ids);
         let br = branch(slot, nonce);
         let mut buf = std::mem::take(&mut self.scratch);
         build(&br, &mut buf);
         let (tx, out) =
             ClientTransaction::start(transaction::Kind::NonInvite, now, &self.cfg.timers);
         self.queue(&buf, to, local);
-        self.txns[slot as usize] = Some(Txn::other(nonce, tx, buf.as_slice().into(), to, local));
-        self.others += 1;
+        self.txns.fill(
+            slot,
+            Txn::other(nonce, tx, buf.as_slice().into(), to, local),
+        );
         self.scratch = buf;
         self.arm(slot, out.next_deadline);
     }
@@ -1016,21 +909,6 @@ fn write_request(
         }
     }
     w.finish(Some((content_type, &ctx.job.body)));
-}
-
-/// Our branch for transaction `slot`: the nonce makes a late answer to a
-/// freed and reused slot (or a guessed one) miss.
-fn branch(slot: u32, nonce: u32) -> Id {
-    Id::from_parts(BRANCH_PREFIX, (u64::from(slot) << 32) | u64::from(nonce))
-}
-
-fn parse_branch(b: &str) -> Option<(u32, u32)> {
-    let hex = b.strip_prefix(BRANCH_PREFIX)?;
-    if hex.len() != 16 {
-        return None;
-    }
-    let v = u64::from_str_radix(hex, 16).ok()?;
-    Some(((v >> 32) as u32, v as u32))
 }
 
 /// The URIs of a binding's Path (RFC 3327), in order, as the request's

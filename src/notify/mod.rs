@@ -16,6 +16,7 @@ pub mod resolve;
 mod subscription;
 #[cfg(test)]
 mod tests;
+mod txn;
 
 pub use body::{contact_me_body, wake_body};
 pub use engine::{Engine, Stats};
