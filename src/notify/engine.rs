@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::job::{JobPart, Kind, Outcome};
+use super::pace::{Bucket, Pacer};
 use super::request::{self, Derived};
 use super::subscription::Subscriptions;
 use super::txn::{self, branch, parse_branch, Role, Transactions, Txn};
@@ -18,9 +19,6 @@ use crate::sip::writer::{self, RequestHead};
 use crate::sip::{HeaderName, Message, Method};
 use crate::timer::TimerWheel;
 use crate::transaction::{self, ClientTransaction};
-
-/// Requests started per [`Engine::tick`], so the worker reads answers between slices.
-pub const SENDS_PER_TICK: usize = 256;
 
 /// Counters (plain integers: only the owning core writes them).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -42,43 +40,6 @@ pub struct Stats {
     pub stray_responses: u64,
 }
 
-/// A token bucket in thousandths of a request.
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    rate: u64,
-    milli: u64,
-    last: u64,
-}
-
-impl Bucket {
-    fn new(rate_per_s: u32, now: u64) -> Bucket {
-        let mut b = Bucket {
-            rate: u64::from(rate_per_s.max(1)),
-            milli: 0,
-            last: now,
-        };
-        b.milli = b.cap();
-        b
-    }
-
-    /// At most 10 ms worth of requests (and at least one) in a burst.
-    fn cap(&self) -> u64 {
-        (self.rate * 10).max(1000)
-    }
-
-    fn available(&mut self, now: u64) -> usize {
-        if now > self.last {
-            self.milli = (self.milli + (now - self.last) * self.rate).min(self.cap());
-            self.last = now;
-        }
-        (self.milli / 1000) as usize
-    }
-
-    fn take(&mut self, n: usize) {
-        self.milli = self.milli.saturating_sub(n as u64 * 1000);
-    }
-}
-
 /// A job part in progress on this core.
 struct Run {
     part: JobPart,
@@ -93,8 +54,7 @@ pub struct Engine {
     cfg: Arc<NotifyConfig>,
     dir: Arc<Directory>,
     runs: Vec<Option<Run>>,
-    node: Bucket,
-    congestion: super::pace::Congestion,
+    pacer: Pacer,
     txns: Transactions,
     /// Devices sent to whose outcome is not settled yet (what pacing limits).
     awaiting: usize,
@@ -122,13 +82,12 @@ impl Engine {
         rate: u32,
         seed: u64,
     ) -> Engine {
-        let congestion = super::pace::Congestion::new(rate, cfg.timers.t1_ms, 0);
+        let pacer = Pacer::new(rate, cfg.timers.t1_ms, cfg.max_in_flight);
         Engine {
             cfg,
             dir,
             runs: Vec::new(),
-            node: Bucket::new(rate, 0),
-            congestion,
+            pacer,
             txns: Transactions::default(),
             awaiting: 0,
             local_ids: local_addrs
@@ -167,11 +126,9 @@ impl Engine {
         self.txns.others()
     }
 
-    /// Room for another first send: devices awaiting an answer under
-    /// `max_in_flight`, and transactions alive (INVITEs ringing or
-    /// lingering to re-ACK, BYEs) under twice that, so memory stays bounded.
+    /// Room for another first send (see [`Pacer::has_room`]).
     fn has_room(&self) -> bool {
-        self.awaiting < self.cfg.max_in_flight && self.txns.in_flight() < 2 * self.cfg.max_in_flight
+        self.pacer.has_room(self.awaiting, self.txns.in_flight())
     }
 
     /// Job parts still running on this core.
@@ -246,8 +203,7 @@ impl Engine {
     }
 
     fn send_paced(&mut self, now: u64) {
-        self.node.rate = u64::from(self.congestion.rate(now));
-        let mut budget = self.node.available(now).min(SENDS_PER_TICK);
+        let mut budget = self.pacer.budget(now);
         for idx in 0..self.runs.len() {
             if budget == 0 || !self.has_room() {
                 break;
@@ -280,7 +236,7 @@ impl Engine {
                 let device = run.part.devices[run.next];
                 run.next += 1;
                 budget -= 1;
-                self.node.take(1);
+                self.pacer.take_one();
                 self.send_device(idx as u32, device, now);
             }
             self.check_done(idx as u32);
@@ -375,7 +331,7 @@ impl Engine {
             r.outstanding += 1;
         }
         self.awaiting += 1;
-        self.congestion.on_send();
+        self.pacer.on_send();
         job.set_outcome(device as usize, Outcome::InFlight);
         job.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.stats.requests_sent += 1;
@@ -521,7 +477,7 @@ impl Engine {
             self.stats.retransmissions += 1;
             if let Some(t) = self.txns.get_mut(slot) {
                 if t.retransmits == 0 && matches!(t.role, Role::Request { .. }) {
-                    self.congestion.on_first_retransmit();
+                    self.pacer.on_first_retransmit();
                 }
                 t.retransmits = t.retransmits.saturating_add(1);
             }
