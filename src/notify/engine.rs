@@ -7,8 +7,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::job::{JobPart, Kind, Outcome};
-use super::pace::{Bucket, Pacer};
+use super::pace::Pacer;
 use super::request::{self, Derived};
+use super::run::{self, Runs};
 use super::subscription::Subscriptions;
 use super::txn::{self, branch, parse_branch, Role, Transactions, Txn};
 use super::NotifyConfig;
@@ -40,24 +41,13 @@ pub struct Stats {
     pub stray_responses: u64,
 }
 
-/// A job part in progress on this core.
-struct Run {
-    part: JobPart,
-    next: usize,
-    /// Devices sent whose outcome is not settled yet.
-    outstanding: usize,
-    bucket: Option<Bucket>,
-}
-
 /// One core's fan-out engine.
 pub struct Engine {
     cfg: Arc<NotifyConfig>,
     dir: Arc<Directory>,
-    runs: Vec<Option<Run>>,
+    runs: Runs,
     pacer: Pacer,
     txns: Transactions,
-    /// Devices sent to whose outcome is not settled yet (what pacing limits).
-    awaiting: usize,
     /// `host:port` and our URI per listen socket, made once.
     local_ids: Vec<(String, String)>,
     wheel: TimerWheel<(u32, u32)>,
@@ -86,10 +76,9 @@ impl Engine {
         Engine {
             cfg,
             dir,
-            runs: Vec::new(),
+            runs: Runs::default(),
             pacer,
             txns: Transactions::default(),
-            awaiting: 0,
             local_ids: local_addrs
                 .iter()
                 .map(|a| (a.to_string(), format!("sip:tether@{a}")))
@@ -118,7 +107,7 @@ impl Engine {
 
     /// Devices sent to and not settled yet.
     pub fn awaiting(&self) -> usize {
-        self.awaiting
+        self.runs.awaiting()
     }
 
     /// Housekeeping transactions alive (BYEs, subscription NOTIFYs).
@@ -128,43 +117,26 @@ impl Engine {
 
     /// Room for another first send (see [`Pacer::has_room`]).
     fn has_room(&self) -> bool {
-        self.pacer.has_room(self.awaiting, self.txns.in_flight())
+        self.pacer
+            .has_room(self.runs.awaiting(), self.txns.in_flight())
     }
 
     /// Job parts still running on this core.
     pub fn active_parts(&self) -> usize {
-        self.runs.iter().flatten().count()
+        self.runs.active()
     }
 
     /// Takes a job's share for this core. `rate` is this core's share of
     /// the job's own rate limit.
     pub fn start(&mut self, part: JobPart, rate: Option<u32>, now: u64) {
         self.stats.jobs_started += 1;
-        let run = Run {
-            part,
-            next: 0,
-            outstanding: 0,
-            bucket: rate.map(|r| Bucket::new(r, now)),
-        };
-        let idx = match self.runs.iter().position(Option::is_none) {
-            Some(i) => i,
-            None => {
-                self.runs.push(None);
-                self.runs.len() - 1
-            }
-        };
-        self.runs[idx] = Some(run);
-        self.check_done(idx as u32);
+        let run = self.runs.start(part, rate, now);
+        self.check_done(run);
     }
 
     /// When [`Engine::tick`] next has work.
     pub fn next_deadline(&self, now: u64) -> Option<u64> {
-        let sending = self.has_room()
-            && self
-                .runs
-                .iter()
-                .flatten()
-                .any(|r| r.next < r.part.devices.len());
+        let sending = self.has_room() && self.runs.has_unsent();
         let pace = sending.then_some(now + 1);
         match (pace, self.wheel.next_deadline()) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -204,54 +176,32 @@ impl Engine {
 
     fn send_paced(&mut self, now: u64) {
         let mut budget = self.pacer.budget(now);
-        for idx in 0..self.runs.len() {
+        for run in 0..self.runs.slots() {
             if budget == 0 || !self.has_room() {
                 break;
             }
-            let Some(run) = self.runs[idx].as_mut() else {
+            let Some(n) = self.runs.quota(run, budget, now, &mut self.stats) else {
                 continue;
             };
-            if run.part.job.is_cancelled() {
-                for i in run.next..run.part.devices.len() {
-                    let d = run.part.devices[i] as usize;
-                    run.part.job.set_outcome(d, Outcome::Cancelled);
-                    self.stats.cancelled += 1;
-                }
-                run.next = run.part.devices.len();
-                self.check_done(idx as u32);
-                continue;
-            }
-            let mut n = budget.min(run.part.devices.len() - run.next);
-            if let Some(b) = run.bucket.as_mut() {
-                n = n.min(b.available(now));
-                b.take(n);
-            }
             for _ in 0..n {
                 if !self.has_room() {
                     break;
                 }
-                let Some(run) = self.runs[idx].as_mut() else {
+                let Some(device) = self.runs.next_device(run) else {
                     break;
                 };
-                let device = run.part.devices[run.next];
-                run.next += 1;
                 budget -= 1;
                 self.pacer.take_one();
-                self.send_device(idx as u32, device, now);
+                self.send_device(run, device, now);
             }
-            self.check_done(idx as u32);
+            self.check_done(run);
         }
     }
 
     /// Resolves one device's binding now (it may have moved or gone since
     /// the job was accepted) and sends it the job's request.
     fn send_device(&mut self, run: u32, device: u32, now: u64) {
-        let job = self.runs[run as usize]
-            .as_ref()
-            .expect("live run")
-            .part
-            .job
-            .clone();
+        let job = self.runs.job(run);
         let dev = &job.devices[device as usize];
         let now_secs = (now / 1000) as u32;
         let (slot, nonce) = self.txns.alloc(&mut self.ids);
@@ -300,7 +250,7 @@ impl Engine {
             Err(o) => {
                 self.txns.unalloc(slot);
                 job.set_outcome(device as usize, o);
-                self.count(o);
+                run::count(&mut self.stats, o);
                 return;
             }
         };
@@ -327,10 +277,7 @@ impl Engine {
             ),
         );
         self.arm(slot, out.next_deadline);
-        if let Some(r) = self.runs[run as usize].as_mut() {
-            r.outstanding += 1;
-        }
-        self.awaiting += 1;
+        self.runs.sent(run);
         self.pacer.on_send();
         job.set_outcome(device as usize, Outcome::InFlight);
         job.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -365,55 +312,19 @@ impl Engine {
         }
     }
 
-    fn count(&mut self, o: Outcome) {
-        let s = &mut self.stats;
-        match o {
-            Outcome::Delivered(_) => s.delivered += 1,
-            Outcome::Rejected(_) => s.rejected += 1,
-            Outcome::TimedOut => s.timed_out += 1,
-            Outcome::NoBinding => s.no_binding += 1,
-            Outcome::PathDead => s.path_dead += 1,
-            Outcome::NotAccepted => s.not_accepted += 1,
-            Outcome::Cancelled => s.cancelled += 1,
-            Outcome::Pending | Outcome::InFlight => {}
-        }
-    }
-
     /// Records a device's outcome; the first final one settles it.
     fn settle(&mut self, slot: u32, o: Outcome) {
-        let Some(t) = self.txns.get_mut(slot) else {
+        let Some(run) = self.txns.get_mut(slot).and_then(|t| t.settle(o)) else {
             return;
         };
-        let (Role::Request { run, device }, Some(job)) = (t.role, t.job.as_ref()) else {
-            return;
-        };
-        job.set_outcome(device as usize, o);
-        if t.settled {
-            return;
-        }
-        t.settled = true;
-        self.awaiting -= 1;
-        self.count(o);
-        if let Some(r) = self.runs[run as usize].as_mut() {
-            r.outstanding -= 1;
-            self.check_done(run);
-        }
+        let done = self.runs.settle(run, o, &mut self.stats);
+        self.finished.extend(done);
     }
 
     /// Retires a run whose devices are all settled.
     fn check_done(&mut self, run: u32) {
-        let Some(r) = self.runs[run as usize].as_ref() else {
-            return;
-        };
-        if r.next < r.part.devices.len() || r.outstanding > 0 {
-            return;
-        }
-        let r = self.runs[run as usize].take().expect("checked");
-        self.stats.parts_finished += 1;
-        if r.part.job.part_done() {
-            self.stats.jobs_finished += 1;
-            self.finished.push(r.part.job);
-        }
+        let done = self.runs.check_done(run, &mut self.stats);
+        self.finished.extend(done);
     }
 
     fn on_timer(&mut self, slot: u32, nonce: u32, now: u64) {

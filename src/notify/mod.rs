@@ -13,6 +13,7 @@ mod job;
 mod pace;
 mod request;
 pub mod resolve;
+mod run;
 mod subscription;
 #[cfg(test)]
 mod tests;

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use super::Job;
+use super::{Job, Outcome};
 use crate::sip::ids::{Id, IdGen};
 use crate::timer::TimerHandle;
 use crate::transaction::ClientTransaction;
@@ -69,6 +69,20 @@ impl Txn {
             settled: housekeeping,
             retransmits: 0,
         }
+    }
+
+    /// Records the outcome `o` of a job's request; returns its run the
+    /// first time `o` is final for it (the device settles: count it).
+    pub fn settle(&mut self, o: Outcome) -> Option<u32> {
+        let (Role::Request { run, device }, Some(job)) = (self.role, self.job.as_ref()) else {
+            return None;
+        };
+        job.set_outcome(device as usize, o);
+        if self.settled {
+            return None;
+        }
+        self.settled = true;
+        Some(run)
     }
 
     /// A housekeeping transaction (BYE, a subscription's NOTIFY).
