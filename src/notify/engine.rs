@@ -6,20 +6,20 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use super::followup;
 use super::job::{JobPart, Kind, Outcome};
 use super::pace::Pacer;
-use super::request::{self, Derived};
 use super::run::{self, Runs};
 use super::subscription::Subscriptions;
-use super::txn::{self, branch, parse_branch, Role, Transactions, Txn};
+use super::txn::{branch, parse_branch, Role, Transactions, Txn};
 use super::NotifyConfig;
 use crate::registrar::{ContactView, Directory};
-use crate::sip::digest::{self, Algorithm};
 use crate::sip::ids::{Id, IdGen};
 use crate::sip::writer::{self, RequestHead};
 use crate::sip::{HeaderName, Message, Method};
 use crate::timer::TimerWheel;
 use crate::transaction::{self, ClientTransaction};
+use smallvec::SmallVec;
 
 /// Counters (plain integers: only the owning core writes them).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -305,8 +305,7 @@ impl Engine {
         if let Some(h) = t.timer.take() {
             self.wheel.cancel(h);
         }
-        let cancel_at = t.cancel.as_ref().and_then(|(c, _)| c.deadline());
-        let at = [at, t.ring_until, cancel_at].into_iter().flatten().min();
+        let at = [at, t.ring.deadline()].into_iter().flatten().min();
         if let Some(at) = at {
             t.timer = Some(self.wheel.insert(at, (slot, t.nonce)));
         }
@@ -336,45 +335,11 @@ impl Engine {
             return;
         }
         t.timer = None;
-        let mut sends: smallvec::SmallVec<[Vec<u8>; 2]> = smallvec::SmallVec::new();
-        // CANCEL retransmissions run beside the INVITE's own state.
-        if let Some((c, bytes)) = t.cancel.as_mut() {
-            if c.state() != transaction::State::Terminated {
-                let o = c.on_timer(now, &timers);
-                if o.retransmit {
-                    sends.push(bytes.clone());
-                }
-            }
-        }
-        let mut abandon = false;
-        if t.ring_until.is_some_and(|r| now >= r) {
-            t.ring_until = None;
-            if t.tx.state() == transaction::State::Proceeding {
-                if t.cancel.is_none() {
-                    let cseq = request::cseq(&t.bytes);
-                    let mut buf = Vec::with_capacity(512);
-                    request::derive(
-                        &t.bytes,
-                        &Derived {
-                            method: "CANCEL",
-                            uri: None,
-                            branch: None,
-                            to: None,
-                            cseq,
-                        },
-                        &mut buf,
-                    );
-                    let (c, _) =
-                        ClientTransaction::start(transaction::Kind::NonInvite, now, &timers);
-                    sends.push(buf.clone());
-                    t.cancel = Some((c, buf));
-                    // If no final answer follows the CANCEL, give up after Timer B.
-                    t.ring_until = Some(now + timers.timeout_ms);
-                } else {
-                    abandon = true;
-                }
-            }
-        }
+        let mut sends = SmallVec::new();
+        // CANCEL and the ring limit run beside the INVITE's own state.
+        let abandon = t
+            .ring
+            .on_timer(t.tx.state(), &t.bytes, now, &timers, &mut sends);
         let o = t.tx.on_timer(now, &timers);
         if o.retransmit {
             sends.push(t.bytes.clone());
@@ -432,9 +397,7 @@ impl Engine {
         }
         let Ok(cseq) = msg.cseq() else { return true };
         if cseq.method == Method::Cancel {
-            if let Some((c, _)) = t.cancel.as_mut() {
-                c.on_response(code, now, &timers);
-            }
+            t.ring.on_cancel_response(code, now, &timers);
             return true;
         }
         let o = t.tx.on_response(code, now, &timers);
@@ -442,17 +405,7 @@ impl Engine {
         let to_header = msg.header(HeaderName::To).unwrap_or("");
         if o.ack {
             let mut buf = std::mem::take(&mut self.scratch);
-            request::derive(
-                &t.bytes,
-                &Derived {
-                    method: "ACK",
-                    uri: None,
-                    branch: None,
-                    to: Some(to_header),
-                    cseq: cseq.seq,
-                },
-                &mut buf,
-            );
+            followup::ack(&t.bytes, to_header, cseq.seq, &mut buf);
             self.queue(&buf, to, local);
             self.scratch = buf;
         }
@@ -502,9 +455,7 @@ impl Engine {
             }
             if code < 200 {
                 if let Some(t) = self.txns.get_mut(slot) {
-                    if t.ring_until.is_none() && t.cancel.is_none() {
-                        t.ring_until = Some(now + self.cfg.ring_ms);
-                    }
+                    t.ring.ringing(now, self.cfg.ring_ms);
                 }
             }
             if !repeated {
@@ -529,123 +480,38 @@ impl Engine {
         };
         let (to, local) = (t.to, t.local);
         let stored = t.bytes.clone();
-        let to_header = msg.header(HeaderName::To).unwrap_or("").to_owned();
-        let remote_target = msg
-            .contacts()
-            .next()
-            .and_then(Result::ok)
-            .and_then(|c| c.addr().map(|a| a.uri().raw.to_owned()));
-        let cseq = request::cseq(&stored);
+        let answered = followup::Answered::of(msg, &stored);
         let mut buf = Vec::with_capacity(512);
-        let ack_branch = self.ids.branch();
-        request::derive(
-            &stored,
-            &Derived {
-                method: "ACK",
-                uri: remote_target.as_deref(),
-                branch: Some(&ack_branch),
-                to: Some(&to_header),
-                cseq,
-            },
-            &mut buf,
-        );
+        answered.ack(&stored, &self.ids.branch(), &mut buf);
         self.queue(&buf, to, local);
         if repeated {
             return;
         }
         let (bye_slot, nonce) = self.txns.alloc(&mut self.ids);
-        let bye_branch = branch(bye_slot, nonce);
-        request::derive(
-            &stored,
-            &Derived {
-                method: "BYE",
-                uri: remote_target.as_deref(),
-                branch: Some(&bye_branch),
-                to: Some(&to_header),
-                cseq: cseq + 1,
-            },
-            &mut buf,
-        );
-        let (tx, out) =
-            ClientTransaction::start(transaction::Kind::NonInvite, now, &self.cfg.timers);
-        self.queue(&buf, to, local);
-        self.txns
-            .fill(bye_slot, Txn::other(nonce, tx, buf, to, local));
-        self.arm(bye_slot, out.next_deadline);
+        answered.bye(&stored, &branch(bye_slot, nonce), &mut buf);
+        self.start_other(bye_slot, nonce, buf, to, local, now);
     }
 
-    /// Answers a device's 401/407 once (seed 000: the device may
-    /// authenticate the server) with the configured credentials: the same
-    /// request, CSeq + 1, a new branch, and the Authorization.
+    /// Answers a device's 401/407 once with the configured credentials, as
+    /// a new transaction in the same slot ([`followup::answer_challenge`]).
     fn answer_challenge(&mut self, slot: u32, code: u16, msg: &Message<'_>, now: u64) {
-        let params = if code == 401 {
-            msg.www_authenticate()
-        } else {
-            msg.proxy_authenticate()
-        };
-        let Some((user, pass)) = self.cfg.credentials.clone() else {
+        let cfg = self.cfg.clone();
+        let Some((user, pass)) = cfg.credentials.as_ref() else {
             return;
         };
-        let Ok(Some(p)) = params else {
-            self.settle(slot, Outcome::Rejected(code));
-            return;
-        };
-        let alg = Algorithm::parse(p.get("algorithm"));
-        let (Some(alg), Some(realm), Some(nonce_v)) = (alg, p.get("realm"), p.get("nonce")) else {
-            self.settle(slot, Outcome::Rejected(code));
-            return;
-        };
-        let qop = p
-            .get("qop")
-            .is_some_and(|q| q.split(',').any(|x| x.trim().eq_ignore_ascii_case("auth")));
         let Some(t) = self.txns.get_mut(slot) else {
             return;
         };
-        let stored = t.bytes.clone();
-        let method = std::str::from_utf8(&stored)
-            .ok()
-            .and_then(|s| s.split(' ').next())
-            .unwrap_or("NOTIFY")
-            .to_owned();
-        let cnonce = self.ids.tag();
-        let value = digest::authorization(&digest::Answer {
-            alg,
-            username: &user,
-            password: &pass,
-            realm,
-            nonce: nonce_v,
-            opaque: p.get("opaque"),
-            method: &method,
-            uri: request::request_uri(&stored),
-            qop_auth: qop.then_some(("00000001", cnonce.as_str())),
-        });
-        let header = if code == 401 {
-            "Authorization"
-        } else {
-            "Proxy-Authorization"
+        let creds = (user.as_str(), pass.as_str());
+        let retry = followup::answer_challenge(&t.bytes, slot, code, msg, creds, &mut self.ids);
+        let Some((bytes, nonce)) = retry else {
+            self.settle(slot, Outcome::Rejected(code));
+            return;
         };
-        let new_nonce = txn::nonce(&mut self.ids);
-        let br = branch(slot, new_nonce);
-        let mut buf = Vec::with_capacity(stored.len() + value.len() + 32);
-        request::with_header(
-            &stored,
-            &br,
-            request::cseq(&stored) + 1,
-            header,
-            &value,
-            &mut buf,
-        );
-        let kind = t.tx.kind();
-        let (tx, out) = ClientTransaction::start(kind, now, &self.cfg.timers);
+        let (tx, out) = ClientTransaction::start(t.tx.kind(), now, &cfg.timers);
         let (to, local) = (t.to, t.local);
-        t.nonce = new_nonce;
-        t.tx = tx;
-        t.bytes = buf.as_slice().into();
-        t.auth_tried = true;
-        // A new transaction: whatever CANCEL the old one had is over.
-        t.ring_until = None;
-        t.cancel = None;
-        self.queue(&buf, to, local);
+        t.restart(nonce, tx, bytes.as_slice().into());
+        self.queue(&bytes, to, local);
         self.stats.challenges_answered += 1;
         self.arm(slot, out.next_deadline);
     }
@@ -663,14 +529,25 @@ impl Engine {
         let br = branch(slot, nonce);
         let mut buf = std::mem::take(&mut self.scratch);
         build(&br, &mut buf);
+        self.start_other(slot, nonce, buf.as_slice().into(), to, local, now);
+        self.scratch = buf;
+    }
+
+    /// Starts housekeeping request `bytes` in slot `slot` (taken with `nonce`).
+    fn start_other(
+        &mut self,
+        slot: u32,
+        nonce: u32,
+        bytes: Vec<u8>,
+        to: SocketAddr,
+        local: u8,
+        now: u64,
+    ) {
         let (tx, out) =
             ClientTransaction::start(transaction::Kind::NonInvite, now, &self.cfg.timers);
-        self.queue(&buf, to, local);
-        self.txns.fill(
-            slot,
-            Txn::other(nonce, tx, buf.as_slice().into(), to, local),
-        );
-        self.scratch = buf;
+        self.queue(&bytes, to, local);
+        self.txns
+            .fill(slot, Txn::other(nonce, tx, bytes, to, local));
         self.arm(slot, out.next_deadline);
     }
 

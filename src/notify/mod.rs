@@ -9,6 +9,7 @@
 
 mod body;
 mod engine;
+mod followup;
 mod job;
 mod pace;
 mod request;

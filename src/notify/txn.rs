@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use super::followup::Ring;
 use super::{Job, Outcome};
 use crate::sip::ids::{Id, IdGen};
 use crate::timer::TimerHandle;
@@ -33,10 +34,8 @@ pub(super) struct Txn {
     pub to: SocketAddr,
     pub local: u8,
     pub timer: Option<TimerHandle>,
-    /// CANCEL of a ringing INVITE: its own non-INVITE transaction.
-    pub cancel: Option<(ClientTransaction, Vec<u8>)>,
-    /// When a ringing INVITE is CANCELled (or, once CANCELled, abandoned).
-    pub ring_until: Option<u64>,
+    /// A ringing INVITE's limit and CANCEL.
+    pub ring: Ring,
     pub auth_tried: bool,
     pub settled: bool,
     pub retransmits: u8,
@@ -62,13 +61,23 @@ impl Txn {
             to,
             local,
             timer: None,
-            cancel: None,
-            ring_until: None,
+            ring: Ring::default(),
             // Housekeeping is never challenged-and-retried and has no outcome.
             auth_tried: housekeeping,
             settled: housekeeping,
             retransmits: 0,
         }
+    }
+
+    /// The same request again as a new transaction (a challenge answered):
+    /// `bytes` on the branch of `nonce`.
+    pub fn restart(&mut self, nonce: u32, tx: ClientTransaction, bytes: Vec<u8>) {
+        self.nonce = nonce;
+        self.tx = tx;
+        self.bytes = bytes;
+        self.auth_tried = true;
+        // Whatever CANCEL the old transaction had is over.
+        self.ring = Ring::default();
     }
 
     /// Records the outcome `o` of a job's request; returns its run the
