@@ -10,13 +10,13 @@ use super::followup;
 use super::job::{JobPart, Kind, Outcome};
 use super::pace::Pacer;
 use super::run::{self, Runs};
-use super::subscription::Subscriptions;
+use super::subscription::{self, SubscribeAnswer, Subscriptions};
 use super::txn::{branch, parse_branch, Role, Transactions, Txn};
 use super::NotifyConfig;
 use crate::registrar::{ContactView, Directory};
 use crate::sip::ids::{Id, IdGen};
 use crate::sip::writer::{self, RequestHead};
-use crate::sip::{HeaderName, Message, Method};
+use crate::sip::{Checked, HeaderName, Message, Method};
 use crate::timer::TimerWheel;
 use crate::transaction::{self, ClientTransaction};
 use smallvec::SmallVec;
@@ -149,8 +149,7 @@ impl Engine {
         while let Some((_, (slot, nonce))) = self.wheel.poll(now) {
             self.on_timer(slot, nonce, now);
         }
-        self.subscriptions.expire(now);
-        self.clear_expired_flags();
+        self.subscriptions.expire(now, &self.dir);
         self.send_paced(now);
     }
 
@@ -285,7 +284,7 @@ impl Engine {
     }
 
     /// Our address on listen socket `local` as `host:port`.
-    pub(super) fn local_hostport(&self, local: u8) -> String {
+    fn local_hostport(&self, local: u8) -> String {
         self.local_ids
             .get(usize::from(local))
             .map_or_else(|| "0.0.0.0:5060".to_owned(), |(hp, _)| hp.clone())
@@ -516,9 +515,46 @@ impl Engine {
         self.arm(slot, out.next_deadline);
     }
 
+    /// Handles a SUBSCRIBE (validated) from `src` on listen socket `local`;
+    /// writes the response into `out` and queues the RFC 6665 NOTIFY that
+    /// must follow a successful one.
+    #[allow(clippy::too_many_arguments)]
+    pub fn subscribe(
+        &mut self,
+        msg: &Message<'_>,
+        checked: &Checked<'_>,
+        src: SocketAddr,
+        local: u8,
+        now: u64,
+        tag: &str,
+        out: &mut Vec<u8>,
+    ) -> SubscribeAnswer {
+        let hostport = self.local_hostport(local);
+        let ctx = subscription::Context {
+            cfg: &self.cfg,
+            dir: &self.dir,
+            hostport: &hostport,
+            housekeeping: self.txns.others(),
+            src,
+            local,
+            now,
+        };
+        let (answer, notify) = self.subscriptions.subscribe(&ctx, msg, checked, tag, out);
+        if let Some(n) = notify {
+            self.send_other(|branch, buf| n.write(branch, buf), src, local, now);
+        }
+        answer
+    }
+
+    /// The directory it resolves devices in (tests change it under a job).
+    #[cfg(test)]
+    pub(super) fn directory(&self) -> &Arc<Directory> {
+        &self.dir
+    }
+
     /// Starts a housekeeping request (a subscription's NOTIFY) as a client
     /// transaction whose outcome nobody waits for.
-    pub(super) fn send_other(
+    fn send_other(
         &mut self,
         build: impl FnOnce(&Id, &mut Vec<u8>),
         to: SocketAddr,
@@ -549,10 +585,6 @@ impl Engine {
         self.txns
             .fill(slot, Txn::other(nonce, tx, bytes, to, local));
         self.arm(slot, out.next_deadline);
-    }
-
-    pub(super) fn directory(&self) -> &Arc<Directory> {
-        &self.dir
     }
 }
 

@@ -562,6 +562,37 @@ Expires: EXP\r\nContact: <sip:7546658000@192.168.1.20:5060>\r\n\r\n";
 }
 
 #[test]
+fn an_expired_subscription_opts_its_binding_out_again() {
+    let dir = directory(0);
+    let mut e = Engine::new(
+        Arc::new(NotifyConfig::default()),
+        dir.clone(),
+        vec!["192.0.2.1:5060".parse().unwrap()],
+        1000,
+        1,
+    );
+    let sub = b"SUBSCRIBE sip:7546658000@example.net SIP/2.0\r\n\
+Via: SIP/2.0/UDP 192.168.1.20:5060;branch=z9hG4bKs1\r\n\
+From: <sip:7546658000@example.net>;tag=subtag\r\nTo: <sip:7546658000@example.net>\r\n\
+Call-ID: sub-1\r\nCSeq: 1 SUBSCRIBE\r\nMax-Forwards: 70\r\nEvent: application-server-contact-me\r\n\
+Expires: 60\r\nContact: <sip:7546658000@192.168.1.20:5060>\r\nContent-Length: 0\r\n\r\n";
+    let m = sip::parse(sub).unwrap();
+    let c = m.validate().unwrap();
+    let mut out = Vec::new();
+    let a = e.subscribe(&m, &c, dev_addr(), 0, 5000, "ourtag", &mut out);
+    assert_eq!(a, SubscribeAnswer::Active(60));
+    let opted_in = || dir.lookup("7546658000@example.net", 10)[0].accepts_contact_me();
+    assert!(opted_in());
+    e.tick(64_999);
+    assert_eq!(e.subscriptions.len(), 1);
+    assert!(opted_in());
+    // Expiry is swept once a second.
+    e.tick(65_999);
+    assert_eq!(e.subscriptions.len(), 0);
+    assert!(!opted_in(), "the expiry cleared the binding's flag");
+}
+
+#[test]
 fn late_or_forged_answers_do_not_match() {
     let mut r = Rig::new(Kind::ContactMe, flags::CONTACT_ME, NotifyConfig::default());
     let sent = r.run_to(1000);
