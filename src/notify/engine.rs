@@ -131,7 +131,7 @@ impl Engine {
     pub fn start(&mut self, part: JobPart, rate: Option<u32>, now: u64) {
         self.stats.jobs_started += 1;
         let run = self.runs.start(part, rate, now);
-        self.check_done(run);
+        self.check_done(run, now);
     }
 
     /// When [`Engine::tick`] next has work.
@@ -193,7 +193,7 @@ impl Engine {
                 self.pacer.take_one();
                 self.send_device(run, device, now);
             }
-            self.check_done(run);
+            self.check_done(run, now);
         }
     }
 
@@ -311,17 +311,17 @@ impl Engine {
     }
 
     /// Records a device's outcome; the first final one settles it.
-    fn settle(&mut self, slot: u32, o: Outcome) {
+    fn settle(&mut self, slot: u32, o: Outcome, now: u64) {
         let Some(run) = self.txns.get_mut(slot).and_then(|t| t.settle(o)) else {
             return;
         };
-        let done = self.runs.settle(run, o, &mut self.stats);
+        let done = self.runs.settle(run, o, now, &mut self.stats);
         self.finished.extend(done);
     }
 
     /// Retires a run whose devices are all settled.
-    fn check_done(&mut self, run: u32) {
-        let done = self.runs.check_done(run, &mut self.stats);
+    fn check_done(&mut self, run: u32, now: u64) {
+        let done = self.runs.check_done(run, now, &mut self.stats);
         self.finished.extend(done);
     }
 
@@ -362,12 +362,12 @@ impl Engine {
             }
         }
         if o.timed_out {
-            self.settle(slot, Outcome::TimedOut);
+            self.settle(slot, Outcome::TimedOut, now);
         }
         if o.terminated || abandon {
             // Only a request that never got an answer ends as timed out.
             if self.txns.get(slot).is_some_and(|t| !t.settled) {
-                self.settle(slot, Outcome::TimedOut);
+                self.settle(slot, Outcome::TimedOut, now);
             }
             self.release(slot);
             return;
@@ -459,14 +459,14 @@ impl Engine {
             }
             if !repeated {
                 // Seed 001: any answer means the wake-up reached the device.
-                self.settle(slot, Outcome::Delivered(code));
+                self.settle(slot, Outcome::Delivered(code), now);
             }
             return;
         }
         match code {
             100..=199 => {}
-            200..=299 => self.settle(slot, Outcome::Delivered(code)),
-            _ => self.settle(slot, Outcome::Rejected(code)),
+            200..=299 => self.settle(slot, Outcome::Delivered(code), now),
+            _ => self.settle(slot, Outcome::Rejected(code), now),
         }
     }
 
@@ -504,7 +504,7 @@ impl Engine {
         let creds = (user.as_str(), pass.as_str());
         let retry = followup::answer_challenge(&t.bytes, slot, code, msg, creds, &mut self.ids);
         let Some((bytes, nonce)) = retry else {
-            self.settle(slot, Outcome::Rejected(code));
+            self.settle(slot, Outcome::Rejected(code), now);
             return;
         };
         let (tx, out) = ClientTransaction::start(t.tx.kind(), now, &cfg.timers);

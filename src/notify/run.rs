@@ -122,24 +122,30 @@ impl Runs {
     /// A sent device of `run` settled with `o` (the first final outcome
     /// only): counts it and retires the run if that was its last. Returns the
     /// job when this finished it.
-    pub fn settle(&mut self, run: u32, o: Outcome, stats: &mut Stats) -> Option<Arc<Job>> {
+    pub fn settle(
+        &mut self,
+        run: u32,
+        o: Outcome,
+        now: u64,
+        stats: &mut Stats,
+    ) -> Option<Arc<Job>> {
         self.awaiting -= 1;
         count(stats, o);
         let r = self.slots[run as usize].as_mut()?;
         r.outstanding -= 1;
-        self.check_done(run, stats)
+        self.check_done(run, now, stats)
     }
 
-    /// Retires `run` if its devices are all sent and settled. Returns the
-    /// job when that was the job's last part anywhere.
-    pub fn check_done(&mut self, run: u32, stats: &mut Stats) -> Option<Arc<Job>> {
+    /// Retires `run` if its devices are all sent and settled at `now`.
+    /// Returns the job when that was the job's last part anywhere.
+    pub fn check_done(&mut self, run: u32, now: u64, stats: &mut Stats) -> Option<Arc<Job>> {
         let r = self.slots[run as usize].as_ref()?;
         if r.unsent() > 0 || r.outstanding > 0 {
             return None;
         }
         let r = self.slots[run as usize].take().expect("checked");
         stats.parts_finished += 1;
-        if r.part.job.part_done() {
+        if r.part.job.part_done(now) {
             stats.jobs_finished += 1;
             return Some(r.part.job);
         }
@@ -164,7 +170,7 @@ pub(super) fn count(stats: &mut Stats, o: Outcome) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::{Device, JobSpec, Kind, ServerAddr};
+    use crate::notify::{Created, Device, JobSpec, Kind, ServerAddr};
 
     fn job(devices: usize) -> Arc<Job> {
         let spec = JobSpec {
@@ -196,6 +202,7 @@ mod tests {
             vec![dev; devices],
             vec![],
             1,
+            Created { unix_ms: 0, at: 0 },
         ))
     }
 
@@ -213,7 +220,7 @@ mod tests {
         assert_eq!(runs.next_device(r), Some(0));
         runs.sent(r);
         assert!(
-            runs.check_done(r, &mut stats).is_none(),
+            runs.check_done(r, 0, &mut stats).is_none(),
             "a device is unsent"
         );
         assert_eq!(runs.quota(r, 10, 1000, &mut stats), Some(1));
@@ -222,10 +229,11 @@ mod tests {
         assert!(!runs.has_unsent());
         assert_eq!(runs.awaiting(), 2);
         assert!(runs
-            .settle(r, Outcome::Delivered(200), &mut stats)
+            .settle(r, Outcome::Delivered(200), 0, &mut stats)
             .is_none());
-        let done = runs.settle(r, Outcome::TimedOut, &mut stats);
+        let done = runs.settle(r, Outcome::TimedOut, 7000, &mut stats);
         assert!(done.is_some_and(|d| Arc::ptr_eq(&d, &j)));
+        assert_eq!(j.finished_unix_ms(), 7000, "finished at the settling's now");
         assert_eq!((runs.active(), runs.awaiting()), (0, 0));
         assert_eq!((stats.delivered, stats.timed_out), (1, 1));
         assert_eq!((stats.parts_finished, stats.jobs_finished), (1, 1));
@@ -249,6 +257,6 @@ mod tests {
         assert_eq!(stats.cancelled, 2);
         assert_eq!(j.outcome(2), Outcome::Cancelled);
         assert_eq!(j.outcome(0), Outcome::Pending, "a sent device is not");
-        assert!(runs.check_done(r, &mut stats).is_some());
+        assert!(runs.check_done(r, 0, &mut stats).is_some());
     }
 }

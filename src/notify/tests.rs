@@ -11,6 +11,12 @@ use crate::sip::{self, writer, HeaderName, Method};
 
 const DEVICE: &str = "198.51.100.7:40123";
 
+/// Jobs are created at the engines' time 0.
+const CREATED: Created = Created {
+    unix_ms: 1_700_000_000_000,
+    at: 0,
+};
+
 fn dev_addr() -> SocketAddr {
     DEVICE.parse().unwrap()
 }
@@ -85,6 +91,7 @@ impl Rig {
             devices,
             unmatched,
             1,
+            CREATED,
         ));
         let mut engine = Engine::new(
             Arc::new(cfg),
@@ -372,7 +379,7 @@ fn copies(n: u32, node_rate: u32, job_rate: Option<u32>) -> (Arc<Job>, Engine) {
     let s = spec(Kind::ContactMe);
     let base = resolve::resolve(&dir, &s.targets, Kind::ContactMe, 10).0;
     let devices: Vec<_> = (0..n).map(|_| base[0].clone()).collect();
-    let job = Arc::new(Job::new(2, s, Box::default(), devices, vec![], 1));
+    let job = Arc::new(Job::new(2, s, Box::default(), devices, vec![], 1, CREATED));
     let mut e = Engine::new(
         Arc::new(NotifyConfig::default()),
         dir,
@@ -478,6 +485,7 @@ Expires: 600\r\nContact: <sip:7546658000@192.168.1.20:5060>\r\nContent-Length: 0
         devices,
         vec![],
         1,
+        CREATED,
     ));
     e.start(
         JobPart {
@@ -645,7 +653,15 @@ fn an_indirect_device_is_reached_through_its_path_route() {
     };
     let (devices, _) = resolve::resolve(&dir, &s.targets, Kind::ContactMe, 10);
     let body = contact_me_body(&s, &crate::notify::Labels::default());
-    let job = Arc::new(Job::new(5, s, body.into_bytes().into(), devices, vec![], 1));
+    let job = Arc::new(Job::new(
+        5,
+        s,
+        body.into_bytes().into(),
+        devices,
+        vec![],
+        1,
+        CREATED,
+    ));
     let mut e = Engine::new(
         Arc::new(NotifyConfig::default()),
         dir,
