@@ -2,20 +2,19 @@
 //! on the core's timer wheel, and outcomes written into the shared jobs.
 //! Sans-IO: the runtime passes `now` and drains [`Engine::drain_outbound`].
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::followup;
+use super::initial::{write_request, RequestContext, Strings};
 use super::job::{JobPart, Kind, Outcome};
 use super::pace::Pacer;
 use super::run::{self, Runs};
 use super::subscription::{self, SubscribeAnswer, Subscriptions};
 use super::txn::{branch, parse_branch, Role, Transactions, Txn};
 use super::NotifyConfig;
-use crate::registrar::{ContactView, Directory};
+use crate::registrar::Directory;
 use crate::sip::ids::{Id, IdGen};
-use crate::sip::writer::{self, RequestHead};
 use crate::sip::{Checked, HeaderName, Message, Method};
 use crate::timer::TimerWheel;
 use crate::transaction::{self, ClientTransaction};
@@ -63,6 +62,7 @@ pub struct Engine {
     pub stats: Stats,
 }
 
+/// The boundary: what the runtime and the dispatcher call.
 impl Engine {
     /// `rate` is this core's share of the node's request rate.
     pub fn new(
@@ -115,12 +115,6 @@ impl Engine {
         self.txns.others()
     }
 
-    /// Room for another first send (see [`Pacer::has_room`]).
-    fn has_room(&self) -> bool {
-        self.pacer
-            .has_room(self.runs.awaiting(), self.txns.in_flight())
-    }
-
     /// Job parts still running on this core.
     pub fn active_parts(&self) -> usize {
         self.runs.active()
@@ -153,6 +147,90 @@ impl Engine {
         self.send_paced(now);
     }
 
+    /// A response whose top Via has `branch` (the caller parsed it once for
+    /// every consumer). Returns false when the branch is not one of ours
+    /// (the caller tries the keepalive).
+    pub fn on_response(&mut self, msg: &Message<'_>, branch: &str, now: u64) -> bool {
+        let Some((slot, nonce)) = parse_branch(branch) else {
+            return false;
+        };
+        let Some(code) = msg.status() else {
+            return false;
+        };
+        let timers = self.cfg.timers;
+        let Some(t) = self.txns.get_mut(slot) else {
+            self.stats.stray_responses += 1;
+            return true;
+        };
+        if t.nonce != nonce {
+            self.stats.stray_responses += 1;
+            return true;
+        }
+        let Ok(cseq) = msg.cseq() else { return true };
+        if cseq.method == Method::Cancel {
+            t.ring.on_cancel_response(code, now, &timers);
+            return true;
+        }
+        let o = t.tx.on_response(code, now, &timers);
+        let (to, local) = (t.to, t.local);
+        let to_header = msg.header(HeaderName::To).unwrap_or("");
+        if o.ack {
+            let mut buf = std::mem::take(&mut self.scratch);
+            followup::ack(&t.bytes, to_header, cseq.seq, &mut buf);
+            self.queue(&buf, to, local);
+            self.scratch = buf;
+        }
+        let next = o.next_deadline;
+        if let Some(code) = o.deliver {
+            self.deliver(slot, code, o.repeated, msg, now);
+        }
+        let alive = self.txns.get(slot).filter(|t| t.nonce == nonce);
+        if let Some(t) = alive {
+            // A completed non-INVITE is freed now rather than after Timer K:
+            // on UDP that timer only absorbs a duplicate final answer, and a
+            // duplicate now misses on the slot's nonce and is counted as stray.
+            let done = t.tx.kind() == transaction::Kind::NonInvite
+                && t.tx.state() == transaction::State::Completed;
+            if o.terminated || done {
+                self.release(slot);
+            } else {
+                self.arm(slot, next);
+            }
+        }
+        true
+    }
+
+    /// Handles a SUBSCRIBE (validated) from `src` on listen socket `local`;
+    /// writes the response into `out` and queues the RFC 6665 NOTIFY that
+    /// must follow a successful one.
+    #[allow(clippy::too_many_arguments)]
+    pub fn subscribe(
+        &mut self,
+        msg: &Message<'_>,
+        checked: &Checked<'_>,
+        src: SocketAddr,
+        local: u8,
+        now: u64,
+        tag: &str,
+        out: &mut Vec<u8>,
+    ) -> SubscribeAnswer {
+        let hostport = self.local_hostport(local);
+        let ctx = subscription::Context {
+            cfg: &self.cfg,
+            dir: &self.dir,
+            hostport: &hostport,
+            housekeeping: self.txns.others(),
+            src,
+            local,
+            now,
+        };
+        let (answer, notify) = self.subscriptions.subscribe(&ctx, msg, checked, tag, out);
+        if let Some(n) = notify {
+            self.send_other(|branch, buf| n.write(branch, buf), src, local, now);
+        }
+        answer
+    }
+
     /// Hands every queued datagram to `send(bytes, to, local)` and clears the queue.
     pub fn drain_outbound(&mut self, send: &mut dyn FnMut(&[u8], SocketAddr, u8)) {
         for &(a, b, to, local) in &self.out_meta {
@@ -167,12 +245,92 @@ impl Engine {
         !self.out_meta.is_empty()
     }
 
-    pub(super) fn queue(&mut self, bytes: &[u8], to: SocketAddr, local: u8) {
-        let a = self.out_buf.len();
-        self.out_buf.extend_from_slice(bytes);
-        self.out_meta.push((a, self.out_buf.len(), to, local));
+    /// The directory it resolves devices in (tests change it under a job).
+    #[cfg(test)]
+    pub(super) fn directory(&self) -> &Arc<Directory> {
+        &self.dir
+    }
+}
+
+/// Timers: one wheel entry per transaction slot, keyed by (slot, nonce),
+/// at the earliest of the transaction's own deadline and its INVITE
+/// follow-ups' (ring limit, CANCEL). `arm` sets it, `on_timer` runs when it
+/// fires, `release` drops it with the slot. Besides these, only
+/// [`Engine::tick`] (polls it) and [`Engine::next_deadline`] read the wheel.
+impl Engine {
+    fn arm(&mut self, slot: u32, at: Option<u64>) {
+        let Some(t) = self.txns.get_mut(slot) else {
+            return;
+        };
+        if let Some(h) = t.timer.take() {
+            self.wheel.cancel(h);
+        }
+        let at = [at, t.ring.deadline()].into_iter().flatten().min();
+        if let Some(at) = at {
+            t.timer = Some(self.wheel.insert(at, (slot, t.nonce)));
+        }
     }
 
+    fn on_timer(&mut self, slot: u32, nonce: u32, now: u64) {
+        let timers = self.cfg.timers;
+        let Some(t) = self.txns.get_mut(slot) else {
+            return;
+        };
+        if t.nonce != nonce {
+            return;
+        }
+        t.timer = None;
+        let mut sends = SmallVec::new();
+        // CANCEL and the ring limit run beside the INVITE's own state.
+        let abandon = t
+            .ring
+            .on_timer(t.tx.state(), &t.bytes, now, &timers, &mut sends);
+        let o = t.tx.on_timer(now, &timers);
+        if o.retransmit {
+            sends.push(t.bytes.clone());
+        }
+        let (to, local) = (t.to, t.local);
+        let next = o.next_deadline;
+        for b in &sends {
+            self.queue(b, to, local);
+        }
+        if o.retransmit {
+            self.stats.retransmissions += 1;
+            if let Some(t) = self.txns.get_mut(slot) {
+                if t.retransmits == 0 && matches!(t.role, Role::Request { .. }) {
+                    self.pacer.on_first_retransmit();
+                }
+                t.retransmits = t.retransmits.saturating_add(1);
+            }
+            if let Some(job) = self.txns.get(slot).and_then(|t| t.job.as_ref()) {
+                job.retransmissions
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        if o.timed_out {
+            self.settle(slot, Outcome::TimedOut, now);
+        }
+        if o.terminated || abandon {
+            // Only a request that never got an answer ends as timed out.
+            if self.txns.get(slot).is_some_and(|t| !t.settled) {
+                self.settle(slot, Outcome::TimedOut, now);
+            }
+            self.release(slot);
+            return;
+        }
+        self.arm(slot, next);
+    }
+
+    /// Frees a transaction's slot and cancels its timer.
+    fn release(&mut self, slot: u32) {
+        if let Some(h) = self.txns.release(slot) {
+            self.wheel.cancel(h);
+        }
+    }
+}
+
+/// Sending: paced first sends of the job runs, and housekeeping requests.
+impl Engine {
     fn send_paced(&mut self, now: u64) {
         let mut budget = self.pacer.budget(now);
         for run in 0..self.runs.slots() {
@@ -195,6 +353,12 @@ impl Engine {
             }
             self.check_done(run, now);
         }
+    }
+
+    /// Room for another first send (see [`Pacer::has_room`]).
+    fn has_room(&self) -> bool {
+        self.pacer
+            .has_room(self.runs.awaiting(), self.txns.in_flight())
     }
 
     /// Resolves one device's binding now (it may have moved or gone since
@@ -260,9 +424,7 @@ impl Engine {
             Kind::WakeInvite => transaction::Kind::Invite,
         };
         let (tx, out) = ClientTransaction::start(kind, now, &self.cfg.timers);
-        let a = self.out_buf.len();
-        self.out_buf.extend_from_slice(&bytes);
-        self.out_meta.push((a, self.out_buf.len(), to, local));
+        self.queue(&bytes, to, local);
         self.txns.fill(
             slot,
             Txn::new(
@@ -283,151 +445,57 @@ impl Engine {
         self.stats.requests_sent += 1;
     }
 
+    /// Starts a housekeeping request (a subscription's NOTIFY) as a client
+    /// transaction whose outcome nobody waits for.
+    fn send_other(
+        &mut self,
+        build: impl FnOnce(&Id, &mut Vec<u8>),
+        to: SocketAddr,
+        local: u8,
+        now: u64,
+    ) {
+        let (slot, nonce) = self.txns.alloc(&mut self.ids);
+        let br = branch(slot, nonce);
+        let mut buf = std::mem::take(&mut self.scratch);
+        build(&br, &mut buf);
+        self.start_other(slot, nonce, buf.as_slice().into(), to, local, now);
+        self.scratch = buf;
+    }
+
+    /// Starts housekeeping request `bytes` in slot `slot` (taken with `nonce`).
+    fn start_other(
+        &mut self,
+        slot: u32,
+        nonce: u32,
+        bytes: Vec<u8>,
+        to: SocketAddr,
+        local: u8,
+        now: u64,
+    ) {
+        let (tx, out) =
+            ClientTransaction::start(transaction::Kind::NonInvite, now, &self.cfg.timers);
+        self.queue(&bytes, to, local);
+        self.txns
+            .fill(slot, Txn::other(nonce, tx, bytes, to, local));
+        self.arm(slot, out.next_deadline);
+    }
+
+    fn queue(&mut self, bytes: &[u8], to: SocketAddr, local: u8) {
+        let a = self.out_buf.len();
+        self.out_buf.extend_from_slice(bytes);
+        self.out_meta.push((a, self.out_buf.len(), to, local));
+    }
+
     /// Our address on listen socket `local` as `host:port`.
     fn local_hostport(&self, local: u8) -> String {
         self.local_ids
             .get(usize::from(local))
             .map_or_else(|| "0.0.0.0:5060".to_owned(), |(hp, _)| hp.clone())
     }
+}
 
-    /// Frees a transaction's slot and cancels its timer.
-    fn release(&mut self, slot: u32) {
-        if let Some(h) = self.txns.release(slot) {
-            self.wheel.cancel(h);
-        }
-    }
-
-    fn arm(&mut self, slot: u32, at: Option<u64>) {
-        let Some(t) = self.txns.get_mut(slot) else {
-            return;
-        };
-        if let Some(h) = t.timer.take() {
-            self.wheel.cancel(h);
-        }
-        let at = [at, t.ring.deadline()].into_iter().flatten().min();
-        if let Some(at) = at {
-            t.timer = Some(self.wheel.insert(at, (slot, t.nonce)));
-        }
-    }
-
-    /// Records a device's outcome; the first final one settles it.
-    fn settle(&mut self, slot: u32, o: Outcome, now: u64) {
-        let Some(run) = self.txns.get_mut(slot).and_then(|t| t.settle(o)) else {
-            return;
-        };
-        let done = self.runs.settle(run, o, now, &mut self.stats);
-        self.finished.extend(done);
-    }
-
-    /// Retires a run whose devices are all settled.
-    fn check_done(&mut self, run: u32, now: u64) {
-        let done = self.runs.check_done(run, now, &mut self.stats);
-        self.finished.extend(done);
-    }
-
-    fn on_timer(&mut self, slot: u32, nonce: u32, now: u64) {
-        let timers = self.cfg.timers;
-        let Some(t) = self.txns.get_mut(slot) else {
-            return;
-        };
-        if t.nonce != nonce {
-            return;
-        }
-        t.timer = None;
-        let mut sends = SmallVec::new();
-        // CANCEL and the ring limit run beside the INVITE's own state.
-        let abandon = t
-            .ring
-            .on_timer(t.tx.state(), &t.bytes, now, &timers, &mut sends);
-        let o = t.tx.on_timer(now, &timers);
-        if o.retransmit {
-            sends.push(t.bytes.clone());
-        }
-        let (to, local) = (t.to, t.local);
-        let next = o.next_deadline;
-        for b in &sends {
-            self.queue(b, to, local);
-        }
-        if o.retransmit {
-            self.stats.retransmissions += 1;
-            if let Some(t) = self.txns.get_mut(slot) {
-                if t.retransmits == 0 && matches!(t.role, Role::Request { .. }) {
-                    self.pacer.on_first_retransmit();
-                }
-                t.retransmits = t.retransmits.saturating_add(1);
-            }
-            if let Some(job) = self.txns.get(slot).and_then(|t| t.job.as_ref()) {
-                job.retransmissions
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-        }
-        if o.timed_out {
-            self.settle(slot, Outcome::TimedOut, now);
-        }
-        if o.terminated || abandon {
-            // Only a request that never got an answer ends as timed out.
-            if self.txns.get(slot).is_some_and(|t| !t.settled) {
-                self.settle(slot, Outcome::TimedOut, now);
-            }
-            self.release(slot);
-            return;
-        }
-        self.arm(slot, next);
-    }
-
-    /// A response whose top Via has `branch` (the caller parsed it once for
-    /// every consumer). Returns false when the branch is not one of ours
-    /// (the caller tries the keepalive).
-    pub fn on_response(&mut self, msg: &Message<'_>, branch: &str, now: u64) -> bool {
-        let Some((slot, nonce)) = parse_branch(branch) else {
-            return false;
-        };
-        let Some(code) = msg.status() else {
-            return false;
-        };
-        let timers = self.cfg.timers;
-        let Some(t) = self.txns.get_mut(slot) else {
-            self.stats.stray_responses += 1;
-            return true;
-        };
-        if t.nonce != nonce {
-            self.stats.stray_responses += 1;
-            return true;
-        }
-        let Ok(cseq) = msg.cseq() else { return true };
-        if cseq.method == Method::Cancel {
-            t.ring.on_cancel_response(code, now, &timers);
-            return true;
-        }
-        let o = t.tx.on_response(code, now, &timers);
-        let (to, local) = (t.to, t.local);
-        let to_header = msg.header(HeaderName::To).unwrap_or("");
-        if o.ack {
-            let mut buf = std::mem::take(&mut self.scratch);
-            followup::ack(&t.bytes, to_header, cseq.seq, &mut buf);
-            self.queue(&buf, to, local);
-            self.scratch = buf;
-        }
-        let next = o.next_deadline;
-        if let Some(code) = o.deliver {
-            self.deliver(slot, code, o.repeated, msg, now);
-        }
-        let alive = self.txns.get(slot).filter(|t| t.nonce == nonce);
-        if let Some(t) = alive {
-            // A completed non-INVITE is freed now rather than after Timer K:
-            // on UDP that timer only absorbs a duplicate final answer, and a
-            // duplicate now misses on the slot's nonce and is counted as stray.
-            let done = t.tx.kind() == transaction::Kind::NonInvite
-                && t.tx.state() == transaction::State::Completed;
-            if o.terminated || done {
-                self.release(slot);
-            } else {
-                self.arm(slot, next);
-            }
-        }
-        true
-    }
-
+/// The transaction user: what an answer means for the device and the job.
+impl Engine {
     /// The transaction user's part: outcomes, challenge answers, ACK and
     /// BYE after a 2xx, the ring limit.
     fn deliver(&mut self, slot: u32, code: u16, repeated: bool, msg: &Message<'_>, now: u64) {
@@ -515,187 +583,18 @@ impl Engine {
         self.arm(slot, out.next_deadline);
     }
 
-    /// Handles a SUBSCRIBE (validated) from `src` on listen socket `local`;
-    /// writes the response into `out` and queues the RFC 6665 NOTIFY that
-    /// must follow a successful one.
-    #[allow(clippy::too_many_arguments)]
-    pub fn subscribe(
-        &mut self,
-        msg: &Message<'_>,
-        checked: &Checked<'_>,
-        src: SocketAddr,
-        local: u8,
-        now: u64,
-        tag: &str,
-        out: &mut Vec<u8>,
-    ) -> SubscribeAnswer {
-        let hostport = self.local_hostport(local);
-        let ctx = subscription::Context {
-            cfg: &self.cfg,
-            dir: &self.dir,
-            hostport: &hostport,
-            housekeeping: self.txns.others(),
-            src,
-            local,
-            now,
+    /// Records a device's outcome; the first final one settles it.
+    fn settle(&mut self, slot: u32, o: Outcome, now: u64) {
+        let Some(run) = self.txns.get_mut(slot).and_then(|t| t.settle(o)) else {
+            return;
         };
-        let (answer, notify) = self.subscriptions.subscribe(&ctx, msg, checked, tag, out);
-        if let Some(n) = notify {
-            self.send_other(|branch, buf| n.write(branch, buf), src, local, now);
-        }
-        answer
+        let done = self.runs.settle(run, o, now, &mut self.stats);
+        self.finished.extend(done);
     }
 
-    /// The directory it resolves devices in (tests change it under a job).
-    #[cfg(test)]
-    pub(super) fn directory(&self) -> &Arc<Directory> {
-        &self.dir
+    /// Retires a run whose devices are all settled.
+    fn check_done(&mut self, run: u32, now: u64) {
+        let done = self.runs.check_done(run, now, &mut self.stats);
+        self.finished.extend(done);
     }
-
-    /// Starts a housekeeping request (a subscription's NOTIFY) as a client
-    /// transaction whose outcome nobody waits for.
-    fn send_other(
-        &mut self,
-        build: impl FnOnce(&Id, &mut Vec<u8>),
-        to: SocketAddr,
-        local: u8,
-        now: u64,
-    ) {
-        let (slot, nonce) = self.txns.alloc(&mut self.ids);
-        let br = branch(slot, nonce);
-        let mut buf = std::mem::take(&mut self.scratch);
-        build(&br, &mut buf);
-        self.start_other(slot, nonce, buf.as_slice().into(), to, local, now);
-        self.scratch = buf;
-    }
-
-    /// Starts housekeeping request `bytes` in slot `slot` (taken with `nonce`).
-    fn start_other(
-        &mut self,
-        slot: u32,
-        nonce: u32,
-        bytes: Vec<u8>,
-        to: SocketAddr,
-        local: u8,
-        now: u64,
-    ) {
-        let (tx, out) =
-            ClientTransaction::start(transaction::Kind::NonInvite, now, &self.cfg.timers);
-        self.queue(&bytes, to, local);
-        self.txns
-            .fill(slot, Txn::other(nonce, tx, bytes, to, local));
-        self.arm(slot, out.next_deadline);
-    }
-}
-
-/// What every request of one job to one device shares.
-struct RequestContext<'a> {
-    cfg: &'a NotifyConfig,
-    local_ids: &'a [(String, String)],
-    job: &'a super::Job,
-    aor: &'a str,
-    branch: &'a Id,
-    now: u64,
-}
-
-/// Reused text buffers for the per-request strings.
-#[derive(Default)]
-struct Strings {
-    aor_uri: String,
-    call_id: String,
-    state: String,
-}
-
-/// The job's NOTIFY or INVITE for one binding, into `out`.
-fn write_request(
-    ctx: &RequestContext<'_>,
-    view: &ContactView,
-    ids: &mut IdGen,
-    subscriptions: &mut Subscriptions,
-    strings: &mut Strings,
-    out: &mut Vec<u8>,
-) {
-    let (sent_by, us) = ctx
-        .local_ids
-        .get(usize::from(view.local))
-        .map_or(("0.0.0.0:5060", "sip:tether@0.0.0.0:5060"), |(a, b)| {
-            (a.as_str(), b.as_str())
-        });
-    let routes = path_routes(view.path.as_deref());
-    let route_refs: smallvec::SmallVec<[&str; 2]> = routes.iter().map(|s| &s[..]).collect();
-    let (method, content_type) = match ctx.job.spec.kind {
-        Kind::ContactMe => (Method::Notify, ctx.cfg.content_type.as_str()),
-        Kind::WakeInvite => (Method::Invite, ctx.cfg.wake_content_type.as_str()),
-    };
-    // A device that subscribed gets the NOTIFY inside its subscription's dialog.
-    let sub = match ctx.job.spec.kind {
-        Kind::ContactMe if !subscriptions.is_empty() => {
-            subscriptions.next_notify(&view.binding, ctx.now)
-        }
-        _ => None,
-    };
-    strings.aor_uri.clear();
-    strings.aor_uri.push_str("sip:");
-    strings.aor_uri.push_str(ctx.aor);
-    let tag = ids.tag();
-    strings.call_id.clear();
-    strings.call_id.push_str(&ids.call_id());
-    strings.call_id.push_str("@tether");
-    let head = match &sub {
-        Some(s) => RequestHead {
-            method,
-            uri: &s.contact,
-            transport: "UDP",
-            sent_by,
-            branch: ctx.branch,
-            from_uri: &s.local_uri,
-            from_tag: &s.local_tag,
-            to_uri: &s.remote_uri,
-            to_tag: Some(&s.remote_tag),
-            call_id: &s.call_id,
-            cseq: s.cseq,
-            max_forwards: 70,
-            contact: Some(us),
-            routes: &route_refs,
-        },
-        None => RequestHead {
-            method,
-            uri: &view.contact,
-            transport: "UDP",
-            sent_by,
-            branch: ctx.branch,
-            from_uri: us,
-            from_tag: &tag,
-            to_uri: &strings.aor_uri,
-            to_tag: None,
-            call_id: &strings.call_id,
-            cseq: 1,
-            max_forwards: 70,
-            contact: (method == Method::Invite).then_some(us),
-            routes: &route_refs,
-        },
-    };
-    let mut w = writer::request(out, &head);
-    if method == Method::Notify {
-        w.header(HeaderName::Event, &ctx.cfg.event);
-        if let Some(s) = &sub {
-            strings.state.clear();
-            let _ = write!(strings.state, "active;expires={}", s.remaining_s);
-            w.header(HeaderName::SubscriptionState, &strings.state);
-        }
-    }
-    w.finish(Some((content_type, &ctx.job.body)));
-}
-
-/// The URIs of a binding's Path (RFC 3327), in order, as the request's
-/// route set: `<sip:p1;lr>, <sip:p2;lr>` → `["sip:p1;lr", "sip:p2;lr"]`.
-fn path_routes(path: Option<&str>) -> smallvec::SmallVec<[String; 2]> {
-    let mut out = smallvec::SmallVec::new();
-    let Some(mut rest) = path else { return out };
-    while let Some(a) = rest.find('<') {
-        let Some(b) = rest[a..].find('>') else { break };
-        out.push(rest[a + 1..a + b].to_owned());
-        rest = &rest[a + b + 1..];
-    }
-    out
 }

@@ -10,6 +10,7 @@
 mod body;
 mod engine;
 mod followup;
+mod initial;
 mod job;
 mod pace;
 mod request;
