@@ -1,6 +1,12 @@
 //! One core's share of every fan-out job: paced sends, client transactions
 //! on the core's timer wheel, and outcomes written into the shared jobs.
 //! Sans-IO: the runtime passes `now` and drains [`Engine::drain_outbound`].
+//!
+//! The state lives in units the engine composes: job runs (`run`), pacing
+//! (`pace`), the transaction table and branch codec (`txn`), INVITE
+//! follow-ups (`followup`), subscriptions (`subscription`); the requests are
+//! written by `initial` and `request`. The engine owns what they share: the
+//! timer wheel, the outbound queue, the id generator and the counters.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
