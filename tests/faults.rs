@@ -407,6 +407,11 @@ fn fan_out_job_under_loss_reaches_every_device_once() {
     assert_eq!(devices.len(), n as usize);
     let body = tether::notify::contact_me_body(&spec, &Default::default());
     let idx: Vec<u32> = (0..devices.len() as u32).collect();
+    let now = sim.now;
+    let created = tether::notify::Created {
+        unix_ms: 1_800_000_000_000,
+        at: now,
+    };
     let job = Arc::new(Job::new(
         1,
         spec,
@@ -414,8 +419,8 @@ fn fan_out_job_under_loss_reaches_every_device_once() {
         devices,
         unmatched,
         1,
+        created,
     ));
-    let now = sim.now;
     sim.ep.handle_command(
         now,
         Command::Job(
@@ -428,6 +433,10 @@ fn fan_out_job_under_loss_reaches_every_device_once() {
     );
     sim.run_until(now + 40_000);
     assert_eq!(sim.finished.len(), 1, "the job finished on this core");
+    assert!(
+        job.finished_unix_ms() > created.unix_ms,
+        "stamped from the fake clock"
+    );
     for (i, ua) in sim.uas.iter().enumerate() {
         assert_eq!(job.outcome(i), Outcome::Delivered(200), "{}", ua.user);
         assert!(ua.notifies >= 1);

@@ -21,7 +21,7 @@ pub use crate::addr::Cidr;
 use jobs::JobStore;
 
 use crate::config::{ApiConfig, NotifySection};
-use crate::notify::{contact_me_body, resolve, unix_ms, wake_body, Job, JobPart, Kind, Labels};
+use crate::notify::{contact_me_body, resolve, wake_body, Created, Job, JobPart, Kind, Labels};
 use crate::runtime::{Command, Control};
 
 /// One HTTP request, as the service sees it.
@@ -226,6 +226,11 @@ impl Service {
         self.epoch.elapsed().as_secs() as u32
     }
 
+    /// The runtime's clock, as the cores' `now` counts it.
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
     fn submit(&self, body: &[u8], client: &Client) -> ApiResponse {
         let spec = match request::parse(body, &client.name) {
             Ok(s) => s,
@@ -267,6 +272,10 @@ impl Service {
             devices,
             unmatched,
             busy.len(),
+            Created {
+                unix_ms: unix_ms(),
+                at: self.now_ms(),
+            },
         ));
         self.jobs.lock().insert(job.clone(), unix_ms());
         // The job is reported (webhook) once: by the core that finishes its
@@ -334,7 +343,7 @@ impl Service {
                 part.job
                     .set_outcome(d as usize, crate::notify::Outcome::Cancelled);
             }
-            return part.job.part_done();
+            return part.job.part_done(self.now_ms());
         }
         false
     }
@@ -605,6 +614,15 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Wall-clock milliseconds since the Unix epoch (job times shown to
+/// callers, job retention). Read here, not in notify: the cores get time
+/// only as `now`.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

@@ -1,27 +1,30 @@
 //! One core's share of every fan-out job: paced sends, client transactions
 //! on the core's timer wheel, and outcomes written into the shared jobs.
 //! Sans-IO: the runtime passes `now` and drains [`Engine::drain_outbound`].
+//!
+//! The state lives in units the engine composes: job runs (`run`), pacing
+//! (`pace`), the transaction table and branch codec (`txn`), INVITE
+//! follow-ups (`followup`), subscriptions (`subscription`); the requests are
+//! written by `initial` and `request`. The engine owns what they share: the
+//! timer wheel, the outbound queue, the id generator and the counters.
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use super::followup;
+use super::initial::{write_request, RequestContext, Strings};
 use super::job::{JobPart, Kind, Outcome};
-use super::request::{self, Derived};
-use super::subscription::Subscriptions;
+use super::pace::Pacer;
+use super::run::{self, Runs};
+use super::subscription::{self, SubscribeAnswer, Subscriptions};
+use super::txn::{branch, parse_branch, Role, Transactions, Txn};
 use super::NotifyConfig;
-use crate::registrar::{ContactView, Directory};
-use crate::sip::digest::{self, Algorithm};
+use crate::registrar::Directory;
 use crate::sip::ids::{Id, IdGen};
-use crate::sip::writer::{self, RequestHead};
-use crate::sip::{HeaderName, Message, Method};
-use crate::timer::{TimerHandle, TimerWheel};
+use crate::sip::{Checked, HeaderName, Message, Method};
+use crate::timer::TimerWheel;
 use crate::transaction::{self, ClientTransaction};
-
-/// Branch prefix of the requests this engine sends (after the magic cookie).
-const BRANCH_PREFIX: &str = "z9hG4bKnt";
-/// Requests started per [`Engine::tick`], so the worker reads answers between slices.
-pub const SENDS_PER_TICK: usize = 256;
+use smallvec::SmallVec;
 
 /// Counters (plain integers: only the owning core writes them).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -43,137 +46,19 @@ pub struct Stats {
     pub stray_responses: u64,
 }
 
-/// A token bucket in thousandths of a request.
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    rate: u64,
-    milli: u64,
-    last: u64,
-}
-
-impl Bucket {
-    fn new(rate_per_s: u32, now: u64) -> Bucket {
-        let mut b = Bucket {
-            rate: u64::from(rate_per_s.max(1)),
-            milli: 0,
-            last: now,
-        };
-        b.milli = b.cap();
-        b
-    }
-
-    /// At most 10 ms worth of requests (and at least one) in a burst.
-    fn cap(&self) -> u64 {
-        (self.rate * 10).max(1000)
-    }
-
-    fn available(&mut self, now: u64) -> usize {
-        if now > self.last {
-            self.milli = (self.milli + (now - self.last) * self.rate).min(self.cap());
-            self.last = now;
-        }
-        (self.milli / 1000) as usize
-    }
-
-    fn take(&mut self, n: usize) {
-        self.milli = self.milli.saturating_sub(n as u64 * 1000);
-    }
-}
-
-/// A job part in progress on this core.
-struct Run {
-    part: JobPart,
-    next: usize,
-    /// Devices sent whose outcome is not settled yet.
-    outstanding: usize,
-    bucket: Option<Bucket>,
-}
-
-/// Why a transaction exists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
-    /// A job's request to one device (`run` slot, device index).
-    Request { run: u32, device: u32 },
-    /// Housekeeping (BYE after a 2xx, a subscription's NOTIFY): no outcome.
-    Other,
-}
-
-struct Txn {
-    nonce: u32,
-    role: Role,
-    /// The job a request belongs to (outcomes outlive the core's run).
-    job: Option<Arc<super::Job>>,
-    tx: ClientTransaction,
-    bytes: Vec<u8>,
-    to: SocketAddr,
-    local: u8,
-    timer: Option<TimerHandle>,
-    /// CANCEL of a ringing INVITE: its own non-INVITE transaction.
-    cancel: Option<(ClientTransaction, Vec<u8>)>,
-    /// When a ringing INVITE is CANCELled (or, once CANCELled, abandoned).
-    ring_until: Option<u64>,
-    auth_tried: bool,
-    settled: bool,
-    retransmits: u8,
-}
-
-impl Txn {
-    fn new(
-        nonce: u32,
-        role: Role,
-        job: Option<Arc<super::Job>>,
-        tx: ClientTransaction,
-        bytes: Vec<u8>,
-        to: SocketAddr,
-        local: u8,
-    ) -> Txn {
-        let housekeeping = role == Role::Other;
-        Txn {
-            nonce,
-            role,
-            job,
-            tx,
-            bytes,
-            to,
-            local,
-            timer: None,
-            cancel: None,
-            ring_until: None,
-            // Housekeeping is never challenged-and-retried and has no outcome.
-            auth_tried: housekeeping,
-            settled: housekeeping,
-            retransmits: 0,
-        }
-    }
-
-    /// A housekeeping transaction (BYE, a subscription's NOTIFY).
-    fn other(nonce: u32, tx: ClientTransaction, bytes: Vec<u8>, to: SocketAddr, local: u8) -> Txn {
-        Txn::new(nonce, Role::Other, None, tx, bytes, to, local)
-    }
-}
-
 /// One core's fan-out engine.
 pub struct Engine {
     cfg: Arc<NotifyConfig>,
     dir: Arc<Directory>,
-    runs: Vec<Option<Run>>,
-    node: Bucket,
-    congestion: super::pace::Congestion,
-    txns: Vec<Option<Txn>>,
-    free: Vec<u32>,
-    in_flight: usize,
-    /// Devices sent to whose outcome is not settled yet (what pacing limits).
-    awaiting: usize,
-    /// Housekeeping transactions alive (BYEs, subscription NOTIFYs).
-    others: usize,
+    runs: Runs,
+    pacer: Pacer,
+    txns: Transactions,
     /// `host:port` and our URI per listen socket, made once.
     local_ids: Vec<(String, String)>,
     wheel: TimerWheel<(u32, u32)>,
     ids: IdGen,
     scratch: Vec<u8>,
     strings: Strings,
-    /// Request buffers of freed transactions, reused.
-    spare: Vec<Vec<u8>>,
     /// Datagrams to send: (range in `out_buf`, destination, local socket).
     out_buf: Vec<u8>,
     out_meta: Vec<(usize, usize, SocketAddr, u8)>,
@@ -183,6 +68,7 @@ pub struct Engine {
     pub stats: Stats,
 }
 
+/// The boundary: what the runtime and the dispatcher call.
 impl Engine {
     /// `rate` is this core's share of the node's request rate.
     pub fn new(
@@ -192,18 +78,13 @@ impl Engine {
         rate: u32,
         seed: u64,
     ) -> Engine {
-        let congestion = super::pace::Congestion::new(rate, cfg.timers.t1_ms, 0);
+        let pacer = Pacer::new(rate, cfg.timers.t1_ms, cfg.max_in_flight);
         Engine {
             cfg,
             dir,
-            runs: Vec::new(),
-            node: Bucket::new(rate, 0),
-            congestion,
-            txns: Vec::new(),
-            free: Vec::new(),
-            in_flight: 0,
-            awaiting: 0,
-            others: 0,
+            runs: Runs::default(),
+            pacer,
+            txns: Transactions::default(),
             local_ids: local_addrs
                 .iter()
                 .map(|a| (a.to_string(), format!("sip:tether@{a}")))
@@ -212,7 +93,6 @@ impl Engine {
             ids: IdGen::new(seed),
             scratch: Vec::with_capacity(2048),
             strings: Strings::default(),
-            spare: Vec::new(),
             out_buf: Vec::with_capacity(64 * 1024),
             out_meta: Vec::new(),
             subscriptions: Subscriptions::default(),
@@ -228,60 +108,35 @@ impl Engine {
     /// Client transactions alive on this core (including INVITEs that
     /// linger to re-ACK retransmitted answers).
     pub fn in_flight(&self) -> usize {
-        self.in_flight
+        self.txns.in_flight()
     }
 
     /// Devices sent to and not settled yet.
     pub fn awaiting(&self) -> usize {
-        self.awaiting
+        self.runs.awaiting()
     }
 
     /// Housekeeping transactions alive (BYEs, subscription NOTIFYs).
     pub fn housekeeping(&self) -> usize {
-        self.others
-    }
-
-    /// Room for another first send: devices awaiting an answer under
-    /// `max_in_flight`, and transactions alive (INVITEs ringing or
-    /// lingering to re-ACK, BYEs) under twice that, so memory stays bounded.
-    fn has_room(&self) -> bool {
-        self.awaiting < self.cfg.max_in_flight && self.in_flight < 2 * self.cfg.max_in_flight
+        self.txns.others()
     }
 
     /// Job parts still running on this core.
     pub fn active_parts(&self) -> usize {
-        self.runs.iter().flatten().count()
+        self.runs.active()
     }
 
     /// Takes a job's share for this core. `rate` is this core's share of
     /// the job's own rate limit.
     pub fn start(&mut self, part: JobPart, rate: Option<u32>, now: u64) {
         self.stats.jobs_started += 1;
-        let run = Run {
-            part,
-            next: 0,
-            outstanding: 0,
-            bucket: rate.map(|r| Bucket::new(r, now)),
-        };
-        let idx = match self.runs.iter().position(Option::is_none) {
-            Some(i) => i,
-            None => {
-                self.runs.push(None);
-                self.runs.len() - 1
-            }
-        };
-        self.runs[idx] = Some(run);
-        self.check_done(idx as u32);
+        let run = self.runs.start(part, rate, now);
+        self.check_done(run, now);
     }
 
     /// When [`Engine::tick`] next has work.
     pub fn next_deadline(&self, now: u64) -> Option<u64> {
-        let sending = self.has_room()
-            && self
-                .runs
-                .iter()
-                .flatten()
-                .any(|r| r.next < r.part.devices.len());
+        let sending = self.has_room() && self.runs.has_unsent();
         let pace = sending.then_some(now + 1);
         [
             pace,
@@ -298,9 +153,92 @@ impl Engine {
         while let Some((_, (slot, nonce))) = self.wheel.poll(now) {
             self.on_timer(slot, nonce, now);
         }
-        self.subscriptions.expire(now);
-        self.clear_expired_flags();
+        self.subscriptions.expire(now, &self.dir);
         self.send_paced(now);
+    }
+
+    /// A response whose top Via has `branch` (the caller parsed it once for
+    /// every consumer). Returns false when the branch is not one of ours
+    /// (the caller tries the keepalive).
+    pub fn on_response(&mut self, msg: &Message<'_>, branch: &str, now: u64) -> bool {
+        let Some((slot, nonce)) = parse_branch(branch) else {
+            return false;
+        };
+        let Some(code) = msg.status() else {
+            return false;
+        };
+        let timers = self.cfg.timers;
+        let Some(t) = self.txns.get_mut(slot) else {
+            self.stats.stray_responses += 1;
+            return true;
+        };
+        if t.nonce != nonce {
+            self.stats.stray_responses += 1;
+            return true;
+        }
+        let Ok(cseq) = msg.cseq() else { return true };
+        if cseq.method == Method::Cancel {
+            t.ring.on_cancel_response(code, now, &timers);
+            return true;
+        }
+        let o = t.tx.on_response(code, now, &timers);
+        let (to, local) = (t.to, t.local);
+        let to_header = msg.header(HeaderName::To).unwrap_or("");
+        if o.ack {
+            let mut buf = std::mem::take(&mut self.scratch);
+            followup::ack(&t.bytes, to_header, cseq.seq, &mut buf);
+            self.queue(&buf, to, local);
+            self.scratch = buf;
+        }
+        let next = o.next_deadline;
+        if let Some(code) = o.deliver {
+            self.deliver(slot, code, o.repeated, msg, now);
+        }
+        let alive = self.txns.get(slot).filter(|t| t.nonce == nonce);
+        if let Some(t) = alive {
+            // A completed non-INVITE is freed now rather than after Timer K:
+            // on UDP that timer only absorbs a duplicate final answer, and a
+            // duplicate now misses on the slot's nonce and is counted as stray.
+            let done = t.tx.kind() == transaction::Kind::NonInvite
+                && t.tx.state() == transaction::State::Completed;
+            if o.terminated || done {
+                self.release(slot);
+            } else {
+                self.arm(slot, next);
+            }
+        }
+        true
+    }
+
+    /// Handles a SUBSCRIBE (validated) from `src` on listen socket `local`;
+    /// writes the response into `out` and queues the RFC 6665 NOTIFY that
+    /// must follow a successful one.
+    #[allow(clippy::too_many_arguments)]
+    pub fn subscribe(
+        &mut self,
+        msg: &Message<'_>,
+        checked: &Checked<'_>,
+        src: SocketAddr,
+        local: u8,
+        now: u64,
+        tag: &str,
+        out: &mut Vec<u8>,
+    ) -> SubscribeAnswer {
+        let hostport = self.local_hostport(local);
+        let ctx = subscription::Context {
+            cfg: &self.cfg,
+            dir: &self.dir,
+            hostport: &hostport,
+            housekeeping: self.txns.others(),
+            src,
+            local,
+            now,
+        };
+        let (answer, notify) = self.subscriptions.subscribe(&ctx, msg, checked, tag, out);
+        if let Some(n) = notify {
+            self.send_other(|branch, buf| n.write(branch, buf), src, local, now);
+        }
+        answer
     }
 
     /// Hands every queued datagram to `send(bytes, to, local)` and clears the queue.
@@ -317,66 +255,129 @@ impl Engine {
         !self.out_meta.is_empty()
     }
 
-    pub(super) fn queue(&mut self, bytes: &[u8], to: SocketAddr, local: u8) {
-        let a = self.out_buf.len();
-        self.out_buf.extend_from_slice(bytes);
-        self.out_meta.push((a, self.out_buf.len(), to, local));
+    /// The directory it resolves devices in (tests change it under a job).
+    #[cfg(test)]
+    pub(super) fn directory(&self) -> &Arc<Directory> {
+        &self.dir
+    }
+}
+
+/// Timers: one wheel entry per transaction slot, keyed by (slot, nonce),
+/// at the earliest of the transaction's own deadline and its INVITE
+/// follow-ups' (ring limit, CANCEL). `arm` sets it, `on_timer` runs when it
+/// fires, `release` drops it with the slot. Besides these, only
+/// [`Engine::tick`] (polls it) and [`Engine::next_deadline`] read the wheel.
+impl Engine {
+    fn arm(&mut self, slot: u32, at: Option<u64>) {
+        let Some(t) = self.txns.get_mut(slot) else {
+            return;
+        };
+        if let Some(h) = t.timer.take() {
+            self.wheel.cancel(h);
+        }
+        let at = [at, t.ring.deadline()].into_iter().flatten().min();
+        if let Some(at) = at {
+            t.timer = Some(self.wheel.insert(at, (slot, t.nonce)));
+        }
     }
 
+    fn on_timer(&mut self, slot: u32, nonce: u32, now: u64) {
+        let timers = self.cfg.timers;
+        let Some(t) = self.txns.get_mut(slot) else {
+            return;
+        };
+        if t.nonce != nonce {
+            return;
+        }
+        t.timer = None;
+        let mut sends = SmallVec::new();
+        // CANCEL and the ring limit run beside the INVITE's own state.
+        let abandon = t
+            .ring
+            .on_timer(t.tx.state(), &t.bytes, now, &timers, &mut sends);
+        let o = t.tx.on_timer(now, &timers);
+        if o.retransmit {
+            sends.push(t.bytes.clone());
+        }
+        let (to, local) = (t.to, t.local);
+        let next = o.next_deadline;
+        for b in &sends {
+            self.queue(b, to, local);
+        }
+        if o.retransmit {
+            self.stats.retransmissions += 1;
+            if let Some(t) = self.txns.get_mut(slot) {
+                if t.retransmits == 0 && matches!(t.role, Role::Request { .. }) {
+                    self.pacer.on_first_retransmit();
+                }
+                t.retransmits = t.retransmits.saturating_add(1);
+            }
+            if let Some(job) = self.txns.get(slot).and_then(|t| t.job.as_ref()) {
+                job.retransmissions
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        if o.timed_out {
+            self.settle(slot, Outcome::TimedOut, now);
+        }
+        if o.terminated || abandon {
+            // Only a request that never got an answer ends as timed out.
+            if self.txns.get(slot).is_some_and(|t| !t.settled) {
+                self.settle(slot, Outcome::TimedOut, now);
+            }
+            self.release(slot);
+            return;
+        }
+        self.arm(slot, next);
+    }
+
+    /// Frees a transaction's slot and cancels its timer.
+    fn release(&mut self, slot: u32) {
+        if let Some(h) = self.txns.release(slot) {
+            self.wheel.cancel(h);
+        }
+    }
+}
+
+/// Sending: paced first sends of the job runs, and housekeeping requests.
+impl Engine {
     fn send_paced(&mut self, now: u64) {
-        self.node.rate = u64::from(self.congestion.rate(now));
-        let mut budget = self.node.available(now).min(SENDS_PER_TICK);
-        for idx in 0..self.runs.len() {
+        let mut budget = self.pacer.budget(now);
+        for run in 0..self.runs.slots() {
             if budget == 0 || !self.has_room() {
                 break;
             }
-            let Some(run) = self.runs[idx].as_mut() else {
+            let Some(n) = self.runs.quota(run, budget, now, &mut self.stats) else {
                 continue;
             };
-            if run.part.job.is_cancelled() {
-                for i in run.next..run.part.devices.len() {
-                    let d = run.part.devices[i] as usize;
-                    run.part.job.set_outcome(d, Outcome::Cancelled);
-                    self.stats.cancelled += 1;
-                }
-                run.next = run.part.devices.len();
-                self.check_done(idx as u32);
-                continue;
-            }
-            let mut n = budget.min(run.part.devices.len() - run.next);
-            if let Some(b) = run.bucket.as_mut() {
-                n = n.min(b.available(now));
-                b.take(n);
-            }
             for _ in 0..n {
                 if !self.has_room() {
                     break;
                 }
-                let Some(run) = self.runs[idx].as_mut() else {
+                let Some(device) = self.runs.next_device(run) else {
                     break;
                 };
-                let device = run.part.devices[run.next];
-                run.next += 1;
                 budget -= 1;
-                self.node.take(1);
-                self.send_device(idx as u32, device, now);
+                self.pacer.take_one();
+                self.send_device(run, device, now);
             }
-            self.check_done(idx as u32);
+            self.check_done(run, now);
         }
+    }
+
+    /// Room for another first send (see [`Pacer::has_room`]).
+    fn has_room(&self) -> bool {
+        self.pacer
+            .has_room(self.runs.awaiting(), self.txns.in_flight())
     }
 
     /// Resolves one device's binding now (it may have moved or gone since
     /// the job was accepted) and sends it the job's request.
     fn send_device(&mut self, run: u32, device: u32, now: u64) {
-        let job = self.runs[run as usize]
-            .as_ref()
-            .expect("live run")
-            .part
-            .job
-            .clone();
+        let job = self.runs.job(run);
         let dev = &job.devices[device as usize];
         let now_secs = (now / 1000) as u32;
-        let (slot, nonce) = self.alloc();
+        let (slot, nonce) = self.txns.alloc(&mut self.ids);
         let branch = branch(slot, nonce);
         // The request is written while the directory's record is in hand
         // (only this binding decoded from it; borrows split by field).
@@ -420,312 +421,95 @@ impl Engine {
         let (to, local) = match verdict {
             Ok(dest) => dest,
             Err(o) => {
-                self.unalloc(slot);
+                self.txns.unalloc(slot);
                 job.set_outcome(device as usize, o);
-                self.count(o);
+                run::count(&mut self.stats, o);
                 return;
             }
         };
-        let mut bytes = self.spare.pop().unwrap_or_default();
-        bytes.clear();
+        let mut bytes = self.txns.buffer();
         bytes.extend_from_slice(&self.scratch);
         let kind = match job.spec.kind {
             Kind::ContactMe => transaction::Kind::NonInvite,
             Kind::WakeInvite => transaction::Kind::Invite,
         };
         let (tx, out) = ClientTransaction::start(kind, now, &self.cfg.timers);
-        let a = self.out_buf.len();
-        self.out_buf.extend_from_slice(&bytes);
-        self.out_meta.push((a, self.out_buf.len(), to, local));
-        self.txns[slot as usize] = Some(Txn::new(
-            nonce,
-            Role::Request { run, device },
-            Some(job.clone()),
-            tx,
-            bytes,
-            to,
-            local,
-        ));
+        self.queue(&bytes, to, local);
+        self.txns.fill(
+            slot,
+            Txn::new(
+                nonce,
+                Role::Request { run, device },
+                Some(job.clone()),
+                tx,
+                bytes,
+                to,
+                local,
+            ),
+        );
         self.arm(slot, out.next_deadline);
-        if let Some(r) = self.runs[run as usize].as_mut() {
-            r.outstanding += 1;
-        }
-        self.awaiting += 1;
-        self.congestion.on_send();
+        self.runs.sent(run);
+        self.pacer.on_send();
         job.set_outcome(device as usize, Outcome::InFlight);
         job.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.stats.requests_sent += 1;
     }
 
+    /// Starts a housekeeping request (a subscription's NOTIFY) as a client
+    /// transaction whose outcome nobody waits for.
+    fn send_other(
+        &mut self,
+        build: impl FnOnce(&Id, &mut Vec<u8>),
+        to: SocketAddr,
+        local: u8,
+        now: u64,
+    ) {
+        let (slot, nonce) = self.txns.alloc(&mut self.ids);
+        let br = branch(slot, nonce);
+        let mut buf = std::mem::take(&mut self.scratch);
+        build(&br, &mut buf);
+        self.start_other(slot, nonce, buf.as_slice().into(), to, local, now);
+        self.scratch = buf;
+    }
+
+    /// Starts housekeeping request `bytes` in slot `slot` (taken with `nonce`).
+    fn start_other(
+        &mut self,
+        slot: u32,
+        nonce: u32,
+        bytes: Vec<u8>,
+        to: SocketAddr,
+        local: u8,
+        now: u64,
+    ) {
+        let (tx, out) =
+            ClientTransaction::start(transaction::Kind::NonInvite, now, &self.cfg.timers);
+        self.queue(&bytes, to, local);
+        self.txns
+            .fill(slot, Txn::other(nonce, tx, bytes, to, local));
+        self.arm(slot, out.next_deadline);
+    }
+
+    fn queue(&mut self, bytes: &[u8], to: SocketAddr, local: u8) {
+        let a = self.out_buf.len();
+        self.out_buf.extend_from_slice(bytes);
+        self.out_meta.push((a, self.out_buf.len(), to, local));
+    }
+
     /// Our address on listen socket `local` as `host:port`.
-    pub(super) fn local_hostport(&self, local: u8) -> String {
+    fn local_hostport(&self, local: u8) -> String {
         self.local_ids
             .get(usize::from(local))
             .map_or_else(|| "0.0.0.0:5060".to_owned(), |(hp, _)| hp.clone())
     }
+}
 
-    fn alloc(&mut self) -> (u32, u32) {
-        let nonce = (self.ids.next_u64() as u32) | 1;
-        self.in_flight += 1;
-        match self.free.pop() {
-            Some(s) => (s, nonce),
-            None => {
-                self.txns.push(None);
-                ((self.txns.len() - 1) as u32, nonce)
-            }
-        }
-    }
-
-    fn release(&mut self, slot: u32) {
-        let Some(t) = self.txns.get_mut(slot as usize).and_then(Option::take) else {
-            return;
-        };
-        if let Some(h) = t.timer {
-            self.wheel.cancel(h);
-        }
-        self.free.push(slot);
-        self.in_flight -= 1;
-        if t.role == Role::Other {
-            self.others -= 1;
-        }
-        // Keep a bounded pool of request buffers for the next sends.
-        if self.spare.len() < 4096 && t.bytes.capacity() <= 4096 {
-            self.spare.push(t.bytes);
-        }
-    }
-
-    /// Gives back a slot taken by [`Engine::alloc`] that was never filled.
-    fn unalloc(&mut self, slot: u32) {
-        self.free.push(slot);
-        self.in_flight -= 1;
-    }
-
-    fn arm(&mut self, slot: u32, at: Option<u64>) {
-        let Some(t) = self.txns[slot as usize].as_mut() else {
-            return;
-        };
-        if let Some(h) = t.timer.take() {
-            self.wheel.cancel(h);
-        }
-        let cancel_at = t.cancel.as_ref().and_then(|(c, _)| c.deadline());
-        let at = [at, t.ring_until, cancel_at].into_iter().flatten().min();
-        if let Some(at) = at {
-            t.timer = Some(self.wheel.insert(at, (slot, t.nonce)));
-        }
-    }
-
-    fn count(&mut self, o: Outcome) {
-        let s = &mut self.stats;
-        match o {
-            Outcome::Delivered(_) => s.delivered += 1,
-            Outcome::Rejected(_) => s.rejected += 1,
-            Outcome::TimedOut => s.timed_out += 1,
-            Outcome::NoBinding => s.no_binding += 1,
-            Outcome::PathDead => s.path_dead += 1,
-            Outcome::NotAccepted => s.not_accepted += 1,
-            Outcome::Cancelled => s.cancelled += 1,
-            Outcome::Pending | Outcome::InFlight => {}
-        }
-    }
-
-    /// Records a device's outcome; the first final one settles it.
-    fn settle(&mut self, slot: u32, o: Outcome) {
-        let Some(t) = self.txns[slot as usize].as_mut() else {
-            return;
-        };
-        let (Role::Request { run, device }, Some(job)) = (t.role, t.job.as_ref()) else {
-            return;
-        };
-        job.set_outcome(device as usize, o);
-        if t.settled {
-            return;
-        }
-        t.settled = true;
-        self.awaiting -= 1;
-        self.count(o);
-        if let Some(r) = self.runs[run as usize].as_mut() {
-            r.outstanding -= 1;
-            self.check_done(run);
-        }
-    }
-
-    /// Retires a run whose devices are all settled.
-    fn check_done(&mut self, run: u32) {
-        let Some(r) = self.runs[run as usize].as_ref() else {
-            return;
-        };
-        if r.next < r.part.devices.len() || r.outstanding > 0 {
-            return;
-        }
-        let r = self.runs[run as usize].take().expect("checked");
-        self.stats.parts_finished += 1;
-        if r.part.job.part_done() {
-            self.stats.jobs_finished += 1;
-            self.finished.push(r.part.job);
-        }
-    }
-
-    fn on_timer(&mut self, slot: u32, nonce: u32, now: u64) {
-        let timers = self.cfg.timers;
-        let Some(t) = self.txns.get_mut(slot as usize).and_then(Option::as_mut) else {
-            return;
-        };
-        if t.nonce != nonce {
-            return;
-        }
-        t.timer = None;
-        let mut sends: smallvec::SmallVec<[Vec<u8>; 2]> = smallvec::SmallVec::new();
-        // CANCEL retransmissions run beside the INVITE's own state.
-        if let Some((c, bytes)) = t.cancel.as_mut() {
-            if c.state() != transaction::State::Terminated {
-                let o = c.on_timer(now, &timers);
-                if o.retransmit {
-                    sends.push(bytes.clone());
-                }
-            }
-        }
-        let mut abandon = false;
-        if t.ring_until.is_some_and(|r| now >= r) {
-            t.ring_until = None;
-            if t.tx.state() == transaction::State::Proceeding {
-                if t.cancel.is_none() {
-                    let cseq = request::cseq(&t.bytes);
-                    let mut buf = Vec::with_capacity(512);
-                    request::derive(
-                        &t.bytes,
-                        &Derived {
-                            method: "CANCEL",
-                            uri: None,
-                            branch: None,
-                            to: None,
-                            cseq,
-                        },
-                        &mut buf,
-                    );
-                    let (c, _) =
-                        ClientTransaction::start(transaction::Kind::NonInvite, now, &timers);
-                    sends.push(buf.clone());
-                    t.cancel = Some((c, buf));
-                    // If no final answer follows the CANCEL, give up after Timer B.
-                    t.ring_until = Some(now + timers.timeout_ms);
-                } else {
-                    abandon = true;
-                }
-            }
-        }
-        let o = t.tx.on_timer(now, &timers);
-        if o.retransmit {
-            sends.push(t.bytes.clone());
-        }
-        let (to, local) = (t.to, t.local);
-        let next = o.next_deadline;
-        for b in &sends {
-            self.queue(b, to, local);
-        }
-        if o.retransmit {
-            self.stats.retransmissions += 1;
-            if let Some(t) = self.txns[slot as usize].as_mut() {
-                if t.retransmits == 0 && matches!(t.role, Role::Request { .. }) {
-                    self.congestion.on_first_retransmit();
-                }
-                t.retransmits = t.retransmits.saturating_add(1);
-            }
-            if let Some(job) = self.txns[slot as usize]
-                .as_ref()
-                .and_then(|t| t.job.as_ref())
-            {
-                job.retransmissions
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-        }
-        if o.timed_out {
-            self.settle(slot, Outcome::TimedOut);
-        }
-        if o.terminated || abandon {
-            // Only a request that never got an answer ends as timed out.
-            if self.txns[slot as usize]
-                .as_ref()
-                .is_some_and(|t| !t.settled)
-            {
-                self.settle(slot, Outcome::TimedOut);
-            }
-            self.release(slot);
-            return;
-        }
-        self.arm(slot, next);
-    }
-
-    /// A response whose top Via has `branch` (the caller parsed it once for
-    /// every consumer). Returns false when the branch is not one of ours
-    /// (the caller tries the keepalive).
-    pub fn on_response(&mut self, msg: &Message<'_>, branch: &str, now: u64) -> bool {
-        let Some((slot, nonce)) = parse_branch(branch) else {
-            return false;
-        };
-        let Some(code) = msg.status() else {
-            return false;
-        };
-        let timers = self.cfg.timers;
-        let Some(t) = self.txns.get_mut(slot as usize).and_then(Option::as_mut) else {
-            self.stats.stray_responses += 1;
-            return true;
-        };
-        if t.nonce != nonce {
-            self.stats.stray_responses += 1;
-            return true;
-        }
-        let Ok(cseq) = msg.cseq() else { return true };
-        if cseq.method == Method::Cancel {
-            if let Some((c, _)) = t.cancel.as_mut() {
-                c.on_response(code, now, &timers);
-            }
-            return true;
-        }
-        let o = t.tx.on_response(code, now, &timers);
-        let (to, local) = (t.to, t.local);
-        let to_header = msg.header(HeaderName::To).unwrap_or("");
-        if o.ack {
-            let mut buf = std::mem::take(&mut self.scratch);
-            request::derive(
-                &t.bytes,
-                &Derived {
-                    method: "ACK",
-                    uri: None,
-                    branch: None,
-                    to: Some(to_header),
-                    cseq: cseq.seq,
-                },
-                &mut buf,
-            );
-            self.queue(&buf, to, local);
-            self.scratch = buf;
-        }
-        let next = o.next_deadline;
-        if let Some(code) = o.deliver {
-            self.deliver(slot, code, o.repeated, msg, now);
-        }
-        let alive = self.txns[slot as usize]
-            .as_ref()
-            .filter(|t| t.nonce == nonce);
-        if let Some(t) = alive {
-            // A completed non-INVITE is freed now rather than after Timer K:
-            // on UDP that timer only absorbs a duplicate final answer, and a
-            // duplicate now misses on the slot's nonce and is counted as stray.
-            let done = t.tx.kind() == transaction::Kind::NonInvite
-                && t.tx.state() == transaction::State::Completed;
-            if o.terminated || done {
-                self.release(slot);
-            } else {
-                self.arm(slot, next);
-            }
-        }
-        true
-    }
-
+/// The transaction user: what an answer means for the device and the job.
+impl Engine {
     /// The transaction user's part: outcomes, challenge answers, ACK and
     /// BYE after a 2xx, the ring limit.
     fn deliver(&mut self, slot: u32, code: u16, repeated: bool, msg: &Message<'_>, now: u64) {
-        let Some(t) = self.txns[slot as usize].as_mut() else {
+        let Some(t) = self.txns.get_mut(slot) else {
             return;
         };
         let Role::Request { .. } = t.role else {
@@ -747,22 +531,20 @@ impl Engine {
                 self.ack_and_bye(slot, msg, repeated, now);
             }
             if code < 200 {
-                if let Some(t) = self.txns[slot as usize].as_mut() {
-                    if t.ring_until.is_none() && t.cancel.is_none() {
-                        t.ring_until = Some(now + self.cfg.ring_ms);
-                    }
+                if let Some(t) = self.txns.get_mut(slot) {
+                    t.ring.ringing(now, self.cfg.ring_ms);
                 }
             }
             if !repeated {
                 // Seed 001: any answer means the wake-up reached the device.
-                self.settle(slot, Outcome::Delivered(code));
+                self.settle(slot, Outcome::Delivered(code), now);
             }
             return;
         }
         match code {
             100..=199 => {}
-            200..=299 => self.settle(slot, Outcome::Delivered(code)),
-            _ => self.settle(slot, Outcome::Rejected(code)),
+            200..=299 => self.settle(slot, Outcome::Delivered(code), now),
+            _ => self.settle(slot, Outcome::Rejected(code), now),
         }
     }
 
@@ -770,282 +552,59 @@ impl Engine {
     /// with a BYE so no dialog is left behind. A repeated 2xx only gets the
     /// ACK again.
     fn ack_and_bye(&mut self, slot: u32, msg: &Message<'_>, repeated: bool, now: u64) {
-        let Some(t) = self.txns[slot as usize].as_ref() else {
+        let Some(t) = self.txns.get(slot) else {
             return;
         };
         let (to, local) = (t.to, t.local);
         let stored = t.bytes.clone();
-        let to_header = msg.header(HeaderName::To).unwrap_or("").to_owned();
-        let remote_target = msg
-            .contacts()
-            .next()
-            .and_then(Result::ok)
-            .and_then(|c| c.addr().map(|a| a.uri().raw.to_owned()));
-        let cseq = request::cseq(&stored);
+        let answered = followup::Answered::of(msg, &stored);
         let mut buf = Vec::with_capacity(512);
-        let ack_branch = self.ids.branch();
-        request::derive(
-            &stored,
-            &Derived {
-                method: "ACK",
-                uri: remote_target.as_deref(),
-                branch: Some(&ack_branch),
-                to: Some(&to_header),
-                cseq,
-            },
-            &mut buf,
-        );
+        answered.ack(&stored, &self.ids.branch(), &mut buf);
         self.queue(&buf, to, local);
         if repeated {
             return;
         }
-        let (bye_slot, nonce) = self.alloc();
-        let bye_branch = branch(bye_slot, nonce);
-        request::derive(
-            &stored,
-            &Derived {
-                method: "BYE",
-                uri: remote_target.as_deref(),
-                branch: Some(&bye_branch),
-                to: Some(&to_header),
-                cseq: cseq + 1,
-            },
-            &mut buf,
-        );
-        let (tx, out) =
-            ClientTransaction::start(transaction::Kind::NonInvite, now, &self.cfg.timers);
-        self.queue(&buf, to, local);
-        self.txns[bye_slot as usize] = Some(Txn::other(nonce, tx, buf, to, local));
-        self.others += 1;
-        self.arm(bye_slot, out.next_deadline);
+        let (bye_slot, nonce) = self.txns.alloc(&mut self.ids);
+        answered.bye(&stored, &branch(bye_slot, nonce), &mut buf);
+        self.start_other(bye_slot, nonce, buf, to, local, now);
     }
 
-    /// Answers a device's 401/407 once (seed 000: the device may
-    /// authenticate the server) with the configured credentials: the same
-    /// request, CSeq + 1, a new branch, and the Authorization.
+    /// Answers a device's 401/407 once with the configured credentials, as
+    /// a new transaction in the same slot ([`followup::answer_challenge`]).
     fn answer_challenge(&mut self, slot: u32, code: u16, msg: &Message<'_>, now: u64) {
-        let params = if code == 401 {
-            msg.www_authenticate()
-        } else {
-            msg.proxy_authenticate()
-        };
-        let Some((user, pass)) = self.cfg.credentials.clone() else {
+        let cfg = self.cfg.clone();
+        let Some((user, pass)) = cfg.credentials.as_ref() else {
             return;
         };
-        let Ok(Some(p)) = params else {
-            self.settle(slot, Outcome::Rejected(code));
+        let Some(t) = self.txns.get_mut(slot) else {
             return;
         };
-        let alg = Algorithm::parse(p.get("algorithm"));
-        let (Some(alg), Some(realm), Some(nonce_v)) = (alg, p.get("realm"), p.get("nonce")) else {
-            self.settle(slot, Outcome::Rejected(code));
+        let creds = (user.as_str(), pass.as_str());
+        let retry = followup::answer_challenge(&t.bytes, slot, code, msg, creds, &mut self.ids);
+        let Some((bytes, nonce)) = retry else {
+            self.settle(slot, Outcome::Rejected(code), now);
             return;
         };
-        let qop = p
-            .get("qop")
-            .is_some_and(|q| q.split(',').any(|x| x.trim().eq_ignore_ascii_case("auth")));
-        let Some(t) = self.txns[slot as usize].as_mut() else {
-            return;
-        };
-        let stored = t.bytes.clone();
-        let method = std::str::from_utf8(&stored)
-            .ok()
-            .and_then(|s| s.split(' ').next())
-            .unwrap_or("NOTIFY")
-            .to_owned();
-        let cnonce = self.ids.tag();
-        let value = digest::authorization(&digest::Answer {
-            alg,
-            username: &user,
-            password: &pass,
-            realm,
-            nonce: nonce_v,
-            opaque: p.get("opaque"),
-            method: &method,
-            uri: request::request_uri(&stored),
-            qop_auth: qop.then_some(("00000001", cnonce.as_str())),
-        });
-        let header = if code == 401 {
-            "Authorization"
-        } else {
-            "Proxy-Authorization"
-        };
-        let new_nonce = (self.ids.next_u64() as u32) | 1;
-        let br = branch(slot, new_nonce);
-        let mut buf = Vec::with_capacity(stored.len() + value.len() + 32);
-        request::with_header(
-            &stored,
-            &br,
-            request::cseq(&stored) + 1,
-            header,
-            &value,
-            &mut buf,
-        );
-        let kind = t.tx.kind();
-        let (tx, out) = ClientTransaction::start(kind, now, &self.cfg.timers);
+        let (tx, out) = ClientTransaction::start(t.tx.kind(), now, &cfg.timers);
         let (to, local) = (t.to, t.local);
-        t.nonce = new_nonce;
-        t.tx = tx;
-        t.bytes = buf.as_slice().into();
-        t.auth_tried = true;
-        // A new transaction: whatever CANCEL the old one had is over.
-        t.ring_until = None;
-        t.cancel = None;
-        self.queue(&buf, to, local);
+        t.restart(nonce, tx, bytes.as_slice().into());
+        self.queue(&bytes, to, local);
         self.stats.challenges_answered += 1;
         self.arm(slot, out.next_deadline);
     }
 
-    /// Starts a housekeeping request (a subscription's NOTIFY) as a client
-    /// transaction whose outcome nobody waits for.
-    pub(super) fn send_other(
-        &mut self,
-        build: impl FnOnce(&Id, &mut Vec<u8>),
-        to: SocketAddr,
-        local: u8,
-        now: u64,
-    ) {
-        let (slot, nonce) = self.alloc();
-        let br = branch(slot, nonce);
-        let mut buf = std::mem::take(&mut self.scratch);
-        build(&br, &mut buf);
-        let (tx, out) =
-            ClientTransaction::start(transaction::Kind::NonInvite, now, &self.cfg.timers);
-        self.queue(&buf, to, local);
-        self.txns[slot as usize] = Some(Txn::other(nonce, tx, buf.as_slice().into(), to, local));
-        self.others += 1;
-        self.scratch = buf;
-        self.arm(slot, out.next_deadline);
+    /// Records a device's outcome; the first final one settles it.
+    fn settle(&mut self, slot: u32, o: Outcome, now: u64) {
+        let Some(run) = self.txns.get_mut(slot).and_then(|t| t.settle(o)) else {
+            return;
+        };
+        let done = self.runs.settle(run, o, now, &mut self.stats);
+        self.finished.extend(done);
     }
 
-    pub(super) fn directory(&self) -> &Arc<Directory> {
-        &self.dir
+    /// Retires a run whose devices are all settled.
+    fn check_done(&mut self, run: u32, now: u64) {
+        let done = self.runs.check_done(run, now, &mut self.stats);
+        self.finished.extend(done);
     }
-}
-
-/// What every request of one job to one device shares.
-struct RequestContext<'a> {
-    cfg: &'a NotifyConfig,
-    local_ids: &'a [(String, String)],
-    job: &'a super::Job,
-    aor: &'a str,
-    branch: &'a Id,
-    now: u64,
-}
-
-/// Reused text buffers for the per-request strings.
-#[derive(Default)]
-struct Strings {
-    aor_uri: String,
-    call_id: String,
-    state: String,
-}
-
-/// The job's NOTIFY or INVITE for one binding, into `out`.
-fn write_request(
-    ctx: &RequestContext<'_>,
-    view: &ContactView,
-    ids: &mut IdGen,
-    subscriptions: &mut Subscriptions,
-    strings: &mut Strings,
-    out: &mut Vec<u8>,
-) {
-    let (sent_by, us) = ctx
-        .local_ids
-        .get(usize::from(view.local))
-        .map_or(("0.0.0.0:5060", "sip:tether@0.0.0.0:5060"), |(a, b)| {
-            (a.as_str(), b.as_str())
-        });
-    let routes = path_routes(view.path.as_deref());
-    let route_refs: smallvec::SmallVec<[&str; 2]> = routes.iter().map(|s| &s[..]).collect();
-    let (method, content_type) = match ctx.job.spec.kind {
-        Kind::ContactMe => (Method::Notify, ctx.cfg.content_type.as_str()),
-        Kind::WakeInvite => (Method::Invite, ctx.cfg.wake_content_type.as_str()),
-    };
-    // A device that subscribed gets the NOTIFY inside its subscription's dialog.
-    let sub = match ctx.job.spec.kind {
-        Kind::ContactMe if !subscriptions.is_empty() => {
-            subscriptions.next_notify(&view.binding, ctx.now)
-        }
-        _ => None,
-    };
-    strings.aor_uri.clear();
-    strings.aor_uri.push_str("sip:");
-    strings.aor_uri.push_str(ctx.aor);
-    let tag = ids.tag();
-    strings.call_id.clear();
-    strings.call_id.push_str(&ids.call_id());
-    strings.call_id.push_str("@tether");
-    let head = match &sub {
-        Some(s) => RequestHead {
-            method,
-            uri: &s.contact,
-            transport: "UDP",
-            sent_by,
-            branch: ctx.branch,
-            from_uri: &s.local_uri,
-            from_tag: &s.local_tag,
-            to_uri: &s.remote_uri,
-            to_tag: Some(&s.remote_tag),
-            call_id: &s.call_id,
-            cseq: s.cseq,
-            max_forwards: 70,
-            contact: Some(us),
-            routes: &route_refs,
-        },
-        None => RequestHead {
-            method,
-            uri: &view.contact,
-            transport: "UDP",
-            sent_by,
-            branch: ctx.branch,
-            from_uri: us,
-            from_tag: &tag,
-            to_uri: &strings.aor_uri,
-            to_tag: None,
-            call_id: &strings.call_id,
-            cseq: 1,
-            max_forwards: 70,
-            contact: (method == Method::Invite).then_some(us),
-            routes: &route_refs,
-        },
-    };
-    let mut w = writer::request(out, &head);
-    if method == Method::Notify {
-        w.header(HeaderName::Event, &ctx.cfg.event);
-        if let Some(s) = &sub {
-            strings.state.clear();
-            let _ = write!(strings.state, "active;expires={}", s.remaining_s);
-            w.header(HeaderName::SubscriptionState, &strings.state);
-        }
-    }
-    w.finish(Some((content_type, &ctx.job.body)));
-}
-
-/// Our branch for transaction `slot`: the nonce makes a late answer to a
-/// freed and reused slot (or a guessed one) miss.
-fn branch(slot: u32, nonce: u32) -> Id {
-    Id::from_parts(BRANCH_PREFIX, (u64::from(slot) << 32) | u64::from(nonce))
-}
-
-fn parse_branch(b: &str) -> Option<(u32, u32)> {
-    let hex = b.strip_prefix(BRANCH_PREFIX)?;
-    if hex.len() != 16 {
-        return None;
-    }
-    let v = u64::from_str_radix(hex, 16).ok()?;
-    Some(((v >> 32) as u32, v as u32))
-}
-
-/// The URIs of a binding's Path (RFC 3327), in order, as the request's
-/// route set: `<sip:p1;lr>, <sip:p2;lr>` → `["sip:p1;lr", "sip:p2;lr"]`.
-fn path_routes(path: Option<&str>) -> smallvec::SmallVec<[String; 2]> {
-    let mut out = smallvec::SmallVec::new();
-    let Some(mut rest) = path else { return out };
-    while let Some(a) = rest.find('<') {
-        let Some(b) = rest[a..].find('>') else { break };
-        out.push(rest[a + 1..a + b].to_owned());
-        rest = &rest[a + b + 1..];
-    }
-    out
 }

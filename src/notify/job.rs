@@ -180,6 +180,20 @@ pub struct Counts {
     pub cancelled: usize,
 }
 
+/// When a job was created, on both clocks: the wall clock people read, and
+/// the runtime's monotonic milliseconds that the cores' `now` counts. The
+/// caller (the API thread) reads both; notify itself reads no clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Created {
+    /// Wall-clock milliseconds since the Unix epoch.
+    pub unix_ms: u64,
+    /// The runtime's clock (ms since its epoch), as the cores' `now`.
+    pub at: u64,
+}
+
+/// `finished_at` of a job still running.
+const RUNNING: u64 = u64::MAX;
+
 /// A job shared by the API thread and the cores that run its parts.
 #[derive(Debug)]
 pub struct Job {
@@ -198,8 +212,10 @@ pub struct Job {
     parts_left: AtomicUsize,
     /// Wall-clock milliseconds since the Unix epoch.
     pub created_unix_ms: u64,
-    /// 0 while running.
-    finished_unix_ms: AtomicU64,
+    /// [`Created::at`]: the runtime's clock at creation.
+    created_at: u64,
+    /// The runtime's clock when the last part finished; [`RUNNING`] before.
+    finished_at: AtomicU64,
 }
 
 impl Job {
@@ -210,6 +226,7 @@ impl Job {
         devices: Vec<Device>,
         unmatched: Vec<u32>,
         parts: usize,
+        created: Created,
     ) -> Job {
         let outcomes = (0..devices.len()).map(|_| AtomicU32::new(0)).collect();
         Job {
@@ -223,8 +240,9 @@ impl Job {
             retransmissions: AtomicU64::new(0),
             cancelled: AtomicBool::new(false),
             parts_left: AtomicUsize::new(parts),
-            created_unix_ms: unix_ms(),
-            finished_unix_ms: AtomicU64::new(if parts == 0 { unix_ms() } else { 0 }),
+            created_unix_ms: created.unix_ms,
+            created_at: created.at,
+            finished_at: AtomicU64::new(if parts == 0 { created.at } else { RUNNING }),
         }
     }
 
@@ -251,21 +269,28 @@ impl Job {
         self.cancelled.load(Ordering::Acquire)
     }
 
-    /// A core finished its part; true for the last one (the job is done).
-    pub fn part_done(&self) -> bool {
+    /// A core finished its part at `now` (the runtime's clock); true for
+    /// the last one (the job is done).
+    pub fn part_done(&self, now: u64) -> bool {
         let last = self.parts_left.fetch_sub(1, Ordering::AcqRel) == 1;
         if last {
-            self.finished_unix_ms.store(unix_ms(), Ordering::Release);
+            self.finished_at.store(now, Ordering::Release);
         }
         last
     }
 
     pub fn is_finished(&self) -> bool {
-        self.finished_unix_ms() != 0
+        self.finished_at.load(Ordering::Acquire) != RUNNING
     }
 
+    /// Wall-clock milliseconds since the Unix epoch when the job finished
+    /// (its creation's wall-clock time plus the runtime time it took); 0
+    /// while running.
     pub fn finished_unix_ms(&self) -> u64 {
-        self.finished_unix_ms.load(Ordering::Acquire)
+        match self.finished_at.load(Ordering::Acquire) {
+            RUNNING => 0,
+            at => self.created_unix_ms + at.saturating_sub(self.created_at),
+        }
     }
 
     /// Totals, computed from the outcome words (a scan: cheap next to the job).
@@ -303,13 +328,6 @@ impl Job {
 pub struct JobPart {
     pub job: Arc<Job>,
     pub devices: Vec<u32>,
-}
-
-/// Wall-clock milliseconds since the Unix epoch.
-pub(crate) fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]
@@ -353,7 +371,11 @@ mod tests {
             binding: BindingRef::default(),
             instance: None,
         };
-        let job = Job::new(1, spec, Box::default(), vec![dev], vec![], 1);
+        let created = Created {
+            unix_ms: 1_700_000_000_000,
+            at: 500,
+        };
+        let job = Job::new(1, spec, Box::default(), vec![dev], vec![], 1, created);
         job.set_outcome(0, Outcome::InFlight);
         job.set_outcome(0, Outcome::Rejected(404));
         job.set_outcome(0, Outcome::InFlight);
@@ -364,7 +386,9 @@ mod tests {
             (1, vec![(404, 1)])
         );
         assert!(!job.is_finished());
-        assert!(job.part_done());
+        assert_eq!(job.finished_unix_ms(), 0);
+        assert!(job.part_done(2500));
         assert!(job.is_finished());
+        assert_eq!(job.finished_unix_ms(), 1_700_000_002_000);
     }
 }

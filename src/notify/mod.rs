@@ -9,18 +9,21 @@
 
 mod body;
 mod engine;
+mod followup;
+mod initial;
 mod job;
 mod pace;
 mod request;
 pub mod resolve;
+mod run;
 mod subscription;
 #[cfg(test)]
 mod tests;
+mod txn;
 
 pub use body::{contact_me_body, wake_body};
 pub use engine::{Engine, Stats};
-pub(crate) use job::unix_ms;
-pub use job::{Counts, Device, Job, JobPart, JobSpec, Kind, Outcome, ServerAddr};
+pub use job::{Counts, Created, Device, Job, JobPart, JobSpec, Kind, Outcome, ServerAddr};
 pub use subscription::SubscribeAnswer;
 
 use crate::transaction::Timers;

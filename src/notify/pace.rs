@@ -1,13 +1,109 @@
-//! Congestion back-off for fan-out. A node asked to send faster than it and
-//! its peers can absorb sees answers come back after T1; every request is
-//! then retransmitted, the load doubles and throughput collapses (measured
-//! in BENCHMARKS.md). So each core compares, per 100 ms window, the first
-//! retransmissions it makes with the first sends they belong to (those made
-//! T1 earlier). Silent devices (dead, or phones slow to wake) retransmit
-//! too, but as a steady share: that share's recent minimum is the baseline,
-//! and only a rise well above it is congestion. Above baseline + 20 points
-//! the rate drops by 30%; near the baseline it climbs back by 5% of the
-//! configured rate per window.
+//! Pacing of first sends: how many requests a core may start now.
+//!
+//! Three limits apply. A token bucket per core holds the node's rate share
+//! (and one per job run holds the job's own `rate`). A cap on devices
+//! awaiting an answer (`max_in_flight`) bounds memory. And the node's
+//! bucket refills at a rate the congestion back-off sets:
+//!
+//! A node asked to send faster than it and its peers can absorb sees answers
+//! come back after T1; every request is then retransmitted, the load
+//! doubles and throughput collapses (measured in BENCHMARKS.md). So each
+//! core compares, per 100 ms window, the first retransmissions it makes with
+//! the first sends they belong to (those made T1 earlier). Silent devices
+//! (dead, or phones slow to wake) retransmit too, but as a steady share:
+//! that share's recent minimum is the baseline, and only a rise well above
+//! it is congestion. Above baseline + 20 points the rate drops by 30%; near
+//! the baseline it climbs back by 5% of the configured rate per window.
+
+/// Requests started per [`super::Engine::tick`], so the worker reads answers
+/// between slices.
+pub(super) const SENDS_PER_TICK: usize = 256;
+
+/// A token bucket in thousandths of a request.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Bucket {
+    rate: u64,
+    milli: u64,
+    last: u64,
+}
+
+impl Bucket {
+    pub fn new(rate_per_s: u32, now: u64) -> Bucket {
+        let mut b = Bucket {
+            rate: u64::from(rate_per_s.max(1)),
+            milli: 0,
+            last: now,
+        };
+        b.milli = b.cap();
+        b
+    }
+
+    /// At most 10 ms worth of requests (and at least one) in a burst.
+    fn cap(&self) -> u64 {
+        (self.rate * 10).max(1000)
+    }
+
+    pub fn available(&mut self, now: u64) -> usize {
+        if now > self.last {
+            self.milli = (self.milli + (now - self.last) * self.rate).min(self.cap());
+            self.last = now;
+        }
+        (self.milli / 1000) as usize
+    }
+
+    pub fn take(&mut self, n: usize) {
+        self.milli = self.milli.saturating_sub(n as u64 * 1000);
+    }
+}
+
+/// One core's pacing: its share of the node's rate, adapted to congestion,
+/// and the in-flight cap.
+#[derive(Debug, Clone)]
+pub(super) struct Pacer {
+    node: Bucket,
+    congestion: Congestion,
+    max_in_flight: usize,
+}
+
+impl Pacer {
+    /// `rate`: this core's share of the node's rate; `t1_ms`: when an
+    /// unanswered send is first retransmitted.
+    pub fn new(rate: u32, t1_ms: u64, max_in_flight: usize) -> Pacer {
+        Pacer {
+            node: Bucket::new(rate, 0),
+            congestion: Congestion::new(rate, t1_ms, 0),
+            max_in_flight,
+        }
+    }
+
+    /// First sends the node's bucket allows at `now`, at most
+    /// [`SENDS_PER_TICK`]; each one made is then [`Pacer::take_one`].
+    pub fn budget(&mut self, now: u64) -> usize {
+        self.node.rate = u64::from(self.congestion.rate(now));
+        self.node.available(now).min(SENDS_PER_TICK)
+    }
+
+    pub fn take_one(&mut self) {
+        self.node.take(1);
+    }
+
+    /// Room for another first send: devices awaiting an answer under
+    /// `max_in_flight`, and transactions alive (INVITEs ringing or
+    /// lingering to re-ACK, BYEs) under twice that, so memory stays bounded.
+    pub fn has_room(&self, awaiting: usize, in_flight: usize) -> bool {
+        awaiting < self.max_in_flight && in_flight < 2 * self.max_in_flight
+    }
+
+    /// A request's first send.
+    pub fn on_send(&mut self) {
+        self.congestion.on_send();
+    }
+
+    /// A request retransmitted for the first time (nothing heard after T1).
+    pub fn on_first_retransmit(&mut self) {
+        self.congestion.on_first_retransmit();
+    }
+}
 
 /// Window over which sends and first retransmissions are counted (ms).
 const WINDOW_MS: u64 = 100;
@@ -18,7 +114,7 @@ const MIN_SAMPLE: u32 = 20;
 
 /// The adaptive share of a configured request rate.
 #[derive(Debug, Clone)]
-pub struct Congestion {
+struct Congestion {
     max: f64,
     current: f64,
     floor: f64,
@@ -36,7 +132,7 @@ pub struct Congestion {
 
 impl Congestion {
     /// `t1_ms`: when an unanswered send is first retransmitted.
-    pub fn new(max_rate: u32, t1_ms: u64, now: u64) -> Congestion {
+    fn new(max_rate: u32, t1_ms: u64, now: u64) -> Congestion {
         let max = f64::from(max_rate.max(1));
         Congestion {
             max,
@@ -53,17 +149,17 @@ impl Congestion {
     }
 
     /// A first send of a request.
-    pub fn on_send(&mut self) {
+    fn on_send(&mut self) {
         self.sent += 1;
     }
 
     /// A request retransmitted for the first time (nothing heard after T1).
-    pub fn on_first_retransmit(&mut self) {
+    fn on_first_retransmit(&mut self) {
         self.retransmitted += 1;
     }
 
     /// The rate (requests/s) to pace at from `now`.
-    pub fn rate(&mut self, now: u64) -> u32 {
+    fn rate(&mut self, now: u64) -> u32 {
         if now >= self.window_start + WINDOW_MS {
             self.close_window();
             self.window_start = now;
@@ -156,6 +252,22 @@ mod tests {
             );
             assert_eq!(*rates.last().unwrap(), 100_000);
         }
+    }
+
+    #[test]
+    fn a_bucket_bursts_10_ms_worth_then_refills_at_its_rate() {
+        let mut b = Bucket::new(1000, 0);
+        assert_eq!(b.available(0), 10);
+        b.take(10);
+        assert_eq!(b.available(0), 0);
+        assert_eq!(b.available(3), 3);
+        assert_eq!(b.available(100), 10, "never more than the burst");
+        // A slow rate still allows one request at a time.
+        let mut slow = Bucket::new(1, 0);
+        assert_eq!(slow.available(0), 1);
+        slow.take(1);
+        assert_eq!(slow.available(999), 0);
+        assert_eq!(slow.available(1000), 1);
     }
 
     #[test]

@@ -3,18 +3,23 @@
 //! its REGISTER subscribes instead. The subscription is bound to a
 //! registered binding on the same NAT path, lives on the core that owns that
 //! binding, and later contact-me NOTIFYs travel inside its dialog.
+//!
+//! [`Subscriptions`] is sans-IO: a SUBSCRIBE goes in with the directory and
+//! `now`, its response is written out, and the NOTIFY that must follow comes
+//! back for the engine to send as a housekeeping transaction.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use super::Engine;
-use crate::registrar::{canonical_aor, flags, set_contact_flag, BindingRef};
+use super::NotifyConfig;
+use crate::registrar::{canonical_aor, flags, set_contact_flag, BindingRef, Directory};
+use crate::sip::ids::Id;
 use crate::sip::writer::{self, RequestHead};
 use crate::sip::{Checked, HeaderName, Message, Method};
 
 type Hasher = foldhash::fast::RandomState;
 
-/// What [`Engine::subscribe`] did, for counters and tests.
+/// What [`super::Engine::subscribe`] did, for counters and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SubscribeAnswer {
     /// 200: subscribed or refreshed for this many seconds.
@@ -62,8 +67,56 @@ pub(super) struct DialogNotify {
 pub struct Subscriptions {
     map: hashbrown::HashMap<BindingRef, Subscription, Hasher>,
     next_sweep: u64,
-    /// Bindings whose subscription expired and whose SUBSCRIBED flag must be cleared.
-    expired: Vec<(Arc<str>, BindingRef)>,
+}
+
+/// What a SUBSCRIBE is judged against, and where and when it arrived.
+pub(super) struct Context<'a> {
+    pub cfg: &'a NotifyConfig,
+    pub dir: &'a Directory,
+    /// Our `host:port` on listen socket `local`.
+    pub hostport: &'a str,
+    /// Housekeeping transactions alive (each SUBSCRIBE costs a NOTIFY one).
+    pub housekeeping: usize,
+    pub src: SocketAddr,
+    pub local: u8,
+    pub now: u64,
+}
+
+/// The NOTIFY that follows a successful SUBSCRIBE at once, with the
+/// subscription's state (RFC 6665 §4.2.1.2).
+pub(super) struct InitialNotify {
+    dialog: Subscription,
+    state: String,
+    event: String,
+    sent_by: String,
+    us: String,
+}
+
+impl InitialNotify {
+    /// Writes it with `branch` into `buf`.
+    pub fn write(&self, branch: &Id, buf: &mut Vec<u8>) {
+        let sub = &self.dialog;
+        let head = RequestHead {
+            method: Method::Notify,
+            uri: &sub.contact,
+            transport: "UDP",
+            sent_by: &self.sent_by,
+            branch,
+            from_uri: &sub.local_uri,
+            from_tag: &sub.local_tag,
+            to_uri: &sub.remote_uri,
+            to_tag: Some(&sub.remote_tag),
+            call_id: &sub.call_id,
+            cseq: sub.cseq,
+            max_forwards: 70,
+            contact: Some(&self.us),
+            routes: &[],
+        };
+        let mut w = writer::request(buf, &head);
+        w.header(HeaderName::Event, &self.event);
+        w.header(HeaderName::SubscriptionState, &self.state);
+        w.finish(None);
+    }
 }
 
 impl Subscriptions {
@@ -99,16 +152,17 @@ impl Subscriptions {
     /// When [`Subscriptions::expire`] next has work: the next sweep, while
     /// any subscription lives.
     pub fn next_sweep(&self) -> Option<u64> {
-        (!self.map.is_empty() || !self.expired.is_empty()).then_some(self.next_sweep)
+        (!self.map.is_empty()).then_some(self.next_sweep)
     }
 
-    /// Drops subscriptions past their expiry (checked once a second).
-    pub fn expire(&mut self, now: u64) {
+    /// Drops subscriptions past their expiry (checked once a second) and
+    /// clears their bindings' SUBSCRIBED flag in `dir`.
+    pub(super) fn expire(&mut self, now: u64, dir: &Directory) {
         if now < self.next_sweep {
             return;
         }
         self.next_sweep = now + 1000;
-        let expired = &mut self.expired;
+        let mut expired = Vec::new();
         self.map.retain(|b, s| {
             let keep = s.expires_at_ms > now;
             if !keep {
@@ -116,26 +170,33 @@ impl Subscriptions {
             }
             keep
         });
+        for (aor, b) in expired {
+            set_contact_flag(dir, &aor, b, flags::SUBSCRIBED, false);
+        }
     }
 }
 
-impl Engine {
-    /// Handles a SUBSCRIBE (validated) from `src` on listen socket `local`;
-    /// writes the response into `out` and queues the RFC 6665 NOTIFY that
-    /// must follow a successful one.
-    #[allow(clippy::too_many_arguments)]
-    pub fn subscribe(
+impl Subscriptions {
+    /// Handles a SUBSCRIBE (validated) that arrived as `ctx` says; writes
+    /// the response into `out` (with our `tag` for a new dialog) and returns
+    /// the NOTIFY that must follow a successful one.
+    pub(super) fn subscribe(
         &mut self,
+        ctx: &Context<'_>,
         msg: &Message<'_>,
         checked: &Checked<'_>,
-        src: SocketAddr,
-        local: u8,
-        now: u64,
         tag: &str,
         out: &mut Vec<u8>,
-    ) -> SubscribeAnswer {
-        self.clear_expired_flags();
-        let event = self.config().event.clone();
+    ) -> (SubscribeAnswer, Option<InitialNotify>) {
+        let Context {
+            cfg,
+            dir,
+            src,
+            local,
+            now,
+            ..
+        } = *ctx;
+        let event = cfg.event.clone();
         let ok_event = matches!(msg.event(), Ok(Some(e)) if e.package.eq_ignore_ascii_case(&event));
         if !ok_event {
             let mut w = writer::response_to_checked(
@@ -149,12 +210,9 @@ impl Engine {
             );
             w.header(HeaderName::AllowEvents, &event);
             w.finish(None);
-            return SubscribeAnswer::Refused(489);
+            return (SubscribeAnswer::Refused(489), None);
         }
-        let (min, max) = (
-            self.config().min_subscription,
-            self.config().max_subscription,
-        );
+        let (min, max) = (cfg.min_subscription, cfg.max_subscription);
         let requested = checked.expires.unwrap_or(max.min(3600));
         if requested != 0 && requested < min {
             let mut w = writer::response_to_checked(
@@ -168,7 +226,7 @@ impl Engine {
             );
             w.header_u32(HeaderName::MinExpires, min);
             w.finish(None);
-            return SubscribeAnswer::Refused(423);
+            return (SubscribeAnswer::Refused(423), None);
         }
         let expires = requested.min(max);
         let to_uri = checked.to.uri();
@@ -177,7 +235,7 @@ impl Engine {
             _ => String::new(),
         };
         let now_secs = (now / 1000) as u32;
-        let found = self.directory().with_aor(&aor, |rec| {
+        let found = dir.with_aor(&aor, |rec| {
             rec.and_then(|r| {
                 r.contacts
                     .iter()
@@ -196,7 +254,7 @@ impl Engine {
                 Some(src),
             )
             .finish(None);
-            return SubscribeAnswer::Refused(404);
+            return (SubscribeAnswer::Refused(404), None);
         };
         let Some(contact) = checked
             .contacts
@@ -214,14 +272,13 @@ impl Engine {
                 Some(src),
             )
             .finish(None);
-            return SubscribeAnswer::Refused(400);
+            return (SubscribeAnswer::Refused(400), None);
         };
         let aor: Arc<str> = aor.into();
         let cseq_in = checked.cseq.seq;
         // The same SUBSCRIBE again (its 200 was lost): the same 200, no new
         // dialog, no new NOTIFY.
         if let Some(s) = self
-            .subscriptions
             .map
             .get(&binding)
             .filter(|s| *s.call_id == *checked.call_id && cseq_in <= s.remote_cseq)
@@ -232,10 +289,10 @@ impl Engine {
                 writer::response_to_checked(out, msg, checked, 200, "OK", Some(&tag), Some(src));
             w.header_u32(HeaderName::Expires, left);
             w.finish(None);
-            return SubscribeAnswer::Active(left);
+            return (SubscribeAnswer::Active(left), None);
         }
         // Each SUBSCRIBE costs a NOTIFY transaction: bounded per core.
-        if self.housekeeping() >= self.config().max_in_flight / 4 {
+        if ctx.housekeeping >= cfg.max_in_flight / 4 {
             let mut w = writer::response_to_checked(
                 out,
                 msg,
@@ -247,13 +304,13 @@ impl Engine {
             );
             w.header_named("Retry-After", "5");
             w.finish(None);
-            return SubscribeAnswer::Refused(503);
+            return (SubscribeAnswer::Refused(503), None);
         }
         // A refresh carries our tag in To; anything else starts a new dialog.
-        let existing =
-            self.subscriptions.map.get(&binding).filter(|s| {
-                checked.to.tag() == Some(&*s.local_tag) && *s.call_id == *checked.call_id
-            });
+        let existing = self
+            .map
+            .get(&binding)
+            .filter(|s| checked.to.tag() == Some(&*s.local_tag) && *s.call_id == *checked.call_id);
         let local_tag: Box<str> = match existing {
             Some(s) => s.local_tag.clone(),
             None => tag.into(),
@@ -271,24 +328,24 @@ impl Engine {
             cseq,
             expires_at_ms: now + u64::from(expires) * 1000,
         };
-        let us = format!("sip:tether@{}", self.local_hostport(local));
+        let us = format!("sip:tether@{}", ctx.hostport);
         let mut w =
             writer::response_to_checked(out, msg, checked, 200, "OK", Some(&local_tag), Some(src));
         w.header_u32(HeaderName::Expires, expires);
         w.header_parts("Contact", &["<", &us, ">"]);
         w.finish(None);
         let answer = if expires == 0 {
-            set_contact_flag(self.directory(), &aor, binding, flags::SUBSCRIBED, false);
-            self.subscriptions.map.remove(&binding);
+            set_contact_flag(dir, &aor, binding, flags::SUBSCRIBED, false);
+            self.map.remove(&binding);
             SubscribeAnswer::Terminated
         } else {
-            set_contact_flag(self.directory(), &aor, binding, flags::SUBSCRIBED, true);
-            self.subscriptions.map.insert(binding, sub.clone());
+            set_contact_flag(dir, &aor, binding, flags::SUBSCRIBED, true);
+            self.map.insert(binding, sub.clone());
             SubscribeAnswer::Active(expires)
         };
         // RFC 6665 §4.2.1.2: a NOTIFY follows at once, with the state.
         sub.cseq += 1;
-        if let Some(s) = self.subscriptions.map.get_mut(&binding) {
+        if let Some(s) = self.map.get_mut(&binding) {
             s.cseq = sub.cseq;
         }
         let state = if expires == 0 {
@@ -296,41 +353,13 @@ impl Engine {
         } else {
             format!("active;expires={expires}")
         };
-        let sent_by = self.local_hostport(local);
-        self.send_other(
-            |branch, buf| {
-                let head = RequestHead {
-                    method: Method::Notify,
-                    uri: &sub.contact,
-                    transport: "UDP",
-                    sent_by: &sent_by,
-                    branch,
-                    from_uri: &sub.local_uri,
-                    from_tag: &sub.local_tag,
-                    to_uri: &sub.remote_uri,
-                    to_tag: Some(&sub.remote_tag),
-                    call_id: &sub.call_id,
-                    cseq: sub.cseq,
-                    max_forwards: 70,
-                    contact: Some(&us),
-                    routes: &[],
-                };
-                let mut w = writer::request(buf, &head);
-                w.header(HeaderName::Event, &event);
-                w.header(HeaderName::SubscriptionState, &state);
-                w.finish(None);
-            },
-            src,
-            local,
-            now,
-        );
-        answer
-    }
-
-    /// Clears the SUBSCRIBED flag of bindings whose subscription expired.
-    pub(super) fn clear_expired_flags(&mut self) {
-        for (aor, b) in std::mem::take(&mut self.subscriptions.expired) {
-            set_contact_flag(self.directory(), &aor, b, flags::SUBSCRIBED, false);
-        }
+        let notify = InitialNotify {
+            dialog: sub,
+            state,
+            event,
+            sent_by: ctx.hostport.to_owned(),
+            us,
+        };
+        (answer, Some(notify))
     }
 }
