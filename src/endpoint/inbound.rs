@@ -43,7 +43,10 @@ impl Endpoint {
             let Some(branch) = msg.top_via().ok().and_then(|v| v.branch()) else {
                 return false;
             };
-            if !self.notify.on_response(&msg, branch, now_ms) {
+            if !self
+                .notify
+                .on_response(&msg, branch, now_ms, &mut self.timers)
+            {
                 self.on_prompt_answer(branch, path, path_index, now_ms);
             }
             return false;
@@ -97,8 +100,16 @@ impl Endpoint {
             // Methods SIP defines but tether does not take here yet: 405 with Allow.
             Method::Subscribe => {
                 let tag = self.tags.tag();
-                self.notify
-                    .subscribe(&msg, &checked, src, local, now_ms, &tag, &mut self.out);
+                self.notify.subscribe(
+                    &msg,
+                    &checked,
+                    src,
+                    local,
+                    now_ms,
+                    &tag,
+                    &mut self.out,
+                    &mut self.timers,
+                );
                 true
             }
             Method::Invite

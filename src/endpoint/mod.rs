@@ -210,7 +210,7 @@ impl Core for Endpoint {
                 self.registrar.forget(b);
                 self.sync_paths(now);
             }
-            Command::Job(part, rate) => self.notify.start(part, rate, now),
+            Command::Job(part, rate) => self.notify.start(part, rate, now, &mut self.timers),
         }
         self.collect();
     }
@@ -229,13 +229,14 @@ impl Core for Endpoint {
             };
             match t {
                 Timer::Keepalive { path, step } => self.on_keepalive_timer(path, step, now),
-                Timer::Expiry { .. }
-                | Timer::Transaction { .. }
-                | Timer::Pace
-                | Timer::Subscriptions => {}
+                Timer::Transaction { slot, nonce } => {
+                    self.notify.on_timer(slot, nonce, now, &mut self.timers)
+                }
+                Timer::Pace => self.notify.on_pace(now, &mut self.timers),
+                Timer::Subscriptions => self.notify.on_sweep(now, &mut self.timers),
+                Timer::Expiry { .. } => {}
             }
         }
-        self.notify.tick(now);
         self.collect();
     }
 
@@ -249,14 +250,10 @@ impl Core for Endpoint {
 
     fn poll_timeout(&self) -> Option<u64> {
         let expiry = self.registrar.next_expiry().map(|s| u64::from(s) * 1000);
-        [
-            expiry,
-            self.timers.next_deadline(),
-            self.notify.next_deadline(self.now),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        [expiry, self.timers.next_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn metrics(&self, out: &mut [u64]) {

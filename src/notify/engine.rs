@@ -1,12 +1,13 @@
 //! One core's share of every fan-out job: paced sends, client transactions
 //! on the core's timer wheel, and outcomes written into the shared jobs.
-//! Sans-IO: the runtime passes `now` and drains [`Engine::drain_outbound`].
+//! Sans-IO: the endpoint passes `now` and the core's [`Timers`], hands it
+//! the timers it armed when they fire, and drains [`Engine::drain_outbound`].
 //!
 //! The state lives in units the engine composes: job runs (`run`), pacing
 //! (`pace`), the transaction table and branch codec (`txn`), INVITE
 //! follow-ups (`followup`), subscriptions (`subscription`); the requests are
 //! written by `initial` and `request`. The engine owns what they share: the
-//! timer wheel, the outbound queue, the id generator and the counters.
+//! outbound queue, the id generator and the counters.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use super::NotifyConfig;
 use crate::registrar::Directory;
 use crate::sip::ids::{Id, IdGen};
 use crate::sip::{Checked, HeaderName, Message, Method};
-use crate::timer::TimerWheel;
+use crate::timer::{Timer, TimerHandle, Timers};
 use crate::transaction::{self, ClientTransaction};
 use smallvec::SmallVec;
 
@@ -55,7 +56,10 @@ pub struct Engine {
     txns: Transactions,
     /// `host:port` and our URI per listen socket, made once.
     local_ids: Vec<(String, String)>,
-    wheel: TimerWheel<(u32, u32)>,
+    /// The armed `Timer::Pace`, while first sends wait for the pacer.
+    pace: Option<TimerHandle>,
+    /// The armed `Timer::Subscriptions` sweep, while subscriptions live.
+    sweep: Option<TimerHandle>,
     ids: IdGen,
     scratch: Vec<u8>,
     strings: Strings,
@@ -89,7 +93,8 @@ impl Engine {
                 .iter()
                 .map(|a| (a.to_string(), format!("sip:tether@{a}")))
                 .collect(),
-            wheel: TimerWheel::new(0),
+            pace: None,
+            sweep: None,
             ids: IdGen::new(seed),
             scratch: Vec::with_capacity(2048),
             strings: Strings::default(),
@@ -128,39 +133,67 @@ impl Engine {
 
     /// Takes a job's share for this core. `rate` is this core's share of
     /// the job's own rate limit.
-    pub fn start(&mut self, part: JobPart, rate: Option<u32>, now: u64) {
+    pub fn start(&mut self, part: JobPart, rate: Option<u32>, now: u64, wheel: &mut Timers) {
         self.stats.jobs_started += 1;
         let run = self.runs.start(part, rate, now);
         self.check_done(run, now);
+        self.schedule(now, wheel);
     }
 
-    /// When [`Engine::tick`] next has work.
-    pub fn next_deadline(&self, now: u64) -> Option<u64> {
-        let sending = self.has_room() && self.runs.has_unsent();
-        let pace = sending.then_some(now + 1);
-        [
-            pace,
-            self.wheel.next_deadline(),
-            self.subscriptions.next_sweep(),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-    }
-
-    /// Retransmissions, timeouts and paced first sends due at `now`.
-    pub fn tick(&mut self, now: u64) {
-        while let Some((_, (slot, nonce))) = self.wheel.poll(now) {
-            self.on_timer(slot, nonce, now);
+    /// `Timer::Pace` fired: first sends the pacer allows now.
+    pub fn on_pace(&mut self, now: u64, wheel: &mut Timers) {
+        self.pace = None;
+        self.send_paced(now, wheel);
+        // The bucket is spent for this millisecond: look again at the next.
+        if self.wants_pace() {
+            self.pace = Some(wheel.arm(now + 1, Timer::Pace));
         }
+        self.schedule(now, wheel);
+    }
+
+    /// `Timer::Subscriptions` fired: drop expired subscriptions.
+    pub fn on_sweep(&mut self, now: u64, wheel: &mut Timers) {
+        self.sweep = None;
         self.subscriptions.expire(now, &self.dir);
-        self.send_paced(now);
+        self.schedule(now, wheel);
+    }
+
+    /// First sends wait and there is room for them.
+    fn wants_pace(&self) -> bool {
+        self.has_room() && self.runs.has_unsent()
+    }
+
+    /// Arms the pacer at once while first sends wait and there is room for
+    /// them (then each millisecond, as the token bucket refills: see
+    /// `on_pace`), and the subscription sweep while subscriptions live.
+    /// Every entry point that can change either ends here.
+    fn schedule(&mut self, now: u64, wheel: &mut Timers) {
+        if self.pace.is_none() && self.wants_pace() {
+            self.pace = Some(wheel.arm(now, Timer::Pace));
+        }
+        if self.sweep.is_none() {
+            if let Some(at) = self.subscriptions.next_sweep() {
+                self.sweep = Some(wheel.arm(at.max(now), Timer::Subscriptions));
+            }
+        }
     }
 
     /// A response whose top Via has `branch` (the caller parsed it once for
     /// every consumer). Returns false when the branch is not one of ours
     /// (the caller tries the keepalive).
-    pub fn on_response(&mut self, msg: &Message<'_>, branch: &str, now: u64) -> bool {
+    pub fn on_response(
+        &mut self,
+        msg: &Message<'_>,
+        branch: &str,
+        now: u64,
+        wheel: &mut Timers,
+    ) -> bool {
+        let ours = self.response(msg, branch, now, wheel);
+        self.schedule(now, wheel);
+        ours
+    }
+
+    fn response(&mut self, msg: &Message<'_>, branch: &str, now: u64, wheel: &mut Timers) -> bool {
         let Some((slot, nonce)) = parse_branch(branch) else {
             return false;
         };
@@ -192,7 +225,7 @@ impl Engine {
         }
         let next = o.next_deadline;
         if let Some(code) = o.deliver {
-            self.deliver(slot, code, o.repeated, msg, now);
+            self.deliver(slot, code, o.repeated, msg, now, wheel);
         }
         let alive = self.txns.get(slot).filter(|t| t.nonce == nonce);
         if let Some(t) = alive {
@@ -202,9 +235,9 @@ impl Engine {
             let done = t.tx.kind() == transaction::Kind::NonInvite
                 && t.tx.state() == transaction::State::Completed;
             if o.terminated || done {
-                self.release(slot);
+                self.release(slot, wheel);
             } else {
-                self.arm(slot, next);
+                self.arm(slot, next, wheel);
             }
         }
         true
@@ -223,6 +256,7 @@ impl Engine {
         now: u64,
         tag: &str,
         out: &mut Vec<u8>,
+        wheel: &mut Timers,
     ) -> SubscribeAnswer {
         let hostport = self.local_hostport(local);
         let ctx = subscription::Context {
@@ -236,8 +270,9 @@ impl Engine {
         };
         let (answer, notify) = self.subscriptions.subscribe(&ctx, msg, checked, tag, out);
         if let Some(n) = notify {
-            self.send_other(|branch, buf| n.write(branch, buf), src, local, now);
+            self.send_other(|branch, buf| n.write(branch, buf), src, local, now, wheel);
         }
+        self.schedule(now, wheel);
         answer
     }
 
@@ -264,24 +299,36 @@ impl Engine {
 
 /// Timers: one wheel entry per transaction slot, keyed by (slot, nonce),
 /// at the earliest of the transaction's own deadline and its INVITE
-/// follow-ups' (ring limit, CANCEL). `arm` sets it, `on_timer` runs when it
-/// fires, `release` drops it with the slot. Besides these, only
-/// [`Engine::tick`] (polls it) and [`Engine::next_deadline`] read the wheel.
+/// follow-ups' (ring limit, CANCEL), on the core's one wheel as
+/// `Timer::Transaction`. `arm` sets it, `on_timer` runs when it fires,
+/// `release` drops it with the slot.
 impl Engine {
-    fn arm(&mut self, slot: u32, at: Option<u64>) {
+    fn arm(&mut self, slot: u32, at: Option<u64>, wheel: &mut Timers) {
         let Some(t) = self.txns.get_mut(slot) else {
             return;
         };
         if let Some(h) = t.timer.take() {
-            self.wheel.cancel(h);
+            wheel.cancel(h);
         }
         let at = [at, t.ring.deadline()].into_iter().flatten().min();
         if let Some(at) = at {
-            t.timer = Some(self.wheel.insert(at, (slot, t.nonce)));
+            t.timer = Some(wheel.arm(
+                at,
+                Timer::Transaction {
+                    slot,
+                    nonce: t.nonce,
+                },
+            ));
         }
     }
 
-    fn on_timer(&mut self, slot: u32, nonce: u32, now: u64) {
+    /// `Timer::Transaction` of `slot` fired.
+    pub fn on_timer(&mut self, slot: u32, nonce: u32, now: u64, wheel: &mut Timers) {
+        self.on_txn_timer(slot, nonce, now, wheel);
+        self.schedule(now, wheel);
+    }
+
+    fn on_txn_timer(&mut self, slot: u32, nonce: u32, now: u64, wheel: &mut Timers) {
         let timers = self.cfg.timers;
         let Some(t) = self.txns.get_mut(slot) else {
             return;
@@ -325,23 +372,23 @@ impl Engine {
             if self.txns.get(slot).is_some_and(|t| !t.settled) {
                 self.settle(slot, Outcome::TimedOut, now);
             }
-            self.release(slot);
+            self.release(slot, wheel);
             return;
         }
-        self.arm(slot, next);
+        self.arm(slot, next, wheel);
     }
 
     /// Frees a transaction's slot and cancels its timer.
-    fn release(&mut self, slot: u32) {
+    fn release(&mut self, slot: u32, wheel: &mut Timers) {
         if let Some(h) = self.txns.release(slot) {
-            self.wheel.cancel(h);
+            wheel.cancel(h);
         }
     }
 }
 
 /// Sending: paced first sends of the job runs, and housekeeping requests.
 impl Engine {
-    fn send_paced(&mut self, now: u64) {
+    fn send_paced(&mut self, now: u64, wheel: &mut Timers) {
         let mut budget = self.pacer.budget(now);
         for run in 0..self.runs.slots() {
             if budget == 0 || !self.has_room() {
@@ -359,7 +406,7 @@ impl Engine {
                 };
                 budget -= 1;
                 self.pacer.take_one();
-                self.send_device(run, device, now);
+                self.send_device(run, device, now, wheel);
             }
             self.check_done(run, now);
         }
@@ -373,7 +420,7 @@ impl Engine {
 
     /// Resolves one device's binding now (it may have moved or gone since
     /// the job was accepted) and sends it the job's request.
-    fn send_device(&mut self, run: u32, device: u32, now: u64) {
+    fn send_device(&mut self, run: u32, device: u32, now: u64, wheel: &mut Timers) {
         let job = self.runs.job(run);
         let dev = &job.devices[device as usize];
         let now_secs = (now / 1000) as u32;
@@ -447,7 +494,7 @@ impl Engine {
                 local,
             ),
         );
-        self.arm(slot, out.next_deadline);
+        self.arm(slot, out.next_deadline, wheel);
         self.runs.sent(run);
         self.pacer.on_send();
         job.set_outcome(device as usize, Outcome::InFlight);
@@ -463,31 +510,32 @@ impl Engine {
         to: SocketAddr,
         local: u8,
         now: u64,
+        wheel: &mut Timers,
     ) {
         let (slot, nonce) = self.txns.alloc(&mut self.ids);
         let br = branch(slot, nonce);
         let mut buf = std::mem::take(&mut self.scratch);
         build(&br, &mut buf);
-        self.start_other(slot, nonce, buf.as_slice().into(), to, local, now);
+        self.start_other((slot, nonce), buf.as_slice().into(), to, local, now, wheel);
         self.scratch = buf;
     }
 
     /// Starts housekeeping request `bytes` in slot `slot` (taken with `nonce`).
     fn start_other(
         &mut self,
-        slot: u32,
-        nonce: u32,
+        (slot, nonce): (u32, u32),
         bytes: Vec<u8>,
         to: SocketAddr,
         local: u8,
         now: u64,
+        wheel: &mut Timers,
     ) {
         let (tx, out) =
             ClientTransaction::start(transaction::Kind::NonInvite, now, &self.cfg.timers);
         self.queue(&bytes, to, local);
         self.txns
             .fill(slot, Txn::other(nonce, tx, bytes, to, local));
-        self.arm(slot, out.next_deadline);
+        self.arm(slot, out.next_deadline, wheel);
     }
 
     fn queue(&mut self, bytes: &[u8], to: SocketAddr, local: u8) {
@@ -508,7 +556,15 @@ impl Engine {
 impl Engine {
     /// The transaction user's part: outcomes, challenge answers, ACK and
     /// BYE after a 2xx, the ring limit.
-    fn deliver(&mut self, slot: u32, code: u16, repeated: bool, msg: &Message<'_>, now: u64) {
+    fn deliver(
+        &mut self,
+        slot: u32,
+        code: u16,
+        repeated: bool,
+        msg: &Message<'_>,
+        now: u64,
+        wheel: &mut Timers,
+    ) {
         let Some(t) = self.txns.get_mut(slot) else {
             return;
         };
@@ -523,12 +579,12 @@ impl Engine {
             && !t.settled
             && self.cfg.credentials.is_some()
         {
-            self.answer_challenge(slot, code, msg, now);
+            self.answer_challenge(slot, code, msg, now, wheel);
             return;
         }
         if invite {
             if (200..300).contains(&code) {
-                self.ack_and_bye(slot, msg, repeated, now);
+                self.ack_and_bye(slot, msg, repeated, now, wheel);
             }
             if code < 200 {
                 if let Some(t) = self.txns.get_mut(slot) {
@@ -551,7 +607,14 @@ impl Engine {
     /// ACK the 2xx (to its Contact, with its To tag), then end the call
     /// with a BYE so no dialog is left behind. A repeated 2xx only gets the
     /// ACK again.
-    fn ack_and_bye(&mut self, slot: u32, msg: &Message<'_>, repeated: bool, now: u64) {
+    fn ack_and_bye(
+        &mut self,
+        slot: u32,
+        msg: &Message<'_>,
+        repeated: bool,
+        now: u64,
+        wheel: &mut Timers,
+    ) {
         let Some(t) = self.txns.get(slot) else {
             return;
         };
@@ -566,12 +629,19 @@ impl Engine {
         }
         let (bye_slot, nonce) = self.txns.alloc(&mut self.ids);
         answered.bye(&stored, &branch(bye_slot, nonce), &mut buf);
-        self.start_other(bye_slot, nonce, buf, to, local, now);
+        self.start_other((bye_slot, nonce), buf, to, local, now, wheel);
     }
 
     /// Answers a device's 401/407 once with the configured credentials, as
     /// a new transaction in the same slot ([`followup::answer_challenge`]).
-    fn answer_challenge(&mut self, slot: u32, code: u16, msg: &Message<'_>, now: u64) {
+    fn answer_challenge(
+        &mut self,
+        slot: u32,
+        code: u16,
+        msg: &Message<'_>,
+        now: u64,
+        wheel: &mut Timers,
+    ) {
         let cfg = self.cfg.clone();
         let Some((user, pass)) = cfg.credentials.as_ref() else {
             return;
@@ -590,7 +660,7 @@ impl Engine {
         t.restart(nonce, tx, bytes.as_slice().into());
         self.queue(&bytes, to, local);
         self.stats.challenges_answered += 1;
-        self.arm(slot, out.next_deadline);
+        self.arm(slot, out.next_deadline, wheel);
     }
 
     /// Records a device's outcome; the first final one settles it.

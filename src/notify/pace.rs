@@ -15,7 +15,7 @@
 //! it is congestion. Above baseline + 20 points the rate drops by 30%; near
 //! the baseline it climbs back by 5% of the configured rate per window.
 
-/// Requests started per [`super::Engine::tick`], so the worker reads answers
+/// Requests started per `Timer::Pace`, so the worker reads answers
 /// between slices.
 pub(super) const SENDS_PER_TICK: usize = 256;
 

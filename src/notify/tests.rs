@@ -64,15 +64,93 @@ fn spec(kind: Kind) -> JobSpec {
     }
 }
 
+/// An engine with a wheel of its own, standing in for the endpoint whose
+/// one wheel the engine shares with the core's other state machines: the
+/// calls that arm timers get it passed, and `tick` dispatches what fires.
+pub(super) struct Eng {
+    e: Engine,
+    t: crate::timer::Timers,
+}
+
+impl std::ops::Deref for Eng {
+    type Target = Engine;
+    fn deref(&self) -> &Engine {
+        &self.e
+    }
+}
+
+impl std::ops::DerefMut for Eng {
+    fn deref_mut(&mut self) -> &mut Engine {
+        &mut self.e
+    }
+}
+
+impl Eng {
+    pub(super) fn new(
+        cfg: Arc<NotifyConfig>,
+        dir: Arc<Directory>,
+        local_addrs: Vec<SocketAddr>,
+        rate: u32,
+        seed: u64,
+    ) -> Eng {
+        Eng {
+            e: Engine::new(cfg, dir, local_addrs, rate, seed),
+            t: crate::timer::Timers::new(0),
+        }
+    }
+
+    pub(super) fn start(&mut self, part: JobPart, rate: Option<u32>, now: u64) {
+        self.e.start(part, rate, now, &mut self.t)
+    }
+
+    pub(super) fn on_response(&mut self, msg: &sip::Message<'_>, branch: &str, now: u64) -> bool {
+        self.e.on_response(msg, branch, now, &mut self.t)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn subscribe(
+        &mut self,
+        msg: &sip::Message<'_>,
+        checked: &sip::Checked<'_>,
+        src: SocketAddr,
+        local: u8,
+        now: u64,
+        tag: &str,
+        out: &mut Vec<u8>,
+    ) -> SubscribeAnswer {
+        self.e
+            .subscribe(msg, checked, src, local, now, tag, out, &mut self.t)
+    }
+
+    pub(super) fn next_deadline(&self, _now: u64) -> Option<u64> {
+        self.t.next_deadline()
+    }
+
+    /// Every timer due at `now`, as the endpoint hands them out.
+    pub(super) fn tick(&mut self, now: u64) {
+        use crate::timer::Timer;
+        while let Some(timer) = self.t.poll(now) {
+            match timer {
+                Timer::Transaction { slot, nonce } => {
+                    self.e.on_timer(slot, nonce, now, &mut self.t)
+                }
+                Timer::Pace => self.e.on_pace(now, &mut self.t),
+                Timer::Subscriptions => self.e.on_sweep(now, &mut self.t),
+                other => panic!("not the engine's timer: {other:?}"),
+            }
+        }
+    }
+}
+
 /// Feeds a response to the engine as the dispatcher does (top Via branch
 /// parsed by the caller).
-fn respond(e: &mut Engine, msg: &sip::Message<'_>, now: u64) -> bool {
+fn respond(e: &mut Eng, msg: &sip::Message<'_>, now: u64) -> bool {
     let via = msg.top_via().unwrap();
     e.on_response(msg, via.branch().unwrap(), now)
 }
 
 struct Rig {
-    engine: Engine,
+    engine: Eng,
     job: Arc<Job>,
     now: u64,
 }
@@ -95,7 +173,7 @@ impl Rig {
             1,
             CREATED,
         ));
-        let mut engine = Engine::new(
+        let mut engine = Eng::new(
             Arc::new(cfg),
             dir,
             vec!["192.0.2.1:5060".parse().unwrap()],
@@ -376,13 +454,13 @@ fn devices_that_cannot_take_it_are_reported_not_sent_to() {
 
 /// A job of `n` copies of the one device (pacing and cancelling are about
 /// counts, not addresses), started on an engine with `node_rate`.
-fn copies(n: u32, node_rate: u32, job_rate: Option<u32>) -> (Arc<Job>, Engine) {
+fn copies(n: u32, node_rate: u32, job_rate: Option<u32>) -> (Arc<Job>, Eng) {
     let dir = directory(flags::CONTACT_ME);
     let s = spec(Kind::ContactMe);
     let base = resolve::resolve(&dir, &s.targets, Kind::ContactMe, 10).0;
     let devices: Vec<_> = (0..n).map(|_| base[0].clone()).collect();
     let job = Arc::new(Job::new(2, s, Box::default(), devices, vec![], 1, CREATED));
-    let mut e = Engine::new(
+    let mut e = Eng::new(
         Arc::new(NotifyConfig::default()),
         dir,
         vec!["192.0.2.1:5060".parse().unwrap()],
@@ -485,7 +563,7 @@ fn an_indirect_device_is_reached_through_its_path_route() {
         1,
         CREATED,
     ));
-    let mut e = Engine::new(
+    let mut e = Eng::new(
         Arc::new(NotifyConfig::default()),
         dir,
         vec!["192.0.2.1:5060".parse().unwrap()],

@@ -6,7 +6,7 @@ use super::*;
 #[test]
 fn subscribe_opt_in_answers_200_notifies_and_carries_later_notifies_in_dialog() {
     let dir = directory(0);
-    let mut e = Engine::new(
+    let mut e = Eng::new(
         Arc::new(NotifyConfig::default()),
         dir.clone(),
         vec!["192.0.2.1:5060".parse().unwrap()],
@@ -116,7 +116,7 @@ Expires: 600\r\nContact: <sip:7546658000@192.168.1.20:5060>\r\nContent-Length: 0
 #[test]
 fn subscribe_refusals_name_the_problem() {
     let dir = directory(0);
-    let mut e = Engine::new(
+    let mut e = Eng::new(
         Arc::new(NotifyConfig::default()),
         dir,
         vec!["192.0.2.1:5060".parse().unwrap()],
@@ -154,7 +154,7 @@ Expires: EXP\r\nContact: <sip:7546658000@192.168.1.20:5060>\r\n\r\n";
 #[test]
 fn an_expired_subscription_opts_its_binding_out_again() {
     let dir = directory(0);
-    let mut e = Engine::new(
+    let mut e = Eng::new(
         Arc::new(NotifyConfig::default()),
         dir.clone(),
         vec!["192.0.2.1:5060".parse().unwrap()],
