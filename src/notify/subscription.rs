@@ -195,7 +195,7 @@ impl Engine {
         let Some(contact) = checked
             .contacts
             .first()
-            .and_then(|c| c.addr())
+            .and_then(|c| c.contact.addr())
             .map(|a| a.uri().raw)
         else {
             writer::response_to_checked(

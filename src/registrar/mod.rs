@@ -17,7 +17,7 @@ use crate::nat::PathKey;
 use crate::sip::ids::IdGen;
 use crate::sip::scan::{is_token_str, unquote};
 use crate::sip::writer::{response_to_checked, Decimal, Writer};
-use crate::sip::{Checked, Contact, HeaderName, Host, Message, Scheme};
+use crate::sip::{Announced, Checked, CheckedContact, Contact, HeaderName, Host, Message, Scheme};
 use crate::timer::TimerWheel;
 use auth::{Authenticator, Verdict};
 pub use binding::{flags, BindingRef, ContactView};
@@ -102,7 +102,7 @@ struct Changes {
 
 /// One contact of the request, ready to apply.
 struct Op<'c, 'm> {
-    contact: &'c Contact<'m>,
+    contact: &'c CheckedContact<'m>,
     uri: &'m str,
     expires: u32,
     instance: Option<&'m str>,
@@ -240,12 +240,7 @@ impl Registrar {
                     Some(at.source),
                 );
                 if code == 420 {
-                    let unsupported: SmallVec<[&str; 4]> = msg
-                        .tokens(HeaderName::Require)
-                        .filter_map(Result::ok)
-                        .filter(|t| !is_supported(t))
-                        .collect();
-                    for t in unsupported {
+                    for t in checked.require.iter().filter(|t| !is_supported(t)) {
                         w.header(HeaderName::Unsupported, t);
                     }
                 }
@@ -261,11 +256,7 @@ impl Registrar {
         at: Arrival,
     ) -> Result<Changes, Reject> {
         // Step 2: extensions we do not support.
-        if msg
-            .tokens(HeaderName::Require)
-            .filter_map(Result::ok)
-            .any(|t| !is_supported(t))
-        {
+        if checked.require.iter().any(|t| !is_supported(t)) {
             return Err(Reject::Status(420, "Bad Extension"));
         }
         // Step 1: is the domain ours?
@@ -284,12 +275,7 @@ impl Registrar {
         }
         // Step 3: authentication, and the user may only register its own AOR.
         if let Some(a) = &mut self.auth {
-            match a.check(
-                msg,
-                checked.authorization.as_ref(),
-                at.source,
-                u64::from(at.now_secs),
-            ) {
+            match a.check(msg, checked, at.source, u64::from(at.now_secs)) {
                 Verdict::Authenticated(name) => {
                     // User parts are case-sensitive (RFC 3261 §19.1.4).
                     if name != user {
@@ -328,7 +314,7 @@ impl Registrar {
                 current,
             });
         }
-        if contacts.iter().any(|c| matches!(c, Contact::Star)) {
+        if contacts.iter().any(|c| matches!(c.contact, Contact::Star)) {
             // Step 6: `*` only alone and only with Expires: 0.
             if contacts.len() != 1 || header_expires != Some(0) {
                 return Err(Reject::Status(400, "Invalid Contact *"));
@@ -340,28 +326,23 @@ impl Registrar {
         let mut too_brief = false;
         for c in contacts {
             let e = c
-                .expires()
-                .map_err(|_| Reject::Status(400, "Bad Contact Expires"))?
+                .expires
                 .or(header_expires)
                 .unwrap_or(self.policy.default_expires);
             if e != 0 && e < self.policy.min_expires {
                 too_brief = true;
             }
-            let addr = c.addr().expect("not a star");
-            let instance = c.instance().or_else(|| {
+            let addr = c.contact.addr().expect("not a star");
+            let instance = c.contact.instance().or_else(|| {
                 let p = self.policy.device_id_param.as_deref()?;
                 addr.param(p).flatten().map(unquote)
             });
-            let uri = addr.uri_raw;
-            let reg_id = c
-                .reg_id()
-                .map_err(|_| Reject::Status(400, "Bad Contact reg-id"))?;
             ops.push(Op {
                 contact: c,
-                uri,
+                uri: addr.uri_raw,
                 expires: e.min(self.policy.max_expires),
                 instance,
-                reg_id,
+                reg_id: c.reg_id,
             });
         }
         if too_brief {
@@ -375,7 +356,7 @@ impl Registrar {
                 reserved.push(self.slab.reserve());
             }
         }
-        let template = self.template(msg, at, call_id_hash, cseq);
+        let template = self.template(msg, checked, at, call_id_hash, cseq);
         let core = self.core;
         let policy = self.policy.clone();
         let mut replaced = false;
@@ -420,13 +401,14 @@ impl Registrar {
                 let mut view = template.clone();
                 view.contact = op.uri.into();
                 view.expires_at = at.now_secs.saturating_add(op.expires);
-                view.q = op.contact.q().ok().flatten();
+                view.q = op.contact.q;
                 // Share the stored instance string when the device refreshes.
                 view.instance = existing
                     .and_then(|i| next.contacts[i].instance.clone())
                     .or_else(|| op.instance.map(Arc::from));
                 view.reg_id = op.reg_id;
                 view.scope = op
+                    .contact
                     .contact
                     .addr()
                     .and_then(|a| a.param("scope").flatten())
@@ -503,28 +485,20 @@ impl Registrar {
     fn template(
         &self,
         msg: &Message<'_>,
+        checked: &Checked<'_>,
         at: Arrival,
         call_id_hash: u64,
         cseq: u32,
     ) -> ContactView {
-        // Accept was validated already: compare each element's media range.
+        // Recognised in Accept and Allow-Events by `validate`.
+        let seen = checked.announced;
         let mut flags = 0;
-        for a in msg.header_values(HeaderName::Accept) {
-            for element in a.split(',') {
-                let range = element.split(';').next().unwrap_or("").trim();
-                if range.eq_ignore_ascii_case("application/application-server-contact-me") {
-                    flags |= binding::flags::CONTACT_ME;
-                } else if range.eq_ignore_ascii_case("application/sdp") {
-                    flags |= binding::flags::SDP;
-                }
-            }
-        }
-        if msg
-            .tokens(HeaderName::AllowEvents)
-            .filter_map(Result::ok)
-            .any(|e| e.eq_ignore_ascii_case("application-server-contact-me"))
+        if seen.has(Announced::ACCEPTS_CONTACT_ME) || seen.has(Announced::ALLOWS_CONTACT_ME_EVENTS)
         {
             flags |= binding::flags::CONTACT_ME;
+        }
+        if seen.has(Announced::ACCEPTS_SDP) {
+            flags |= binding::flags::SDP;
         }
         let mut paths = msg.header_values(HeaderName::Path).peekable();
         let path = paths.peek().is_some().then(|| {
@@ -812,7 +786,9 @@ fn same_binding(c: &ContactView, op: &Op<'_, '_>) -> bool {
 
 /// NATed when the Contact's host:port is not where the REGISTER came from.
 fn nat_flag(op: &Op<'_, '_>, source: SocketAddr) -> u8 {
-    let Some(a) = op.contact.addr() else { return 0 };
+    let Some(a) = op.contact.contact.addr() else {
+        return 0;
+    };
     let uri = a.uri();
     let port = uri.port.unwrap_or(5060);
     let same = match (uri.host, source) {

@@ -14,7 +14,7 @@ mod tokens;
 mod via;
 
 pub use auth::AuthParams;
-pub use checked::Checked;
+pub use checked::{Announced, Checked, CheckedContact};
 pub use media::MediaType;
 pub use name_addr::{Contact, NameAddr};
 pub use scalar::{delta_seconds, is_sip_date, CSeq};
