@@ -88,11 +88,68 @@ pub struct Stats {
     pub rejected: u64,
 }
 
-/// A rejection, as a status line.
+/// Why a REGISTER was refused; each is one status line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Reject {
-    Status(u16, &'static str),
+    /// Step 1: the Request-URI is missing (a REGISTER always has one).
+    BadRequestUri,
+    /// Step 1: the Request-URI's domain is not one of `Policy::domains`.
+    DomainNotServed,
+    /// Step 5: the To URI is no SIP or SIPS URI with a user part.
+    NotFound,
+    /// Step 2: Require names an option tag tether does not support.
+    BadExtension,
+    /// Step 3: no (valid) credentials; `stale` when they were right but the
+    /// nonce was old or replayed, so the UA retries without asking the user.
+    Unauthorized { stale: bool },
+    /// Steps 3 and 4: wrong credentials, or another user's AOR.
+    Forbidden,
+    /// Step 3: the Authorization header lacks what a digest needs.
+    BadAuthorization,
+    /// Step 6: `*` with other contacts or without `Expires: 0`.
+    InvalidStar,
+    /// Step 7: an expiry below `Policy::min_expires`.
     IntervalTooBrief,
+    /// Step 7: a lower CSeq than a binding of the same Call-ID holds.
+    OutOfOrderCSeq,
+    /// Step 7: the AOR would exceed `Policy::max_contacts`.
+    TooManyContacts,
+    /// The directory could not store the changed record.
+    Internal,
+}
+
+impl Reject {
+    fn code(self) -> u16 {
+        match self {
+            Reject::BadRequestUri
+            | Reject::BadAuthorization
+            | Reject::InvalidStar
+            | Reject::OutOfOrderCSeq => 400,
+            Reject::Unauthorized { .. } => 401,
+            Reject::Forbidden | Reject::TooManyContacts => 403,
+            Reject::DomainNotServed | Reject::NotFound => 404,
+            Reject::BadExtension => 420,
+            Reject::IntervalTooBrief => 423,
+            Reject::Internal => 500,
+        }
+    }
+
+    fn reason(self) -> &'static str {
+        match self {
+            Reject::BadRequestUri => "Bad Request-URI",
+            Reject::DomainNotServed => "Domain Not Served",
+            Reject::NotFound => "Not Found",
+            Reject::BadExtension => "Bad Extension",
+            Reject::Unauthorized { .. } => "Unauthorized",
+            Reject::Forbidden => "Forbidden",
+            Reject::BadAuthorization => "Bad Authorization Header",
+            Reject::InvalidStar => "Invalid Contact *",
+            Reject::IntervalTooBrief => "Interval Too Brief",
+            Reject::OutOfOrderCSeq => "Out of Order CSeq",
+            Reject::TooManyContacts => "Too Many Contacts",
+            Reject::Internal => "Server Internal Error",
+        }
+    }
 }
 
 /// The per-core registrar.

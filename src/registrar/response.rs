@@ -33,60 +33,51 @@ impl Registrar {
                 w.header(HeaderName::Supported, SUPPORTED);
                 w.finish(None);
             }
-            Err(Reject::IntervalTooBrief) => {
-                self.stats.rejected += 1;
-                let mut w = response_to_checked(
-                    out,
-                    msg,
-                    checked,
-                    423,
-                    "Interval Too Brief",
-                    Some(tag),
-                    Some(at.source),
-                );
+            Err(reject) => self.refuse(msg, checked, at, tag, reject, out),
+        }
+    }
+
+    /// A refusal: its status line and what it tells the UA to do next.
+    fn refuse(
+        &mut self,
+        msg: &Message<'_>,
+        checked: &Checked<'_>,
+        at: Arrival,
+        tag: &str,
+        reject: Reject,
+        out: &mut Vec<u8>,
+    ) {
+        match reject {
+            Reject::Unauthorized { .. } => self.stats.challenged += 1,
+            Reject::Forbidden | Reject::TooManyContacts => self.stats.forbidden += 1,
+            _ => self.stats.rejected += 1,
+        }
+        let mut w = response_to_checked(
+            out,
+            msg,
+            checked,
+            reject.code(),
+            reject.reason(),
+            Some(tag),
+            Some(at.source),
+        );
+        match reject {
+            Reject::IntervalTooBrief => {
                 w.header_u32(HeaderName::MinExpires, self.policy.min_expires);
-                w.finish(None);
             }
-            Err(Reject::Status(401, reason)) => {
-                self.stats.challenged += 1;
-                let stale = reason == "Stale Nonce";
-                let mut w = response_to_checked(
-                    out,
-                    msg,
-                    checked,
-                    401,
-                    "Unauthorized",
-                    Some(tag),
-                    Some(at.source),
-                );
+            Reject::Unauthorized { stale } => {
                 if let Some(a) = &self.auth {
                     a.write_challenge(&mut w, stale, u64::from(at.now_secs), at.source);
                 }
-                w.finish(None);
             }
-            Err(Reject::Status(code, reason)) => {
-                if code == 403 {
-                    self.stats.forbidden += 1;
-                } else {
-                    self.stats.rejected += 1;
+            Reject::BadExtension => {
+                for t in checked.require.iter().filter(|t| !is_supported(t)) {
+                    w.header(HeaderName::Unsupported, t);
                 }
-                let mut w = response_to_checked(
-                    out,
-                    msg,
-                    checked,
-                    code,
-                    reason,
-                    Some(tag),
-                    Some(at.source),
-                );
-                if code == 420 {
-                    for t in checked.require.iter().filter(|t| !is_supported(t)) {
-                        w.header(HeaderName::Unsupported, t);
-                    }
-                }
-                w.finish(None);
             }
+            _ => {}
         }
+        w.finish(None);
     }
 }
 

@@ -46,10 +46,10 @@ impl Registrar {
     /// Step 1: the Request-URI names a domain this registrar serves.
     fn check_domain(&self, checked: &Checked<'_>) -> Result<(), Reject> {
         let Some(ruri) = checked.request_uri else {
-            return Err(Reject::Status(400, "Bad Request-URI"));
+            return Err(Reject::BadRequestUri);
         };
         if !self.serves(ruri.host) {
-            return Err(Reject::Status(404, "Domain Not Served"));
+            return Err(Reject::DomainNotServed);
         }
         Ok(())
     }
@@ -88,14 +88,13 @@ impl Registrar {
             Verdict::Authenticated(name) => {
                 // User parts are case-sensitive (RFC 3261 §19.1.4).
                 if name != user {
-                    return Err(Reject::Status(403, "Forbidden"));
+                    return Err(Reject::Forbidden);
                 }
                 Ok(())
             }
-            Verdict::Challenge { stale: false } => Err(Reject::Status(401, "Unauthorized")),
-            Verdict::Challenge { stale: true } => Err(Reject::Status(401, "Stale Nonce")),
-            Verdict::Forbidden => Err(Reject::Status(403, "Forbidden")),
-            Verdict::Malformed => Err(Reject::Status(400, "Bad Authorization Header")),
+            Verdict::Challenge { stale } => Err(Reject::Unauthorized { stale }),
+            Verdict::Forbidden => Err(Reject::Forbidden),
+            Verdict::Malformed => Err(Reject::BadAuthorization),
         }
     }
 
@@ -158,7 +157,7 @@ impl Registrar {
 /// Step 2: every option tag in Require is one tether supports.
 fn check_extensions(checked: &Checked<'_>) -> Result<(), Reject> {
     if checked.require.iter().any(|t| !is_supported(t)) {
-        return Err(Reject::Status(420, "Bad Extension"));
+        return Err(Reject::BadExtension);
     }
     Ok(())
 }
@@ -173,10 +172,10 @@ pub(super) fn is_supported(tag: &str) -> bool {
 fn to_user_and_host<'m>(checked: &Checked<'m>) -> Result<(&'m str, Host<'m>), Reject> {
     let to_uri = checked.to.uri;
     let (Some(user), Some(host)) = (to_uri.user, to_uri.host) else {
-        return Err(Reject::Status(404, "Not Found"));
+        return Err(Reject::NotFound);
     };
     if !matches!(to_uri.scheme, Scheme::Sip | Scheme::Sips) {
-        return Err(Reject::Status(404, "Not Found"));
+        return Err(Reject::NotFound);
     }
     Ok((user, host))
 }
@@ -184,7 +183,7 @@ fn to_user_and_host<'m>(checked: &Checked<'m>) -> Result<(&'m str, Host<'m>), Re
 /// Step 6: `*` only alone and only with `Expires: 0`.
 fn check_star(checked: &Checked<'_>) -> Result<(), Reject> {
     if checked.contacts.len() != 1 || checked.expires != Some(0) {
-        return Err(Reject::Status(400, "Invalid Contact *"));
+        return Err(Reject::InvalidStar);
     }
     Ok(())
 }

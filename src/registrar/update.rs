@@ -101,7 +101,7 @@ impl Registrar {
             }
             // The directory kept the old record although this request changed
             // it (see `update_then`): nothing happened, so nothing is applied.
-            (Ok(_), None) if replaced => Err(Reject::Status(500, "Server Internal Error")),
+            (Ok(_), None) if replaced => Err(Reject::Internal),
             (result, _) => result,
         };
         let core = self.core;
@@ -254,7 +254,7 @@ impl Registrar {
                 .iter()
                 .any(|c| c.call_id_hash == call_id_hash && cseq <= c.cseq)
             {
-                return Decision::Keep(Err(Reject::Status(400, "Out of Order CSeq")));
+                return Decision::Keep(Err(Reject::OutOfOrderCSeq));
             }
             let changes = Changes {
                 removed: rec.contacts.into_iter().collect(),
@@ -281,7 +281,7 @@ fn change_record(mut next: AorRecord, c: &Change<'_, '_, '_>) -> Decision<Result
                 current: next.contacts,
             }))
         }
-        CSeqOrder::Older => return Decision::Keep(Err(Reject::Status(400, "Out of Order CSeq"))),
+        CSeqOrder::Older => return Decision::Keep(Err(Reject::OutOfOrderCSeq)),
     }
     let mut changes = Changes::default();
     let mut fresh = c.reserved.iter();
@@ -332,7 +332,7 @@ fn change_record(mut next: AorRecord, c: &Change<'_, '_, '_>) -> Decision<Result
             }
             None => {
                 if next.contacts.len() >= c.max_contacts {
-                    return Decision::Keep(Err(Reject::Status(403, "Too Many Contacts")));
+                    return Decision::Keep(Err(Reject::TooManyContacts));
                 }
                 view.binding = BindingRef { core, slot, gen };
                 next.contacts.push(view);
