@@ -112,6 +112,10 @@ impl<'a> Message<'a> {
 }
 
 /// The headers every element reads, parsed once by [`Message::validate`].
+///
+/// About 1.5 KB on a 64-bit target, returned and passed by value on every
+/// request: a new field should be a small value (a number, a flag, a slice),
+/// not a list that grows with the message.
 #[derive(Debug, Clone)]
 pub struct Checked<'a> {
     /// `None` for responses.
