@@ -259,7 +259,7 @@ impl Subscriptions {
         let Some(contact) = checked
             .contacts
             .first()
-            .and_then(|c| c.addr())
+            .and_then(|c| c.contact.addr())
             .map(|a| a.uri().raw)
         else {
             writer::response_to_checked(

@@ -12,7 +12,7 @@ use sha2::Sha256;
 
 use crate::sip::digest::{self, Algorithm, Hex, ResponseInput};
 use crate::sip::writer::Writer;
-use crate::sip::{AuthParams, Message};
+use crate::sip::{AuthParams, Checked, Message, Uri};
 
 /// HA1 hashes per user for one realm, loaded from a file.
 ///
@@ -246,17 +246,20 @@ impl Authenticator {
         (diff == 0).then_some(ts)
     }
 
-    /// Checks a request's Authorization header (as parsed by `validate`).
+    /// Checks a request's Authorization header, as `validate` parsed it
+    /// (and the Request-URI the digest must name).
     pub fn check<'m>(
         &mut self,
         msg: &Message<'m>,
-        authorization: Option<&AuthParams<'m>>,
+        checked: &Checked<'m>,
         source: SocketAddr,
         now_secs: u64,
     ) -> Verdict<'m> {
         self.purge(now_secs);
-        match authorization {
-            Some(a) if a.is_digest() => self.check_digest(msg, a, source, now_secs),
+        match &checked.authorization {
+            Some(a) if a.is_digest() => {
+                self.check_digest(msg, a, checked.request_uri.as_ref(), source, now_secs)
+            }
             _ => Verdict::Challenge { stale: false },
         }
     }
@@ -265,6 +268,7 @@ impl Authenticator {
         &mut self,
         msg: &Message<'m>,
         a: &AuthParams<'m>,
+        request_uri: Option<&Uri<'_>>,
         source: SocketAddr,
         now_secs: u64,
     ) -> Verdict<'m> {
@@ -300,7 +304,7 @@ impl Authenticator {
         };
         // RFC 2617 §3.2.2.5: the digest must be for this request's URI, or a
         // response captured for another target could be replayed here.
-        if !same_target(uri, msg.request_uri_raw().unwrap_or("")) {
+        if !same_target(uri, request_uri) {
             return Verdict::Malformed;
         }
         let method = msg.method().map_or("", |m| m.as_str());
@@ -387,19 +391,17 @@ impl Authenticator {
 
 /// The digest `uri` names the Request-URI: the same text, or the same
 /// scheme, user, host and port written differently (case, default port).
-fn same_target(digest_uri: &str, request_uri: &str) -> bool {
-    if digest_uri == request_uri {
+fn same_target(digest_uri: &str, request_uri: Option<&Uri<'_>>) -> bool {
+    if digest_uri == request_uri.map_or("", |u| u.raw) {
         return true;
     }
-    match (
-        crate::sip::Uri::parse(digest_uri),
-        crate::sip::Uri::parse(request_uri),
-    ) {
-        (Ok(a), Ok(b)) => {
-            let host = |u: &crate::sip::Uri<'_>| u.host.map(|h| h.to_string().to_ascii_lowercase());
+    // The Request-URI was parsed by `validate`; only the digest's is parsed here.
+    match (Uri::parse(digest_uri), request_uri) {
+        (Ok(a), Some(b)) => {
+            let host = |u: &Uri<'_>| u.host.map(|h| h.to_string().to_ascii_lowercase());
             a.scheme == b.scheme
                 && a.user == b.user
-                && host(&a) == host(&b)
+                && host(&a) == host(b)
                 && a.port.unwrap_or(5060) == b.port.unwrap_or(5060)
         }
         _ => false,
@@ -445,8 +447,7 @@ mod tests {
     const SRC: &str = "198.51.100.7:5060";
 
     fn check<'m>(a: &mut Authenticator, m: &crate::sip::Message<'m>, now: u64) -> Verdict<'m> {
-        let auth = m.authorization().unwrap();
-        a.check(m, auth.as_ref(), SRC.parse().unwrap(), now)
+        a.check(m, &m.validate().unwrap(), SRC.parse().unwrap(), now)
     }
 
     fn auth() -> Authenticator {
@@ -559,11 +560,10 @@ From: <sip:alice@tether>;tag=1\r\nTo: <sip:alice@tether>\r\nCall-ID: c\r\nCSeq: 
         let nonce = std::str::from_utf8(&nonce).unwrap();
         let req = register_with(&authz(Algorithm::Md5, "alice", "s3cret", nonce, "00000001"));
         let m = parse(&req).unwrap();
-        let auth = m.authorization().unwrap();
         // A replay from another address (landing on another core) is re-challenged.
         let elsewhere = "203.0.113.66:40000".parse().unwrap();
         assert_eq!(
-            a.check(&m, auth.as_ref(), elsewhere, 1001),
+            a.check(&m, &m.validate().unwrap(), elsewhere, 1001),
             Verdict::Challenge { stale: false }
         );
         assert_eq!(check(&mut a, &m, 1001), Verdict::Authenticated("alice"));

@@ -2,24 +2,28 @@
 //! core, sans-IO: a REGISTER and `now` in, the response bytes out. Bindings
 //! live in the shared [`Directory`]; the core that received a binding's
 //! REGISTER owns it and expires it.
+//!
+//! A REGISTER goes through `steps.rs` (the §10.3 steps in order), whose
+//! step 7 changes the stored bindings in `update.rs`, and is answered by
+//! `response.rs`; `expiry.rs` holds the bindings' expiry timers.
 
 pub mod auth;
 pub mod binding;
 pub mod directory;
+mod expiry;
 pub mod packed;
+mod response;
+mod steps;
+mod update;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use smallvec::SmallVec;
-
 use crate::addr::PathKey;
 use crate::sip::ids::IdGen;
-use crate::sip::scan::{is_token_str, unquote};
-use crate::sip::writer::{response_to_checked, Decimal, Writer};
-use crate::sip::{Checked, Contact, HeaderName, Host, Message, Scheme};
+use crate::sip::{Checked, Host, Message};
 use crate::timer::TimerWheel;
-use auth::{Authenticator, Verdict};
+use auth::Authenticator;
 pub use binding::{flags, BindingRef, ContactView};
 use binding::{LocalBinding, Slab};
 pub use directory::{AorRecord, Decision, DeviceEntry, Directory, Target};
@@ -84,29 +88,68 @@ pub struct Stats {
     pub rejected: u64,
 }
 
-/// A rejection, as a status line.
+/// Why a REGISTER was refused; each is one status line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Reject {
-    Status(u16, &'static str),
+    /// Step 1: the Request-URI is missing (a REGISTER always has one).
+    BadRequestUri,
+    /// Step 1: the Request-URI's domain is not one of `Policy::domains`.
+    DomainNotServed,
+    /// Step 5: the To URI is no SIP or SIPS URI with a user part.
+    NotFound,
+    /// Step 2: Require names an option tag tether does not support.
+    BadExtension,
+    /// Step 3: no (valid) credentials; `stale` when they were right but the
+    /// nonce was old or replayed, so the UA retries without asking the user.
+    Unauthorized { stale: bool },
+    /// Steps 3 and 4: wrong credentials, or another user's AOR.
+    Forbidden,
+    /// Step 3: the Authorization header lacks what a digest needs.
+    BadAuthorization,
+    /// Step 6: `*` with other contacts or without `Expires: 0`.
+    InvalidStar,
+    /// Step 7: an expiry below `Policy::min_expires`.
     IntervalTooBrief,
+    /// Step 7: a lower CSeq than a binding of the same Call-ID holds.
+    OutOfOrderCSeq,
+    /// Step 7: the AOR would exceed `Policy::max_contacts`.
+    TooManyContacts,
+    /// The directory could not store the changed record.
+    Internal,
 }
 
-/// What one REGISTER changed.
-#[derive(Debug, Default)]
-struct Changes {
-    /// Contacts that left the AOR (unregistered, replaced by instance, or moved).
-    removed: SmallVec<[ContactView; 1]>,
-    /// The AOR's contacts after the change: the stored record's own list, moved.
-    current: SmallVec<[ContactView; 1]>,
-}
+impl Reject {
+    fn code(self) -> u16 {
+        match self {
+            Reject::BadRequestUri
+            | Reject::BadAuthorization
+            | Reject::InvalidStar
+            | Reject::OutOfOrderCSeq => 400,
+            Reject::Unauthorized { .. } => 401,
+            Reject::Forbidden | Reject::TooManyContacts => 403,
+            Reject::DomainNotServed | Reject::NotFound => 404,
+            Reject::BadExtension => 420,
+            Reject::IntervalTooBrief => 423,
+            Reject::Internal => 500,
+        }
+    }
 
-/// One contact of the request, ready to apply.
-struct Op<'c, 'm> {
-    contact: &'c Contact<'m>,
-    uri: &'m str,
-    expires: u32,
-    instance: Option<&'m str>,
-    reg_id: Option<u32>,
+    fn reason(self) -> &'static str {
+        match self {
+            Reject::BadRequestUri => "Bad Request-URI",
+            Reject::DomainNotServed => "Domain Not Served",
+            Reject::NotFound => "Not Found",
+            Reject::BadExtension => "Bad Extension",
+            Reject::Unauthorized { .. } => "Unauthorized",
+            Reject::Forbidden => "Forbidden",
+            Reject::BadAuthorization => "Bad Authorization Header",
+            Reject::InvalidStar => "Invalid Contact *",
+            Reject::IntervalTooBrief => "Interval Too Brief",
+            Reject::OutOfOrderCSeq => "Out of Order CSeq",
+            Reject::TooManyContacts => "Too Many Contacts",
+            Reject::Internal => "Server Internal Error",
+        }
+    }
 }
 
 /// The per-core registrar.
@@ -163,13 +206,6 @@ impl Registrar {
         self.slab.live()
     }
 
-    /// The earliest time (seconds) an expiry is due, for the poll timeout.
-    pub fn next_expiry(&self) -> Option<u32> {
-        self.expiries
-            .next_deadline()
-            .map(|ms| u32::try_from(ms.div_ceil(1000)).unwrap_or(u32::MAX))
-    }
-
     /// Handles a validated REGISTER; writes the response into `out`.
     pub fn register<'m>(
         &mut self,
@@ -180,473 +216,8 @@ impl Registrar {
         ids: &mut IdGen,
     ) {
         let tag = ids.tag();
-        match self.process(msg, checked, at) {
-            Ok(changes) => {
-                let mut w =
-                    response_to_checked(out, msg, checked, 200, "OK", Some(&tag), Some(at.source));
-                for c in &changes.current {
-                    write_contact(&mut w, c, at.now_secs);
-                }
-                for p in msg.header_values(HeaderName::Path) {
-                    w.header(HeaderName::Path, p);
-                }
-                w.header(HeaderName::Supported, SUPPORTED);
-                w.finish(None);
-            }
-            Err(Reject::IntervalTooBrief) => {
-                self.stats.rejected += 1;
-                let mut w = response_to_checked(
-                    out,
-                    msg,
-                    checked,
-                    423,
-                    "Interval Too Brief",
-                    Some(&tag),
-                    Some(at.source),
-                );
-                w.header_u32(HeaderName::MinExpires, self.policy.min_expires);
-                w.finish(None);
-            }
-            Err(Reject::Status(401, reason)) => {
-                self.stats.challenged += 1;
-                let stale = reason == "Stale Nonce";
-                let mut w = response_to_checked(
-                    out,
-                    msg,
-                    checked,
-                    401,
-                    "Unauthorized",
-                    Some(&tag),
-                    Some(at.source),
-                );
-                if let Some(a) = &self.auth {
-                    a.write_challenge(&mut w, stale, u64::from(at.now_secs), at.source);
-                }
-                w.finish(None);
-            }
-            Err(Reject::Status(code, reason)) => {
-                if code == 403 {
-                    self.stats.forbidden += 1;
-                } else {
-                    self.stats.rejected += 1;
-                }
-                let mut w = response_to_checked(
-                    out,
-                    msg,
-                    checked,
-                    code,
-                    reason,
-                    Some(&tag),
-                    Some(at.source),
-                );
-                if code == 420 {
-                    let unsupported: SmallVec<[&str; 4]> = msg
-                        .tokens(HeaderName::Require)
-                        .filter_map(Result::ok)
-                        .filter(|t| !is_supported(t))
-                        .collect();
-                    for t in unsupported {
-                        w.header(HeaderName::Unsupported, t);
-                    }
-                }
-                w.finish(None);
-            }
-        }
-    }
-
-    fn process<'m>(
-        &mut self,
-        msg: &Message<'m>,
-        checked: &Checked<'m>,
-        at: Arrival,
-    ) -> Result<Changes, Reject> {
-        // Step 2: extensions we do not support.
-        if msg
-            .tokens(HeaderName::Require)
-            .filter_map(Result::ok)
-            .any(|t| !is_supported(t))
-        {
-            return Err(Reject::Status(420, "Bad Extension"));
-        }
-        // Step 1: is the domain ours?
-        let Some(ruri) = checked.request_uri else {
-            return Err(Reject::Status(400, "Bad Request-URI"));
-        };
-        if !self.serves(ruri.host) {
-            return Err(Reject::Status(404, "Domain Not Served"));
-        }
-        let to_uri = checked.to.uri;
-        let (Some(user), Some(host)) = (to_uri.user, to_uri.host) else {
-            return Err(Reject::Status(404, "Not Found"));
-        };
-        if !matches!(to_uri.scheme, Scheme::Sip | Scheme::Sips) {
-            return Err(Reject::Status(404, "Not Found"));
-        }
-        // Step 3: authentication, and the user may only register its own AOR.
-        if let Some(a) = &mut self.auth {
-            match a.check(
-                msg,
-                checked.authorization.as_ref(),
-                at.source,
-                u64::from(at.now_secs),
-            ) {
-                Verdict::Authenticated(name) => {
-                    // User parts are case-sensitive (RFC 3261 §19.1.4).
-                    if name != user {
-                        return Err(Reject::Status(403, "Forbidden"));
-                    }
-                }
-                Verdict::Challenge { stale: false } => {
-                    return Err(Reject::Status(401, "Unauthorized"))
-                }
-                Verdict::Challenge { stale: true } => {
-                    return Err(Reject::Status(401, "Stale Nonce"))
-                }
-                Verdict::Forbidden => return Err(Reject::Status(403, "Forbidden")),
-                Verdict::Malformed => return Err(Reject::Status(400, "Bad Authorization Header")),
-            }
-        }
-        let aor = canonical_aor(user, host);
-        let header_expires = checked.expires;
-        let cseq = checked.cseq.seq;
-        let call_id_hash = std::hash::BuildHasher::hash_one(&self.call_id_hasher, checked.call_id);
-        let contacts = &checked.contacts;
-        if contacts.is_empty() {
-            // A query: list the current bindings.
-            let current = self.dir.with_aor(&aor, |r| {
-                r.map(|r| {
-                    r.contacts
-                        .iter()
-                        .filter(|c| c.expires_at > at.now_secs)
-                        .cloned()
-                        .collect()
-                })
-                .unwrap_or_default()
-            });
-            return Ok(Changes {
-                removed: SmallVec::new(),
-                current,
-            });
-        }
-        if contacts.iter().any(|c| matches!(c, Contact::Star)) {
-            // Step 6: `*` only alone and only with Expires: 0.
-            if contacts.len() != 1 || header_expires != Some(0) {
-                return Err(Reject::Status(400, "Invalid Contact *"));
-            }
-            return self.remove_all(&aor, call_id_hash, cseq);
-        }
-
-        let mut ops: SmallVec<[Op<'_, 'm>; 4]> = SmallVec::new();
-        let mut too_brief = false;
-        for c in contacts {
-            let e = c
-                .expires()
-                .map_err(|_| Reject::Status(400, "Bad Contact Expires"))?
-                .or(header_expires)
-                .unwrap_or(self.policy.default_expires);
-            if e != 0 && e < self.policy.min_expires {
-                too_brief = true;
-            }
-            let addr = c.addr().expect("not a star");
-            let instance = c.instance().or_else(|| {
-                let p = self.policy.device_id_param.as_deref()?;
-                addr.param(p).flatten().map(unquote)
-            });
-            let uri = addr.uri_raw;
-            let reg_id = c
-                .reg_id()
-                .map_err(|_| Reject::Status(400, "Bad Contact reg-id"))?;
-            ops.push(Op {
-                contact: c,
-                uri,
-                expires: e.min(self.policy.max_expires),
-                instance,
-                reg_id,
-            });
-        }
-        if too_brief {
-            return Err(Reject::IntervalTooBrief);
-        }
-
-        // Slots for contacts that may become new bindings here; unused ones are released.
-        let mut reserved: SmallVec<[(u32, u32); 4]> = SmallVec::new();
-        for op in &ops {
-            if op.expires > 0 {
-                reserved.push(self.slab.reserve());
-            }
-        }
-        let template = self.template(msg, at, call_id_hash, cseq);
-        let core = self.core;
-        let policy = self.policy.clone();
-        let mut replaced = false;
-        let (result, stored) = self.dir.update_then(&aor, |mut next| {
-            // Step 7, against the record as stored, each binding once (a
-            // contact listed twice is checked at its first mention): the
-            // same Call-ID must come with a higher CSeq. An equal one is
-            // this request again (its 200 was lost): a server transaction
-            // would re-send that 200, so answer with the current state and
-            // change nothing.
-            let mut seen: SmallVec<[usize; 4]> = SmallVec::new();
-            for op in &ops {
-                let Some(i) = next.contacts.iter().position(|c| same_binding(c, op)) else {
-                    continue;
-                };
-                if seen.contains(&i) {
-                    continue;
-                }
-                seen.push(i);
-                let old = &next.contacts[i];
-                if old.call_id_hash == call_id_hash && cseq == old.cseq {
-                    return Decision::Keep(Ok(Changes {
-                        removed: SmallVec::new(),
-                        current: next.contacts,
-                    }));
-                }
-                if old.call_id_hash == call_id_hash && cseq < old.cseq {
-                    return Decision::Keep(Err(Reject::Status(400, "Out of Order CSeq")));
-                }
-            }
-            let mut changes = Changes::default();
-            let mut fresh = reserved.iter();
-            for op in &ops {
-                let existing = next.contacts.iter().position(|c| same_binding(c, op));
-                if op.expires == 0 {
-                    if let Some(i) = existing {
-                        changes.removed.push(next.contacts.remove(i));
-                    }
-                    continue;
-                }
-                let &(slot, gen) = fresh.next().expect("one reserved slot per live contact");
-                let mut view = template.clone();
-                view.contact = op.uri.into();
-                view.expires_at = at.now_secs.saturating_add(op.expires);
-                view.q = op.contact.q().ok().flatten();
-                // Share the stored instance string when the device refreshes.
-                view.instance = existing
-                    .and_then(|i| next.contacts[i].instance.clone())
-                    .or_else(|| op.instance.map(Arc::from));
-                view.reg_id = op.reg_id;
-                view.scope = op
-                    .contact
-                    .addr()
-                    .and_then(|a| a.param("scope").flatten())
-                    .map(unquote)
-                    .filter(|s| is_token_str(s))
-                    .map(Into::into);
-                view.flags |= nat_flag(op, at.source);
-                match existing {
-                    // A refresh on the owning core keeps its binding.
-                    Some(i) if next.contacts[i].binding.core == core => {
-                        view.binding = next.contacts[i].binding;
-                        // A subscription lives on with the binding it refreshes.
-                        view.flags |= next.contacts[i].flags & binding::flags::SUBSCRIBED;
-                        next.contacts[i] = view;
-                    }
-                    // The device moved to another path (and core): the old
-                    // binding goes and the new one is appended, so the
-                    // latest flow of a device is its last contact (the
-                    // device index finds it by that).
-                    Some(i) => {
-                        view.binding = BindingRef { core, slot, gen };
-                        changes.removed.push(next.contacts.remove(i));
-                        next.contacts.push(view);
-                    }
-                    None => {
-                        if next.contacts.len() >= policy.max_contacts {
-                            return Decision::Keep(Err(Reject::Status(403, "Too Many Contacts")));
-                        }
-                        view.binding = BindingRef { core, slot, gen };
-                        next.contacts.push(view);
-                    }
-                }
-            }
-            // `current` is filled from the stored record below, not copied here.
-            replaced = true;
-            Decision::Replace(next, Ok(changes))
-        });
-        let result = match (result, stored) {
-            (Ok(mut changes), Some(rec)) => {
-                changes.current = rec.contacts;
-                Ok(changes)
-            }
-            // The directory kept the old record although this request changed
-            // it (see `update_then`): nothing happened, so nothing is applied.
-            (Ok(_), None) if replaced => Err(Reject::Status(500, "Server Internal Error")),
-            (result, _) => result,
-        };
-        let used = |slot: u32, gen: u32, changes: &Changes| {
-            changes
-                .current
-                .iter()
-                .any(|c| c.binding == BindingRef { core, slot, gen })
-        };
-        match result {
-            Ok(changes) => {
-                for &(slot, gen) in &reserved {
-                    if !used(slot, gen, &changes) {
-                        self.slab.release(slot, gen);
-                    }
-                }
-                self.apply(&aor, &changes, &reserved);
-                Ok(changes)
-            }
-            Err(e) => {
-                for &(slot, gen) in &reserved {
-                    self.slab.release(slot, gen);
-                }
-                Err(e)
-            }
-        }
-    }
-
-    /// The fields every contact of this REGISTER shares.
-    fn template(
-        &self,
-        msg: &Message<'_>,
-        at: Arrival,
-        call_id_hash: u64,
-        cseq: u32,
-    ) -> ContactView {
-        // Accept was validated already: compare each element's media range.
-        let mut flags = 0;
-        for a in msg.header_values(HeaderName::Accept) {
-            for element in a.split(',') {
-                let range = element.split(';').next().unwrap_or("").trim();
-                if range.eq_ignore_ascii_case("application/application-server-contact-me") {
-                    flags |= binding::flags::CONTACT_ME;
-                } else if range.eq_ignore_ascii_case("application/sdp") {
-                    flags |= binding::flags::SDP;
-                }
-            }
-        }
-        if msg
-            .tokens(HeaderName::AllowEvents)
-            .filter_map(Result::ok)
-            .any(|e| e.eq_ignore_ascii_case("application-server-contact-me"))
-        {
-            flags |= binding::flags::CONTACT_ME;
-        }
-        let mut paths = msg.header_values(HeaderName::Path).peekable();
-        let path = paths.peek().is_some().then(|| {
-            let v: Vec<&str> = paths.collect();
-            v.join(", ").into_boxed_str()
-        });
-        ContactView {
-            source: at.source,
-            local: at.local,
-            flags,
-            path,
-            call_id_hash,
-            cseq,
-            ..ContactView::default()
-        }
-    }
-
-    /// Applies the local side of a directory change: fill new slots, refresh
-    /// timers, release removed bindings this core owned, and keep the device
-    /// index in step.
-    fn apply(&mut self, aor: &str, changes: &Changes, reserved: &[(u32, u32)]) {
-        for gone in &changes.removed {
-            if let Some(dev) = &gone.instance {
-                // Another flow (reg-id) of the same device may remain: point
-                // the device index at it rather than forgetting the device.
-                match changes
-                    .current
-                    .iter()
-                    .find(|c| c.instance.as_deref() == Some(&**dev))
-                {
-                    Some(_) => self.dir.set_device(dev, aor),
-                    None => self.dir.clear_device(dev),
-                }
-            }
-            if gone.binding.core == self.core {
-                self.release(gone.binding.slot, gone.binding.gen);
-            } else {
-                self.outbox.push(gone.binding);
-            }
-            self.stats.unregistered += 1;
-        }
-        let core = self.core;
-        for c in changes.current.iter().filter(|c| c.binding.core == core) {
-            let BindingRef { slot, gen, .. } = c.binding;
-            let is_new = reserved.contains(&(slot, gen));
-            if is_new {
-                self.slab.fill(
-                    slot,
-                    gen,
-                    LocalBinding {
-                        aor: self.dir.hash(aor),
-                        expires_at: c.expires_at,
-                        scheduled_at: c.expires_at,
-                        path: PathKey::new(c.local, c.source),
-                    },
-                );
-                self.path_events.push(PathEvent {
-                    path: PathKey::new(c.local, c.source),
-                    slot,
-                    gen,
-                    added: true,
-                });
-                self.arm(c.expires_at, slot, gen);
-                self.stats.registered += 1;
-                if let Some(dev) = &c.instance {
-                    self.dir.set_device(dev, aor);
-                }
-            } else if let Some(b) = self.slab.get_mut(slot, gen) {
-                // A refresh from a new NAT mapping moves the binding to that path.
-                let path = PathKey::new(c.local, c.source);
-                if b.path != path {
-                    let old = std::mem::replace(&mut b.path, path);
-                    self.path_events.push(PathEvent {
-                        path: old,
-                        slot,
-                        gen,
-                        added: false,
-                    });
-                    self.path_events.push(PathEvent {
-                        path,
-                        slot,
-                        gen,
-                        added: true,
-                    });
-                }
-                let Some(b) = self.slab.get_mut(slot, gen) else {
-                    continue;
-                };
-                if b.expires_at != c.expires_at {
-                    b.expires_at = c.expires_at;
-                    self.stats.refreshed += 1;
-                    // Timers only move later lazily; an earlier expiry needs its own entry.
-                    if c.expires_at < b.scheduled_at {
-                        b.scheduled_at = c.expires_at;
-                        self.expiries
-                            .insert(u64::from(c.expires_at) * 1000, (slot, gen));
-                    }
-                }
-            }
-        }
-    }
-
-    /// `Contact: *` with `Expires: 0`: removes every binding of the AOR,
-    /// unless one of them was made by this Call-ID with a CSeq not lower.
-    fn remove_all(&mut self, aor: &str, call_id_hash: u64, cseq: u32) -> Result<Changes, Reject> {
-        let result = self.dir.update(aor, |rec| {
-            if rec
-                .contacts
-                .iter()
-                .any(|c| c.call_id_hash == call_id_hash && cseq <= c.cseq)
-            {
-                return Decision::Keep(Err(Reject::Status(400, "Out of Order CSeq")));
-            }
-            let changes = Changes {
-                removed: rec.contacts.into_iter().collect(),
-                current: SmallVec::new(),
-            };
-            Decision::Replace(AorRecord::default(), Ok(changes))
-        });
-        let changes = result?;
-        self.apply(aor, &changes, &[]);
-        Ok(changes)
+        let result = self.process(msg, checked, at);
+        self.respond(msg, checked, at, &tag, result, out);
     }
 
     /// Frees a filled slot and reports its path as one binding lighter.
@@ -659,11 +230,6 @@ impl Registrar {
             added: false,
         });
         Some(b)
-    }
-
-    /// Arms the expiry timer of a binding this core owns.
-    fn arm(&mut self, at_secs: u32, slot: u32, gen: u32) {
-        self.expiries.insert(u64::from(at_secs) * 1000, (slot, gen));
     }
 
     /// Marks bindings this core holds (slot, generation) reachable or not:
@@ -690,66 +256,6 @@ impl Registrar {
             self.release(b.slot, b.gen);
         }
     }
-
-    /// Removes bindings whose time has come. Call with the current time;
-    /// returns how many expired.
-    pub fn expire(&mut self, now_secs: u32) -> usize {
-        let mut n = 0;
-        while let Some((_, (slot, gen))) = self.expiries.poll(u64::from(now_secs) * 1000) {
-            let Some(b) = self.slab.get_mut(slot, gen) else {
-                continue;
-            };
-            if b.scheduled_at > now_secs {
-                // A superseded entry: the binding's own one comes later. (When
-                // both are due, whichever comes first does the work and the
-                // other finds the binding gone or scheduled later.)
-                continue;
-            }
-            if b.expires_at > now_secs {
-                // Refreshed since: re-arm for the new expiry (lazy re-scheduling).
-                b.scheduled_at = b.expires_at;
-                let next = b.expires_at;
-                self.arm(next, slot, gen);
-                continue;
-            }
-            let b = self.release(slot, gen).expect("present above");
-            let r = BindingRef {
-                core: self.core,
-                slot,
-                gen,
-            };
-            if let Some(gone) = self.dir.remove_binding_hashed(b.aor, r) {
-                if let Some(dev) = &gone.instance {
-                    self.dir.clear_device(dev);
-                }
-            }
-            self.stats.expired += 1;
-            n += 1;
-        }
-        n
-    }
-
-    fn serves(&self, host: Option<Host<'_>>) -> bool {
-        if self.policy.domains.is_empty() {
-            return true;
-        }
-        match host {
-            Some(Host::Name(h)) => self
-                .policy
-                .domains
-                .iter()
-                .any(|d| d.eq_ignore_ascii_case(h)),
-            Some(other) => {
-                let s = other.to_string();
-                self.policy.domains.iter().any(|d| **d == *s)
-            }
-            None => false,
-        }
-    }
-}
-
-fn is_supported(tag: &str) -> bool {
-    tag.eq_ignore_ascii_case("path") || tag.eq_ignore_ascii_case("outbound")
 }
 
 /// Sets (`on`) or clears one [`flags`] bit of a binding in the directory;
@@ -798,49 +304,6 @@ pub fn canonical_aor(user: &str, host: Host<'_>) -> String {
         other => s.push_str(&other.to_string()),
     }
     s
-}
-
-/// RFC 5626: the same instance and reg-id is the same flow; without an
-/// instance, the same Contact URI is the same binding.
-fn same_binding(c: &ContactView, op: &Op<'_, '_>) -> bool {
-    match (&c.instance, op.instance) {
-        (Some(a), Some(b)) => **a == *b && c.reg_id == op.reg_id,
-        (None, None) => c.contact.eq_ignore_ascii_case(op.uri),
-        _ => false,
-    }
-}
-
-/// NATed when the Contact's host:port is not where the REGISTER came from.
-fn nat_flag(op: &Op<'_, '_>, source: SocketAddr) -> u8 {
-    let Some(a) = op.contact.addr() else { return 0 };
-    let uri = a.uri();
-    let port = uri.port.unwrap_or(5060);
-    let same = match (uri.host, source) {
-        (Some(Host::V4(ip)), SocketAddr::V4(s)) => ip == *s.ip() && port == s.port(),
-        (Some(Host::V6(ip)), SocketAddr::V6(s)) => ip == *s.ip() && port == s.port(),
-        _ => false,
-    };
-    if same {
-        0
-    } else {
-        binding::flags::NATED
-    }
-}
-
-/// One Contact of a 200: the URI, its remaining expiry, and the RFC 5626
-/// instance and reg-id when the binding has them.
-fn write_contact(w: &mut Writer<'_>, c: &ContactView, now_secs: u32) {
-    let secs = Decimal::new(c.expires_at.saturating_sub(now_secs));
-    let reg = c.reg_id.map(Decimal::new);
-    let mut parts: SmallVec<[&str; 8]> = SmallVec::new();
-    parts.extend_from_slice(&["<", &c.contact, ">;expires=", secs.as_str()]);
-    if let Some(inst) = &c.instance {
-        parts.extend_from_slice(&[";+sip.instance=\"<", inst, ">\""]);
-        if let Some(reg) = &reg {
-            parts.extend_from_slice(&[";reg-id=", reg.as_str()]);
-        }
-    }
-    w.header_parts("Contact", &parts);
 }
 
 #[cfg(test)]

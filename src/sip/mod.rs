@@ -25,6 +25,7 @@ pub use header::HeaderName;
 pub use message::{parse, parse_with, Header, Limits, ListValues, Message, StartLine};
 pub use method::Method;
 pub use typed::{
-    delta_seconds, AuthParams, CSeq, Checked, Contact, Event, MediaType, NameAddr, Via,
+    delta_seconds, Announced, AuthParams, CSeq, Checked, CheckedContact, Contact, Event, MediaType,
+    NameAddr, Via,
 };
 pub use uri::{Host, Scheme, Uri};
