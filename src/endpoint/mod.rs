@@ -129,8 +129,6 @@ pub struct Endpoint {
     events: VecDeque<Event>,
     /// Job parts already reported as [`Event::JobPartFinished`].
     parts_reported: u64,
-    /// The latest `now` handed in (pacing asks to be polled a tick later).
-    now: u64,
 }
 
 impl Endpoint {
@@ -159,7 +157,6 @@ impl Endpoint {
             transmits: Transmits::default(),
             events: VecDeque::new(),
             parts_reported: 0,
-            now: 0,
         }
     }
 
@@ -196,7 +193,6 @@ impl Endpoint {
 
 impl Core for Endpoint {
     fn handle_datagram(&mut self, now: u64, local: u8, remote: SocketAddr, bytes: &[u8]) {
-        self.now = now;
         if self.handle(bytes, remote, local, now) {
             self.transmits.push(&self.out, remote, local);
         }
@@ -204,7 +200,6 @@ impl Core for Endpoint {
     }
 
     fn handle_command(&mut self, now: u64, cmd: Command) {
-        self.now = now;
         match cmd {
             Command::Forget(b) => {
                 self.registrar.forget(b);
@@ -216,9 +211,6 @@ impl Core for Endpoint {
     }
 
     fn handle_timeout(&mut self, now: u64) {
-        self.now = now;
-        self.registrar.expire((now / 1000) as u32);
-        self.sync_paths(now);
         let queued = self.transmits.len();
         for _ in 0..TIMERS_PER_TICK {
             if self.transmits.len() - queued >= PROMPTS_PER_TICK {
@@ -234,9 +226,12 @@ impl Core for Endpoint {
                 }
                 Timer::Pace => self.notify.on_pace(now, &mut self.timers),
                 Timer::Subscriptions => self.notify.on_sweep(now, &mut self.timers),
-                Timer::Expiry { .. } => {}
+                Timer::Expiry { slot, gen } => {
+                    self.registrar.on_expiry(slot, gen, (now / 1000) as u32);
+                }
             }
         }
+        self.sync_paths(now);
         self.collect();
     }
 
@@ -249,11 +244,7 @@ impl Core for Endpoint {
     }
 
     fn poll_timeout(&self) -> Option<u64> {
-        let expiry = self.registrar.next_expiry().map(|s| u64::from(s) * 1000);
-        [expiry, self.timers.next_deadline()]
-            .into_iter()
-            .flatten()
-            .min()
+        self.timers.next_deadline()
     }
 
     fn metrics(&self, out: &mut [u64]) {

@@ -9,7 +9,7 @@ use smallvec::SmallVec;
 use super::Endpoint;
 use crate::nat::{self, Action, PathKey};
 use crate::sip::{self, writer, Method};
-use crate::timer::KeepaliveStep;
+use crate::timer::{KeepaliveStep, Timer};
 
 impl Endpoint {
     /// Keepalive timer `step` of path `path` is due.
@@ -54,8 +54,12 @@ impl Endpoint {
         }
     }
 
-    /// Feeds the registrar's binding changes into the path table.
+    /// Feeds the registrar's binding changes into the path table, and its
+    /// expiry timers onto the core's wheel.
     pub(super) fn sync_paths(&mut self, now_ms: u64) {
+        for (at, slot, gen) in self.registrar.expiry_arms.drain(..) {
+            self.timers.arm(at, Timer::Expiry { slot, gen });
+        }
         for e in self.registrar.path_events.drain(..) {
             if e.added {
                 self.keepalive

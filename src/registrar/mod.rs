@@ -22,7 +22,6 @@ use std::sync::Arc;
 use crate::addr::PathKey;
 use crate::sip::ids::IdGen;
 use crate::sip::{Checked, Host, Message};
-use crate::timer::TimerWheel;
 use auth::Authenticator;
 pub use binding::{flags, BindingRef, ContactView};
 use binding::{LocalBinding, Slab};
@@ -158,10 +157,10 @@ pub struct Registrar {
     policy: Arc<Policy>,
     dir: Arc<Directory>,
     slab: Slab,
-    /// Expiry timers: (expiry second, slot, generation), on the core's wheel.
-    /// (slot, generation) of bindings this core owns, at their expiry. An
-    /// entry whose binding is scheduled later is a superseded one.
-    expiries: TimerWheel<(u32, u32)>,
+    /// Expiry timers to arm on the core's wheel: (at ms, slot, generation)
+    /// of bindings this core owns. The endpoint takes them after each call
+    /// and hands the due ones back to [`Registrar::on_expiry`].
+    pub expiry_arms: Vec<(u64, u32, u32)>,
     auth: Option<Authenticator>,
     call_id_hasher: foldhash::fast::FixedState,
     /// Bindings owned by other cores that this core replaced: the runtime
@@ -185,7 +184,7 @@ impl Registrar {
             policy,
             dir,
             slab: Slab::default(),
-            expiries: TimerWheel::new(0),
+            expiry_arms: Vec::new(),
             auth,
             call_id_hasher: foldhash::fast::FixedState::with_seed(0x7e7e_7e7e),
             outbox: Vec::new(),
