@@ -7,7 +7,12 @@
 //! with `now` (ms); [`Keepalive::poll`] returns what to send and which paths
 //! died. The runtime turns prompts into OPTIONS requests.
 
+mod gauges;
+mod index;
 pub mod stun;
+
+use gauges::Gauges;
+use index::PathIndex;
 
 pub use crate::addr::PathKey;
 use crate::timer::{KeepaliveStep as TimerKind, Timer, TimerHandle, Timers};
@@ -95,95 +100,6 @@ struct Path {
     bindings: smallvec::SmallVec<[(u32, u32); 1]>,
 }
 
-/// Path key → the path's slot in the table. Buckets hold only the 4-byte
-/// slot and the key is compared in the path itself: at a million paths that
-/// is 5 bytes a bucket instead of 33 for a map of (key, slot).
-#[derive(Default)]
-struct PathIndex {
-    table: hashbrown::HashTable<u32>,
-    /// Seeded per table: remote addresses choose the keys.
-    hasher: foldhash::fast::RandomState,
-}
-
-impl PathIndex {
-    fn hash(&self, key: &PathKey) -> u64 {
-        std::hash::BuildHasher::hash_one(&self.hasher, key)
-    }
-
-    fn get(&self, key: &PathKey, paths: &[Option<Path>]) -> Option<u32> {
-        self.table.find(self.hash(key), holds(key, paths)).copied()
-    }
-
-    /// Indexes slot `i`, which already holds the path for `key`.
-    fn insert(&mut self, key: PathKey, i: u32, paths: &[Option<Path>]) {
-        let hash = self.hash(&key);
-        let rehash = rehasher(&self.hasher, paths);
-        self.table.insert_unique(hash, i, rehash);
-    }
-
-    /// Room for `n` entries in all.
-    fn reserve(&mut self, n: usize, paths: &[Option<Path>]) {
-        let more = n.saturating_sub(self.table.len());
-        let rehash = rehasher(&self.hasher, paths);
-        self.table.reserve(more, rehash);
-    }
-
-    /// Forgets `key`, before its slot is emptied.
-    fn remove(&mut self, key: &PathKey, paths: &[Option<Path>]) {
-        if let Ok(e) = self.table.find_entry(self.hash(key), holds(key, paths)) {
-            e.remove();
-        }
-    }
-}
-
-/// An index entry's hash, from its path's key (buckets keep only the slot).
-fn rehasher<'a>(
-    hasher: &'a foldhash::fast::RandomState,
-    paths: &'a [Option<Path>],
-) -> impl Fn(&u32) -> u64 + 'a {
-    move |&j| {
-        let p = paths[j as usize].as_ref().expect("indexed paths are live");
-        std::hash::BuildHasher::hash_one(hasher, p.key)
-    }
-}
-
-/// Whether an index entry (a slot) holds the path for `key`.
-fn holds<'a>(key: &'a PathKey, paths: &'a [Option<Path>]) -> impl Fn(&u32) -> bool + 'a {
-    move |&i| paths[i as usize].as_ref().is_some_and(|p| p.key == *key)
-}
-
-/// Paths per state and dead paths, kept as they change: the metrics read
-/// them every second and a scan of a million paths is ~150 MB of memory.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-struct Gauges {
-    /// Indexed by [`gauge_slot`]: registration-only, dialog+registration, dialog-only.
-    by_state: [u64; 3],
-    dead: u64,
-}
-
-impl Gauges {
-    fn moved(&mut self, from: PathState, to: PathState) {
-        if from == to {
-            return;
-        }
-        if let Some(i) = gauge_slot(from) {
-            self.by_state[i] -= 1;
-        }
-        if let Some(i) = gauge_slot(to) {
-            self.by_state[i] += 1;
-        }
-    }
-}
-
-fn gauge_slot(s: PathState) -> Option<usize> {
-    match s {
-        PathState::RegistrationOnly => Some(0),
-        PathState::DialogAndRegistration => Some(1),
-        PathState::DialogOnly => Some(2),
-        PathState::Idle => None,
-    }
-}
-
 /// The per-core keepalive: path table, timers and prompt tracking.
 pub struct Keepalive {
     cfg: KeepaliveConfig,
@@ -245,7 +161,7 @@ impl Keepalive {
     fn gauges_by_scan(&self) -> Gauges {
         let mut g = Gauges::default();
         for p in self.paths.iter().flatten() {
-            if let Some(i) = gauge_slot(state_of(p)) {
+            if let Some(i) = gauges::gauge_slot(state_of(p)) {
                 g.by_state[i] += 1;
             }
             g.dead += u64::from(p.dead);
