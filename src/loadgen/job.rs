@@ -360,3 +360,23 @@ pub(crate) fn soak(
     }
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_add_a_running_job_to_the_finished_ones_and_hand_out_increments() {
+        let o = Outcomes::default();
+        let mut seen = [0; 3];
+        o.show([0; 3], &serde_json::json!({"delivered": 5, "timed_out": 1}));
+        assert_eq!(o.since(&mut seen), [5, 0, 1]);
+        // A second job, read while it runs, on top of the first job's totals.
+        o.show(
+            [5, 0, 1],
+            &serde_json::json!({"delivered": 2, "rejected": 3}),
+        );
+        assert_eq!(o.since(&mut seen), [2, 3, 0]);
+        assert_eq!(o.since(&mut seen), [0, 0, 0]);
+    }
+}
