@@ -96,7 +96,7 @@ struct BenchArgs {
     /// Print the summary as JSON instead of a table.
     #[arg(long)]
     json: bool,
-    /// Write throughput and latency over time to this SVG file.
+    /// Write throughput, latency and (notify, soak) fan-out outcomes over time to this SVG file.
     #[arg(long)]
     plot: Option<PathBuf>,
     /// Allow a target outside 127.0.0.0/8.

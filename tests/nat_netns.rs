@@ -6,8 +6,11 @@
 //! UA; with the first prompt only at 45 s (the mapping died at 10 s) that
 //! request is lost. The same holds for a contact-me job posted to the
 //! control API 42 s after the registration: its NOTIFY reaches the UA only
-//! through the kept-alive mapping. Needs root (CI runs as root); namespaces are removed
-//! even when the test fails.
+//! through the kept-alive mapping. Needs root and `ip netns` (CI has both);
+//! without them it reports itself skipped, and fails under `CI=true`.
+//! Namespaces are removed even when the test fails.
+
+mod common;
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -309,15 +312,36 @@ fn scenario(tag: &str, net: u8, interval_ms: u64) -> Outcome {
     }
 }
 
-fn is_root() -> bool {
+/// Why this machine cannot build the test bed, if it cannot.
+fn cannot_run() -> Option<String> {
     // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("network namespaces need root".into());
+    }
+    for (tool, args) in [
+        ("ip", &["netns", "list"][..]),
+        ("iptables", &["--version"][..]),
+        ("python3", &["--version"][..]),
+    ] {
+        match Command::new(tool).args(args).output() {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => {
+                return Some(format!(
+                    "`{tool} {}` failed: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ))
+            }
+            Err(e) => return Some(format!("`{tool}` unavailable: {e}")),
+        }
+    }
+    None
 }
 
 #[test]
 fn keepalives_hold_a_nat_mapping_open_and_without_them_the_request_is_lost() {
-    if !is_root() {
-        eprintln!("skipped: network namespaces need root (CI runs as root)");
+    if let Some(why) = cannot_run() {
+        common::skip("nat_netns", &why);
         return;
     }
     let net = 200 + (std::process::id() % 50) as u8;

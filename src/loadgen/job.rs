@@ -4,6 +4,7 @@
 //! latency with single-target jobs to a probe device of our own.
 
 use std::net::{SocketAddrV4, UdpSocket};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -47,6 +48,32 @@ pub struct JobReport {
     /// The server's fan-out counters from its `/metrics` after the job.
     pub server_metrics: std::collections::BTreeMap<String, f64>,
     pub error: Option<String>,
+}
+
+/// Devices delivered, rejected and timed out so far, summed over the run's
+/// jobs, as the job poller last read them from the server's API (live
+/// while a job runs); the load loop samples them into its timeline.
+#[derive(Debug, Default)]
+pub(crate) struct Outcomes([AtomicU64; 3]);
+
+impl Outcomes {
+    /// `base` (jobs already finished) plus a running job's `counts`.
+    fn show(&self, base: [u64; 3], counts: &serde_json::Value) {
+        for (k, (cell, b)) in ["delivered", "rejected", "timed_out"]
+            .into_iter()
+            .zip(self.0.iter().zip(base))
+        {
+            cell.store(b + counts[k].as_u64().unwrap_or(0), Ordering::Relaxed);
+        }
+    }
+
+    /// What was added since `last` (which becomes now).
+    pub(crate) fn since(&self, last: &mut [u64; 3]) -> [u64; 3] {
+        let now = self.0.each_ref().map(|c| c.load(Ordering::Relaxed));
+        let d = [0, 1, 2].map(|i| now[i].saturating_sub(last[i]));
+        *last = now;
+        d
+    }
 }
 
 fn agent() -> ureq::Agent {
@@ -100,9 +127,14 @@ fn get(agent: &ureq::Agent, plan: &JobPlan, id: &str) -> Result<serde_json::Valu
 }
 
 /// Runs the big job, then the probes. Never panics: errors land in the report.
-pub fn run(plan: &JobPlan, server_pid: Option<u32>, limit: Duration) -> JobReport {
+pub(crate) fn run(
+    plan: &JobPlan,
+    server_pid: Option<u32>,
+    limit: Duration,
+    outcomes: &Outcomes,
+) -> JobReport {
     let mut r = JobReport::default();
-    if let Err(e) = big_job(plan, server_pid, limit, &mut r) {
+    if let Err(e) = big_job(plan, server_pid, limit, outcomes, &mut r) {
         r.error = Some(e);
         return r;
     }
@@ -138,6 +170,7 @@ fn big_job(
     plan: &JobPlan,
     server_pid: Option<u32>,
     limit: Duration,
+    outcomes: &Outcomes,
     r: &mut JobReport,
 ) -> Result<(), String> {
     let agent = agent();
@@ -146,6 +179,7 @@ fn big_job(
     let id = post(&agent, plan, r#"{"all": true}"#, plan.rate)?;
     let v = loop {
         let v = get(&agent, plan, &id)?;
+        outcomes.show([0; 3], &v["counts"]);
         if v["status"] != "running" {
             break v;
         }
@@ -256,14 +290,14 @@ pub struct SoakReport {
 
 /// Every `every` until `stop`: one job to `k` endpoints picked at random
 /// among `u0..u<n-1>`, waited for (at most 60 s), its counts added up.
-pub fn soak(
+pub(crate) fn soak(
     plan: &JobPlan,
     every: Duration,
     k: u32,
     n: u32,
     stop: &std::sync::atomic::AtomicBool,
+    outcomes: &Outcomes,
 ) -> SoakReport {
-    use std::sync::atomic::Ordering;
     let agent = agent();
     let mut r = SoakReport::default();
     let mut h = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("bounds");
@@ -288,9 +322,11 @@ pub fn soak(
             ));
         }
         let t0 = Instant::now();
+        let base = [r.delivered, r.rejected, r.timed_out];
         let result = post(&agent, plan, &format!("[{}]", targets.join(",")), plan.rate).and_then(
             |id| loop {
                 let v = get(&agent, plan, &id)?;
+                outcomes.show(base, &v["counts"]);
                 if v["status"] != "running" {
                     return Ok(v);
                 }
@@ -323,4 +359,24 @@ pub fn soak(
         r.job_seconds = Some(percentiles(&h));
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_add_a_running_job_to_the_finished_ones_and_hand_out_increments() {
+        let o = Outcomes::default();
+        let mut seen = [0; 3];
+        o.show([0; 3], &serde_json::json!({"delivered": 5, "timed_out": 1}));
+        assert_eq!(o.since(&mut seen), [5, 0, 1]);
+        // A second job, read while it runs, on top of the first job's totals.
+        o.show(
+            [5, 0, 1],
+            &serde_json::json!({"delivered": 2, "rejected": 3}),
+        );
+        assert_eq!(o.since(&mut seen), [2, 3, 0]);
+        assert_eq!(o.since(&mut seen), [0, 0, 0]);
+    }
 }

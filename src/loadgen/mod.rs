@@ -141,6 +141,11 @@ pub struct Second {
     pub requests_received: u64,
     pub p50_us: u64,
     pub p99_us: u64,
+    /// Notify and soak: devices whose fan-out request ended this second
+    /// delivered, rejected or timed out, as the server's API reported them.
+    pub delivered: u64,
+    pub rejected: u64,
+    pub timed_out: u64,
 }
 
 /// What a run measured.
@@ -360,6 +365,8 @@ pub fn run(
     let mut job_report: Option<job::JobReport> = None;
     let soak_stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut soak_thread: Option<std::thread::JoinHandle<job::SoakReport>> = None;
+    let outcomes = std::sync::Arc::new(job::Outcomes::default());
+    let mut outcomes_seen = [0u64; 3];
     let mut msg = Vec::with_capacity(1024);
     let mut out = Vec::with_capacity(1024);
     let mut events = Events::with_capacity(256);
@@ -476,18 +483,18 @@ User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
         if let (Scenario::Soak, Some(_), Some(plan), None) =
             (cfg.scenario, done_at, &cfg.job, &soak_thread)
         {
-            let (plan, stop) = (plan.clone(), soak_stop.clone());
+            let (plan, stop, o) = (plan.clone(), soak_stop.clone(), outcomes.clone());
             let (every, k, n) = (cfg.job_every, cfg.job_targets, n);
             soak_thread = Some(std::thread::spawn(move || {
-                job::soak(&plan, every, k, n, &stop)
+                job::soak(&plan, every, k, n, &stop, &o)
             }));
         }
         if let (Some(_), Some(plan), None, None) = (done_at, &cfg.job, &job_thread, &job_report) {
             if cfg.scenario == Scenario::Notify && !unregistering {
                 // The application server's side runs beside the endpoints.
-                let (plan, pid) = (plan.clone(), cfg.server_pid);
+                let (plan, pid, o) = (plan.clone(), cfg.server_pid, outcomes.clone());
                 let left = cfg.duration.saturating_sub(now);
-                job_thread = Some(std::thread::spawn(move || job::run(&plan, pid, left)));
+                job_thread = Some(std::thread::spawn(move || job::run(&plan, pid, left, &o)));
             }
         }
         if job_thread.as_ref().is_some_and(|t| t.is_finished()) {
@@ -780,6 +787,7 @@ User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
         if t > cur.t {
             cur.p50_us = sec_hist.value_at_quantile(0.5);
             cur.p99_us = sec_hist.value_at_quantile(0.99);
+            [cur.delivered, cur.rejected, cur.timed_out] = outcomes.since(&mut outcomes_seen);
             sec_hist.reset();
             let t_next = cur.t + 1;
             timeline.push(std::mem::replace(
@@ -799,6 +807,7 @@ User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
     let soak_report = soak_thread.take().and_then(|t| t.join().ok());
     cur.p50_us = sec_hist.value_at_quantile(0.5);
     cur.p99_us = sec_hist.value_at_quantile(0.99);
+    [cur.delivered, cur.rejected, cur.timed_out] = outcomes.since(&mut outcomes_seen);
     timeline.push(cur);
     let elapsed = start.elapsed().as_secs_f64();
     let cpu_end = cfg.server_pid.and_then(process_cpu_ns);

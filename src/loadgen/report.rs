@@ -1,9 +1,15 @@
 //! Output of a load run: a table for people, JSON for machines, and an SVG
-//! plot of throughput and latency over time.
+//! plot (throughput, latency and fan-out outcomes over time) for reports.
 
 use std::fmt::Write as _;
 
-use super::Summary;
+use plotters::coord::combinators::LogCoord;
+use plotters::coord::ranged1d::ValueFormatter;
+use plotters::coord::types::RangedCoordf64;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use super::{Second, Summary};
 
 /// A plain-text summary table.
 pub fn table(s: &Summary) -> String {
@@ -140,124 +146,385 @@ pub fn json(s: &Summary) -> String {
     serde_json::to_string_pretty(s).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
 }
 
-/// Two stacked charts over time: successful REGISTERs and server requests
-/// per second (top), p50 and p99 latency per second on a log scale (bottom).
-/// Saturation shows as throughput flattening below the asked rate while p99
-/// climbs.
+/// The plot: stacked panels over the run's seconds, each with labelled axes
+/// (units included), a grid and a legend. Top: REGISTERs answered 200 and
+/// failed per second, requests from the server per second, the asked rate
+/// dashed. Middle: p50 and p99 REGISTER latency per second, log scale. For
+/// runs with fan-out jobs (`notify`, `soak`), bottom: devices delivered,
+/// rejected and timed out per second. Saturation shows as throughput
+/// flattening below the asked rate while p99 climbs.
 pub fn svg(s: &Summary) -> String {
-    let (w, h, pad) = (900.0f64, 300.0f64, 50.0f64);
-    let n = s.timeline.len().max(2) as f64;
-    let x = |i: usize| pad + (w - 2.0 * pad) * i as f64 / (n - 1.0);
-    let max_rate = s
+    let mut out = String::new();
+    if let Err(e) = draw(s, &mut out) {
+        // A report must still come out; say what went wrong in it.
+        out = format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"600\" height=\"40\">\
+<text x=\"10\" y=\"25\">plot failed: {}</text></svg>\n",
+            e.to_string().replace('&', "&amp;").replace('<', "&lt;")
+        );
+        return out;
+    }
+    // plotters' SVG backend cannot dash a line (its dashed series is many
+    // short lines); the asked rate is drawn in a colour nothing else uses,
+    // and that colour's strokes get a dash pattern here.
+    out.replace(
+        &format!("stroke=\"{ASKED_HEX}\""),
+        &format!("stroke=\"{ASKED_HEX}\" stroke-dasharray=\"9 6\""),
+    )
+}
+
+const ASKED: RGBColor = RGBColor(0x55, 0x55, 0x56);
+const ASKED_HEX: &str = "#555556";
+const BLUE: RGBColor = RGBColor(0x1f, 0x77, 0xb4);
+const RED: RGBColor = RGBColor(0xd6, 0x27, 0x28);
+const GREEN: RGBColor = RGBColor(0x2c, 0xa0, 0x2c);
+const ORANGE: RGBColor = RGBColor(0xff, 0x7f, 0x0e);
+const PURPLE: RGBColor = RGBColor(0x94, 0x67, 0xbd);
+
+type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
+type Failure = Box<dyn std::error::Error>;
+
+/// Throughput and latency panels, and the outcomes panel for fan-out runs.
+fn draw(s: &Summary, out: &mut String) -> Result<(), Failure> {
+    let fanout = s.job.is_some() || s.soak_jobs.is_some();
+    let panels = if fanout { 3 } else { 2 };
+    let root = SVGBackend::with_string(out, (1200, 40 + 330 * panels)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let asked = if s.rate_asked == 0 {
+        "as fast as possible".to_owned()
+    } else {
+        format!("asked {}/s", s.rate_asked)
+    };
+    let title = format!(
+        "tether bench: {} endpoints, {asked}, achieved {:.0}/s, {:.1} s",
+        s.endpoints, s.achieved_rate, s.elapsed_s
+    );
+    let root = root.titled(&title, ("sans-serif", 22))?;
+    let t_end = s.timeline.last().map_or(1, |p| p.t.max(1)) as f64;
+    for (i, area) in root.split_evenly((panels as usize, 1)).iter().enumerate() {
+        // The legend beside the chart, never over a line.
+        let (plot, side) = area.split_horizontally(area.dim_in_pixel().0 - LEGEND_W);
+        let entries = match i {
+            0 => throughput(&plot, s, t_end)?,
+            1 => latency(&plot, s, t_end)?,
+            _ => outcomes(&plot, s, t_end)?,
+        };
+        legend(&side, &entries)?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+/// A legend entry: what a line shows, and its colour.
+type Entry = (String, RGBColor);
+/// A line to draw: its name, colour, and value in a second of the run.
+type Series = (&'static str, RGBColor, fn(&Second) -> u64);
+
+/// A per-second count as a rate at each second: (x = second, y = count/s).
+/// The run's last second is cut short where the run ended: its count is
+/// divided by the time it lasted, or left out when that was under 0.2 s (a
+/// handful of answers would read as a collapse or a spike).
+fn points(s: &Summary, f: impl Fn(&Second) -> u64) -> Vec<(f64, f64)> {
+    s.timeline
+        .iter()
+        .filter_map(|p| {
+            let lasted = (s.elapsed_s - f64::from(p.t)).min(1.0);
+            (lasted >= 0.2).then(|| (f64::from(p.t), f(p) as f64 / lasted))
+        })
+        .collect()
+}
+
+/// A chart on `area` with the run's time on x, `y` on y, grid and axis titles.
+fn chart<'a, Y: Ranged<ValueType = f64> + ValueFormatter<f64>>(
+    area: &Area<'a>,
+    caption: &str,
+    t_end: f64,
+    y: Y,
+    y_desc: &str,
+    y_fmt: &dyn Fn(&f64) -> String,
+) -> Result<ChartContext<'a, SVGBackend<'a>, Cartesian2d<RangedCoordf64, Y>>, Failure> {
+    let mut c = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 17))
+        .margin(12)
+        .x_label_area_size(42)
+        .y_label_area_size(80)
+        .build_cartesian_2d(RangedCoordf64::from(0f64..t_end), y)?;
+    c.configure_mesh()
+        .x_desc("time since start (s)")
+        .y_desc(y_desc)
+        .y_label_formatter(y_fmt)
+        .x_label_formatter(&seconds)
+        .x_labels(((t_end as usize) + 1).clamp(3, 13))
+        .y_labels(8)
+        .max_light_lines(4)
+        .axis_desc_style(("sans-serif", 15))
+        .label_style(("sans-serif", 13))
+        .light_line_style(RGBColor(0xee, 0xee, 0xee))
+        .bold_line_style(RGBColor(0xcc, 0xcc, 0xcc))
+        .draw()?;
+    Ok(c)
+}
+
+/// Whole seconds without a fraction, others with one digit.
+fn seconds(v: &f64) -> String {
+    if v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+const LEGEND_W: u32 = 260;
+
+/// A framed legend at the top of `area`: a line sample and a label per entry.
+fn legend(area: &Area<'_>, entries: &[Entry]) -> Result<(), Failure> {
+    let (top, row) = (44, 24);
+    let bottom = top + 8 + row * entries.len() as i32;
+    area.draw(&Rectangle::new(
+        [(4, top), (LEGEND_W as i32 - 10, bottom)],
+        RGBColor(0x99, 0x99, 0x99),
+    ))?;
+    let font =
+        TextStyle::from(("sans-serif", 15).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
+    for (i, (label, color)) in entries.iter().enumerate() {
+        let y = top + 4 + row / 2 + row * i as i32;
+        area.draw(&PathElement::new(
+            vec![(12, y), (44, y)],
+            color.stroke_width(2),
+        ))?;
+        area.draw(&Text::new(label.as_str(), (52, y), font.clone()))?;
+    }
+    Ok(())
+}
+
+fn count(v: &f64) -> String {
+    if *v >= 10_000.0 {
+        format!("{:.0}k", v / 1000.0)
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+fn throughput(area: &Area<'_>, s: &Summary, t_end: f64) -> Result<Vec<Entry>, Failure> {
+    let top = s
         .timeline
         .iter()
-        .map(|p| (p.ok + p.failed).max(p.requests_received))
+        .map(|p| p.ok.max(p.failed).max(p.requests_received))
         .max()
-        .unwrap_or(1)
+        .unwrap_or(0)
         .max(u64::from(s.rate_asked))
-        .max(1) as f64;
-    let y_rate = |v: u64| h - pad - (h - 2.0 * pad) * v as f64 / max_rate;
-    let max_lat = s
-        .timeline
-        .iter()
-        .map(|p| p.p99_us)
-        .max()
-        .unwrap_or(1)
-        .max(10) as f64;
-    let y_lat = |v: u64| {
-        let v = (v.max(1) as f64).log10();
-        2.0 * h - pad - (h - 2.0 * pad) * v / max_lat.log10()
-    };
-    let line = |pts: Vec<(f64, f64)>, color: &str| {
-        let p: Vec<String> = pts.iter().map(|(a, b)| format!("{a:.1},{b:.1}")).collect();
-        format!(
-            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>\n",
-            p.join(" ")
-        )
-    };
-    let mut o = String::new();
-    let _ = writeln!(
-        o,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"12\">",
-        2.0 * h
-    );
-    let _ = writeln!(o, "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>");
-    let _ = writeln!(o, "<text x=\"{pad}\" y=\"20\" font-size=\"14\">REGISTER/s answered 200 (blue), failed (red), requests from the server/s (green); asked rate dashed</text>");
+        .max(1) as f64
+        * 1.15;
+    let mut c = chart(
+        area,
+        "Throughput",
+        t_end,
+        RangedCoordf64::from(0f64..top),
+        "per second (1/s)",
+        &count,
+    )?;
+    let mut entries = Vec::new();
+    let series: [Series; 3] = [
+        ("REGISTERs answered 200", BLUE, |p| p.ok),
+        ("REGISTERs failed", RED, |p| p.failed),
+        ("requests from the server", GREEN, |p| p.requests_received),
+    ];
+    for (i, (name, color, f)) in series.into_iter().enumerate() {
+        // The first always (an empty run still says what it would show).
+        if i == 0 || s.timeline.iter().any(|p| f(p) > 0) {
+            c.draw_series(LineSeries::new(points(s, f), color.stroke_width(2)))?;
+            entries.push((format!("{name} /s"), color));
+        }
+    }
     if s.rate_asked > 0 {
-        let ya = y_rate(u64::from(s.rate_asked));
-        let _ = writeln!(
-            o,
-            "<line x1=\"{pad}\" x2=\"{}\" y1=\"{ya:.1}\" y2=\"{ya:.1}\" stroke=\"gray\" stroke-dasharray=\"6 4\"/>",
-            w - pad
-        );
+        let r = f64::from(s.rate_asked);
+        c.draw_series(LineSeries::new(
+            [(0.0, r), (t_end, r)],
+            ASKED.stroke_width(2),
+        ))?;
+        entries.push((format!("asked rate ({}/s)", s.rate_asked), ASKED));
     }
-    o += &line(
-        s.timeline
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (x(i), y_rate(p.ok)))
-            .collect(),
-        "#1f77b4",
-    );
-    o += &line(
-        s.timeline
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (x(i), y_rate(p.failed)))
-            .collect(),
-        "#d62728",
-    );
-    o += &line(
-        s.timeline
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (x(i), y_rate(p.requests_received)))
-            .collect(),
-        "#2ca02c",
-    );
-    let _ = writeln!(
-        o,
-        "<text x=\"5\" y=\"{}\">{max_rate:.0}</text><text x=\"5\" y=\"{}\">0</text>",
-        pad + 4.0,
-        h - pad
-    );
-    let _ = writeln!(o, "<text x=\"{pad}\" y=\"{}\" font-size=\"14\">latency per second, log scale: p50 (purple), p99 (orange), microseconds</text>", h + 20.0);
-    o += &line(
-        s.timeline
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (x(i), y_lat(p.p50_us)))
-            .collect(),
-        "#9467bd",
-    );
-    o += &line(
-        s.timeline
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (x(i), y_lat(p.p99_us)))
-            .collect(),
-        "#ff7f0e",
-    );
-    let _ = writeln!(
-        o,
-        "<text x=\"5\" y=\"{}\">{max_lat:.0}</text><text x=\"5\" y=\"{}\">1</text>",
-        h + pad + 4.0,
-        2.0 * h - pad
-    );
-    for (i, p) in s
+    Ok(entries)
+}
+
+/// Microseconds as a person reads them: 500 µs, 2 ms, 1.5 s.
+fn duration_us(v: &f64) -> String {
+    match *v {
+        v if v >= 1e6 => format!("{} s", v / 1e6),
+        v if v >= 1e3 => format!("{} ms", v / 1e3),
+        v => format!("{v} µs"),
+    }
+}
+
+fn latency(area: &Area<'_>, s: &Summary, t_end: f64) -> Result<Vec<Entry>, Failure> {
+    let seen = || s.timeline.iter().flat_map(|p| [p.p50_us, p.p99_us]);
+    let lo = seen().filter(|&v| v > 0).min().unwrap_or(10) as f64;
+    let hi = seen().max().unwrap_or(1000).max(10) as f64;
+    // Whole decades, so the axis always has at least two labelled ticks.
+    let lo = 10f64.powf(lo.max(1.0).log10().floor());
+    let hi = 10f64.powf(hi.log10().ceil()).max(lo * 10.0);
+    let y = lo..hi;
+    let mut c = chart(
+        area,
+        "REGISTER latency, of the answers in each second",
+        t_end,
+        LogCoord::from(y.log_scale()),
+        "latency (log scale)",
+        &duration_us,
+    )?;
+    let series: [Series; 2] = [
+        ("p50 (median)", PURPLE, |p| p.p50_us),
+        ("p99", ORANGE, |p| p.p99_us),
+    ];
+    for (_, color, f) in series {
+        // A second without answers has no latency: the line breaks there.
+        let mut runs: Vec<Vec<(f64, f64)>> = vec![Vec::new()];
+        for p in &s.timeline {
+            match f(p) {
+                0 => runs.push(Vec::new()),
+                v => runs.last_mut().unwrap().push((f64::from(p.t), v as f64)),
+            }
+        }
+        for run in runs.into_iter().filter(|r| !r.is_empty()) {
+            // Dots too, so a second alone between gaps still shows.
+            c.draw_series(LineSeries::new(run, color.stroke_width(2)).point_size(2))?;
+        }
+    }
+    Ok(series
+        .iter()
+        .map(|&(name, color, _)| (name.to_owned(), color))
+        .collect())
+}
+
+fn outcomes(area: &Area<'_>, s: &Summary, t_end: f64) -> Result<Vec<Entry>, Failure> {
+    let top = s
         .timeline
         .iter()
-        .enumerate()
-        .step_by((s.timeline.len() / 10).max(1))
-    {
-        let _ = writeln!(
-            o,
-            "<text x=\"{:.1}\" y=\"{}\">{}s</text>",
-            x(i) - 8.0,
-            2.0 * h - pad + 18.0,
-            p.t
-        );
+        .map(|p| p.delivered.max(p.rejected).max(p.timed_out))
+        .max()
+        .unwrap_or(0)
+        .max(1) as f64
+        * 1.15;
+    let mut c = chart(
+        area,
+        "Fan-out outcomes, as the server's API reported them",
+        t_end,
+        RangedCoordf64::from(0f64..top),
+        "devices per second (1/s)",
+        &count,
+    )?;
+    let series: [Series; 3] = [
+        ("delivered", GREEN, |p| p.delivered),
+        ("rejected", ORANGE, |p| p.rejected),
+        ("timed out", RED, |p| p.timed_out),
+    ];
+    let mut entries = Vec::new();
+    for (name, color, f) in series {
+        c.draw_series(LineSeries::new(points(s, f), color.stroke_width(2)))?;
+        let total: u64 = s.timeline.iter().map(f).sum();
+        entries.push((format!("{name} /s ({total} in all)"), color));
     }
-    o += "</svg>\n";
-    o
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(fanout: bool) -> Summary {
+        let timeline = (0..6)
+            .map(|t| Second {
+                t,
+                sent: 100,
+                ok: 90 + u64::from(t),
+                failed: u64::from(t == 3),
+                p50_us: if t == 2 { 0 } else { 300 + 10 * u64::from(t) },
+                p99_us: if t == 2 { 0 } else { 2_000 * u64::from(t + 1) },
+                delivered: if fanout { 40 } else { 0 },
+                rejected: if fanout { 3 } else { 0 },
+                timed_out: if fanout { 1 } else { 0 },
+                ..Second::default()
+            })
+            .collect();
+        Summary {
+            endpoints: 600,
+            rate_asked: 100,
+            elapsed_s: 6.0,
+            registered: 590,
+            unregistered: 0,
+            refreshed: 0,
+            failed: 1,
+            timeouts: 0,
+            retransmissions: 0,
+            challenges: 0,
+            codes: Default::default(),
+            achieved_rate: 98.0,
+            latency_us: Default::default(),
+            requests_received: Default::default(),
+            requests_answered: 0,
+            endpoints_prompted: 0,
+            generator_cpu_us_per_register: None,
+            server_cpu_us_per_register: None,
+            server_cpu_us_per_request: None,
+            job: fanout.then(Default::default),
+            device_challenges: 0,
+            churned: 0,
+            churn_failed: 0,
+            soak_jobs: None,
+            timeline,
+        }
+    }
+
+    #[test]
+    fn plot_has_axis_titles_legend_and_a_dashed_asked_rate() {
+        let svg = svg(&summary(false));
+        assert!(svg.starts_with("<svg"), "{svg}");
+        for text in [
+            "time since start (s)",
+            "per second (1/s)",
+            "latency (log scale)",
+            "REGISTERs answered 200 /s",
+            "REGISTERs failed /s",
+            "asked rate (100/s)",
+            "p50 (median)",
+            "p99",
+            "tether bench: 600 endpoints, asked 100/s",
+        ] {
+            assert!(svg.contains(text), "{text} missing");
+        }
+        // Tick labels carry units on the latency axis.
+        assert!(svg.contains("\n1 ms\n"), "latency ticks in ms");
+        // The asked rate and its legend sample, and nothing else, are dashed.
+        assert_eq!(svg.matches("stroke-dasharray").count(), 2, "{svg}");
+        let dashed = svg
+            .lines()
+            .find(|l| l.contains("stroke-dasharray"))
+            .unwrap();
+        assert!(dashed.contains(ASKED_HEX));
+        // No outcomes panel without fan-out jobs.
+        assert!(!svg.contains("delivered /s"));
+    }
+
+    #[test]
+    fn fanout_runs_plot_outcomes_over_time() {
+        let svg = svg(&summary(true));
+        for text in [
+            "devices per second (1/s)",
+            "delivered /s (240 in all)",
+            "rejected /s (18 in all)",
+            "timed out /s (6 in all)",
+        ] {
+            assert!(svg.contains(text), "{text} missing");
+        }
+    }
+
+    #[test]
+    fn an_empty_run_still_plots() {
+        let mut s = summary(false);
+        s.timeline.clear();
+        s.rate_asked = 0;
+        let svg = svg(&s);
+        assert!(svg.contains("time since start (s)"), "{svg}");
+        assert!(svg.contains("as fast as possible"));
+    }
 }

@@ -308,3 +308,21 @@ pub fn expect_sipp_ok(dir: &TempDir, name: &str, mut child: std::process::Child,
 pub fn sipp_messages(dir: &TempDir, name: &str) -> String {
     std::fs::read_to_string(dir.0.join(format!("{name}.messages"))).unwrap_or_default()
 }
+
+/// Whether this run is CI's (`CI=true`, as `.ci/run` sets it), where every
+/// test must run: one that cannot is a failure, not a silent pass.
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+/// For a test that cannot run here (`why`: no root, a tool missing). Under
+/// CI it fails the test; elsewhere it prints a `SKIPPED` line (shown with
+/// `--nocapture` or nextest's `--success-output immediate`) and the caller
+/// returns.
+pub fn skip(test: &str, why: &str) {
+    assert!(
+        !under_ci(),
+        "{test} could not run under CI (CI=true): {why}"
+    );
+    eprintln!("SKIPPED {test}: {why} (under CI=true this fails)");
+}
