@@ -54,6 +54,8 @@ core_metrics! {
         "Malformed datagrams dropped without an answer.";
     OversizeDropped: counter "tether_oversize_dropped_total", "oversize_dropped",
         "Datagrams over sip.max_datagram, dropped.";
+    OversizeSendsDropped: counter "tether_oversize_sends_dropped_total", "oversize_sends_dropped",
+        "Datagrams tether would have sent over sip.max_datagram (e.g. a 200 listing many long Contacts), dropped.";
     StunRequests: counter "tether_stun_requests_total", "stun",
         "STUN Binding requests answered on the SIP port.";
     CrlfPings: counter "tether_crlf_pings_total", "crlf_pings",

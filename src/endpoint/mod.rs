@@ -154,7 +154,7 @@ impl Endpoint {
             actions: Vec::new(),
             scratch: String::with_capacity(128),
             counters: Counters::default(),
-            transmits: Transmits::default(),
+            transmits: Transmits::new(limits.max_datagram),
             events: VecDeque::new(),
             parts_reported: 0,
         }
@@ -275,6 +275,7 @@ impl Endpoint {
             M::MalformedAnswered => c.malformed_answered,
             M::MalformedDropped => c.malformed_dropped,
             M::OversizeDropped => c.oversize_dropped,
+            M::OversizeSendsDropped => self.transmits.oversize_dropped,
             M::StunRequests => c.stun_requests,
             M::CrlfPings => c.keepalive_pings,
             M::ResponsesReceived => c.responses_received,

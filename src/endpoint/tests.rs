@@ -1,6 +1,7 @@
 //! The endpoint through its own API: datagrams in, transmits out.
 
 use super::*;
+use crate::metrics::CoreMetric;
 use crate::nat::{self, Keepalive};
 use crate::registrar::Registrar;
 use crate::sip::{writer, HeaderName, Method, StartLine};
@@ -175,5 +176,33 @@ From: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: c1\r\nCSeq: 1 I
             .unwrap()
             .status(),
         Some(483)
+    );
+}
+
+#[test]
+fn an_answer_over_max_datagram_is_dropped_and_counted_not_lost_silently() {
+    let mut d = dispatcher(Limits {
+        max_datagram: 1024,
+        max_headers: 64,
+    });
+    // Each request fits; the second one's 200 lists both bindings, and does not.
+    let reg = |n: u32, fill: char| {
+        let long: String = std::iter::repeat_n(fill, 500).collect();
+        format!(
+            "REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bKbig{n};rport\r\n\
+From: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:a@127.0.0.1>\r\nCall-ID: big1\r\nCSeq: {n} REGISTER\r\n\
+Contact: <sip:a@10.0.0.{n}:5060;p={long}>\r\nMax-Forwards: 70\r\n\r\n"
+        )
+    };
+    let first = reg(1, 'x');
+    assert!(answer(&mut d, first.as_bytes(), 0).is_some());
+    let second = reg(2, 'y');
+    assert!(second.len() < 1024);
+    assert_eq!(answer(&mut d, second.as_bytes(), 0), None);
+    assert_eq!(d.metric(CoreMetric::OversizeSendsDropped), 1);
+    assert_eq!(
+        d.metric(CoreMetric::Registered),
+        2,
+        "the binding itself was made"
     );
 }

@@ -14,8 +14,14 @@ pub struct Transmit<'a> {
 
 /// Queued datagrams: their bytes back to back in one buffer, so queueing a
 /// datagram allocates nothing once the buffers have grown.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Transmits {
+    /// The largest datagram the runtime's send buffers hold
+    /// (`sip.max_datagram`): larger ones are dropped here, and counted,
+    /// rather than vanishing in the runtime.
+    max: usize,
+    /// Datagrams dropped for being over `max`.
+    pub(crate) oversize_dropped: u64,
     buf: Vec<u8>,
     meta: Vec<(u32, u32, SocketAddr, u8)>,
     /// The next entry of `meta` to hand out.
@@ -23,7 +29,22 @@ pub(crate) struct Transmits {
 }
 
 impl Transmits {
+    pub(crate) fn new(max: usize) -> Transmits {
+        Transmits {
+            max,
+            oversize_dropped: 0,
+            buf: Vec::new(),
+            meta: Vec::new(),
+            next: 0,
+        }
+    }
+
     pub(crate) fn push(&mut self, bytes: &[u8], to: SocketAddr, local: u8) {
+        if bytes.len() > self.max {
+            self.oversize_dropped += 1;
+            tracing::debug!(%to, len = bytes.len(), "datagram over sip.max_datagram not sent");
+            return;
+        }
         let a = self.buf.len() as u32;
         self.buf.extend_from_slice(bytes);
         self.meta.push((a, self.buf.len() as u32, to, local));
@@ -58,7 +79,7 @@ mod tests {
 
     #[test]
     fn pops_in_order_and_reuses_the_buffer() {
-        let mut t = Transmits::default();
+        let mut t = Transmits::new(5);
         let to: SocketAddr = "127.0.0.1:5060".parse().unwrap();
         t.push(b"one", to, 0);
         t.push(b"two!", to, 1);
@@ -74,5 +95,8 @@ mod tests {
         t.push(b"four", to, 0);
         assert_eq!(t.buf.capacity(), cap, "the arena was reset, not regrown");
         assert_eq!(t.pop().unwrap().bytes, b"four");
+        t.push(b"sixsix", to, 0);
+        assert!(t.pop().is_none());
+        assert_eq!(t.oversize_dropped, 1);
     }
 }
