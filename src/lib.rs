@@ -7,6 +7,7 @@
 pub mod api;
 pub mod config;
 pub mod dispatch;
+pub(crate) mod io;
 pub mod loadgen;
 pub mod metrics;
 pub mod nat;

@@ -9,21 +9,20 @@
 //! an HDR histogram. Every run is bounded by `duration`.
 
 pub mod report;
-pub mod udp;
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::fd::AsRawFd;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
+use crate::io::{RecvBatch, SendBatch};
 use crate::sip::writer::Decimal;
 use crate::sip::{self, HeaderName, Method, StartLine};
 use crate::timer::TimerWheel;
-use udp::{PktBatch, PktSocket};
 
 mod device_auth;
 pub mod job;
@@ -302,16 +301,17 @@ pub fn run(
     mut progress: impl FnMut(u64, u64, Duration),
 ) -> std::io::Result<Summary> {
     let ports = cfg.ports.max(1);
-    let sockets: Vec<PktSocket> = (0..ports)
-        .map(|_| PktSocket::bind(0, 8 << 20))
+    let sockets: Vec<UdpSocket> = (0..ports)
+        .map(|_| crate::io::bind_pktinfo(0, 8 << 20))
         .collect::<Result<_, _>>()?;
+    let local_ports: Vec<u16> = sockets
+        .iter()
+        .map(|s| s.local_addr().map(|a| a.port()).unwrap_or(0))
+        .collect();
     let mut poll = Poll::new()?;
     for (j, s) in sockets.iter().enumerate() {
-        poll.registry().register(
-            &mut SourceFd(&s.fd().as_raw_fd()),
-            Token(j),
-            Interest::READABLE,
-        )?;
+        poll.registry()
+            .register(&mut SourceFd(&s.as_raw_fd()), Token(j), Interest::READABLE)?;
     }
     let n = cfg.endpoints;
     let addr_of = |i: u32| -> (usize, Ipv4Addr) {
@@ -364,8 +364,10 @@ pub fn run(
     let mut out = Vec::with_capacity(1024);
     let mut events = Events::with_capacity(256);
     // One send batch per socket, one receive batch for all: sendmmsg/recvmmsg.
-    let mut sends: Vec<PktBatch> = (0..ports).map(|_| PktBatch::new(64)).collect();
-    let mut inbox = PktBatch::new(64);
+    let mut sends: Vec<SendBatch> = (0..ports)
+        .map(|_| SendBatch::new(64, MAX_DATAGRAM))
+        .collect();
+    let mut inbox = RecvBatch::new(64, MAX_DATAGRAM);
     let cpu_start = cfg.server_pid.and_then(process_cpu_ns);
     let self_pid = std::process::id();
     let self_start = process_cpu_ns(self_pid);
@@ -455,15 +457,15 @@ User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
 
     // Every REGISTER leaves the same way: written for its endpoint, queued on
     // that endpoint's socket, sent in the next batch.
-    let send_register = |sends: &mut [PktBatch],
+    let send_register = |sends: &mut [SendBatch],
                          msg: &mut Vec<u8>,
                          i: u32,
                          cseq: u16,
                          auth: &[u8],
                          expires: u32| {
         let (j, ip) = addr_of(i);
-        write_register(msg, i, ip, sockets[j].port(), cseq, auth, expires);
-        sends[j].send_soon(&sockets[j], msg, ip, cfg.target);
+        write_register(msg, i, ip, local_ports[j], cseq, auth, expires);
+        send_soon(&mut sends[j], sockets[j].as_raw_fd(), msg, ip, cfg.target);
     };
 
     loop {
@@ -607,7 +609,7 @@ User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
             timers.insert(now_ms + (T1_MS << e.retrans), (i, e.epoch));
         }
         for (j, b) in sends.iter_mut().enumerate() {
-            b.flush(&sockets[j]);
+            b.flush(sockets[j].as_raw_fd());
         }
         if unregister_started {
             // The unregister phase ends like the first: all answered.
@@ -633,14 +635,21 @@ User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
         }
         for ev in events.iter() {
             let jtok = ev.token().0;
-            let s = &sockets[jtok];
+            let s = sockets[jtok].as_raw_fd();
             loop {
-                let got = inbox.recv(s);
+                let got = inbox.recv(s).unwrap_or(0);
                 if got == 0 {
                     break;
                 }
                 for k in 0..got {
-                    let (data, from, local) = inbox.get(k);
+                    let (data, from) = inbox.get(k);
+                    let Some(SocketAddr::V4(from)) = from else {
+                        continue;
+                    };
+                    let local = match inbox.local_ip(k) {
+                        Some(std::net::IpAddr::V4(ip)) => ip,
+                        _ => Ipv4Addr::UNSPECIFIED,
+                    };
                     let Ok(m) = sip::parse(data) else {
                         continue;
                     };
@@ -766,7 +775,7 @@ User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
                                 challenges_sent += 1;
                             }
                             w.finish(None);
-                            if sends[jtok].send_soon(s, &out, local, from) {
+                            if send_soon(&mut sends[jtok], s, &out, local, from) {
                                 answered += 1;
                             }
                         }
@@ -846,6 +855,20 @@ User-Agent: tether-bench\r\nContent-Length: 0\r\n\r\n",
         soak_jobs: soak_report,
         timeline,
     })
+}
+
+/// Largest datagram the generator sends or reads whole.
+const MAX_DATAGRAM: usize = 2048;
+
+/// Queues a datagram from `from` to `to`, first sending the batch on `fd` if
+/// it is full; false when it is too big to send.
+fn send_soon(b: &mut SendBatch, fd: RawFd, data: &[u8], from: Ipv4Addr, to: SocketAddrV4) -> bool {
+    if b.is_full() {
+        b.flush(fd);
+    }
+    let dropped = b.dropped;
+    b.push_from(data, from, SocketAddr::V4(to));
+    b.dropped == dropped
 }
 
 /// The expiry the server granted in a 200 to REGISTER: the first Contact's

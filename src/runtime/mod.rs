@@ -4,8 +4,6 @@
 //! `SO_REUSEPORT` group per listen address, so the kernel hashes each source
 //! address to one worker and a NAT path always lands on the same core.
 
-mod batch;
-mod socket;
 mod worker;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,8 +19,7 @@ use crate::nat::Keepalive;
 use crate::registrar::auth::{Authenticator, Credentials};
 use crate::registrar::{BindingRef, Directory, Registrar};
 
-pub use batch::{RecvBatch, SendBatch};
-pub use socket::bind_reuseport;
+pub use crate::io::{bind_reuseport, RecvBatch, SendBatch};
 
 /// A message to a worker from another thread.
 #[derive(Debug, Clone)]

@@ -13,9 +13,9 @@ use crossbeam_channel::Receiver;
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use super::batch::{RecvBatch, SendBatch};
 use super::Command;
 use crate::dispatch::Dispatcher;
+use crate::io::{RecvBatch, SendBatch};
 
 const WAKER: Token = Token(usize::MAX);
 
