@@ -303,8 +303,8 @@ impl Population {
             self.finished = true;
             return;
         }
-        if let Some(t) = self.settled_at {
-            let held = now - t >= self.cfg.hold.as_micros() as u64;
+        if self.settled_at.is_some() {
+            let held = self.held(now);
             let phase_over = self.unregistering
                 || match self.cfg.scenario {
                     Scenario::Register => true,
@@ -359,8 +359,8 @@ impl Population {
         let due = if self.cfg.rate == 0 {
             n
         } else {
-            (((now - self.phase_start_us) * u64::from(self.cfg.rate)) / 1_000_000).min(u64::from(n))
-                as u32
+            ((now.saturating_sub(self.phase_start_us) * u64::from(self.cfg.rate)) / 1_000_000)
+                .min(u64::from(n)) as u32
         };
         while self.next_ep < due && self.inflight < self.cfg.window {
             let i = self.next_ep;
@@ -398,7 +398,7 @@ impl Population {
     /// The hold is over (the phase settled at least `hold` ago).
     fn held(&self, now: u64) -> bool {
         self.settled_at
-            .is_some_and(|t| now - t >= self.cfg.hold.as_micros() as u64)
+            .is_some_and(|t| now.saturating_sub(t) >= self.cfg.hold.as_micros() as u64)
     }
 
     /// Soak: devices that restart (unregister, then register again) at
@@ -412,7 +412,8 @@ impl Population {
         if self.held(now) {
             self.churn_started = u64::MAX;
         }
-        let due = ((now - t) * u64::from(self.cfg.churn_per_s) / 1_000_000).min(u64::MAX / 2);
+        let due =
+            (now.saturating_sub(t) * u64::from(self.cfg.churn_per_s) / 1_000_000).min(u64::MAX / 2);
         let n = self.n();
         let mut tries = 0;
         while self.churn_started < due && tries < n {
