@@ -113,9 +113,18 @@ pub(crate) fn endpoint_of(resp: &sip::Message<'_>) -> Option<u32> {
         .and_then(|c| c.parse::<u32>().ok())
 }
 
-/// The CSeq number of a message, if it has a well-formed one.
+/// The CSeq number of a response, if it starts with one. Only the digits
+/// are read (not the method, not whether the header repeats): this runs
+/// for every response, and a wrong number only makes it stale.
 pub(crate) fn cseq_of(m: &sip::Message<'_>) -> Option<u32> {
-    m.cseq().ok().map(|c| c.seq)
+    let v = m.header(HeaderName::CSeq)?.trim_start().as_bytes();
+    let digits = v.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || digits > 10 {
+        return None;
+    }
+    v[..digits].iter().try_fold(0u32, |n, &d| {
+        n.checked_mul(10)?.checked_add(u32::from(d - b'0'))
+    })
 }
 
 /// The expiry the server granted in a 200 to REGISTER: the first Contact's
@@ -195,5 +204,34 @@ pub(crate) fn reason(code: u16) -> &'static str {
         480 => "Temporarily Unavailable",
         486 => "Busy Here",
         _ => "Answer",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(cseq: &str) -> Vec<u8> {
+        format!(
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.1.0.1:5060;branch=z9hG4bKlg7x3\r\n\
+From: <sip:u7@d>;tag=lg7\r\nTo: <sip:u7@d>;tag=s\r\nCall-ID: lg7@127.1.0.1\r\n\
+CSeq: {cseq}\r\nContent-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn the_endpoint_and_cseq_of_a_response() {
+        let r = response("3 REGISTER");
+        let m = sip::parse(&r).unwrap();
+        assert_eq!((endpoint_of(&m), cseq_of(&m)), (Some(7), Some(3)));
+        for bad in ["REGISTER", "99999999999 REGISTER"] {
+            let r = response(bad);
+            if let Ok(m) = sip::parse(&r) {
+                assert_eq!(cseq_of(&m), None, "{bad}");
+            }
+        }
+        let r = response("4294967295 REGISTER");
+        assert_eq!(cseq_of(&sip::parse(&r).unwrap()), Some(u32::MAX));
     }
 }
