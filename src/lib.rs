@@ -8,6 +8,7 @@ pub mod addr;
 pub mod api;
 pub mod config;
 pub mod endpoint;
+pub(crate) mod io;
 pub mod loadgen;
 pub mod metrics;
 pub mod nat;

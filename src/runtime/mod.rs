@@ -4,8 +4,6 @@
 //! `SO_REUSEPORT` group per listen address, so the kernel hashes each source
 //! address to one worker and a NAT path always lands on the same core.
 
-mod batch;
-mod socket;
 mod worker;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,8 +17,7 @@ use crate::config::Config;
 use crate::endpoint::{Core, Setup};
 use crate::registrar::Directory;
 
-pub use batch::{RecvBatch, SendBatch};
-pub use socket::bind_reuseport;
+pub use crate::io::{bind_reuseport, RecvBatch, SendBatch};
 
 pub use crate::endpoint::Command;
 

@@ -13,8 +13,8 @@ use crossbeam_channel::Receiver;
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use super::batch::{RecvBatch, SendBatch};
 use crate::endpoint::{Command, Core, Event};
+use crate::io::{RecvBatch, SendBatch};
 
 const WAKER: Token = Token(usize::MAX);
 

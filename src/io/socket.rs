@@ -1,0 +1,100 @@
+//! Socket setup: non-blocking UDP sockets with large buffers, either in an
+//! `SO_REUSEPORT` group (the runtime: one socket per worker on one address)
+//! or bound to the IPv4 wildcard with `IP_PKTINFO` on (the load generator:
+//! one socket speaks for any source address in 127.0.0.0/8).
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+use std::io;
+use std::mem::size_of;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// How to set a socket up before binding it.
+struct Options {
+    reuse_port: bool,
+    /// Receive and send buffer size asked for (the kernel may grant less).
+    buffer: usize,
+    /// Report each datagram's local address, and let sends choose theirs.
+    pktinfo: bool,
+}
+
+fn bind(addr: SocketAddr, o: &Options) -> io::Result<Socket> {
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    if o.reuse_port {
+        s.set_reuse_port(true)?;
+    }
+    s.set_nonblocking(true)?;
+    let _ = s.set_recv_buffer_size(o.buffer);
+    let _ = s.set_send_buffer_size(o.buffer);
+    if o.pktinfo {
+        set_pktinfo(&s)?;
+    }
+    s.bind(&addr.into())?;
+    Ok(s)
+}
+
+/// Turns `IP_PKTINFO` on (socket2 has no setter for it).
+fn set_pktinfo(s: &Socket) -> io::Result<()> {
+    let one: libc::c_int = 1;
+    // SAFETY: `s` is an open socket for the call's duration, and the option
+    // value is a live c_int whose size is passed with it.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_PKTINFO,
+            (&one as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Binds a non-blocking UDP socket with `SO_REUSEPORT` and the requested
+/// buffer sizes, warning when the kernel grants less than asked.
+pub fn bind_reuseport(addr: SocketAddr, buffer: usize) -> io::Result<UdpSocket> {
+    let s = bind(
+        addr,
+        &Options {
+            reuse_port: true,
+            buffer,
+            pktinfo: false,
+        },
+    )?;
+    // Linux reports double the usable size; compare against half of it.
+    let got = s.recv_buffer_size().unwrap_or(0) / 2;
+    if got < buffer {
+        tracing::warn!(
+            requested = buffer,
+            granted = got,
+            "receive buffer capped by the kernel; raise net.core.rmem_max (see tuning/)"
+        );
+    }
+    Ok(s.into())
+}
+
+/// Binds a non-blocking UDP socket to `0.0.0.0:port` with `IP_PKTINFO` on,
+/// so that [`super::SendBatch::push_from`] picks each datagram's source
+/// address and [`super::RecvBatch::local_ip`] tells which address a
+/// datagram was sent to. Buffers as asked, silently capped by the kernel.
+pub fn bind_pktinfo(port: u16, buffer: usize) -> io::Result<UdpSocket> {
+    let addr = SocketAddr::from(([0, 0, 0, 0], port));
+    let s = bind(
+        addr,
+        &Options {
+            reuse_port: false,
+            buffer,
+            pktinfo: true,
+        },
+    )?;
+    Ok(s.into())
+}
