@@ -3,6 +3,13 @@
 //!
 //! The protocol modules are sans-IO (bytes and `now` in, bytes and deadlines
 //! out); only [`runtime`] touches sockets and clocks.
+//!
+//! Unsafe code lives in three places: the location directory's
+//! epoch-protected table (`registrar/directory/table.rs`, its invariants at
+//! its top), the batched syscalls (`io/`) and one prefetch in the timer
+//! wheel. Every unsafe block says why it holds.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod addr;
 pub mod api;

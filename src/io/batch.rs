@@ -7,8 +7,6 @@
 //! They are written afresh from `&mut self` right before each system call
 //! (`wire`), so every pointer the kernel sees was derived from a borrow
 //! that lasts for the call, whatever happened to the batch in between.
-#![deny(unsafe_op_in_unsafe_fn)]
-#![warn(clippy::undocumented_unsafe_blocks)]
 
 use std::io;
 use std::mem::size_of;

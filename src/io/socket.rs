@@ -2,8 +2,6 @@
 //! `SO_REUSEPORT` group (the runtime: one socket per worker on one address)
 //! or bound to the IPv4 wildcard with `IP_PKTINFO` on (the load generator:
 //! one socket speaks for any source address in 127.0.0.0/8).
-#![deny(unsafe_op_in_unsafe_fn)]
-#![warn(clippy::undocumented_unsafe_blocks)]
 
 use std::io;
 use std::mem::size_of;

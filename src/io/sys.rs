@@ -2,8 +2,6 @@
 //! zero-initialised buffers, socket addresses in and out of
 //! `sockaddr_storage`, and `IP_PKTINFO` control messages (the local address
 //! a datagram was sent to, or is to be sent from).
-#![deny(unsafe_op_in_unsafe_fn)]
-#![warn(clippy::undocumented_unsafe_blocks)]
 
 use std::mem::size_of;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};

@@ -21,9 +21,6 @@
 //!
 //! Sans-IO: time is a `u64` of milliseconds on the caller's clock.
 
-#![deny(unsafe_op_in_unsafe_fn)]
-#![warn(clippy::undocumented_unsafe_blocks)]
-
 mod kinds;
 
 pub use kinds::{KeepaliveStep, Timer, Timers, MAX_INDEX};

@@ -51,9 +51,6 @@
 //!    [`Pinned`] that only this module makes; references read under a pin
 //!    carry its lifetime, so none outlives it.
 
-#![deny(unsafe_op_in_unsafe_fn)]
-#![warn(clippy::undocumented_unsafe_blocks)]
-
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 
