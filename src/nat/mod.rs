@@ -111,7 +111,7 @@ pub struct Keepalive {
     revived: Vec<PathKey>,
     next_id: u64,
     rng: u64,
-    pub stats: Stats,
+    pub(crate) stats: Stats,
 }
 
 impl Keepalive {
@@ -139,12 +139,12 @@ impl Keepalive {
 
     /// How many paths are in each state: [registration-only,
     /// dialog+registration, dialog-only].
-    pub fn paths_by_state(&self) -> [u64; 3] {
+    pub(crate) fn paths_by_state(&self) -> [u64; 3] {
         self.gauges.by_state
     }
 
     /// Paths currently declared dead.
-    pub fn dead_paths(&self) -> u64 {
+    pub(crate) fn dead_paths(&self) -> u64 {
         self.gauges.dead
     }
 
@@ -170,7 +170,7 @@ impl Keepalive {
     }
 
     /// Paths being kept.
-    pub fn paths(&self) -> usize {
+    pub(crate) fn paths(&self) -> usize {
         self.index.table.len()
     }
 
@@ -181,12 +181,12 @@ impl Keepalive {
 
     /// Dead paths that sent traffic since the last call: the caller marks
     /// their bindings reachable again.
-    pub fn take_revived(&mut self) -> impl Iterator<Item = PathKey> + '_ {
+    pub(crate) fn take_revived(&mut self) -> impl Iterator<Item = PathKey> + '_ {
         self.revived.drain(..)
     }
 
     /// A registration now uses the path. Returns the path's index.
-    pub fn registration_added(&mut self, key: PathKey, now: u64, t: &mut Timers) -> u32 {
+    pub(crate) fn registration_added(&mut self, key: PathKey, now: u64, t: &mut Timers) -> u32 {
         let i = self.ensure(key, now);
         self.update(i, |p| p.registrations += 1);
         self.ensure_check(i, now, t);
@@ -194,13 +194,13 @@ impl Keepalive {
     }
 
     /// A registration now uses the path, with the caller's id for it.
-    pub fn binding_added(&mut self, key: PathKey, id: (u32, u32), now: u64, t: &mut Timers) {
+    pub(crate) fn binding_added(&mut self, key: PathKey, id: (u32, u32), now: u64, t: &mut Timers) {
         let i = self.registration_added(key, now, t);
         self.path_mut(i).bindings.push(id);
     }
 
     /// The registration with this id left the path.
-    pub fn binding_removed(&mut self, key: PathKey, id: (u32, u32), t: &mut Timers) {
+    pub(crate) fn binding_removed(&mut self, key: PathKey, id: (u32, u32), t: &mut Timers) {
         if let Some(i) = self.index.get(&key, &self.paths) {
             self.path_mut(i).bindings.retain(|b| *b != id);
         }
@@ -208,12 +208,12 @@ impl Keepalive {
     }
 
     /// The ids of the bindings on a path.
-    pub fn bindings_on(&self, key: &PathKey) -> &[(u32, u32)] {
+    pub(crate) fn bindings_on(&self, key: &PathKey) -> &[(u32, u32)] {
         self.get(key).map_or(&[], |p| &p.bindings)
     }
 
     /// A registration on the path ended (expired, removed, or moved away).
-    pub fn registration_removed(&mut self, key: PathKey, t: &mut Timers) {
+    pub(crate) fn registration_removed(&mut self, key: PathKey, t: &mut Timers) {
         let Some(i) = self.index.get(&key, &self.paths) else {
             return;
         };
@@ -268,7 +268,7 @@ impl Keepalive {
     /// Any packet from the path: it is alive and its mapping fresh. Cheap:
     /// timers are not touched (they re-arm from `last_seen` when they fire).
     /// Returns the path's index in the table, for [`Keepalive::answered_at`].
-    pub fn touch(&mut self, key: &PathKey, now: u64) -> Option<u32> {
+    pub(crate) fn touch(&mut self, key: &PathKey, now: u64) -> Option<u32> {
         let i = self.index.get(key, &self.paths)?;
         let p = self.path_mut(i);
         p.last_seen = p.last_seen.max(now);
@@ -298,7 +298,7 @@ impl Keepalive {
 
     /// [`Keepalive::answered`] for the path at index `i`, as [`Keepalive::touch`]
     /// returned it for this packet: the answer costs no second table lookup.
-    pub fn answered_at(
+    pub(crate) fn answered_at(
         &mut self,
         i: u32,
         id: u64,
@@ -333,7 +333,7 @@ impl Keepalive {
 
     /// Keepalive timer `step` of path `i` is due at `now`: appends what to
     /// do to `out` (prompts to send, paths found dead).
-    pub fn on_timer(
+    pub(crate) fn on_timer(
         &mut self,
         i: u32,
         step: TimerKind,

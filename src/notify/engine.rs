@@ -68,10 +68,10 @@ pub struct Engine {
     /// Datagrams to send: (range in `out_buf`, destination, local socket).
     out_buf: Vec<u8>,
     out_meta: Vec<(usize, usize, SocketAddr, u8)>,
-    pub subscriptions: Subscriptions,
+    pub(crate) subscriptions: Subscriptions,
     /// Jobs whose last part finished on this core (the runtime reports them).
-    pub finished: Vec<Arc<super::Job>>,
-    pub stats: Stats,
+    pub(crate) finished: Vec<Arc<super::Job>>,
+    pub(crate) stats: Stats,
 }
 
 /// The boundary: what the runtime and the dispatcher call.
@@ -108,34 +108,15 @@ impl Engine {
         }
     }
 
-    pub fn config(&self) -> &NotifyConfig {
-        &self.cfg
-    }
-
     /// Client transactions alive on this core (including INVITEs that
     /// linger to re-ACK retransmitted answers).
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.txns.in_flight()
-    }
-
-    /// Devices sent to and not settled yet.
-    pub fn awaiting(&self) -> usize {
-        self.runs.awaiting()
-    }
-
-    /// Housekeeping transactions alive (BYEs, subscription NOTIFYs).
-    pub fn housekeeping(&self) -> usize {
-        self.txns.others()
-    }
-
-    /// Job parts still running on this core.
-    pub fn active_parts(&self) -> usize {
-        self.runs.active()
     }
 
     /// Takes a job's share for this core. `rate` is this core's share of
     /// the job's own rate limit.
-    pub fn start(&mut self, part: JobPart, rate: Option<u32>, now: u64, wheel: &mut Timers) {
+    pub(crate) fn start(&mut self, part: JobPart, rate: Option<u32>, now: u64, wheel: &mut Timers) {
         self.stats.jobs_started += 1;
         let run = self.runs.start(part, rate, now);
         self.check_done(run, now);
@@ -145,7 +126,7 @@ impl Engine {
     /// A response whose top Via has `branch` (the caller parsed it once for
     /// every consumer). Returns false when the branch is not one of ours
     /// (the caller tries the keepalive).
-    pub fn on_response(
+    pub(crate) fn on_response(
         &mut self,
         msg: &Message<'_>,
         branch: &str,
@@ -211,7 +192,7 @@ impl Engine {
     /// writes the response into `out` and queues the RFC 6665 NOTIFY that
     /// must follow a successful one.
     #[allow(clippy::too_many_arguments)]
-    pub fn subscribe(
+    pub(crate) fn subscribe(
         &mut self,
         msg: &Message<'_>,
         checked: &Checked<'_>,
@@ -241,7 +222,7 @@ impl Engine {
     }
 
     /// Hands every queued datagram to `send(bytes, to, local)` and clears the queue.
-    pub fn drain_outbound(&mut self, send: &mut dyn FnMut(&[u8], SocketAddr, u8)) {
+    pub(crate) fn drain_outbound(&mut self, send: &mut dyn FnMut(&[u8], SocketAddr, u8)) {
         for &(a, b, to, local) in &self.out_meta {
             send(&self.out_buf[a..b], to, local);
         }
@@ -250,7 +231,7 @@ impl Engine {
     }
 
     /// True when datagrams wait in the outbound queue.
-    pub fn has_outbound(&self) -> bool {
+    pub(crate) fn has_outbound(&self) -> bool {
         !self.out_meta.is_empty()
     }
 

@@ -63,6 +63,7 @@ impl Runs {
     }
 
     /// Runs still going.
+    #[cfg(test)]
     pub fn active(&self) -> usize {
         self.slots.iter().flatten().count()
     }

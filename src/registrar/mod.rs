@@ -165,11 +165,11 @@ pub struct Registrar {
     call_id_hasher: foldhash::fast::FixedState,
     /// Bindings owned by other cores that this core replaced: the runtime
     /// tells their owners to free them ([`Registrar::forget`]).
-    pub outbox: Vec<BindingRef>,
+    pub(crate) outbox: Vec<BindingRef>,
     /// NAT paths that gained (`true`) or lost (`false`) a binding on this
     /// core, for the keepalive's path table.
     pub path_events: Vec<PathEvent>,
-    pub stats: Stats,
+    pub(crate) stats: Stats,
 }
 
 impl Registrar {

@@ -7,7 +7,7 @@ use super::*;
 /// Pacing and the subscription sweep.
 impl Engine {
     /// `Timer::Pace` fired: first sends the pacer allows now.
-    pub fn on_pace(&mut self, now: u64, wheel: &mut Timers) {
+    pub(crate) fn on_pace(&mut self, now: u64, wheel: &mut Timers) {
         self.pace = None;
         self.send_paced(now, wheel);
         // The bucket is spent for this millisecond: look again at the next.
@@ -18,7 +18,7 @@ impl Engine {
     }
 
     /// `Timer::Subscriptions` fired: drop expired subscriptions.
-    pub fn on_sweep(&mut self, now: u64, wheel: &mut Timers) {
+    pub(crate) fn on_sweep(&mut self, now: u64, wheel: &mut Timers) {
         self.sweep = None;
         self.subscriptions.expire(now, &self.dir);
         self.schedule(now, wheel);
@@ -71,7 +71,7 @@ impl Engine {
     }
 
     /// `Timer::Transaction` of `slot` fired.
-    pub fn on_timer(&mut self, slot: u32, nonce: u32, now: u64, wheel: &mut Timers) {
+    pub(crate) fn on_timer(&mut self, slot: u32, nonce: u32, now: u64, wheel: &mut Timers) {
         self.on_txn_timer(slot, nonce, now, wheel);
         self.schedule(now, wheel);
     }
