@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# CPU per keepalive round trip of several tether builds side by side in one
+# run (the machine is shared and noisy, so compare builds only within one
+# run): in turn, round after round, each build starts fresh with one worker
+# pinned to CPU 0 and a 20 s keepalive interval; the load generator (the
+# first build's, pinned to CPU 1) registers N endpoints, each on its own NAT
+# path, then holds HOLD seconds answering every OPTIONS prompt with 200. The
+# figure is the server's CPU time in the hold per request it sent
+# (`server_cpu_us_per_request`: the prompt, its answer, the timers).
+#   benches/ab_keepalive.sh ENDPOINTS ROUNDS HOLD BIN...
+# e.g. benches/ab_keepalive.sh 1000000 3 45 /tmp/old/tether target/release/tether
+set -euo pipefail
+cd "$(dirname "$0")/.."
+n=$1 rounds=$2 hold=$3; shift 3
+bins=("$@")
+gen=${bins[0]}
+work=$(mktemp -d)
+tpid=""
+cleanup() { [ -n "$tpid" ] && kill "$tpid" 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+printf '%-40s %-5s %10s %10s %10s %8s %14s\n' build round endpoints prompted answered dead cpu_us/prompt
+for r in $(seq "$rounds"); do
+  for bin in "${bins[@]}"; do
+    port=$((20000 + RANDOM % 20000))
+    printf '[sip]\nlisten = ["127.0.0.1:%s"]\n[runtime]\nworkers = 1\nstats_interval_s = 0\n[registrar]\ncapacity = %s\n[keepalive]\ninterval_ms = 20000\n' \
+      "$port" "$n" > "$work/tether.toml"
+    taskset -c 0 "$bin" run --config "$work/tether.toml" > /dev/null 2> "$work/tether.log" &
+    tpid=$!; sleep 1
+    taskset -c 1 "$gen" bench keepalive -t "127.0.0.1:$port" -n "$n" -r 0 --window 2000 \
+      --hold "$hold" --duration $((hold + 120)) --server-pid "$tpid" --json > "$work/lg.json"
+    kill "$tpid"; wait "$tpid" 2>/dev/null || true; tpid=""
+    python3 - "$work/lg.json" "$bin" "$r" "$n" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+print("%-40s %-5s %10s %10d %10d %8s %14.2f" % (sys.argv[2][-40:], sys.argv[3], sys.argv[4],
+      j.get("endpoints_prompted", 0), j.get("requests_answered", 0), j.get("paths_dead", "-"),
+      j.get("server_cpu_us_per_request") or 0))
+PY
+  done
+done
