@@ -330,6 +330,35 @@ pub struct JobPart {
     pub devices: Vec<u32>,
 }
 
+/// A contact-me job's spec for one target, and a device it reached: for
+/// the unit tests of the job and of the runs that carry it.
+#[cfg(test)]
+pub(crate) fn sample() -> (JobSpec, Device) {
+    let spec = JobSpec {
+        kind: Kind::ContactMe,
+        request_id: "1".into(),
+        server: ServerAddr {
+            host: "192.0.2.1".into(),
+            port: 1,
+        },
+        path: None,
+        time_slot: None,
+        protocol: None,
+        credentials_ref: None,
+        callback_url: None,
+        rate: None,
+        targets: vec!["a@x".into()],
+        owner: "t".into(),
+    };
+    let dev = Device {
+        target: 0,
+        aor: "a@x".into(),
+        binding: BindingRef::default(),
+        instance: None,
+    };
+    (spec, dev)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,28 +378,7 @@ mod tests {
         ] {
             assert_eq!(Outcome::decode(o.encode()), o);
         }
-        let spec = JobSpec {
-            kind: Kind::ContactMe,
-            request_id: "1".into(),
-            server: ServerAddr {
-                host: "192.0.2.1".into(),
-                port: 1,
-            },
-            path: None,
-            time_slot: None,
-            protocol: None,
-            credentials_ref: None,
-            callback_url: None,
-            rate: None,
-            targets: vec!["a@x".into()],
-            owner: "t".into(),
-        };
-        let dev = Device {
-            target: 0,
-            aor: "a@x".into(),
-            binding: BindingRef::default(),
-            instance: None,
-        };
+        let (spec, dev) = sample();
         let created = Created {
             unix_ms: 1_700_000_000_000,
             at: 500,

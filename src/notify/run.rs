@@ -171,31 +171,10 @@ pub(super) fn count(stats: &mut Stats, o: Outcome) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::{Created, Device, JobSpec, Kind, ServerAddr};
+    use crate::notify::Created;
 
     fn job(devices: usize) -> Arc<Job> {
-        let spec = JobSpec {
-            kind: Kind::ContactMe,
-            request_id: "1".into(),
-            server: ServerAddr {
-                host: "192.0.2.1".into(),
-                port: 1,
-            },
-            path: None,
-            time_slot: None,
-            protocol: None,
-            credentials_ref: None,
-            callback_url: None,
-            rate: None,
-            targets: vec!["a@x".into()],
-            owner: "t".into(),
-        };
-        let dev = Device {
-            target: 0,
-            aor: "a@x".into(),
-            binding: Default::default(),
-            instance: None,
-        };
+        let (spec, dev) = crate::notify::job::sample();
         Arc::new(Job::new(
             1,
             spec,
