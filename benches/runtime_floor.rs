@@ -7,13 +7,12 @@
 //!   BIN run --config FILE
 use std::net::SocketAddr;
 
-use tether::endpoint::{Command, Core, Event, Transmit};
+use tether::endpoint::{Command, Core, Event, Transmit, Transmits};
 
 /// The whole alternative endpoint.
-#[derive(Default)]
 struct Floor {
     out: Vec<u8>,
-    to: Option<(SocketAddr, u8)>,
+    queue: Transmits,
 }
 
 impl Core for Floor {
@@ -24,17 +23,12 @@ impl Core for Floor {
         self.out.clear();
         self.out.extend_from_slice(b"SIP/2.0 200 OK");
         self.out.extend_from_slice(&bytes[eol..]);
-        self.to = Some((remote, local));
+        self.queue.push(&self.out, remote, local);
     }
     fn handle_command(&mut self, _now: u64, _cmd: Command) {}
     fn handle_timeout(&mut self, _now: u64) {}
     fn poll_transmit(&mut self) -> Option<Transmit<'_>> {
-        let (to, local) = self.to.take()?;
-        Some(Transmit {
-            to,
-            local,
-            bytes: &self.out,
-        })
+        self.queue.pop()
     }
     fn poll_event(&mut self) -> Option<Event> {
         None
@@ -55,7 +49,10 @@ fn main() -> std::io::Result<()> {
     let cfg = tether::config::Config::load(args.get(i + 1).map(std::path::Path::new))
         .map_err(std::io::Error::other)?;
     let dir = std::sync::Arc::new(tether::registrar::Directory::new());
-    let rt = tether::runtime::Runtime::start_with(&cfg, dir, |_, _| Floor::default())?;
+    let rt = tether::runtime::Runtime::start_with(&cfg, dir, |_, _| Floor {
+        out: Vec::new(),
+        queue: Transmits::new(65_535),
+    })?;
     for a in &rt.local_addrs {
         println!("listening udp {a}");
     }

@@ -31,8 +31,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-pub use transmit::Transmit;
-use transmit::Transmits;
+pub use transmit::{Transmit, Transmits};
 
 use crate::metrics::CoreMetric;
 use crate::nat::{Action, Keepalive};

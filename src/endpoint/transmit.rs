@@ -13,9 +13,10 @@ pub struct Transmit<'a> {
 }
 
 /// Queued datagrams: their bytes back to back in one buffer, so queueing a
-/// datagram allocates nothing once the buffers have grown.
+/// datagram allocates nothing once the buffers have grown. The queue behind
+/// [`super::Core::poll_transmit`], for any `Core`.
 #[derive(Debug)]
-pub(crate) struct Transmits {
+pub struct Transmits {
     /// The largest datagram the runtime's send buffers hold
     /// (`sip.max_datagram`): larger ones are dropped here, and counted,
     /// rather than vanishing in the runtime.
@@ -29,7 +30,8 @@ pub(crate) struct Transmits {
 }
 
 impl Transmits {
-    pub(crate) fn new(max: usize) -> Transmits {
+    /// A queue for datagrams of at most `max` bytes (`sip.max_datagram`).
+    pub fn new(max: usize) -> Transmits {
         Transmits {
             max,
             oversize_dropped: 0,
@@ -39,7 +41,8 @@ impl Transmits {
         }
     }
 
-    pub(crate) fn push(&mut self, bytes: &[u8], to: SocketAddr, local: u8) {
+    /// Queues `bytes` for `to` from local socket `local`; over `max`, counts it instead.
+    pub fn push(&mut self, bytes: &[u8], to: SocketAddr, local: u8) {
         if bytes.len() > self.max {
             self.oversize_dropped += 1;
             tracing::debug!(%to, len = bytes.len(), "datagram over sip.max_datagram not sent");
@@ -51,13 +54,17 @@ impl Transmits {
     }
 
     /// Datagrams queued and not yet handed out.
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.meta.len() - self.next
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// The oldest datagram not yet handed out. Once all are, the buffers are
     /// reset (no borrow can be outstanding then).
-    pub(crate) fn pop(&mut self) -> Option<Transmit<'_>> {
+    pub fn pop(&mut self) -> Option<Transmit<'_>> {
         let Some(&(a, b, to, local)) = self.meta.get(self.next) else {
             self.meta.clear();
             self.buf.clear();
