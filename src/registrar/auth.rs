@@ -2,6 +2,9 @@
 //! stateless nonces (timestamp + HMAC), MD5 and SHA-256, `qop=auth`, stale
 //! detection and `nc` replay protection. Credentials are HA1 hashes, so the
 //! server never holds a password.
+//!
+//! Over 600 lines with its tests (about 220): the nonce, digest and replay
+//! rules are small and interlocked; their tests sit beside them.
 
 use std::net::SocketAddr;
 use std::path::Path;
