@@ -110,7 +110,7 @@ impl RecvBatch {
     }
 
     /// The local address datagram `i` of the last `recv` was sent to, when
-    /// the socket has `IP_PKTINFO` on (see [`super::bind_pktinfo`]).
+    /// the socket has `IP_PKTINFO` on (see `io::bind_pktinfo`).
     pub fn local_ip(&self, i: usize) -> Option<IpAddr> {
         // `as _`: the field is usize on glibc, u32 on musl.
         let len: usize = self.hdrs[i].msg_hdr.msg_controllen as _;

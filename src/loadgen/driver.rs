@@ -5,6 +5,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -53,7 +55,7 @@ pub fn run(
     let clock = || start.elapsed().as_micros() as u64;
     let mut last_progress = start;
     loop {
-        if side.job_finished() {
+        if side.jobs_finished() {
             pop.job_finished();
         }
         let now = clock();
@@ -73,6 +75,7 @@ pub fn run(
                     m.generator_cpu.settled = process_cpu_ns(self_pid);
                     side.start(cfg, cfg.duration.saturating_sub(start.elapsed()));
                 }
+                Event::HoldOver => side.post_no_more(),
             }
         }
         // Wait for traffic, at most until the population wants the time.
@@ -142,12 +145,15 @@ fn send(pop: &mut Population, sends: &mut [SendBatch], fds: &[RawFd]) {
 struct SideJobs {
     job: Option<JoinHandle<job::JobReport>>,
     job_report: Option<job::JobReport>,
-    job_over: bool,
     soak: Option<JoinHandle<job::SoakReport>>,
-    soak_stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    soak_report: Option<job::SoakReport>,
+    /// The soak's jobs: post no more (wait for the one in flight); stop now.
+    soak_no_more: Arc<AtomicBool>,
+    soak_stop: Arc<AtomicBool>,
     started: bool,
+    over: bool,
     /// What the job threads saw of the devices' outcomes, for the timeline.
-    outcomes: std::sync::Arc<job::Outcomes>,
+    outcomes: Arc<job::Outcomes>,
     outcomes_seen: [u64; 3],
 }
 
@@ -166,10 +172,11 @@ impl SideJobs {
                 self.job = Some(std::thread::spawn(move || job::run(&plan, pid, left, &o)));
             }
             Scenario::Soak => {
-                let (stop, o) = (self.soak_stop.clone(), self.outcomes.clone());
+                let (no_more, stop) = (self.soak_no_more.clone(), self.soak_stop.clone());
+                let o = self.outcomes.clone();
                 let (every, k, n) = (cfg.job_every, cfg.job_targets, cfg.endpoints);
                 self.soak = Some(std::thread::spawn(move || {
-                    job::soak(&plan, every, k, n, &stop, &o)
+                    job::soak(&plan, every, k, n, &no_more, &stop, &o)
                 }));
             }
             Scenario::Register | Scenario::Keepalive => {}
@@ -181,21 +188,31 @@ impl SideJobs {
         self.outcomes.since(&mut self.outcomes_seen)
     }
 
-    /// True once, when the Notify job has just finished.
-    fn job_finished(&mut self) -> bool {
-        if self.job_over || !self.job.as_ref().is_some_and(|t| t.is_finished()) {
+    /// The soak starts no new job (the hold is over).
+    fn post_no_more(&self) {
+        self.soak_no_more.store(true, Ordering::Relaxed);
+    }
+
+    /// True once, when the Notify job or the soak's jobs have just finished.
+    fn jobs_finished(&mut self) -> bool {
+        let job_done = self.job.as_ref().is_some_and(|t| t.is_finished());
+        let soak_done = self.soak.as_ref().is_some_and(|t| t.is_finished());
+        if self.over || !(job_done || soak_done) {
             return false;
         }
-        self.job_over = true;
+        self.over = true;
         self.job_report = self.job.take().and_then(|t| t.join().ok());
+        self.soak_report = self.soak.take().and_then(|t| t.join().ok());
         true
     }
 
-    /// Stops the soak's jobs; both reports.
+    /// Stops the soak's jobs (abandoning one in flight when the run ends
+    /// early); both reports.
     fn finish(mut self) -> (Option<job::JobReport>, Option<job::SoakReport>) {
-        self.soak_stop
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        let soak = self.soak.take().and_then(|t| t.join().ok());
-        (self.job_report, soak)
+        self.soak_stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.soak.take() {
+            self.soak_report = t.join().ok();
+        }
+        (self.job_report, self.soak_report)
     }
 }

@@ -288,13 +288,17 @@ pub struct SoakReport {
     pub last_error: Option<String>,
 }
 
-/// Every `every` until `stop`: one job to `k` endpoints picked at random
-/// among `u0..u<n-1>`, waited for (at most 60 s), its counts added up.
+/// Every `every` until `no_more`: one job to `k` endpoints picked at
+/// random among `u0..u<n-1>`, waited for (at most 60 s), its counts added
+/// up. A job in flight when `no_more` is set is still waited for, so that
+/// the soak can end with nothing in flight; `stop` abandons it (counted as
+/// an error).
 pub(crate) fn soak(
     plan: &JobPlan,
     every: Duration,
     k: u32,
     n: u32,
+    no_more: &std::sync::atomic::AtomicBool,
     stop: &std::sync::atomic::AtomicBool,
     outcomes: &Outcomes,
 ) -> SoakReport {
@@ -303,7 +307,7 @@ pub(crate) fn soak(
     let mut h = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("bounds");
     let mut rng = u64::from(std::process::id()) | 1;
     let mut next = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
+    while !no_more.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
         if Instant::now() < next {
             std::thread::sleep(Duration::from_millis(50));
             continue;

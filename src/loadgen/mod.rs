@@ -8,7 +8,7 @@
 //! state machine (`population`: bytes and `now` in, datagrams and
 //! deadlines out, REGISTERs as [`crate::transaction`] client transactions),
 //! and a thin driver (`driver`: one thread, one `mio` loop, a few wildcard
-//! sockets with `IP_PKTINFO` from [`crate::io`], the clock, the CPU
+//! sockets with `IP_PKTINFO` from `crate::io`, the clock, the CPU
 //! samples and the application server's threads). Latencies go into HDR
 //! histograms. Every run is bounded by `duration`.
 

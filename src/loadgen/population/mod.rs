@@ -99,6 +99,10 @@ pub(crate) enum Event {
     /// up on: the registration rate is measured up to here, the hold starts,
     /// and the application server's side may start its jobs.
     Settled,
+    /// The hold after settling is over (keepalive, soak): the soak's
+    /// periodic jobs must start no new job; the soak ends once the job in
+    /// flight, if any, has finished (see [`Population::job_finished`]).
+    HoldOver,
 }
 
 /// Every simulated endpoint of a run, and the run's phases: register at the
@@ -127,8 +131,10 @@ pub(crate) struct Population {
     inflight: u32,
     /// When the current phase settled (µs).
     settled_at: Option<u64>,
-    /// Notify: the application server's job is over.
+    /// Notify, soak: the application server's jobs are over.
     job_done: bool,
+    /// `Event::HoldOver` was sent.
+    hold_over: bool,
     churn_started: u64,
     churn_cursor: u32,
     finished: bool,
@@ -175,6 +181,7 @@ impl Population {
             inflight: 0,
             settled_at: None,
             job_done: false,
+            hold_over: false,
             churn_started: 0,
             churn_cursor: 0,
             finished: false,
@@ -208,7 +215,8 @@ impl Population {
         (self.tally.registered, self.tally.failed)
     }
 
-    /// The Notify scenario's job is over (its report is the driver's).
+    /// The application server's jobs are over: the Notify scenario's job,
+    /// or the soak's last one (their reports are the driver's).
     pub fn job_finished(&mut self) {
         self.job_done = true;
     }
@@ -305,13 +313,19 @@ impl Population {
         }
         if self.settled_at.is_some() {
             let held = self.held(now);
+            if held && !self.hold_over && !self.unregistering {
+                self.hold_over = true;
+                self.events.push_back(Event::HoldOver);
+            }
+            let jobs_over = self.job_done || self.cfg.job.is_none();
             let phase_over = self.unregistering
                 || match self.cfg.scenario {
                     Scenario::Register => true,
-                    Scenario::Notify => self.job_done || self.cfg.job.is_none(),
+                    Scenario::Notify => jobs_over,
                     Scenario::Keepalive => held,
-                    // A soak ends with nothing in flight: no device caught mid-restart.
-                    Scenario::Soak => held && self.inflight == 0,
+                    // A soak ends with nothing in flight: no job, and no
+                    // device caught mid-restart.
+                    Scenario::Soak => held && jobs_over && self.inflight == 0,
                 };
             if phase_over && self.cfg.unregister && !self.unregistering {
                 self.start_unregistering(now);
@@ -379,7 +393,11 @@ impl Population {
 
     /// Refreshes bindings whose time has come (a new transaction, same Call-ID).
     fn refresh_due(&mut self, now: u64) {
-        let winding_down = self.cfg.scenario == Scenario::Soak && self.held(now);
+        // A soak stops refreshing once its last job is over, so that
+        // nothing is in flight soon after; until then bindings stay fresh.
+        let winding_down = self.cfg.scenario == Scenario::Soak
+            && self.held(now)
+            && (self.job_done || self.cfg.job.is_none());
         while let Some((_, (i, epoch))) = self.refreshes.poll(now / 1000) {
             let e = &self.eps[i as usize];
             if self.unregistering || e.state != Reg::Done || e.epoch != epoch || !e.registered {

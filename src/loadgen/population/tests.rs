@@ -370,3 +370,37 @@ fn the_run_ends_at_its_duration_whatever_is_in_flight() {
     tick(&mut p, 1_000 * MS);
     assert!(p.is_finished());
 }
+
+#[test]
+fn a_soak_ends_after_its_hold_only_once_its_last_job_is_over_refreshing_meanwhile() {
+    let cfg = LoadConfig {
+        scenario: Scenario::Soak,
+        hold: Duration::from_secs(1),
+        job: Some(crate::loadgen::job::JobPlan {
+            api: "http://127.0.0.1:1".into(),
+            token: String::new(),
+            kind: "contact-me".into(),
+            probes: 0,
+            rate: None,
+            target: SERVER,
+            domain: "127.0.0.1".into(),
+        }),
+        ..config(1)
+    };
+    let mut p = population(&cfg);
+    let reg = tick(&mut p, 0).remove(0);
+    answer(&mut p, MS, &reg, 200, &[("Expires", "2")]);
+    tick(&mut p, 2 * MS);
+    assert_eq!(p.poll_event(), Some(Event::Settled));
+    tick(&mut p, 1_002 * MS);
+    assert_eq!(p.poll_event(), Some(Event::HoldOver));
+    assert!(!p.is_finished(), "a job may still be in flight");
+    // Bindings are still refreshed (at 80% of 2 s) while the job runs.
+    let refresh = tick(&mut p, 1_601 * MS);
+    assert_eq!(refresh.len(), 1);
+    answer(&mut p, 1_602 * MS, &refresh[0], 200, &[("Expires", "2")]);
+    p.job_finished();
+    tick(&mut p, 1_603 * MS);
+    assert!(p.is_finished(), "nothing in flight and the jobs are over");
+    assert_eq!(summary(p).refreshed, 1);
+}
