@@ -2,7 +2,8 @@
 //! behind NATs reachable and wakes them on demand.
 //!
 //! The protocol modules are sans-IO (bytes and `now` in, bytes and deadlines
-//! out); only [`runtime`] touches sockets and clocks.
+//! out); only [`runtime`] (with the crate's `io` module of batched
+//! syscalls, which the load generator shares) touches sockets and clocks.
 //!
 //! Unsafe code lives in three places: the location directory's
 //! epoch-protected table (`registrar/directory/table.rs`, its invariants at

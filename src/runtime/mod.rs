@@ -1,4 +1,5 @@
-//! The only module that touches sockets, threads and clocks.
+//! The only module that runs sockets, threads and clocks (its syscalls
+//! are the crate's `io` module, shared with the load generator).
 //!
 //! One worker thread per core, each with its own UDP socket in one
 //! `SO_REUSEPORT` group per listen address, so the kernel hashes each source
