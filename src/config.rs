@@ -27,6 +27,7 @@ pub struct Config {
     pub api: ApiConfig,
     pub notify: NotifySection,
     pub webhooks: WebhookConfig,
+    pub proxy: crate::proxy::ProxySection,
 }
 
 /// `[api]`: the HTTP control API and metrics endpoint.
@@ -338,6 +339,7 @@ impl Config {
 
     /// Range checks that serde cannot express.
     pub fn check(&self) -> Result<(), ConfigError> {
+        self.proxy.check()?;
         if self.sip.listen.is_empty() {
             return Err(ConfigError::Invalid {
                 key: "sip.listen",

@@ -21,6 +21,7 @@ pub mod loadgen;
 pub mod metrics;
 pub mod nat;
 pub mod notify;
+pub mod proxy;
 pub mod registrar;
 pub mod runtime;
 pub mod sip;

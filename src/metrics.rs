@@ -122,6 +122,40 @@ core_metrics! {
         "Client transactions in flight.";
     Subscriptions: gauge "tether_subscriptions", "subscriptions",
         "Active contact-me subscriptions (SUBSCRIBE opt-in).";
+    CallsAttempted: counter "tether_calls_attempted_total", "calls",
+        "Out-of-dialog INVITEs taken by the proxy.";
+    CallsAnswered: counter "tether_calls_answered_total", "answered",
+        "INVITEs whose first 2xx the proxy forwarded.";
+    CallsFailed3xx: counter "tether_calls_failed_3xx_total", "failed_3xx",
+        "INVITEs ended with a 3xx final response.";
+    CallsFailed4xx: counter "tether_calls_failed_4xx_total", "failed_4xx",
+        "INVITEs ended with a 4xx final response (486, 487, 404, 480 …).";
+    CallsFailed5xx: counter "tether_calls_failed_5xx_total", "failed_5xx",
+        "INVITEs ended with a 5xx final response.";
+    CallsFailed6xx: counter "tether_calls_failed_6xx_total", "failed_6xx",
+        "INVITEs ended with a 6xx final response.";
+    CallsCancelled: counter "tether_calls_cancelled_total", "cancelled",
+        "INVITEs CANCELled by their caller.";
+    ProxyBranches: counter "tether_proxy_branches_total", "branches",
+        "Branches the proxy started (forks; divide by calls for forks per call).";
+    ProxyTransactions: counter "tether_proxy_transactions_total", "proxied",
+        "Requests of any method the proxy forwarded statefully.";
+    ProxyTransactionsInFlight: gauge "tether_proxy_transactions", "txns",
+        "Proxy transactions in flight.";
+    Dialogs: gauge "tether_dialogs", "dialogs",
+        "Dialogs in flight.";
+    DialogsExpired: counter "tether_dialogs_expired_total", "dialogs_expired",
+        "Dialogs ended with a BYE of tether's at proxy.max_call_s.";
+    ProxyHandoffs: counter "tether_proxy_handoffs_total", "handoffs",
+        "Datagrams handed to the core owning their transaction or dialog.";
+    ProxyUnmatched: counter "tether_proxy_unmatched_total", "unmatched",
+        "In-dialog requests and CANCELs matching nothing (481).";
+    ProxyOverloaded: counter "tether_proxy_overloaded_total", "overloaded",
+        "Requests refused with 503: a table full or a source over its share.";
+    ProxyLoops: counter "tether_proxy_loops_total", "loops",
+        "Requests refused with 482 Loop Detected.";
+    ProxyRefused: counter "tether_proxy_refused_total", "refused",
+        "Requests refused with 403: foreign Route or relaying denied.";
 }
 
 /// One core's published values.
@@ -189,7 +223,10 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for d in CORE {
             assert!(seen.insert(d.name), "{} twice", d.name);
-            assert!(d.name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+            assert!(d
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'));
             assert_eq!(d.counter, d.name.ends_with("_total"), "{}", d.name);
             assert!(seen.insert(d.log), "log key {} twice", d.log);
         }

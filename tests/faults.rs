@@ -260,6 +260,8 @@ impl Sim {
                 Event::JobFinished(job) => self.finished.push(job),
                 Event::Forget(b) => panic!("one core takes nothing over: {b:?}"),
                 Event::JobPartFinished => {}
+                Event::Handoff(h) => panic!("one core hands nothing off: {h:?}"),
+                Event::PathNote(n) => panic!("one core notes its own paths: {n:?}"),
             }
         }
     }

@@ -8,8 +8,10 @@ use crate::nat::{self, PathKey};
 use crate::registrar::{Arrival, SUPPORTED};
 use crate::sip::{self, writer, HeaderName, Method, ParseError, StartLine};
 
-/// Methods tether accepts today (the proxy will add INVITE, BYE, CANCEL …).
-pub const ALLOW: &str = "REGISTER, OPTIONS, ACK, SUBSCRIBE";
+/// Methods tether takes: REGISTER, OPTIONS and the contact-me SUBSCRIBE it
+/// answers itself; the rest it proxies.
+pub const ALLOW: &str =
+    "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, SUBSCRIBE, NOTIFY, MESSAGE, REFER, INFO, UPDATE, PRACK";
 
 impl Endpoint {
     /// Handles one datagram from `src`, received on local address number
@@ -43,6 +45,18 @@ impl Endpoint {
             let Some(branch) = msg.top_via().ok().and_then(|v| v.branch()) else {
                 return false;
             };
+            let mut cx = crate::proxy::Ctx {
+                now: now_ms,
+                timers: &mut self.timers,
+                out: &mut self.transmits,
+                keepalive: &mut self.keepalive,
+            };
+            if self
+                .proxy
+                .on_response(&msg, branch, datagram, local, src, &mut cx)
+            {
+                return false;
+            }
             if !self
                 .notify
                 .on_response(&msg, branch, now_ms, &mut self.timers)
@@ -62,9 +76,46 @@ impl Endpoint {
         if checked.max_forwards == Some(0) && !matches!(method, Method::Options | Method::Ack) {
             return self.respond(&msg, src, 483, "Too Many Hops");
         }
+        let proxied = match method {
+            Method::Register | Method::Options => false,
+            // The contact-me opt-in is ours; other event packages are routed.
+            Method::Subscribe => !self.notify.is_contact_me(&msg),
+            _ => true,
+        };
+        if proxied {
+            let mut cx = crate::proxy::Ctx {
+                now: now_ms,
+                timers: &mut self.timers,
+                out: &mut self.transmits,
+                keepalive: &mut self.keepalive,
+            };
+            self.proxy
+                .on_request(&msg, &checked, datagram, path, &mut cx);
+            return false;
+        }
+        // Requests tether answers itself: the proxy's checks (Proxy-Require,
+        // URI scheme) and Require, which only the REGISTER path read before.
+        if let Some((code, reason, unsupported)) = crate::proxy::check(&msg, &checked) {
+            return self.respond_unsupported(&msg, src, code, reason, unsupported.as_deref());
+        }
+        if method == Method::Options {
+            let unknown: Vec<&str> = checked
+                .require
+                .iter()
+                .copied()
+                .filter(|t| !crate::registrar::is_supported(t))
+                .collect();
+            if !unknown.is_empty() {
+                return self.respond_unsupported(
+                    &msg,
+                    src,
+                    420,
+                    "Bad Extension",
+                    Some(&unknown.join(", ")),
+                );
+            }
+        }
         match method {
-            // ACK to a final response we sent is absorbed (RFC 3261 §17.2.1).
-            Method::Ack => false,
             Method::Register => {
                 // Rounded up: a binding must never expire before its full
                 // Expires has passed (truncating cost up to a second).
@@ -95,9 +146,6 @@ impl Endpoint {
                 w.finish(None);
                 true
             }
-            // No INVITE transactions exist yet, so nothing can be cancelled.
-            Method::Cancel => self.respond(&msg, src, 481, "Call/Transaction Does Not Exist"),
-            // Methods SIP defines but tether does not take here yet: 405 with Allow.
             Method::Subscribe => {
                 let tag = self.tags.tag();
                 self.notify.subscribe(
@@ -112,17 +160,26 @@ impl Endpoint {
                 );
                 true
             }
-            Method::Invite
-            | Method::Bye
-            | Method::Notify
-            | Method::Refer
-            | Method::Message
-            | Method::Info
-            | Method::Prack
-            | Method::Update
-            | Method::Publish => self.respond(&msg, src, 405, "Method Not Allowed"),
-            Method::Extension(_) => self.respond(&msg, src, 501, "Not Implemented"),
+            // Every other method went to the proxy above.
+            _ => false,
         }
+    }
+
+    fn respond_unsupported(
+        &mut self,
+        msg: &sip::Message<'_>,
+        src: SocketAddr,
+        code: u16,
+        reason: &str,
+        unsupported: Option<&str>,
+    ) -> bool {
+        let tag = self.tags.tag();
+        let mut w = writer::response_to(&mut self.out, msg, code, reason, Some(&tag), Some(src));
+        if let Some(u) = unsupported {
+            w.header(HeaderName::Unsupported, u);
+        }
+        w.finish(None);
+        true
     }
 
     fn respond(

@@ -36,6 +36,7 @@ pub use transmit::{Transmit, Transmits};
 use crate::metrics::CoreMetric;
 use crate::nat::{Action, Keepalive};
 use crate::notify::{Job, JobPart};
+use crate::proxy::{Handoff, PathNote, Proxy};
 use crate::registrar::{BindingRef, Registrar};
 use crate::sip::{self, Limits};
 use crate::timer::{Timer, Timers};
@@ -80,6 +81,10 @@ pub enum Command {
     Forget(BindingRef),
     /// Run this share of a fan-out job, at most `rate` requests/s if given.
     Job(JobPart, Option<u32>),
+    /// A datagram another core received for a transaction or dialog of this one.
+    Datagram(Handoff),
+    /// A dialog started or ended on a NAT path this core keeps.
+    PathNote(PathNote),
 }
 
 /// Something a core tells the runtime.
@@ -93,6 +98,10 @@ pub enum Event {
     JobPartFinished,
     /// A job's last part ended on this core: the job is complete.
     JobFinished(Arc<Job>),
+    /// Send core `handoff.core` this datagram ([`Command::Datagram`]).
+    Handoff(Handoff),
+    /// Tell core `note.core` about a dialog on its path ([`Command::PathNote`]).
+    PathNote(PathNote),
 }
 
 /// Counters of the datagram front door (the subsystems keep their own).
@@ -117,6 +126,7 @@ pub struct Endpoint {
     registrar: Registrar,
     keepalive: Keepalive,
     notify: crate::notify::Engine,
+    proxy: Proxy,
     /// Every deadline of this core's state machines.
     timers: Timers,
     /// Our address per listen socket, for the Via and From of prompts.
@@ -141,6 +151,15 @@ impl Endpoint {
         notify: crate::notify::Engine,
         local_addrs: Vec<SocketAddr>,
     ) -> Endpoint {
+        // A proxy on the defaults; `Setup` puts the configured one in.
+        let proxy = Proxy::new(
+            registrar.core(),
+            Default::default(),
+            registrar.directory().clone(),
+            [0x5a; 32],
+            &local_addrs,
+            seed.rotate_left(7),
+        );
         Endpoint {
             limits,
             out: Vec::with_capacity(limits.max_datagram),
@@ -148,6 +167,7 @@ impl Endpoint {
             registrar,
             keepalive,
             notify,
+            proxy,
             timers: Timers::new(0),
             local_addrs,
             actions: Vec::new(),
@@ -157,6 +177,17 @@ impl Endpoint {
             events: VecDeque::new(),
             parts_reported: 0,
         }
+    }
+
+    /// Replaces the proxy (with the configured one).
+    pub fn with_proxy(mut self, proxy: Proxy) -> Endpoint {
+        self.proxy = proxy;
+        self
+    }
+
+    /// Seed 004's state of a NAT path (for tests and the API).
+    pub fn path_state(&self, path: &crate::addr::PathKey) -> crate::nat::PathState {
+        self.keepalive.state(path)
     }
 
     /// NAT paths this core keeps (for benches and tests).
@@ -187,6 +218,12 @@ impl Endpoint {
         for job in self.notify.finished.drain(..) {
             self.events.push_back(Event::JobFinished(job));
         }
+        for h in self.proxy.handoffs.drain(..) {
+            self.events.push_back(Event::Handoff(h));
+        }
+        for n in self.proxy.path_notes.drain(..) {
+            self.events.push_back(Event::PathNote(n));
+        }
     }
 }
 
@@ -205,6 +242,18 @@ impl Core for Endpoint {
                 self.sync_paths(now);
             }
             Command::Job(part, rate) => self.notify.start(part, rate, now, &mut self.timers),
+            Command::Datagram(h) => {
+                if self.handle(&h.bytes, h.remote, h.local, now) {
+                    self.transmits.push(&self.out, h.remote, h.local);
+                }
+            }
+            Command::PathNote(n) => {
+                if n.started {
+                    self.keepalive.dialog_started(n.path, now, &mut self.timers);
+                } else {
+                    self.keepalive.dialog_ended(n.path, now, &mut self.timers);
+                }
+            }
         }
         self.collect();
     }
@@ -227,6 +276,15 @@ impl Core for Endpoint {
                 Timer::Subscriptions => self.notify.on_sweep(now, &mut self.timers),
                 Timer::Expiry { slot, gen } => {
                     self.registrar.on_expiry(slot, gen, (now / 1000) as u32);
+                }
+                t @ (Timer::Proxy { .. } | Timer::Dialog { .. }) => {
+                    let mut cx = crate::proxy::Ctx {
+                        now,
+                        timers: &mut self.timers,
+                        out: &mut self.transmits,
+                        keepalive: &mut self.keepalive,
+                    };
+                    self.proxy.on_timer(t, &mut cx);
                 }
             }
         }
@@ -268,6 +326,7 @@ impl Endpoint {
             &self.keepalive.stats,
             &self.notify.stats,
         );
+        let p = &self.proxy.stats;
         let by_state = |i: usize| self.keepalive.paths_by_state()[i];
         match m {
             M::Received => c.received,
@@ -308,6 +367,23 @@ impl Endpoint {
             M::NotifyChallengesAnswered => n.challenges_answered,
             M::NotifyInFlight => self.notify.in_flight() as u64,
             M::Subscriptions => self.notify.subscriptions.len() as u64,
+            M::CallsAttempted => p.calls_attempted,
+            M::CallsAnswered => p.calls_answered,
+            M::CallsFailed3xx => p.calls_failed[0],
+            M::CallsFailed4xx => p.calls_failed[1],
+            M::CallsFailed5xx => p.calls_failed[2],
+            M::CallsFailed6xx => p.calls_failed[3],
+            M::CallsCancelled => p.calls_cancelled,
+            M::ProxyBranches => p.branches,
+            M::ProxyTransactions => p.transactions,
+            M::ProxyTransactionsInFlight => self.proxy.transactions() as u64,
+            M::Dialogs => self.proxy.dialogs() as u64,
+            M::DialogsExpired => p.dialogs_expired,
+            M::ProxyHandoffs => p.handoffs,
+            M::ProxyUnmatched => p.unmatched,
+            M::ProxyOverloaded => p.overloaded,
+            M::ProxyLoops => p.loops,
+            M::ProxyRefused => p.refused,
         }
     }
 }

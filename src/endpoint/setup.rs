@@ -19,6 +19,7 @@ pub struct Setup {
     creds: Option<Arc<Credentials>>,
     policy: Arc<crate::registrar::Policy>,
     notify: Arc<crate::notify::NotifyConfig>,
+    proxy: Arc<crate::proxy::ProxyConfig>,
     directory: Arc<Directory>,
 }
 
@@ -51,6 +52,7 @@ impl Setup {
             creds,
             policy: Arc::new(cfg.policy()),
             notify: Arc::new(cfg.notify()),
+            proxy: Arc::new(proxy_config(cfg)),
             directory: Arc::new(Directory::with_capacity(cfg.registrar.capacity)),
         })
     }
@@ -96,6 +98,14 @@ impl Setup {
             per_core_rate,
             seed.rotate_left(31),
         );
+        let proxy = crate::proxy::Proxy::new(
+            core as u16,
+            self.proxy.clone(),
+            self.directory.clone(),
+            flow_token_key(&self.secret),
+            local_addrs,
+            seed.rotate_left(47),
+        );
         Endpoint::new(
             cfg.limits(),
             seed,
@@ -104,5 +114,33 @@ impl Setup {
             notify,
             local_addrs.to_vec(),
         )
+        .with_proxy(proxy)
     }
+}
+
+/// The proxy's settings from `[proxy]`, `[registrar]` and `[notify]`'s timers.
+fn proxy_config(cfg: &Config) -> crate::proxy::ProxyConfig {
+    let mut p = crate::proxy::ProxyConfig::from_section(
+        &cfg.proxy,
+        &cfg.registrar.domains,
+        cfg.notify().timers,
+    );
+    p.auth = cfg.auth.enabled;
+    if cfg.proxy.advertise.is_empty() && cfg.sip.listen.iter().any(|a| a.ip().is_unspecified()) {
+        tracing::warn!(
+            "proxy.advertise is empty and sip.listen is a wildcard: Via and Record-Route will \
+             name 0.0.0.0; set proxy.advertise to the address devices reach"
+        );
+    }
+    p
+}
+
+/// The flow-token key: derived from the node secret, so a token never
+/// doubles as a nonce MAC.
+fn flow_token_key(secret: &[u8; 32]) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"tether flow token v1");
+    h.update(secret);
+    h.finalize().into()
 }

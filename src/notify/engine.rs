@@ -76,6 +76,15 @@ pub struct Engine {
 
 /// The boundary: what the runtime and the dispatcher call.
 impl Engine {
+    /// A SUBSCRIBE for tether's own contact-me package (or naming none,
+    /// which tether answers with 489): the proxy routes the other packages.
+    pub fn is_contact_me(&self, msg: &crate::sip::Message<'_>) -> bool {
+        match msg.event() {
+            Ok(Some(e)) => e.package.eq_ignore_ascii_case(&self.cfg.event),
+            _ => true,
+        }
+    }
+
     /// `rate` is this core's share of the node's request rate.
     pub fn new(
         cfg: Arc<NotifyConfig>,

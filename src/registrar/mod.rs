@@ -26,6 +26,7 @@ use auth::Authenticator;
 pub use binding::{flags, BindingRef, ContactView};
 use binding::{LocalBinding, Slab};
 pub use directory::{AorRecord, Decision, DeviceEntry, Directory, Target};
+pub(crate) use steps::is_supported;
 
 /// A binding on this core started (`added`) or stopped using a NAT path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,6 +199,16 @@ impl Registrar {
     /// leaves the old copy's pages behind in the heap.
     pub fn reserve(&mut self, bindings: usize) {
         self.slab.reserve_slots(bindings);
+    }
+
+    /// The core this registrar belongs to.
+    pub fn core(&self) -> u16 {
+        self.core
+    }
+
+    /// The shared location directory.
+    pub fn directory(&self) -> &Arc<Directory> {
+        &self.dir
     }
 
     /// Bindings this core owns.

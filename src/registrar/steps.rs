@@ -163,7 +163,7 @@ fn check_extensions(checked: &Checked<'_>) -> Result<(), Reject> {
 }
 
 /// Option tags tether understands in Require ([`super::SUPPORTED`]).
-pub(super) fn is_supported(tag: &str) -> bool {
+pub(crate) fn is_supported(tag: &str) -> bool {
     tag.eq_ignore_ascii_case("path") || tag.eq_ignore_ascii_case("outbound")
 }
 

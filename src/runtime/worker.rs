@@ -169,6 +169,17 @@ impl<C: Core> Worker<C> {
                         peer.send(Command::Forget(b));
                     }
                 }
+                Event::Handoff(h) => {
+                    // A full inbox loses the datagram; its sender retransmits.
+                    if let Some(peer) = self.peers.get(usize::from(h.core)) {
+                        peer.send(Command::Datagram(h));
+                    }
+                }
+                Event::PathNote(n) => {
+                    if let Some(peer) = self.peers.get(usize::from(n.core)) {
+                        peer.send(Command::PathNote(n));
+                    }
+                }
                 Event::JobPartFinished => self.publish_now = true,
                 Event::JobFinished(job) => {
                     tracing::info!(

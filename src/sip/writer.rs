@@ -70,6 +70,11 @@ impl<'b> Writer<'b> {
         self
     }
 
+    /// The buffer, for callers that write the rest themselves.
+    pub fn into_buf(self) -> &'b mut Vec<u8> {
+        self.buf
+    }
+
     /// Writes Content-Type (when there is a body), Content-Length and the body;
     /// returns the message length.
     pub fn finish(self, body: Option<(&str, &[u8])>) -> usize {

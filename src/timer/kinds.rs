@@ -40,6 +40,12 @@ pub enum Timer {
     Pace,
     /// Sweep the contact-me subscriptions for expired ones.
     Subscriptions,
+    /// A deadline of the proxy transaction in `slot`: `what` names its
+    /// server transaction, a branch, a branch's CANCEL or Timer C (see
+    /// `proxy::timers`); the low 24 bits of `nonce` tell reuses apart.
+    Proxy { slot: u32, what: u8, nonce: u32 },
+    /// The dialog in `slot` has lasted `proxy.max_call_s`.
+    Dialog { slot: u32, nonce: u32 },
 }
 
 /// The largest value of a packed timer's 29-bit field (slot and path
@@ -56,6 +62,8 @@ const KEEPALIVE: u64 = 1;
 const TRANSACTION: u64 = 2;
 const PACE: u64 = 3;
 const SUBSCRIPTIONS: u64 = 4;
+const PROXY: u64 = 5;
+const DIALOG: u64 = 6;
 
 impl Packed {
     fn new(kind: u64, index: u32, field: u32) -> Packed {
@@ -70,6 +78,10 @@ impl Packed {
             Timer::Transaction { slot, nonce } => Packed::new(TRANSACTION, slot, nonce),
             Timer::Pace => Packed::new(PACE, 0, 0),
             Timer::Subscriptions => Packed::new(SUBSCRIPTIONS, 0, 0),
+            Timer::Proxy { slot, what, nonce } => {
+                Packed::new(PROXY, slot, (nonce & 0xFF_FFFF) << 8 | u32::from(what))
+            }
+            Timer::Dialog { slot, nonce } => Packed::new(DIALOG, slot, nonce),
         }
     }
 
@@ -95,6 +107,15 @@ impl Packed {
                 nonce: field,
             },
             PACE => Timer::Pace,
+            PROXY => Timer::Proxy {
+                slot: index,
+                what: field as u8,
+                nonce: field >> 8,
+            },
+            DIALOG => Timer::Dialog {
+                slot: index,
+                nonce: field,
+            },
             _ => Timer::Subscriptions,
         }
     }
@@ -161,6 +182,12 @@ mod tests {
         for (i, v) in [(0, 0), (1, 7), (MAX_INDEX, u32::MAX), (12345, 1 << 31)] {
             all.push(Timer::Expiry { slot: i, gen: v });
             all.push(Timer::Transaction { slot: i, nonce: v });
+            all.push(Timer::Dialog { slot: i, nonce: v });
+            all.push(Timer::Proxy {
+                slot: i,
+                what: v as u8,
+                nonce: v & 0xFF_FFFF,
+            });
             for step in steps {
                 all.push(Timer::Keepalive { path: i, step });
             }

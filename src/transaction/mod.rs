@@ -108,6 +108,13 @@ impl ClientTransaction {
         self.state
     }
 
+    /// Gives up on the transaction (RFC 3261 §9.1: an INVITE CANCELled
+    /// and still without a final response 64·T1 later is over).
+    pub fn terminate(&mut self) {
+        self.state = State::Terminated;
+        self.retransmit_at = None;
+    }
+
     pub fn kind(&self) -> Kind {
         self.kind
     }

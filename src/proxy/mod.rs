@@ -1,0 +1,296 @@
+//! The stateful proxy (RFC 3261 §16, §17.2): calls and other requests
+//! reach registered devices over their NAT paths, or the upstream core.
+//!
+//! One [`Proxy`] per core, inside the endpoint, sans-IO like the rest:
+//! requests and responses in, datagrams out through the endpoint's
+//! `Transmits`, deadlines on the core's wheel as [`Timer::Proxy`] and
+//! [`Timer::Dialog`].
+//!
+//! Where state lives, and why no lock is needed:
+//! - A **proxy transaction** (the server transaction towards the sender
+//!   and its client branches) lives on the core that received the request:
+//!   the sender's retransmissions, ACK and CANCEL come from the same source
+//!   and so reach the same core. Our Via branch names that core; a
+//!   response the kernel hands to another core (it hashes the responder's
+//!   address) is passed to the owner through the inboxes ([`Handoff`]).
+//! - A **dialog** lives on the core that proxied its INVITE. Our
+//!   Record-Route carries a [`token::FlowToken`] naming that core and both
+//!   parties' NAT paths; an in-dialog request reaching another core is
+//!   handed off to the owner, which sends it over the other party's path
+//!   whatever its Contact says (RFC 5626 §5.3).
+//! - A dialog's start and end are told to the core owning each party's
+//!   NAT path ([`PathNote`]), which moves the path through seed 004's
+//!   dialog states and keeps prompting it while the call lasts.
+
+pub mod calls;
+pub mod config;
+pub mod dialogs;
+pub mod forward;
+mod request;
+mod response;
+pub mod server;
+mod timers;
+pub mod token;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::addr::{Cidr, PathKey};
+use crate::endpoint::Transmits;
+use crate::nat::Keepalive;
+use crate::registrar::Directory;
+use crate::sip::ids::IdGen;
+use crate::timer::{Timer, Timers};
+
+pub use calls::Calls;
+pub use config::ProxySection;
+pub use dialogs::Dialogs;
+pub use request::check;
+
+/// Option tags tether's proxy understands in Proxy-Require (none: it
+/// implements no proxy extension).
+pub const PROXY_SUPPORTED: &[&str] = &[];
+
+/// The proxy's settings, resolved from `[proxy]` and `[registrar]`.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Domains served from the location directory; empty = any domain
+    /// with a registered user.
+    pub domains: Vec<Box<str>>,
+    /// Primary and fallback upstream.
+    pub upstream: Vec<SocketAddr>,
+    pub trusted: Vec<Cidr>,
+    /// `host:port` for our Via and Record-Route; `None` = the listen address.
+    pub advertise: Option<String>,
+    pub timer_c_ms: u64,
+    /// 0 = no limit.
+    pub max_call_ms: u64,
+    pub max_transactions: usize,
+    /// Transactions one source path may have in flight (flood fairness).
+    pub max_per_source: u32,
+    pub max_dialogs: usize,
+    pub max_forks: usize,
+    pub timers: crate::transaction::Timers,
+    /// Whether devices must authenticate (then untrusted requests to other
+    /// domains need a registration on their path).
+    pub auth: bool,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig::from_section(&ProxySection::default(), &[], Default::default())
+    }
+}
+
+impl ProxyConfig {
+    pub fn from_section(
+        s: &ProxySection,
+        domains: &[String],
+        timers: crate::transaction::Timers,
+    ) -> ProxyConfig {
+        ProxyConfig {
+            domains: domains.iter().map(|d| d.as_str().into()).collect(),
+            upstream: s.upstream.clone(),
+            trusted: s.trusted_networks(),
+            advertise: (!s.advertise.is_empty()).then(|| s.advertise.clone()),
+            timer_c_ms: s.timer_c_s * 1000,
+            max_call_ms: s.max_call_s * 1000,
+            max_transactions: s.max_transactions,
+            max_per_source: (s.max_transactions / 4).clamp(1, 1000) as u32,
+            max_dialogs: s.max_dialogs,
+            max_forks: s.max_forks,
+            timers,
+            auth: false,
+        }
+    }
+}
+
+/// Counters of one core's proxy.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Out-of-dialog INVITEs taken (routed or answered).
+    pub calls_attempted: u64,
+    /// INVITEs whose first 2xx was forwarded.
+    pub calls_answered: u64,
+    /// INVITEs ended with a final response of class 3, 4, 5, 6.
+    pub calls_failed: [u64; 4],
+    /// INVITEs CANCELled by their caller.
+    pub calls_cancelled: u64,
+    /// Branches started (forks).
+    pub branches: u64,
+    /// Requests of any method proxied (transactions created).
+    pub transactions: u64,
+    pub dialogs_started: u64,
+    pub dialogs_ended: u64,
+    /// Dialogs ended by `proxy.max_call_s`.
+    pub dialogs_expired: u64,
+    /// Datagrams passed to the core owning their transaction or dialog.
+    pub handoffs: u64,
+    /// In-dialog requests and CANCELs matching nothing (481).
+    pub unmatched: u64,
+    /// Requests refused because a table was full or a source over its share (503).
+    pub overloaded: u64,
+    /// Loops detected (482).
+    pub loops: u64,
+    /// Requests refused for their Route, relay or policy (403).
+    pub refused: u64,
+}
+
+/// A datagram for another core: the transaction or dialog it belongs to
+/// lives there.
+#[derive(Debug, Clone)]
+pub struct Handoff {
+    pub core: u16,
+    pub local: u8,
+    pub remote: SocketAddr,
+    pub bytes: Box<[u8]>,
+}
+
+/// A dialog started or ended on a path another core (or this one) owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathNote {
+    pub core: u16,
+    pub path: PathKey,
+    pub started: bool,
+}
+
+/// What the proxy borrows from its endpoint for one input.
+pub struct Ctx<'e> {
+    pub now: u64,
+    pub timers: &'e mut Timers,
+    pub out: &'e mut Transmits,
+    pub keepalive: &'e mut Keepalive,
+}
+
+/// One core's stateful proxy.
+pub struct Proxy {
+    core: u16,
+    cfg: Arc<ProxyConfig>,
+    dir: Arc<Directory>,
+    /// Authenticates our flow tokens.
+    key: [u8; 32],
+    /// `host:port` we write in Via and Record-Route, per listen socket.
+    sent_by: Vec<String>,
+    calls: Calls,
+    dialogs: Dialogs,
+    ids: IdGen,
+    buf: Vec<u8>,
+    /// For handoffs and path notes: drained by the endpoint.
+    pub handoffs: Vec<Handoff>,
+    pub path_notes: Vec<PathNote>,
+    pub stats: Stats,
+}
+
+impl Proxy {
+    pub fn new(
+        core: u16,
+        cfg: Arc<ProxyConfig>,
+        dir: Arc<Directory>,
+        key: [u8; 32],
+        local_addrs: &[SocketAddr],
+        seed: u64,
+    ) -> Proxy {
+        let sent_by = local_addrs
+            .iter()
+            .map(|a| cfg.advertise.clone().unwrap_or_else(|| a.to_string()))
+            .collect();
+        Proxy {
+            core,
+            cfg,
+            dir,
+            key,
+            sent_by,
+            calls: Calls::default(),
+            dialogs: Dialogs::default(),
+            ids: IdGen::new(seed),
+            buf: Vec::with_capacity(4096),
+            handoffs: Vec::new(),
+            path_notes: Vec::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// Proxy transactions in flight on this core.
+    pub fn transactions(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Dialogs this core keeps.
+    pub fn dialogs(&self) -> usize {
+        self.dialogs.len()
+    }
+
+    /// The dialogs of this core, for `GET /v1/calls`.
+    pub fn dialog_list(&self, now: u64) -> Vec<CallInfo> {
+        self.dialogs
+            .iter()
+            .map(|d| CallInfo {
+                call_id: d.call_id.to_string(),
+                caller: d.caller.aor.to_string(),
+                callee: d.callee.aor.to_string(),
+                caller_path: d.caller.path.remote(),
+                callee_path: d.callee.path.remote(),
+                core: self.core,
+                duration_ms: now.saturating_sub(d.started),
+            })
+            .collect()
+    }
+
+    fn sent_by(&self, local: u8) -> &str {
+        self.sent_by
+            .get(usize::from(local))
+            .or(self.sent_by.first())
+            .map_or("0.0.0.0:5060", String::as_str)
+    }
+
+    /// Whether `ip` is in `proxy.trusted`.
+    fn trusted(&self, ip: std::net::IpAddr) -> bool {
+        self.cfg.trusted.iter().any(|c| c.contains(ip))
+    }
+
+    /// Sends `bytes` over `path`.
+    fn send(out: &mut Transmits, bytes: &[u8], path: PathKey) {
+        out.push(bytes, path.remote(), path.local());
+    }
+
+    /// Tells the owner of `path` that a dialog started or ended on it.
+    fn note_path(&mut self, core: u16, path: PathKey, started: bool, cx: &mut Ctx<'_>) {
+        if core == self.core {
+            if started {
+                cx.keepalive.dialog_started(path, cx.now, cx.timers);
+            } else {
+                cx.keepalive.dialog_ended(path, cx.now, cx.timers);
+            }
+        } else {
+            self.path_notes.push(PathNote {
+                core,
+                path,
+                started,
+            });
+        }
+    }
+
+    /// A due timer of ours.
+    pub fn on_timer(&mut self, t: Timer, cx: &mut Ctx<'_>) {
+        match t {
+            Timer::Proxy { slot, what, nonce } => self.on_call_timer(slot, what, nonce, cx),
+            Timer::Dialog { slot, nonce } => self.on_dialog_timer(slot, nonce, cx),
+            _ => {}
+        }
+    }
+}
+
+/// One dialog in flight, as `GET /v1/calls` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CallInfo {
+    pub call_id: String,
+    pub caller: String,
+    pub callee: String,
+    pub caller_path: SocketAddr,
+    pub callee_path: SocketAddr,
+    pub core: u16,
+    pub duration_ms: u64,
+}

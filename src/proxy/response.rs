@@ -1,0 +1,636 @@
+//! Responses from the branches (RFC 3261 §16.7): provisionals and every
+//! 2xx forwarded at once, the best final chosen once all branches are
+//! done, pending branches CANCELled, the upstream fallback on 503/408
+//! (seed 003), and the dialogs a 2xx creates.
+
+use std::net::SocketAddr;
+
+use super::calls::{Cancel, Role, Target};
+use super::dialogs::{Dialog, Side};
+use super::forward;
+use super::request::{BranchId, CANCEL};
+use super::{Ctx, Handoff, Proxy};
+use crate::addr::PathKey;
+use crate::sip::{self, writer, Message};
+use crate::timer::Timer;
+use crate::transaction::{ClientTransaction, Kind, State};
+
+impl Proxy {
+    /// A response whose top Via branch is one of ours (`BranchId::parse`
+    /// succeeded); `false` when it is not a proxy branch at all.
+    pub fn on_response(
+        &mut self,
+        msg: &Message<'_>,
+        branch: &str,
+        raw: &[u8],
+        local: u8,
+        remote: SocketAddr,
+        cx: &mut Ctx<'_>,
+    ) -> bool {
+        if branch.starts_with(super::request::STATELESS_PREFIX) {
+            return true; // an answer to a BYE of ours: nothing waits for it
+        }
+        let Some(id) = BranchId::parse(branch) else {
+            return false;
+        };
+        if id.core != self.core {
+            self.stats.handoffs += 1;
+            self.handoffs.push(Handoff {
+                core: id.core,
+                local,
+                remote,
+                bytes: raw.into(),
+            });
+            return true;
+        }
+        let Some(code) = msg.status() else {
+            return true;
+        };
+        let i = usize::from(id.index);
+        let t = self.cfg.timers;
+        let (slot, nonce) = (id.slot, id.nonce);
+        if msg.cseq().is_ok_and(|c| c.method == sip::Method::Cancel) {
+            self.on_cancel_response(slot, nonce, i, code, cx);
+            return true;
+        }
+        let Some(call) = self.calls.get_mut(slot, nonce) else {
+            return true;
+        };
+        let Some(b) = call.branches.get_mut(i) else {
+            return true;
+        };
+        let out = b.tx.on_response(code, cx.now, &t);
+        if let Some(h) = b.timer.take() {
+            cx.timers.cancel(h);
+        }
+        b.timer = out.next_deadline.map(|at| {
+            cx.timers.arm(
+                at,
+                Timer::Proxy {
+                    slot,
+                    what: super::request::CLIENT + id.index,
+                    nonce,
+                },
+            )
+        });
+        if out.ack {
+            if let Ok(sent) = sip::parse(&b.bytes) {
+                forward::ack(&mut self.buf, &sent, msg);
+                Self::send(cx.out, &self.buf, b.target.to);
+            }
+        }
+        let Some(code) = out.deliver else {
+            self.maybe_remove(slot, nonce, cx);
+            return true;
+        };
+        if out.repeated {
+            // RFC 6026: a retransmitted 2xx goes on to the caller, whose
+            // ACK ends it.
+            forward::response(&mut self.buf, msg);
+            Self::send(cx.out, &self.buf, call.src);
+            return true;
+        }
+        match code {
+            100 => {}
+            101..=199 => {
+                b.provisional = true;
+                if let Some(h) = b.timer_c.take() {
+                    cx.timers.cancel(h);
+                    b.timer_c = Some(cx.timers.arm(
+                        cx.now + self.cfg.timer_c_ms,
+                        Timer::Proxy {
+                            slot,
+                            what: super::request::TIMER_C + id.index,
+                            nonce,
+                        },
+                    ));
+                }
+                let cancel = b.cancel_wanted && b.cancel.is_none();
+                if cancel {
+                    self.send_cancel(slot, nonce, i, cx);
+                }
+                self.pass_response(slot, nonce, code, msg, cx);
+            }
+            200..=299 => {
+                self.branch_done(slot, nonce, i, cx);
+                let first = !self.calls.get(slot, nonce).is_some_and(|c| c.answered);
+                if let Some(c) = self.calls.get_mut(slot, nonce) {
+                    c.answered = true;
+                    c.later.clear();
+                }
+                if first && self.calls.get(slot, nonce).is_some_and(|c| c.invite) {
+                    self.stats.calls_answered += 1;
+                }
+                self.on_success(slot, nonce, i, msg, cx);
+                self.pass_response(slot, nonce, code, msg, cx);
+                self.cancel_pending(slot, nonce, cx);
+            }
+            _ => {
+                self.branch_done(slot, nonce, i, cx);
+                let fallback = self.fallback_for(slot, nonce, i, code);
+                if let Some(to) = fallback {
+                    self.restart_upstream(slot, nonce, to, cx);
+                } else {
+                    let mut bytes = Vec::new();
+                    forward::response(&mut bytes, msg);
+                    self.offer_best(slot, nonce, code, bytes);
+                    if code >= 600 {
+                        if let Some(c) = self.calls.get_mut(slot, nonce) {
+                            c.later.clear();
+                        }
+                        self.cancel_pending(slot, nonce, cx);
+                    }
+                }
+                self.maybe_finish(slot, nonce, cx);
+            }
+        }
+        self.maybe_remove(slot, nonce, cx);
+        true
+    }
+
+    /// Forwards a provisional or 2xx to the sender through the server
+    /// transaction.
+    fn pass_response(
+        &mut self,
+        slot: u32,
+        nonce: u32,
+        code: u16,
+        msg: &Message<'_>,
+        cx: &mut Ctx<'_>,
+    ) {
+        let t = self.cfg.timers;
+        let Some(call) = self.calls.get_mut(slot, nonce) else {
+            return;
+        };
+        if call.finished || !call.server.accepts(code) {
+            return;
+        }
+        forward::response(&mut call.last_response, msg);
+        let out = call.server.on_response(code, cx.now, &t);
+        Self::send(cx.out, &call.last_response, call.src);
+        if code >= 200 {
+            call.finished = true;
+        }
+        self.arm_server(slot, nonce, out.next_deadline, cx);
+    }
+
+    /// Keeps the better of the final responses (§16.7 step 6: a 6xx wins,
+    /// else the lowest class; the first of a class stays).
+    pub(super) fn offer_best(&mut self, slot: u32, nonce: u32, code: u16, bytes: Vec<u8>) {
+        let Some(call) = self.calls.get_mut(slot, nonce) else {
+            return;
+        };
+        let better = match &call.best {
+            None => true,
+            Some((old, _)) => {
+                let (o, n) = (old / 100, code / 100);
+                o != 6 && (n == 6 || n < o)
+            }
+        };
+        if better {
+            call.best = Some((code, bytes));
+        }
+    }
+
+    /// Marks branch `i` as finished (its timer C is no longer needed).
+    pub(super) fn branch_done(&mut self, slot: u32, nonce: u32, i: usize, cx: &mut Ctx<'_>) {
+        if let Some(b) = self
+            .calls
+            .get_mut(slot, nonce)
+            .and_then(|c| c.branches.get_mut(i))
+        {
+            b.done = true;
+            if let Some(h) = b.timer_c.take() {
+                cx.timers.cancel(h);
+            }
+        }
+    }
+
+    /// Seed 003: the primary upstream's 503 or 408 (or silence) sends the
+    /// request to the fallback.
+    pub(super) fn fallback_for(
+        &self,
+        slot: u32,
+        nonce: u32,
+        i: usize,
+        code: u16,
+    ) -> Option<SocketAddr> {
+        let call = self.calls.get(slot, nonce)?;
+        let b = call.branches.get(i)?;
+        let fallback = *self.cfg.upstream.get(1)?;
+        (b.target.upstream == Some(0)
+            && matches!(code, 503 | 408)
+            && !call.cancelled
+            && !call.answered)
+            .then_some(fallback)
+    }
+
+    pub(super) fn restart_upstream(
+        &mut self,
+        slot: u32,
+        nonce: u32,
+        to: SocketAddr,
+        cx: &mut Ctx<'_>,
+    ) {
+        let Some(call) = self.calls.get(slot, nonce) else {
+            return;
+        };
+        let request = call.request.clone();
+        let Ok(msg) = sip::parse(&request) else {
+            return;
+        };
+        let target = Target {
+            to: PathKey::new(0, to),
+            uri: None,
+            path: None,
+            device_core: None,
+            group: 0,
+            upstream: Some(1),
+        };
+        self.start_branch(slot, nonce, &msg, target, cx);
+    }
+
+    /// Once no branch is pending: the next forking group, or the best
+    /// final response to the sender.
+    pub(super) fn maybe_finish(&mut self, slot: u32, nonce: u32, cx: &mut Ctx<'_>) {
+        let Some(call) = self.calls.get_mut(slot, nonce) else {
+            return;
+        };
+        if call.pending() > 0 || call.finished {
+            return;
+        }
+        if call.answered {
+            return;
+        }
+        if !call.later.is_empty() && !call.cancelled {
+            let group = call.later[0].group;
+            let next: Vec<Target> = call
+                .later
+                .iter()
+                .filter(|t| t.group == group)
+                .cloned()
+                .collect();
+            call.later.retain(|t| t.group != group);
+            let request = call.request.clone();
+            if let Ok(msg) = sip::parse(&request) {
+                for t in next {
+                    self.start_branch(slot, nonce, &msg, t, cx);
+                }
+                return;
+            }
+        }
+        let (code, mut bytes) = call.best.take().unwrap_or_default();
+        if code == 0 {
+            // Every branch timed out (or was cancelled before it rang).
+            let (code, reason) = if call.cancelled {
+                (487, "Request Terminated")
+            } else {
+                (408, "Request Timeout")
+            };
+            let request = call.request.clone();
+            let Ok(req) = sip::parse(&request) else {
+                return;
+            };
+            let tag = self.ids.tag();
+            writer::response_to(
+                &mut bytes,
+                &req,
+                code,
+                reason,
+                Some(&tag),
+                Some(call.src.remote()),
+            )
+            .finish(None);
+            return self.send_final(slot, nonce, code, bytes, cx);
+        }
+        self.send_final(slot, nonce, code, bytes, cx);
+    }
+
+    fn send_final(&mut self, slot: u32, nonce: u32, code: u16, bytes: Vec<u8>, cx: &mut Ctx<'_>) {
+        let t = self.cfg.timers;
+        let Some(call) = self.calls.get_mut(slot, nonce) else {
+            return;
+        };
+        if !call.server.accepts(code) {
+            return;
+        }
+        let out = call.server.on_response(code, cx.now, &t);
+        Self::send(cx.out, &bytes, call.src);
+        call.last_response = bytes;
+        call.finished = true;
+        if call.invite && code >= 300 {
+            let class = usize::from(code / 100).clamp(3, 6) - 3;
+            self.stats.calls_failed[class] += 1;
+        }
+        let role = call.role;
+        if let super::calls::Role::InDialog {
+            slot: ds,
+            nonce: dn,
+            ..
+        } = role
+        {
+            // RFC 5057: a 481 or 408 to an in-dialog request ends the dialog.
+            if matches!(code, 481 | 408) {
+                self.end_dialog(ds, dn, cx);
+            }
+        }
+        self.arm_server(slot, nonce, out.next_deadline, cx);
+    }
+
+    /// (Re)arms the server transaction's timer.
+    pub(super) fn arm_server(&mut self, slot: u32, nonce: u32, at: Option<u64>, cx: &mut Ctx<'_>) {
+        let Some(call) = self.calls.get_mut(slot, nonce) else {
+            return;
+        };
+        if let Some(h) = call.server_timer.take() {
+            cx.timers.cancel(h);
+        }
+        call.server_timer = at.map(|at| {
+            cx.timers.arm(
+                at,
+                Timer::Proxy {
+                    slot,
+                    what: 0,
+                    nonce,
+                },
+            )
+        });
+        self.maybe_remove(slot, nonce, cx);
+    }
+
+    /// CANCELs every branch still pending: at once when it has rung, when
+    /// it does otherwise (RFC 3261 §9.1). A branch that never rang counts
+    /// as terminated for the caller's answer.
+    pub(super) fn cancel_pending(&mut self, slot: u32, nonce: u32, cx: &mut Ctx<'_>) {
+        let Some(call) = self.calls.get_mut(slot, nonce) else {
+            return;
+        };
+        if !call.invite {
+            return;
+        }
+        let mut now_cancel = Vec::new();
+        for (i, b) in call.branches.iter_mut().enumerate() {
+            if b.done || b.cancel.is_some() || b.cancel_wanted {
+                continue;
+            }
+            if b.provisional {
+                now_cancel.push(i);
+            } else {
+                b.cancel_wanted = true;
+                b.done = true;
+                if let Some(h) = b.timer_c.take() {
+                    cx.timers.cancel(h);
+                }
+            }
+        }
+        for i in now_cancel {
+            self.send_cancel(slot, nonce, i, cx);
+        }
+    }
+
+    /// Sends a CANCEL for branch `i` as its own client transaction.
+    pub(super) fn send_cancel(&mut self, slot: u32, nonce: u32, i: usize, cx: &mut Ctx<'_>) {
+        let t = self.cfg.timers;
+        let Some(b) = self
+            .calls
+            .get_mut(slot, nonce)
+            .and_then(|c| c.branches.get_mut(i))
+        else {
+            return;
+        };
+        if b.cancel.is_some()
+            || matches!(
+                b.tx.state(),
+                State::Completed | State::Accepted | State::Terminated
+            )
+        {
+            return;
+        }
+        let Ok(sent) = sip::parse(&b.bytes) else {
+            return;
+        };
+        let mut bytes = Vec::with_capacity(512);
+        forward::cancel(&mut bytes, &sent);
+        let (tx, out) = ClientTransaction::start(Kind::NonInvite, cx.now, &t);
+        Self::send(cx.out, &bytes, b.target.to);
+        let timer = out.next_deadline.map(|at| {
+            cx.timers.arm(
+                at,
+                Timer::Proxy {
+                    slot,
+                    what: CANCEL + i as u8,
+                    nonce,
+                },
+            )
+        });
+        b.cancel = Some(Cancel { tx, timer, bytes });
+        // The branch's 487 is what the caller gets; should it never come,
+        // Timer C now bounds the wait at 64·T1 (RFC 3261 §9.1).
+        if let Some(h) = b.timer_c.take() {
+            cx.timers.cancel(h);
+        }
+        b.timer_c = Some(cx.timers.arm(
+            cx.now + t.timeout_ms,
+            Timer::Proxy {
+                slot,
+                what: super::request::TIMER_C + i as u8,
+                nonce,
+            },
+        ));
+    }
+
+    /// A response to one of our CANCELs (its Via is the branch's).
+    pub(super) fn on_cancel_response(
+        &mut self,
+        slot: u32,
+        nonce: u32,
+        i: usize,
+        code: u16,
+        cx: &mut Ctx<'_>,
+    ) {
+        let t = self.cfg.timers;
+        let Some(c) = self
+            .calls
+            .get_mut(slot, nonce)
+            .and_then(|c| c.branches.get_mut(i))
+            .and_then(|b| b.cancel.as_mut())
+        else {
+            return;
+        };
+        let out = c.tx.on_response(code, cx.now, &t);
+        if let Some(h) = c.timer.take() {
+            cx.timers.cancel(h);
+        }
+        c.timer = out.next_deadline.map(|at| {
+            cx.timers.arm(
+                at,
+                Timer::Proxy {
+                    slot,
+                    what: CANCEL + i as u8,
+                    nonce,
+                },
+            )
+        });
+        self.maybe_remove(slot, nonce, cx);
+    }
+
+    /// Frees a transaction once its server side and every client side are over.
+    pub(super) fn maybe_remove(&mut self, slot: u32, nonce: u32, cx: &mut Ctx<'_>) {
+        let Some(call) = self.calls.get(slot, nonce) else {
+            return;
+        };
+        let server_over = call.server.state() == super::server::State::Terminated;
+        let branches_over = call.branches.iter().all(|b| {
+            b.tx.state() == State::Terminated
+                && b.cancel
+                    .as_ref()
+                    .is_none_or(|c| c.tx.state() == State::Terminated)
+        });
+        if !(server_over && branches_over) {
+            return;
+        }
+        if let Some(call) = self.calls.remove(slot, nonce) {
+            let handles = call
+                .branches
+                .iter()
+                .flat_map(|b| [b.timer, b.timer_c, b.cancel.as_ref().and_then(|c| c.timer)])
+                .chain([call.server_timer]);
+            for h in handles.flatten() {
+                cx.timers.cancel(h);
+            }
+        }
+    }
+
+    /// A 2xx: an INVITE or SUBSCRIBE starts a dialog; a BYE ends one.
+    fn on_success(
+        &mut self,
+        slot: u32,
+        nonce: u32,
+        i: usize,
+        resp: &Message<'_>,
+        cx: &mut Ctx<'_>,
+    ) {
+        let Some(call) = self.calls.get(slot, nonce) else {
+            return;
+        };
+        match call.role {
+            Role::CreatesDialog => {}
+            Role::InDialog {
+                slot: ds,
+                nonce: dn,
+                ends: true,
+            } => return self.end_dialog(ds, dn, cx),
+            _ => return,
+        }
+        let Some(b) = call.branches.get(i) else {
+            return;
+        };
+        let Ok(req) = sip::parse(&call.request) else {
+            return;
+        };
+        let (Ok(from), Ok(to), Ok(call_id), Ok(cseq)) =
+            (req.from(), resp.to(), req.call_id(), req.cseq())
+        else {
+            return;
+        };
+        let contact_of = |m: &Message<'_>| -> Box<str> {
+            m.contacts()
+                .next()
+                .and_then(Result::ok)
+                .and_then(|c| c.addr().map(|a| a.uri_raw.into()))
+                .unwrap_or_default()
+        };
+        let caller = Side {
+            path: call.src,
+            device_core: call.src_device.then_some(self.core),
+            tag: from.tag().unwrap_or("").into(),
+            contact: contact_of(&req),
+            aor: from.uri_raw.into(),
+            cseq: cseq.seq,
+        };
+        let callee = Side {
+            path: b.target.to,
+            device_core: b.target.device_core,
+            tag: to.tag().unwrap_or("").into(),
+            contact: contact_of(resp),
+            aor: to.uri_raw.into(),
+            cseq: 0,
+        };
+        let d = Dialog {
+            call_id: call_id.into(),
+            caller,
+            callee,
+            started: cx.now,
+            timer: None,
+            ending: false,
+        };
+        let notes = [
+            d.caller.device_core.map(|c| (c, d.caller.path)),
+            d.callee.device_core.map(|c| (c, d.callee.path)),
+        ];
+        let Some((ds, dn)) = self.dialogs.insert(d) else {
+            return; // a second 2xx of the same dialog
+        };
+        self.stats.dialogs_started += 1;
+        if self.cfg.max_call_ms > 0 {
+            let h = cx.timers.arm(
+                cx.now + self.cfg.max_call_ms,
+                Timer::Dialog {
+                    slot: ds,
+                    nonce: dn,
+                },
+            );
+            if let Some(d) = self.dialogs.get_mut(ds, dn) {
+                d.timer = Some(h);
+            }
+        }
+        for (core, path) in notes.into_iter().flatten() {
+            self.note_path(core, path, true, cx);
+        }
+    }
+
+    /// Ends a dialog: its timer, its paths' dialog states.
+    pub(super) fn end_dialog(&mut self, slot: u32, nonce: u32, cx: &mut Ctx<'_>) {
+        let Some(d) = self.dialogs.remove(slot, nonce) else {
+            return;
+        };
+        self.stats.dialogs_ended += 1;
+        if let Some(h) = d.timer {
+            cx.timers.cancel(h);
+        }
+        for side in [&d.caller, &d.callee] {
+            if let Some(core) = side.device_core {
+                self.note_path(core, side.path, false, cx);
+            }
+        }
+    }
+
+    /// Writes a BYE of ours from `from` to `to` (for `proxy.max_call_s`).
+    pub(super) fn write_bye(&mut self, call_id: &str, from: &Side, to: &Side, sent_by: &str) {
+        let mut branch = String::from(super::request::STATELESS_PREFIX);
+        branch.push_str(&format!("{:x}", self.ids.next_u64()));
+        let head = writer::RequestHead {
+            method: sip::Method::Bye,
+            uri: if to.contact.is_empty() {
+                &to.aor
+            } else {
+                &to.contact
+            },
+            transport: "UDP",
+            sent_by,
+            branch: &branch,
+            from_uri: &from.aor,
+            from_tag: &from.tag,
+            to_uri: &to.aor,
+            to_tag: Some(&to.tag),
+            call_id,
+            cseq: from.cseq.saturating_add(1),
+            max_forwards: 70,
+            contact: None,
+            routes: &[],
+        };
+        let mut w = writer::request(&mut self.buf, &head);
+        w.header_named("Reason", "SIP;cause=200;text=\"call time limit\"");
+        w.finish(None);
+    }
+}
