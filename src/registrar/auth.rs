@@ -1,10 +1,12 @@
-//! SIP digest authentication for REGISTER (RFC 3261 §22, RFC 7616):
-//! stateless nonces (timestamp + HMAC), MD5 and SHA-256, `qop=auth`, stale
-//! detection and `nc` replay protection. Credentials are HA1 hashes, so the
-//! server never holds a password.
+//! SIP digest authentication for REGISTER (401) and for requests a proxy
+//! challenges (407), RFC 3261 §22 and RFC 7616: stateless nonces
+//! (timestamp and HMAC), MD5 and SHA-256, `qop=auth`, stale detection and
+//! `nc` replay protection. Credentials are HA1 hashes, so the server never
+//! holds a password.
 //!
-//! Over 600 lines with its tests (about 220): the nonce, digest and replay
-//! rules are small and interlocked; their tests sit beside them.
+//! Over 900 lines with its tests (about 400): the nonce, digest and replay
+//! rules are small and interlocked, and shared by both challenge kinds;
+//! their tests sit beside them.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -15,7 +17,7 @@ use sha2::Sha256;
 
 use crate::sip::digest::{self, Algorithm, Hex, ResponseInput};
 use crate::sip::writer::Writer;
-use crate::sip::{AuthParams, Checked, Message, Uri};
+use crate::sip::{AuthParams, Checked, HeaderName, Message, Uri};
 
 /// HA1 hashes per user for one realm, loaded from a file.
 ///
@@ -116,12 +118,41 @@ impl Credentials {
 pub enum Verdict<'a> {
     /// Authenticated as this username.
     Authenticated(&'a str),
-    /// Send a 401 challenge; `stale` when the nonce was merely old or reused.
+    /// Send a 401 (or, for [`Challenge::Proxy`], 407) challenge; `stale`
+    /// when the nonce was merely old or reused.
     Challenge { stale: bool },
     /// Credentials were checked and are wrong (403). No detail is disclosed.
     Forbidden,
     /// The Authorization header is malformed (400).
     Malformed,
+}
+
+/// Which header pair a challenge uses (RFC 3261 §22.3): a registrar or UAS
+/// answers 401 with WWW-Authenticate and reads Authorization; a proxy answers
+/// 407 with Proxy-Authenticate and reads Proxy-Authorization. The nonces,
+/// realm, credentials and `nc` records are the same for both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Challenge {
+    Www,
+    Proxy,
+}
+
+impl Challenge {
+    /// The status code of the challenge response.
+    pub fn status(self) -> u16 {
+        match self {
+            Challenge::Www => 401,
+            Challenge::Proxy => 407,
+        }
+    }
+
+    /// The header carrying the challenge.
+    pub fn challenge_header(self) -> &'static str {
+        match self {
+            Challenge::Www => "WWW-Authenticate",
+            Challenge::Proxy => "Proxy-Authenticate",
+        }
+    }
 }
 
 /// Per-core authenticator: a shared nonce secret and credentials, and a
@@ -258,8 +289,41 @@ impl Authenticator {
         source: SocketAddr,
         now_secs: u64,
     ) -> Verdict<'m> {
+        self.check_as(Challenge::Www, msg, checked, source, now_secs)
+    }
+
+    /// Checks the credentials header `which` names: Authorization, or
+    /// Proxy-Authorization. The digest's method is the request's (INVITE for
+    /// an INVITE) and its `uri` must name the Request-URI.
+    pub fn check_as<'m>(
+        &mut self,
+        which: Challenge,
+        msg: &Message<'m>,
+        checked: &Checked<'m>,
+        source: SocketAddr,
+        now_secs: u64,
+    ) -> Verdict<'m> {
         self.purge(now_secs);
-        match &checked.authorization {
+        let first = match which {
+            Challenge::Www => &checked.authorization,
+            Challenge::Proxy => &checked.proxy_authorization,
+        };
+        let ours;
+        let creds = match first {
+            // Proxies in a chain each add credentials for their own realm
+            // (RFC 3261 §22.3): when the first is another realm's, look for
+            // ours among the rest (which `validate` did not parse).
+            Some(a) if which == Challenge::Proxy && a.get("realm") != Some(&*self.realm) => {
+                ours = msg
+                    .header_values(HeaderName::ProxyAuthorization)
+                    .skip(1)
+                    .filter_map(|v| AuthParams::parse(v, "Proxy-Authorization").ok())
+                    .find(|a| a.is_digest() && a.get("realm") == Some(&*self.realm));
+                ours.as_ref().or(first.as_ref())
+            }
+            _ => first.as_ref(),
+        };
+        match creds {
             Some(a) if a.is_digest() => {
                 self.check_digest(msg, a, checked.request_uri.as_ref(), source, now_secs)
             }
@@ -371,12 +435,25 @@ impl Authenticator {
         now_secs: u64,
         source: SocketAddr,
     ) {
+        self.write_challenge_as(Challenge::Www, w, stale, now_secs, source);
+    }
+
+    /// Adds the challenges in the header `which` names (WWW-Authenticate
+    /// or Proxy-Authenticate), one per algorithm, SHA-256 first.
+    pub fn write_challenge_as(
+        &self,
+        which: Challenge,
+        w: &mut Writer<'_>,
+        stale: bool,
+        now_secs: u64,
+        source: SocketAddr,
+    ) {
         let nonce = self.nonce(now_secs, source);
         let nonce = std::str::from_utf8(&nonce).unwrap_or("");
         let stale = if stale { ", stale=true" } else { "" };
         for &alg in &self.algorithms {
             w.header_parts(
-                "WWW-Authenticate",
+                which.challenge_header(),
                 &[
                     "Digest realm=\"",
                     &self.realm,
@@ -631,6 +708,201 @@ From: <sip:alice@tether>;tag=1\r\nTo: <sip:alice@tether>\r\nCall-ID: c\r\nCSeq: 
         assert_eq!(
             check(&mut a, &parse(&req).unwrap(), 1001),
             Verdict::Challenge { stale: false }
+        );
+    }
+
+    fn invite_with(extra: &str) -> Vec<u8> {
+        format!(
+            "INVITE sip:bob@tether SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK2\r\n\
+From: <sip:alice@tether>;tag=1\r\nTo: <sip:bob@tether>\r\nCall-ID: i\r\nCSeq: 2 INVITE\r\n{extra}\r\n"
+        )
+        .into_bytes()
+    }
+
+    /// A credentials line as a client computes it for the INVITE above
+    /// (uri the Request-URI), `header` and `method` as given.
+    fn invite_authz(
+        header: &str,
+        method: &str,
+        alg: Algorithm,
+        realm: &str,
+        nonce: &str,
+        nc: &str,
+    ) -> String {
+        let v = digest::authorization(&digest::Answer {
+            alg,
+            username: "alice",
+            password: "s3cret",
+            realm,
+            nonce,
+            opaque: None,
+            method,
+            uri: "sip:bob@tether",
+            qop_auth: Some((nc, "0a4f113b")),
+        });
+        format!("{header}: {v}\r\n")
+    }
+
+    fn proxy_authz(alg: Algorithm, realm: &str, nonce: &str, nc: &str) -> String {
+        invite_authz("Proxy-Authorization", "INVITE", alg, realm, nonce, nc)
+    }
+
+    fn check_proxy<'m>(a: &mut Authenticator, m: &Message<'m>, now: u64) -> Verdict<'m> {
+        let src = SRC.parse().unwrap();
+        a.check_as(Challenge::Proxy, m, &m.validate().unwrap(), src, now)
+    }
+
+    /// The nonce of the first challenge `write_challenge_as` writes.
+    fn challenge_nonce(a: &Authenticator, which: Challenge, now: u64) -> (String, String) {
+        let mut buf = Vec::new();
+        let mut w = Writer::response(&mut buf, which.status(), "Challenge");
+        a.write_challenge_as(which, &mut w, false, now, SRC.parse().unwrap());
+        w.finish(None);
+        let text = String::from_utf8(buf).unwrap();
+        let line = text.lines().nth(1).unwrap();
+        let (_, value) = line.split_once(": ").unwrap();
+        let nonce = AuthParams::parse(value, "x")
+            .unwrap()
+            .get("nonce")
+            .unwrap()
+            .to_owned();
+        (text, nonce)
+    }
+
+    #[test]
+    fn a_407_round_trip_authenticates_an_invite_with_md5_and_sha256() {
+        let mut a = auth();
+        let (text, nonce) = challenge_nonce(&a, Challenge::Proxy, 1000);
+        assert!(text.starts_with("SIP/2.0 407 "), "{text}");
+        assert_eq!(
+            text.matches("\r\nProxy-Authenticate: Digest realm=\"tether\", nonce=")
+                .count(),
+            2,
+            "{text}"
+        );
+        assert!(!text.contains("WWW-Authenticate"), "{text}");
+        for (alg, nc) in [
+            (Algorithm::Md5, "00000001"),
+            (Algorithm::Sha256, "00000002"),
+        ] {
+            let req = invite_with(&proxy_authz(alg, "tether", &nonce, nc));
+            assert_eq!(
+                check_proxy(&mut a, &parse(&req).unwrap(), 1001),
+                Verdict::Authenticated("alice"),
+                "{alg:?}"
+            );
+        }
+        // HA2 takes the request's method: a digest made for REGISTER fails.
+        let wrong = invite_authz(
+            "Proxy-Authorization",
+            "REGISTER",
+            Algorithm::Md5,
+            "tether",
+            &nonce,
+            "00000003",
+        );
+        let req = invite_with(&wrong);
+        assert_eq!(
+            check_proxy(&mut a, &parse(&req).unwrap(), 1001),
+            Verdict::Forbidden
+        );
+    }
+
+    #[test]
+    fn the_www_challenge_is_unchanged_by_the_proxy_variant() {
+        let a = auth();
+        let (text, _) = challenge_nonce(&a, Challenge::Www, 1000);
+        assert_eq!(
+            text.matches("\r\nWWW-Authenticate: Digest realm=\"tether\", nonce=")
+                .count(),
+            2,
+            "{text}"
+        );
+        assert!(
+            text.contains("algorithm=SHA-256, qop=\"auth\"\r\n"),
+            "{text}"
+        );
+        assert!(!text.contains("Proxy-Authenticate"), "{text}");
+    }
+
+    #[test]
+    fn proxy_credentials_for_another_realm_get_a_challenge() {
+        let mut a = auth();
+        let nonce = a.nonce(1000, SRC.parse().unwrap());
+        let nonce = std::str::from_utf8(&nonce).unwrap();
+        let req = invite_with(&proxy_authz(Algorithm::Md5, "elsewhere", nonce, "00000001"));
+        assert_eq!(
+            check_proxy(&mut a, &parse(&req).unwrap(), 1001),
+            Verdict::Challenge { stale: false }
+        );
+        // Behind another proxy's credentials, ours are still found (§22.3).
+        let other = proxy_authz(Algorithm::Md5, "elsewhere", nonce, "00000001");
+        let ours = proxy_authz(Algorithm::Md5, "tether", nonce, "00000001");
+        let req = invite_with(&format!("{other}{ours}"));
+        assert_eq!(
+            check_proxy(&mut a, &parse(&req).unwrap(), 1001),
+            Verdict::Authenticated("alice")
+        );
+    }
+
+    #[test]
+    fn authorization_is_not_proxy_authorization() {
+        let mut a = auth();
+        let nonce = a.nonce(1000, SRC.parse().unwrap());
+        let nonce = std::str::from_utf8(&nonce).unwrap();
+        let www = invite_authz(
+            "Authorization",
+            "INVITE",
+            Algorithm::Md5,
+            "tether",
+            nonce,
+            "00000001",
+        );
+        let req = invite_with(&www);
+        let m = parse(&req).unwrap();
+        assert_eq!(
+            check_proxy(&mut a, &m, 1001),
+            Verdict::Challenge { stale: false }
+        );
+        // And the other way round: a registrar's check ignores Proxy-Authorization.
+        let req = invite_with(&proxy_authz(Algorithm::Md5, "tether", nonce, "00000001"));
+        assert_eq!(
+            check(&mut a, &parse(&req).unwrap(), 1001),
+            Verdict::Challenge { stale: false }
+        );
+    }
+
+    #[test]
+    fn proxy_auth_detects_a_stale_nonce_and_a_replayed_nc() {
+        let mut a = auth();
+        let nonce = a.nonce(1000, SRC.parse().unwrap());
+        let nonce = std::str::from_utf8(&nonce).unwrap();
+        let req = invite_with(&proxy_authz(Algorithm::Sha256, "tether", nonce, "00000001"));
+        let m = parse(&req).unwrap();
+        assert_eq!(
+            check_proxy(&mut a, &m, 1400),
+            Verdict::Challenge { stale: true }
+        );
+        assert_eq!(
+            check_proxy(&mut a, &m, 1001),
+            Verdict::Authenticated("alice")
+        );
+        assert_eq!(
+            check_proxy(&mut a, &m, 1002),
+            Verdict::Challenge { stale: true }
+        );
+        // The nc record is shared: the same nonce and nc in an Authorization is a replay too.
+        let www = invite_authz(
+            "Authorization",
+            "INVITE",
+            Algorithm::Sha256,
+            "tether",
+            nonce,
+            "00000001",
+        );
+        assert_eq!(
+            check(&mut a, &parse(&invite_with(&www)).unwrap(), 1002),
+            Verdict::Challenge { stale: true }
         );
     }
 
