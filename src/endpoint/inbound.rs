@@ -50,6 +50,7 @@ impl Endpoint {
                 timers: &mut self.timers,
                 out: &mut self.transmits,
                 keepalive: &mut self.keepalive,
+                auth: self.registrar.authenticator(),
             };
             if self
                 .proxy
@@ -88,6 +89,7 @@ impl Endpoint {
                 timers: &mut self.timers,
                 out: &mut self.transmits,
                 keepalive: &mut self.keepalive,
+                auth: self.registrar.authenticator(),
             };
             self.proxy
                 .on_request(&msg, &checked, datagram, path, &mut cx);

@@ -283,6 +283,7 @@ impl Core for Endpoint {
                         timers: &mut self.timers,
                         out: &mut self.transmits,
                         keepalive: &mut self.keepalive,
+                        auth: self.registrar.authenticator(),
                     };
                     self.proxy.on_timer(t, &mut cx);
                 }

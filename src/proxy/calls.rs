@@ -105,6 +105,8 @@ pub struct Call {
     pub pop: usize,
     /// See `request::loop_hash`.
     pub loop_hash: u32,
+    /// We authenticated the sender: its Proxy-Authorization stops here.
+    pub strip_auth: bool,
 }
 
 impl Call {

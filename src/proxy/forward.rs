@@ -23,6 +23,8 @@ pub struct Rewrite<'x> {
     pub pop_routes: usize,
     /// Route values to put on top, in order (a binding's Path).
     pub push_routes: &'x str,
+    /// Drop Proxy-Authorization: the credentials were for us.
+    pub strip_proxy_auth: bool,
 }
 
 /// Writes `msg` rewritten per `r` into `out`.
@@ -46,6 +48,7 @@ pub fn request(out: &mut Vec<u8>, msg: &Message<'_>, r: &Rewrite<'_>) {
     for h in msg.headers() {
         match h.name {
             HeaderName::ContentLength => {}
+            HeaderName::ProxyAuthorization if r.strip_proxy_auth => {}
             HeaderName::MaxForwards => {
                 max_forwards = true;
                 let n = h.value.trim().parse::<u32>().unwrap_or(70).clamp(1, 255);
@@ -212,6 +215,7 @@ Content-Length: 4\r\n\r\nv=0\n";
                 record_route: Some("sip:tok@203.0.113.1:5060;lr"),
                 pop_routes: 1,
                 push_routes: "<sip:edge.example.org;lr>",
+                strip_proxy_auth: false,
             },
         );
         let f = parse(&out).unwrap();

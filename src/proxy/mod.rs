@@ -163,6 +163,8 @@ pub struct Ctx<'e> {
     pub timers: &'e mut Timers,
     pub out: &'e mut Transmits,
     pub keepalive: &'e mut Keepalive,
+    /// The registrar's digest authenticator, when `auth.enabled`.
+    pub auth: Option<&'e mut crate::registrar::auth::Authenticator>,
 }
 
 /// One core's stateful proxy.

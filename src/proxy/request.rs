@@ -101,10 +101,10 @@ fn hash_of(s: &str) -> u64 {
 impl Proxy {
     /// A request of a method the proxy handles. Every answer (and every
     /// forwarded request) goes out through `cx.out`.
-    pub fn on_request(
+    pub fn on_request<'m>(
         &mut self,
-        msg: &Message<'_>,
-        checked: &Checked<'_>,
+        msg: &Message<'m>,
+        checked: &Checked<'m>,
         raw: &[u8],
         src: PathKey,
         cx: &mut Ctx<'_>,
@@ -129,6 +129,15 @@ impl Proxy {
         }
         if checked.to.tag().is_some() {
             return self.in_dialog(msg, checked, raw, src, id, cx);
+        }
+        let challenged = matches!(method, Method::Invite | Method::Message | Method::Subscribe);
+        let mut authenticated = false;
+        if challenged && !self.trusted(src.remote().ip()) {
+            match self.authenticate(msg, checked, src, cx) {
+                Some(true) => authenticated = true,
+                Some(false) => return,
+                None => {}
+            }
         }
         if invite {
             self.stats.calls_attempted += 1;
@@ -161,7 +170,48 @@ impl Proxy {
                 cx,
             );
         }
-        self.out_of_dialog(msg, checked, raw, src, id, cx);
+        self.out_of_dialog(msg, checked, raw, src, id, authenticated, cx);
+    }
+
+    /// RFC 3261 §22.3 with the registrar's stateless nonces: `None` when
+    /// authentication is off, `Some(true)` when the request may go on,
+    /// `Some(false)` when it was answered (407, 403 or 400).
+    fn authenticate<'m>(
+        &mut self,
+        msg: &Message<'m>,
+        checked: &Checked<'m>,
+        src: PathKey,
+        cx: &mut Ctx<'_>,
+    ) -> Option<bool> {
+        use crate::registrar::auth::{Challenge, Verdict};
+        let now_secs = cx.now / 1000;
+        let auth = cx.auth.as_deref_mut()?;
+        let (code, reason, stale) =
+            match auth.check_as(Challenge::Proxy, msg, checked, src.remote(), now_secs) {
+                Verdict::Authenticated(_) => return Some(true),
+                Verdict::Challenge { stale } => (407, "Proxy Authentication Required", stale),
+                Verdict::Forbidden => (403, "Forbidden", false),
+                Verdict::Malformed => (400, "Malformed Proxy-Authorization", false),
+            };
+        let tag = self.ids.tag();
+        let mut w = writer::response_to_checked(
+            &mut self.buf,
+            msg,
+            checked,
+            code,
+            reason,
+            Some(&tag),
+            Some(src.remote()),
+        );
+        if code == 407 {
+            auth.write_challenge_as(Challenge::Proxy, &mut w, stale, now_secs, src.remote());
+        }
+        w.finish(None);
+        Self::send(cx.out, &self.buf, src);
+        if code == 403 {
+            self.stats.refused += 1;
+        }
+        Some(false)
     }
 
     /// A retransmitted request: the server transaction answers it.
@@ -423,6 +473,7 @@ impl Proxy {
                     record_route: None,
                     pop_routes: pop,
                     push_routes: "",
+                    strip_proxy_auth: false,
                 },
             );
             Self::send(cx.out, &self.buf, target.to);
@@ -442,11 +493,13 @@ impl Proxy {
             role,
             pop,
             smallvec::smallvec![target],
+            false,
             cx,
         );
     }
 
     /// A request outside any dialog: to a served user's bindings, or upstream.
+    #[allow(clippy::too_many_arguments)]
     fn out_of_dialog(
         &mut self,
         msg: &Message<'_>,
@@ -454,6 +507,7 @@ impl Proxy {
         raw: &[u8],
         src: PathKey,
         id: String,
+        authenticated: bool,
         cx: &mut Ctx<'_>,
     ) {
         let (pop, _, foreign) = self.our_routes(msg);
@@ -499,9 +553,9 @@ impl Proxy {
                         cx.keepalive.state(&src),
                         PathState::RegistrationOnly | PathState::DialogAndRegistration
                     );
-                    if !trusted && !registered {
-                        // No open relay: only the core and registered
-                        // devices reach other domains.
+                    if !trusted && !registered && !authenticated {
+                        // No open relay: only the core, authenticated and
+                        // registered devices reach other domains.
                         self.stats.refused += 1;
                         return self.reply(msg, checked, src, 403, "Relaying Denied", None, cx);
                     }
@@ -518,7 +572,10 @@ impl Proxy {
         } else {
             Role::Plain
         };
-        self.start_call(msg, checked, raw, src, id, role, pop, targets, cx);
+        let strip_auth = authenticated;
+        self.start_call(
+            msg, checked, raw, src, id, role, pop, targets, strip_auth, cx,
+        );
     }
 
     /// A Request-URI without a user, naming a domain we serve or our own
@@ -610,6 +667,7 @@ impl Proxy {
         role: Role,
         pop: usize,
         mut targets: SmallVec<[Target; 2]>,
+        strip_auth: bool,
         cx: &mut Ctx<'_>,
     ) {
         let invite = msg.method() == Some(Method::Invite);
@@ -654,6 +712,7 @@ impl Proxy {
             started: cx.now,
             pop,
             loop_hash: loop_hash(msg, checked),
+            strip_auth,
         };
         let (slot, nonce) = self.calls.insert(call);
         self.stats.transactions += 1;
@@ -734,6 +793,7 @@ impl Proxy {
                 record_route: rr.as_deref(),
                 pop_routes: call.pop,
                 push_routes: target.path.as_deref().unwrap_or(""),
+                strip_proxy_auth: call.strip_auth,
             },
         );
         let invite = call.invite;

@@ -19,6 +19,7 @@ fn addr(s: &str) -> SocketAddr {
 
 struct Net {
     ep: Endpoint,
+    dir: Arc<Directory>,
     now: u64,
 }
 
@@ -30,11 +31,20 @@ impl Net {
     }
 
     fn core(core: u16, section: ProxySection, dir: Arc<Directory>) -> Net {
+        Net::build(core, section, dir, None)
+    }
+
+    fn build(
+        core: u16,
+        section: ProxySection,
+        dir: Arc<Directory>,
+        auth: Option<crate::registrar::auth::Authenticator>,
+    ) -> Net {
         let reg = Registrar::new(
             core,
             Arc::new(crate::registrar::Policy::default()),
             dir.clone(),
-            None,
+            auth,
         );
         let ka = Keepalive::new(
             nat::KeepaliveConfig {
@@ -53,9 +63,13 @@ impl Net {
         );
         let cfg =
             ProxyConfig::from_section(&section, &["example.com".to_string()], Default::default());
-        let proxy = Proxy::new(core, Arc::new(cfg), dir, [3; 32], &addrs, 9);
+        let proxy = Proxy::new(core, Arc::new(cfg), dir.clone(), [3; 32], &addrs, 9);
         let ep = Endpoint::new(Limits::default(), 7, reg, ka, notify, addrs).with_proxy(proxy);
-        Net { ep, now: 1_000 }
+        Net {
+            ep,
+            dir,
+            now: 1_000,
+        }
     }
 
     fn send(&mut self, from: &str, bytes: &[u8]) -> Vec<Sent> {
@@ -262,6 +276,10 @@ fn a_call_reaches_a_natted_callee_and_in_dialog_requests_follow_the_flow() {
 }
 
 impl Net {
+    fn dir(&self) -> Arc<Directory> {
+        self.dir.clone()
+    }
+
     fn ep_state(&self, a: &str) -> PathState {
         self.ep.path_state(&PathKey::new(0, addr(a)))
     }
@@ -529,4 +547,70 @@ fn a_dialog_of_another_core_is_handed_to_it() {
         })
         .unwrap();
     assert_eq!((note.core, note.started), (0, true));
+}
+
+#[test]
+fn with_auth_a_device_invite_is_challenged_with_407_and_the_answer_routed() {
+    use crate::registrar::auth::{Authenticator, Credentials};
+    use crate::sip::digest::{self, Algorithm};
+    let creds = Credentials::from_passwords("tether", [("alice", "secret")]);
+    let auth = Authenticator::new("tether".into(), Arc::new(creds), [1; 32], 300);
+    let dir = Arc::new(Directory::new());
+    let mut n = Net::build(0, ProxySection::default(), dir.clone(), Some(auth));
+    // Bob's binding, put straight into the directory (his REGISTER would
+    // need credentials too).
+    let mut other = Net::core(1, ProxySection::default(), dir);
+    other.register("bob", "10.0.0.2:5062", "10.0.0.2:5062");
+    let out = n.send("10.0.0.1:5061", &invite("bob", "p1", ""));
+    let m = sip::parse(&out[0].0).unwrap();
+    assert_eq!(m.status(), Some(407));
+    let challenge = m.header_by_name("Proxy-Authenticate").unwrap().to_owned();
+    let nonce = challenge
+        .split("nonce=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    let value = digest::authorization(&digest::Answer {
+        alg: Algorithm::Md5,
+        username: "alice",
+        password: "secret",
+        realm: "tether",
+        nonce,
+        opaque: None,
+        method: "INVITE",
+        uri: "sip:bob@example.com",
+        qop_auth: Some(("00000001", "c0ffee")),
+    });
+    let header = format!("Proxy-Authorization: {value}\r\n");
+    let out = n.send("10.0.0.1:5061", &invite("bob", "p2", &header));
+    let fwd = one_to(&out, "10.0.0.2:5062");
+    let f = sip::parse(&fwd).unwrap();
+    assert!(
+        f.header(HeaderName::ProxyAuthorization).is_none(),
+        "our credentials stop here"
+    );
+    // A wrong password: 403, nothing forwarded.
+    let bad = value.replace("response=\"", "response=\"0");
+    let out = n.send(
+        "10.0.0.1:5061",
+        &invite("bob", "p3", &format!("Proxy-Authorization: {bad}\r\n")),
+    );
+    assert!(
+        matches!(status(&out[0].0), 403 | 400 | 407),
+        "{}",
+        text(&out[0].0)
+    );
+    assert!(out.iter().all(|(_, a)| *a != addr("10.0.0.2:5062")));
+    // The trusted core is never challenged.
+    let s = ProxySection {
+        trusted: vec!["10.9.0.0/16".into()],
+        ..Default::default()
+    };
+    let creds = Credentials::from_passwords("tether", [("alice", "secret")]);
+    let auth = Authenticator::new("tether".into(), Arc::new(creds), [1; 32], 300);
+    let mut t = Net::build(0, s, other.dir(), Some(auth));
+    let out = t.send("10.9.0.1:5061", &invite("bob", "p4", ""));
+    assert_eq!(status(&one_to(&out, "10.9.0.1:5061")), 100);
 }

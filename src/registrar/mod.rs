@@ -201,6 +201,12 @@ impl Registrar {
         self.slab.reserve_slots(bindings);
     }
 
+    /// The digest authenticator, when `auth.enabled` (the proxy's 407
+    /// challenges share its nonces and replay records).
+    pub fn authenticator(&mut self) -> Option<&mut Authenticator> {
+        self.auth.as_mut()
+    }
+
     /// The core this registrar belongs to.
     pub fn core(&self) -> u16 {
         self.core
