@@ -262,6 +262,7 @@ impl Sim {
                 Event::JobPartFinished => {}
                 Event::Handoff(h) => panic!("one core hands nothing off: {h:?}"),
                 Event::PathNote(n) => panic!("one core notes its own paths: {n:?}"),
+                Event::Calls(..) => {}
             }
         }
     }

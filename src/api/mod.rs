@@ -190,6 +190,8 @@ impl Service {
                     ("DELETE", ["notify", id]) => self.cancel(id, client),
                     (_, ["notify", _]) => method_not_allowed("GET, DELETE"),
                     ("GET", ["registrations", target]) => self.registrations(target),
+                    ("GET", ["calls"]) => self.calls(query),
+                    (_, ["calls"]) => method_not_allowed("GET"),
                     (_, ["registrations", _]) => method_not_allowed("GET"),
                     _ => ApiResponse::error(404, "no such resource"),
                 }
@@ -398,6 +400,58 @@ impl Service {
         }
         job.cancel();
         ApiResponse::json(202, job_json(&job, None))
+    }
+
+    /// `GET /v1/calls?offset=N&limit=M`: the dialogs in flight on every
+    /// core, asked through the inboxes (a core that does not answer within
+    /// a second is reported as missing rather than waited for).
+    fn calls(&self, query: &str) -> ApiResponse {
+        let param = |name: &str, default: usize| {
+            query
+                .split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .find(|(k, _)| *k == name)
+                .and_then(|(_, v)| v.parse::<usize>().ok())
+                .unwrap_or(default)
+        };
+        let (offset, limit) = (param("offset", 0), param("limit", 100).clamp(1, 1000));
+        let (tx, rx) = crossbeam_channel::bounded(self.ctl.inboxes.len());
+        let asked = self
+            .ctl
+            .inboxes
+            .iter()
+            .filter(|inbox| inbox.try_send(Command::Calls(tx.clone())).is_ok())
+            .count();
+        drop(tx);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        let mut all = Vec::new();
+        let mut answered = 0;
+        while answered < asked {
+            match rx.recv_deadline(deadline) {
+                Ok(list) => {
+                    all.extend(list);
+                    answered += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        all.sort_by(|a, b| {
+            b.duration_ms
+                .cmp(&a.duration_ms)
+                .then(a.call_id.cmp(&b.call_id))
+        });
+        let total = all.len();
+        let page: Vec<_> = all.into_iter().skip(offset).take(limit).collect();
+        ApiResponse::json(
+            200,
+            json!({
+                "total": total,
+                "offset": offset,
+                "limit": limit,
+                "cores_missing": self.ctl.inboxes.len() - answered,
+                "calls": page,
+            }),
+        )
     }
 
     fn registrations(&self, target: &str) -> ApiResponse {

@@ -274,3 +274,45 @@ fn kept_job_devices_are_bounded() {
         refused.body
     );
 }
+
+#[test]
+fn calls_are_gathered_from_every_core_and_paged() {
+    let r = rig(&[]);
+    // Two fake cores answer the way a worker routes `Event::Calls`.
+    let mut threads = Vec::new();
+    for (core, rx) in r.rx.iter().cloned().enumerate() {
+        threads.push(std::thread::spawn(move || {
+            if let Ok(Command::Calls(reply)) = rx.recv_timeout(std::time::Duration::from_secs(5)) {
+                let list = (0..3)
+                    .map(|i| crate::proxy::CallInfo {
+                        call_id: format!("c{core}-{i}"),
+                        caller: "sip:a@example.net".into(),
+                        callee: "sip:b@example.net".into(),
+                        caller_path: "192.0.2.1:5060".parse().unwrap(),
+                        callee_path: "192.0.2.2:5060".parse().unwrap(),
+                        core: core as u16,
+                        duration_ms: (core * 10 + i) as u64,
+                    })
+                    .collect();
+                reply.send(list).unwrap();
+            }
+        }));
+    }
+    let resp = call(&r, "GET", "/v1/calls?offset=1&limit=2", Some(TOKEN), "");
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(resp.status, 200);
+    let v = json(&resp);
+    assert_eq!(v["total"], 6);
+    assert_eq!(v["cores_missing"], 0);
+    let ids: Vec<_> = v["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["call_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, ["c1-1", "c1-0"], "longest first, paged");
+    // Without a token: 401, like every /v1 resource.
+    assert_eq!(call(&r, "GET", "/v1/calls", None, "").status, 401);
+}

@@ -85,6 +85,9 @@ pub enum Command {
     Datagram(Handoff),
     /// A dialog started or ended on a NAT path this core keeps.
     PathNote(PathNote),
+    /// List this core's dialogs (`GET /v1/calls`); the answer goes back
+    /// as [`Event::Calls`].
+    Calls(crossbeam_channel::Sender<Vec<crate::proxy::CallInfo>>),
 }
 
 /// Something a core tells the runtime.
@@ -102,6 +105,11 @@ pub enum Event {
     Handoff(Handoff),
     /// Tell core `note.core` about a dialog on its path ([`Command::PathNote`]).
     PathNote(PathNote),
+    /// This core's dialogs, for whoever asked with [`Command::Calls`].
+    Calls(
+        crossbeam_channel::Sender<Vec<crate::proxy::CallInfo>>,
+        Vec<crate::proxy::CallInfo>,
+    ),
 }
 
 /// Counters of the datagram front door (the subsystems keep their own).
@@ -246,6 +254,10 @@ impl Core for Endpoint {
                 if self.handle(&h.bytes, h.remote, h.local, now) {
                     self.transmits.push(&self.out, h.remote, h.local);
                 }
+            }
+            Command::Calls(reply) => {
+                let list = self.proxy.dialog_list(now);
+                self.events.push_back(Event::Calls(reply, list));
             }
             Command::PathNote(n) => {
                 if n.started {

@@ -180,6 +180,10 @@ impl<C: Core> Worker<C> {
                         peer.send(Command::PathNote(n));
                     }
                 }
+                Event::Calls(reply, list) => {
+                    // The API thread may have given up waiting: nothing to do then.
+                    let _ = reply.try_send(list);
+                }
                 Event::JobPartFinished => self.publish_now = true,
                 Event::JobFinished(job) => {
                     tracing::info!(
