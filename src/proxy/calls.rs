@@ -128,7 +128,9 @@ pub struct Calls {
     free: Vec<u32>,
     live: usize,
     by_via: HashMap<u64, SmallVec<[u32; 1]>>,
-    /// Transactions in flight per source path (flood fairness).
+    /// Transactions per source path still waiting for their final
+    /// response (flood fairness: a finished one lingering for its
+    /// retransmission timers does not count).
     per_source: HashMap<PathKey, u32>,
     next_nonce: u32,
 }
@@ -142,7 +144,7 @@ impl Calls {
         self.live == 0
     }
 
-    /// Transactions from `src` in flight.
+    /// Transactions from `src` not yet answered.
     pub fn from_source(&self, src: &PathKey) -> u32 {
         self.per_source.get(src).copied().unwrap_or(0)
     }
@@ -197,6 +199,27 @@ impl Calls {
         })
     }
 
+    /// The transaction in (slot, nonce) sent its final response.
+    pub fn finish(&mut self, slot: u32, nonce: u32) {
+        let Some(call) = self.get_mut(slot, nonce) else {
+            return;
+        };
+        if std::mem::replace(&mut call.finished, true) {
+            return;
+        }
+        let src = call.src;
+        self.unpend(src);
+    }
+
+    fn unpend(&mut self, src: PathKey) {
+        if let Some(n) = self.per_source.get_mut(&src) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_source.remove(&src);
+            }
+        }
+    }
+
     /// Frees a transaction; its timers must be cancelled by the caller.
     pub fn remove(&mut self, slot: u32, nonce: u32) -> Option<Call> {
         let s = self.slots.get_mut(slot as usize)?;
@@ -206,11 +229,8 @@ impl Calls {
         let call = s.call.take()?;
         self.free.push(slot);
         self.live -= 1;
-        if let Some(n) = self.per_source.get_mut(&call.src) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_source.remove(&call.src);
-            }
+        if !call.finished {
+            self.unpend(call.src);
         }
         if let Some(v) = self.by_via.get_mut(&call.via_key) {
             v.retain(|s| *s != slot);

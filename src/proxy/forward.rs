@@ -5,6 +5,8 @@
 //! in their order. CANCEL and hop-by-hop ACK are built from the request a
 //! branch sent.
 
+use std::net::SocketAddr;
+
 use crate::sip::scan::{find_top_level, CommaList};
 use crate::sip::writer::{push_u32, Writer};
 use crate::sip::{HeaderName, Message, Method, StartLine};
@@ -25,6 +27,9 @@ pub struct Rewrite<'x> {
     pub push_routes: &'x str,
     /// Drop Proxy-Authorization: the credentials were for us.
     pub strip_proxy_auth: bool,
+    /// Where the request came from: stamped on the sender's Via as
+    /// `received` and, when it asked, `rport` (RFC 3261 §18.2.1, RFC 3581).
+    pub source: Option<SocketAddr>,
 }
 
 /// Writes `msg` rewritten per `r` into `out`.
@@ -45,9 +50,16 @@ pub fn request(out: &mut Vec<u8>, msg: &Message<'_>, r: &Rewrite<'_>) {
     }
     let mut routes_written = false;
     let mut max_forwards = false;
+    let mut stamped = r.source.is_none();
     for h in msg.headers() {
         match h.name {
             HeaderName::ContentLength => {}
+            HeaderName::Via if !stamped => {
+                stamped = true;
+                let mut v = String::with_capacity(h.value.len() + 40);
+                stamp_via(&mut v, h.value, r.source);
+                w.header_named(h.raw_name, &v);
+            }
             HeaderName::ProxyAuthorization if r.strip_proxy_auth => {}
             HeaderName::MaxForwards => {
                 max_forwards = true;
@@ -76,6 +88,39 @@ pub fn request(out: &mut Vec<u8>, msg: &Message<'_>, r: &Rewrite<'_>) {
         w.header_u32(HeaderName::MaxForwards, 69);
     }
     finish(w, msg);
+}
+
+/// `value` (a Via line) with its first element stamped: `received=<ip>`
+/// and `rport=<port>` in place of a bare `rport`.
+fn stamp_via(out: &mut String, value: &str, source: Option<SocketAddr>) {
+    let Some(src) = source else {
+        out.push_str(value);
+        return;
+    };
+    let end = find_top_level(value, b',')
+        .ok()
+        .flatten()
+        .unwrap_or(value.len());
+    let (first, rest) = value.split_at(end);
+    let mut asked_rport = false;
+    let mut parts = first.split(';');
+    out.push_str(parts.next().unwrap_or("").trim_end());
+    for p in parts {
+        let name = p.split('=').next().unwrap_or("").trim();
+        if name.eq_ignore_ascii_case("rport") {
+            asked_rport = true;
+        } else if !name.eq_ignore_ascii_case("received") {
+            out.push(';');
+            out.push_str(p.trim());
+        }
+    }
+    out.push_str(";received=");
+    out.push_str(&src.ip().to_string());
+    if asked_rport {
+        out.push_str(";rport=");
+        out.push_str(&src.port().to_string());
+    }
+    out.push_str(rest);
 }
 
 /// Writes response `msg` without its top Via value (ours) into `out`.
@@ -190,7 +235,7 @@ mod tests {
     use crate::sip::parse;
 
     const INVITE: &[u8] = b"INVITE sip:bob@example.com SIP/2.0\r\n\
-Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKa\r\n\
+Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKa;rport\r\n\
 Route: <sip:proxy.example.com;lr>, <sip:next.example.net;lr>\r\n\
 Max-Forwards: 70\r\n\
 From: <sip:alice@example.com>;tag=1\r\n\
@@ -216,6 +261,7 @@ Content-Length: 4\r\n\r\nv=0\n";
                 pop_routes: 1,
                 push_routes: "<sip:edge.example.org;lr>",
                 strip_proxy_auth: false,
+                source: Some("198.51.100.9:4000".parse().unwrap()),
             },
         );
         let f = parse(&out).unwrap();
@@ -223,6 +269,9 @@ Content-Length: 4\r\n\r\nv=0\n";
         assert_eq!(f.request_uri_raw(), Some("sip:bob@198.51.100.7:5070"));
         let vias: Vec<_> = f.vias().map(|v| v.unwrap().sent_by).collect();
         assert_eq!(vias, ["203.0.113.1:5060", "192.0.2.1:5060"]);
+        let sender = f.vias().nth(1).unwrap().unwrap();
+        assert_eq!(sender.received(), Some("198.51.100.9"));
+        assert_eq!(sender.branch(), Some("z9hG4bKa"));
         assert_eq!(f.max_forwards().unwrap(), Some(69));
         let routes: Vec<_> = routes(&f).collect();
         assert_eq!(

@@ -474,6 +474,7 @@ impl Proxy {
                     pop_routes: pop,
                     push_routes: "",
                     strip_proxy_auth: false,
+                    source: Some(src.remote()),
                 },
             );
             Self::send(cx.out, &self.buf, target.to);
@@ -671,8 +672,11 @@ impl Proxy {
         cx: &mut Ctx<'_>,
     ) {
         let invite = msg.method() == Some(Method::Invite);
+        // A dialog's own requests (BYE above all) are never refused for
+        // their source's share: that would leave the call up.
+        let in_dialog = matches!(role, Role::InDialog { .. });
         let full = self.calls.len() >= self.cfg.max_transactions
-            || self.calls.from_source(&src) >= self.cfg.max_per_source
+            || (!in_dialog && self.calls.from_source(&src) >= self.cfg.max_per_source)
             || (role == Role::CreatesDialog && self.dialogs.len() >= self.cfg.max_dialogs);
         if full {
             self.stats.overloaded += 1;
@@ -794,6 +798,7 @@ impl Proxy {
                 pop_routes: call.pop,
                 push_routes: target.path.as_deref().unwrap_or(""),
                 strip_proxy_auth: call.strip_auth,
+                source: Some(call.src.remote()),
             },
         );
         let invite = call.invite;

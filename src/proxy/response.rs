@@ -169,7 +169,7 @@ impl Proxy {
         let out = call.server.on_response(code, cx.now, &t);
         Self::send(cx.out, &call.last_response, call.src);
         if code >= 200 {
-            call.finished = true;
+            self.calls.finish(slot, nonce);
         }
         self.arm_server(slot, nonce, out.next_deadline, cx);
     }
@@ -317,12 +317,12 @@ impl Proxy {
         let out = call.server.on_response(code, cx.now, &t);
         Self::send(cx.out, &bytes, call.src);
         call.last_response = bytes;
-        call.finished = true;
-        if call.invite && code >= 300 {
+        let (invite, role) = (call.invite, call.role);
+        self.calls.finish(slot, nonce);
+        if invite && code >= 300 {
             let class = usize::from(code / 100).clamp(3, 6) - 3;
             self.stats.calls_failed[class] += 1;
         }
-        let role = call.role;
         if let super::calls::Role::InDialog {
             slot: ds,
             nonce: dn,
