@@ -116,13 +116,29 @@ impl Run<'_> {
     }
 }
 
+/// The start of a log file, at most `max` bytes: the first error is the
+/// one that explains the rest.
+fn head(path: PathBuf, max: usize) -> String {
+    let s = std::fs::read_to_string(path).unwrap_or_default();
+    if s.len() <= max {
+        return s;
+    }
+    let end = (0..=max)
+        .rev()
+        .find(|&i| s.is_char_boundary(i))
+        .unwrap_or(0);
+    format!("{}\n[... {} more bytes ...]", &s[..end], s.len() - end)
+}
+
 /// The end of a log file, at most `max` bytes (whole lines).
 fn tail(path: PathBuf, max: usize) -> String {
     let s = std::fs::read_to_string(path).unwrap_or_default();
     if s.len() <= max {
         return s;
     }
-    let cut = s.len() - max;
+    let cut = (s.len() - max..s.len())
+        .find(|&i| s.is_char_boundary(i))
+        .unwrap_or(s.len());
     let start = s[cut..].find('\n').map_or(cut, |i| cut + i + 1);
     format!("[... {start} bytes ...]\n{}", &s[start..])
 }
@@ -160,7 +176,7 @@ fn finish(dir: &TempDir, mut peers: Vec<Peer>, secs: u64) {
             p.name,
             status.map_or("still running (killed)".to_owned(), |s| s.to_string()),
             tail(file("stderr"), 1_000),
-            tail(file("errors"), 4_000),
+            head(file("errors"), 4_000),
             tail(file("messages"), 12_000),
         ));
     }
@@ -477,25 +493,34 @@ fn proxy_require_unknown_gets_420() {
     );
 }
 
-/// Case 9b: An unknown extension in Require gets 420 naming it.
+/// Case 9b: Require is for the callee (RFC 3261 §16.3: a proxy passes it
+/// on): the callee's 420 naming the unknown extension reaches the caller.
 #[test]
-fn require_unknown_gets_420() {
-    if !have_sipp("require_unknown_gets_420") {
+fn require_unknown_gets_the_callees_420() {
+    if !have_sipp("require_unknown_gets_the_callees_420") {
         return;
     }
-    rejected("px-420r", "invite_420.xml", &[("ext_header", "Require")]);
+    let (rt, addr) = tether();
+    let dir = TempDir::new("px-420r");
+    let uas = callee(&dir, &rt, addr, "bob", "uas_bad_extension.xml", &[], 1);
+    let mut keys = call_keys("bob").to_vec();
+    keys.push(("ext_header", "Require"));
+    let uac = caller(&dir, "invite_420.xml", addr, &keys, &[]);
+    finish(&dir, vec![uac, uas], 40);
+    rt.shutdown().unwrap();
 }
 
-/// Case 9c: A Request-URI scheme tether does not route gets 416.
+/// Case 9c: A Request-URI scheme tether does not route gets 416. (`tel:`
+/// is routed: upstream, for the trusted core and registered devices.)
 #[test]
-fn tel_and_mailto_request_uris_get_416() {
-    if !have_sipp("tel_and_mailto_request_uris_get_416") {
+fn mailto_and_http_request_uris_get_416() {
+    if !have_sipp("mailto_and_http_request_uris_get_416") {
         return;
     }
     rejected(
-        "px-416t",
+        "px-416h",
         "invite_416.xml",
-        &[("target_uri", "tel:+15551234567")],
+        &[("target_uri", "http://tether.test/bob")],
     );
     rejected(
         "px-416m",
@@ -543,12 +568,17 @@ fn scenarios_work_peer_to_peer_without_tether() {
         return;
     }
     let dir = TempDir::new("px-p2p");
-    let keys = call_keys("bob");
-    let pairs: [(&str, &str, &[&str]); 4] = [
+    let keys = [
+        ("callee", "bob"),
+        ("domain", DOMAIN),
+        ("ext_header", "Require"),
+    ];
+    let pairs: [(&str, &str, &[&str]); 5] = [
         ("uas_answer.xml", "uac_call.xml", &["-d", "100"]),
         ("uas_hangup.xml", "uac_called_back.xml", &[]),
         ("uas_cancelled.xml", "uac_cancel.xml", &[]),
         ("uas_busy.xml", "uac_busy.xml", &[]),
+        ("uas_bad_extension.xml", "invite_420.xml", &[]),
     ];
     for (uas, uac, uac_extra) in pairs {
         let port = free_udp_port();
@@ -593,7 +623,7 @@ fn scenarios_work_peer_to_peer_without_tether() {
             "invite_416.xml",
             "416",
             "Unsupported URI Scheme",
-            &[("target_uri", "tel:+15551234567")],
+            &[("target_uri", "http://tether.test/bob")],
         ),
         (
             "invite_416.xml",
