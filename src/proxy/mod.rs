@@ -173,7 +173,7 @@ pub struct Proxy {
     cfg: Arc<ProxyConfig>,
     dir: Arc<Directory>,
     /// Authenticates our flow tokens.
-    key: [u8; 32],
+    key: token::TokenKey,
     /// `host:port` we write in Via and Record-Route, per listen socket.
     sent_by: Vec<String>,
     calls: Calls,
@@ -203,7 +203,7 @@ impl Proxy {
             core,
             cfg,
             dir,
-            key,
+            key: token::TokenKey::new(&key),
             sent_by,
             calls: Calls::default(),
             dialogs: Dialogs::default(),

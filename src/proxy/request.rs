@@ -357,7 +357,10 @@ impl Proxy {
         let Ok(u) = Uri::parse(uri) else {
             return (false, None);
         };
-        if let Some(t) = u.user.and_then(|user| FlowToken::decode(user, &self.key)) {
+        if let Some(t) = u
+            .user
+            .and_then(|user| FlowToken::decode_keyed(user, &self.key))
+        {
             return (true, Some(t));
         }
         let ours = u.host.is_some_and(|h| {
@@ -780,7 +783,7 @@ impl Proxy {
                 caller: call.src,
                 callee: target.to,
             }
-            .encode(&self.key, &mut s);
+            .encode_keyed(&self.key, &mut s);
             s.push('@');
             s.push_str(&sent_by);
             s.push_str(";lr");
