@@ -321,6 +321,9 @@ struct Outcome {
     /// OPTIONS prompts that reached the caller, and whether a BYE did.
     caller_options: usize,
     caller_got_bye: bool,
+    /// Whether the INVITE reached the callee with the caller's NAT address
+    /// in the caller's Via (`received`/`rport`).
+    callee_saw_caller_nat: bool,
     /// Every process's logs, for assertion messages.
     report: String,
 }
@@ -467,6 +470,9 @@ fn call(tag: &str, interval_ms: u64, expect_bye: bool) -> Outcome {
             .filter(|l| l.starts_with("OPTIONS sip:"))
             .count(),
         caller_got_bye: caller_trace.lines().any(|l| l.starts_with("BYE sip:")),
+        callee_saw_caller_nat: std::fs::read_to_string(dir.0.join("callee.messages"))
+            .unwrap_or_default()
+            .contains("received=10.0.1.1;rport="),
         report: report(&dir),
     }
 }
@@ -533,6 +539,10 @@ fn dialog_keepalives_carry_the_callee_bye_to_a_natted_caller_40_s_into_the_call(
         answered >= 8 && missed == 0,
         "both paths were prompted through the call and answered every time: \
          sent {sent}, answered {answered}, missed {missed}{r}"
+    );
+    assert!(
+        with.callee_saw_caller_nat,
+        "tether stamps the caller's Via with its NAT address{r}"
     );
     assert_eq!(with.dialogs_after, 0, "the BYE ended the dialog{r}");
     assert_eq!(with.stranded, [0, 0], "every datagram found its mapping{r}");
