@@ -5,6 +5,8 @@
 
 use std::net::SocketAddr;
 
+use smallvec::SmallVec;
+
 use super::calls::{Cancel, Role, Target};
 use super::dialogs::{Dialog, Side};
 use super::forward;
@@ -144,8 +146,50 @@ impl Proxy {
                 self.maybe_finish(slot, nonce, cx);
             }
         }
+        self.trim(slot, nonce);
         self.maybe_remove(slot, nonce, cx);
         true
+    }
+
+    /// Frees the bytes a transaction no longer needs while it lingers for
+    /// its RFC 3261 timers (32 s): the request once it is answered, a
+    /// branch's request once nothing can retransmit it, CANCEL it or ACK
+    /// it, the last response once nothing will re-send it. At a thousand
+    /// calls a second, the lingering transactions are most of the proxy's
+    /// memory.
+    pub(super) fn trim(&mut self, slot: u32, nonce: u32) {
+        let Some(call) = self.calls.get_mut(slot, nonce) else {
+            return;
+        };
+        if !call.finished {
+            return;
+        }
+        call.request = Box::default();
+        call.best = None;
+        call.later = SmallVec::new();
+        if call.server.state() == super::server::State::Accepted {
+            // RFC 6026: a 2xx is re-sent end to end, never by us.
+            call.last_response = Vec::new();
+        }
+        let invite = call.invite;
+        for b in &mut call.branches {
+            let needed = match b.tx.state() {
+                State::Calling | State::Proceeding => true,
+                // An INVITE branch's non-2xx final is re-ACKed from it.
+                State::Completed => invite,
+                State::Accepted | State::Terminated => false,
+            };
+            if !needed {
+                b.bytes = Vec::new();
+            }
+            if b.cancel.as_ref().is_some_and(|c| {
+                c.tx.state() != State::Calling && c.tx.state() != State::Proceeding
+            }) {
+                if let Some(c) = b.cancel.as_mut() {
+                    c.bytes = Vec::new();
+                }
+            }
+        }
     }
 
     /// Forwards a provisional or 2xx to the sender through the server
@@ -323,6 +367,7 @@ impl Proxy {
             let class = usize::from(code / 100).clamp(3, 6) - 3;
             self.stats.calls_failed[class] += 1;
         }
+        self.trim(slot, nonce);
         if let super::calls::Role::InDialog {
             slot: ds,
             nonce: dn,

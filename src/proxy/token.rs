@@ -281,7 +281,8 @@ mod tests {
     /// structural checks past authentication.
     fn sealed(body: &[u8]) -> String {
         let mut bytes = body.to_vec();
-        bytes.extend_from_slice(&mac(&TokenKey::new(&KEY), body).finalize().into_bytes()[..MAC_LEN]);
+        bytes
+            .extend_from_slice(&mac(&TokenKey::new(&KEY), body).finalize().into_bytes()[..MAC_LEN]);
         let mut s = String::new();
         base64url_encode(&bytes, &mut s);
         s
