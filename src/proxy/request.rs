@@ -159,16 +159,7 @@ impl Proxy {
             Method::Bye | Method::Prack | Method::Update | Method::Info
         ) {
             // Methods that only exist inside a dialog.
-            self.stats.unmatched += 1;
-            return self.reply(
-                msg,
-                checked,
-                src,
-                481,
-                "Call/Transaction Does Not Exist",
-                None,
-                cx,
-            );
+            return self.no_such_transaction(msg, checked, src, cx);
         }
         self.out_of_dialog(msg, checked, raw, src, id, authenticated, cx);
     }
@@ -262,16 +253,7 @@ impl Proxy {
     ) {
         let id = via_id(checked, true, Method::Cancel);
         let Some((slot, nonce)) = self.calls.find(hash_of(&id), &id) else {
-            self.stats.unmatched += 1;
-            return self.reply(
-                msg,
-                checked,
-                src,
-                481,
-                "Call/Transaction Does Not Exist",
-                None,
-                cx,
-            );
+            return self.no_such_transaction(msg, checked, src, cx);
         };
         self.reply(msg, checked, src, 200, "OK", None, cx);
         let Some(call) = self.calls.get_mut(slot, nonce) else {
@@ -285,6 +267,27 @@ impl Proxy {
         self.stats.calls_cancelled += 1;
         self.cancel_pending(slot, nonce, cx);
         self.maybe_finish(slot, nonce, cx);
+    }
+
+    /// `481`, counted: an in-dialog request or CANCEL matching nothing of
+    /// ours; nothing is forwarded.
+    fn no_such_transaction(
+        &mut self,
+        msg: &Message<'_>,
+        checked: &Checked<'_>,
+        src: PathKey,
+        cx: &mut Ctx<'_>,
+    ) {
+        self.stats.unmatched += 1;
+        self.reply(
+            msg,
+            checked,
+            src,
+            481,
+            "Call/Transaction Does Not Exist",
+            None,
+            cx,
+        );
     }
 
     /// Answers a request ourselves (stateless: a retransmission gets the
@@ -404,16 +407,7 @@ impl Proxy {
         let ack = msg.method() == Some(Method::Ack);
         let (pop, token, _) = self.our_routes(msg);
         let Some(token) = token else {
-            self.stats.unmatched += 1;
-            return self.reply(
-                msg,
-                checked,
-                src,
-                481,
-                "Call/Transaction Does Not Exist",
-                None,
-                cx,
-            );
+            return self.no_such_transaction(msg, checked, src, cx);
         };
         if token.core != self.core {
             self.stats.handoffs += 1;
@@ -428,16 +422,7 @@ impl Proxy {
         let from_tag = checked.from.tag().unwrap_or("");
         let to_tag = checked.to.tag().unwrap_or("");
         let Some((dslot, dnonce)) = self.dialogs.find(checked.call_id, from_tag, to_tag) else {
-            self.stats.unmatched += 1;
-            return self.reply(
-                msg,
-                checked,
-                src,
-                481,
-                "Call/Transaction Does Not Exist",
-                None,
-                cx,
-            );
+            return self.no_such_transaction(msg, checked, src, cx);
         };
         let Some(d) = self.dialogs.get_mut(dslot, dnonce) else {
             return;
