@@ -11,7 +11,8 @@
 //! timeout), answers a registrar's challenge, refreshes, restarts (soak
 //! churn), unregisters, and answers whatever the server sends it
 //! (keepalive OPTIONS, NOTIFY, INVITE) statelessly, with a digest challenge
-//! of its own when asked to (`device_auth`).
+//! of its own when asked to (`device_auth`). In the call scenario, once
+//! registered, callers and callees make calls through the server (`call`).
 
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -24,12 +25,28 @@ use crate::timer::TimerWheel;
 use crate::transaction::{ClientTransaction, Kind, Timers};
 
 mod answer;
+mod call;
 mod outbox;
 #[cfg(test)]
 mod tests;
 
 use outbox::Outbox;
 pub(crate) use outbox::Transmit;
+
+/// Endpoint `i`'s socket and source address: consecutive addresses from
+/// `base`, one endpoint per socket on each.
+fn addr_of(base: Ipv4Addr, sockets: usize, i: u32) -> (usize, Ipv4Addr) {
+    let ports = sockets as u32;
+    let ip = u32::from(base).wrapping_add(i / ports);
+    ((i % ports) as usize, Ipv4Addr::from(ip))
+}
+
+/// The endpoint a datagram reached: the reverse of [`addr_of`].
+fn endpoint_at(base: Ipv4Addr, sockets: usize, socket: usize, local: Ipv4Addr) -> u32 {
+    (u32::from(local).wrapping_sub(u32::from(base)))
+        .wrapping_mul(sockets as u32)
+        .wrapping_add(socket as u32)
+}
 
 /// Largest datagram the generator sends (and the driver reads whole).
 pub(crate) const MAX_DATAGRAM: usize = 2048;
@@ -103,6 +120,10 @@ pub(crate) enum Event {
     /// periodic jobs must start no new job; the soak ends once the job in
     /// flight, if any, has finished (see [`Population::job_finished`]).
     HoldOver,
+    /// Call scenario: the calls begin (the registrations are over), and
+    /// they are over; the CPU per call is measured in between.
+    CallsBegin,
+    CallsOver,
 }
 
 /// Every simulated endpoint of a run, and the run's phases: register at the
@@ -143,13 +164,19 @@ pub(crate) struct Population {
     /// For responses, which the SIP writer writes into a buffer of its own.
     scratch: Vec<u8>,
     tally: Tally,
+    /// Call scenario: the calls, once registered.
+    calls: Option<call::Calls>,
 }
 
 impl Population {
     /// `ports`: the local port of each of the driver's sockets.
     pub fn new(cfg: &LoadConfig, ports: Vec<u16>) -> Population {
         assert!(!ports.is_empty(), "at least one socket");
-        let n = cfg.endpoints;
+        let plan = cfg.call.as_ref().filter(|_| cfg.scenario == Scenario::Call);
+        let n = match plan {
+            Some(p) => call::Calls::endpoints(p, cfg.endpoints),
+            None => cfg.endpoints,
+        };
         let idle = Endpoint {
             sent_at_us: 0,
             tx: NO_TX,
@@ -189,20 +216,33 @@ impl Population {
             out: Outbox::default(),
             scratch: Vec::with_capacity(1024),
             tally: Tally::new(),
+            calls: plan.map(|p| call::Calls::new(p, cfg.endpoints)),
             cfg: cfg.clone(),
         }
     }
 
+    /// Endpoints registering (callees and callers in the call scenario).
     fn n(&self) -> u32 {
-        self.cfg.endpoints
+        self.eps.len() as u32
     }
 
-    /// Endpoint `i`'s socket and source address: consecutive addresses from
-    /// `source_base`, one endpoint per socket on each.
     fn addr_of(&self, i: u32) -> (usize, Ipv4Addr) {
-        let ports = self.ports.len() as u32;
-        let ip = u32::from(self.cfg.source_base).wrapping_add(i / ports);
-        ((i % ports) as usize, Ipv4Addr::from(ip))
+        addr_of(self.cfg.source_base, self.ports.len(), i)
+    }
+
+    /// The calls and what they borrow from the rest.
+    fn call_parts(&mut self) -> Option<(&mut call::Calls, call::Ctx<'_>)> {
+        let calls = self.calls.as_mut()?;
+        let ctx = call::Ctx {
+            out: &mut self.out,
+            ports: &self.ports,
+            base: self.cfg.source_base,
+            target: self.cfg.target,
+            domain: &self.cfg.domain,
+            window: self.cfg.window,
+            tally: &mut self.tally,
+        };
+        Some((calls, ctx))
     }
 
     /// The run is over: the driver stops calling and asks for the summary.
@@ -234,7 +274,8 @@ impl Population {
     /// REGISTERs wait for their time or the window, else within 20 ms (the
     /// timers' resolution the generator needs).
     pub fn poll_timeout(&self, now: u64) -> u64 {
-        if self.next_ep < self.n() && self.inflight < self.cfg.window {
+        let placing = self.calls.as_ref().is_some_and(|c| c.placing(now));
+        if placing || (self.next_ep < self.n() && self.inflight < self.cfg.window) {
             now + 1_000
         } else {
             now + 20_000
@@ -326,6 +367,7 @@ impl Population {
                     // A soak ends with nothing in flight: no job, and no
                     // device caught mid-restart.
                     Scenario::Soak => held && jobs_over && self.inflight == 0,
+                    Scenario::Call => self.calls_step(now),
                 };
             if phase_over && self.cfg.unregister && !self.unregistering {
                 self.start_unregistering(now);
@@ -343,6 +385,22 @@ impl Population {
             self.tally.requests_at_settled = self.tally.requests_total;
             self.events.push_back(Event::Settled);
         }
+    }
+
+    /// The call phase at `now`; true once it is over.
+    fn calls_step(&mut self, now: u64) -> bool {
+        let Some((calls, mut ctx)) = self.call_parts() else {
+            return true;
+        };
+        let first = !calls.started();
+        let over = calls.step(now, &mut ctx);
+        if first {
+            self.events.push_back(Event::CallsBegin);
+        }
+        if over {
+            self.events.push_back(Event::CallsOver);
+        }
+        over
     }
 
     /// Second phase: the same endpoints, REGISTER with Expires: 0, at the
@@ -497,6 +555,12 @@ impl Population {
         let Ok(m) = sip::parse(data) else {
             return;
         };
+        if call::wire::is_call(&m) {
+            if let Some((calls, mut ctx)) = self.call_parts() {
+                calls.handle(now, socket, local, from, &m, data, &mut ctx);
+            }
+            return;
+        }
         match m.start {
             StartLine::Response { code, .. } => self.on_response(now, &m, code),
             StartLine::Request { method, .. } => {
@@ -600,6 +664,16 @@ impl Population {
             registers_started: u64::from(self.next_ep),
             endpoints_prompted: self.eps.iter().filter(|e| e.prompted).count() as u64,
         };
-        self.tally.summary(totals, m)
+        let (server, generator, elapsed) = (m.server_cpu, m.generator_cpu, m.elapsed_s);
+        let mut s = self.tally.summary(totals, m);
+        if let (Some(calls), Some(plan)) = (self.calls, &self.cfg.call) {
+            s.calls =
+                Some(
+                    calls
+                        .tally
+                        .report(plan, self.cfg.endpoints, elapsed, server, generator),
+                );
+        }
+        s
     }
 }

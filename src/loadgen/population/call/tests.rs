@@ -1,0 +1,1 @@
+//! The calls on a fake clock.
