@@ -562,6 +562,31 @@ mod tests {
     }
 
     #[test]
+    fn call_runs_plot_calls_and_setup_latency_and_list_them() {
+        let mut s = summary(false);
+        for p in &mut s.timeline {
+            (p.calls_placed, p.calls_answered, p.setup_p50_us) = (200, 190, 900);
+            p.setup_p99_us = 3_000;
+        }
+        s.calls = Some(crate::loadgen::CallReport {
+            rate_asked: 200,
+            answered: 1_140,
+            ..Default::default()
+        });
+        let svg = svg(&s);
+        for text in [
+            "calls placed /s",
+            "calls answered 200 /s",
+            "asked rate (200/s)",
+            "Call setup latency (INVITE to 200)",
+            "tether bench call:",
+        ] {
+            assert!(svg.contains(text), "{text} missing");
+        }
+        assert!(table(&s).contains("answered 1140"));
+    }
+
+    #[test]
     fn an_empty_run_still_plots() {
         let mut s = summary(false);
         s.timeline.clear();

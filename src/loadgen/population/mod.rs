@@ -26,6 +26,7 @@ use crate::transaction::{ClientTransaction, Kind, Timers};
 
 mod answer;
 mod call;
+mod hold;
 mod outbox;
 #[cfg(test)]
 mod tests;
@@ -230,21 +231,6 @@ impl Population {
         addr_of(self.cfg.source_base, self.ports.len(), i)
     }
 
-    /// The calls and what they borrow from the rest.
-    fn call_parts(&mut self) -> Option<(&mut call::Calls, call::Ctx<'_>)> {
-        let calls = self.calls.as_mut()?;
-        let ctx = call::Ctx {
-            out: &mut self.out,
-            ports: &self.ports,
-            base: self.cfg.source_base,
-            target: self.cfg.target,
-            domain: &self.cfg.domain,
-            window: self.cfg.window,
-            tally: &mut self.tally,
-        };
-        Some((calls, ctx))
-    }
-
     /// The run is over: the driver stops calling and asks for the summary.
     pub fn is_finished(&self) -> bool {
         self.finished
@@ -387,22 +373,6 @@ impl Population {
         }
     }
 
-    /// The call phase at `now`; true once it is over.
-    fn calls_step(&mut self, now: u64) -> bool {
-        let Some((calls, mut ctx)) = self.call_parts() else {
-            return true;
-        };
-        let first = !calls.started();
-        let over = calls.step(now, &mut ctx);
-        if first {
-            self.events.push_back(Event::CallsBegin);
-        }
-        if over {
-            self.events.push_back(Event::CallsOver);
-        }
-        over
-    }
-
     /// Second phase: the same endpoints, REGISTER with Expires: 0, at the
     /// same rate. A refresh still in flight is abandoned (its answer is
     /// ignored) so that the phase can settle.
@@ -445,66 +415,6 @@ impl Population {
             self.start_transaction(i, now);
             self.inflight += 1;
             self.next_ep += 1;
-            self.tally.cur.sent += 1;
-        }
-    }
-
-    /// Refreshes bindings whose time has come (a new transaction, same Call-ID).
-    fn refresh_due(&mut self, now: u64) {
-        // A soak stops refreshing once its last job is over, so that
-        // nothing is in flight soon after; until then bindings stay fresh.
-        let winding_down = self.cfg.scenario == Scenario::Soak
-            && self.held(now)
-            && (self.job_done || self.cfg.job.is_none());
-        while let Some((_, (i, epoch))) = self.refreshes.poll(now / 1000) {
-            let e = &self.eps[i as usize];
-            if self.unregistering || e.state != Reg::Done || e.epoch != epoch || !e.registered {
-                continue;
-            }
-            if winding_down {
-                continue;
-            }
-            self.next_transaction(i, now);
-            self.send_register(i, b"", self.phase_expires);
-            self.start_transaction(i, now);
-            self.tally.cur.sent += 1;
-        }
-    }
-
-    /// The hold is over (the phase settled at least `hold` ago).
-    fn held(&self, now: u64) -> bool {
-        self.settled_at
-            .is_some_and(|t| now.saturating_sub(t) >= self.cfg.hold.as_micros() as u64)
-    }
-
-    /// Soak: devices that restart (unregister, then register again) at
-    /// `churn_per_s`, taken in turn among those registered and idle.
-    fn churn_due(&mut self, now: u64) {
-        let (Scenario::Soak, Some(t), false) =
-            (self.cfg.scenario, self.settled_at, self.unregistering)
-        else {
-            return;
-        };
-        if self.held(now) {
-            self.churn_started = u64::MAX;
-        }
-        let due =
-            (now.saturating_sub(t) * u64::from(self.cfg.churn_per_s) / 1_000_000).min(u64::MAX / 2);
-        let n = self.n();
-        let mut tries = 0;
-        while self.churn_started < due && tries < n {
-            tries += 1;
-            let i = self.churn_cursor % n;
-            self.churn_cursor = self.churn_cursor.wrapping_add(1);
-            let e = &mut self.eps[i as usize];
-            if e.state != Reg::Done || !e.registered {
-                continue;
-            }
-            self.churn_started += 1;
-            e.churn = Churn::Leaving;
-            self.next_transaction(i, now);
-            self.send_register(i, b"", 0);
-            self.start_transaction(i, now);
             self.tally.cur.sent += 1;
         }
     }

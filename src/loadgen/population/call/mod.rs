@@ -14,6 +14,7 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use super::outbox::Outbox;
+use super::{Event, Population};
 use crate::loadgen::call_tally::CallTally;
 use crate::loadgen::tally::Tally;
 use crate::loadgen::CallPlan;
@@ -385,5 +386,39 @@ impl Calls {
             None => self.on_response(now, socket, local, m, data, ctx),
             Some(method) => self.on_request(now, socket, local, from, m, method, data, ctx),
         }
+    }
+}
+
+/// The population's side of the calls.
+impl Population {
+    /// The calls and what they borrow from the rest.
+    pub(super) fn call_parts(&mut self) -> Option<(&mut Calls, Ctx<'_>)> {
+        let calls = self.calls.as_mut()?;
+        let ctx = Ctx {
+            out: &mut self.out,
+            ports: &self.ports,
+            base: self.cfg.source_base,
+            target: self.cfg.target,
+            domain: &self.cfg.domain,
+            window: self.cfg.window,
+            tally: &mut self.tally,
+        };
+        Some((calls, ctx))
+    }
+
+    /// The call phase at `now`; true once it is over.
+    pub(super) fn calls_step(&mut self, now: u64) -> bool {
+        let Some((calls, mut ctx)) = self.call_parts() else {
+            return true;
+        };
+        let first = !calls.started();
+        let over = calls.step(now, &mut ctx);
+        if first {
+            self.events.push_back(Event::CallsBegin);
+        }
+        if over {
+            self.events.push_back(Event::CallsOver);
+        }
+        over
     }
 }
