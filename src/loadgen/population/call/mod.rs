@@ -54,7 +54,7 @@ enum Plan {
 enum Uac {
     /// INVITE sent, no provisional response yet.
     Inviting,
-    /// A provisional arrived.
+    /// A 18x arrived.
     Ringing,
     /// CANCEL sent; the INVITE's final is due.
     Cancelling,

@@ -77,6 +77,13 @@ fn forward_response(p: &mut Population, now: u64, resp: &Sent, i: u32) -> Vec<Se
     deliver(p, now, i, back.as_bytes())
 }
 
+/// The proxy's 100 Trying to `req`.
+fn trying_to(req: &Sent) -> Vec<u8> {
+    let mut buf = Vec::new();
+    crate::sip::writer::response_to(&mut buf, &req.msg(), 100, "Trying", None, None).finish(None);
+    buf
+}
+
 fn codes(sent: &[Sent]) -> Vec<u16> {
     sent.iter().map(|s| s.msg().status().unwrap_or(0)).collect()
 }
@@ -280,6 +287,13 @@ fn a_call_to_cancel_rings_then_is_cancelled_and_its_487_acked() {
     let t0 = registered(&mut p);
     let invite = tick(&mut p, t0).remove(0);
     assert_eq!(invite.header("X-Bench-Answer").unwrap(), "ring");
+    // The proxy's 100 Trying is not ringing yet.
+    assert!(deliver(&mut p, t0, 1, &trying_to(&invite)).is_empty());
+    assert!(
+        tick(&mut p, t0 + 300 * MS).is_empty(),
+        "no CANCEL before the 180"
+    );
+    let t0 = t0 + 300 * MS;
     let ring = forward_request(&mut p, t0 + MS, &invite, 0);
     assert_eq!(codes(&ring), [180], "rings, and waits");
     assert!(forward_response(&mut p, t0 + 2 * MS, &ring[0], 1).is_empty());

@@ -159,7 +159,8 @@ impl Calls {
         let c = &mut self.slots[slot as usize];
         let setting_up = matches!(c.uac, Uac::Inviting | Uac::Ringing | Uac::Cancelling);
         if code < 200 {
-            if c.uac == Uac::Inviting {
+            // Ringing from the first 18x (a 100 is the server's own).
+            if code > 100 && c.uac == Uac::Inviting {
                 c.uac = Uac::Ringing;
                 if c.plan == Plan::Cancel {
                     let at = now / 1000 + self.plan.ring.as_millis() as u64;
