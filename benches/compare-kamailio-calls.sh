@@ -46,8 +46,8 @@ start_tether() { # port -> pid
   echo $!
 }
 
-printf '%-9s %5s %7s %8s %7s %8s %9s %9s %9s %12s\n' \
-  server round placed answered failed calls/s setup_p50 setup_p99 bye_p50 cpu_us/call
+printf '%-9s %5s %7s %8s %9s %5s %7s %8s %9s %9s %9s %12s\n' \
+  server round placed answered cancelled busy failed calls/s setup_p50 setup_p99 bye_p50 cpu_us/call
 net=60
 for round in $(seq "$rounds"); do
   order=("${servers[@]}")
@@ -68,7 +68,7 @@ for round in $(seq "$rounds"); do
 import json, sys
 c = json.load(open(sys.argv[1]))["calls"]
 cpu = c.get("server_cpu_us_per_call") or float("nan")
-print(f"{sys.argv[2]:<9} {sys.argv[3]:>5} {c['attempted']:>7} {c['answered']:>8} {c['failed']:>7} {c['calls_per_s']:>8.0f} "
+print(f"{sys.argv[2]:<9} {sys.argv[3]:>5} {c['attempted']:>7} {c['answered']:>8} {c['cancelled']:>9} {c['busy']:>5} {c['failed']:>7} {c['calls_per_s']:>8.0f} "
       f"{c['setup_latency_us']['p50']/1000:>7.2f}ms {c['setup_latency_us']['p99']/1000:>7.2f}ms "
       f"{c['bye_rtt_us']['p50']/1000:>7.2f}ms {cpu:>12.1f}")
 PY
