@@ -54,23 +54,50 @@ struct BenchArgs {
     /// --hold do everything at once: refreshes, keepalive and fan-out
     /// answers, --churn devices restarting per second, and (with --api and
     /// --token) a job to --job-targets random endpoints every --job-every s.
-    #[arg(value_parser = ["register", "keepalive", "notify", "soak"])]
+    /// `call`: -n callees and --callers callers register (at
+    /// --register-rate), then the callers call the callees' AORs in turn
+    /// through the target, --rate calls/s for --duration s, each answered
+    /// call held --hold ms before the caller's BYE (--cancel-share,
+    /// --busy-share: calls cancelled while ringing, refused 486).
+    #[arg(value_parser = ["register", "keepalive", "notify", "soak", "call"])]
     scenario: String,
     /// The registrar to load (loopback only unless --allow-remote).
     #[arg(short, long, default_value = "127.0.0.1:5060")]
     target: std::net::SocketAddrV4,
-    /// Simulated endpoints.
+    /// Simulated endpoints (call: the callees).
     #[arg(short = 'n', long, default_value_t = 10_000)]
     endpoints: u32,
-    /// REGISTERs per second; 0 = as fast as the window allows.
+    /// REGISTERs per second (call: new calls per second); 0 = as fast as
+    /// the window allows.
     #[arg(short, long, default_value_t = 1_000)]
     rate: u32,
-    /// Hard limit on the run, in seconds.
-    #[arg(long, default_value_t = 120)]
-    duration: u64,
-    /// Keepalive scenario: seconds to stay after registering.
-    #[arg(long, default_value_t = 30)]
-    hold: u64,
+    /// Hard limit on the run, in seconds [default: 120]. Call: seconds of
+    /// placing calls [default: 10]; the run then ends once every call is
+    /// over, at the latest --hold and --drain later.
+    #[arg(long)]
+    duration: Option<u64>,
+    /// Keepalive and soak: seconds to stay after registering [default: 30].
+    /// Call: milliseconds each answered call lasts [default: 1000].
+    #[arg(long)]
+    hold: Option<u64>,
+    /// Call: the callers (endpoints after the callees, registering too).
+    #[arg(long, default_value_t = 100)]
+    callers: u32,
+    /// Call: REGISTERs per second before the calls; 0 = as fast as the window allows.
+    #[arg(long, default_value_t = 5_000)]
+    register_rate: u32,
+    /// Call: percent of calls the caller cancels while they ring (487).
+    #[arg(long, default_value_t = 0.0)]
+    cancel_share: f64,
+    /// Call: percent of calls the callee refuses with 486 Busy Here.
+    #[arg(long, default_value_t = 0.0)]
+    busy_share: f64,
+    /// Call: milliseconds a call to be cancelled rings before the CANCEL.
+    #[arg(long, default_value_t = 200)]
+    ring: u64,
+    /// Call: seconds to wait for calls still in flight after the last one's hold.
+    #[arg(long, default_value_t = 40)]
+    drain: u64,
     /// Expires of each REGISTER.
     #[arg(long, default_value_t = 3600)]
     expires: u32,
@@ -90,13 +117,14 @@ struct BenchArgs {
     /// Domain of the AORs and Request-URI (default: the target's address).
     #[arg(long)]
     domain: Option<String>,
-    /// Most REGISTER transactions in flight.
+    /// Most REGISTER transactions in flight (call: also most calls in flight).
     #[arg(long, default_value_t = 20_000)]
     window: u32,
     /// Print the summary as JSON instead of a table.
     #[arg(long)]
     json: bool,
-    /// Write throughput, latency and (notify, soak) fan-out outcomes over time to this SVG file.
+    /// Write throughput, latency and (notify, soak) fan-out outcomes over time to this SVG file
+    /// (call: calls placed, answered and failed, and call setup latency).
     #[arg(long)]
     plot: Option<PathBuf>,
     /// Allow a target outside 127.0.0.0/8.
@@ -111,7 +139,7 @@ struct BenchArgs {
     /// Digest password of every endpoint (username u<N>); `{i}` becomes N.
     #[arg(long)]
     password: Option<String>,
-    /// PID of the server when it runs here: report its CPU per REGISTER and per request.
+    /// PID of the server when it runs here: report its CPU per REGISTER, per request and per call.
     #[arg(long)]
     server_pid: Option<u32>,
     /// Notify scenario: the server's control API.
@@ -161,16 +189,45 @@ fn bench(a: BenchArgs) -> ExitCode {
         eprintln!("tether bench: --source-base must be in 127.0.0.0/8");
         return ExitCode::from(2);
     }
+    use std::time::Duration;
+    let calling = a.scenario == "call";
+    let shares = [a.cancel_share, a.busy_share];
+    if shares.iter().any(|p| !(0.0..=100.0).contains(p)) || shares.iter().sum::<f64>() > 100.0 {
+        eprintln!(
+            "tether bench: --cancel-share and --busy-share are percents adding up to 100 at most"
+        );
+        return ExitCode::from(2);
+    }
+    let call = calling.then(|| loadgen::CallPlan {
+        callers: a.callers.max(1),
+        rate: a.rate,
+        duration: Duration::from_secs(a.duration.unwrap_or(10)),
+        hold: Duration::from_millis(a.hold.unwrap_or(1_000)),
+        cancel_share: a.cancel_share,
+        busy_share: a.busy_share,
+        ring: Duration::from_millis(a.ring),
+        drain: Duration::from_secs(a.drain),
+    });
+    // A call run's hard limit: registering (allowed 120 s), then the calls.
+    let duration = match &call {
+        Some(p) => Duration::from_secs(120) + p.duration + p.hold + p.drain,
+        None => Duration::from_secs(a.duration.unwrap_or(120)),
+    };
     let cfg = LoadConfig {
         target: a.target,
         endpoints: a.endpoints,
-        rate: a.rate,
-        duration: std::time::Duration::from_secs(a.duration),
-        hold: std::time::Duration::from_secs(a.hold),
+        rate: if calling { a.register_rate } else { a.rate },
+        duration,
+        hold: if calling {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(a.hold.unwrap_or(30))
+        },
         scenario: match a.scenario.as_str() {
             "keepalive" => Scenario::Keepalive,
             "notify" => Scenario::Notify,
             "soak" => Scenario::Soak,
+            "call" => Scenario::Call,
             _ => Scenario::Register,
         },
         expires: a.expires,
@@ -191,8 +248,9 @@ fn bench(a: BenchArgs) -> ExitCode {
         churn_per_s: a.churn,
         instance: a.instance,
         contact_params: a.contact_params.clone(),
-        job_every: std::time::Duration::from_secs(a.job_every.max(1)),
+        job_every: Duration::from_secs(a.job_every.max(1)),
         job_targets: a.job_targets,
+        call,
         job: (a.scenario == "notify" || (a.scenario == "soak" && !a.token.is_empty())).then(|| {
             loadgen::job::JobPlan {
                 api: a.api.clone(),
@@ -210,7 +268,8 @@ fn bench(a: BenchArgs) -> ExitCode {
     };
     use std::io::IsTerminal as _;
     let bar = std::io::stderr().is_terminal().then(|| {
-        let b = indicatif::ProgressBar::new(u64::from(cfg.endpoints));
+        let callers = cfg.call.as_ref().map_or(0, |p| p.callers);
+        let b = indicatif::ProgressBar::new(u64::from(cfg.endpoints + callers));
         b.set_style(
             indicatif::ProgressStyle::with_template(
                 "{elapsed_precise} [{bar:40}] {pos}/{len} registered {msg}",

@@ -76,6 +76,11 @@ pub fn run(
                     side.start(cfg, cfg.duration.saturating_sub(start.elapsed()));
                 }
                 Event::HoldOver => side.post_no_more(),
+                Event::CallsBegin | Event::CallsOver => {
+                    let k = usize::from(ev == Event::CallsOver);
+                    m.server_cpu.calls[k] = cfg.server_pid.and_then(process_cpu_ns);
+                    m.generator_cpu.calls[k] = process_cpu_ns(self_pid);
+                }
             }
         }
         // Wait for traffic, at most until the population wants the time.
@@ -179,7 +184,7 @@ impl SideJobs {
                     job::soak(&plan, every, k, n, &no_more, &stop, &o)
                 }));
             }
-            Scenario::Register | Scenario::Keepalive => {}
+            Scenario::Register | Scenario::Keepalive | Scenario::Call => {}
         }
     }
 

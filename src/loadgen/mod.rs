@@ -11,6 +11,10 @@
 //! sockets with `IP_PKTINFO` from `crate::io`, the clock, the CPU
 //! samples and the application server's threads). Latencies go into HDR
 //! histograms. Every run is bounded by `duration`.
+//!
+//! The call scenario ([`Scenario::Call`], [`CallPlan`]) puts callers and
+//! callees among the endpoints: callers place INVITEs through the server
+//! to callees' AORs and hang up after a hold, callees answer as a UA does.
 
 pub mod report;
 
@@ -20,6 +24,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
+mod call_tally;
 mod device_auth;
 mod driver;
 pub mod job;
@@ -27,6 +32,7 @@ mod message;
 mod population;
 mod tally;
 
+pub use call_tally::CallReport;
 pub use driver::run;
 
 /// What the simulated endpoints do.
@@ -44,6 +50,46 @@ pub enum Scenario {
     /// restarting (unregister, register again), and with `job` a small
     /// fan-out job every `job_every`.
     Soak,
+    /// Register callees and callers, then place calls through the server
+    /// as [`LoadConfig::call`] says.
+    Call,
+}
+
+/// The call scenario: `callers` endpoints (after the `endpoints` callees,
+/// registering too) call the callees' AORs in turn.
+#[derive(Debug, Clone)]
+pub struct CallPlan {
+    pub callers: u32,
+    /// New calls per second (0: as many as `LoadConfig::window` allows in flight).
+    pub rate: u32,
+    /// How long calls are placed for.
+    pub duration: Duration,
+    /// How long an answered call lasts before the caller sends BYE.
+    pub hold: Duration,
+    /// Percent of calls the caller CANCELs while they ring.
+    pub cancel_share: f64,
+    /// Percent of calls the callee answers 486 Busy Here.
+    pub busy_share: f64,
+    /// How long a call to be cancelled rings before the CANCEL.
+    pub ring: Duration,
+    /// After the last call is placed and held: how long to wait for the
+    /// calls still in flight before giving up on them.
+    pub drain: Duration,
+}
+
+impl Default for CallPlan {
+    fn default() -> Self {
+        CallPlan {
+            callers: 100,
+            rate: 100,
+            duration: Duration::from_secs(10),
+            hold: Duration::from_secs(1),
+            cancel_share: 0.0,
+            busy_share: 0.0,
+            ring: Duration::from_millis(200),
+            drain: Duration::from_secs(40),
+        }
+    }
 }
 
 /// A run's parameters.
@@ -99,6 +145,8 @@ pub struct LoadConfig {
     /// Soak: a job to `job_targets` random endpoints this often (with `job`).
     pub job_every: Duration,
     pub job_targets: u32,
+    /// Call scenario: the calls (`endpoints` is then the number of callees).
+    pub call: Option<CallPlan>,
 }
 
 impl Default for LoadConfig {
@@ -128,6 +176,7 @@ impl Default for LoadConfig {
             contact_params: String::new(),
             job_every: Duration::from_secs(5),
             job_targets: 100,
+            call: None,
         }
     }
 }
@@ -147,6 +196,14 @@ pub struct Second {
     pub delivered: u64,
     pub rejected: u64,
     pub timed_out: u64,
+    /// Call scenario: INVITEs first sent, calls answered 200, calls that
+    /// ended otherwise than planned, and the setup latency of the calls
+    /// answered this second.
+    pub calls_placed: u64,
+    pub calls_answered: u64,
+    pub calls_failed: u64,
+    pub setup_p50_us: u64,
+    pub setup_p99_us: u64,
 }
 
 /// What a run measured.
@@ -192,6 +249,8 @@ pub struct Summary {
     pub churn_failed: u64,
     /// Soak: the periodic fan-out jobs.
     pub soak_jobs: Option<job::SoakReport>,
+    /// Call scenario: the calls.
+    pub calls: Option<CallReport>,
     pub timeline: Vec<Second>,
 }
 

@@ -97,6 +97,9 @@ pub fn table(s: &Summary) -> String {
             );
         }
     }
+    if let Some(c) = &s.calls {
+        c.write_table(&mut t);
+    }
     if let Some(j) = &s.job {
         let _ = writeln!(
             t,
@@ -195,10 +198,23 @@ fn draw(s: &Summary, out: &mut String) -> Result<(), Failure> {
     } else {
         format!("asked {}/s", s.rate_asked)
     };
-    let title = format!(
-        "tether bench: {} endpoints, {asked}, achieved {:.0}/s, {:.1} s",
-        s.endpoints, s.achieved_rate, s.elapsed_s
-    );
+    let title = match &s.calls {
+        Some(c) => format!(
+            "tether bench call: {} callers to {} callees, {}, achieved {:.0} calls/s, {:.1} s",
+            c.callers,
+            c.callees,
+            match c.rate_asked {
+                0 => "as fast as possible".to_owned(),
+                r => format!("asked {r} calls/s"),
+            },
+            c.calls_per_s,
+            s.elapsed_s
+        ),
+        None => format!(
+            "tether bench: {} endpoints, {asked}, achieved {:.0}/s, {:.1} s",
+            s.endpoints, s.achieved_rate, s.elapsed_s
+        ),
+    };
     let root = root.titled(&title, ("sans-serif", 22))?;
     let t_end = s.timeline.last().map_or(1, |p| p.t.max(1)) as f64;
     for (i, area) in root.split_evenly((panels as usize, 1)).iter().enumerate() {
@@ -306,13 +322,27 @@ fn count(v: &f64) -> String {
 }
 
 fn throughput(area: &Area<'_>, s: &Summary, t_end: f64) -> Result<Vec<Entry>, Failure> {
+    let series: &[Series] = match s.calls {
+        // Calls only: a burst of registrations before them would set the scale.
+        Some(_) => &[
+            ("calls placed", BLUE, |p| p.calls_placed),
+            ("calls answered 200", GREEN, |p| p.calls_answered),
+            ("calls failed", RED, |p| p.calls_failed),
+        ],
+        None => &[
+            ("REGISTERs answered 200", BLUE, |p| p.ok),
+            ("REGISTERs failed", RED, |p| p.failed),
+            ("requests from the server", GREEN, |p| p.requests_received),
+        ],
+    };
+    let asked = s.calls.as_ref().map_or(s.rate_asked, |c| c.rate_asked);
     let top = s
         .timeline
         .iter()
-        .map(|p| p.ok.max(p.failed).max(p.requests_received))
+        .flat_map(|p| series.iter().map(|(_, _, f)| f(p)))
         .max()
         .unwrap_or(0)
-        .max(u64::from(s.rate_asked))
+        .max(u64::from(asked))
         .max(1) as f64
         * 1.15;
     let mut c = chart(
@@ -324,25 +354,20 @@ fn throughput(area: &Area<'_>, s: &Summary, t_end: f64) -> Result<Vec<Entry>, Fa
         &count,
     )?;
     let mut entries = Vec::new();
-    let series: [Series; 3] = [
-        ("REGISTERs answered 200", BLUE, |p| p.ok),
-        ("REGISTERs failed", RED, |p| p.failed),
-        ("requests from the server", GREEN, |p| p.requests_received),
-    ];
-    for (i, (name, color, f)) in series.into_iter().enumerate() {
+    for (i, &(name, color, f)) in series.iter().enumerate() {
         // The first always (an empty run still says what it would show).
         if i == 0 || s.timeline.iter().any(|p| f(p) > 0) {
             c.draw_series(LineSeries::new(points(s, f), color.stroke_width(2)))?;
             entries.push((format!("{name} /s"), color));
         }
     }
-    if s.rate_asked > 0 {
-        let r = f64::from(s.rate_asked);
+    if asked > 0 {
+        let r = f64::from(asked);
         c.draw_series(LineSeries::new(
             [(0.0, r), (t_end, r)],
             ASKED.stroke_width(2),
         ))?;
-        entries.push((format!("asked rate ({}/s)", s.rate_asked), ASKED));
+        entries.push((format!("asked rate ({asked}/s)"), ASKED));
     }
     Ok(entries)
 }
@@ -357,7 +382,27 @@ fn duration_us(v: &f64) -> String {
 }
 
 fn latency(area: &Area<'_>, s: &Summary, t_end: f64) -> Result<Vec<Entry>, Failure> {
-    let seen = || s.timeline.iter().flat_map(|p| [p.p50_us, p.p99_us]);
+    let (caption, series): (_, [Series; 2]) = match s.calls {
+        Some(_) => (
+            "Call setup latency (INVITE to 200), of the calls answered in each second",
+            [
+                ("p50 (median)", PURPLE, |p| p.setup_p50_us),
+                ("p99", ORANGE, |p| p.setup_p99_us),
+            ],
+        ),
+        None => (
+            "REGISTER latency, of the answers in each second",
+            [
+                ("p50 (median)", PURPLE, |p| p.p50_us),
+                ("p99", ORANGE, |p| p.p99_us),
+            ],
+        ),
+    };
+    let seen = || {
+        s.timeline
+            .iter()
+            .flat_map(|p| series.iter().map(move |(_, _, f)| f(p)))
+    };
     let lo = seen().filter(|&v| v > 0).min().unwrap_or(10) as f64;
     let hi = seen().max().unwrap_or(1000).max(10) as f64;
     // Whole decades, so the axis always has at least two labelled ticks.
@@ -366,16 +411,12 @@ fn latency(area: &Area<'_>, s: &Summary, t_end: f64) -> Result<Vec<Entry>, Failu
     let y = lo..hi;
     let mut c = chart(
         area,
-        "REGISTER latency, of the answers in each second",
+        caption,
         t_end,
         LogCoord::from(y.log_scale()),
         "latency (log scale)",
         &duration_us,
     )?;
-    let series: [Series; 2] = [
-        ("p50 (median)", PURPLE, |p| p.p50_us),
-        ("p99", ORANGE, |p| p.p99_us),
-    ];
     for (_, color, f) in series {
         // A second without answers has no latency: the line breaks there.
         let mut runs: Vec<Vec<(f64, f64)>> = vec![Vec::new()];
@@ -471,6 +512,7 @@ mod tests {
             churned: 0,
             churn_failed: 0,
             soak_jobs: None,
+            calls: None,
             timeline,
         }
     }
@@ -516,6 +558,31 @@ mod tests {
         ] {
             assert!(svg.contains(text), "{text} missing");
         }
+    }
+
+    #[test]
+    fn call_runs_plot_calls_and_setup_latency_and_list_them() {
+        let mut s = summary(false);
+        for p in &mut s.timeline {
+            (p.calls_placed, p.calls_answered, p.setup_p50_us) = (200, 190, 900);
+            p.setup_p99_us = 3_000;
+        }
+        s.calls = Some(crate::loadgen::CallReport {
+            rate_asked: 200,
+            answered: 1_140,
+            ..Default::default()
+        });
+        let svg = svg(&s);
+        for text in [
+            "calls placed /s",
+            "calls answered 200 /s",
+            "asked rate (200/s)",
+            "Call setup latency (INVITE to 200)",
+            "tether bench call:",
+        ] {
+            assert!(svg.contains(text), "{text} missing");
+        }
+        assert!(table(&s).contains("answered 1140"));
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub(crate) struct Tally {
     hist: Histogram<u64>,
     /// This second's latencies.
     sec_hist: Histogram<u64>,
+    /// Call scenario: this second's call setup latencies.
+    setup_sec: Histogram<u64>,
     timeline: Vec<Second>,
     /// The second being counted.
     pub cur: Second,
@@ -57,6 +59,7 @@ impl Tally {
             requests: BTreeMap::new(),
             hist: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
             sec_hist: Histogram::new_with_bounds(1, 60_000_000, 2).expect("valid bounds"),
+            setup_sec: Histogram::new_with_bounds(1, 60_000_000, 2).expect("valid bounds"),
             timeline: Vec::new(),
             cur: Second::default(),
         }
@@ -68,6 +71,12 @@ impl Tally {
         let lat = latency_us.max(1);
         let _ = self.hist.record(lat);
         let _ = self.sec_hist.record(lat);
+    }
+
+    /// A call answered this second, `us` after its INVITE.
+    pub fn record_setup(&mut self, us: u64) {
+        let _ = self.setup_sec.record(us.max(1));
+        self.cur.calls_answered += 1;
     }
 
     /// A request from the server.
@@ -111,6 +120,11 @@ impl Tally {
         self.cur.p50_us = self.sec_hist.value_at_quantile(0.5);
         self.cur.p99_us = self.sec_hist.value_at_quantile(0.99);
         self.sec_hist.reset();
+        if !self.setup_sec.is_empty() {
+            self.cur.setup_p50_us = self.setup_sec.value_at_quantile(0.5);
+            self.cur.setup_p99_us = self.setup_sec.value_at_quantile(0.99);
+            self.setup_sec.reset();
+        }
     }
 }
 
@@ -121,6 +135,8 @@ pub(crate) struct CpuSamples {
     /// When the last phase had all its answers.
     pub settled: Option<u64>,
     pub end: Option<u64>,
+    /// Call scenario: when the calls began and when they were over.
+    pub calls: [Option<u64>; 2],
 }
 
 /// What only the driver measures.
@@ -194,6 +210,7 @@ impl Tally {
             churned: self.churned,
             churn_failed: self.churn_failed,
             soak_jobs: m.soak_jobs,
+            calls: None,
             timeline: self.timeline,
         }
     }

@@ -21,10 +21,7 @@ impl Population {
     ) {
         self.tally.record_request(method.as_str());
         // Which endpoint: the address and socket it was sent to.
-        let ports = self.ports.len() as u32;
-        let idx = (u32::from(local).wrapping_sub(u32::from(self.cfg.source_base)))
-            .wrapping_mul(ports)
-            .wrapping_add(socket as u32);
+        let idx = super::endpoint_at(self.cfg.source_base, self.ports.len(), socket, local);
         if let Some(e) = self.eps.get_mut(idx as usize) {
             e.prompted = true;
         }

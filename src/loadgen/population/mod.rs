@@ -11,7 +11,8 @@
 //! timeout), answers a registrar's challenge, refreshes, restarts (soak
 //! churn), unregisters, and answers whatever the server sends it
 //! (keepalive OPTIONS, NOTIFY, INVITE) statelessly, with a digest challenge
-//! of its own when asked to (`device_auth`).
+//! of its own when asked to (`device_auth`). In the call scenario, once
+//! registered, callers and callees make calls through the server (`call`).
 
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -24,12 +25,29 @@ use crate::timer::TimerWheel;
 use crate::transaction::{ClientTransaction, Kind, Timers};
 
 mod answer;
+mod call;
+mod hold;
 mod outbox;
 #[cfg(test)]
 mod tests;
 
 use outbox::Outbox;
 pub(crate) use outbox::Transmit;
+
+/// Endpoint `i`'s socket and source address: consecutive addresses from
+/// `base`, one endpoint per socket on each.
+fn addr_of(base: Ipv4Addr, sockets: usize, i: u32) -> (usize, Ipv4Addr) {
+    let ports = sockets as u32;
+    let ip = u32::from(base).wrapping_add(i / ports);
+    ((i % ports) as usize, Ipv4Addr::from(ip))
+}
+
+/// The endpoint a datagram reached: the reverse of [`addr_of`].
+fn endpoint_at(base: Ipv4Addr, sockets: usize, socket: usize, local: Ipv4Addr) -> u32 {
+    (u32::from(local).wrapping_sub(u32::from(base)))
+        .wrapping_mul(sockets as u32)
+        .wrapping_add(socket as u32)
+}
 
 /// Largest datagram the generator sends (and the driver reads whole).
 pub(crate) const MAX_DATAGRAM: usize = 2048;
@@ -103,6 +121,10 @@ pub(crate) enum Event {
     /// periodic jobs must start no new job; the soak ends once the job in
     /// flight, if any, has finished (see [`Population::job_finished`]).
     HoldOver,
+    /// Call scenario: the calls begin (the registrations are over), and
+    /// they are over; the CPU per call is measured in between.
+    CallsBegin,
+    CallsOver,
 }
 
 /// Every simulated endpoint of a run, and the run's phases: register at the
@@ -143,13 +165,19 @@ pub(crate) struct Population {
     /// For responses, which the SIP writer writes into a buffer of its own.
     scratch: Vec<u8>,
     tally: Tally,
+    /// Call scenario: the calls, once registered.
+    calls: Option<call::Calls>,
 }
 
 impl Population {
     /// `ports`: the local port of each of the driver's sockets.
     pub fn new(cfg: &LoadConfig, ports: Vec<u16>) -> Population {
         assert!(!ports.is_empty(), "at least one socket");
-        let n = cfg.endpoints;
+        let plan = cfg.call.as_ref().filter(|_| cfg.scenario == Scenario::Call);
+        let n = match plan {
+            Some(p) => call::Calls::endpoints(p, cfg.endpoints),
+            None => cfg.endpoints,
+        };
         let idle = Endpoint {
             sent_at_us: 0,
             tx: NO_TX,
@@ -189,20 +217,18 @@ impl Population {
             out: Outbox::default(),
             scratch: Vec::with_capacity(1024),
             tally: Tally::new(),
+            calls: plan.map(|p| call::Calls::new(p, cfg.endpoints)),
             cfg: cfg.clone(),
         }
     }
 
+    /// Endpoints registering (callees and callers in the call scenario).
     fn n(&self) -> u32 {
-        self.cfg.endpoints
+        self.eps.len() as u32
     }
 
-    /// Endpoint `i`'s socket and source address: consecutive addresses from
-    /// `source_base`, one endpoint per socket on each.
     fn addr_of(&self, i: u32) -> (usize, Ipv4Addr) {
-        let ports = self.ports.len() as u32;
-        let ip = u32::from(self.cfg.source_base).wrapping_add(i / ports);
-        ((i % ports) as usize, Ipv4Addr::from(ip))
+        addr_of(self.cfg.source_base, self.ports.len(), i)
     }
 
     /// The run is over: the driver stops calling and asks for the summary.
@@ -234,7 +260,8 @@ impl Population {
     /// REGISTERs wait for their time or the window, else within 20 ms (the
     /// timers' resolution the generator needs).
     pub fn poll_timeout(&self, now: u64) -> u64 {
-        if self.next_ep < self.n() && self.inflight < self.cfg.window {
+        let placing = self.calls.as_ref().is_some_and(|c| c.placing(now));
+        if placing || (self.next_ep < self.n() && self.inflight < self.cfg.window) {
             now + 1_000
         } else {
             now + 20_000
@@ -326,6 +353,7 @@ impl Population {
                     // A soak ends with nothing in flight: no job, and no
                     // device caught mid-restart.
                     Scenario::Soak => held && jobs_over && self.inflight == 0,
+                    Scenario::Call => self.calls_step(now),
                 };
             if phase_over && self.cfg.unregister && !self.unregistering {
                 self.start_unregistering(now);
@@ -391,66 +419,6 @@ impl Population {
         }
     }
 
-    /// Refreshes bindings whose time has come (a new transaction, same Call-ID).
-    fn refresh_due(&mut self, now: u64) {
-        // A soak stops refreshing once its last job is over, so that
-        // nothing is in flight soon after; until then bindings stay fresh.
-        let winding_down = self.cfg.scenario == Scenario::Soak
-            && self.held(now)
-            && (self.job_done || self.cfg.job.is_none());
-        while let Some((_, (i, epoch))) = self.refreshes.poll(now / 1000) {
-            let e = &self.eps[i as usize];
-            if self.unregistering || e.state != Reg::Done || e.epoch != epoch || !e.registered {
-                continue;
-            }
-            if winding_down {
-                continue;
-            }
-            self.next_transaction(i, now);
-            self.send_register(i, b"", self.phase_expires);
-            self.start_transaction(i, now);
-            self.tally.cur.sent += 1;
-        }
-    }
-
-    /// The hold is over (the phase settled at least `hold` ago).
-    fn held(&self, now: u64) -> bool {
-        self.settled_at
-            .is_some_and(|t| now.saturating_sub(t) >= self.cfg.hold.as_micros() as u64)
-    }
-
-    /// Soak: devices that restart (unregister, then register again) at
-    /// `churn_per_s`, taken in turn among those registered and idle.
-    fn churn_due(&mut self, now: u64) {
-        let (Scenario::Soak, Some(t), false) =
-            (self.cfg.scenario, self.settled_at, self.unregistering)
-        else {
-            return;
-        };
-        if self.held(now) {
-            self.churn_started = u64::MAX;
-        }
-        let due =
-            (now.saturating_sub(t) * u64::from(self.cfg.churn_per_s) / 1_000_000).min(u64::MAX / 2);
-        let n = self.n();
-        let mut tries = 0;
-        while self.churn_started < due && tries < n {
-            tries += 1;
-            let i = self.churn_cursor % n;
-            self.churn_cursor = self.churn_cursor.wrapping_add(1);
-            let e = &mut self.eps[i as usize];
-            if e.state != Reg::Done || !e.registered {
-                continue;
-            }
-            self.churn_started += 1;
-            e.churn = Churn::Leaving;
-            self.next_transaction(i, now);
-            self.send_register(i, b"", 0);
-            self.start_transaction(i, now);
-            self.tally.cur.sent += 1;
-        }
-    }
-
     /// Retransmits or gives up on unanswered REGISTERs, as their
     /// transactions say.
     fn retransmit_due(&mut self, now: u64) {
@@ -497,6 +465,12 @@ impl Population {
         let Ok(m) = sip::parse(data) else {
             return;
         };
+        if call::wire::is_call(&m) {
+            if let Some((calls, mut ctx)) = self.call_parts() {
+                calls.handle(now, socket, local, from, &m, data, &mut ctx);
+            }
+            return;
+        }
         match m.start {
             StartLine::Response { code, .. } => self.on_response(now, &m, code),
             StartLine::Request { method, .. } => {
@@ -600,6 +574,16 @@ impl Population {
             registers_started: u64::from(self.next_ep),
             endpoints_prompted: self.eps.iter().filter(|e| e.prompted).count() as u64,
         };
-        self.tally.summary(totals, m)
+        let (server, generator, elapsed) = (m.server_cpu, m.generator_cpu, m.elapsed_s);
+        let mut s = self.tally.summary(totals, m);
+        if let (Some(calls), Some(plan)) = (self.calls, &self.cfg.call) {
+            s.calls =
+                Some(
+                    calls
+                        .tally
+                        .report(plan, self.cfg.endpoints, elapsed, server, generator),
+                );
+        }
+        s
     }
 }

@@ -5,33 +5,33 @@ use std::time::Duration;
 
 use super::*;
 
-const SERVER: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5060);
-const MS: u64 = 1_000;
+pub(super) const SERVER: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5060);
+pub(super) const MS: u64 = 1_000;
 
 /// A datagram the population sent.
 #[derive(Debug, Clone)]
-struct Sent {
-    socket: usize,
-    src: Ipv4Addr,
-    dst: SocketAddrV4,
-    bytes: Vec<u8>,
+pub(super) struct Sent {
+    pub socket: usize,
+    pub src: Ipv4Addr,
+    pub dst: SocketAddrV4,
+    pub bytes: Vec<u8>,
 }
 
 impl Sent {
-    fn msg(&self) -> sip::Message<'_> {
+    pub fn msg(&self) -> sip::Message<'_> {
         sip::parse(&self.bytes).expect("the generator writes valid SIP")
     }
 
-    fn cseq(&self) -> u32 {
+    pub fn cseq(&self) -> u32 {
         self.msg().cseq().unwrap().seq
     }
 
-    fn header(&self, name: &str) -> Option<String> {
+    pub fn header(&self, name: &str) -> Option<String> {
         self.msg().header_by_name(name).map(str::to_owned)
     }
 }
 
-fn config(endpoints: u32) -> LoadConfig {
+pub(super) fn config(endpoints: u32) -> LoadConfig {
     LoadConfig {
         target: SERVER,
         endpoints,
@@ -44,12 +44,12 @@ fn config(endpoints: u32) -> LoadConfig {
     }
 }
 
-fn population(cfg: &LoadConfig) -> Population {
+pub(super) fn population(cfg: &LoadConfig) -> Population {
     let ports = (0..cfg.ports).map(|j| 40_000 + j).collect();
     Population::new(cfg, ports)
 }
 
-fn drain(p: &mut Population) -> Vec<Sent> {
+pub(super) fn drain(p: &mut Population) -> Vec<Sent> {
     let mut out = Vec::new();
     while let Some(t) = p.poll_transmit() {
         out.push(Sent {
@@ -63,14 +63,14 @@ fn drain(p: &mut Population) -> Vec<Sent> {
 }
 
 /// Time passes to `now`; what was sent.
-fn tick(p: &mut Population, now: u64) -> Vec<Sent> {
+pub(super) fn tick(p: &mut Population, now: u64) -> Vec<Sent> {
     p.handle_timeout(now);
     drain(p)
 }
 
 /// The server answers `req` with `code` (plus `extra` header lines) at
 /// `now`; what the population sent in return.
-fn answer(
+pub(super) fn answer(
     p: &mut Population,
     now: u64,
     req: &Sent,
@@ -106,7 +106,7 @@ Call-ID: srv-{method}\r\nCSeq: 7 {method}\r\n{extra}Content-Length: 0\r\n\r\n"
     drain(p)
 }
 
-fn summary(p: Population) -> Summary {
+pub(super) fn summary(p: Population) -> Summary {
     p.summary(Measured::default())
 }
 
