@@ -8,7 +8,7 @@
 # with 2 processes (Kamailio 5.6: benches/kamailio-calls.cfg, registrar +
 # usrloc in memory + tm stateful proxy with record_route(), 2 UDP children,
 # tlsf allocator, 2 GiB of shared memory: tm keeps finished transactions a
-# few seconds, and 512 MiB ran out at 4,000 calls/s; tether: 2 workers, the
+# few seconds, and 512 MiB ran out at 4,000 calls/s; tether: 1 worker (a thread per core), the
 # domain served, keepalive prompts off as Kamailio sends none), the
 # generator to CPU 1. ROUNDS rounds, the
 # order of the two servers alternating; each round starts each server anew.
@@ -42,7 +42,7 @@ start_kamailio() { # port -> pid
   echo $!
 }
 start_tether() { # port -> pid
-  printf '[sip]\nlisten = ["127.0.0.1:%s"]\n[runtime]\nworkers = 2\nstats_interval_s = 0\n[registrar]\ndomains = ["127.0.0.1"]\n[keepalive]\ninterval_ms = 0\n[api]\nlisten = ""\n' \
+  printf '[sip]\nlisten = ["127.0.0.1:%s"]\n[runtime]\nworkers = 1\nstats_interval_s = 0\n[registrar]\ndomains = ["127.0.0.1"]\n[keepalive]\ninterval_ms = 0\n[api]\nlisten = ""\n' \
     "$1" > "$work/tether.toml"
   taskset -c 0 "$bin" run --config "$work/tether.toml" > /dev/null 2> "$work/tether.log" &
   echo $!
