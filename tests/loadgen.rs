@@ -317,3 +317,48 @@ fn soak_scenario_mixes_refresh_keepalive_churn_and_fan_out_without_failures() {
     api.shutdown();
     rt.shutdown().unwrap();
 }
+
+#[test]
+fn call_scenario_every_call_through_the_proxy_ends_as_planned() {
+    let (rt, addr) = common::start("[registrar]\ndomains = [\"127.0.0.1\"]\n");
+    let cfg = LoadConfig {
+        target: target(addr),
+        endpoints: 100,
+        rate: 2_000,
+        duration: Duration::from_secs(60),
+        scenario: Scenario::Call,
+        source_base: "127.12.0.1".parse().unwrap(),
+        call: Some(loadgen::CallPlan {
+            callers: 20,
+            rate: 100,
+            duration: Duration::from_secs(3),
+            hold: Duration::from_millis(300),
+            cancel_share: 10.0,
+            busy_share: 10.0,
+            ..loadgen::CallPlan::default()
+        }),
+        ..LoadConfig::default()
+    };
+    let s = loadgen::run(&cfg, |_, _, _| {}).unwrap();
+    let c = s.calls.expect("a call report");
+    assert!(c.attempted >= 250, "{c:?}");
+    assert_eq!(c.failed, 0, "{c:?}");
+    assert_eq!(c.unfinished, 0, "{c:?}");
+    assert_eq!(c.answered + c.cancelled + c.busy, c.attempted, "{c:?}");
+    assert!(c.cancelled > 0 && c.busy > 0, "{c:?}");
+    assert_eq!(c.bye_ok, c.answered, "{c:?}");
+    // Every dialog ended with its BYE (the cores publish about once a second).
+    let sum = |m: tether::metrics::CoreMetric| -> u64 {
+        rt.control().metrics.iter().map(|c| c.get(m as usize)).sum()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while (sum(tether::metrics::CoreMetric::CallsAnswered) < c.answered
+        || sum(tether::metrics::CoreMetric::Dialogs) > 0)
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(sum(tether::metrics::CoreMetric::CallsAnswered), c.answered);
+    assert_eq!(sum(tether::metrics::CoreMetric::Dialogs), 0);
+    rt.shutdown().unwrap();
+}
