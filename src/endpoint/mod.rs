@@ -187,6 +187,11 @@ impl Endpoint {
         }
     }
 
+    #[cfg(test)]
+    pub(crate) fn proxy(&self) -> &Proxy {
+        &self.proxy
+    }
+
     /// Replaces the proxy (with the configured one).
     pub fn with_proxy(mut self, proxy: Proxy) -> Endpoint {
         self.proxy = proxy;

@@ -199,6 +199,11 @@ impl Calls {
         })
     }
 
+    /// Every transaction in flight.
+    pub fn iter(&self) -> impl Iterator<Item = &Call> {
+        self.slots.iter().filter_map(|s| s.call.as_ref())
+    }
+
     /// The transaction in (slot, nonce) sent its final response.
     pub fn finish(&mut self, slot: u32, nonce: u32) {
         let Some(call) = self.get_mut(slot, nonce) else {

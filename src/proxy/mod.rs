@@ -241,6 +241,42 @@ impl Proxy {
             .collect()
     }
 
+    /// The state of every transaction in flight, for a test's failure message.
+    #[cfg(test)]
+    pub(crate) fn describe_calls(&self) -> Vec<String> {
+        self.calls
+            .iter()
+            .map(|c| {
+                let b: Vec<String> = c
+                    .branches
+                    .iter()
+                    .map(|b| {
+                        format!(
+                            "{:?} done={} prov={} cw={} cancel={:?} t={} c={}",
+                            b.tx.state(),
+                            b.done,
+                            b.provisional,
+                            b.cancel_wanted,
+                            b.cancel.as_ref().map(|c| c.tx.state()),
+                            b.timer.is_some(),
+                            b.timer_c.is_some()
+                        )
+                    })
+                    .collect();
+                format!(
+                    "invite={} role={:?} server={:?} timer={} finished={} answered={} cancelled={} branches={b:?}",
+                    c.invite,
+                    c.role,
+                    c.server.state(),
+                    c.server_timer.is_some(),
+                    c.finished,
+                    c.answered,
+                    c.cancelled
+                )
+            })
+            .collect()
+    }
+
     fn sent_by(&self, local: u8) -> &str {
         self.sent_by
             .get(usize::from(local))

@@ -93,7 +93,16 @@ impl Proxy {
             return true;
         }
         match code {
-            100 => {}
+            100 => {
+                // Any provisional, 100 too, makes the branch CANCELable
+                // (RFC 3261 §9.1); only the others reset Timer C (§16.7).
+                b.provisional = true;
+                // A branch given up on (CANCEL wanted, or Timer C) that
+                // rings now would ring for ever: CANCEL it.
+                if (b.cancel_wanted || b.done) && b.cancel.is_none() {
+                    self.send_cancel(slot, nonce, i, cx);
+                }
+            }
             101..=199 => {
                 b.provisional = true;
                 if let Some(h) = b.timer_c.take() {
@@ -107,7 +116,7 @@ impl Proxy {
                         },
                     ));
                 }
-                let cancel = b.cancel_wanted && b.cancel.is_none();
+                let cancel = (b.cancel_wanted || b.done) && b.cancel.is_none();
                 if cancel {
                     self.send_cancel(slot, nonce, i, cx);
                 }

@@ -89,17 +89,20 @@ impl Proxy {
                     return;
                 };
                 b.timer_c = None;
-                if b.done {
-                    return;
-                }
                 if b.cancel.is_some() {
                     // CANCELled 64·T1 ago and still no final: give up.
                     b.tx.terminate();
                     if let Some(h) = b.timer.take() {
                         cx.timers.cancel(h);
                     }
-                    self.branch_timed_out(slot, nonce, i, cx);
-                    self.maybe_remove(slot, nonce, cx);
+                    if b.done {
+                        self.maybe_remove(slot, nonce, cx);
+                    } else {
+                        self.branch_timed_out(slot, nonce, i, cx);
+                        self.maybe_remove(slot, nonce, cx);
+                    }
+                } else if b.done {
+                    // Given up on already; its own timers end it.
                 } else if b.provisional {
                     self.send_cancel(slot, nonce, i, cx);
                 } else {
