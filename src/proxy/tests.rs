@@ -726,3 +726,70 @@ fn a_storm_of_calls_answers_mutations_and_cancels_leaves_nothing_behind() {
     assert!(n.ep.metric(M::CallsAttempted) > 1_000);
     assert!(n.ep.metric(M::CallsAnswered) > 0);
 }
+
+#[test]
+fn a_routed_subscribe_makes_a_dialog_and_a_reinvite_keeps_it() {
+    let mut n = Net::with(ProxySection::default());
+    n.register("bob", "10.0.0.2:5062", "10.0.0.2:5062");
+    // SUBSCRIBE for a package tether does not serve itself: routed.
+    let sub = String::from_utf8(invite("bob", "sb1", "Event: presence\r\nExpires: 600\r\n"))
+        .unwrap()
+        .replace("INVITE sip", "SUBSCRIBE sip")
+        .replace("1 INVITE", "1 SUBSCRIBE");
+    let out = n.send("10.0.0.1:5061", sub.as_bytes());
+    let fwd = one_to(&out, "10.0.0.2:5062");
+    let f = sip::parse(&fwd).unwrap();
+    assert_eq!(f.method(), Some(Method::Subscribe));
+    assert_eq!(super::forward::record_routes(&f).count(), 1);
+    let out = n.send(
+        "10.0.0.2:5062",
+        &answer(&fwd, 200, "s1", "sip:bob@10.0.0.2:5062"),
+    );
+    assert_eq!(status(&one_to(&out, "10.0.0.1:5061")), 200);
+    assert_eq!(n.ep.metric(crate::metrics::CoreMetric::Dialogs), 1);
+
+    // A call, then a re-INVITE from the callee through our Record-Route.
+    let out = n.send("10.0.0.1:5061", &invite("bob", "ri1", ""));
+    let fwd = one_to(&out, "10.0.0.2:5062");
+    let rr = super::forward::record_routes(&sip::parse(&fwd).unwrap())
+        .next()
+        .unwrap()
+        .to_owned();
+    n.send(
+        "10.0.0.2:5062",
+        &answer(&fwd, 200, "r1", "sip:bob@10.0.0.2:5062"),
+    );
+    assert_eq!(n.ep.metric(crate::metrics::CoreMetric::Dialogs), 2);
+    let alice = "<sip:alice@example.com>;tag=a1";
+    let bob = "<sip:bob@example.com>;tag=r1";
+    let reinvite = in_dialog(
+        "INVITE",
+        "sip:alice@10.0.0.1:5061",
+        "10.0.0.2:5062",
+        bob,
+        alice,
+        "call-ri1",
+        5,
+        &[&rr],
+    );
+    let out = n.send("10.0.0.2:5062", &reinvite);
+    assert_eq!(status(&one_to(&out, "10.0.0.2:5062")), 100);
+    let to_alice = one_to(&out, "10.0.0.1:5061");
+    let r = sip::parse(&to_alice).unwrap();
+    assert_eq!(r.method(), Some(Method::Invite));
+    assert_eq!(
+        super::forward::record_routes(&r).count(),
+        0,
+        "no Record-Route in a dialog"
+    );
+    let out = n.send(
+        "10.0.0.1:5061",
+        &answer(&to_alice, 200, "a1", "sip:alice@10.0.0.1:5061"),
+    );
+    assert_eq!(status(&one_to(&out, "10.0.0.2:5062")), 200);
+    assert_eq!(
+        n.ep.metric(crate::metrics::CoreMetric::Dialogs),
+        2,
+        "a re-INVITE keeps its dialog"
+    );
+}
