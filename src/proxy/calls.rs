@@ -68,6 +68,17 @@ pub enum Role {
     Plain,
 }
 
+/// What a dialog-creating request says about its caller, kept from the
+/// first parse so that the 2xx need not read the request again.
+#[derive(Debug)]
+pub struct DialogSeed {
+    pub call_id: Box<str>,
+    pub from_tag: Box<str>,
+    pub from_uri: Box<str>,
+    pub contact: Box<str>,
+    pub cseq: u32,
+}
+
 /// A proxy transaction: one request from one sender, forked to branches.
 #[derive(Debug)]
 pub struct Call {
@@ -107,6 +118,8 @@ pub struct Call {
     pub loop_hash: u32,
     /// We authenticated the sender: its Proxy-Authorization stops here.
     pub strip_auth: bool,
+    /// For [`Role::CreatesDialog`].
+    pub seed: Option<Box<DialogSeed>>,
 }
 
 impl Call {

@@ -706,6 +706,20 @@ impl Proxy {
             pop,
             loop_hash: loop_hash(msg, checked),
             strip_auth,
+            seed: (role == Role::CreatesDialog).then(|| {
+                Box::new(super::calls::DialogSeed {
+                    call_id: checked.call_id.into(),
+                    from_tag: checked.from.tag().unwrap_or("").into(),
+                    from_uri: checked.from.uri_raw.into(),
+                    contact: checked
+                        .contacts
+                        .first()
+                        .and_then(|c| c.contact.addr())
+                        .map_or("", |a| a.uri_raw)
+                        .into(),
+                    cseq: checked.cseq.seq,
+                })
+            }),
         };
         let (slot, nonce) = self.calls.insert(call);
         self.stats.transactions += 1;

@@ -579,12 +579,7 @@ impl Proxy {
         let Some(b) = call.branches.get(i) else {
             return;
         };
-        let Ok(req) = sip::parse(&call.request) else {
-            return;
-        };
-        let (Ok(from), Ok(to), Ok(call_id), Ok(cseq)) =
-            (req.from(), resp.to(), req.call_id(), req.cseq())
-        else {
+        let (Some(seed), Ok(to)) = (call.seed.as_deref(), resp.to()) else {
             return;
         };
         let contact_of = |m: &Message<'_>| -> Box<str> {
@@ -597,10 +592,10 @@ impl Proxy {
         let caller = Side {
             path: call.src,
             device_core: call.src_device.then_some(self.core),
-            tag: from.tag().unwrap_or("").into(),
-            contact: contact_of(&req),
-            aor: from.uri_raw.into(),
-            cseq: cseq.seq,
+            tag: seed.from_tag.clone(),
+            contact: seed.contact.clone(),
+            aor: seed.from_uri.clone(),
+            cseq: seed.cseq,
         };
         let callee = Side {
             path: b.target.to,
@@ -611,7 +606,7 @@ impl Proxy {
             cseq: 0,
         };
         let d = Dialog {
-            call_id: call_id.into(),
+            call_id: seed.call_id.clone(),
             caller,
             callee,
             started: cx.now,
