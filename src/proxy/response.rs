@@ -215,7 +215,9 @@ impl Proxy {
         let Some(call) = self.calls.get_mut(slot, nonce) else {
             return;
         };
-        if call.finished || !call.server.accepts(code) {
+        // Every 2xx of an INVITE goes on, after the first too (§16.7 step 10).
+        let another_2xx = call.invite && (200..300).contains(&code);
+        if (call.finished && !another_2xx) || !call.server.accepts(code) {
             return;
         }
         forward::response(&mut call.last_response, msg);

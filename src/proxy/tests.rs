@@ -793,3 +793,45 @@ fn a_routed_subscribe_makes_a_dialog_and_a_reinvite_keeps_it() {
         "a re-INVITE keeps its dialog"
     );
 }
+
+#[test]
+fn when_two_forks_answer_both_2xx_are_forwarded_and_each_is_a_dialog() {
+    let mut n = Net::with(ProxySection::default());
+    n.register("bob", "10.0.0.2:5062", "10.0.0.2:5062");
+    n.register("bob", "10.0.0.3:5062", "10.0.0.3:5062");
+    let out = n.send("10.0.0.1:5061", &invite("bob", "two", ""));
+    let f2 = one_to(&out, "10.0.0.2:5062");
+    let f3 = one_to(&out, "10.0.0.3:5062");
+    let out = n.send(
+        "10.0.0.2:5062",
+        &answer(&f2, 200, "x2", "sip:bob@10.0.0.2:5062"),
+    );
+    assert_eq!(status(&one_to(&out, "10.0.0.1:5061")), 200);
+    // The other fork answers before our CANCEL reaches it: RFC 3261 §16.7
+    // forwards it too; the caller ACKs and BYEs it, through us.
+    let out = n.send(
+        "10.0.0.3:5062",
+        &answer(&f3, 200, "x3", "sip:bob@10.0.0.3:5062"),
+    );
+    assert_eq!(status(&one_to(&out, "10.0.0.1:5061")), 200);
+    assert_eq!(n.ep.metric(crate::metrics::CoreMetric::Dialogs), 2);
+    let rr = super::forward::record_routes(&sip::parse(&f3).unwrap())
+        .next()
+        .unwrap()
+        .to_owned();
+    let bye = in_dialog(
+        "BYE",
+        "sip:bob@10.0.0.3:5062",
+        "10.0.0.1:5061",
+        "<sip:alice@example.com>;tag=a1",
+        "<sip:bob@example.com>;tag=x3",
+        "call-two",
+        2,
+        &[&rr],
+    );
+    let out = n.send("10.0.0.1:5061", &bye);
+    assert_eq!(
+        sip::parse(&one_to(&out, "10.0.0.3:5062")).unwrap().method(),
+        Some(Method::Bye)
+    );
+}
