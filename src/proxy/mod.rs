@@ -22,12 +22,14 @@
 //!   NAT path ([`PathNote`]), which moves the path through seed 004's
 //!   dialog states and keeps prompting it while the call lasts.
 
+pub mod branch;
 pub mod calls;
 pub mod config;
 pub mod dialogs;
 pub mod forward;
 mod request;
 mod response;
+mod route;
 pub mod server;
 mod timers;
 pub mod token;
@@ -319,6 +321,12 @@ impl Proxy {
             _ => {}
         }
     }
+}
+
+/// Arms deadline `what` (server, a branch, its CANCEL, its Timer C; see
+/// `branch::CLIENT`) of the proxy transaction (slot, nonce) at `at`.
+fn arm(timers: &mut Timers, at: u64, slot: u32, what: u8, nonce: u32) -> crate::timer::TimerHandle {
+    timers.arm(at, Timer::Proxy { slot, what, nonce })
 }
 
 /// One dialog in flight, as `GET /v1/calls` shows it.

@@ -7,12 +7,11 @@ use std::net::SocketAddr;
 
 use smallvec::SmallVec;
 
+use super::branch::{BranchId, CANCEL};
 use super::calls::{Cancel, Role, Target};
 use super::dialogs::{Dialog, Side};
 use super::forward;
-use super::request::{BranchId, CANCEL};
 use super::{Ctx, Handoff, Proxy};
-use crate::addr::PathKey;
 use crate::sip::{self, writer, Message};
 use crate::timer::Timer;
 use crate::transaction::{ClientTransaction, Kind, State};
@@ -29,7 +28,7 @@ impl Proxy {
         remote: SocketAddr,
         cx: &mut Ctx<'_>,
     ) -> bool {
-        if branch.starts_with(super::request::STATELESS_PREFIX) {
+        if branch.starts_with(super::branch::STATELESS_PREFIX) {
             return true; // an answer to a BYE of ours: nothing waits for it
         }
         let Some(id) = BranchId::parse(branch) else {
@@ -65,16 +64,9 @@ impl Proxy {
         if let Some(h) = b.timer.take() {
             cx.timers.cancel(h);
         }
-        b.timer = out.next_deadline.map(|at| {
-            cx.timers.arm(
-                at,
-                Timer::Proxy {
-                    slot,
-                    what: super::request::CLIENT + id.index,
-                    nonce,
-                },
-            )
-        });
+        b.timer = out
+            .next_deadline
+            .map(|at| super::arm(cx.timers, at, slot, super::branch::CLIENT + id.index, nonce));
         if out.ack {
             if let Ok(sent) = sip::parse(&b.bytes) {
                 forward::ack(&mut self.buf, &sent, msg);
@@ -107,13 +99,12 @@ impl Proxy {
                 b.provisional = true;
                 if let Some(h) = b.timer_c.take() {
                     cx.timers.cancel(h);
-                    b.timer_c = Some(cx.timers.arm(
+                    b.timer_c = Some(super::arm(
+                        cx.timers,
                         cx.now + self.cfg.timer_c_ms,
-                        Timer::Proxy {
-                            slot,
-                            what: super::request::TIMER_C + id.index,
-                            nonce,
-                        },
+                        slot,
+                        super::branch::TIMER_C + id.index,
+                        nonce,
                     ));
                 }
                 let cancel = (b.cancel_wanted || b.done) && b.cancel.is_none();
@@ -294,14 +285,7 @@ impl Proxy {
         let Ok(msg) = sip::parse(&request) else {
             return;
         };
-        let target = Target {
-            to: PathKey::new(0, to),
-            uri: None,
-            path: None,
-            device_core: None,
-            group: 0,
-            upstream: Some(1),
-        };
+        let target = super::route::upstream_target(to, Some(1));
         self.start_branch(slot, nonce, &msg, target, cx);
     }
 
@@ -401,16 +385,7 @@ impl Proxy {
         if let Some(h) = call.server_timer.take() {
             cx.timers.cancel(h);
         }
-        call.server_timer = at.map(|at| {
-            cx.timers.arm(
-                at,
-                Timer::Proxy {
-                    slot,
-                    what: 0,
-                    nonce,
-                },
-            )
-        });
+        call.server_timer = at.map(|at| super::arm(cx.timers, at, slot, 0, nonce));
         self.maybe_remove(slot, nonce, cx);
     }
 
@@ -469,29 +444,21 @@ impl Proxy {
         forward::cancel(&mut bytes, &sent);
         let (tx, out) = ClientTransaction::start(Kind::NonInvite, cx.now, &t);
         Self::send(cx.out, &bytes, b.target.to);
-        let timer = out.next_deadline.map(|at| {
-            cx.timers.arm(
-                at,
-                Timer::Proxy {
-                    slot,
-                    what: CANCEL + i as u8,
-                    nonce,
-                },
-            )
-        });
+        let timer = out
+            .next_deadline
+            .map(|at| super::arm(cx.timers, at, slot, CANCEL + i as u8, nonce));
         b.cancel = Some(Cancel { tx, timer, bytes });
         // The branch's 487 is what the caller gets; should it never come,
         // Timer C now bounds the wait at 64·T1 (RFC 3261 §9.1).
         if let Some(h) = b.timer_c.take() {
             cx.timers.cancel(h);
         }
-        b.timer_c = Some(cx.timers.arm(
+        b.timer_c = Some(super::arm(
+            cx.timers,
             cx.now + t.timeout_ms,
-            Timer::Proxy {
-                slot,
-                what: super::request::TIMER_C + i as u8,
-                nonce,
-            },
+            slot,
+            super::branch::TIMER_C + i as u8,
+            nonce,
         ));
     }
 
@@ -517,16 +484,9 @@ impl Proxy {
         if let Some(h) = c.timer.take() {
             cx.timers.cancel(h);
         }
-        c.timer = out.next_deadline.map(|at| {
-            cx.timers.arm(
-                at,
-                Timer::Proxy {
-                    slot,
-                    what: CANCEL + i as u8,
-                    nonce,
-                },
-            )
-        });
+        c.timer = out
+            .next_deadline
+            .map(|at| super::arm(cx.timers, at, slot, CANCEL + i as u8, nonce));
         self.maybe_remove(slot, nonce, cx);
     }
 
@@ -658,7 +618,7 @@ impl Proxy {
 
     /// Writes a BYE of ours from `from` to `to` (for `proxy.max_call_s`).
     pub(super) fn write_bye(&mut self, call_id: &str, from: &Side, to: &Side, sent_by: &str) {
-        let mut branch = String::from(super::request::STATELESS_PREFIX);
+        let mut branch = String::from(super::branch::STATELESS_PREFIX);
         branch.push_str(&format!("{:x}", self.ids.next_u64()));
         let head = writer::RequestHead {
             method: sip::Method::Bye,

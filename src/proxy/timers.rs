@@ -2,9 +2,8 @@
 //! branch's retransmissions and Timer B/F, its CANCEL's, Timer C (a branch
 //! ringing too long is CANCELled), and `proxy.max_call_s` per dialog.
 
-use super::request::{CANCEL, CLIENT, TIMER_C};
+use super::branch::{CANCEL, CLIENT, TIMER_C};
 use super::{Ctx, Proxy};
-use crate::timer::Timer;
 
 impl Proxy {
     pub(super) fn on_call_timer(&mut self, slot: u32, what: u8, nonce: u32, cx: &mut Ctx<'_>) {
@@ -37,16 +36,9 @@ impl Proxy {
                 if out.retransmit {
                     Self::send(cx.out, &b.bytes, b.target.to);
                 }
-                b.timer = out.next_deadline.map(|at| {
-                    cx.timers.arm(
-                        at,
-                        Timer::Proxy {
-                            slot,
-                            what: w,
-                            nonce,
-                        },
-                    )
-                });
+                b.timer = out
+                    .next_deadline
+                    .map(|at| super::arm(cx.timers, at, slot, w, nonce));
                 if out.timed_out && !b.done {
                     self.branch_timed_out(slot, nonce, i, cx);
                 }
@@ -68,16 +60,9 @@ impl Proxy {
                     Self::send(cx.out, bytes, to);
                 }
                 if let Some(c) = call.branches[i].cancel.as_mut() {
-                    c.timer = out.next_deadline.map(|at| {
-                        cx.timers.arm(
-                            at,
-                            Timer::Proxy {
-                                slot,
-                                what: w,
-                                nonce,
-                            },
-                        )
-                    });
+                    c.timer = out
+                        .next_deadline
+                        .map(|at| super::arm(cx.timers, at, slot, w, nonce));
                 }
                 self.maybe_remove(slot, nonce, cx);
             }

@@ -1,0 +1,205 @@
+//! Routing an out-of-dialog request (RFC 3261 §16.4–16.5): to the
+//! bindings of a served user, forked by q-value groups, or to the upstream
+//! proxy; a preloaded Route only from the trusted core.
+
+use std::net::SocketAddr;
+
+use smallvec::SmallVec;
+
+use super::calls::{Role, Target};
+use super::{Ctx, Proxy};
+use crate::addr::PathKey;
+use crate::nat::PathState;
+use crate::registrar::{canonical_aor, ContactView};
+use crate::sip::uri::{Host, Scheme, Uri};
+use crate::sip::Checked;
+use crate::sip::{Message, Method};
+
+impl Proxy {
+    /// A request outside any dialog: to a served user's bindings, or upstream.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn out_of_dialog(
+        &mut self,
+        msg: &Message<'_>,
+        checked: &Checked<'_>,
+        raw: &[u8],
+        src: PathKey,
+        id: String,
+        authenticated: bool,
+        cx: &mut Ctx<'_>,
+    ) {
+        let (pop, _, foreign) = self.our_routes(msg);
+        let trusted = self.trusted(src.remote().ip());
+        let mut targets: SmallVec<[Target; 2]> = SmallVec::new();
+        if let Some(route) = foreign {
+            // A preloaded Route to someone else: only the trusted core may
+            // steer us (a device must not make us a relay to a third party).
+            let to = (trusted).then(|| numeric_target(&route)).flatten();
+            let Some(to) = to else {
+                self.stats.refused += 1;
+                return self.reply(msg, checked, src, 403, "Route Not Allowed", None, cx);
+            };
+            targets.push(upstream_target(to, None));
+        } else {
+            let Some(ruri) = checked.request_uri else {
+                return;
+            };
+            match self.locate(&ruri, cx.now) {
+                Located::Bindings(found) => {
+                    let reachable: SmallVec<[ContactView; 2]> = found
+                        .into_iter()
+                        .filter(ContactView::is_reachable)
+                        .collect();
+                    if reachable.is_empty() {
+                        return self.reply(
+                            msg,
+                            checked,
+                            src,
+                            480,
+                            "Temporarily Unavailable",
+                            None,
+                            cx,
+                        );
+                    }
+                    targets = self.fork_targets(reachable);
+                }
+                Located::NotFound => {
+                    return self.reply(msg, checked, src, 404, "Not Found", None, cx);
+                }
+                Located::Elsewhere => {
+                    let registered = matches!(
+                        cx.keepalive.state(&src),
+                        PathState::RegistrationOnly | PathState::DialogAndRegistration
+                    );
+                    if !trusted && !registered && !authenticated {
+                        // No open relay: only the core, authenticated and
+                        // registered devices reach other domains.
+                        self.stats.refused += 1;
+                        return self.reply(msg, checked, src, 403, "Relaying Denied", None, cx);
+                    }
+                    let Some(&primary) = self.cfg.upstream.first() else {
+                        return self.reply(msg, checked, src, 404, "Not Found", None, cx);
+                    };
+                    targets.push(upstream_target(primary, Some(0)));
+                }
+            }
+        }
+        let method = msg.method().unwrap_or(Method::Options);
+        let role = if matches!(method, Method::Invite | Method::Subscribe) {
+            Role::CreatesDialog
+        } else {
+            Role::Plain
+        };
+        let strip_auth = authenticated;
+        self.start_call(
+            msg, checked, raw, src, id, role, pop, targets, strip_auth, cx,
+        );
+    }
+
+    /// A Request-URI without a user, naming a domain we serve or our own
+    /// address: the request is for tether, not for someone behind it.
+    pub(super) fn addressed_to_us(&self, ruri: &Uri<'_>) -> bool {
+        let (None, Some(host), Scheme::Sip | Scheme::Sips) = (ruri.user, ruri.host, ruri.scheme)
+        else {
+            return false;
+        };
+        let hp = match ruri.port {
+            Some(p) => format!("{host}:{p}"),
+            None => host.to_string(),
+        };
+        self.cfg.domains.is_empty() || self.serves(host) || self.is_our_sent_by(&hp)
+    }
+
+    fn serves(&self, host: Host<'_>) -> bool {
+        self.cfg.domains.iter().any(|d| match host {
+            Host::Name(h) => d.eq_ignore_ascii_case(h),
+            other => **d == *other.to_string(),
+        })
+    }
+
+    /// Where a Request-URI leads.
+    fn locate(&self, ruri: &Uri<'_>, now: u64) -> Located {
+        let (Some(host), Scheme::Sip | Scheme::Sips) = (ruri.host, ruri.scheme) else {
+            return Located::Elsewhere;
+        };
+        let served = self.cfg.domains.is_empty() || self.serves(host);
+        if !served {
+            return Located::Elsewhere;
+        }
+        let Some(user) = ruri.user else {
+            return if self.cfg.domains.is_empty() {
+                Located::Elsewhere
+            } else {
+                Located::NotFound
+            };
+        };
+        let found = self
+            .dir
+            .lookup(&canonical_aor(user, host), (now / 1000) as u32);
+        if !found.is_empty() {
+            Located::Bindings(Box::new(found))
+        } else if self.cfg.domains.is_empty() {
+            // Serving "any domain": an unknown user may live upstream.
+            Located::Elsewhere
+        } else {
+            Located::NotFound
+        }
+    }
+
+    /// Bindings as branches: highest q first, one group per q value
+    /// (RFC 3261 §16.6: parallel within a group, groups in sequence).
+    fn fork_targets(&self, mut found: SmallVec<[ContactView; 2]>) -> SmallVec<[Target; 2]> {
+        found.sort_by_key(|c| std::cmp::Reverse(c.q.unwrap_or(1000)));
+        let mut group = 0u16;
+        let mut last_q = None;
+        found
+            .into_iter()
+            .take(self.cfg.max_forks)
+            .map(|c| {
+                let q = c.q.unwrap_or(1000);
+                if last_q.is_some_and(|l| l != q) {
+                    group += 1;
+                }
+                last_q = Some(q);
+                Target {
+                    to: PathKey::new(c.local, c.source),
+                    uri: Some(c.contact),
+                    path: c.path,
+                    device_core: Some(c.binding.core),
+                    group,
+                    upstream: None,
+                }
+            })
+            .collect()
+    }
+}
+
+/// Where the location service sends a request.
+enum Located {
+    Bindings(Box<SmallVec<[ContactView; 2]>>),
+    NotFound,
+    /// Another domain (or a user the served-any-domain node does not know).
+    Elsewhere,
+}
+
+pub(super) fn upstream_target(to: SocketAddr, which: Option<u8>) -> Target {
+    Target {
+        to: PathKey::new(0, to),
+        uri: None,
+        path: None,
+        device_core: None,
+        group: 0,
+        upstream: which,
+    }
+}
+
+/// `sip:10.0.0.5:5060;lr` → 10.0.0.5:5060 (tether resolves no names).
+fn numeric_target(uri: &str) -> Option<SocketAddr> {
+    let u = Uri::parse(uri).ok()?;
+    let port = u.port.unwrap_or(5060);
+    match u.host? {
+        Host::V4(a) => Some(SocketAddr::from((a, port))),
+        Host::V6(a) => Some(SocketAddr::from((a, port))),
+        Host::Name(_) => None,
+    }
+}
