@@ -178,6 +178,8 @@ pub struct Proxy {
     key: token::TokenKey,
     /// `host:port` we write in Via and Record-Route, per listen socket.
     sent_by: Vec<String>,
+    /// The same, parsed once, to recognise our own Vias and Routes.
+    ours: Vec<Ours>,
     calls: Calls,
     dialogs: Dialogs,
     ids: IdGen,
@@ -197,12 +199,17 @@ impl Proxy {
         local_addrs: &[SocketAddr],
         seed: u64,
     ) -> Proxy {
-        let sent_by = local_addrs
+        let sent_by: Vec<String> = local_addrs
             .iter()
             .map(|a| cfg.advertise.clone().unwrap_or_else(|| a.to_string()))
             .collect();
+        let ours = sent_by
+            .iter()
+            .filter_map(|s: &String| Ours::parse(s))
+            .collect();
         Proxy {
             core,
+            ours,
             cfg,
             dir,
             key: token::TokenKey::new(&key),
@@ -327,6 +334,30 @@ impl Proxy {
 /// `branch::CLIENT`) of the proxy transaction (slot, nonce) at `at`.
 fn arm(timers: &mut Timers, at: u64, slot: u32, what: u8, nonce: u32) -> crate::timer::TimerHandle {
     timers.arm(at, Timer::Proxy { slot, what, nonce })
+}
+
+/// One of our addresses: an IP or a name, and a port.
+#[derive(Debug, Clone)]
+struct Ours {
+    ip: Option<std::net::IpAddr>,
+    name: Box<str>,
+    port: u16,
+}
+
+impl Ours {
+    fn parse(s: &str) -> Option<Ours> {
+        let (host, port) = crate::sip::uri::split_host_port(s).ok()?;
+        let ip = match host {
+            crate::sip::Host::V4(a) => Some(a.into()),
+            crate::sip::Host::V6(a) => Some(a.into()),
+            crate::sip::Host::Name(_) => None,
+        };
+        Some(Ours {
+            ip,
+            name: host.to_string().into(),
+            port: port.unwrap_or(5060),
+        })
+    }
 }
 
 /// One dialog in flight, as `GET /v1/calls` shows it.

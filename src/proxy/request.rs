@@ -290,15 +290,23 @@ impl Proxy {
     }
 
     pub(super) fn is_our_sent_by(&self, s: &str) -> bool {
-        let Ok((host, port)) = split_host_port(s) else {
-            return false;
-        };
-        self.sent_by.iter().any(|ours| match split_host_port(ours) {
-            Ok((h, p)) => {
-                p.unwrap_or(5060) == port.unwrap_or(5060)
-                    && (h == host || matches!(h, Host::V4(a) if a.is_unspecified()))
-            }
-            Err(_) => false,
+        split_host_port(s).is_ok_and(|(host, port)| self.is_ours(host, port))
+    }
+
+    /// `host:port` is one of our addresses (a wildcard listen address
+    /// matches any host on its port). Compared parsed, without allocating:
+    /// every Route and every Via of ours is checked with it.
+    pub(super) fn is_ours(&self, host: Host<'_>, port: Option<u16>) -> bool {
+        let port = port.unwrap_or(5060);
+        self.ours.iter().any(|o| {
+            o.port == port
+                && match (o.ip, host) {
+                    (Some(ip), _) if ip.is_unspecified() => true,
+                    (Some(ip), Host::V4(a)) => ip == std::net::IpAddr::V4(a),
+                    (Some(ip), Host::V6(a)) => ip == std::net::IpAddr::V6(a),
+                    (None, Host::Name(n)) => o.name.eq_ignore_ascii_case(n),
+                    _ => false,
+                }
         })
     }
 
@@ -315,14 +323,7 @@ impl Proxy {
         if let Some(t) = u.user.and_then(FlowToken::decode_unverified) {
             return (true, Some(t));
         }
-        let ours = u.host.is_some_and(|h| {
-            let hp = match u.port {
-                Some(p) => format!("{h}:{p}"),
-                None => format!("{h}"),
-            };
-            self.is_our_sent_by(&hp)
-        });
-        (ours, None)
+        (u.host.is_some_and(|h| self.is_ours(h, u.port)), None)
     }
 
     /// Our Route values on top of the request: how many, and the token.

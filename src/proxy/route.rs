@@ -103,11 +103,7 @@ impl Proxy {
         else {
             return false;
         };
-        let hp = match ruri.port {
-            Some(p) => format!("{host}:{p}"),
-            None => host.to_string(),
-        };
-        self.cfg.domains.is_empty() || self.serves(host) || self.is_our_sent_by(&hp)
+        self.cfg.domains.is_empty() || self.serves(host) || self.is_ours(host, ruri.port)
     }
 
     fn serves(&self, host: Host<'_>) -> bool {
