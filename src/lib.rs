@@ -18,6 +18,7 @@ pub mod config;
 pub mod endpoint;
 pub(crate) mod io;
 pub mod loadgen;
+pub mod media;
 pub mod metrics;
 pub mod nat;
 pub mod notify;
