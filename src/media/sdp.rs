@@ -124,7 +124,8 @@ pub struct Rewrite<'a> {
     /// The relay's address, written into every `c=` line.
     pub addr: IpAddr,
     /// Per `m=` line, in order; `None` leaves that line's port as is (for
-    /// port-0 streams). Its length must equal the number of `m=` lines.
+    /// port-0 streams, which stay port 0 even when given one). Its length
+    /// must equal the number of `m=` lines.
     pub anchors: &'a [Option<Anchor>],
     /// Remove ICE attributes at session and media level: the relay is the
     /// media endpoint now, the party's candidates are unreachable to the
@@ -504,7 +505,9 @@ fn rewrite_into(body: &[u8], rw: &Rewrite, out: &mut Vec<u8>) -> Result<(), SdpE
                 let i = idx.map_or(0, |i| i + 1);
                 idx = Some(i);
                 let m = parse_m(v)?;
-                anchor = rw.anchors.get(i).copied().flatten();
+                // A rejected stream stays rejected (RFC 3264 §6): an anchor
+                // would give it a port and no address.
+                anchor = rw.anchors.get(i).copied().flatten().filter(|_| m.port != 0);
                 owes_dir = rw.direction.is_some() && m.port != 0;
                 match anchor {
                     Some(a) => {
@@ -546,11 +549,10 @@ fn rewrite_into(body: &[u8], rw: &Rewrite, out: &mut Vec<u8>) -> Result<(), SdpE
                         }
                         // A port-0 stream keeps its own; extra copies in a
                         // live stream go.
-                        Some(i) => {
-                            if session.streams.get(i).is_some_and(|s| s.port == 0) {
-                                push_line(out, line);
-                            }
+                        Some(i) if session.streams.get(i).is_some_and(|s| s.port == 0) => {
+                            push_line(out, line);
                         }
+                        Some(_) => {}
                     }
                     continue;
                 }
