@@ -28,6 +28,7 @@ pub struct Config {
     pub notify: NotifySection,
     pub webhooks: WebhookConfig,
     pub proxy: crate::proxy::ProxySection,
+    pub media: crate::media::MediaSection,
 }
 
 /// `[api]`: the HTTP control API and metrics endpoint.
@@ -340,6 +341,7 @@ impl Config {
     /// Range checks that serde cannot express.
     pub fn check(&self) -> Result<(), ConfigError> {
         self.proxy.check()?;
+        self.media.check()?;
         if self.sip.listen.is_empty() {
             return Err(ConfigError::Invalid {
                 key: "sip.listen",

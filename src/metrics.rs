@@ -156,6 +156,30 @@ core_metrics! {
         "Requests refused with 482 Loop Detected.";
     ProxyRefused: counter "tether_proxy_refused_total", "refused",
         "Requests refused with 403: foreign Route or relaying denied.";
+    MediaSessions: gauge "tether_media_sessions", "media_sessions",
+        "Media sessions anchored at the relay (proxy calls and ng).";
+    MediaPortPairs: gauge "tether_media_port_pairs_in_use", "media_pairs",
+        "Relay RTP/RTCP port pairs held by live sessions.";
+    MediaCallsAnchored: counter "tether_media_calls_anchored_total", "media_anchored",
+        "Calls whose media the proxy anchored at the relay.";
+    MediaPackets: counter "tether_media_packets_total", "media_packets",
+        "RTP and RTCP packets relayed.";
+    MediaBytes: counter "tether_media_bytes_total", "media_bytes",
+        "RTP and RTCP bytes relayed.";
+    MediaDroppedMalformed: counter "tether_media_dropped_malformed_total", "media_malformed",
+        "Packets on relay ports dropped as not RTP/RTCP (short, wrong version, truncated).";
+    MediaDroppedSource: counter "tether_media_dropped_source_total", "media_wrong_source",
+        "Packets on relay ports dropped for their source (not the latched party, or a port not in use).";
+    MediaDroppedNoDestination: counter "tether_media_dropped_no_destination_total", "media_no_destination",
+        "Packets dropped because the other party's address is not known yet.";
+    MediaRelatched: counter "tether_media_relatched_total", "media_relatched",
+        "Parties re-latched to a new source after media.relatch_ms of silence.";
+    MediaTimeouts: counter "tether_media_timeouts_total", "media_timeouts",
+        "Media sessions without packets for media.timeout_s (their calls were ended).";
+    MediaPortsExhausted: counter "tether_media_ports_exhausted_total", "media_no_ports",
+        "Offers refused (503) because the core had no free relay port pair.";
+    MediaPacketsLost: gauge "tether_media_packets_lost", "media_lost",
+        "Packets lost (from RTP sequence numbers) over the live sessions.";
 }
 
 /// One core's published values.

@@ -292,6 +292,7 @@ fn calls_are_gathered_from_every_core_and_paged() {
                         callee_path: "192.0.2.2:5060".parse().unwrap(),
                         core: core as u16,
                         duration_ms: (core * 10 + i) as u64,
+                        media: Vec::new(),
                     })
                     .collect();
                 reply.send(list).unwrap();

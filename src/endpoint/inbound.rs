@@ -51,6 +51,7 @@ impl Endpoint {
                 out: &mut self.transmits,
                 keepalive: &mut self.keepalive,
                 auth: self.registrar.authenticator(),
+                media: &mut self.media,
             };
             if self
                 .proxy
@@ -90,6 +91,7 @@ impl Endpoint {
                 out: &mut self.transmits,
                 keepalive: &mut self.keepalive,
                 auth: self.registrar.authenticator(),
+                media: &mut self.media,
             };
             self.proxy
                 .on_request(&msg, &checked, datagram, path, &mut cx);

@@ -33,6 +33,7 @@ use std::sync::Arc;
 
 pub use transmit::{Transmit, Transmits};
 
+use crate::media::Verdict;
 use crate::metrics::CoreMetric;
 use crate::nat::{Action, Keepalive};
 use crate::notify::{Job, JobPart};
@@ -72,6 +73,19 @@ pub trait Core: Send + 'static {
     fn poll_timeout(&self) -> Option<u64>;
     /// This core's values of [`crate::metrics::CORE`], in its order.
     fn metrics(&self, out: &mut [u64]);
+    /// Where an RTP/RTCP packet that arrived on media socket `sock` goes
+    /// (`now_us`: µs on the runtime's clock). The relay's fast path: no
+    /// allocation, nothing queued.
+    fn relay(&mut self, _now_us: u64, _sock: u32, _src: SocketAddr, _pkt: &[u8]) -> Verdict {
+        Verdict::Drop
+    }
+    /// Media port pairs the runtime should open for this core now.
+    fn media_wants(&self) -> usize {
+        0
+    }
+    /// The runtime opened these pairs (RTP ports; RTCP is the next port),
+    /// as media sockets numbered on from the last ones, two per pair.
+    fn media_opened(&mut self, _rtp_ports: &[u16]) {}
 }
 
 /// A message to a core from another thread.
@@ -135,6 +149,9 @@ pub struct Endpoint {
     keepalive: Keepalive,
     notify: crate::notify::Engine,
     proxy: Proxy,
+    media: crate::media::Table,
+    /// The local socket of `media.ng_listen`, when on.
+    ng_local: Option<u8>,
     /// Every deadline of this core's state machines.
     timers: Timers,
     /// Our address per listen socket, for the Via and From of prompts.
@@ -176,6 +193,12 @@ impl Endpoint {
             keepalive,
             notify,
             proxy,
+            // No ports until `Setup` gives the configured table.
+            media: crate::media::Table::new(crate::media::table::TableConfig {
+                max_pairs: 0,
+                ..Default::default()
+            }),
+            ng_local: None,
             timers: Timers::new(0),
             local_addrs,
             actions: Vec::new(),
@@ -196,6 +219,23 @@ impl Endpoint {
     pub fn with_proxy(mut self, proxy: Proxy) -> Endpoint {
         self.proxy = proxy;
         self
+    }
+
+    /// Datagrams on local socket `local` are `ng` control commands.
+    pub fn with_ng(mut self, local: Option<u8>) -> Endpoint {
+        self.ng_local = local;
+        self
+    }
+
+    /// Replaces the media table (with the configured one).
+    pub fn with_media(mut self, media: crate::media::Table) -> Endpoint {
+        self.media = media;
+        self
+    }
+
+    /// This core's media table.
+    pub fn media(&self) -> &crate::media::Table {
+        &self.media
     }
 
     /// Seed 004's state of a NAT path (for tests and the API).
@@ -261,7 +301,7 @@ impl Core for Endpoint {
                 }
             }
             Command::Calls(reply) => {
-                let list = self.proxy.dialog_list(now);
+                let list = self.proxy.dialog_list(now, &self.media);
                 self.events.push_back(Event::Calls(reply, list));
             }
             Command::PathNote(n) => {
@@ -301,10 +341,15 @@ impl Core for Endpoint {
                         out: &mut self.transmits,
                         keepalive: &mut self.keepalive,
                         auth: self.registrar.authenticator(),
+                        media: &mut self.media,
                     };
                     self.proxy.on_timer(t, &mut cx);
                 }
             }
+        }
+        self.media.sweep(now);
+        while let Some((id, owner)) = self.media.poll_timed_out() {
+            self.on_media_timeout(now, id, owner);
         }
         self.sync_paths(now);
         self.collect();
@@ -319,15 +364,56 @@ impl Core for Endpoint {
     }
 
     fn poll_timeout(&self) -> Option<u64> {
-        self.timers.next_deadline()
+        match (self.timers.next_deadline(), self.media.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn metrics(&self, out: &mut [u64]) {
         self.metric_values(out);
     }
+
+    fn relay(&mut self, now_us: u64, sock: u32, src: SocketAddr, pkt: &[u8]) -> Verdict {
+        self.media.relay(now_us, sock, src, pkt)
+    }
+
+    fn media_wants(&self) -> usize {
+        self.media.wants_pairs()
+    }
+
+    fn media_opened(&mut self, rtp_ports: &[u16]) {
+        self.media.add_pairs(rtp_ports);
+    }
 }
 
 impl Endpoint {
+    /// A media session without packets for `media.timeout_s`: the proxy
+    /// BYEs its call; an `ng` session is deleted (its proxy sees no BYE).
+    fn on_media_timeout(&mut self, now: u64, id: crate::media::table::SessionId, owner: u64) {
+        if owner == crate::proxy::media::NG_OWNER {
+            tracing::info!(
+                slot = id.slot,
+                "ng media session ended: no media for media.timeout_s"
+            );
+            self.media.end(now, id);
+            return;
+        }
+        let mut cx = crate::proxy::Ctx {
+            now,
+            timers: &mut self.timers,
+            out: &mut self.transmits,
+            keepalive: &mut self.keepalive,
+            auth: self.registrar.authenticator(),
+            media: &mut self.media,
+        };
+        self.proxy.on_media_timeout(owner, &mut cx);
+        // A dialog already gone (its BYE crossed the timeout) leaves the session.
+        if self.media.exists(id) && !self.proxy.owns_media(owner) {
+            self.media.end(now, id);
+        }
+    }
+
     /// Fills `out` (indexed by [`CoreMetric`]) with this core's values.
     fn metric_values(&self, out: &mut [u64]) {
         for (m, v) in CoreMetric::ALL.iter().zip(out.iter_mut()) {
@@ -402,6 +488,18 @@ impl Endpoint {
             M::ProxyOverloaded => p.overloaded,
             M::ProxyLoops => p.loops,
             M::ProxyRefused => p.refused,
+            M::MediaSessions => self.media.sessions() as u64,
+            M::MediaPortPairs => self.media.pairs_in_use() as u64,
+            M::MediaCallsAnchored => p.media_anchored,
+            M::MediaPackets => self.media.stats.packets,
+            M::MediaBytes => self.media.stats.bytes,
+            M::MediaDroppedMalformed => self.media.stats.dropped_malformed,
+            M::MediaDroppedSource => self.media.stats.dropped_source,
+            M::MediaDroppedNoDestination => self.media.stats.dropped_no_destination,
+            M::MediaRelatched => self.media.stats.relatched,
+            M::MediaTimeouts => self.media.stats.timeouts,
+            M::MediaPortsExhausted => self.media.stats.ports_exhausted,
+            M::MediaPacketsLost => self.media.totals().0,
         }
     }
 }

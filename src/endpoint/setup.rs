@@ -21,6 +21,8 @@ pub struct Setup {
     notify: Arc<crate::notify::NotifyConfig>,
     proxy: Arc<crate::proxy::ProxyConfig>,
     directory: Arc<Directory>,
+    /// `media.ng_listen` is set: each worker has one more socket for it.
+    ng_on: bool,
 }
 
 impl Setup {
@@ -54,6 +56,7 @@ impl Setup {
             notify: Arc::new(cfg.notify()),
             proxy: Arc::new(proxy_config(cfg)),
             directory: Arc::new(Directory::with_capacity(cfg.registrar.capacity)),
+            ng_on: !cfg.media.ng_listen.is_empty(),
         })
     }
 
@@ -115,6 +118,28 @@ impl Setup {
             local_addrs.to_vec(),
         )
         .with_proxy(proxy)
+        .with_media(self.media_table(core, local_addrs))
+        .with_ng(self.ng_on.then_some(local_addrs.len() as u8))
+    }
+
+    /// Core `core`'s relay table: its share of `media.ports`, none when
+    /// neither the proxy nor `ng` anchors anything.
+    fn media_table(&self, core: usize, local_addrs: &[SocketAddr]) -> crate::media::Table {
+        let m = &self.cfg.media;
+        let (addr, _) =
+            crate::media::config::resolve_address(m, &self.cfg.proxy.advertise, local_addrs);
+        let used = self.proxy.media != crate::media::Mode::Never || self.ng_on;
+        crate::media::Table::new(crate::media::table::TableConfig {
+            addr,
+            relatch_ms: m.relatch_ms,
+            timeout_ms: m.timeout_s * 1000,
+            quarantine_ms: m.quarantine_ms,
+            max_pairs: if used {
+                m.core_pairs(core, self.workers).len()
+            } else {
+                0
+            },
+        })
     }
 }
 
@@ -126,6 +151,21 @@ fn proxy_config(cfg: &Config) -> crate::proxy::ProxyConfig {
         cfg.notify().timers,
     );
     p.auth = cfg.auth.enabled;
+    p.media = cfg.media.mode().unwrap_or(crate::media::Mode::Never);
+    if p.media != crate::media::Mode::Never || !cfg.media.ng_listen.is_empty() {
+        let (addr, sure) = crate::media::config::resolve_address(
+            &cfg.media,
+            &cfg.proxy.advertise,
+            &cfg.sip.listen,
+        );
+        if !sure {
+            tracing::warn!(
+                %addr,
+                "media.address is empty and sip.listen is a wildcard: rewritten SDP will name \
+                 {addr}; set media.address to the address devices reach"
+            );
+        }
+    }
     if cfg.proxy.advertise.is_empty() && cfg.sip.listen.iter().any(|a| a.ip().is_unspecified()) {
         tracing::warn!(
             "proxy.advertise is empty and sip.listen is a wildcard: Via and Record-Route will \

@@ -8,8 +8,10 @@
 //! block with the reason it holds.
 
 mod batch;
+mod relay;
 mod socket;
 mod sys;
 
 pub use batch::{RecvBatch, SendBatch};
-pub use socket::{bind_pktinfo, bind_reuseport};
+pub use relay::RelayBatch;
+pub use socket::{bind_pktinfo, bind_plain, bind_reuseport};

@@ -96,3 +96,17 @@ pub fn bind_pktinfo(port: u16, buffer: usize) -> io::Result<UdpSocket> {
     )?;
     Ok(s.into())
 }
+
+/// Binds a plain non-blocking UDP socket (a media relay port): no
+/// `SO_REUSEPORT`, so a port another process holds is refused, not shared.
+pub fn bind_plain(addr: SocketAddr, buffer: usize) -> io::Result<UdpSocket> {
+    let s = bind(
+        addr,
+        &Options {
+            reuse_port: false,
+            buffer,
+            pktinfo: false,
+        },
+    )?;
+    Ok(s.into())
+}

@@ -10,4 +10,10 @@
 //! calls it relays by rewriting their SDP, and the rtpengine `ng` control
 //! protocol, for deployments that keep their own proxies.
 
+pub mod config;
+pub mod rtp;
 pub mod sdp;
+pub mod table;
+
+pub use config::{MediaSection, Mode};
+pub use table::{Table, Verdict};

@@ -93,6 +93,10 @@ impl Proxy {
         } else {
             Kind::NonInvite
         };
+        let (media, body) = match self.call_media(msg, checked, src, role, &targets, cx) {
+            Ok(m) => m,
+            Err((code, why)) => return self.refuse_media(msg, checked, src, code, why, cx),
+        };
         let server = ServerTransaction::start(kind, cx.now, &self.cfg.timers);
         let first_group = targets.first().map_or(0, |t| t.group);
         let later: SmallVec<[Target; 2]> = targets
@@ -137,6 +141,8 @@ impl Proxy {
                     cseq: checked.cseq.seq,
                 })
             }),
+            media,
+            body: body.map(Vec::into_boxed_slice),
         };
         let (slot, nonce) = self.calls.insert(call);
         self.stats.transactions += 1;
@@ -219,6 +225,7 @@ impl Proxy {
                 push_routes: target.path.as_deref().unwrap_or(""),
                 strip_proxy_auth: call.strip_auth,
                 source: Some(call.src.remote()),
+                body: call.body.as_deref(),
             },
         );
         let invite = call.invite;

@@ -120,6 +120,10 @@ pub struct Call {
     pub strip_auth: bool,
     /// For [`Role::CreatesDialog`].
     pub seed: Option<Box<DialogSeed>>,
+    /// The call's media session, when anchored.
+    pub media: Option<super::media::CallMedia>,
+    /// The body the branches send (the anchored offer); `None` = the request's.
+    pub body: Option<Box<[u8]>>,
 }
 
 impl Call {

@@ -36,6 +36,8 @@ pub struct Dialog {
     pub timer: Option<TimerHandle>,
     /// A BYE went through (or was sent by us): waiting for its answer.
     pub ending: bool,
+    /// Its anchored media.
+    pub media: Option<crate::media::table::SessionId>,
 }
 
 struct Slot {

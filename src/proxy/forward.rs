@@ -30,6 +30,8 @@ pub struct Rewrite<'x> {
     /// Where the request came from: stamped on the sender's Via as
     /// `received` and, when it asked, `rport` (RFC 3261 §18.2.1, RFC 3581).
     pub source: Option<SocketAddr>,
+    /// A new body (anchored SDP); `None` keeps the request's.
+    pub body: Option<&'x [u8]>,
 }
 
 /// Writes `msg` rewritten per `r` into `out`.
@@ -87,7 +89,7 @@ pub fn request(out: &mut Vec<u8>, msg: &Message<'_>, r: &Rewrite<'_>) {
     if !max_forwards {
         w.header_u32(HeaderName::MaxForwards, 69);
     }
-    finish(w, msg);
+    finish(w, r.body.unwrap_or(msg.body));
 }
 
 /// `value` (a Via line) with its first element stamped: `received=<ip>`
@@ -125,6 +127,11 @@ fn stamp_via(out: &mut String, value: &str, source: Option<SocketAddr>) {
 
 /// Writes response `msg` without its top Via value (ours) into `out`.
 pub fn response(out: &mut Vec<u8>, msg: &Message<'_>) {
+    response_with(out, msg, None)
+}
+
+/// [`response`] with a new body (anchored SDP) when `body` is given.
+pub fn response_with(out: &mut Vec<u8>, msg: &Message<'_>, body: Option<&[u8]>) {
     let StartLine::Response { code, reason } = msg.start else {
         return;
     };
@@ -148,15 +155,15 @@ pub fn response(out: &mut Vec<u8>, msg: &Message<'_>) {
             }
         }
     }
-    finish(w, msg);
+    finish(w, body.unwrap_or(msg.body));
 }
 
-fn finish(w: Writer<'_>, msg: &Message<'_>) {
+fn finish(w: Writer<'_>, body: &[u8]) {
     let out = w.into_buf();
     out.extend_from_slice(b"Content-Length: ");
-    push_u32(out, u32::try_from(msg.body.len()).unwrap_or(u32::MAX));
+    push_u32(out, u32::try_from(body.len()).unwrap_or(u32::MAX));
     out.extend_from_slice(b"\r\n\r\n");
-    out.extend_from_slice(msg.body);
+    out.extend_from_slice(body);
 }
 
 /// A CANCEL for the request `sent` (as a branch sent it): same
@@ -262,6 +269,7 @@ Content-Length: 4\r\n\r\nv=0\n";
                 push_routes: "<sip:edge.example.org;lr>",
                 strip_proxy_auth: false,
                 source: Some("198.51.100.9:4000".parse().unwrap()),
+                body: None,
             },
         );
         let f = parse(&out).unwrap();

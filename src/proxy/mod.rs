@@ -27,6 +27,7 @@ pub mod calls;
 pub mod config;
 pub mod dialogs;
 pub mod forward;
+pub mod media;
 mod request;
 mod response;
 mod route;
@@ -79,6 +80,8 @@ pub struct ProxyConfig {
     /// Whether devices must authenticate (then untrusted requests to other
     /// domains need a registration on their path).
     pub auth: bool,
+    /// When calls are anchored at the relay (`media.mode`).
+    pub media: crate::media::Mode,
 }
 
 impl Default for ProxyConfig {
@@ -106,6 +109,8 @@ impl ProxyConfig {
             max_forks: s.max_forks,
             timers,
             auth: false,
+            // `Setup` sets `media.mode`; a bare proxy (tests) relays signalling only.
+            media: crate::media::Mode::Never,
         }
     }
 }
@@ -139,6 +144,12 @@ pub struct Stats {
     pub loops: u64,
     /// Requests refused for their Route, relay or policy (403).
     pub refused: u64,
+    /// Calls whose media the relay anchors.
+    pub media_anchored: u64,
+    /// Response SDP passed on unanchored (it could not be parsed).
+    pub media_unanchored: u64,
+    /// Calls ended for `media.timeout_s` without media.
+    pub media_timeouts: u64,
 }
 
 /// A datagram for another core: the transaction or dialog it belongs to
@@ -167,6 +178,8 @@ pub struct Ctx<'e> {
     pub keepalive: &'e mut Keepalive,
     /// The registrar's digest authenticator, when `auth.enabled`.
     pub auth: Option<&'e mut crate::registrar::auth::Authenticator>,
+    /// This core's media relay table.
+    pub media: &'e mut crate::media::Table,
 }
 
 /// One core's stateful proxy.
@@ -235,7 +248,7 @@ impl Proxy {
     }
 
     /// The dialogs of this core, for `GET /v1/calls`.
-    pub fn dialog_list(&self, now: u64) -> Vec<CallInfo> {
+    pub fn dialog_list(&self, now: u64, media: &crate::media::Table) -> Vec<CallInfo> {
         self.dialogs
             .iter()
             .map(|d| CallInfo {
@@ -246,6 +259,7 @@ impl Proxy {
                 callee_path: d.callee.path.remote(),
                 core: self.core,
                 duration_ms: now.saturating_sub(d.started),
+                media: d.media.map(|id| media.info(id)).unwrap_or_default(),
             })
             .collect()
     }
@@ -361,7 +375,7 @@ impl Ours {
 }
 
 /// One dialog in flight, as `GET /v1/calls` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct CallInfo {
     pub call_id: String,
     pub caller: String,
@@ -370,4 +384,7 @@ pub struct CallInfo {
     pub callee_path: SocketAddr,
     pub core: u16,
     pub duration_ms: u64,
+    /// The anchored streams, with both parties' packet statistics (empty:
+    /// media not anchored).
+    pub media: Vec<crate::media::table::StreamInfo>,
 }

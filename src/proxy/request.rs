@@ -380,6 +380,7 @@ impl Proxy {
         let Some(d) = self.dialogs.get_mut(dslot, dnonce) else {
             return;
         };
+        let (media, party) = (d.media, u8::from(*d.caller.tag != *from_tag));
         let (from, to) = if &*d.caller.tag == from_tag {
             (&mut d.caller, &d.callee)
         } else {
@@ -399,6 +400,17 @@ impl Proxy {
             d.ending = true;
         }
         if ack {
+            // The answer of a late offer (offer in the 2xx) rides in the ACK.
+            let body = match media {
+                Some(id) => match self.anchor_body(msg, id, party, src.remote().ip(), cx) {
+                    Ok(b) => b,
+                    Err(_) => {
+                        self.stats.media_unanchored += 1;
+                        None
+                    }
+                },
+                None => None,
+            };
             // A 2xx's ACK has no response: forwarded statelessly, with a
             // branch that is the same for its retransmissions.
             let mut branch = String::from(STATELESS_PREFIX);
@@ -416,6 +428,7 @@ impl Proxy {
                     push_routes: "",
                     strip_proxy_auth: false,
                     source: Some(src.remote()),
+                    body: body.as_deref(),
                 },
             );
             Self::send(cx.out, &self.buf, target.to);

@@ -80,8 +80,10 @@ impl Proxy {
         if out.repeated {
             // RFC 6026: a retransmitted 2xx goes on to the caller, whose
             // ACK ends it.
-            forward::response(&mut self.buf, msg);
-            Self::send(cx.out, &self.buf, call.src);
+            let (media, src) = (call.media, call.src);
+            let body = self.anchor_response(msg, media, remote.ip(), cx);
+            forward::response_with(&mut self.buf, msg, body.as_deref());
+            Self::send(cx.out, &self.buf, src);
             return true;
         }
         match code {
@@ -111,7 +113,7 @@ impl Proxy {
                 if cancel {
                     self.send_cancel(slot, nonce, i, cx);
                 }
-                self.pass_response(slot, nonce, code, msg, cx);
+                self.pass_response(slot, nonce, code, msg, remote.ip(), cx);
             }
             200..=299 => {
                 self.branch_done(slot, nonce, i, cx);
@@ -124,7 +126,7 @@ impl Proxy {
                     self.stats.calls_answered += 1;
                 }
                 self.on_success(slot, nonce, i, msg, cx);
-                self.pass_response(slot, nonce, code, msg, cx);
+                self.pass_response(slot, nonce, code, msg, remote.ip(), cx);
                 self.cancel_pending(slot, nonce, cx);
             }
             _ => {
@@ -200,10 +202,11 @@ impl Proxy {
         nonce: u32,
         code: u16,
         msg: &Message<'_>,
+        from_ip: std::net::IpAddr,
         cx: &mut Ctx<'_>,
     ) {
         let t = self.cfg.timers;
-        let Some(call) = self.calls.get_mut(slot, nonce) else {
+        let Some(call) = self.calls.get(slot, nonce) else {
             return;
         };
         // Every 2xx of an INVITE goes on, after the first too (§16.7 step 10).
@@ -211,7 +214,15 @@ impl Proxy {
         if (call.finished && !another_2xx) || !call.server.accepts(code) {
             return;
         }
-        forward::response(&mut call.last_response, msg);
+        let (media, invite) = (call.media, call.invite);
+        let body = self.anchor_response(msg, media, from_ip, cx);
+        if let Some(m) = media.filter(|_| invite && (200..300).contains(&code)) {
+            cx.media.arm(cx.now, m.id);
+        }
+        let Some(call) = self.calls.get_mut(slot, nonce) else {
+            return;
+        };
+        forward::response_with(&mut call.last_response, msg, body.as_deref());
         let out = call.server.on_response(code, cx.now, &t);
         Self::send(cx.out, &call.last_response, call.src);
         if code >= 200 {
@@ -506,6 +517,9 @@ impl Proxy {
             return;
         }
         if let Some(call) = self.calls.remove(slot, nonce) {
+            if let Some(m) = call.media.filter(|m| m.owns) {
+                cx.media.end(cx.now, m.id);
+            }
             let handles = call
                 .branches
                 .iter()
@@ -567,6 +581,7 @@ impl Proxy {
             aor: to.uri_raw.into(),
             cseq: 0,
         };
+        let media = call.media.filter(|m| m.owns).map(|m| m.id);
         let d = Dialog {
             call_id: seed.call_id.clone(),
             caller,
@@ -574,6 +589,7 @@ impl Proxy {
             started: cx.now,
             timer: None,
             ending: false,
+            media,
         };
         let notes = [
             d.caller.device_core.map(|c| (c, d.caller.path)),
@@ -583,6 +599,17 @@ impl Proxy {
             return; // a second 2xx of the same dialog
         };
         self.stats.dialogs_started += 1;
+        if let Some(id) = media {
+            // The dialog owns the session now; a second fork's dialog relays none.
+            cx.media.set_owner(id, super::media::owner_tag(ds, dn));
+            if let Some(m) = self
+                .calls
+                .get_mut(slot, nonce)
+                .and_then(|c| c.media.as_mut())
+            {
+                m.owns = false;
+            }
+        }
         if self.cfg.max_call_ms > 0 {
             let h = cx.timers.arm(
                 cx.now + self.cfg.max_call_ms,
@@ -609,6 +636,9 @@ impl Proxy {
         if let Some(h) = d.timer {
             cx.timers.cancel(h);
         }
+        if let Some(id) = d.media {
+            cx.media.end(cx.now, id);
+        }
         for side in [&d.caller, &d.callee] {
             if let Some(core) = side.device_core {
                 self.note_path(core, side.path, false, cx);
@@ -616,8 +646,15 @@ impl Proxy {
         }
     }
 
-    /// Writes a BYE of ours from `from` to `to` (for `proxy.max_call_s`).
-    pub(super) fn write_bye(&mut self, call_id: &str, from: &Side, to: &Side, sent_by: &str) {
+    /// Writes a BYE of ours from `from` to `to` (`proxy.max_call_s`, media timeout).
+    pub(super) fn write_bye(
+        &mut self,
+        call_id: &str,
+        from: &Side,
+        to: &Side,
+        sent_by: &str,
+        why: &str,
+    ) {
         let mut branch = String::from(super::branch::STATELESS_PREFIX);
         branch.push_str(&format!("{:x}", self.ids.next_u64()));
         let head = writer::RequestHead {
@@ -641,7 +678,8 @@ impl Proxy {
             routes: &[],
         };
         let mut w = writer::request(&mut self.buf, &head);
-        w.header_named("Reason", "SIP;cause=200;text=\"call time limit\"");
+        let reason = format!("SIP;cause=200;text=\"{why}\"");
+        w.header_named("Reason", &reason);
         w.finish(None);
     }
 }

@@ -113,14 +113,21 @@ impl Proxy {
             return;
         };
         d.timer = None;
-        let d = d.clone();
+        self.stats.dialogs_expired += 1;
+        self.bye_both(slot, nonce, "call time limit", cx);
+    }
+
+    /// Ends a dialog ourselves: a BYE to each party, then the dialog.
+    pub(super) fn bye_both(&mut self, slot: u32, nonce: u32, why: &str, cx: &mut Ctx<'_>) {
+        let Some(d) = self.dialogs.get(slot, nonce).cloned() else {
+            return;
+        };
         for (from, to) in [(&d.caller, &d.callee), (&d.callee, &d.caller)] {
             let sent_by = self.sent_by(to.path.local()).to_owned();
-            self.write_bye(&d.call_id, from, to, &sent_by);
+            self.write_bye(&d.call_id, from, to, &sent_by, why);
             Self::send(cx.out, &self.buf, to.path);
         }
-        self.stats.dialogs_expired += 1;
-        tracing::info!(call_id = &*d.call_id, "call ended at proxy.max_call_s");
+        tracing::info!(call_id = &*d.call_id, why, "call ended by tether");
         self.end_dialog(slot, nonce, cx);
     }
 }

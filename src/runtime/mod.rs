@@ -125,6 +125,22 @@ impl Runtime {
             }
             local_addrs.push(bound);
         }
+        // The ng control socket: one more local socket per worker, after
+        // the listen sockets (the endpoint knows it by that number).
+        if let Some(ng) = cfg.media.ng_addr().ok().flatten() {
+            let mut bound = ng;
+            for sockets in per_worker.iter_mut() {
+                let s = bind_reuseport(bound, cfg.runtime.socket_buffer)?;
+                bound = s.local_addr()?;
+                sockets.push(s);
+            }
+            tracing::info!(addr = %bound, "rtpengine ng control listening");
+        }
+        let media_ip = cfg
+            .sip
+            .listen
+            .first()
+            .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
         let epoch = Instant::now();
         let stop = Arc::new(AtomicBool::new(false));
         let cores = if cfg.runtime.pin_cpus {
@@ -154,6 +170,8 @@ impl Runtime {
                 max_datagram: cfg.sip.max_datagram,
                 pin: cores.get(i % cores.len().max(1)).copied(),
                 stats_interval_s: cfg.runtime.stats_interval_s,
+                media_ports: cfg.media.core_pairs(i, n),
+                media_ip,
             })?;
             inboxes.push(Inbox {
                 tx,

@@ -14,9 +14,15 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::endpoint::{Command, Core, Event};
-use crate::io::{RecvBatch, SendBatch};
+use crate::io::{RecvBatch, RelayBatch, SendBatch};
+use crate::media::Verdict;
 
 const WAKER: Token = Token(usize::MAX);
+/// Tokens of media sockets start here (listen sockets are below).
+const MEDIA: usize = 1 << 20;
+/// Packets one media socket gets relayed per turn: a flooded port waits
+/// for the others (and for signalling) after this many.
+const MEDIA_TURN: usize = 32;
 
 pub struct Worker<C> {
     pub id: usize,
@@ -39,6 +45,33 @@ pub struct Worker<C> {
     /// A job part ended since the last publish.
     publish_now: bool,
     finished: crossbeam_channel::Sender<Arc<crate::notify::Job>>,
+    media: Media,
+}
+
+/// The relay's sockets of one worker, indexed as the core's media table
+/// numbers them (RTP at 2k, RTCP at 2k+1).
+struct Media {
+    sockets: Vec<UdpSocket>,
+    /// RTP ports of this core's share not tried yet.
+    ports: std::vec::IntoIter<u16>,
+    ip: std::net::IpAddr,
+    batch: RelayBatch,
+    /// Sockets with a turn due next round (they still had packets).
+    hot: Vec<u32>,
+    next_hot: Vec<u32>,
+    /// Per socket: already in the round's list.
+    marked: Vec<bool>,
+}
+
+impl Media {
+    fn mark(&mut self, round: &mut Vec<u32>, s: u32) {
+        if let Some(m) = self.marked.get_mut(s as usize) {
+            if !*m {
+                *m = true;
+                round.push(s);
+            }
+        }
+    }
 }
 
 /// What a worker needs besides its sockets.
@@ -58,6 +91,10 @@ pub struct WorkerParts<C> {
     pub metrics: Arc<crate::metrics::CoreSnapshot>,
     /// Where finished jobs go (webhooks).
     pub finished: crossbeam_channel::Sender<Arc<crate::notify::Job>>,
+    /// This core's share of `media.ports` (RTP ports of the pairs).
+    pub media_ports: Vec<u16>,
+    /// The address relay sockets bind to.
+    pub media_ip: std::net::IpAddr,
 }
 
 impl<C: Core> Worker<C> {
@@ -92,6 +129,15 @@ impl<C: Core> Worker<C> {
             last_publish: std::time::Instant::now(),
             publish_now: false,
             finished: p.finished,
+            media: Media {
+                sockets: Vec::new(),
+                ports: p.media_ports.into_iter(),
+                ip: p.media_ip,
+                batch: RelayBatch::new(MEDIA_TURN, 2048),
+                hot: Vec::new(),
+                next_hot: Vec::new(),
+                marked: Vec::new(),
+            },
         })
     }
 
@@ -114,19 +160,44 @@ impl<C: Core> Worker<C> {
                 tracing::warn!(worker = self.id, "could not pin to core {}", core.id);
             }
         }
-        let mut events = Events::with_capacity(64);
+        let mut events = Events::with_capacity(256);
+        self.open_media();
         while !self.stop.load(Ordering::Relaxed) {
-            let timeout = self.poll_timeout();
+            // Media sockets with packets left: look again at once.
+            let timeout = if self.media.hot.is_empty() {
+                self.poll_timeout()
+            } else {
+                Duration::ZERO
+            };
             match self.poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
+            let mut round = std::mem::take(&mut self.media.hot);
             for ev in events.iter() {
-                if ev.token() != WAKER {
-                    self.drain(ev.token().0);
+                match ev.token().0 {
+                    t if t == WAKER.0 => {}
+                    t if t >= MEDIA => self.media.mark(&mut round, (t - MEDIA) as u32),
+                    t => self.drain(t),
                 }
             }
+            // Every ready media socket gets one turn per round, the flooded
+            // ones included, so that no stream starves another.
+            for &s in &round {
+                self.media.marked[s as usize] = false;
+                self.relay_turn(s);
+            }
+            round.clear();
+            let next = std::mem::replace(&mut self.media.next_hot, round);
+            for s in next {
+                let hot = &mut self.media.hot;
+                if !self.media.marked[s as usize] {
+                    self.media.marked[s as usize] = true;
+                    hot.push(s);
+                }
+            }
+            self.open_media();
             self.drain_inbox();
             let now = self.now_ms();
             if self.core.poll_timeout().is_some_and(|at| at <= now) {
@@ -211,6 +282,98 @@ impl<C: Core> Worker<C> {
         match self.core.poll_timeout() {
             Some(at) => Duration::from_millis(at.saturating_sub(now).min(1000)),
             None => Duration::from_secs(1),
+        }
+    }
+
+    /// Opens the media port pairs the core asks for, from this core's
+    /// share; ports another process holds are skipped.
+    fn open_media(&mut self) {
+        let want = self.core.media_wants();
+        if want == 0 {
+            return;
+        }
+        let mut opened = Vec::with_capacity(want);
+        while opened.len() < want {
+            let Some(port) = self.media.ports.next() else {
+                break;
+            };
+            let rtp = crate::io::bind_plain((self.media.ip, port).into(), 1 << 20);
+            let rtcp = crate::io::bind_plain((self.media.ip, port + 1).into(), 1 << 18);
+            let (Ok(rtp), Ok(rtcp)) = (rtp, rtcp) else {
+                continue;
+            };
+            let mut ok = true;
+            for s in [rtp, rtcp] {
+                let idx = self.media.sockets.len();
+                let mut s = UdpSocket::from_std(s);
+                ok &= self
+                    .poll
+                    .registry()
+                    .register(&mut s, Token(MEDIA + idx), Interest::READABLE)
+                    .is_ok();
+                self.media.sockets.push(s);
+                self.media.marked.push(false);
+            }
+            if !ok {
+                tracing::warn!(worker = self.id, port, "cannot watch media socket");
+            }
+            opened.push(port);
+        }
+        if opened.len() < want {
+            tracing::warn!(
+                worker = self.id,
+                wanted = want,
+                opened = opened.len(),
+                "media port share exhausted or ports in use elsewhere"
+            );
+        }
+        self.core.media_opened(&opened);
+    }
+
+    /// One turn of media socket `idx`: up to [`MEDIA_TURN`] packets
+    /// relayed; the socket stays hot while it has more.
+    fn relay_turn(&mut self, idx: u32) {
+        let Some(sock) = self.media.sockets.get(idx as usize) else {
+            return;
+        };
+        let n = match self.media.batch.recv(sock.as_raw_fd()) {
+            Ok(n) => n,
+            // An ICMP error of an earlier send: the socket may still hold packets.
+            Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
+                self.media.next_hot.push(idx);
+                return;
+            }
+            Err(_) => return,
+        };
+        if n == 0 {
+            return;
+        }
+        let now_us = self.epoch.elapsed().as_micros() as u64;
+        let mut out_sock = None;
+        for i in 0..n {
+            let (data, src, truncated) = self.media.batch.get(i);
+            let Some(src) = src.filter(|_| !truncated) else {
+                continue;
+            };
+            if let Verdict::Forward { sock, to } = self.core.relay(now_us, idx, src, data) {
+                // All of one socket's packets leave by its peer's socket;
+                // a change (re-INVITE moved the leg) flushes first.
+                if out_sock.is_some_and(|o| o != sock) {
+                    self.flush_media(out_sock);
+                }
+                out_sock = Some(sock);
+                self.media.batch.queue(i, to);
+            }
+        }
+        self.flush_media(out_sock);
+        if n == self.media.batch.capacity() {
+            self.media.next_hot.push(idx);
+        }
+    }
+
+    fn flush_media(&mut self, sock: Option<u32>) {
+        if let Some(s) = sock.and_then(|s| self.media.sockets.get(s as usize)) {
+            self.media.batch.flush(s.as_raw_fd());
         }
     }
 
