@@ -770,9 +770,14 @@ pub fn encode_ping(cookie: &[u8], out: &mut Vec<u8>) {
     bencode::end(out);
 }
 
-/// `offer` of the caller's SDP; `flags` are Kamailio-style words (see
-/// [`put_flags`]' rules: `trust-address`, `replace-origin`, `ICE=remove`,
-/// `RTP/AVP`, ...).
+/// `offer` of the caller's SDP. `flags` are the words a Kamailio script
+/// passes to `rtpengine_offer`, sent the way Kamailio's module sends them:
+/// `key=value` becomes a key (`ICE=remove` → `"ICE": "remove"`;
+/// `address-family=IP4` → `"address family"`; `delete-delay=N` an
+/// integer), `replace-X` goes to the `replace` list, `rtcp-mux-X` to the
+/// `rtcp-mux` list, a transport (`RTP/AVP`, `RTP/SAVPF`, ...) to
+/// `transport-protocol`, any other word to the `flags` list
+/// (`trust-address`).
 pub fn encode_offer(
     cookie: &[u8],
     call_id: &[u8],
