@@ -12,3 +12,4 @@
 
 pub mod bencode;
 pub mod ng;
+pub mod sdp;
