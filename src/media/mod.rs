@@ -10,7 +10,9 @@
 //! calls it relays by rewriting their SDP, and the rtpengine `ng` control
 //! protocol, for deployments that keep their own proxies.
 
+pub mod bencode;
 pub mod config;
+pub mod ng;
 pub mod rtp;
 pub mod sdp;
 pub mod table;
