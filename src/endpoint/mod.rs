@@ -152,6 +152,7 @@ pub struct Endpoint {
     media: crate::media::Table,
     /// The local socket of `media.ng_listen`, when on.
     ng_local: Option<u8>,
+    ng: Option<crate::media::ng_server::NgServer>,
     /// Every deadline of this core's state machines.
     timers: Timers,
     /// Our address per listen socket, for the Via and From of prompts.
@@ -199,6 +200,7 @@ impl Endpoint {
                 ..Default::default()
             }),
             ng_local: None,
+            ng: None,
             timers: Timers::new(0),
             local_addrs,
             actions: Vec::new(),
@@ -221,10 +223,32 @@ impl Endpoint {
         self
     }
 
-    /// Datagrams on local socket `local` are `ng` control commands.
-    pub fn with_ng(mut self, local: Option<u8>) -> Endpoint {
-        self.ng_local = local;
+    /// Datagrams on local socket `local` are `ng` control commands, for
+    /// `server`.
+    pub fn with_ng(mut self, ng: Option<(u8, crate::media::ng_server::NgServer)>) -> Endpoint {
+        if let Some((local, server)) = ng {
+            self.ng_local = Some(local);
+            self.ng = Some(server);
+        }
         self
+    }
+
+    /// A datagram on the `ng` socket (`handed`: from another core).
+    fn on_ng(&mut self, now: u64, local: u8, remote: SocketAddr, bytes: &[u8], handed: bool) {
+        let Some(ng) = self.ng.as_mut() else {
+            return;
+        };
+        use crate::media::ng_server::NgOutcome;
+        match ng.handle(now, bytes, &mut self.media, handed, &mut self.out) {
+            NgOutcome::Reply => self.transmits.push(&self.out, remote, local),
+            NgOutcome::Handoff(core) => self.events.push_back(Event::Handoff(Handoff {
+                core,
+                local,
+                remote,
+                bytes: bytes.into(),
+            })),
+            NgOutcome::Drop => {}
+        }
     }
 
     /// Replaces the media table (with the configured one).
@@ -282,6 +306,10 @@ impl Endpoint {
 
 impl Core for Endpoint {
     fn handle_datagram(&mut self, now: u64, local: u8, remote: SocketAddr, bytes: &[u8]) {
+        if self.ng_local == Some(local) {
+            self.on_ng(now, local, remote, bytes, false);
+            return self.collect();
+        }
         if self.handle(bytes, remote, local, now) {
             self.transmits.push(&self.out, remote, local);
         }
@@ -295,6 +323,9 @@ impl Core for Endpoint {
                 self.sync_paths(now);
             }
             Command::Job(part, rate) => self.notify.start(part, rate, now, &mut self.timers),
+            Command::Datagram(h) if self.ng_local == Some(h.local) => {
+                self.on_ng(now, h.local, h.remote, &h.bytes, true);
+            }
             Command::Datagram(h) => {
                 if self.handle(&h.bytes, h.remote, h.local, now) {
                     self.transmits.push(&self.out, h.remote, h.local);
@@ -391,11 +422,14 @@ impl Endpoint {
     /// A media session without packets for `media.timeout_s`: the proxy
     /// BYEs its call; an `ng` session is deleted (its proxy sees no BYE).
     fn on_media_timeout(&mut self, now: u64, id: crate::media::table::SessionId, owner: u64) {
-        if owner == crate::proxy::media::NG_OWNER {
+        if owner & crate::media::ng_server::NG_OWNER_BIT != 0 {
             tracing::info!(
                 slot = id.slot,
                 "ng media session ended: no media for media.timeout_s"
             );
+            if let Some(ng) = self.ng.as_mut() {
+                ng.forget(id);
+            }
             self.media.end(now, id);
             return;
         }

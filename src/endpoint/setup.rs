@@ -119,7 +119,13 @@ impl Setup {
         )
         .with_proxy(proxy)
         .with_media(self.media_table(core, local_addrs))
-        .with_ng(self.ng_on.then_some(local_addrs.len() as u8))
+        .with_ng(self.ng_on.then(|| {
+            let unix = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let server = crate::media::ng_server::NgServer::new(core as u16, n as u16, unix);
+            (local_addrs.len() as u8, server)
+        }))
     }
 
     /// Core `core`'s relay table: its share of `media.ports`, none when

@@ -13,6 +13,7 @@
 pub mod bencode;
 pub mod config;
 pub mod ng;
+pub mod ng_server;
 pub mod rtp;
 pub mod sdp;
 pub mod table;

@@ -17,9 +17,12 @@ use super::rtp::{self, Reception};
 use super::sdp;
 
 const NONE: u32 = u32::MAX;
-/// Free pairs below which the table asks the runtime for more, and how many.
-const LOW_WATER: usize = 64;
-const CHUNK: usize = 128;
+/// Free pairs below which the table asks the runtime for more (at least
+/// this, or a quarter of those open), and how many (at least this, or
+/// half of those open): a node that relays little holds few sockets, a
+/// busy one grows ahead of a burst of calls.
+const LOW_WATER: usize = 16;
+const CHUNK: usize = 32;
 /// Consecutive packets from one new source that move a silent latch.
 const RELATCH_PACKETS: u8 = 3;
 /// Sessions looked at per sweep, and how often a sweep runs (ms).
@@ -210,10 +213,10 @@ impl Table {
     /// Pairs the runtime should open now (0 = enough).
     pub fn wants_pairs(&self) -> usize {
         let opened = self.socks.len() / 2;
-        if self.free.len() >= LOW_WATER || opened >= self.cfg.max_pairs {
+        if self.free.len() >= LOW_WATER.max(opened / 4) || opened >= self.cfg.max_pairs {
             return 0;
         }
-        CHUNK.min(self.cfg.max_pairs - opened)
+        CHUNK.max(opened / 2).min(self.cfg.max_pairs - opened)
     }
 
     /// Pairs the runtime opened: RTP port `port` on socket index `sock`,

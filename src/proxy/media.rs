@@ -15,9 +15,6 @@ use crate::media::Mode;
 use crate::sip::Checked;
 use crate::sip::{HeaderName, Message, Method};
 
-/// Owner tag of sessions the `ng` protocol made (the proxy's are dialog slots).
-pub const NG_OWNER: u64 = u64::MAX;
-
 /// A status code and reason that refuse a request.
 pub(super) type Refusal = (u16, &'static str);
 /// A new call's session and the offer to send on (`None`: late offer).

@@ -403,6 +403,8 @@ impl<C: Core> Worker<C> {
             }
             self.transmit();
             self.route_events();
+            // A burst of new calls may take every free relay pair.
+            self.open_media();
             if n < self.recv.capacity() {
                 return;
             }

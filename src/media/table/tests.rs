@@ -268,6 +268,15 @@ fn the_pool_asks_for_more_pairs_as_it_runs_low() {
     let ports: Vec<u16> = (0..CHUNK as u16).map(|i| 30000 + 2 * i).collect();
     t.add_pairs(&ports);
     assert_eq!(t.wants_pairs(), 0);
+    // Calls take pairs: below a quarter free, half as many again.
+    let mut out = Vec::new();
+    for _ in 0..12 {
+        let id = t.create(0);
+        let body = b"v=0\r\nc=IN IP4 192.0.2.1\r\nm=audio 5000 RTP/AVP 0\r\n";
+        t.apply_sdp(0, id, &PartySdp::new(0, body, None), &mut out)
+            .unwrap();
+    }
+    assert_eq!(t.wants_pairs(), CHUNK);
     let mut t = Table::new(TableConfig {
         max_pairs: 10,
         ..Default::default()
