@@ -65,10 +65,8 @@ fn an_ng_call_relays_rtp_and_rtcp_both_ways() {
         .unwrap_or_else(|_| UdpSocket::bind("127.0.0.1:0").unwrap());
     let b_port = b_rtp.local_addr().unwrap().port();
     let b_rtcp_port = b_rtcp.local_addr().unwrap().port();
-    let offer = format!(
-        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
-         m=audio 9 RTP/AVP 0\r\na=rtcp:11\r\n"
-    );
+    let offer = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio 9 RTP/AVP 0\r\na=rtcp:11\r\n";
     let answer = format!(
         "v=0\r\no=- 2 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
          m=audio {b_port} RTP/AVP 0\r\na=rtcp:{b_rtcp_port}\r\n"
