@@ -367,6 +367,13 @@ impl Proxy {
         let out = call.server.on_response(code, cx.now, &t);
         Self::send(cx.out, &bytes, call.src);
         call.last_response = bytes;
+        // A failed call frees its relay ports now, not after the
+        // transaction's linger (a flood of failing calls would hold them).
+        if code >= 300 {
+            if let Some(m) = call.media.take_if(|m| m.owns) {
+                cx.media.end(cx.now, m.id);
+            }
+        }
         let (invite, role) = (call.invite, call.role);
         self.calls.finish(slot, nonce);
         if invite && code >= 300 {

@@ -279,6 +279,7 @@ fn a_call_reaches_a_natted_callee_and_in_dialog_requests_follow_the_flow() {
     );
 }
 
+mod media;
 mod storm;
 
 impl Net {
