@@ -86,7 +86,9 @@ impl Reception {
             }
         }
         // A.8: J += (|D| - J) / 16, in timestamp units.
-        let arrival = (u128::from(arrival_us) * u128::from(clock_rate.max(1)) / 1_000_000) as i64;
+        // u64 holds µs × 90 kHz for six years of uptime; wrapping is harmless
+        // (only differences of transit times count).
+        let arrival = (arrival_us.wrapping_mul(u64::from(clock_rate.max(1))) / 1_000_000) as i64;
         let transit = arrival.wrapping_sub(i64::from(ts));
         if let Some(prev) = self.last_transit {
             let d = transit.wrapping_sub(prev).unsigned_abs();
