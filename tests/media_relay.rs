@@ -1156,6 +1156,22 @@ fn late_offer_in_the_200_and_answer_in_the_ack_are_both_anchored() {
     relays("B→A", &mb.rtp, answer[0].to(), &ma.rtp, offer[0].to(), 0xB);
 }
 
+/// A re-INVITE from `x` offering `sdp_x`, answered by `y` with `sdp_y`,
+/// ACKed: (the offer as `y` got it, the answer as `x` got it).
+fn reinvite(
+    x: (&mut Ua, &mut Dialog, &str),
+    y: (&mut Ua, &Dialog, &str),
+) -> (Vec<Seen>, Vec<Seen>) {
+    let ((ux, dx, sx), (uy, dy, sy)) = (x, y);
+    ux.in_dialog(dx, "INVITE", Some(sx));
+    let req = uy.answer_in_dialog(dy, "INVITE", Some(sy));
+    let ok = ux.dialog_response(dx);
+    assert_eq!(ok.status(), Some(200), "{}", ok.text());
+    ux.ack(dx, None);
+    uy.expect_request("ACK", Some(&dy.call_id));
+    (streams(&req.body), streams(&ok.body))
+}
+
 #[test]
 fn re_invites_hold_resume_add_video_and_remove_it() {
     let t = Tether::start(Opts::default());
@@ -1177,19 +1193,17 @@ fn re_invites_hold_resume_add_video_and_remove_it() {
     let cid = c.a.call_id.clone();
     relays("A→B", &ma.rtp, to_a.to(), &mb.rtp, to_b.to(), 1);
 
-    // A re-INVITE from A; B answers; A ACKs. Returns (B's offer, A's answer).
-    let mut reinvite = |a_streams: &[(&str, u16, &str)], b_streams: &[(&str, u16, &str)]| {
-        a.in_dialog(&mut c.a, "INVITE", Some(&sdp(ipa, a_streams)));
-        let req = b.answer_in_dialog(&c.b, "INVITE", Some(&sdp(ipb, b_streams)));
-        let ok = a.dialog_response(&c.a);
-        assert_eq!(ok.status(), Some(200), "{}", ok.text());
-        a.ack(&c.a, None);
-        b.expect_request("ACK", Some(&c.b.call_id));
-        (streams(&req.body), streams(&ok.body))
-    };
+    macro_rules! from_a {
+        ($a_streams:expr, $b_streams:expr $(,)?) => {
+            reinvite(
+                (&mut a, &mut c.a, &sdp(ipa, $a_streams)),
+                (&mut b, &c.b, &sdp(ipb, $b_streams)),
+            )
+        };
+    }
 
     // Hold: same ports, direction passed through.
-    let (offer, answer) = reinvite(
+    let (offer, answer) = from_a!(
         &[("audio", ma.port(), "sendonly")],
         &[("audio", mb.port(), "recvonly")],
     );
@@ -1211,7 +1225,7 @@ fn re_invites_hold_resume_add_video_and_remove_it() {
     );
 
     // Resume.
-    let (offer, answer) = reinvite(
+    let (offer, answer) = from_a!(
         &[("audio", ma.port(), "sendrecv")],
         &[("audio", mb.port(), "sendrecv")],
     );
@@ -1225,8 +1239,27 @@ fn re_invites_hold_resume_add_video_and_remove_it() {
     );
     relays("B→A resumed", &mb.rtp, to_b.to(), &ma.rtp, to_a.to(), 3);
 
-    // Video added: audio keeps its ports, video gets new relay ports.
+    // The callee puts the call on hold itself: its SDP is party 1's.
     let (offer, answer) = reinvite(
+        (
+            &mut b,
+            &mut c.b,
+            &sdp(ipb, &[("audio", mb.port(), "sendonly")]),
+        ),
+        (&mut a, &c.a, &sdp(ipa, &[("audio", ma.port(), "recvonly")])),
+    );
+    assert_eq!(
+        (offer[0].port, offer[0].dir.as_str()),
+        (to_a.port, "sendonly")
+    );
+    assert_eq!(
+        (answer[0].port, answer[0].dir.as_str()),
+        (to_b.port, "recvonly")
+    );
+    relays("B→A, B holding", &mb.rtp, to_b.to(), &ma.rtp, to_a.to(), 9);
+
+    // Video added: audio keeps its ports, video gets new relay ports.
+    let (offer, answer) = from_a!(
         &[
             ("audio", ma.port(), "sendrecv"),
             ("video", va.port(), "sendrecv"),
@@ -1258,7 +1291,7 @@ fn re_invites_hold_resume_add_video_and_remove_it() {
     assert_eq!(media[1]["media"], "video", "{media}");
 
     // Video removed (port 0): it stays 0 on both sides; audio unchanged.
-    let (offer, answer) = reinvite(
+    let (offer, answer) = from_a!(
         &[("audio", ma.port(), "sendrecv"), ("video", 0, "sendrecv")],
         &[("audio", mb.port(), "sendrecv"), ("video", 0, "sendrecv")],
     );
@@ -1563,4 +1596,72 @@ fn cannot_netns() -> Option<String> {
         }
     }
     None
+}
+
+#[test]
+fn rejected_and_cancelled_calls_release_their_relay_ports() {
+    let t = Tether::start(Opts::default());
+    let lo = ip("127.0.0.1");
+    let mut a = Ua::new("alice", lo, t.sip);
+    let mut b = Ua::new("bob", lo, t.sip);
+    a.register();
+    b.register();
+    let offer = sdp(lo, &[("audio", 40_000, "sendrecv")]);
+
+    // Busy.
+    let inv = a.invite("bob", Some(&offer));
+    let req = b.expect_request("INVITE", Some(&inv.call_id));
+    b.answer(&req, 180, None);
+    let tag = b.id("t");
+    b.respond(&req, 486, "Busy Here", Some(&tag), None);
+    let r = a.final_response(&inv);
+    assert_eq!(r.status(), Some(486), "{}", r.text());
+
+    // Cancelled while ringing.
+    let inv = a.invite("bob", Some(&offer));
+    let req = b.expect_request("INVITE", Some(&inv.call_id));
+    b.answer(&req, 180, None);
+    let ruri = format!("sip:bob@{DOMAIN}");
+    let (from, to, cid, via) = (
+        inv.from.clone(),
+        inv.to.clone(),
+        inv.call_id.clone(),
+        inv.via.clone(),
+    );
+    a.request_via("CANCEL", &ruri, &[], &from, &to, &cid, 1, None, &via);
+    let cancel = b.expect_request("CANCEL", Some(&inv.call_id));
+    b.respond(&cancel, 200, "OK", None, None);
+    let tag = b.id("t");
+    b.respond(&req, 487, "Request Terminated", Some(&tag), None);
+    let r = a.final_response(&inv);
+    assert_eq!(r.status(), Some(487), "{}", r.text());
+
+    // Answered, then hung up by the callee.
+    let mut c = call(
+        &mut a,
+        &mut b,
+        "bob",
+        &offer,
+        &sdp(lo, &[("audio", 40_002, "sendrecv")]),
+    );
+    b.in_dialog(&mut c.b, "BYE", None);
+    a.answer_in_dialog(&c.a, "BYE", None);
+    let r = b.dialog_response(&c.b);
+    assert_eq!(r.status(), Some(200), "{}", r.text());
+
+    assert_eq!(t.wait_metric("tether_media_calls_anchored_total", 3), 3);
+    let mut left = (u64::MAX, u64::MAX);
+    common::wait_for(Duration::from_secs(10), || {
+        left = (
+            t.metric("tether_media_sessions"),
+            t.metric("tether_media_port_pairs_in_use"),
+        );
+        left == (0, 0)
+    });
+    assert_eq!(
+        left,
+        (0, 0),
+        "sessions and port pairs left over{}",
+        t.log_tail()
+    );
 }
