@@ -348,7 +348,11 @@ impl Table {
             let leg = &mut self.legs[mine as usize];
             leg.clock_rate = s.clock_rate;
             if s.port == 0 {
+                // A disabled stream (RFC 3264 §8.2): forget the latch too, or
+                // the other party's packets would still reach this one.
                 leg.signalled = [None, None];
+                leg.latched = [None, None];
+                leg.candidate = [None, None];
                 anchors.push(None);
                 continue;
             }

@@ -367,9 +367,10 @@ impl Proxy {
         let out = call.server.on_response(code, cx.now, &t);
         Self::send(cx.out, &bytes, call.src);
         call.last_response = bytes;
-        // A failed call frees its relay ports now, not after the
-        // transaction's linger (a flood of failing calls would hold them).
-        if code >= 300 {
+        // A failed call's relay ports are freed now, not when the
+        // transaction ends (Timer D, 32 s on): else busy and cancelled
+        // calls tie up the port range and new calls get 503.
+        if call.invite && code >= 300 {
             if let Some(m) = call.media.take_if(|m| m.owns) {
                 cx.media.end(cx.now, m.id);
             }

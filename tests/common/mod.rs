@@ -2,6 +2,8 @@
 //! ephemeral loopback port, temporary files, and SIPp runs.
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

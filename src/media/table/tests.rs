@@ -373,3 +373,33 @@ fn loss_and_jitter_reach_the_leg_statistics() {
     assert_eq!(a.latched, Some(src));
     assert_eq!(t.totals().0, 4);
 }
+
+#[test]
+fn a_stream_set_to_port_zero_stops_relaying_even_once_latched() {
+    let mut t = table(8);
+    let (id, a_port, b_port) = call(&mut t);
+    let a_pub = sa("203.0.113.77", 31000);
+    assert!(matches!(
+        t.relay(1_000, sock_of(a_port), a_pub, &rtp(1)),
+        Verdict::Forward { .. }
+    ));
+    assert!(matches!(
+        t.relay(1_000, sock_of(b_port), sa(B_IP, 6000), &rtp(1)),
+        Verdict::Forward { .. }
+    ));
+    // B disables the stream: A's packets no longer reach B's latched address.
+    let mut out = Vec::new();
+    t.apply_sdp(
+        2_000,
+        id,
+        &PartySdp::new(1, &sdp(B_IP, 0, ""), Some(B_IP.parse().unwrap())),
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(port_of(&out), 0);
+    assert_eq!(
+        t.relay(3_000, sock_of(a_port), a_pub, &rtp(2)),
+        Verdict::Drop
+    );
+    assert_eq!(t.stats.dropped_no_destination, 1);
+}
