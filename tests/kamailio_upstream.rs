@@ -17,10 +17,10 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
+use common::kamailio::{self, udp_bound, Peer};
 use common::{free_udp_port, wait_until, TempDir};
 use tether::metrics::CoreMetric;
 use tether::runtime::Runtime;
@@ -33,120 +33,21 @@ const CARRIER: &str = "carrier.test";
 /// Whether SIPp and Kamailio are here; if not, reports the test skipped
 /// (a failure under CI).
 fn have_peers(test: &str) -> bool {
-    for (tool, arg, pkg) in [("sipp", "-v", "sip-tester"), ("kamailio", "-v", "kamailio")] {
-        let ok = Command::new(tool)
-            .arg(arg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok();
-        if !ok {
-            common::skip(
-                test,
-                &format!("{tool} is not installed (apt-get install {pkg})"),
-            );
-            return false;
-        }
-    }
-    true
-}
-
-/// Kamailio's module directory (`/usr/lib/<triplet>/kamailio/modules`).
-fn kamailio_modules() -> PathBuf {
-    let lib = Path::new("/usr/lib");
-    std::fs::read_dir(lib)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path().join("kamailio/modules"))
-        .chain(std::iter::once(lib.join("kamailio/modules")))
-        .find(|p| p.join("tm.so").exists())
-        .expect("Kamailio's modules (tm.so) under /usr/lib")
-}
-
-/// Whether a UDP socket is bound to `addr`, from /proc/net/udp: the way to
-/// know a peer is ready without sending it anything it would not expect.
-fn udp_bound(addr: SocketAddr) -> bool {
-    let SocketAddr::V4(a) = addr else {
-        return false;
-    };
-    // The kernel prints the address as the u32 in host order (little endian here).
-    let want = format!(
-        "{:08X}:{:04X}",
-        u32::from_le_bytes(a.ip().octets()),
-        a.port()
-    );
-    std::fs::read_to_string("/proc/net/udp")
-        .unwrap_or_default()
-        .lines()
-        .skip(1)
-        .any(|l| l.split_whitespace().nth(1) == Some(want.as_str()))
-}
-
-/// One process of a test's bed, ended by PID when dropped (also when the
-/// test fails), its log kept for the failure message.
-struct Peer {
-    name: String,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Peer {
-    /// Waits (at most `secs`) for a SIPp peer to exit; its exit code.
-    fn wait(&mut self, secs: u64) -> Option<i32> {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return Some(s.code().unwrap_or(-1));
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            // SIGTERM first: Kamailio then ends the children it forked.
-            // SAFETY: kill(2) on the PID of a child we spawned and have not reaped.
-            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-    }
+    kamailio::have_tools(
+        test,
+        &[("sipp", "-v", "sip-tester"), ("kamailio", "-v", "kamailio")],
+    )
 }
 
 /// Kamailio on `listen`, relaying to the UAS at `uas`.
 fn kamailio(dir: &TempDir, name: &str, listen: SocketAddr, uas: SocketAddr) -> Peer {
-    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kamailio/upstream.cfg");
-    let log = dir.0.join(format!("{name}.log"));
-    let child = Command::new("kamailio")
-        .arg("-f")
-        .arg(&cfg)
-        .arg("-L")
-        .arg(kamailio_modules())
-        .args(["-A", &format!("UAS=\"sip:{uas}\"")])
-        .args(["-l", &format!("udp:{listen}")])
-        // Foreground, log to stderr, small memory pools, its own work dir.
-        .args(["-DD", "-E", "-m", "32", "-M", "4", "-w"])
-        .arg(&dir.0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("kamailio is installed by scripts/test.sh (apt-get install kamailio)");
-    Peer {
-        name: name.into(),
-        child,
-        log,
-    }
+    kamailio::start(
+        dir,
+        name,
+        "upstream.cfg",
+        listen,
+        &[("UAS", &format!("sip:{uas}"))],
+    )
 }
 
 /// SIPp running tests/sipp/`scenario` bound to `local` for one call,

@@ -328,3 +328,6 @@ pub fn skip(test: &str, why: &str) {
     );
     eprintln!("SKIPPED {test}: {why} (under CI=true this fails)");
 }
+
+/// Kamailio and the other processes of a test bed.
+pub mod kamailio;
