@@ -174,6 +174,20 @@ fn an_ng_call_relays_rtp_and_rtcp_both_ways() {
         "a stranger never reaches A"
     );
 
+    // `list` names the call whichever of the two cores answers it.
+    for i in 0..4u8 {
+        req.clear();
+        ng::encode_list(&[b'l', b'0' + i], 32, &mut req);
+        let from = UdpSocket::bind("127.0.0.1:0").unwrap();
+        from.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let r = ng_call(&from, ng_addr, &req);
+        assert!(
+            String::from_utf8_lossy(&r).contains("call-ng-1"),
+            "{}",
+            String::from_utf8_lossy(&r)
+        );
+    }
+
     req.clear();
     ng::encode_query(b"q1", b"call-ng-1", None, &mut req);
     let r = ng_call(&ctl, ng_addr, &req);

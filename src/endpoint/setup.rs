@@ -23,6 +23,8 @@ pub struct Setup {
     directory: Arc<Directory>,
     /// `media.ng_listen` is set: each worker has one more socket for it.
     ng_on: bool,
+    /// Every core's `ng` Call-IDs (for `list`).
+    ng_index: crate::media::ng_server::NgIndex,
 }
 
 impl Setup {
@@ -57,6 +59,7 @@ impl Setup {
             proxy: Arc::new(proxy_config(cfg)),
             directory: Arc::new(Directory::with_capacity(cfg.registrar.capacity)),
             ng_on: !cfg.media.ng_listen.is_empty(),
+            ng_index: Default::default(),
         })
     }
 
@@ -123,7 +126,12 @@ impl Setup {
             let unix = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
-            let server = crate::media::ng_server::NgServer::new(core as u16, n as u16, unix);
+            let server = crate::media::ng_server::NgServer::new(
+                core as u16,
+                n as u16,
+                unix,
+                self.ng_index.clone(),
+            );
             (local_addrs.len() as u8, server)
         }))
     }

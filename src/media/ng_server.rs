@@ -47,11 +47,16 @@ pub struct NgStats {
     pub dropped: u64,
 }
 
+/// The Call-IDs of every core's `ng` calls, for `list`. A lock, but only
+/// on the control path (offer of a new call, delete, list), never per packet.
+pub type NgIndex = std::sync::Arc<parking_lot::Mutex<hashbrown::HashSet<Box<[u8]>>>>;
+
 /// One core's `ng` calls.
 pub struct NgServer {
     core: u16,
     cores: u16,
     calls: HashMap<Box<[u8]>, NgCall>,
+    index: NgIndex,
     /// UNIX seconds at the runtime's clock zero (query replies use UNIX time).
     unix_base_s: u64,
     sdp: Vec<u8>,
@@ -59,11 +64,12 @@ pub struct NgServer {
 }
 
 impl NgServer {
-    pub fn new(core: u16, cores: u16, unix_base_s: u64) -> NgServer {
+    pub fn new(core: u16, cores: u16, unix_base_s: u64, index: NgIndex) -> NgServer {
         NgServer {
             core,
             cores: cores.max(1),
             calls: HashMap::new(),
+            index,
             unix_base_s,
             sdp: Vec::new(),
             stats: NgStats::default(),
@@ -133,7 +139,8 @@ impl NgServer {
             Request::Delete(p) => self.delete(now, cookie, &p, table, out),
             Request::Query(p) => self.query(cookie, &p, table, out),
             Request::List { limit } => {
-                let ids = self.calls.keys().take(limit as usize).map(|k| &k[..]);
+                let all = self.index.lock();
+                let ids = all.iter().take(limit as usize).map(|k| &k[..]);
                 ng::write_list(cookie, ids, out);
                 Ok(())
             }
@@ -169,7 +176,7 @@ impl NgServer {
                 false,
             ),
             None => {
-                self.calls.remove(p.call_id);
+                self.remove(p.call_id);
                 let id = table.create(0);
                 table.set_owner(id, NG_OWNER_BIT | u64::from(id.slot));
                 (id, 0, true)
@@ -182,6 +189,7 @@ impl NgServer {
             return Err(e);
         }
         if fresh {
+            self.index.lock().insert(p.call_id.into());
             self.calls.insert(
                 p.call_id.into(),
                 NgCall {
@@ -276,7 +284,7 @@ impl NgServer {
     ) -> Result<(), &'static str> {
         let c = self.calls.get(p.call_id).ok_or("Call-ID not found")?;
         self.write_stats(cookie, c, table, true, out);
-        if let Some(c) = self.calls.remove(p.call_id) {
+        if let Some(c) = self.remove(p.call_id) {
             table.end(now, c.id);
         }
         Ok(())
@@ -367,7 +375,20 @@ impl NgServer {
 
     /// A session of ours timed out (no media): forget its call.
     pub fn forget(&mut self, id: SessionId) {
-        self.calls.retain(|_, c| c.id != id);
+        let index = &self.index;
+        self.calls.retain(|k, c| {
+            let keep = c.id != id;
+            if !keep {
+                index.lock().remove(k);
+            }
+            keep
+        });
+    }
+
+    fn remove(&mut self, call_id: &[u8]) -> Option<NgCall> {
+        let c = self.calls.remove(call_id)?;
+        self.index.lock().remove(call_id);
+        Some(c)
     }
 }
 

@@ -29,7 +29,10 @@ fn reply_of(out: &[u8]) -> ng::Reply<'_> {
 
 #[test]
 fn offer_answer_query_delete_like_rtpengine() {
-    let (mut s, mut t) = (NgServer::new(0, 1, 1_700_000_000), table());
+    let (mut s, mut t) = (
+        NgServer::new(0, 1, 1_700_000_000, NgIndex::default()),
+        table(),
+    );
     let mut req = Vec::new();
     ng::encode_ping(b"c1", &mut req);
     let (o, out) = run(&mut s, &mut t, &req);
@@ -100,8 +103,9 @@ fn offer_answer_query_delete_like_rtpengine() {
 
 #[test]
 fn a_call_belongs_to_one_core_and_is_handed_there() {
-    let (mut s0, mut t) = (NgServer::new(0, 2, 0), table());
-    let s1 = NgServer::new(1, 2, 0);
+    let index = NgIndex::default();
+    let (mut s0, mut t) = (NgServer::new(0, 2, 0, index.clone()), table());
+    let s1 = NgServer::new(1, 2, 0, index.clone());
     let mut req = Vec::new();
     // Find a Call-ID core 1 owns.
     let cid = (0..100)
@@ -123,11 +127,17 @@ fn a_call_belongs_to_one_core_and_is_handed_there() {
     let mut s1 = s1;
     assert_eq!(s1.handle(0, &req, &mut t, true, &mut out), NgOutcome::Reply);
     assert!(reply_of(&out).is_ok());
+    // `list` on the other core sees it too (rtpengine lists every call).
+    req.clear();
+    ng::encode_list(b"l", 10, &mut req);
+    let (o, out) = run(&mut s0, &mut t, &req);
+    assert_eq!(o, NgOutcome::Reply);
+    assert!(String::from_utf8_lossy(&out).contains(&cid));
 }
 
 #[test]
 fn garbage_gets_an_error_reply_or_a_counted_drop_never_a_panic() {
-    let (mut s, mut t) = (NgServer::new(0, 1, 0), table());
+    let (mut s, mut t) = (NgServer::new(0, 1, 0, NgIndex::default()), table());
     let (o, out) = run(&mut s, &mut t, b"cookie d7:command5:dance6:call-id1:xe");
     assert_eq!(o, NgOutcome::Reply);
     assert_eq!(reply_of(&out).result, b"error");
