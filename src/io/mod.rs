@@ -12,4 +12,4 @@ mod socket;
 mod sys;
 
 pub use batch::{RecvBatch, SendBatch};
-pub use socket::{bind_pktinfo, bind_reuseport};
+pub use socket::{bind_pktinfo, bind_plain, bind_reuseport};
