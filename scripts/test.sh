@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs the real SIP peers the
-# tests talk to (SIPp, sipsak, baresip, Kamailio, python3) and the NAT test bed
+# tests talk to (SIPp, sipsak, baresip, Kamailio, rtpengine, python3) and the NAT test bed
 # (iproute2, iptables, conntrack), then format, lint and tests.
 # Usage: scripts/test.sh      (as root, or with sudo available for apt-get)
 set -euo pipefail
@@ -12,6 +12,9 @@ command -v sipsak >/dev/null || need_pkgs+=(sipsak)
 command -v baresip >/dev/null || need_pkgs+=(baresip-core)
 command -v kamailio >/dev/null || need_pkgs+=(kamailio)
 command -v python3 >/dev/null || need_pkgs+=(python3)
+# tests/ng_rtpengine.rs checks the ng client against the real rtpengine
+# (run in the foreground by the test; the package's service is not used).
+command -v rtpengine >/dev/null || need_pkgs+=(rtpengine-daemon)
 # The NAT test builds network namespaces with a MASQUERADE box (needs root).
 command -v ip >/dev/null || need_pkgs+=(iproute2)
 command -v iptables >/dev/null || need_pkgs+=(iptables)

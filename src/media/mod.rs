@@ -9,3 +9,6 @@
 //! Two doors lead to the same per-core table: the proxy, which anchors the
 //! calls it relays by rewriting their SDP, and the rtpengine `ng` control
 //! protocol, for deployments that keep their own proxies.
+
+pub mod bencode;
+pub mod ng;
