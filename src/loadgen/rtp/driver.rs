@@ -175,10 +175,10 @@ fn exchange<C: NgCodec>(
             // A refused send is like a lost one: retransmitted, then given up.
             let _ = sock.send(&m);
         }
-        match sock.recv(&mut buf) {
-            Ok(n) => ctl.handle_reply(&buf[..n]),
-            // Timeouts, and ICMP "port unreachable" reported on a connected socket.
-            Err(_) => {}
+        // Errors are timeouts, and ICMP "port unreachable" reported on a
+        // connected socket: the request is resent, then given up on.
+        if let Ok(n) = sock.recv(&mut buf) {
+            ctl.handle_reply(&buf[..n]);
         }
     }
     Ok(())
@@ -341,7 +341,7 @@ fn push(
     let Some(to) = to else { return };
     let stream = (f / 2) as u32;
     // Audio: PCMU at 8 kHz; video: a dynamic type at 90 kHz.
-    let (pt, step) = if stream % 2 == 0 {
+    let (pt, step) = if stream.is_multiple_of(2) {
         (0, 8_000 / plan.pps.max(1))
     } else {
         (96, 90_000 / plan.pps.max(1))

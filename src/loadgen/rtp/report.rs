@@ -14,6 +14,9 @@ use crate::loadgen::report::{
     LEGEND_W, ORANGE, PURPLE,
 };
 
+/// A line: its name, colour, and value in a second of the run.
+type Series = (&'static str, RGBColor, fn(&RtpSecond) -> u64);
+
 /// Nanoseconds as microseconds with one decimal.
 fn us(ns: u64) -> String {
     format!("{:.1}", ns as f64 / 1e3)
@@ -162,7 +165,7 @@ fn throughput(area: &Area<'_>, r: &RtpReport, t_end: f64) -> Result<Vec<Entry>, 
         "packets per second (1/s)",
         &count,
     )?;
-    let series: [(&str, RGBColor, fn(&RtpSecond) -> u64); 2] = [
+    let series: [Series; 2] = [
         ("sent", BLUE, |p| p.sent),
         ("forwarded (received)", GREEN, |p| p.received),
     ];
@@ -183,7 +186,7 @@ fn throughput(area: &Area<'_>, r: &RtpReport, t_end: f64) -> Result<Vec<Entry>, 
 }
 
 fn latency(area: &Area<'_>, r: &RtpReport, t_end: f64) -> Result<Vec<Entry>, Failure> {
-    let series: [(&str, RGBColor, fn(&RtpSecond) -> u64); 2] = [
+    let series: [Series; 2] = [
         ("p50 (median)", PURPLE, |p| p.p50_ns),
         ("p99", ORANGE, |p| p.p99_ns),
     ];
