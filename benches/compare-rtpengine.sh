@@ -67,8 +67,8 @@ start_floor() { # base port -> pid; one pair per stream, bounded well past the r
   echo $!
 }
 
-printf '%-9s %5s %5s %9s %9s %9s %7s %9s %9s %12s\n' \
-  relay pps round offered forwarded loss silent p50_us p99_us cpu_us/pkt
+printf '%-9s %5s %5s %6s %9s %9s %9s %7s %9s %9s %12s %9s\n' \
+  relay pps round calls offered forwarded loss silent p50_us p99_us cpu_us/pkt gen_cores
 for round in $(seq "$rounds"); do
   # Rotate the order, so no relay always runs on a warmer machine.
   n=${#relays[@]}
@@ -90,16 +90,22 @@ for round in $(seq "$rounds"); do
       json="$out/runs/$relay-$rate-$round.json"
       taskset -c 1 "$bin" bench rtp "${target[@]}" --calls "$calls" --pps "$rate" --seconds "$secs" \
         --server-pid "$pid" --json > "$json" 2> "$work/bench.log" || { echo "$relay: generator failed: $(tail -2 "$work/bench.log")"; rm -f "$json"; }
+      # Gone before the next relay binds its ports (not a child of this
+      # shell: started inside $(...), so no `wait`).
       kill "$pid" 2>/dev/null || true
-      wait "$pid" 2>/dev/null || true
+      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -9 "$pid" 2>/dev/null || true
       [ -s "$json" ] || continue
       python3 - "$json" "$relay" "$rate" "$round" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
+if r["calls_set_up"] == 0:
+    print(f"{sys.argv[2]:<9} {sys.argv[3]:>5} {sys.argv[4]:>5}: no call set up ({r.get('ng_first_error')})")
+    sys.exit()
 cpu = r.get("server_cpu_us_per_packet") or float("nan")
-print(f"{sys.argv[2]:<9} {sys.argv[3]:>5} {sys.argv[4]:>5} {r['offered_pps']:>9.0f} {r['forwarded_pps']:>9.0f} "
+print(f"{sys.argv[2]:<9} {sys.argv[3]:>5} {sys.argv[4]:>5} {r['calls_set_up']:>6} {r['offered_pps']:>9.0f} {r['forwarded_pps']:>9.0f} "
       f"{1 - r['delivery']:>9.5f} {r['spread']['silent']:>7} {r['latency_ns']['p50']/1e3:>9.1f} "
-      f"{r['latency_ns']['p99']/1e3:>9.1f} {cpu:>12.3f}")
+      f"{r['latency_ns']['p99']/1e3:>9.1f} {cpu:>12.3f} {r.get('generator_busy') or float('nan'):>9.2f}")
 PY
     done
   done
@@ -110,15 +116,18 @@ import glob, json, math, os, statistics, sys
 out, rounds, secs, calls = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 relays, rates = sys.argv[5].split(), sys.argv[6].split()
 def runs(relay, rate):
-    return [json.load(open(f)) for f in sorted(glob.glob(f"{out}/runs/{relay}-{rate}-*.json"))]
+    # A run where no call was set up (the relay did not answer ng) says nothing.
+    rs = [json.load(open(f)) for f in sorted(glob.glob(f"{out}/runs/{relay}-{rate}-*.json"))]
+    return [r for r in rs if r["calls_set_up"] > 0]
 def med(rs, f):
     v = [x for x in (f(r) for r in rs) if x is not None and not math.isnan(x)]
     return statistics.median(v) if v else float("nan")
 cpu = lambda r: r.get("server_cpu_us_per_packet")
 print(f"\n### RTP relaying: {calls} calls × 2 streams × 2 directions, {secs} s per run, medians of {rounds} rounds\n")
-print("relay on one core (CPU 0), generator on CPU 1; CPU per forwarded packet from /proc/PID/schedstat over the send window.\n")
-print("| pps/stream dir | relay | offered pps | forwarded pps | loss | silent flows | p50 µs | p99 µs | CPU µs/pkt | pkts per CPU-s | ÷ floor CPU/pkt |")
-print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+print("relay on one core (CPU 0), generator on CPU 1; CPU per forwarded packet from /proc/PID/schedstat over the send window.")
+print("Latency is send stamp to the generator's read: with the generator near 1 core, it includes the generator's own backlog.\n")
+print("| pps/stream dir | relay | calls set up | offered pps | forwarded pps | loss | silent flows | p50 µs | p99 µs | CPU µs/pkt | pkts per CPU-s | ÷ floor CPU/pkt | generator cores |")
+print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 ratios = []
 for rate in rates:
     per = {}
@@ -129,10 +138,13 @@ for rate in rates:
     floor = med(per["floor"], cpu) if "floor" in per else float("nan")
     for relay, rs in per.items():
         c = med(rs, cpu)
-        print(f"| {rate} | {relay} | {med(rs, lambda r: r['offered_pps']):,.0f} | {med(rs, lambda r: r['forwarded_pps']):,.0f} "
+        print(f"| {rate} | {relay} | {med(rs, lambda r: r['calls_set_up']):.0f} | {med(rs, lambda r: r['offered_pps']):,.0f} | {med(rs, lambda r: r['forwarded_pps']):,.0f} "
               f"| {med(rs, lambda r: 1 - r['delivery']):.5f} | {med(rs, lambda r: r['spread']['silent']):.0f} "
               f"| {med(rs, lambda r: r['latency_ns']['p50'] / 1e3):.1f} | {med(rs, lambda r: r['latency_ns']['p99'] / 1e3):.1f} "
-              f"| {c:.3f} | {1e6 / c if c and c > 0 else float('nan'):,.0f} | {c / floor if floor > 0 else float('nan'):.2f} |")
+              f"| {c:.3f} | {1e6 / c if c and c > 0 else float('nan'):,.0f} | {c / floor if floor > 0 else float('nan'):.2f} | {med(rs, lambda r: r.get('generator_busy')):.2f} |")
+    missing = [r for r in relays if r not in per]
+    if missing:
+        print(f"| {rate} | {', '.join(missing)} | no run with calls set up | | | | | | | | | | |")
     if "tether" in per and "rtpengine" in per:
         t, e = med(per["tether"], cpu), med(per["rtpengine"], cpu)
         ratios.append(f"- {rate} pps/stream dir: tether ÷ rtpengine packets per CPU-second = {e / t:.2f}; "

@@ -134,5 +134,8 @@ pub struct RtpReport {
     pub server_cpu_us_per_packet: Option<f64>,
     /// The generator's own CPU per packet sent or received in the window.
     pub generator_cpu_us_per_packet: Option<f64>,
+    /// The generator's CPU over the send window, in cores: near 1 it was
+    /// saturated, and loss and latency are then partly its own.
+    pub generator_busy: Option<f64>,
     pub timeline: Vec<RtpSecond>,
 }

@@ -90,6 +90,17 @@ pub fn table(r: &RtpReport) -> String {
     if let Some(c) = r.generator_cpu_us_per_packet {
         let _ = writeln!(t, "own CPU/packet       {c:.3} us (sent or received)");
     }
+    if let Some(b) = r.generator_busy {
+        let _ = writeln!(
+            t,
+            "own CPU              {b:.2} cores{}",
+            if b > 0.9 || r.skipped_behind > 0 {
+                " — the generator was saturated: latency and loss are partly its own"
+            } else {
+                ""
+            }
+        );
+    }
     t
 }
 
