@@ -50,6 +50,9 @@ rm -f "$out"/runs/*.json
 # The generator's own sockets take ephemeral ports (32768-60999 by default),
 # so a relay's bind can collide with one still held: each relay is started
 # before the generator binds.
+# Running, not a zombie: relays are started inside $(...), so this shell is
+# not their parent and nobody may reap one that exited at once.
+alive() { [ -r "/proc/$1/status" ] && ! grep -q '^State:.*Z' "/proc/$1/status"; }
 start_rtpengine() { # ng port -> pid
   printf '[rtpengine]\ntable = -1\ninterface = 127.0.0.1\nlisten-ng = 127.0.0.1:%s\nforeground = true\nport-min = 30000\nport-max = 49999\nlog-level = 4\nlog-stderr = true\n' \
     "$1" > "$work/rtpengine.conf"
@@ -81,7 +84,7 @@ for round in $(seq "$rounds"); do
       pid=$("start_$relay" "$port")
       pids+=("$pid")
       sleep 1.5
-      if ! kill -0 "$pid" 2>/dev/null; then
+      if ! alive "$pid"; then
         echo "$relay did not start: $(tail -3 "$work/$relay.log" | tr '\n' ' ')"
         continue
       fi
@@ -93,7 +96,7 @@ for round in $(seq "$rounds"); do
       # Gone before the next relay binds its ports (not a child of this
       # shell: started inside $(...), so no `wait`).
       kill "$pid" 2>/dev/null || true
-      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      for _ in $(seq 50); do alive "$pid" || break; sleep 0.1; done
       kill -9 "$pid" 2>/dev/null || true
       [ -s "$json" ] || continue
       python3 - "$json" "$relay" "$rate" "$round" <<'PY'

@@ -138,6 +138,8 @@ pub struct Control<C: NgCodec> {
     pub errors: u64,
     pub timeouts: u64,
     pub retransmissions: u64,
+    /// Replies read (any cookie): none at all means nobody is listening.
+    replies: u64,
 }
 
 impl<C: NgCodec> Control<C> {
@@ -161,6 +163,7 @@ impl<C: NgCodec> Control<C> {
             errors: 0,
             timeouts: 0,
             retransmissions: 0,
+            replies: 0,
         }
     }
 
@@ -190,6 +193,12 @@ impl<C: NgCodec> Control<C> {
             if let Some(p) = self.pending.remove(&cookie) {
                 self.timeouts += 1;
                 self.fail(p.call, p.kind, "no reply".into());
+            }
+            if self.replies == 0 {
+                // Nothing ever answered: the relay is not there. Give up on
+                // every call now rather than a window of them at a time.
+                self.abandon("the relay never answered");
+                return None;
             }
             return self.poll_transmit(now_ms);
         }
@@ -241,6 +250,26 @@ impl<C: NgCodec> Control<C> {
         };
     }
 
+    /// Fails every call not yet set up or deleted, and sends nothing more.
+    fn abandon(&mut self, why: &str) {
+        self.queue.clear();
+        let pending: Vec<(usize, Kind)> = self
+            .pending
+            .drain()
+            .map(|(_, p)| (p.call, p.kind))
+            .collect();
+        for (c, kind) in pending {
+            self.fail(c, kind, why.into());
+        }
+        for c in 0..self.phase.len() {
+            match self.phase[c] {
+                Phase::Offer | Phase::Answer => self.fail(c, Kind::Offer, why.into()),
+                Phase::Deleting => self.fail(c, Kind::Delete, why.into()),
+                _ => {}
+            }
+        }
+    }
+
     /// A datagram from the relay.
     pub fn handle_reply(&mut self, msg: &[u8]) {
         let (cookie, outcome) = match self.codec.reply(msg) {
@@ -251,6 +280,7 @@ impl<C: NgCodec> Control<C> {
                 return;
             }
         };
+        self.replies += 1;
         // A reply to a retransmission that was already answered: ignore.
         let Some(p) = self.pending.remove(&cookie) else {
             return;
@@ -444,6 +474,19 @@ mod tests {
         ctl.handle_reply(b"\xff\xfe");
         ctl.handle_reply(b"zz ok|");
         assert_eq!(ctl.errors, 3);
+    }
+
+    #[test]
+    fn a_relay_that_never_answers_fails_every_call_at_the_first_timeout() {
+        let mut ctl = Control::new(Fake, "t", ports(300), 4);
+        while ctl.poll_transmit(0).is_some() {}
+        for t in 1..4 {
+            while ctl.poll_transmit(t * 1_000).is_some() {}
+        }
+        assert_eq!(ctl.poll_transmit(4_000), None);
+        assert!(ctl.setup_done(), "all 300 given up on, not 4 at a time");
+        assert_eq!(ctl.ready(), 0);
+        assert_eq!(ctl.poll_transmit(9_000), None);
     }
 
     #[test]
