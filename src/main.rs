@@ -58,8 +58,14 @@ struct BenchArgs {
     /// --register-rate), then the callers call the callees' AORs in turn
     /// through the target, --rate calls/s for --duration s, each answered
     /// call held --hold ms before the caller's BYE (--cancel-share,
-    /// --busy-share: calls cancelled while ringing, refused 486).
-    #[arg(value_parser = ["register", "keepalive", "notify", "soak", "call"])]
+    /// --busy-share: calls cancelled while ringing, refused 486). `rtp`:
+    /// --calls calls set up on an RTP relay over rtpengine's ng protocol
+    /// (--ng; or --fixed for a relay without signalling), each with an audio
+    /// and a video stream, then RTP both ways on every stream at --pps for
+    /// --seconds, paced; reports forwarded packets, loss per flow, one-way
+    /// latency, corrupted payloads and (--server-pid) CPU per packet, then
+    /// deletes the calls.
+    #[arg(value_parser = ["register", "keepalive", "notify", "soak", "call", "rtp"])]
     scenario: String,
     /// The registrar to load (loopback only unless --allow-remote).
     #[arg(short, long, default_value = "127.0.0.1:5060")]
@@ -73,8 +79,9 @@ struct BenchArgs {
     rate: u32,
     /// Hard limit on the run, in seconds [default: 120]. Call: seconds of
     /// placing calls [default: 10]; the run then ends once every call is
-    /// over, at the latest --hold and --drain later.
-    #[arg(long)]
+    /// over, at the latest --hold and --drain later. Rtp: seconds of
+    /// sending media [default: 10].
+    #[arg(long, visible_alias = "seconds")]
     duration: Option<u64>,
     /// Keepalive and soak: seconds to stay after registering [default: 30].
     /// Call: milliseconds each answered call lasts [default: 1000].
@@ -177,10 +184,80 @@ struct BenchArgs {
     /// Soak: endpoints per fan-out job.
     #[arg(long, default_value_t = 100)]
     job_targets: u32,
+    /// Rtp: the relay's ng control address (loopback only unless --allow-remote).
+    #[arg(long, default_value = "127.0.0.1:2223")]
+    ng: std::net::SocketAddrV4,
+    /// Rtp: no signalling; the relay's pair i listens on BASE+2i (side A)
+    /// and BASE+2i+1 (side B), e.g. benches/relay_floor.c; stream s uses pair s % --pairs.
+    #[arg(long, value_name = "ADDR:BASE")]
+    fixed: Option<std::net::SocketAddrV4>,
+    /// Rtp: the port pairs of a --fixed relay.
+    #[arg(long, default_value_t = 1)]
+    pairs: u32,
+    /// Rtp: calls (each two streams, each stream both ways).
+    #[arg(long, default_value_t = 100)]
+    calls: u32,
+    /// Rtp: packets per second on each stream in each direction (50: 20 ms ptime).
+    #[arg(long, default_value_t = 50)]
+    pps: u32,
+    /// Rtp: RTP payload bytes (24 to 1400).
+    #[arg(long, default_value_t = 160)]
+    payload: usize,
+    /// Rtp: cap on the packets sent in the whole run.
+    #[arg(long, default_value_t = 200_000_000)]
+    max_packets: u64,
+}
+
+fn bench_rtp(a: &BenchArgs) -> ExitCode {
+    use tether::loadgen::{self, rtp};
+    let target = match a.fixed {
+        Some(base) => rtp::RtpTarget::Fixed {
+            base,
+            pairs: a.pairs.max(1),
+        },
+        None => rtp::RtpTarget::Ng(a.ng),
+    };
+    let addr = a.fixed.unwrap_or(a.ng);
+    if let Err(e) = loadgen::check_target(addr, a.allow_remote) {
+        eprintln!("tether bench: {e}");
+        return ExitCode::from(2);
+    }
+    let plan = rtp::RtpPlan {
+        target,
+        calls: a.calls,
+        pps: a.pps,
+        payload: a.payload,
+        seconds: a.duration.unwrap_or(10) as f64,
+        server_pid: a.server_pid,
+        max_packets: a.max_packets,
+        ..rtp::RtpPlan::default()
+    };
+    let report = match rtp::run(&plan, |line| eprintln!("tether bench rtp: {line}")) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tether bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if a.json {
+        println!("{}", rtp::report::json(&report));
+    } else {
+        print!("{}", rtp::report::table(&report));
+    }
+    if let Some(path) = &a.plot {
+        if let Err(e) = std::fs::write(path, rtp::report::svg(&report)) {
+            eprintln!("tether bench: cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn bench(a: BenchArgs) -> ExitCode {
     use tether::loadgen::{self, report, LoadConfig, Scenario};
+    if a.scenario == "rtp" {
+        return bench_rtp(&a);
+    }
     if let Err(e) = loadgen::check_target(a.target, a.allow_remote) {
         eprintln!("tether bench: {e}");
         return ExitCode::from(2);

@@ -80,6 +80,22 @@ pub fn bind_reuseport(addr: SocketAddr, buffer: usize) -> io::Result<UdpSocket> 
     Ok(s.into())
 }
 
+/// Binds a plain non-blocking UDP socket to `addr` (no port sharing, so a
+/// port another process holds is refused; no `IP_PKTINFO`), buffers as
+/// asked and silently capped by the kernel: a relay port of the media
+/// relay, or one party's media port in the load generator.
+pub fn bind_plain(addr: SocketAddr, buffer: usize) -> io::Result<UdpSocket> {
+    let s = bind(
+        addr,
+        &Options {
+            reuse_port: false,
+            buffer,
+            pktinfo: false,
+        },
+    )?;
+    Ok(s.into())
+}
+
 /// Binds a non-blocking UDP socket to `0.0.0.0:port` with `IP_PKTINFO` on,
 /// so that [`super::SendBatch::push_from`] picks each datagram's source
 /// address and [`super::RecvBatch::local_ip`] tells which address a
@@ -92,20 +108,6 @@ pub fn bind_pktinfo(port: u16, buffer: usize) -> io::Result<UdpSocket> {
             reuse_port: false,
             buffer,
             pktinfo: true,
-        },
-    )?;
-    Ok(s.into())
-}
-
-/// Binds a plain non-blocking UDP socket (a media relay port): no
-/// `SO_REUSEPORT`, so a port another process holds is refused, not shared.
-pub fn bind_plain(addr: SocketAddr, buffer: usize) -> io::Result<UdpSocket> {
-    let s = bind(
-        addr,
-        &Options {
-            reuse_port: false,
-            buffer,
-            pktinfo: false,
         },
     )?;
     Ok(s.into())

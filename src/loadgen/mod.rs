@@ -17,6 +17,7 @@
 //! to callees' AORs and hang up after a hold, callees answer as a UA does.
 
 pub mod report;
+pub mod rtp;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};

@@ -176,16 +176,16 @@ pub fn svg(s: &Summary) -> String {
     )
 }
 
-const ASKED: RGBColor = RGBColor(0x55, 0x55, 0x56);
-const ASKED_HEX: &str = "#555556";
-const BLUE: RGBColor = RGBColor(0x1f, 0x77, 0xb4);
-const RED: RGBColor = RGBColor(0xd6, 0x27, 0x28);
-const GREEN: RGBColor = RGBColor(0x2c, 0xa0, 0x2c);
-const ORANGE: RGBColor = RGBColor(0xff, 0x7f, 0x0e);
-const PURPLE: RGBColor = RGBColor(0x94, 0x67, 0xbd);
+pub(crate) const ASKED: RGBColor = RGBColor(0x55, 0x55, 0x56);
+pub(crate) const ASKED_HEX: &str = "#555556";
+pub(crate) const BLUE: RGBColor = RGBColor(0x1f, 0x77, 0xb4);
+pub(crate) const RED: RGBColor = RGBColor(0xd6, 0x27, 0x28);
+pub(crate) const GREEN: RGBColor = RGBColor(0x2c, 0xa0, 0x2c);
+pub(crate) const ORANGE: RGBColor = RGBColor(0xff, 0x7f, 0x0e);
+pub(crate) const PURPLE: RGBColor = RGBColor(0x94, 0x67, 0xbd);
 
-type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
-type Failure = Box<dyn std::error::Error>;
+pub(crate) type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
+pub(crate) type Failure = Box<dyn std::error::Error>;
 
 /// Throughput and latency panels, and the outcomes panel for fan-out runs.
 fn draw(s: &Summary, out: &mut String) -> Result<(), Failure> {
@@ -232,7 +232,7 @@ fn draw(s: &Summary, out: &mut String) -> Result<(), Failure> {
 }
 
 /// A legend entry: what a line shows, and its colour.
-type Entry = (String, RGBColor);
+pub(crate) type Entry = (String, RGBColor);
 /// A line to draw: its name, colour, and value in a second of the run.
 type Series = (&'static str, RGBColor, fn(&Second) -> u64);
 
@@ -251,7 +251,7 @@ fn points(s: &Summary, f: impl Fn(&Second) -> u64) -> Vec<(f64, f64)> {
 }
 
 /// A chart on `area` with the run's time on x, `y` on y, grid and axis titles.
-fn chart<'a, Y: Ranged<ValueType = f64> + ValueFormatter<f64>>(
+pub(crate) fn chart<'a, Y: Ranged<ValueType = f64> + ValueFormatter<f64>>(
     area: &Area<'a>,
     caption: &str,
     t_end: f64,
@@ -290,10 +290,10 @@ fn seconds(v: &f64) -> String {
     }
 }
 
-const LEGEND_W: u32 = 260;
+pub(crate) const LEGEND_W: u32 = 260;
 
 /// A framed legend at the top of `area`: a line sample and a label per entry.
-fn legend(area: &Area<'_>, entries: &[Entry]) -> Result<(), Failure> {
+pub(crate) fn legend(area: &Area<'_>, entries: &[Entry]) -> Result<(), Failure> {
     let (top, row) = (44, 24);
     let bottom = top + 8 + row * entries.len() as i32;
     area.draw(&Rectangle::new(
@@ -313,7 +313,7 @@ fn legend(area: &Area<'_>, entries: &[Entry]) -> Result<(), Failure> {
     Ok(())
 }
 
-fn count(v: &f64) -> String {
+pub(crate) fn count(v: &f64) -> String {
     if *v >= 10_000.0 {
         format!("{:.0}k", v / 1000.0)
     } else {
@@ -373,7 +373,7 @@ fn throughput(area: &Area<'_>, s: &Summary, t_end: f64) -> Result<Vec<Entry>, Fa
 }
 
 /// Microseconds as a person reads them: 500 µs, 2 ms, 1.5 s.
-fn duration_us(v: &f64) -> String {
+pub(crate) fn duration_us(v: &f64) -> String {
     match *v {
         v if v >= 1e6 => format!("{} s", v / 1e6),
         v if v >= 1e3 => format!("{} ms", v / 1e3),
