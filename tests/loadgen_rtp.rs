@@ -223,3 +223,38 @@ fn rtp_refuses_a_payload_too_short_for_the_stamp() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("payload must be"));
 }
+
+/// The same load through tether's own relay, set up over its `ng` door.
+#[test]
+fn rtp_through_tether_every_stream_both_ways_payloads_intact() {
+    let ng_port = free_udp_port();
+    let (rt, _) = common::start(&format!(
+        "[media]\nng_listen = \"127.0.0.1:{ng_port}\"\nports = \"44000-44999\"\naddress = \"127.0.0.1\"\n"
+    ));
+    let ng = format!("127.0.0.1:{ng_port}");
+    let pid = std::process::id().to_string();
+    let (r, stderr) = bench_rtp(&[
+        "--ng",
+        &ng,
+        "--calls",
+        "5",
+        "--seconds",
+        "2",
+        "--server-pid",
+        &pid,
+    ]);
+    let context = || format!("{r:#}\n{stderr}");
+    assert_eq!(num(&r, "calls_set_up"), 5, "{}", context());
+    assert_eq!(num(&r, "flows"), 20);
+    assert!(num(&r, "received") > 0, "{}", context());
+    assert_eq!(num(&r, "corrupted"), 0, "{}", context());
+    assert_eq!(num(&r, "foreign"), 0, "{}", context());
+    assert_eq!(
+        num(&r["spread"], "silent"),
+        0,
+        "every flow got through: {}",
+        context()
+    );
+    assert_eq!(num(&r, "calls_deleted"), 5, "{}", context());
+    rt.shutdown().unwrap();
+}
