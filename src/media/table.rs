@@ -21,8 +21,10 @@ const NONE: u32 = u32::MAX;
 /// this, or a quarter of those open), and how many (at least this, or
 /// half of those open): a node that relays little holds few sockets, a
 /// busy one grows ahead of a burst of calls.
-const LOW_WATER: usize = 16;
-const CHUNK: usize = 32;
+/// The runtime tops the pool up after every datagram, so the low water
+/// covers the most one SDP can take: 16 new streams × 2 legs × 2 pairs.
+const LOW_WATER: usize = 64;
+const CHUNK: usize = 64;
 /// Consecutive packets from one new source that move a silent latch.
 const RELATCH_PACKETS: u8 = 3;
 /// Sessions looked at per sweep, and how often a sweep runs (ms).

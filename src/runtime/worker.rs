@@ -400,11 +400,14 @@ impl<C: Core> Worker<C> {
                 let (data, src) = self.recv.get(i);
                 let Some(src) = src else { continue };
                 self.core.handle_datagram(now, local, src, data);
+                // A burst of new calls in one batch must not find the relay
+                // pool empty while the range still has room.
+                if self.core.media_wants() > 0 {
+                    self.open_media();
+                }
             }
             self.transmit();
             self.route_events();
-            // A burst of new calls may take every free relay pair.
-            self.open_media();
             if n < self.recv.capacity() {
                 return;
             }
@@ -415,6 +418,9 @@ impl<C: Core> Worker<C> {
         while let Ok(cmd) = self.inbox.try_recv() {
             let now = self.now_ms();
             self.core.handle_command(now, cmd);
+            if self.core.media_wants() > 0 {
+                self.open_media();
+            }
         }
         self.transmit();
     }
