@@ -112,3 +112,31 @@ pub fn bind_pktinfo(port: u16, buffer: usize) -> io::Result<UdpSocket> {
     )?;
     Ok(s.into())
 }
+
+/// Raises this process's open-file limit towards `want` (at most the hard
+/// limit) and returns the soft limit now in force. The relay holds two
+/// sockets per port pair; distributions start processes at 1024.
+pub fn raise_fd_limit(want: u64) -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a live rlimit the call writes into.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let target = (want as libc::rlim_t).min(lim.rlim_max);
+    if target > lim.rlim_cur {
+        let new = libc::rlimit {
+            rlim_cur: target,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: `new` is a live rlimit the call only reads.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        lim.rlim_cur = target;
+    }
+    #[allow(clippy::unnecessary_cast)] // rlim_t is u64 on glibc, not everywhere
+    Ok(lim.rlim_cur as u64)
+}
