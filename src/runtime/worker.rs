@@ -61,6 +61,8 @@ struct Media {
     next_hot: Vec<u32>,
     /// Per socket: already in the round's list.
     marked: Vec<bool>,
+    /// No more ports to open (warned once).
+    exhausted: bool,
 }
 
 impl Media {
@@ -137,6 +139,7 @@ impl<C: Core> Worker<C> {
                 hot: Vec::new(),
                 next_hot: Vec::new(),
                 marked: Vec::new(),
+                exhausted: false,
             },
         })
     }
@@ -319,15 +322,20 @@ impl<C: Core> Worker<C> {
             }
             opened.push(port);
         }
-        if opened.len() < want {
+        if opened.len() < want && !self.media.exhausted {
+            // Once: the core keeps asking while it runs low.
+            self.media.exhausted = true;
             tracing::warn!(
                 worker = self.id,
-                wanted = want,
-                opened = opened.len(),
-                "media port share exhausted or ports in use elsewhere"
+                opened = self.media.sockets.len() / 2,
+                "this worker's share of media.ports is used up (or its ports are held by other \
+                 processes, or the open-file limit is reached): new anchored calls get 503 when \
+                 no pair is free"
             );
         }
-        self.core.media_opened(&opened);
+        if !opened.is_empty() {
+            self.core.media_opened(&opened);
+        }
     }
 
     /// One turn of media socket `idx`: up to [`MEDIA_TURN`] packets
