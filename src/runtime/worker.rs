@@ -292,7 +292,7 @@ impl<C: Core> Worker<C> {
     /// share; ports another process holds are skipped.
     fn open_media(&mut self) {
         let want = self.core.media_wants();
-        if want == 0 {
+        if want == 0 || self.media.exhausted {
             return;
         }
         let mut opened = Vec::with_capacity(want);
