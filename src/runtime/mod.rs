@@ -137,10 +137,16 @@ impl Runtime {
             tracing::info!(addr = %bound, "rtpengine ng control listening");
         }
         // Two sockets per relay port pair, plus the listen sockets and slack.
-        let media_used = cfg.media.mode().is_ok_and(|m| m != crate::media::Mode::Never)
+        let media_used = cfg
+            .media
+            .mode()
+            .is_ok_and(|m| m != crate::media::Mode::Never)
             || !cfg.media.ng_listen.is_empty();
         if media_used {
-            let ports = cfg.media.port_range().map_or(0, |(a, b)| u64::from(b - a) + 1);
+            let ports = cfg
+                .media
+                .port_range()
+                .map_or(0, |(a, b)| u64::from(b - a) + 1);
             let want = ports + 1024;
             match crate::io::raise_fd_limit(want) {
                 Ok(got) if got < want => tracing::warn!(
