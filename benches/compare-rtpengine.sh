@@ -4,6 +4,10 @@
 # table = -1, one thread), tether (`tether run`, one worker, its RTP relay
 # driven over ng) and the C floor (benches/relay_floor.c: epoll,
 # recvmmsg/sendmmsg, one port pair per stream, latching; no protocol work).
+# Optional relay `uring` (RELAYS="floor uring"): the same floor over
+# io_uring (examples/relay_floor_uring.rs: multishot recvmsg with a provided
+# buffer ring, sends as SQEs across sockets, one io_uring_enter per round);
+# URING_BIN=path skips its build, URING_MODE is passed on (defer|coop|plain).
 # Each relay is pinned to CPU 0 and started anew for every run; the
 # generator is pinned to CPU 1. A run: CALLS calls set up over ng (the
 # floor: fixed ports instead), each an audio and a video stream, RTP both
@@ -43,8 +47,13 @@ cleanup() {
 }
 trap cleanup EXIT
 cc -O2 -o "$work/relay_floor" benches/relay_floor.c
+uring_bin=${URING_BIN:-}
+if [[ " ${relays[*]} " == *" uring "* && -z "$uring_bin" ]]; then
+  cargo build --release -q --example relay_floor_uring
+  uring_bin=${CARGO_TARGET_DIR:-target}/release/examples/relay_floor_uring
+fi
 mkdir -p "$out/runs"
-rm -f "$out"/runs/*.json
+rm -f "$out"/runs/*.json "$out"/runs/*.log
 
 # Media ports: each relay gets the range 30000-49999 (one runs at a time).
 # The generator's own sockets take ephemeral ports (32768-60999 by default),
@@ -70,6 +79,11 @@ start_floor() { # base port -> pid; one pair per stream, bounded well past the r
   echo $!
 }
 
+start_uring() { # base port -> pid; the same as the floor, over io_uring
+  taskset -c 0 "$uring_bin" $(( calls * 2 )) "$1" $(( secs + 60 )) > "$work/uring.log" 2>&1 &
+  echo $!
+}
+
 printf '%-9s %5s %5s %6s %9s %9s %9s %7s %9s %9s %12s %9s\n' \
   relay pps round calls offered forwarded loss silent p50_us p99_us cpu_us/pkt gen_cores
 for round in $(seq "$rounds"); do
@@ -80,7 +94,7 @@ for round in $(seq "$rounds"); do
   for rate in "${rates[@]}"; do
     for relay in "${order[@]}"; do
       port=$(( 20000 + RANDOM % 9000 ))
-      if [ "$relay" = floor ]; then port=30000; fi
+      if [ "$relay" = floor ] || [ "$relay" = uring ]; then port=30000; fi
       pid=$("start_$relay" "$port")
       pids+=("$pid")
       sleep 1.5
@@ -89,7 +103,7 @@ for round in $(seq "$rounds"); do
         continue
       fi
       target=(--ng "127.0.0.1:$port")
-      [ "$relay" = floor ] && target=(--fixed "127.0.0.1:$port" --pairs $(( calls * 2 )))
+      [ "$relay" = floor ] || [ "$relay" = uring ] && target=(--fixed "127.0.0.1:$port" --pairs $(( calls * 2 )))
       json="$out/runs/$relay-$rate-$round.json"
       taskset -c 1 "$bin" bench rtp "${target[@]}" --calls "$calls" --pps "$rate" --seconds "$secs" \
         --server-pid "$pid" --json > "$json" 2> "$work/bench.log" || { echo "$relay: generator failed: $(tail -2 "$work/bench.log")"; rm -f "$json"; }
@@ -98,6 +112,8 @@ for round in $(seq "$rounds"); do
       kill "$pid" 2>/dev/null || true
       for _ in $(seq 50); do alive "$pid" || break; sleep 0.1; done
       kill -9 "$pid" 2>/dev/null || true
+      # The relay's own last words (the floors print their counters on exit).
+      cp "$work/$relay.log" "$out/runs/$relay-$rate-$round.log" 2>/dev/null || true
       [ -s "$json" ] || continue
       python3 - "$json" "$relay" "$rate" "$round" <<'PY'
 import json, sys
