@@ -4,6 +4,9 @@
 # table = -1, one thread), tether (`tether run`, one worker, its RTP relay
 # driven over ng) and the C floor (benches/relay_floor.c: epoll,
 # recvmmsg/sendmmsg, one port pair per stream, latching; no protocol work).
+# Optional relay `tether_nowait` (RELAYS="rtpengine tether tether_nowait floor"):
+# tether with `media.batch_wait_us = WAIT_US` (default 0, where `tether` runs
+# on its default of 200 µs).
 # Optional relay `uring` (RELAYS="floor uring"): the same floor over
 # io_uring (examples/relay_floor_uring.rs: multishot recvmsg with a provided
 # buffer ring, sends as SQEs across sockets, one io_uring_enter per round);
@@ -72,6 +75,12 @@ start_tether() { # ng port -> pid
   printf '[sip]\nlisten = ["127.0.0.1:%s"]\n[runtime]\nworkers = 1\nstats_interval_s = 0\n[api]\nlisten = ""\n[media]\nng_listen = "127.0.0.1:%s"\nports = "30000-49999"\n' \
     "$(( $1 + 1 ))" "$1" > "$work/tether.toml"
   taskset -c 0 "$bin" run --config "$work/tether.toml" > /dev/null 2> "$work/tether.log" &
+  echo $!
+}
+start_tether_nowait() { # ng port -> pid; tether with media.batch_wait_us = WAIT_US (default 0: no gathering)
+  printf '[sip]\nlisten = ["127.0.0.1:%s"]\n[runtime]\nworkers = 1\nstats_interval_s = 0\n[api]\nlisten = ""\n[media]\nng_listen = "127.0.0.1:%s"\nports = "30000-49999"\nbatch_wait_us = %s\n' \
+    "$(( $1 + 1 ))" "$1" "${WAIT_US:-0}" > "$work/tether_nowait.toml"
+  taskset -c 0 "$bin" run --config "$work/tether_nowait.toml" > /dev/null 2> "$work/tether_nowait.log" &
   echo $!
 }
 start_floor() { # base port -> pid; one pair per stream, bounded well past the run
@@ -164,10 +173,11 @@ for rate in rates:
     missing = [r for r in relays if r not in per]
     if missing:
         print(f"| {rate} | {', '.join(missing)} | no run with calls set up | | | | | | | | | | |")
-    if "tether" in per and "rtpengine" in per:
-        t, e = med(per["tether"], cpu), med(per["rtpengine"], cpu)
-        ratios.append(f"- {rate} pps/stream dir: tether ÷ rtpengine packets per CPU-second = {e / t:.2f}; "
-                      f"tether CPU/pkt ÷ floor = {t / floor:.2f}")
+    for name in ("tether", "tether_nowait"):
+        if name in per and "rtpengine" in per:
+            t, e = med(per[name], cpu), med(per["rtpengine"], cpu)
+            ratios.append(f"- {rate} pps/stream dir: {name} ÷ rtpengine packets per CPU-second = {e / t:.2f}; "
+                          f"{name} CPU/pkt ÷ floor = {t / floor:.2f}")
 if ratios:
     print("\n" + "\n".join(ratios))
 corrupted = sum(json.load(open(f))["corrupted"] for f in glob.glob(f"{out}/runs/*.json"))

@@ -36,6 +36,9 @@ pub struct MediaSection {
     pub quarantine_ms: u64,
     /// rtpengine `ng` control protocol listen address; empty = off.
     pub ng_listen: String,
+    /// While media flows, a worker lets packets gather this long between
+    /// rounds (µs): fewer wake-ups per packet for that much latency.
+    pub batch_wait_us: u64,
 }
 
 impl Default for MediaSection {
@@ -48,6 +51,7 @@ impl Default for MediaSection {
             timeout_s: 60,
             quarantine_ms: 5000,
             ng_listen: String::new(),
+            batch_wait_us: 200,
         }
     }
 }
@@ -77,6 +81,15 @@ impl MediaSection {
             return Err(ConfigError::Invalid {
                 key: "media.timeout_s",
                 fix: format!("{} is out of range; use 0 (never) ..=86400", self.timeout_s),
+            });
+        }
+        if self.batch_wait_us > 5000 {
+            return Err(ConfigError::Invalid {
+                key: "media.batch_wait_us",
+                fix: format!(
+                    "{} is out of range; use 0 (off) ..=5000 µs (it adds that much latency)",
+                    self.batch_wait_us
+                ),
             });
         }
         if self.quarantine_ms > 600_000 {

@@ -195,6 +195,7 @@ impl Runtime {
                 stats_interval_s: cfg.runtime.stats_interval_s,
                 media_ports: cfg.media.core_pairs(i, n),
                 media_ip,
+                media_batch_wait_us: cfg.media.batch_wait_us,
             })?;
             inboxes.push(Inbox {
                 tx,

@@ -63,6 +63,10 @@ struct Media {
     marked: Vec<bool>,
     /// No more ports to open (warned once).
     exhausted: bool,
+    /// `media.batch_wait_us`.
+    wait: Duration,
+    /// Packets received on relay sockets this round.
+    relayed: usize,
 }
 
 impl Media {
@@ -97,6 +101,8 @@ pub struct WorkerParts<C> {
     pub media_ports: Vec<u16>,
     /// The address relay sockets bind to.
     pub media_ip: std::net::IpAddr,
+    /// `media.batch_wait_us`.
+    pub media_batch_wait_us: u64,
 }
 
 impl<C: Core> Worker<C> {
@@ -140,6 +146,8 @@ impl<C: Core> Worker<C> {
                 next_hot: Vec::new(),
                 marked: Vec::new(),
                 exhausted: false,
+                wait: Duration::from_micros(p.media_batch_wait_us),
+                relayed: 0,
             },
         })
     }
@@ -166,12 +174,18 @@ impl<C: Core> Worker<C> {
         let mut events = Events::with_capacity(256);
         self.open_media();
         while !self.stop.load(Ordering::Relaxed) {
-            // Media sockets with packets left: look again at once.
-            let timeout = if self.media.hot.is_empty() {
-                self.poll_timeout()
-            } else {
+            // Media sockets with packets left: look again at once. While
+            // media flows, let packets gather for `media.batch_wait_us`
+            // first: one wake-up then serves many streams.
+            let timeout = if !self.media.hot.is_empty() {
                 Duration::ZERO
+            } else if self.media.relayed > 0 && !self.media.wait.is_zero() {
+                std::thread::sleep(self.media.wait);
+                Duration::ZERO
+            } else {
+                self.poll_timeout()
             };
+            self.media.relayed = 0;
             match self.poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -356,6 +370,7 @@ impl<C: Core> Worker<C> {
         if n == 0 {
             return;
         }
+        self.media.relayed += n;
         let now_us = self.epoch.elapsed().as_micros() as u64;
         let mut out_sock = None;
         for i in 0..n {
