@@ -23,6 +23,9 @@ const MEDIA: usize = 1 << 20;
 /// Packets one media socket gets relayed per turn: a flooded port waits
 /// for the others (and for signalling) after this many.
 const MEDIA_TURN: usize = 32;
+/// Rounds that relayed fewer packets than this are followed by
+/// `media.batch_wait_us` of gathering.
+const GATHER_BELOW: usize = 256;
 
 pub struct Worker<C> {
     pub id: usize,
@@ -175,11 +178,14 @@ impl<C: Core> Worker<C> {
         self.open_media();
         while !self.stop.load(Ordering::Relaxed) {
             // Media sockets with packets left: look again at once. While
-            // media flows, let packets gather for `media.batch_wait_us`
-            // first: one wake-up then serves many streams.
+            // media flows lightly, let packets gather for
+            // `media.batch_wait_us` first: one wake-up then serves many
+            // streams. Under heavy load rounds are large anyway, and a
+            // sleep would only cap throughput.
+            let light = (1..GATHER_BELOW).contains(&self.media.relayed);
             let timeout = if !self.media.hot.is_empty() {
                 Duration::ZERO
-            } else if self.media.relayed > 0 && !self.media.wait.is_zero() {
+            } else if light && !self.media.wait.is_zero() {
                 std::thread::sleep(self.media.wait);
                 Duration::ZERO
             } else {
