@@ -27,8 +27,10 @@ const LOW_WATER: usize = 64;
 const CHUNK: usize = 64;
 /// Consecutive packets from one new source that move a silent latch.
 const RELATCH_PACKETS: u8 = 3;
-/// Sessions looked at per sweep, and how often a sweep runs (ms).
-const SWEEP_BATCH: usize = 4096;
+/// Sessions looked at per sweep, and how often a sweep runs (ms): a few
+/// nanoseconds each, so a core with up to this many is swept whole every
+/// second, and one with more at this many per second.
+const SWEEP_BATCH: usize = 65_536;
 const SWEEP_EVERY_MS: u64 = 1000;
 /// Streams one session may have.
 const MAX_STREAMS: usize = 16;
