@@ -85,15 +85,19 @@ impl Proxy {
             Mode::Never => false,
             Mode::Always => true,
             Mode::Nat => {
-                let sdp_ip = body
-                    .and_then(|b| crate::media::sdp::parse(b).ok())
-                    .and_then(|s| {
-                        s.streams
-                            .iter()
-                            .find(|st| st.port != 0)
-                            .and_then(|st| st.addr)
-                    });
-                let caller = sdp_ip.is_some_and(|ip| ip != src_ip)
+                let offer = body.and_then(|b| crate::media::sdp::parse(b).ok());
+                let sdp_ip = offer.as_ref().and_then(|s| {
+                    s.streams
+                        .iter()
+                        .find(|st| st.port != 0)
+                        .and_then(|st| st.addr)
+                });
+                // An offer with ICE candidates traverses NATs by itself, and
+                // anchoring would strip its ICE (which WebRTC profiles need).
+                let ice = offer
+                    .as_ref()
+                    .is_some_and(|s| s.streams.iter().any(|st| st.port != 0 && st.ice));
+                let caller = !ice && sdp_ip.is_some_and(|ip| ip != src_ip)
                     || contact.and_then(uri_ip).is_some_and(|ip| ip != src_ip);
                 let callee = targets.iter().any(|t| {
                     t.uri
@@ -101,7 +105,7 @@ impl Proxy {
                         .and_then(uri_ip)
                         .is_some_and(|ip| ip != t.to.remote().ip())
                 });
-                caller || callee
+                !ice && (caller || callee)
             }
         };
         if !anchor {

@@ -293,3 +293,27 @@ fn an_answered_call_without_media_is_ended_with_a_bye_to_both() {
     assert_eq!(n.ep.metric(crate::metrics::CoreMetric::MediaTimeouts), 1);
     assert_eq!(n.ep.metric(crate::metrics::CoreMetric::Dialogs), 0);
 }
+
+#[test]
+fn an_offer_with_ice_is_left_to_ice_in_nat_mode_but_anchored_in_always() {
+    let ice = format!(
+        "{}a=ice-ufrag:abcd\r\na=ice-pwd:0123456789abcdefghijkl\r\n\
+         a=candidate:1 1 UDP 2130706431 192.168.1.5 7000 typ host\r\n",
+        sdp("192.168.1.5", 7000)
+    );
+    let mut n = Net::media(Mode::Nat, 8, 60_000);
+    n.register("bob", "10.0.0.2:5062", "192.168.1.2:5060");
+    let out = n.send("10.0.0.1:5061", &invite_sdp("i1", &ice));
+    let fwd = one_to(&out, "10.0.0.2:5062");
+    assert!(
+        text(&fwd).contains("a=candidate:1"),
+        "ICE kept, not anchored"
+    );
+    assert_eq!(n.sessions(), 0);
+    let mut n = Net::media(Mode::Always, 8, 60_000);
+    n.register("bob", "10.0.0.2:5062", "10.0.0.2:5062");
+    let out = n.send("10.0.0.1:5061", &invite_sdp("i2", &ice));
+    let fwd = one_to(&out, "10.0.0.2:5062");
+    assert!(!text(&fwd).contains("a=candidate"), "anchored: ICE removed");
+    assert_eq!(media_of(&fwd).0, RELAY_IP);
+}
