@@ -28,6 +28,13 @@ struct NgCall {
     last_signal_ms: u64,
 }
 
+impl NgCall {
+    /// The party a tag names: 1 for the answerer's To tag once known, else 0.
+    fn party_of(&self, tag: &[u8]) -> usize {
+        usize::from(!tag.is_empty() && *self.tags[1] == *tag)
+    }
+}
+
 /// What to do with a datagram on the `ng` socket.
 #[derive(Debug, PartialEq, Eq)]
 pub enum NgOutcome {
@@ -164,17 +171,8 @@ impl NgServer {
     ) -> Result<(), &'static str> {
         let sdp = p.sdp.ok_or("No SDP body in message")?;
         let from = p.from_tag.ok_or("No from-tag in message")?;
-        let existing = self.calls.get(p.call_id).filter(|c| table.exists(c.id));
-        let (id, party, fresh) = match existing {
-            Some(c) => (
-                c.id,
-                if &*c.tags[1] == from && !from.is_empty() {
-                    1
-                } else {
-                    0
-                },
-                false,
-            ),
+        let (id, party, fresh) = match self.live(p.call_id, table) {
+            Some(c) => (c.id, c.party_of(from), false),
             None => {
                 self.remove(p.call_id);
                 let id = table.create(0);
@@ -217,17 +215,9 @@ impl NgServer {
         let sdp = p.sdp.ok_or("No SDP body in message")?;
         let from = p.from_tag.ok_or("No from-tag in message")?;
         let to = p.to_tag.ok_or("No to-tag in message")?;
-        let c = self
-            .calls
-            .get(p.call_id)
-            .filter(|c| table.exists(c.id))
-            .ok_or("Unknown call-id")?;
-        // The answer is from whoever the offer was not from.
-        let party = if &*c.tags[1] == from && !from.is_empty() {
-            0
-        } else {
-            1
-        };
+        let c = self.live(p.call_id, table).ok_or("Unknown call-id")?;
+        // The answer is from whoever the offer (its From tag) was not from.
+        let party = 1 - c.party_of(from);
         let id = c.id;
         self.apply(now, id, party, sdp, p, table)?;
         if let Some(c) = self.calls.get_mut(p.call_id) {
@@ -297,11 +287,7 @@ impl NgServer {
         table: &mut Table,
         out: &mut Vec<u8>,
     ) -> Result<(), &'static str> {
-        let c = self
-            .calls
-            .get(p.call_id)
-            .filter(|c| table.exists(c.id))
-            .ok_or("Unknown call-id")?;
+        let c = self.live(p.call_id, table).ok_or("Unknown call-id")?;
         self.write_stats(cookie, c, table, false, out);
         Ok(())
     }
@@ -383,6 +369,11 @@ impl NgServer {
             }
             keep
         });
+    }
+
+    /// The call of `call_id`, when its session still exists.
+    fn live(&self, call_id: &[u8], table: &Table) -> Option<&NgCall> {
+        self.calls.get(call_id).filter(|c| table.exists(c.id))
     }
 
     fn remove(&mut self, call_id: &[u8]) -> Option<NgCall> {
