@@ -81,24 +81,7 @@ impl RecvBatch {
         // SAFETY: `wire` just pointed every header at buffers owned by
         // `self` (borrowed mutably for this call) with their true sizes:
         // `slot_len` bytes of data, a sockaddr_storage, a control buffer.
-        // The kernel writes only within those sizes.
-        let n = unsafe {
-            libc::recvmmsg(
-                fd,
-                self.hdrs.as_mut_ptr(),
-                self.hdrs.len() as libc::c_uint,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return match e.kind() {
-                io::ErrorKind::WouldBlock => Ok(0),
-                _ => Err(e),
-            };
-        }
-        Ok(n as usize)
+        unsafe { sys::recv_mmsg(fd, &mut self.hdrs) }
     }
 
     /// Datagram `i` of the last `recv` and its source (`None` for a source
@@ -213,32 +196,10 @@ impl SendBatch {
     /// UDP senders retransmit, and blocking a worker would stall every path it owns.
     pub fn flush(&mut self, fd: RawFd) {
         self.wire();
-        let mut sent = 0;
-        while sent < self.queued {
-            // SAFETY: `wire` just pointed headers [0, queued) at buffers
-            // owned by `self` (borrowed mutably for this call), with the
-            // lengths set by `queue`: the data, the address and the
-            // control message written there. The kernel only reads them.
-            let n = unsafe {
-                libc::sendmmsg(
-                    fd,
-                    self.hdrs[sent..].as_mut_ptr(),
-                    (self.queued - sent) as libc::c_uint,
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            if n <= 0 {
-                let e = io::Error::last_os_error();
-                if n < 0 && e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                // Skip the datagram at the head (e.g. an unreachable destination) and go on.
-                self.dropped += 1;
-                sent += 1;
-                continue;
-            }
-            sent += n as usize;
-        }
+        // SAFETY: `wire` just pointed headers [0, queued) at buffers owned
+        // by `self` (borrowed mutably for this call), with the lengths set
+        // by `queue`: the data, the address and the control message.
+        self.dropped += unsafe { sys::send_mmsg(fd, &mut self.hdrs[..self.queued]) };
         self.queued = 0;
     }
 }

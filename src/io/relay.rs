@@ -81,24 +81,8 @@ impl RelayBatch {
         }
         // SAFETY: every header was just pointed at a slot of `slot` bytes
         // and a sockaddr_storage owned by `self`, borrowed mutably for the
-        // call; the kernel writes only within those sizes.
-        let n = unsafe {
-            libc::recvmmsg(
-                fd,
-                self.hdrs.as_mut_ptr(),
-                self.hdrs.len() as libc::c_uint,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return match e.kind() {
-                io::ErrorKind::WouldBlock => Ok(0),
-                _ => Err(e),
-            };
-        }
-        Ok(n as usize)
+        // call, and no control buffer.
+        unsafe { sys::recv_mmsg(fd, &mut self.hdrs) }
     }
 
     /// Datagram `i` of the last `recv` (truncated ones are reported whole
@@ -138,30 +122,10 @@ impl RelayBatch {
             m.msg_controllen = 0;
             m.msg_flags = 0;
         }
-        let mut sent = 0;
-        while sent < self.queued {
-            // SAFETY: headers [0, queued) were just pointed at slots and
-            // addresses owned by `self` (borrowed mutably for the call),
-            // with the lengths set by `queue`; the kernel only reads them.
-            let n = unsafe {
-                libc::sendmmsg(
-                    fd,
-                    self.out_hdrs[sent..].as_mut_ptr(),
-                    (self.queued - sent) as libc::c_uint,
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            if n <= 0 {
-                if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                // Lose the head datagram (full buffer, unreachable) and go on: RTP is lossy.
-                self.dropped += 1;
-                sent += 1;
-                continue;
-            }
-            sent += n as usize;
-        }
+        // SAFETY: headers [0, queued) were just pointed at slots and
+        // addresses owned by `self` (borrowed mutably for the call), with
+        // the lengths set by `queue`.
+        self.dropped += unsafe { sys::send_mmsg(fd, &mut self.out_hdrs[..self.queued]) };
         self.queued = 0;
     }
 }

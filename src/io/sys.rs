@@ -3,8 +3,10 @@
 //! `sockaddr_storage`, and `IP_PKTINFO` control messages (the local address
 //! a datagram was sent to, or is to be sent from).
 
+use std::io;
 use std::mem::size_of;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::RawFd;
 
 use socket2::SockAddr;
 
@@ -157,6 +159,70 @@ pub(super) fn read_sockaddr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
         }
         _ => None,
     }
+}
+
+/// `recvmmsg` into `hdrs` without blocking: how many arrived, `Ok(0)`
+/// when nothing was queued.
+///
+/// # Safety
+///
+/// Every header must point at live buffers (data, address, control) of
+/// the sizes it states, which nothing else uses during the call.
+pub(super) unsafe fn recv_mmsg(fd: RawFd, hdrs: &mut [libc::mmsghdr]) -> io::Result<usize> {
+    // SAFETY: the caller's promise: the headers and what they point at are
+    // valid for the kernel to write within their stated sizes.
+    let n = unsafe {
+        libc::recvmmsg(
+            fd,
+            hdrs.as_mut_ptr(),
+            hdrs.len() as libc::c_uint,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return match e.kind() {
+            io::ErrorKind::WouldBlock => Ok(0),
+            _ => Err(e),
+        };
+    }
+    Ok(n as usize)
+}
+
+/// `sendmmsg` of every header without blocking; returns how many were
+/// dropped. A datagram the kernel will not take (full buffer, unreachable
+/// destination) is skipped: UDP senders recover, and blocking a worker
+/// would stall everything it serves.
+///
+/// # Safety
+///
+/// Every header must point at live buffers (data, address, control) of the
+/// lengths it states.
+pub(super) unsafe fn send_mmsg(fd: RawFd, hdrs: &mut [libc::mmsghdr]) -> u64 {
+    let (mut sent, mut dropped) = (0, 0);
+    while sent < hdrs.len() {
+        // SAFETY: the caller's promise: the headers from `sent` on and what
+        // they point at are valid; the kernel only reads them.
+        let n = unsafe {
+            libc::sendmmsg(
+                fd,
+                hdrs[sent..].as_mut_ptr(),
+                (hdrs.len() - sent) as libc::c_uint,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n <= 0 {
+            if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            dropped += 1;
+            sent += 1;
+            continue;
+        }
+        sent += n as usize;
+    }
+    dropped
 }
 
 #[cfg(test)]
