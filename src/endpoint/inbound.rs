@@ -45,14 +45,7 @@ impl Endpoint {
             let Some(branch) = msg.top_via().ok().and_then(|v| v.branch()) else {
                 return false;
             };
-            let mut cx = crate::proxy::Ctx {
-                now: now_ms,
-                timers: &mut self.timers,
-                out: &mut self.transmits,
-                keepalive: &mut self.keepalive,
-                auth: self.registrar.authenticator(),
-                media: &mut self.media,
-            };
+            let mut cx = proxy_ctx!(self, now_ms);
             if self
                 .proxy
                 .on_response(&msg, branch, datagram, local, src, &mut cx)
@@ -85,14 +78,7 @@ impl Endpoint {
             _ => true,
         };
         if proxied {
-            let mut cx = crate::proxy::Ctx {
-                now: now_ms,
-                timers: &mut self.timers,
-                out: &mut self.transmits,
-                keepalive: &mut self.keepalive,
-                auth: self.registrar.authenticator(),
-                media: &mut self.media,
-            };
+            let mut cx = proxy_ctx!(self, now_ms);
             self.proxy
                 .on_request(&msg, &checked, datagram, path, &mut cx);
             return false;

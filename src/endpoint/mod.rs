@@ -19,6 +19,22 @@
 //! fake clock (see `tests/faults.rs`). ARCHITECTURE.md shows how a REGISTER,
 //! a keepalive prompt and a fan-out job flow through it.
 
+/// The proxy's context for one input: the endpoint's fields it borrows.
+/// A macro, not a method, so that `self.proxy` stays free to be borrowed
+/// beside it.
+macro_rules! proxy_ctx {
+    ($ep:ident, $now:expr) => {
+        crate::proxy::Ctx {
+            now: $now,
+            timers: &mut $ep.timers,
+            out: &mut $ep.transmits,
+            keepalive: &mut $ep.keepalive,
+            auth: $ep.registrar.authenticator(),
+            media: &mut $ep.media,
+        }
+    };
+}
+
 mod inbound;
 mod paths;
 mod setup;
@@ -366,14 +382,7 @@ impl Core for Endpoint {
                     self.registrar.on_expiry(slot, gen, (now / 1000) as u32);
                 }
                 t @ (Timer::Proxy { .. } | Timer::Dialog { .. }) => {
-                    let mut cx = crate::proxy::Ctx {
-                        now,
-                        timers: &mut self.timers,
-                        out: &mut self.transmits,
-                        keepalive: &mut self.keepalive,
-                        auth: self.registrar.authenticator(),
-                        media: &mut self.media,
-                    };
+                    let mut cx = proxy_ctx!(self, now);
                     self.proxy.on_timer(t, &mut cx);
                 }
             }
@@ -433,14 +442,7 @@ impl Endpoint {
             self.media.end(now, id);
             return;
         }
-        let mut cx = crate::proxy::Ctx {
-            now,
-            timers: &mut self.timers,
-            out: &mut self.transmits,
-            keepalive: &mut self.keepalive,
-            auth: self.registrar.authenticator(),
-            media: &mut self.media,
-        };
+        let mut cx = proxy_ctx!(self, now);
         self.proxy.on_media_timeout(owner, &mut cx);
         // A dialog already gone (its BYE crossed the timeout) leaves the session.
         if self.media.exists(id) && !self.proxy.owns_media(owner) {
