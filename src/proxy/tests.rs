@@ -3,7 +3,9 @@
 //!
 //! Over 700 lines on purpose: one harness (`Net`, the message builders) and
 //! the RFC 3261 call flows that use it, each a few dozen lines; the storm
-//! test, which needs none of the builders' detail, lives in `storm.rs`.
+//! test, which needs none of the builders' detail, lives in `storm.rs`, and
+//! the media anchoring flows, which add their own SDP builders, in
+//! `media.rs`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,3 +1,10 @@
+//! SDP parsing and rewriting against real offers (SIPp, baresip 1.0, a
+//! browser), every refusal, and a no-panic mutation loop.
+//!
+//! Nearly 800 lines on purpose, all about one function pair: most of it is
+//! the captured SDP bodies the assertions read against, which are clearer
+//! beside their tests than in a fixtures folder.
+
 use super::*;
 
 /// SIPp's built-in `uac` scenario body, its keywords filled in.
