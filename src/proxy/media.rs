@@ -97,7 +97,7 @@ impl Proxy {
                 let ice = offer
                     .as_ref()
                     .is_some_and(|s| s.streams.iter().any(|st| st.port != 0 && st.ice));
-                let caller = !ice && sdp_ip.is_some_and(|ip| ip != src_ip)
+                let caller = sdp_ip.is_some_and(|ip| ip != src_ip)
                     || contact.and_then(uri_ip).is_some_and(|ip| ip != src_ip);
                 let callee = targets.iter().any(|t| {
                     t.uri
@@ -112,25 +112,20 @@ impl Proxy {
             return Ok(None);
         }
         let id = cx.media.create(0);
-        let mut out = Vec::new();
-        if let Some(b) = body {
-            let r = cx
-                .media
-                .apply_sdp(cx.now, id, &PartySdp::new(0, b, Some(src_ip)), &mut out);
-            if let Err(e) = r {
+        let offer = match self.anchor_body(msg, id, 0, src_ip, cx) {
+            Ok(offer) => offer,
+            Err(e) => {
                 cx.media.end(cx.now, id);
-                return Err(media_error(e));
+                return Err(e);
             }
-        }
+        };
         self.stats.media_anchored += 1;
-        Ok(Some((
-            CallMedia {
-                id,
-                party: 0,
-                owns: true,
-            },
-            body.map(|_| out),
-        )))
+        let m = CallMedia {
+            id,
+            party: 0,
+            owns: true,
+        };
+        Ok(Some((m, offer)))
     }
 
     /// An SDP from `party` of session `id` in a message passing through:
@@ -183,14 +178,13 @@ impl Proxy {
 
     /// Whether dialog `owner` (an owner tag) still exists.
     pub fn owns_media(&self, owner: u64) -> bool {
-        self.dialogs
-            .get((owner >> 32) as u32, owner as u32)
-            .is_some()
+        let (slot, nonce) = owner_dialog(owner);
+        self.dialogs.get(slot, nonce).is_some()
     }
 
     /// A call's media stopped for `media.timeout_s`: BYE both parties.
     pub fn on_media_timeout(&mut self, owner: u64, cx: &mut Ctx<'_>) {
-        let (slot, nonce) = ((owner >> 32) as u32, owner as u32);
+        let (slot, nonce) = owner_dialog(owner);
         if self.dialogs.get(slot, nonce).is_none() {
             return;
         }
@@ -278,6 +272,11 @@ impl Proxy {
         w.finish(None);
         Self::send(cx.out, &self.buf, src);
     }
+}
+
+/// The dialog slot and nonce an owner tag of [`owner_tag`] names.
+fn owner_dialog(owner: u64) -> (u32, u32) {
+    ((owner >> 32) as u32, owner as u32)
 }
 
 /// The dialog slot and nonce as a media session's owner tag.
