@@ -211,15 +211,18 @@ impl<C: Core> Worker<C> {
                 self.media.marked[s as usize] = false;
                 self.relay_turn(s);
             }
+            // Those with packets left get the next round's first turns; the
+            // round's buffer is reused for them.
             round.clear();
-            let next = std::mem::replace(&mut self.media.next_hot, round);
-            for s in next {
-                let hot = &mut self.media.hot;
-                if !self.media.marked[s as usize] {
-                    self.media.marked[s as usize] = true;
-                    hot.push(s);
+            let Media {
+                next_hot, marked, ..
+            } = &mut self.media;
+            for s in next_hot.drain(..) {
+                if !std::mem::replace(&mut marked[s as usize], true) {
+                    round.push(s);
                 }
             }
+            self.media.hot = round;
             self.open_media();
             self.drain_inbox();
             let now = self.now_ms();
