@@ -17,6 +17,7 @@ use super::packet::{self, Stamp, HEADER};
 use super::tally::RtpTally;
 use super::{RtpPlan, RtpReport, RtpTarget};
 use crate::io::{RecvBatch, SendBatch};
+use crate::loadgen::driver::poll_for;
 use crate::loadgen::process_cpu_ns;
 
 /// Datagrams per `recvmmsg` / `sendmmsg`.
@@ -276,11 +277,7 @@ fn media(
         // Spinning instead would make the generator's CPU say nothing about
         // how busy it is.
         let wait = Duration::from_nanos(wake.saturating_sub(now));
-        match poll.poll(&mut events, Some(wait)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
+        poll_for(&mut poll, &mut events, wait)?;
         for ev in events.iter() {
             let j = ev.token().0;
             let Some(&fd) = fds.get(j) else { continue };
