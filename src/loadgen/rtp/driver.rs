@@ -211,8 +211,14 @@ fn media(
     let limit = Duration::from_nanos(pacer.span_ns()) + plan.drain + Duration::from_secs(5);
 
     let self_pid = std::process::id();
-    let server0 = plan.server_pid.and_then(process_cpu_ns);
-    let own0 = process_cpu_ns(self_pid);
+    // The relay's CPU time (all its threads) and the generator's own.
+    let cpu = || {
+        (
+            plan.server_pid.and_then(process_cpu_ns),
+            process_cpu_ns(self_pid),
+        )
+    };
+    let (server0, own0) = cpu();
     let start = Instant::now();
     let clock = || start.elapsed().as_nanos() as u64;
     let mut next = 0u64;
@@ -247,10 +253,7 @@ fn media(
         }
         if next >= pacer.total && window_end.is_none() {
             window_end = Some(clock());
-            cpu_end = (
-                plan.server_pid.and_then(process_cpu_ns),
-                process_cpu_ns(self_pid),
-            );
+            cpu_end = cpu();
         }
         let now = clock();
         if let Some(end) = window_end {
@@ -261,10 +264,7 @@ fn media(
         if now >= limit.as_nanos() as u64 {
             if window_end.is_none() {
                 window_end = Some(now);
-                cpu_end = (
-                    plan.server_pid.and_then(process_cpu_ns),
-                    process_cpu_ns(self_pid),
-                );
+                cpu_end = cpu();
             }
             break;
         }
