@@ -21,6 +21,19 @@ use crate::io::{RecvBatch, SendBatch};
 /// Datagrams per `recvmmsg`/`sendmmsg`.
 const BATCH: usize = 64;
 
+/// Waits up to `wait` for readiness; a signal ends the wait early, with
+/// no events, rather than the run.
+pub(crate) fn poll_for(
+    poll: &mut Poll,
+    events: &mut Events,
+    wait: Duration,
+) -> std::io::Result<()> {
+    match poll.poll(events, Some(wait)) {
+        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(()),
+        r => r,
+    }
+}
+
 /// Runs a load; `progress` gets (registered, failed, elapsed) about once a second.
 pub fn run(
     cfg: &LoadConfig,
@@ -85,11 +98,7 @@ pub fn run(
         }
         // Wait for traffic, at most until the population wants the time.
         let wait = Duration::from_micros(pop.poll_timeout(now).saturating_sub(now));
-        match poll.poll(&mut events, Some(wait)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
+        poll_for(&mut poll, &mut events, wait)?;
         for ev in events.iter() {
             let j = ev.token().0;
             // Read until the socket is empty (edge-triggered readiness).

@@ -157,15 +157,19 @@ pub fn json(s: &Summary) -> String {
 /// rejected and timed out per second. Saturation shows as throughput
 /// flattening below the asked rate while p99 climbs.
 pub fn svg(s: &Summary) -> String {
+    render(|out| draw(s, out))
+}
+
+/// The SVG `draw` writes, or (a report must still come out) one saying
+/// what went wrong.
+pub(crate) fn render(draw: impl FnOnce(&mut String) -> Result<(), Failure>) -> String {
     let mut out = String::new();
-    if let Err(e) = draw(s, &mut out) {
-        // A report must still come out; say what went wrong in it.
-        out = format!(
+    if let Err(e) = draw(&mut out) {
+        return format!(
             "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"600\" height=\"40\">\
 <text x=\"10\" y=\"25\">plot failed: {}</text></svg>\n",
             e.to_string().replace('&', "&amp;").replace('<', "&lt;")
         );
-        return out;
     }
     // plotters' SVG backend cannot dash a line (its dashed series is many
     // short lines); the asked rate is drawn in a colour nothing else uses,
@@ -186,13 +190,50 @@ pub(crate) const PURPLE: RGBColor = RGBColor(0x94, 0x67, 0xbd);
 
 pub(crate) type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
 pub(crate) type Failure = Box<dyn std::error::Error>;
+/// A chart with the run's time on x and a linear y.
+pub(crate) type Linear<'a> =
+    ChartContext<'a, SVGBackend<'a>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// A second of a run's timeline, as the plots place it.
+pub(crate) trait Timed {
+    fn t(&self) -> u32;
+}
+
+impl Timed for Second {
+    fn t(&self) -> u32 {
+        self.t
+    }
+}
+
+/// The end of the x axis: the timeline's last second, at least 1.
+pub(crate) fn t_end<T: Timed>(timeline: &[T]) -> f64 {
+    timeline.last().map_or(1, |p| p.t().max(1)) as f64
+}
+
+/// `panels` charts stacked under `title` on `out`, each drawn by `panel`
+/// (given its index) with its legend beside it, never over a line.
+pub(crate) fn stacked(
+    out: &mut String,
+    title: &str,
+    panels: usize,
+    mut panel: impl FnMut(usize, &Area<'_>) -> Result<Vec<Entry>, Failure>,
+) -> Result<(), Failure> {
+    let root = SVGBackend::with_string(out, (1200, 40 + 330 * panels as u32)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let root = root.titled(title, ("sans-serif", 22))?;
+    for (i, area) in root.split_evenly((panels, 1)).iter().enumerate() {
+        let (plot, side) = area.split_horizontally(area.dim_in_pixel().0 - LEGEND_W);
+        let entries = panel(i, &plot)?;
+        legend(&side, &entries)?;
+    }
+    root.present()?;
+    Ok(())
+}
 
 /// Throughput and latency panels, and the outcomes panel for fan-out runs.
 fn draw(s: &Summary, out: &mut String) -> Result<(), Failure> {
     let fanout = s.job.is_some() || s.soak_jobs.is_some();
     let panels = if fanout { 3 } else { 2 };
-    let root = SVGBackend::with_string(out, (1200, 40 + 330 * panels)).into_drawing_area();
-    root.fill(&WHITE)?;
     let asked = if s.rate_asked == 0 {
         "as fast as possible".to_owned()
     } else {
@@ -215,39 +256,45 @@ fn draw(s: &Summary, out: &mut String) -> Result<(), Failure> {
             s.endpoints, s.achieved_rate, s.elapsed_s
         ),
     };
-    let root = root.titled(&title, ("sans-serif", 22))?;
-    let t_end = s.timeline.last().map_or(1, |p| p.t.max(1)) as f64;
-    for (i, area) in root.split_evenly((panels as usize, 1)).iter().enumerate() {
-        // The legend beside the chart, never over a line.
-        let (plot, side) = area.split_horizontally(area.dim_in_pixel().0 - LEGEND_W);
-        let entries = match i {
-            0 => throughput(&plot, s, t_end)?,
-            1 => latency(&plot, s, t_end)?,
-            _ => outcomes(&plot, s, t_end)?,
-        };
-        legend(&side, &entries)?;
-    }
-    root.present()?;
-    Ok(())
+    let t_end = t_end(&s.timeline);
+    stacked(out, &title, panels, |i, plot| match i {
+        0 => throughput(plot, s, t_end),
+        1 => latency(plot, s, t_end),
+        _ => outcomes(plot, s, t_end),
+    })
 }
 
 /// A legend entry: what a line shows, and its colour.
 pub(crate) type Entry = (String, RGBColor);
 /// A line to draw: its name, colour, and value in a second of the run.
-type Series = (&'static str, RGBColor, fn(&Second) -> u64);
+pub(crate) type Series<T = Second> = (&'static str, RGBColor, fn(&T) -> u64);
 
 /// A per-second count as a rate at each second: (x = second, y = count/s).
 /// The run's last second is cut short where the run ended: its count is
 /// divided by the time it lasted, or left out when that was under 0.2 s (a
 /// handful of answers would read as a collapse or a spike).
-fn points(s: &Summary, f: impl Fn(&Second) -> u64) -> Vec<(f64, f64)> {
-    s.timeline
+pub(crate) fn points<T: Timed>(
+    timeline: &[T],
+    end_s: f64,
+    f: impl Fn(&T) -> u64,
+) -> Vec<(f64, f64)> {
+    timeline
         .iter()
         .filter_map(|p| {
-            let lasted = (s.elapsed_s - f64::from(p.t)).min(1.0);
-            (lasted >= 0.2).then(|| (f64::from(p.t), f(p) as f64 / lasted))
+            let t = f64::from(p.t());
+            let lasted = (end_s - t).min(1.0);
+            (lasted >= 0.2).then(|| (t, f(p) as f64 / lasted))
         })
         .collect()
+}
+
+/// The asked rate across the whole run, in the colour that gets dashed.
+pub(crate) fn asked_line(c: &mut Linear<'_>, t_end: f64, asked: f64) -> Result<(), Failure> {
+    c.draw_series(LineSeries::new(
+        [(0.0, asked), (t_end, asked)],
+        ASKED.stroke_width(2),
+    ))?;
+    Ok(())
 }
 
 /// A chart on `area` with the run's time on x, `y` on y, grid and axis titles.
@@ -357,16 +404,13 @@ fn throughput(area: &Area<'_>, s: &Summary, t_end: f64) -> Result<Vec<Entry>, Fa
     for (i, &(name, color, f)) in series.iter().enumerate() {
         // The first always (an empty run still says what it would show).
         if i == 0 || s.timeline.iter().any(|p| f(p) > 0) {
-            c.draw_series(LineSeries::new(points(s, f), color.stroke_width(2)))?;
+            let line = points(&s.timeline, s.elapsed_s, f);
+            c.draw_series(LineSeries::new(line, color.stroke_width(2)))?;
             entries.push((format!("{name} /s"), color));
         }
     }
     if asked > 0 {
-        let r = f64::from(asked);
-        c.draw_series(LineSeries::new(
-            [(0.0, r), (t_end, r)],
-            ASKED.stroke_width(2),
-        ))?;
+        asked_line(&mut c, t_end, f64::from(asked))?;
         entries.push((format!("asked rate ({asked}/s)"), ASKED));
     }
     Ok(entries)
@@ -398,10 +442,23 @@ fn latency(area: &Area<'_>, s: &Summary, t_end: f64) -> Result<Vec<Entry>, Failu
             ],
         ),
     };
+    latency_panel(area, caption, t_end, &s.timeline, &series, 1)
+}
+
+/// A latency panel: each series per second on a log scale of whole
+/// decades, in microseconds (values are `per_us` to the microsecond).
+pub(crate) fn latency_panel<T: Timed>(
+    area: &Area<'_>,
+    caption: &str,
+    t_end: f64,
+    timeline: &[T],
+    series: &[Series<T>],
+    per_us: u64,
+) -> Result<Vec<Entry>, Failure> {
     let seen = || {
-        s.timeline
+        timeline
             .iter()
-            .flat_map(|p| series.iter().map(move |(_, _, f)| f(p)))
+            .flat_map(|p| series.iter().map(move |(_, _, f)| f(p) / per_us))
     };
     let lo = seen().filter(|&v| v > 0).min().unwrap_or(10) as f64;
     let hi = seen().max().unwrap_or(1000).max(10) as f64;
@@ -417,13 +474,18 @@ fn latency(area: &Area<'_>, s: &Summary, t_end: f64) -> Result<Vec<Entry>, Failu
         "latency (log scale)",
         &duration_us,
     )?;
-    for (_, color, f) in series {
+    for &(_, color, f) in series {
         // A second without answers has no latency: the line breaks there.
+        // A value under the axis's floor (sub-microsecond) sits on it.
         let mut runs: Vec<Vec<(f64, f64)>> = vec![Vec::new()];
-        for p in &s.timeline {
+        for p in timeline {
             match f(p) {
                 0 => runs.push(Vec::new()),
-                v => runs.last_mut().unwrap().push((f64::from(p.t), v as f64)),
+                v => {
+                    if let Some(run) = runs.last_mut() {
+                        run.push((f64::from(p.t()), (v as f64 / per_us as f64).max(lo)));
+                    }
+                }
             }
         }
         for run in runs.into_iter().filter(|r| !r.is_empty()) {
@@ -461,7 +523,8 @@ fn outcomes(area: &Area<'_>, s: &Summary, t_end: f64) -> Result<Vec<Entry>, Fail
     ];
     let mut entries = Vec::new();
     for (name, color, f) in series {
-        c.draw_series(LineSeries::new(points(s, f), color.stroke_width(2)))?;
+        let line = points(&s.timeline, s.elapsed_s, f);
+        c.draw_series(LineSeries::new(line, color.stroke_width(2)))?;
         let total: u64 = s.timeline.iter().map(f).sum();
         entries.push((format!("{name} /s ({total} in all)"), color));
     }

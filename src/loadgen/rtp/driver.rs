@@ -17,6 +17,7 @@ use super::packet::{self, Stamp, HEADER};
 use super::tally::RtpTally;
 use super::{RtpPlan, RtpReport, RtpTarget};
 use crate::io::{RecvBatch, SendBatch};
+use crate::loadgen::driver::poll_for;
 use crate::loadgen::process_cpu_ns;
 
 /// Datagrams per `recvmmsg` / `sendmmsg`.
@@ -210,8 +211,14 @@ fn media(
     let limit = Duration::from_nanos(pacer.span_ns()) + plan.drain + Duration::from_secs(5);
 
     let self_pid = std::process::id();
-    let server0 = plan.server_pid.and_then(process_cpu_ns);
-    let own0 = process_cpu_ns(self_pid);
+    // The relay's CPU time (all its threads) and the generator's own.
+    let cpu = || {
+        (
+            plan.server_pid.and_then(process_cpu_ns),
+            process_cpu_ns(self_pid),
+        )
+    };
+    let (server0, own0) = cpu();
     let start = Instant::now();
     let clock = || start.elapsed().as_nanos() as u64;
     let mut next = 0u64;
@@ -246,10 +253,7 @@ fn media(
         }
         if next >= pacer.total && window_end.is_none() {
             window_end = Some(clock());
-            cpu_end = (
-                plan.server_pid.and_then(process_cpu_ns),
-                process_cpu_ns(self_pid),
-            );
+            cpu_end = cpu();
         }
         let now = clock();
         if let Some(end) = window_end {
@@ -260,10 +264,7 @@ fn media(
         if now >= limit.as_nanos() as u64 {
             if window_end.is_none() {
                 window_end = Some(now);
-                cpu_end = (
-                    plan.server_pid.and_then(process_cpu_ns),
-                    process_cpu_ns(self_pid),
-                );
+                cpu_end = cpu();
             }
             break;
         }
@@ -276,11 +277,7 @@ fn media(
         // Spinning instead would make the generator's CPU say nothing about
         // how busy it is.
         let wait = Duration::from_nanos(wake.saturating_sub(now));
-        match poll.poll(&mut events, Some(wait)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
+        poll_for(&mut poll, &mut events, wait)?;
         for ev in events.iter() {
             let j = ev.token().0;
             let Some(&fd) = fds.get(j) else { continue };

@@ -4,18 +4,20 @@
 
 use std::fmt::Write as _;
 
-use plotters::coord::combinators::LogCoord;
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use super::{RtpReport, RtpSecond};
 use crate::loadgen::report::{
-    chart, count, duration_us, legend, Area, Entry, Failure, ASKED, ASKED_HEX, BLUE, GREEN,
-    LEGEND_W, ORANGE, PURPLE,
+    asked_line, chart, count, latency_panel, points, render, stacked, t_end, Area, Entry, Failure,
+    Series, Timed, ASKED, BLUE, GREEN, ORANGE, PURPLE,
 };
 
-/// A line: its name, colour, and value in a second of the run.
-type Series = (&'static str, RGBColor, fn(&RtpSecond) -> u64);
+impl Timed for RtpSecond {
+    fn t(&self) -> u32 {
+        self.t
+    }
+}
 
 /// Nanoseconds as microseconds with one decimal.
 fn us(ns: u64) -> String {
@@ -111,50 +113,19 @@ pub fn json(r: &RtpReport) -> String {
 
 /// Packets per second and latency over the send window.
 pub fn svg(r: &RtpReport) -> String {
-    let mut out = String::new();
-    if let Err(e) = draw(r, &mut out) {
-        return format!(
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"600\" height=\"40\">\
-<text x=\"10\" y=\"25\">plot failed: {}</text></svg>\n",
-            e.to_string().replace('&', "&amp;").replace('<', "&lt;")
-        );
-    }
-    out.replace(
-        &format!("stroke=\"{ASKED_HEX}\""),
-        &format!("stroke=\"{ASKED_HEX}\" stroke-dasharray=\"9 6\""),
-    )
+    render(|out| draw(r, out))
 }
 
 fn draw(r: &RtpReport, out: &mut String) -> Result<(), Failure> {
-    let root = SVGBackend::with_string(out, (1200, 40 + 330 * 2)).into_drawing_area();
-    root.fill(&WHITE)?;
     let title = format!(
         "tether bench rtp: {} calls, {} flows at {} pps via {}, forwarded {:.0} pps",
         r.calls_set_up, r.flows, r.pps_per_flow, r.relay, r.forwarded_pps
     );
-    let root = root.titled(&title, ("sans-serif", 22))?;
-    let t_end = r.timeline.last().map_or(1, |p| p.t.max(1)) as f64;
-    for (i, area) in root.split_evenly((2, 1)).iter().enumerate() {
-        let (plot, side) = area.split_horizontally(area.dim_in_pixel().0 - LEGEND_W);
-        let entries = match i {
-            0 => throughput(&plot, r, t_end)?,
-            _ => latency(&plot, r, t_end)?,
-        };
-        legend(&side, &entries)?;
-    }
-    root.present()?;
-    Ok(())
-}
-
-/// A count per second as a rate; the last, partial second divided by its length.
-fn points(r: &RtpReport, f: impl Fn(&RtpSecond) -> u64) -> Vec<(f64, f64)> {
-    r.timeline
-        .iter()
-        .filter_map(|p| {
-            let lasted = (r.send_window_s - f64::from(p.t)).min(1.0);
-            (lasted >= 0.2).then(|| (f64::from(p.t), f(p) as f64 / lasted))
-        })
-        .collect()
+    let t_end = t_end(&r.timeline);
+    stacked(out, &title, 2, |i, plot| match i {
+        0 => throughput(plot, r, t_end),
+        _ => latency(plot, r, t_end),
+    })
 }
 
 fn throughput(area: &Area<'_>, r: &RtpReport, t_end: f64) -> Result<Vec<Entry>, Failure> {
@@ -176,68 +147,36 @@ fn throughput(area: &Area<'_>, r: &RtpReport, t_end: f64) -> Result<Vec<Entry>, 
         "packets per second (1/s)",
         &count,
     )?;
-    let series: [Series; 2] = [
+    let series: [Series<RtpSecond>; 2] = [
         ("sent", BLUE, |p| p.sent),
         ("forwarded (received)", GREEN, |p| p.received),
     ];
     let mut entries = Vec::new();
     for (name, color, f) in series {
-        c.draw_series(LineSeries::new(points(r, f), color.stroke_width(2)))?;
+        let line = points(&r.timeline, r.send_window_s, f);
+        c.draw_series(LineSeries::new(line, color.stroke_width(2)))?;
         entries.push((format!("{name} /s"), color));
     }
     if asked > 0 {
-        let a = asked as f64;
-        c.draw_series(LineSeries::new(
-            [(0.0, a), (t_end, a)],
-            ASKED.stroke_width(2),
-        ))?;
+        asked_line(&mut c, t_end, asked as f64)?;
         entries.push((format!("asked ({asked}/s)"), ASKED));
     }
     Ok(entries)
 }
 
 fn latency(area: &Area<'_>, r: &RtpReport, t_end: f64) -> Result<Vec<Entry>, Failure> {
-    let series: [Series; 2] = [
+    let series: [Series<RtpSecond>; 2] = [
         ("p50 (median)", PURPLE, |p| p.p50_ns),
         ("p99", ORANGE, |p| p.p99_ns),
     ];
-    let seen = || {
-        r.timeline
-            .iter()
-            .flat_map(|p| series.iter().map(move |(_, _, f)| f(p) / 1_000))
-    };
-    let lo = seen().filter(|&v| v > 0).min().unwrap_or(10) as f64;
-    let hi = seen().max().unwrap_or(1000).max(10) as f64;
-    let lo = 10f64.powf(lo.max(1.0).log10().floor());
-    let hi = 10f64.powf(hi.log10().ceil()).max(lo * 10.0);
-    let mut c = chart(
+    latency_panel(
         area,
         "One-way latency through the relay, of the packets received in each second",
         t_end,
-        LogCoord::from((lo..hi).log_scale()),
-        "latency (log scale)",
-        &duration_us,
-    )?;
-    for (_, color, f) in series {
-        let mut runs: Vec<Vec<(f64, f64)>> = vec![Vec::new()];
-        for p in &r.timeline {
-            match f(p) {
-                0 => runs.push(Vec::new()),
-                v => {
-                    if let Some(run) = runs.last_mut() {
-                        run.push((f64::from(p.t), (v as f64 / 1e3).max(lo)));
-                    }
-                }
-            }
-        }
-        for run in runs.into_iter().filter(|r| !r.is_empty()) {
-            c.draw_series(LineSeries::new(run, color.stroke_width(2)).point_size(2))?;
-        }
-    }
-    Ok(series
-        .iter()
-        .map(|&(name, color, _)| (name.to_owned(), color))
-        .collect())
+        &r.timeline,
+        &series,
+        1_000,
+    )
 }
 
 #[cfg(test)]
