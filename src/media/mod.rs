@@ -20,3 +20,24 @@ pub mod table;
 
 pub use config::{MediaSection, Mode};
 pub use table::{Table, Verdict};
+
+#[cfg(test)]
+pub(crate) mod test_rng {
+    /// Deterministic randomness for the no-panic loops (the crate's
+    /// splitmix64 id generator, seeded), so a failure reproduces.
+    pub struct Rng(crate::sip::ids::IdGen);
+
+    impl Rng {
+        pub fn new(seed: u64) -> Rng {
+            Rng(crate::sip::ids::IdGen::new(seed))
+        }
+
+        pub fn next(&mut self) -> u64 {
+            self.0.next_u64()
+        }
+
+        pub fn below(&mut self, n: usize) -> usize {
+            (self.next() % n.max(1) as u64) as usize
+        }
+    }
+}

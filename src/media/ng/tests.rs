@@ -462,25 +462,13 @@ fn parse_reply_reads_rtpengine_replies() {
     assert_eq!(parse_reply(b"nocookie").unwrap_err().cookie, None);
 }
 
-/// xorshift64*: deterministic, so a failure reproduces.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
+use crate::media::test_rng::Rng;
 
 /// Random and mutated datagrams: parse, parse_reply and bencode::decode
 /// return (Ok or Err) and never panic. Bounded: a fixed count.
 #[test]
 fn no_panic_on_mutated_datagrams() {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
     let mut seeds: Vec<Vec<u8>> = vec![kamailio_offer().into_bytes()];
     let mut out = Vec::new();
     encode_answer(

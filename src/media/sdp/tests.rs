@@ -661,20 +661,7 @@ fn error_display_is_the_reason() {
     assert_eq!(parse_str("").unwrap_err().to_string(), "empty body");
 }
 
-/// xorshift64*: deterministic, good enough to shake inputs.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
+use crate::media::test_rng::Rng;
 
 /// Bytes that matter to the grammar, so mutations hit interesting paths.
 const SPICE: &[u8] = b" /:=\r\n0123456789.IPNmcoa\xff\x00-";
@@ -769,7 +756,7 @@ fn check_no_panic(input: &[u8], rng: &mut Rng) -> bool {
 #[test]
 fn no_panic_on_mangled_input() {
     let seeds = [SIPP_UAC, BARESIP, WEBRTC, MIXED];
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
     for seed in seeds {
         // Every truncation.
         for cut in 0..=seed.len() {
