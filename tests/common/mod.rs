@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod netns;
+pub mod ng;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
