@@ -24,19 +24,7 @@ use tether::runtime::Runtime;
 
 /// Whether baresip is here; if not, reports the test skipped (a failure under CI).
 fn have_baresip(test: &str) -> bool {
-    let ok = Command::new("baresip")
-        .arg("-h")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !ok {
-        common::skip(
-            test,
-            "baresip is not installed (apt-get install baresip-core)",
-        );
-    }
-    ok
+    common::have_tools(test, &[("baresip", "-h", "baresip-core")])
 }
 
 /// A SIP port for baresip: it binds UDP and TCP on it and TLS on the next

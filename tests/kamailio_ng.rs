@@ -138,7 +138,7 @@ fn sessions(rt: &tether::runtime::Runtime) -> u64 {
 #[test]
 fn kamailio_anchors_a_call_on_tether_over_ng() {
     let test = "kamailio_anchors_a_call_on_tether_over_ng";
-    if !kamailio::have_tools(test, &[("kamailio", "-v", "kamailio")]) {
+    if !common::have_tools(test, &[("kamailio", "-v", "kamailio")]) {
         return;
     }
     let dir = TempDir::new("kam-ng");
