@@ -39,6 +39,23 @@ fn num(r: &serde_json::Value, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("{key} missing in {r}"))
 }
 
+/// A `--calls 5` report: every call set up and deleted, every one of the
+/// 20 flows (5 calls × 2 streams × 2 directions) got packets through, none
+/// changed or from a stranger. `context` goes in the failure messages.
+fn assert_five_calls_all_through(r: &serde_json::Value, context: &str) {
+    assert_eq!(num(r, "calls_set_up"), 5, "{context}");
+    assert_eq!(num(r, "flows"), 20, "5 calls × 2 streams × 2 directions");
+    assert!(num(r, "received") > 0, "{context}");
+    assert_eq!(num(r, "corrupted"), 0, "{context}");
+    assert_eq!(num(r, "foreign"), 0, "{context}");
+    assert_eq!(
+        num(&r["spread"], "silent"),
+        0,
+        "every flow got through: {context}"
+    );
+    assert_eq!(num(r, "calls_deleted"), 5, "{context}");
+}
+
 #[test]
 fn rtp_through_rtpengine_every_stream_both_ways_payloads_intact() {
     if !have_rtpengine("rtp_through_rtpengine_every_stream_both_ways_payloads_intact") {
@@ -64,19 +81,8 @@ fn rtp_through_rtpengine_every_stream_both_ways_payloads_intact() {
         "--plot",
         plot.to_str().unwrap(),
     ]);
-    let context = || format!("{r:#}\n{stderr}\nrtpengine log:\n{}", daemon.log());
-    assert_eq!(num(&r, "calls_set_up"), 5, "{}", context());
-    assert_eq!(num(&r, "flows"), 20, "5 calls × 2 streams × 2 directions");
-    assert!(num(&r, "received") > 0, "{}", context());
-    assert_eq!(num(&r, "corrupted"), 0, "{}", context());
-    assert_eq!(num(&r, "foreign"), 0);
-    assert_eq!(
-        num(&r["spread"], "silent"),
-        0,
-        "every flow got through: {}",
-        context()
-    );
-    assert_eq!(num(&r, "calls_deleted"), 5, "{}", context());
+    let context = format!("{r:#}\n{stderr}\nrtpengine log:\n{}", daemon.log());
+    assert_five_calls_all_through(&r, &context);
     assert!(r["server_cpu_us_per_packet"].as_f64().is_some());
     let svg = std::fs::read_to_string(&plot).unwrap();
     assert!(svg.contains("forwarded (received) /s"));
@@ -185,18 +191,6 @@ fn rtp_through_tether_every_stream_both_ways_payloads_intact() {
         "--server-pid",
         &pid,
     ]);
-    let context = || format!("{r:#}\n{stderr}");
-    assert_eq!(num(&r, "calls_set_up"), 5, "{}", context());
-    assert_eq!(num(&r, "flows"), 20);
-    assert!(num(&r, "received") > 0, "{}", context());
-    assert_eq!(num(&r, "corrupted"), 0, "{}", context());
-    assert_eq!(num(&r, "foreign"), 0, "{}", context());
-    assert_eq!(
-        num(&r["spread"], "silent"),
-        0,
-        "every flow got through: {}",
-        context()
-    );
-    assert_eq!(num(&r, "calls_deleted"), 5, "{}", context());
+    assert_five_calls_all_through(&r, &format!("{r:#}\n{stderr}"));
     rt.shutdown().unwrap();
 }
