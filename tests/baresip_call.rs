@@ -24,19 +24,7 @@ use tether::runtime::Runtime;
 
 /// Whether baresip is here; if not, reports the test skipped (a failure under CI).
 fn have_baresip(test: &str) -> bool {
-    let ok = Command::new("baresip")
-        .arg("-h")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !ok {
-        common::skip(
-            test,
-            "baresip is not installed (apt-get install baresip-core)",
-        );
-    }
-    ok
+    common::have_tools(test, &[("baresip", "-h", "baresip-core")])
 }
 
 /// A SIP port for baresip: it binds UDP and TCP on it and TLS on the next
@@ -289,6 +277,30 @@ fn metric(rt: &Runtime, m: CoreMetric) -> u64 {
     rt.control().metrics.iter().map(|c| c.get(m as usize)).sum()
 }
 
+/// `what`, then both phones' log tails, for failure messages.
+fn both_logs(alice: &Phone, bob: &Phone, what: &str) -> String {
+    format!(
+        "{what}\n===== alice\n{}\n===== bob\n{}",
+        alice.log(),
+        bob.log()
+    )
+}
+
+/// Waits (at most 10 s) until alice and bob are both registered at `rt`,
+/// then connects to each one's control socket.
+fn registered(rt: &Runtime, alice: (&Phone, u16), bob: (&Phone, u16)) -> (Ctrl, Ctrl) {
+    let d = rt.directory().clone();
+    let registered = wait_for(Duration::from_secs(10), || {
+        !d.lookup("alice@127.0.0.1", 0).is_empty() && !d.lookup("bob@127.0.0.1", 0).is_empty()
+    });
+    assert!(
+        registered,
+        "{}",
+        both_logs(alice.0, bob.0, "both phones registered within 10 s")
+    );
+    (Ctrl::connect(alice.1), Ctrl::connect(bob.1))
+}
+
 #[test]
 fn alice_calls_bob_through_tether_and_hangs_up() {
     if !have_baresip("alice_calls_bob_through_tether_and_hangs_up") {
@@ -298,21 +310,8 @@ fn alice_calls_bob_through_tether_and_hangs_up() {
     let (alice_dir, bob_dir) = (TempDir::new("bs-alice"), TempDir::new("bs-bob"));
     let (bob, bob_ctrl) = Phone::start(&bob_dir, "bob", addr, "");
     let (alice, alice_ctrl) = Phone::start(&alice_dir, "alice", addr, "");
-    let logs = |what: &str| {
-        format!(
-            "{what}\n===== alice\n{}\n===== bob\n{}",
-            alice.log(),
-            bob.log()
-        )
-    };
-    let d = rt.directory().clone();
-    let registered = wait_for(Duration::from_secs(10), || {
-        !d.lookup("alice@127.0.0.1", 0).is_empty() && !d.lookup("bob@127.0.0.1", 0).is_empty()
-    });
-    assert!(registered, "{}", logs("both phones registered within 10 s"));
-
-    let mut a = Ctrl::connect(alice_ctrl);
-    let mut b = Ctrl::connect(bob_ctrl);
+    let logs = |what: &str| both_logs(&alice, &bob, what);
+    let (mut a, mut b) = registered(&rt, (&alice, alice_ctrl), (&bob, bob_ctrl));
     // To bob's AOR at tether's address: the INVITE goes to tether, whose
     // location service finds bob's binding.
     a.command("dial", &format!("sip:bob@127.0.0.1:{}", addr.port()));
@@ -470,21 +469,8 @@ snd_path {}\nmodule aufile.so\nmodule aubridge.so\nmodule sndfile.so\n",
     }
     let (bob, bob_ctrl) = phones.pop().unwrap();
     let (alice, alice_ctrl) = phones.pop().unwrap();
-    let logs = |what: &str| {
-        format!(
-            "{what}\n===== alice\n{}\n===== bob\n{}",
-            alice.log(),
-            bob.log()
-        )
-    };
-    let d = rt.directory().clone();
-    let registered = wait_for(Duration::from_secs(10), || {
-        !d.lookup("alice@127.0.0.1", 0).is_empty() && !d.lookup("bob@127.0.0.1", 0).is_empty()
-    });
-    assert!(registered, "{}", logs("both phones registered within 10 s"));
-
-    let mut a = Ctrl::connect(alice_ctrl);
-    let mut b = Ctrl::connect(bob_ctrl);
+    let logs = |what: &str| both_logs(&alice, &bob, what);
+    let (mut a, mut b) = registered(&rt, (&alice, alice_ctrl), (&bob, bob_ctrl));
     a.command("dial", &format!("sip:bob@127.0.0.1:{}", addr.port()));
     let up = a.event("CALL_ESTABLISHED", 15) && b.event("CALL_ESTABLISHED", 5);
     assert!(

@@ -20,6 +20,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use common::kamailio::{self, udp_bound};
+use common::ng::{collect, ng_call, rtp};
 use common::{free_udp_port, wait_until, TempDir};
 use tether::media::ng;
 
@@ -115,28 +116,6 @@ fn recv_sip(s: &UdpSocket, what: &str, want: impl Fn(&str) -> bool) -> (String, 
     panic!("no {what} within 5 s (got {seen:?})");
 }
 
-fn rtp(seq: u16, tag: u8) -> Vec<u8> {
-    let mut p = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, tag];
-    p[2..4].copy_from_slice(&seq.to_be_bytes());
-    p.extend((0..160u16).map(|i| (i as u8) ^ tag ^ seq as u8));
-    p
-}
-
-/// Packets arriving on `s` within `secs`, until `want` of them.
-fn collect(s: &UdpSocket, want: usize, secs: u64) -> Vec<(Vec<u8>, SocketAddr)> {
-    let mut got = Vec::new();
-    let end = Instant::now() + Duration::from_secs(secs);
-    let mut buf = [0u8; 2048];
-    s.set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    while got.len() < want && Instant::now() < end {
-        if let Ok((n, from)) = s.recv_from(&mut buf) {
-            got.push((buf[..n].to_vec(), from));
-        }
-    }
-    got
-}
-
 /// tether's `ng query` for `call_id`: the reply (`ok` with the call's
 /// streams, `error` once the call is gone). Not `list`: that one answers
 /// from the calls of the core the datagram lands on only, while `query` is
@@ -145,16 +124,9 @@ fn ng_query(ng_addr: SocketAddr, call_id: &str) -> (bool, String) {
     let ctl = sock("127.0.0.1");
     let mut req = Vec::new();
     ng::encode_query(b"q1", call_id.as_bytes(), None, &mut req);
-    let mut buf = vec![0u8; 65536];
-    for _ in 0..3 {
-        ctl.send_to(&req, ng_addr).unwrap();
-        if let Ok((n, _)) = ctl.recv_from(&mut buf) {
-            let reply = &buf[..n];
-            let ok = ng::parse_reply(reply).expect("a bencoded reply").is_ok();
-            return (ok, String::from_utf8_lossy(reply).into_owned());
-        }
-    }
-    panic!("tether's ng did not answer query");
+    let reply = ng_call(&ctl, ng_addr, &req);
+    let ok = ng::parse_reply(&reply).expect("a bencoded reply").is_ok();
+    (ok, String::from_utf8_lossy(&reply).into_owned())
 }
 
 /// Relay sessions over tether's cores (published about once a second).
@@ -166,7 +138,7 @@ fn sessions(rt: &tether::runtime::Runtime) -> u64 {
 #[test]
 fn kamailio_anchors_a_call_on_tether_over_ng() {
     let test = "kamailio_anchors_a_call_on_tether_over_ng";
-    if !kamailio::have_tools(test, &[("kamailio", "-v", "kamailio")]) {
+    if !common::have_tools(test, &[("kamailio", "-v", "kamailio")]) {
         return;
     }
     let dir = TempDir::new("kam-ng");

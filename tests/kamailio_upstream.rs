@@ -33,7 +33,7 @@ const CARRIER: &str = "carrier.test";
 /// Whether SIPp and Kamailio are here; if not, reports the test skipped
 /// (a failure under CI).
 fn have_peers(test: &str) -> bool {
-    kamailio::have_tools(
+    common::have_tools(
         test,
         &[("sipp", "-v", "sip-tester"), ("kamailio", "-v", "kamailio")],
     )

@@ -7,75 +7,17 @@
 mod common;
 
 use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{free_udp_port, TempDir};
+use common::free_udp_port;
+use common::rtpengine::{have_rtpengine, Daemon};
 
 /// Media ports of this test's rtpengine (other tests use other ranges).
 const PORT_MIN: u16 = 42000;
 const PORT_MAX: u16 = 42999;
-
-/// Ends rtpengine (by its PID) however the test ends.
-struct Daemon {
-    child: Child,
-    dir: TempDir,
-}
-
-impl Daemon {
-    fn log(&self) -> String {
-        let log = std::fs::read_to_string(self.dir.0.join("rtpengine.log")).unwrap_or_default();
-        let start = log.len().saturating_sub(3000);
-        log.get(start..).unwrap_or_default().to_owned()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn have_rtpengine(test: &str) -> bool {
-    let ok = Command::new("rtpengine")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !ok {
-        common::skip(
-            test,
-            "rtpengine is not installed (apt-get install rtpengine-daemon)",
-        );
-    }
-    ok
-}
-
-fn start_rtpengine(ng_port: u16) -> Daemon {
-    let dir = TempDir::new("rtpengine-bench");
-    let conf = dir.file(
-        "rtpengine.conf",
-        &format!(
-            "[rtpengine]\ntable = -1\ninterface = 127.0.0.1\nlisten-ng = 127.0.0.1:{ng_port}\n\
-             foreground = true\nport-min = {PORT_MIN}\nport-max = {PORT_MAX}\n\
-             log-level = 4\nlog-stderr = true\n"
-        ),
-    );
-    let log = std::fs::File::create(dir.0.join("rtpengine.log")).unwrap();
-    let child = Command::new("rtpengine")
-        .arg(format!("--config-file={}", conf.display()))
-        .arg("--num-threads=1")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("start rtpengine");
-    Daemon { child, dir }
-}
 
 /// Runs `tether bench rtp ARGS --json` and returns its report.
 fn bench_rtp(args: &[&str]) -> (serde_json::Value, String) {
@@ -97,13 +39,30 @@ fn num(r: &serde_json::Value, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("{key} missing in {r}"))
 }
 
+/// A `--calls 5` report: every call set up and deleted, every one of the
+/// 20 flows (5 calls × 2 streams × 2 directions) got packets through, none
+/// changed or from a stranger. `context` goes in the failure messages.
+fn assert_five_calls_all_through(r: &serde_json::Value, context: &str) {
+    assert_eq!(num(r, "calls_set_up"), 5, "{context}");
+    assert_eq!(num(r, "flows"), 20, "5 calls × 2 streams × 2 directions");
+    assert!(num(r, "received") > 0, "{context}");
+    assert_eq!(num(r, "corrupted"), 0, "{context}");
+    assert_eq!(num(r, "foreign"), 0, "{context}");
+    assert_eq!(
+        num(&r["spread"], "silent"),
+        0,
+        "every flow got through: {context}"
+    );
+    assert_eq!(num(r, "calls_deleted"), 5, "{context}");
+}
+
 #[test]
 fn rtp_through_rtpengine_every_stream_both_ways_payloads_intact() {
     if !have_rtpengine("rtp_through_rtpengine_every_stream_both_ways_payloads_intact") {
         return;
     }
     let ng_port = free_udp_port();
-    let daemon = start_rtpengine(ng_port);
+    let daemon = Daemon::start("rtpengine-bench", ng_port, (PORT_MIN, PORT_MAX));
     // rtpengine takes a moment to listen; the generator resends its offers
     // for a few seconds, which covers that.
     std::thread::sleep(Duration::from_millis(300));
@@ -122,19 +81,8 @@ fn rtp_through_rtpengine_every_stream_both_ways_payloads_intact() {
         "--plot",
         plot.to_str().unwrap(),
     ]);
-    let context = || format!("{r:#}\n{stderr}\nrtpengine log:\n{}", daemon.log());
-    assert_eq!(num(&r, "calls_set_up"), 5, "{}", context());
-    assert_eq!(num(&r, "flows"), 20, "5 calls × 2 streams × 2 directions");
-    assert!(num(&r, "received") > 0, "{}", context());
-    assert_eq!(num(&r, "corrupted"), 0, "{}", context());
-    assert_eq!(num(&r, "foreign"), 0);
-    assert_eq!(
-        num(&r["spread"], "silent"),
-        0,
-        "every flow got through: {}",
-        context()
-    );
-    assert_eq!(num(&r, "calls_deleted"), 5, "{}", context());
+    let context = format!("{r:#}\n{stderr}\nrtpengine log:\n{}", daemon.log());
+    assert_five_calls_all_through(&r, &context);
     assert!(r["server_cpu_us_per_packet"].as_f64().is_some());
     let svg = std::fs::read_to_string(&plot).unwrap();
     assert!(svg.contains("forwarded (received) /s"));
@@ -243,18 +191,6 @@ fn rtp_through_tether_every_stream_both_ways_payloads_intact() {
         "--server-pid",
         &pid,
     ]);
-    let context = || format!("{r:#}\n{stderr}");
-    assert_eq!(num(&r, "calls_set_up"), 5, "{}", context());
-    assert_eq!(num(&r, "flows"), 20);
-    assert!(num(&r, "received") > 0, "{}", context());
-    assert_eq!(num(&r, "corrupted"), 0, "{}", context());
-    assert_eq!(num(&r, "foreign"), 0, "{}", context());
-    assert_eq!(
-        num(&r["spread"], "silent"),
-        0,
-        "every flow got through: {}",
-        context()
-    );
-    assert_eq!(num(&r, "calls_deleted"), 5, "{}", context());
+    assert_five_calls_all_through(&r, &format!("{r:#}\n{stderr}"));
     rt.shutdown().unwrap();
 }

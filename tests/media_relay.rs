@@ -965,6 +965,61 @@ fn hang_up(a: &mut Ua, b: &mut Ua, call: &mut Call) {
     assert_eq!(r.status(), Some(200), "BYE: {}", r.text());
 }
 
+impl Call {
+    /// The first stream's relay addresses: (the one B was offered, which B
+    /// sends to; the one A got in the answer, which A sends to).
+    fn first(&self) -> (Seen, Seen) {
+        (self.offer[0].clone(), self.answer[0].clone())
+    }
+}
+
+/// An SDP with one `sendrecv` audio stream at `ip`:`port`.
+fn audio(ip: IpAddr, port: u16) -> String {
+    sdp(ip, &[("audio", port, "sendrecv")])
+}
+
+/// [`call`] with one `sendrecv` audio stream each: A's at `at_a`, B's at `at_b`.
+fn audio_call(
+    a: &mut Ua,
+    b: &mut Ua,
+    callee: &str,
+    at_a: (IpAddr, u16),
+    at_b: (IpAddr, u16),
+) -> Call {
+    call(a, b, callee, &audio(at_a.0, at_a.1), &audio(at_b.0, at_b.1))
+}
+
+/// Alice at `ipa` and bob at `ipb`, both registered with `t`.
+fn alice_and_bob(t: &Tether, ipa: IpAddr, ipb: IpAddr) -> (Ua, Ua) {
+    let mut a = Ua::new("alice", ipa, t.sip);
+    let mut b = Ua::new("bob", ipb, t.sip);
+    a.register();
+    b.register();
+    (a, b)
+}
+
+/// [`relays`] A→B then B→A (`ssrc` for each), labels suffixed by `what`;
+/// each party's media socket sends to the relay address it was given.
+fn relays_both_ways(what: &str, a: (&UdpSocket, &Seen), b: (&UdpSocket, &Seen), ssrc: (u32, u32)) {
+    let ((a_rtp, to_a), (b_rtp, to_b)) = (a, b);
+    relays(
+        &format!("A→B{what}"),
+        a_rtp,
+        to_a.to(),
+        b_rtp,
+        to_b.to(),
+        ssrc.0,
+    );
+    relays(
+        &format!("B→A{what}"),
+        b_rtp,
+        to_b.to(),
+        a_rtp,
+        to_a.to(),
+        ssrc.1,
+    );
+}
+
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
@@ -986,23 +1041,14 @@ fn a_call_between_registered_uas_is_anchored_and_relayed_both_ways() {
     let t = Tether::start(Opts::default());
     let (ipa, ipb) = (ip("127.0.0.2"), ip("127.0.0.3"));
     let tether_ip = ip("127.0.0.1");
-    let mut a = Ua::new("alice", ipa, t.sip);
-    let mut b = Ua::new("bob", ipb, t.sip);
-    a.register();
-    b.register();
+    let (mut a, mut b) = alice_and_bob(&t, ipa, ipb);
     let (ma, mb) = (Media::new(ipa), Media::new(ipb));
-    let mut c = call(
-        &mut a,
-        &mut b,
-        "bob",
-        &sdp(ipa, &[("audio", ma.port(), "sendrecv")]),
-        &sdp(ipb, &[("audio", mb.port(), "sendrecv")]),
-    );
+    let mut c = audio_call(&mut a, &mut b, "bob", (ipa, ma.port()), (ipb, mb.port()));
 
     // Each side sees tether's address and a relay port, never the other party's.
     assert_eq!(c.offer.len(), 1, "{:?}", c.offer);
     assert_eq!(c.answer.len(), 1, "{:?}", c.answer);
-    let (to_b, to_a) = (c.offer[0].clone(), c.answer[0].clone());
+    let (to_b, to_a) = c.first();
     for (who, s) in [("B's offer", &to_b), ("A's answer", &to_a)] {
         assert_eq!(s.addr, Some(tether_ip), "{who} names tether: {s:?}");
         assert!(t.in_range(s.port), "{who} names a relay port: {s:?}");
@@ -1012,8 +1058,7 @@ fn a_call_between_registered_uas_is_anchored_and_relayed_both_ways() {
     assert_ne!(to_a.port, to_b.port, "each party has its own relay port");
 
     // RTP both ways, byte-identical, from the port each side sends to.
-    relays("A→B", &ma.rtp, to_a.to(), &mb.rtp, to_b.to(), 0xA);
-    relays("B→A", &mb.rtp, to_b.to(), &ma.rtp, to_a.to(), 0xB);
+    relays_both_ways("", (&ma.rtp, &to_a), (&mb.rtp, &to_b), (0xA, 0xB));
     // RTCP on port+1, both ways.
     relays_rtcp("A→B RTCP", &ma.rtcp, to_a.rtcp(), &mb.rtcp, 0xA);
     relays_rtcp("B→A RTCP", &mb.rtcp, to_b.rtcp(), &ma.rtcp, 0xB);
@@ -1058,13 +1103,7 @@ fn a_call_between_registered_uas_is_anchored_and_relayed_both_ways() {
     assert_eq!(sessions, 0, "the BYE ended the media session");
 
     // A second call gets other ports (the first call's are in quarantine).
-    let c2 = call(
-        &mut a,
-        &mut b,
-        "bob",
-        &sdp(ipa, &[("audio", ma.port(), "sendrecv")]),
-        &sdp(ipb, &[("audio", mb.port(), "sendrecv")]),
-    );
+    let c2 = audio_call(&mut a, &mut b, "bob", (ipa, ma.port()), (ipb, mb.port()));
     let used = [to_a.port, to_b.port];
     assert!(
         !used.contains(&c2.offer[0].port) && !used.contains(&c2.answer[0].port),
@@ -1093,21 +1132,18 @@ fn symmetric_rtp_sends_media_back_where_a_party_sends_from() {
         ..Opts::default()
     });
     let lo = ip("127.0.0.1");
-    let mut a = Ua::new("alice", lo, t.sip);
-    let mut b = Ua::new("bob", lo, t.sip);
-    a.register();
-    b.register();
+    let (mut a, mut b) = alice_and_bob(&t, lo, lo);
     let decoy_a = Media::new(ip("127.0.0.2"));
     let decoy_b = Media::new(lo);
     let (ma, mb) = (Media::new(lo), Media::new(lo));
-    let c = call(
+    let c = audio_call(
         &mut a,
         &mut b,
         "bob",
-        &sdp(ip("127.0.0.2"), &[("audio", decoy_a.port(), "sendrecv")]),
-        &sdp(lo, &[("audio", decoy_b.port(), "sendrecv")]),
+        (ip("127.0.0.2"), decoy_a.port()),
+        (lo, decoy_b.port()),
     );
-    let (to_b, to_a) = (c.offer[0].clone(), c.answer[0].clone());
+    let (to_b, to_a) = c.first();
     assert!(
         t.in_range(to_b.port) && t.in_range(to_a.port),
         "anchored: {to_b:?} {to_a:?}"
@@ -1165,19 +1201,12 @@ fn symmetric_rtp_sends_media_back_where_a_party_sends_from() {
 fn late_offer_in_the_200_and_answer_in_the_ack_are_both_anchored() {
     let t = Tether::start(Opts::default());
     let (ipa, ipb) = (ip("127.0.0.2"), ip("127.0.0.3"));
-    let mut a = Ua::new("alice", ipa, t.sip);
-    let mut b = Ua::new("bob", ipb, t.sip);
-    a.register();
-    b.register();
+    let (mut a, mut b) = alice_and_bob(&t, ipa, ipb);
     let (ma, mb) = (Media::new(ipa), Media::new(ipb));
     let inv = a.invite("bob", None);
     let req = b.expect_request("INVITE", Some(&inv.call_id));
     assert!(req.body.is_empty(), "no SDP invented: {}", req.text());
-    b.answer(
-        &req,
-        200,
-        Some(&sdp(ipb, &[("audio", mb.port(), "sendrecv")])),
-    );
+    b.answer(&req, 200, Some(&audio(ipb, mb.port())));
     let ok = a.final_response(&inv);
     assert_eq!(ok.status(), Some(200), "{}", ok.text());
     let offer = streams(&ok.body);
@@ -1185,7 +1214,7 @@ fn late_offer_in_the_200_and_answer_in_the_ack_are_both_anchored() {
     assert_eq!(offer[0].addr, Some(ip("127.0.0.1")), "{}", ok.text());
     assert!(t.in_range(offer[0].port), "{}", ok.text());
     let ad = Ua::uac_dialog(&inv, &ok);
-    a.ack(&ad, Some(&sdp(ipa, &[("audio", ma.port(), "sendrecv")])));
+    a.ack(&ad, Some(&audio(ipa, ma.port())));
     let ack = b.expect_request("ACK", Some(&inv.call_id));
     let answer = streams(&ack.body);
     assert_eq!(
@@ -1198,8 +1227,7 @@ fn late_offer_in_the_200_and_answer_in_the_ack_are_both_anchored() {
     assert!(t.in_range(answer[0].port), "{}", ack.text());
     assert_ne!(answer[0].port, offer[0].port);
     // A sends to the port in the offer it got, B to the one in its answer.
-    relays("A→B", &ma.rtp, offer[0].to(), &mb.rtp, answer[0].to(), 0xA);
-    relays("B→A", &mb.rtp, answer[0].to(), &ma.rtp, offer[0].to(), 0xB);
+    relays_both_ways("", (&ma.rtp, &offer[0]), (&mb.rtp, &answer[0]), (0xA, 0xB));
 }
 
 /// A re-INVITE from `x` offering `sdp_x`, answered by `y` with `sdp_y`,
@@ -1222,20 +1250,11 @@ fn reinvite(
 fn re_invites_hold_resume_add_video_and_remove_it() {
     let t = Tether::start(Opts::default());
     let (ipa, ipb) = (ip("127.0.0.2"), ip("127.0.0.3"));
-    let mut a = Ua::new("alice", ipa, t.sip);
-    let mut b = Ua::new("bob", ipb, t.sip);
-    a.register();
-    b.register();
+    let (mut a, mut b) = alice_and_bob(&t, ipa, ipb);
     let (ma, mb) = (Media::new(ipa), Media::new(ipb));
     let (va, vb) = (Media::new(ipa), Media::new(ipb));
-    let mut c = call(
-        &mut a,
-        &mut b,
-        "bob",
-        &sdp(ipa, &[("audio", ma.port(), "sendrecv")]),
-        &sdp(ipb, &[("audio", mb.port(), "sendrecv")]),
-    );
-    let (to_b, to_a) = (c.offer[0].clone(), c.answer[0].clone());
+    let mut c = audio_call(&mut a, &mut b, "bob", (ipa, ma.port()), (ipb, mb.port()));
+    let (to_b, to_a) = c.first();
     let cid = c.a.call_id.clone();
     relays("A→B", &ma.rtp, to_a.to(), &mb.rtp, to_b.to(), 1);
 
@@ -1329,8 +1348,7 @@ fn re_invites_hold_resume_add_video_and_remove_it() {
         );
     }
     assert_ne!(vto_a.port, vto_b.port);
-    relays("video A→B", &va.rtp, vto_a.to(), &vb.rtp, vto_b.to(), 4);
-    relays("video B→A", &vb.rtp, vto_b.to(), &va.rtp, vto_a.to(), 5);
+    relays_both_ways(" (video)", (&va.rtp, &vto_a), (&vb.rtp, &vto_b), (4, 5));
     relays("audio still A→B", &ma.rtp, to_a.to(), &mb.rtp, to_b.to(), 6);
     let media = call_media(&t, &cid);
     assert_eq!(media.as_array().map(Vec::len), Some(2), "{media}");
@@ -1364,11 +1382,10 @@ fn re_invites_hold_resume_add_video_and_remove_it() {
 fn bad_sdp_and_bad_packets_are_refused_and_a_flood_starves_nobody() {
     let t = Tether::start(Opts::default());
     let lo = ip("127.0.0.1");
-    let mut a = Ua::new("alice", lo, t.sip);
-    let mut b = Ua::new("bob", lo, t.sip);
+    let (mut a, mut b) = alice_and_bob(&t, lo, lo);
     let mut cu = Ua::new("carol", lo, t.sip);
     let mut d = Ua::new("dave", lo, t.sip);
-    for u in [&mut a, &mut b, &mut cu, &mut d] {
+    for u in [&mut cu, &mut d] {
         u.register();
     }
 
@@ -1396,21 +1413,9 @@ m=audio 4000 RTP/AVP 0\r\n";
         Media::new(lo),
         Media::new(lo),
     );
-    let c1 = call(
-        &mut a,
-        &mut b,
-        "bob",
-        &sdp(lo, &[("audio", ma.port(), "sendrecv")]),
-        &sdp(lo, &[("audio", mb.port(), "sendrecv")]),
-    );
-    let c2 = call(
-        &mut cu,
-        &mut d,
-        "dave",
-        &sdp(lo, &[("audio", mc.port(), "sendrecv")]),
-        &sdp(lo, &[("audio", md.port(), "sendrecv")]),
-    );
-    let (to_b, to_a) = (c1.offer[0].clone(), c1.answer[0].clone());
+    let c1 = audio_call(&mut a, &mut b, "bob", (lo, ma.port()), (lo, mb.port()));
+    let c2 = audio_call(&mut cu, &mut d, "dave", (lo, mc.port()), (lo, md.port()));
+    let (to_b, to_a) = c1.first();
     relays("A→B", &ma.rtp, to_a.to(), &mb.rtp, to_b.to(), 1);
 
     // Malformed RTP: too short, and version 1.
@@ -1486,15 +1491,9 @@ fn without_free_ports_the_next_invite_gets_503() {
         ..Opts::default()
     });
     let lo = ip("127.0.0.1");
-    let mut a = Ua::new("alice", lo, t.sip);
-    let mut b = Ua::new("bob", lo, t.sip);
-    a.register();
-    b.register();
+    let (mut a, mut b) = alice_and_bob(&t, lo, lo);
     let (ma, mb) = (Media::new(lo), Media::new(lo));
-    let (sa, sb) = (
-        sdp(lo, &[("audio", ma.port(), "sendrecv")]),
-        sdp(lo, &[("audio", mb.port(), "sendrecv")]),
-    );
+    let (sa, sb) = (audio(lo, ma.port()), audio(lo, mb.port()));
     let c = call(&mut a, &mut b, "bob", &sa, &sb);
     assert!(t.in_range(c.offer[0].port) && t.in_range(c.answer[0].port));
     let inv = a.invite("bob", Some(&sa));
@@ -1522,17 +1521,8 @@ fn a_call_without_media_is_ended_with_a_bye_to_both_parties() {
         ..Opts::default()
     });
     let lo = ip("127.0.0.1");
-    let mut a = Ua::new("alice", lo, t.sip);
-    let mut b = Ua::new("bob", lo, t.sip);
-    a.register();
-    b.register();
-    let c = call(
-        &mut a,
-        &mut b,
-        "bob",
-        &sdp(lo, &[("audio", 40_000, "sendrecv")]),
-        &sdp(lo, &[("audio", 40_002, "sendrecv")]),
-    );
+    let (mut a, mut b) = alice_and_bob(&t, lo, lo);
+    let c = audio_call(&mut a, &mut b, "bob", (lo, 40_000), (lo, 40_002));
     let bye_a = a.answer_in_dialog(&c.a, "BYE", None);
     let bye_b = b.answer_in_dialog(&c.b, "BYE", None);
     for (who, bye) in [("A", &bye_a), ("B", &bye_b)] {
@@ -1578,14 +1568,14 @@ fn both_parties_behind_nats_talk_only_through_the_relay() {
     });
     a.register();
     b.register();
-    let c = call(
+    let c = audio_call(
         &mut a,
         &mut b,
         "bob",
-        &sdp(ua_ip, &[("audio", ma.port(), "sendrecv")]),
-        &sdp(ua_ip, &[("audio", mb.port(), "sendrecv")]),
+        (ua_ip, ma.port()),
+        (ua_ip, mb.port()),
     );
-    let (to_b, to_a) = (c.offer[0].clone(), c.answer[0].clone());
+    let (to_b, to_a) = c.first();
     for s in [&to_b, &to_a] {
         assert_eq!(s.addr, Some(sip.ip()), "the SDP names tether: {s:?}");
         assert!(t.in_range(s.port), "{s:?}");
@@ -1599,21 +1589,11 @@ fn both_parties_behind_nats_talk_only_through_the_relay() {
     std::thread::sleep(Duration::from_millis(500));
     drain(&ma.rtp);
     drain(&mb.rtp);
-    relays(
-        "A→B across both NATs",
-        &ma.rtp,
-        to_a.to(),
-        &mb.rtp,
-        to_b.to(),
-        0xA,
-    );
-    relays(
-        "B→A across both NATs",
-        &mb.rtp,
-        to_b.to(),
-        &ma.rtp,
-        to_a.to(),
-        0xB,
+    relays_both_ways(
+        " across both NATs",
+        (&ma.rtp, &to_a),
+        (&mb.rtp, &to_b),
+        (0xA, 0xB),
     );
     let media = call_media(&t, &c.a.call_id);
     let legs = &media[0]["legs"];
@@ -1657,11 +1637,8 @@ fn cannot_netns() -> Option<String> {
 fn rejected_and_cancelled_calls_release_their_relay_ports() {
     let t = Tether::start(Opts::default());
     let lo = ip("127.0.0.1");
-    let mut a = Ua::new("alice", lo, t.sip);
-    let mut b = Ua::new("bob", lo, t.sip);
-    a.register();
-    b.register();
-    let offer = sdp(lo, &[("audio", 40_000, "sendrecv")]);
+    let (mut a, mut b) = alice_and_bob(&t, lo, lo);
+    let offer = audio(lo, 40_000);
 
     // Busy.
     let inv = a.invite("bob", Some(&offer));
@@ -1692,13 +1669,7 @@ fn rejected_and_cancelled_calls_release_their_relay_ports() {
     assert_eq!(r.status(), Some(487), "{}", r.text());
 
     // Answered, then hung up by the callee.
-    let mut c = call(
-        &mut a,
-        &mut b,
-        "bob",
-        &offer,
-        &sdp(lo, &[("audio", 40_002, "sendrecv")]),
-    );
+    let mut c = call(&mut a, &mut b, "bob", &offer, &audio(lo, 40_002));
     b.in_dialog(&mut c.b, "BYE", None);
     a.answer_in_dialog(&c.a, "BYE", None);
     let r = b.dialog_response(&c.b);

@@ -8,166 +8,15 @@
 //! control API 42 s after the registration: its NOTIFY reaches the UA only
 //! through the kept-alive mapping. Needs root and `ip netns` (CI has both);
 //! without them it reports itself skipped, and fails under `CI=true`.
-//! Namespaces are removed even when the test fails.
+//! The namespaces are side 0 of the bed in tests/common/netns.rs (the other
+//! side goes unused); they are removed even when the test fails.
 
 mod common;
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-struct Netns {
-    names: [String; 3],
-}
-
-fn sh(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect(args[0]);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-impl Netns {
-    /// Builds lan/nat/wan with subnets 10.<net>.1.0/24 (lan side) and
-    /// 10.<net>.2.0/24 (wan side); the addresses exist only in the namespaces.
-    fn new(tag: &str, net: u8) -> Netns {
-        let id = std::process::id();
-        let names = [
-            format!("tl{id}{tag}"),
-            format!("tn{id}{tag}"),
-            format!("tw{id}{tag}"),
-        ];
-        let ns = Netns { names };
-        let [lan, nat, wan] = [&ns.names[0], &ns.names[1], &ns.names[2]];
-        for n in [lan, nat, wan] {
-            sh(&["ip", "netns", "add", n]);
-        }
-        let (l0, nl, nw, w0) = (
-            format!("l{id}{tag}"),
-            format!("nl{id}{tag}"),
-            format!("nw{id}{tag}"),
-            format!("w{id}{tag}"),
-        );
-        sh(&[
-            "ip", "link", "add", &l0, "netns", lan, "type", "veth", "peer", "name", &nl, "netns",
-            nat,
-        ]);
-        sh(&[
-            "ip", "link", "add", &w0, "netns", wan, "type", "veth", "peer", "name", &nw, "netns",
-            nat,
-        ]);
-        let a = |h: u8, side: u8| format!("10.{net}.{side}.{h}/24");
-        sh(&["ip", "-n", lan, "addr", "add", &a(2, 1), "dev", &l0]);
-        sh(&["ip", "-n", nat, "addr", "add", &a(1, 1), "dev", &nl]);
-        sh(&["ip", "-n", nat, "addr", "add", &a(1, 2), "dev", &nw]);
-        sh(&["ip", "-n", wan, "addr", "add", &a(2, 2), "dev", &w0]);
-        for (n, dev) in [(lan, &l0), (nat, &nl), (nat, &nw), (wan, &w0)] {
-            sh(&["ip", "-n", n, "link", "set", dev, "up"]);
-        }
-        for n in [lan, nat, wan] {
-            sh(&["ip", "-n", n, "link", "set", "lo", "up"]);
-        }
-        sh(&[
-            "ip",
-            "-n",
-            lan,
-            "route",
-            "add",
-            "default",
-            "via",
-            &format!("10.{net}.1.1"),
-        ]);
-        sh(&[
-            "ip",
-            "netns",
-            "exec",
-            nat,
-            "sysctl",
-            "-qw",
-            "net.ipv4.ip_forward=1",
-        ]);
-        sh(&[
-            "ip",
-            "netns",
-            "exec",
-            nat,
-            "iptables",
-            "-t",
-            "nat",
-            "-A",
-            "POSTROUTING",
-            "-s",
-            &format!("10.{net}.1.0/24"),
-            "-o",
-            &nw,
-            "-j",
-            "MASQUERADE",
-        ]);
-        // Counts datagrams from tether that the NAT could not translate (no
-        // mapping left), so the test can tell "lost at the NAT" from "never sent".
-        sh(&[
-            "ip", "netns", "exec", nat, "iptables", "-I", "INPUT", "-i", &nw, "-p", "udp",
-            "--sport", "5060", "-j", "ACCEPT",
-        ]);
-        // The conntrack sysctls appear in the namespace once NAT is in use.
-        sh(&[
-            "ip",
-            "netns",
-            "exec",
-            nat,
-            "sysctl",
-            "-qw",
-            "net.netfilter.nf_conntrack_udp_timeout=10",
-        ]);
-        sh(&[
-            "ip",
-            "netns",
-            "exec",
-            nat,
-            "sysctl",
-            "-qw",
-            "net.netfilter.nf_conntrack_udp_timeout_stream=10",
-        ]);
-        ns
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        for n in &self.names {
-            let _ = Command::new("ip").args(["netns", "del", n]).output();
-        }
-    }
-}
-
-impl Netns {
-    /// Datagrams from tether that reached the NAT box itself: untranslatable.
-    fn stranded(&self) -> u64 {
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.names[1],
-                "iptables",
-                "-L",
-                "INPUT",
-                "-v",
-                "-x",
-                "-n",
-            ])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .find(|l| l.contains("spt:5060"))
-            .and_then(|l| l.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
-    }
-}
+use common::netns::{Bed, WAN_ADDR};
 
 struct Tether(Child);
 
@@ -204,18 +53,11 @@ fn times(line: &str, key: &str) -> Vec<f64> {
 
 /// A control-API call from inside the `wan` namespace (the API listens on
 /// that namespace's loopback): "status body".
-fn api(ns: &Netns, method: &str, url: &str, body: Option<&str>) -> String {
+fn api(ns: &Bed, method: &str, url: &str, body: Option<&str>) -> String {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/api_call.py");
     let mut cmd = Command::new("ip");
     cmd.args([
-        "netns",
-        "exec",
-        &ns.names[2],
-        "python3",
-        script,
-        method,
-        url,
-        TOKEN,
+        "netns", "exec", &ns.wan, "python3", script, method, url, TOKEN,
     ]);
     if let Some(b) = body {
         cmd.arg(b);
@@ -225,9 +67,10 @@ fn api(ns: &Netns, method: &str, url: &str, body: Option<&str>) -> String {
 
 /// Registers through the NAT and stays silent 50 s (answering only what
 /// tether sends); 42 s in, an application server posts a contact-me job.
-fn scenario(tag: &str, net: u8, interval_ms: u64) -> Outcome {
-    let ns = Netns::new(tag, net);
-    let server = format!("10.{net}.2.2");
+fn scenario(tag: &str, interval_ms: u64) -> Outcome {
+    // Side 0 of the bed only: one UA behind one NAT.
+    let ns = Bed::new(tag);
+    let server = WAN_ADDR;
     let dir = std::env::temp_dir().join(format!("tether-nat-{}-{tag}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("tether.toml");
@@ -243,7 +86,7 @@ fn scenario(tag: &str, net: u8, interval_ms: u64) -> Outcome {
     .unwrap();
     let _tether = Tether(
         Command::new("ip")
-            .args(["netns", "exec", &ns.names[2]])
+            .args(["netns", "exec", &ns.wan])
             .arg(env!("CARGO_BIN_EXE_tether"))
             .args(["run", "--config"])
             .arg(&cfg)
@@ -258,10 +101,10 @@ fn scenario(tag: &str, net: u8, interval_ms: u64) -> Outcome {
         .args([
             "netns",
             "exec",
-            &ns.names[0],
+            &ns.lan[0],
             "python3",
             client,
-            &server,
+            server,
             "5060",
             &format!("ua{tag}"),
             "50",
@@ -307,7 +150,7 @@ fn scenario(tag: &str, net: u8, interval_ms: u64) -> Outcome {
     Outcome {
         options_at: times(&line, "options_at"),
         notify_at: times(&line, "notify_at"),
-        stranded: ns.stranded(),
+        stranded: ns.stranded(0),
         job,
     }
 }
@@ -344,9 +187,8 @@ fn keepalives_hold_a_nat_mapping_open_and_without_them_the_request_is_lost() {
         common::skip("nat_netns", &why);
         return;
     }
-    let net = 200 + (std::process::id() % 50) as u8;
-    let with = std::thread::spawn(move || scenario("k", net, 5_000));
-    let without = std::thread::spawn(move || scenario("x", net + 1, 45_000));
+    let with = std::thread::spawn(|| scenario("k", 5_000));
+    let without = std::thread::spawn(|| scenario("x", 45_000));
     let with = with.join().unwrap();
     let without = without.join().unwrap();
     assert!(

@@ -11,86 +11,15 @@
 mod common;
 
 use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{free_udp_port, TempDir};
+use common::free_udp_port;
+use common::rtpengine::{have_rtpengine, Daemon};
 use tether::media::bencode::Value;
 use tether::media::ng::{self, Reply};
 
 const PORT_MIN: u16 = 41000;
 const PORT_MAX: u16 = 41999;
-
-/// Ends rtpengine (by its PID) however the test ends.
-struct Daemon {
-    child: Child,
-    dir: TempDir,
-}
-
-impl Daemon {
-    /// rtpengine's own log, for failure messages.
-    fn log(&self) -> String {
-        let log = std::fs::read_to_string(self.dir.0.join("rtpengine.log")).unwrap_or_default();
-        log.chars()
-            .rev()
-            .take(3000)
-            .collect::<String>()
-            .chars()
-            .rev()
-            .collect()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn have_rtpengine(test: &str) -> bool {
-    let ok = Command::new("rtpengine")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !ok {
-        common::skip(
-            test,
-            "rtpengine is not installed (apt-get install rtpengine-daemon)",
-        );
-    }
-    ok
-}
-
-fn start_rtpengine(ng_port: u16) -> Daemon {
-    let dir = TempDir::new("rtpengine");
-    let conf = dir.file(
-        "rtpengine.conf",
-        &format!(
-            "[rtpengine]\n\
-             table = -1\n\
-             interface = 127.0.0.1\n\
-             listen-ng = 127.0.0.1:{ng_port}\n\
-             foreground = true\n\
-             port-min = {PORT_MIN}\n\
-             port-max = {PORT_MAX}\n\
-             log-level = 4\n\
-             log-stderr = true\n"
-        ),
-    );
-    let log = std::fs::File::create(dir.0.join("rtpengine.log")).unwrap();
-    let child = Command::new("rtpengine")
-        .arg(format!("--config-file={}", conf.display()))
-        .arg("--num-threads=1")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("start rtpengine");
-    Daemon { child, dir }
-}
 
 /// Sends `req` and returns the reply carrying the same cookie, resending a
 /// few times (UDP, and rtpengine may still be starting). Bounded: at most
@@ -195,7 +124,7 @@ fn ng_client_drives_real_rtpengine() {
         return;
     }
     let ng_port = free_udp_port();
-    let mut d = start_rtpengine(ng_port);
+    let mut d = Daemon::start("rtpengine", ng_port, (PORT_MIN, PORT_MAX));
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let ng_addr = SocketAddr::from(([127, 0, 0, 1], ng_port));
     sock.set_read_timeout(Some(Duration::from_millis(200)))

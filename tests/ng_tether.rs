@@ -6,45 +6,12 @@
 mod common;
 
 use std::net::{SocketAddr, UdpSocket};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::free_udp_port;
+use common::ng::{collect, ng_call, rtp};
 use tether::media::ng;
 use tether::media::sdp;
-
-fn ng_call(sock: &UdpSocket, to: SocketAddr, req: &[u8]) -> Vec<u8> {
-    let mut buf = vec![0u8; 65536];
-    for _ in 0..3 {
-        sock.send_to(req, to).unwrap();
-        if let Ok((n, _)) = sock.recv_from(&mut buf) {
-            buf.truncate(n);
-            return buf;
-        }
-    }
-    panic!("no ng reply from {to}");
-}
-
-fn rtp(seq: u16, tag: u8) -> Vec<u8> {
-    let mut p = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, tag];
-    p[2..4].copy_from_slice(&seq.to_be_bytes());
-    p.extend((0..160u16).map(|i| (i as u8) ^ tag ^ seq as u8));
-    p
-}
-
-/// Receives what arrives on `s` within `secs`, until `want` packets.
-fn collect(s: &UdpSocket, want: usize, secs: u64) -> Vec<(Vec<u8>, SocketAddr)> {
-    let mut got = Vec::new();
-    let end = Instant::now() + Duration::from_secs(secs);
-    let mut buf = [0u8; 2048];
-    s.set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    while got.len() < want && Instant::now() < end {
-        if let Ok((n, from)) = s.recv_from(&mut buf) {
-            got.push((buf[..n].to_vec(), from));
-        }
-    }
-    got
-}
 
 #[test]
 fn an_ng_call_relays_rtp_and_rtcp_both_ways() {

@@ -8,27 +8,6 @@ use std::time::{Duration, Instant};
 
 use super::TempDir;
 
-/// Whether each `(tool, version flag, Debian package)` runs here; if one
-/// does not, reports the test skipped (a failure under CI).
-pub fn have_tools(test: &str, tools: &[(&str, &str, &str)]) -> bool {
-    for (tool, arg, pkg) in tools {
-        let ok = Command::new(tool)
-            .arg(arg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok();
-        if !ok {
-            super::skip(
-                test,
-                &format!("{tool} is not installed (apt-get install {pkg})"),
-            );
-            return false;
-        }
-    }
-    true
-}
-
 /// Kamailio's module directory (`/usr/lib/<triplet>/kamailio/modules`).
 pub fn modules() -> PathBuf {
     let lib = Path::new("/usr/lib");

@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod netns;
+pub mod ng;
+pub mod rtpengine;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -331,3 +333,24 @@ pub fn skip(test: &str, why: &str) {
 
 /// Kamailio and the other processes of a test bed.
 pub mod kamailio;
+
+/// Whether each `(tool, version flag, Debian package)` runs here; if one
+/// does not, reports the test skipped (a failure under CI).
+pub fn have_tools(test: &str, tools: &[(&str, &str, &str)]) -> bool {
+    for (tool, arg, pkg) in tools {
+        let ok = Command::new(tool)
+            .arg(arg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok();
+        if !ok {
+            skip(
+                test,
+                &format!("{tool} is not installed (apt-get install {pkg})"),
+            );
+            return false;
+        }
+    }
+    true
+}
