@@ -263,6 +263,7 @@ impl Sim {
                 Event::Handoff(h) => panic!("one core hands nothing off: {h:?}"),
                 Event::PathNote(n) => panic!("one core notes its own paths: {n:?}"),
                 Event::Calls(..) => {}
+                Event::Http(r) => panic!("no HTTP is configured here: {r:?}"),
             }
         }
     }

@@ -51,7 +51,10 @@ fn rig_with(allow: &[&str], tweak: impl FnOnce(&mut Config)) -> Rig {
         rx.push(r);
     }
     let (finished_tx, finished) = crossbeam_channel::bounded(1);
+    let (http_tx, http_rx) = crossbeam_channel::bounded(16);
     let ctl = Control {
+        http_tx,
+        http_rx,
         directory: dir,
         inboxes,
         metrics: vec![Arc::new(crate::metrics::CoreSnapshot::default())],

@@ -118,6 +118,8 @@ pub enum Command {
     /// List this core's dialogs (`GET /v1/calls`); the answer goes back
     /// as [`Event::Calls`].
     Calls(crossbeam_channel::Sender<Vec<crate::proxy::CallInfo>>),
+    /// The answer to a callout this core made ([`Event::Http`]).
+    HttpAnswer(crate::hooks::Answer),
 }
 
 /// Something a core tells the runtime.
@@ -140,6 +142,9 @@ pub enum Event {
         crossbeam_channel::Sender<Vec<crate::proxy::CallInfo>>,
         Vec<crate::proxy::CallInfo>,
     ),
+    /// POST this (a webhook, or a callout whose answer comes back as
+    /// [`Command::HttpAnswer`]) from the side threads.
+    Http(crate::hooks::Request),
 }
 
 /// Counters of the datagram front door (the subsystems keep their own).
@@ -180,6 +185,8 @@ pub struct Endpoint {
     events: VecDeque<Event>,
     /// Job parts already reported as [`Event::JobPartFinished`].
     parts_reported: u64,
+    /// HTTP requests the subsystems queued, moved to `events` by `collect`.
+    pub(crate) http: Vec<crate::hooks::Request>,
 }
 
 impl Endpoint {
@@ -225,6 +232,7 @@ impl Endpoint {
             transmits: Transmits::new(limits.max_datagram),
             events: VecDeque::new(),
             parts_reported: 0,
+            http: Vec::new(),
         }
     }
 
@@ -317,6 +325,9 @@ impl Endpoint {
         for n in self.proxy.path_notes.drain(..) {
             self.events.push_back(Event::PathNote(n));
         }
+        for r in self.http.drain(..) {
+            self.events.push_back(Event::Http(r));
+        }
     }
 }
 
@@ -351,6 +362,7 @@ impl Core for Endpoint {
                 let list = self.proxy.dialog_list(now, &self.media);
                 self.events.push_back(Event::Calls(reply, list));
             }
+            Command::HttpAnswer(a) => self.on_http_answer(now, a),
             Command::PathNote(n) => {
                 if n.started {
                     self.keepalive.dialog_started(n.path, now, &mut self.timers);
@@ -428,6 +440,16 @@ impl Core for Endpoint {
 }
 
 impl Endpoint {
+    /// A callout answered (or failed): to the subsystem that asked.
+    fn on_http_answer(&mut self, _now: u64, a: crate::hooks::Answer) {
+        use crate::hooks::Purpose;
+        match a.purpose {
+            Purpose::Authorize | Purpose::Route | Purpose::Push => {
+                tracing::debug!(?a.purpose, a.id, a.status, "callout answer with no waiter");
+            }
+        }
+    }
+
     /// A media session without packets for `media.timeout_s`: the proxy
     /// BYEs its call; an `ng` session is deleted (its proxy sees no BYE).
     fn on_media_timeout(&mut self, now: u64, id: crate::media::table::SessionId, owner: u64) {

@@ -59,6 +59,11 @@ pub struct Runtime {
     metrics: Vec<Arc<crate::metrics::CoreSnapshot>>,
     finished: crossbeam_channel::Receiver<Arc<crate::notify::Job>>,
     finished_tx: crossbeam_channel::Sender<Arc<crate::notify::Job>>,
+    /// The queue of the HTTP side threads (webhooks, callouts).
+    http: (
+        crossbeam_channel::Sender<crate::hooks::Request>,
+        crossbeam_channel::Receiver<crate::hooks::Request>,
+    ),
     epoch: Instant,
     /// The addresses actually bound (useful when the config asked for port 0).
     pub local_addrs: Vec<std::net::SocketAddr>,
@@ -76,6 +81,9 @@ pub struct Control {
     pub finished: crossbeam_channel::Receiver<Arc<crate::notify::Job>>,
     /// For jobs that finish without reaching any core (no device matched).
     pub finished_tx: crossbeam_channel::Sender<Arc<crate::notify::Job>>,
+    /// The HTTP side threads' queue: the cores send, the threads receive.
+    pub http_tx: crossbeam_channel::Sender<crate::hooks::Request>,
+    pub http_rx: crossbeam_channel::Receiver<crate::hooks::Request>,
 }
 
 /// How many workers a configuration asks for.
@@ -176,6 +184,7 @@ impl Runtime {
         let mut inboxes = Vec::with_capacity(n);
         let mut metrics = Vec::with_capacity(n);
         let (finished_tx, finished) = bounded(1024);
+        let (http_tx, http_rx) = bounded(cfg.webhooks.queue.max(1));
         for (i, sockets) in per_worker.into_iter().enumerate() {
             let (tx, rx) = bounded(cfg.runtime.inbox_capacity);
             let snapshot = Arc::new(crate::metrics::CoreSnapshot::default());
@@ -186,6 +195,7 @@ impl Runtime {
                 core: make(i, &local_addrs),
                 metrics: snapshot,
                 finished: finished_tx.clone(),
+                http: http_tx.clone(),
                 inbox: rx,
                 stop: stop.clone(),
                 epoch,
@@ -222,6 +232,7 @@ impl Runtime {
             metrics,
             finished,
             finished_tx,
+            http: (http_tx, http_rx),
             epoch,
             local_addrs,
         })
@@ -236,6 +247,8 @@ impl Runtime {
             epoch: self.epoch,
             finished: self.finished.clone(),
             finished_tx: self.finished_tx.clone(),
+            http_tx: self.http.0.clone(),
+            http_rx: self.http.1.clone(),
         }
     }
 

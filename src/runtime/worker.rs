@@ -48,6 +48,7 @@ pub struct Worker<C> {
     /// A job part ended since the last publish.
     publish_now: bool,
     finished: crossbeam_channel::Sender<Arc<crate::notify::Job>>,
+    http: crossbeam_channel::Sender<crate::hooks::Request>,
     media: Media,
 }
 
@@ -100,6 +101,8 @@ pub struct WorkerParts<C> {
     pub metrics: Arc<crate::metrics::CoreSnapshot>,
     /// Where finished jobs go (webhooks).
     pub finished: crossbeam_channel::Sender<Arc<crate::notify::Job>>,
+    /// The HTTP side threads' queue (webhooks and callouts).
+    pub http: crossbeam_channel::Sender<crate::hooks::Request>,
     /// This core's share of `media.ports` (RTP ports of the pairs).
     pub media_ports: Vec<u16>,
     /// The address relay sockets bind to.
@@ -140,6 +143,7 @@ impl<C: Core> Worker<C> {
             last_publish: std::time::Instant::now(),
             publish_now: false,
             finished: p.finished,
+            http: p.http,
             media: Media {
                 sockets: Vec::new(),
                 ports: p.media_ports.into_iter(),
@@ -281,6 +285,7 @@ impl<C: Core> Worker<C> {
                     // The API thread may have given up waiting: nothing to do then.
                     let _ = reply.try_send(list);
                 }
+                Event::Http(req) => self.submit_http(req),
                 Event::JobPartFinished => self.publish_now = true,
                 Event::JobFinished(job) => {
                     tracing::info!(
@@ -290,6 +295,21 @@ impl<C: Core> Worker<C> {
                     );
                     // Nobody listening (no API) or a full queue: the job record still has it all.
                     let _ = self.finished.try_send(job);
+                }
+            }
+        }
+    }
+
+    /// Queues an HTTP request for the side threads. A callout that cannot
+    /// be queued is answered "no answer" at once, so its waiter falls back
+    /// now instead of at its deadline; a webhook is dropped (the side
+    /// threads count what they drop themselves).
+    fn submit_http(&mut self, req: crate::hooks::Request) {
+        if let Err(e) = self.http.try_send(req) {
+            let req = e.into_inner();
+            if let crate::hooks::Kind::Callout { purpose, id, .. } = req.kind {
+                if let Some(me) = self.peers.get(self.id) {
+                    me.send(Command::HttpAnswer(crate::hooks::Answer::none(purpose, id)));
                 }
             }
         }
