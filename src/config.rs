@@ -126,10 +126,22 @@ impl Default for NotifySection {
     }
 }
 
-/// `[webhooks]`: job results POSTed to the job's `callback_url`.
+/// `[webhooks]`: HTTP out of the cores: call and registration events to
+/// `url`, job results to each job's `callback_url`, and the callouts of
+/// other features, all from `threads` side threads.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebhookConfig {
+    /// Where call and registration events are POSTed; "" = no events.
+    pub url: String,
+    /// Which events go to `url` ([`crate::hooks::EventKind`] names).
+    pub events: Vec<String>,
+    /// SIP header fields whose values are copied into the events.
+    pub headers: Vec<String>,
+    /// Signs every request (`X-Tether-Signature`) when set.
+    pub secret: Option<String>,
+    /// Side threads sending them (one HTTP client each).
+    pub threads: usize,
     /// Per attempt (ms).
     pub timeout_ms: u64,
     /// Attempts after the first failure.
@@ -143,11 +155,95 @@ pub struct WebhookConfig {
 impl Default for WebhookConfig {
     fn default() -> Self {
         WebhookConfig {
+            url: String::new(),
+            events: crate::hooks::EventKind::ALL
+                .iter()
+                .map(|k| k.as_str().to_owned())
+                .collect(),
+            headers: Vec::new(),
+            secret: None,
+            threads: 4,
             timeout_ms: 5000,
             retries: 3,
             backoff_ms: 1000,
             queue: 1024,
         }
+    }
+}
+
+impl WebhookConfig {
+    /// Range and name checks.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if !self.url.is_empty()
+            && !self.url.starts_with("http://")
+            && !self.url.starts_with("https://")
+        {
+            return Err(ConfigError::Invalid {
+                key: "webhooks.url",
+                fix: format!(
+                    "{:?} is not an http:// or https:// URL; write e.g. \"http://10.0.0.7:8000/events\", or \"\" for no events",
+                    self.url
+                ),
+            });
+        }
+        if let Some(bad) = self
+            .events
+            .iter()
+            .find(|e| crate::hooks::EventKind::parse(e).is_none())
+        {
+            let names: Vec<&str> = crate::hooks::EventKind::ALL
+                .iter()
+                .map(|k| k.as_str())
+                .collect();
+            return Err(ConfigError::Invalid {
+                key: "webhooks.events",
+                fix: format!("{bad:?} is no event; use any of {}", names.join(", ")),
+            });
+        }
+        if let Some(bad) = self
+            .headers
+            .iter()
+            .find(|h| !crate::sip::scan::is_token_str(h))
+        {
+            return Err(ConfigError::Invalid {
+                key: "webhooks.headers",
+                fix: format!("{bad:?} is no header name; write names as in a SIP message, e.g. \"X-Account\""),
+            });
+        }
+        if self.secret.as_deref() == Some("") {
+            return Err(ConfigError::Invalid {
+                key: "webhooks.secret",
+                fix: "use a random secret (e.g. `openssl rand -hex 32`), or leave the key out to send unsigned".into(),
+            });
+        }
+        if !(1..=64).contains(&self.threads) {
+            return Err(ConfigError::Invalid {
+                key: "webhooks.threads",
+                fix: format!("{} is out of range; use 1..=64", self.threads),
+            });
+        }
+        if self.timeout_ms == 0 {
+            return Err(ConfigError::Invalid {
+                key: "webhooks.timeout_ms",
+                fix: "use at least 1 ms".into(),
+            });
+        }
+        if self.queue == 0 {
+            return Err(ConfigError::Invalid {
+                key: "webhooks.queue",
+                fix: "use at least 1".into(),
+            });
+        }
+        if self.retries > 16 {
+            return Err(ConfigError::Invalid {
+                key: "webhooks.retries",
+                fix: format!(
+                    "{} is out of range; use 0..=16 (the wait doubles each time)",
+                    self.retries
+                ),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -342,6 +438,7 @@ impl Config {
     pub fn check(&self) -> Result<(), ConfigError> {
         self.proxy.check()?;
         self.media.check()?;
+        self.webhooks.check()?;
         if self.sip.listen.is_empty() {
             return Err(ConfigError::Invalid {
                 key: "sip.listen",
@@ -619,6 +716,35 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("sip.listen"), "{err}");
+    }
+
+    #[test]
+    fn webhook_keys_are_checked_by_name() {
+        let err = Config::from_toml("[webhooks]\nevents = [\"call.invite\", \"call.rang\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("webhooks.events")
+                && err.contains("call.rang")
+                && err.contains("registration.expired"),
+            "{err}"
+        );
+        for (toml, key) in [
+            ("url = \"ftp://x\"", "webhooks.url"),
+            ("headers = [\"X Bad\"]", "webhooks.headers"),
+            ("secret = \"\"", "webhooks.secret"),
+            ("threads = 0", "webhooks.threads"),
+            ("queue = 0", "webhooks.queue"),
+        ] {
+            let err = Config::from_toml(&format!("[webhooks]\n{toml}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{toml}: {err}");
+        }
+        let ok = Config::from_toml(
+            "[webhooks]\nurl = \"http://127.0.0.1:9/ev\"\nevents = [\"registration.added\"]\nheaders = [\"User-Agent\", \"X-Account\"]\nsecret = \"s\"\n",
+        );
+        assert!(ok.is_ok(), "{ok:?}");
     }
 
     #[test]

@@ -1,12 +1,13 @@
-//! Serves [`Service`] over HTTP/1.1 with tiny_http on a few side threads,
-//! and runs the webhook thread. No worker ever waits on HTTP.
+//! Serves [`Service`] over HTTP/1.1 with tiny_http on a few side threads.
+//! No worker ever waits on HTTP. (Webhooks leave from the runtime's HTTP
+//! side threads, [`crate::hooks::dispatch`].)
 
 use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use super::{webhook, ApiRequest, ApiResponse, Service};
+use super::{ApiRequest, ApiResponse, Service};
 use crate::config::Config;
 use crate::runtime::Control;
 
@@ -18,7 +19,6 @@ const HANDLERS: usize = 4;
 pub struct Api {
     server: Arc<tiny_http::Server>,
     threads: Vec<JoinHandle<()>>,
-    webhooks: Option<JoinHandle<()>>,
     pub service: Arc<Service>,
     /// The address actually bound.
     pub addr: SocketAddr,
@@ -38,9 +38,7 @@ impl Api {
             .to_ip()
             .ok_or_else(|| std::io::Error::other("api.listen: not an IP address"))?;
         let server = Arc::new(server);
-        let finished = ctl.finished.clone();
         let service = Arc::new(Service::new(ctl, &cfg.api, &cfg.notify));
-        let webhooks = webhook::spawn(cfg.webhooks.clone(), finished, service.stats.clone())?;
         let mut threads = Vec::with_capacity(HANDLERS);
         for i in 0..HANDLERS {
             let (server, service) = (server.clone(), service.clone());
@@ -54,24 +52,18 @@ impl Api {
         Ok(Api {
             server,
             threads,
-            webhooks: Some(webhooks),
             service,
             addr,
         })
     }
 
-    /// Stops accepting requests and waits for the handler threads. The
-    /// webhook thread ends once the workers are gone (its channel closes).
+    /// Stops accepting requests and waits for the handler threads.
     pub fn shutdown(mut self) {
         for _ in &self.threads {
             self.server.unblock();
         }
         for t in self.threads.drain(..) {
             let _ = t.join();
-        }
-        if let Some(w) = self.webhooks.take() {
-            // Detached: it finishes its queue when the runtime's senders drop.
-            drop(w);
         }
     }
 }

@@ -10,7 +10,6 @@
 pub mod http;
 mod jobs;
 pub mod request;
-pub mod webhook;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -76,9 +75,6 @@ pub struct ApiStats {
     pub requests_4xx: AtomicU64,
     pub requests_5xx: AtomicU64,
     pub jobs_accepted: AtomicU64,
-    pub webhooks_delivered: AtomicU64,
-    pub webhooks_failed: AtomicU64,
-    pub webhooks_dropped: AtomicU64,
 }
 
 /// The control API's state.
@@ -299,7 +295,10 @@ impl Service {
         }
         self.stats.jobs_accepted.fetch_add(1, Ordering::Relaxed);
         if report {
-            let _ = self.ctl.finished_tx.try_send(job.clone());
+            if let Some(req) = job_webhook(&job) {
+                // A full queue is counted; the job record still has it all.
+                let _ = crate::hooks::enqueue(&self.ctl.http_tx, &self.ctl.hooks, req);
+            }
         }
         tracing::info!(
             job = id,
@@ -520,21 +519,6 @@ impl Service {
                 "Fan-out jobs accepted.",
                 &s.jobs_accepted,
             ),
-            (
-                "tether_webhooks_delivered_total",
-                "Job webhooks delivered (2xx).",
-                &s.webhooks_delivered,
-            ),
-            (
-                "tether_webhooks_failed_total",
-                "Job webhooks that failed every attempt.",
-                &s.webhooks_failed,
-            ),
-            (
-                "tether_webhooks_dropped_total",
-                "Job webhooks dropped: queue full.",
-                &s.webhooks_dropped,
-            ),
         ];
         for (name, help, v) in api {
             render(
@@ -548,6 +532,7 @@ impl Service {
                 v.load(Ordering::Relaxed),
             );
         }
+        self.ctl.hooks.render(&mut out, self.ctl.http_rx.len());
         let running = self.jobs.lock().running();
         render(
             &mut out,
@@ -596,6 +581,17 @@ fn unmatched_targets(job: &Job) -> Vec<&str> {
         .iter()
         .map(|&i| job.spec.targets[i as usize].as_str())
         .collect()
+}
+
+/// The job-result webhook: the finished job's summary (as `GET` shows it,
+/// without devices) for its `callback_url`, if it has one.
+pub fn job_webhook(job: &Job) -> Option<crate::hooks::Request> {
+    let url = job.spec.callback_url.as_deref()?;
+    Some(crate::hooks::Request {
+        url: url.into(),
+        body: job_json(job, None).to_string().into_bytes(),
+        kind: crate::hooks::Kind::Webhook,
+    })
 }
 
 /// A job as JSON; `page` = (offset, limit) of per-device outcomes to

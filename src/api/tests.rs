@@ -50,7 +50,6 @@ fn rig_with(allow: &[&str], tweak: impl FnOnce(&mut Config)) -> Rig {
         inboxes.push(Inbox::new(t, waker.clone()));
         rx.push(r);
     }
-    let (finished_tx, finished) = crossbeam_channel::bounded(1);
     let (http_tx, http_rx) = crossbeam_channel::bounded(16);
     let ctl = Control {
         http_tx,
@@ -59,8 +58,7 @@ fn rig_with(allow: &[&str], tweak: impl FnOnce(&mut Config)) -> Rig {
         inboxes,
         metrics: vec![Arc::new(crate::metrics::CoreSnapshot::default())],
         epoch: Instant::now(),
-        finished,
-        finished_tx,
+        hooks: Arc::default(),
     };
     let mut cfg = Config::default();
     cfg.api.clients = vec![

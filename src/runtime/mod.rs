@@ -57,13 +57,14 @@ pub struct Runtime {
     threads: Vec<JoinHandle<std::io::Result<()>>>,
     directory: Arc<Directory>,
     metrics: Vec<Arc<crate::metrics::CoreSnapshot>>,
-    finished: crossbeam_channel::Receiver<Arc<crate::notify::Job>>,
-    finished_tx: crossbeam_channel::Sender<Arc<crate::notify::Job>>,
     /// The queue of the HTTP side threads (webhooks, callouts).
     http: (
         crossbeam_channel::Sender<crate::hooks::Request>,
         crossbeam_channel::Receiver<crate::hooks::Request>,
     ),
+    /// The HTTP side threads and their counters.
+    hooks: crate::hooks::dispatch::Dispatcher,
+    hook_stats: Arc<crate::hooks::Stats>,
     epoch: Instant,
     /// The addresses actually bound (useful when the config asked for port 0).
     pub local_addrs: Vec<std::net::SocketAddr>,
@@ -77,13 +78,12 @@ pub struct Control {
     pub metrics: Vec<Arc<crate::metrics::CoreSnapshot>>,
     /// The runtime clock's zero: binding expiries are seconds since it.
     pub epoch: Instant,
-    /// Jobs as they finish (their last part's core sends them).
-    pub finished: crossbeam_channel::Receiver<Arc<crate::notify::Job>>,
-    /// For jobs that finish without reaching any core (no device matched).
-    pub finished_tx: crossbeam_channel::Sender<Arc<crate::notify::Job>>,
     /// The HTTP side threads' queue: the cores send, the threads receive.
+    /// Enqueue with [`crate::hooks::enqueue`], which counts what is dropped.
     pub http_tx: crossbeam_channel::Sender<crate::hooks::Request>,
     pub http_rx: crossbeam_channel::Receiver<crate::hooks::Request>,
+    /// The HTTP side threads' counters (for `/metrics`).
+    pub hooks: Arc<crate::hooks::Stats>,
 }
 
 /// How many workers a configuration asks for.
@@ -183,8 +183,8 @@ impl Runtime {
         let mut workers = Vec::with_capacity(n);
         let mut inboxes = Vec::with_capacity(n);
         let mut metrics = Vec::with_capacity(n);
-        let (finished_tx, finished) = bounded(1024);
         let (http_tx, http_rx) = bounded(cfg.webhooks.queue.max(1));
+        let hook_stats = Arc::new(crate::hooks::Stats::default());
         for (i, sockets) in per_worker.into_iter().enumerate() {
             let (tx, rx) = bounded(cfg.runtime.inbox_capacity);
             let snapshot = Arc::new(crate::metrics::CoreSnapshot::default());
@@ -194,8 +194,8 @@ impl Runtime {
                 sockets,
                 core: make(i, &local_addrs),
                 metrics: snapshot,
-                finished: finished_tx.clone(),
                 http: http_tx.clone(),
+                hook_stats: hook_stats.clone(),
                 inbox: rx,
                 stop: stop.clone(),
                 epoch,
@@ -213,6 +213,14 @@ impl Runtime {
             });
             workers.push(w);
         }
+        // Before the workers, so that their first callout finds a thread
+        // (and callouts work with the API off).
+        let hooks = crate::hooks::dispatch::Dispatcher::start(
+            &cfg.webhooks,
+            http_rx.clone(),
+            inboxes.clone(),
+            hook_stats.clone(),
+        )?;
         let mut threads = Vec::with_capacity(n);
         for mut w in workers {
             w.set_peers(inboxes.clone());
@@ -230,9 +238,9 @@ impl Runtime {
             threads,
             directory,
             metrics,
-            finished,
-            finished_tx,
             http: (http_tx, http_rx),
+            hooks,
+            hook_stats,
             epoch,
             local_addrs,
         })
@@ -245,10 +253,9 @@ impl Runtime {
             inboxes: self.inboxes.clone(),
             metrics: self.metrics.clone(),
             epoch: self.epoch,
-            finished: self.finished.clone(),
-            finished_tx: self.finished_tx.clone(),
             http_tx: self.http.0.clone(),
             http_rx: self.http.1.clone(),
+            hooks: self.hook_stats.clone(),
         }
     }
 
@@ -257,16 +264,24 @@ impl Runtime {
         &self.directory
     }
 
-    /// Asks every worker to stop after what it is handling now, and waits.
+    /// Asks every worker to stop after what it is handling now, and waits;
+    /// then the HTTP side threads (each finishes the request in hand).
     pub fn shutdown(self) -> std::io::Result<()> {
         self.stop.store(true, Ordering::SeqCst);
         for inbox in &self.inboxes {
             inbox.waker.wake()?;
         }
+        let mut result = Ok(());
         for t in self.threads {
-            t.join()
-                .map_err(|_| std::io::Error::other("worker panicked"))??;
+            let r = t
+                .join()
+                .map_err(|_| std::io::Error::other("worker panicked"))
+                .and_then(|r| r);
+            if result.is_ok() {
+                result = r;
+            }
         }
-        Ok(())
+        self.hooks.shutdown();
+        result
     }
 }

@@ -47,8 +47,8 @@ pub struct Worker<C> {
     last_publish: std::time::Instant,
     /// A job part ended since the last publish.
     publish_now: bool,
-    finished: crossbeam_channel::Sender<Arc<crate::notify::Job>>,
     http: crossbeam_channel::Sender<crate::hooks::Request>,
+    hook_stats: Arc<crate::hooks::Stats>,
     media: Media,
 }
 
@@ -99,10 +99,10 @@ pub struct WorkerParts<C> {
     pub stats_interval_s: u64,
     /// Where this worker publishes its counters for the metrics endpoint.
     pub metrics: Arc<crate::metrics::CoreSnapshot>,
-    /// Where finished jobs go (webhooks).
-    pub finished: crossbeam_channel::Sender<Arc<crate::notify::Job>>,
     /// The HTTP side threads' queue (webhooks and callouts).
     pub http: crossbeam_channel::Sender<crate::hooks::Request>,
+    /// Their counters (a full queue is counted by whoever finds it full).
+    pub hook_stats: Arc<crate::hooks::Stats>,
     /// This core's share of `media.ports` (RTP ports of the pairs).
     pub media_ports: Vec<u16>,
     /// The address relay sockets bind to.
@@ -142,8 +142,8 @@ impl<C: Core> Worker<C> {
             values: vec![0; crate::metrics::CORE.len()],
             last_publish: std::time::Instant::now(),
             publish_now: false,
-            finished: p.finished,
             http: p.http,
+            hook_stats: p.hook_stats,
             media: Media {
                 sockets: Vec::new(),
                 ports: p.media_ports.into_iter(),
@@ -293,8 +293,10 @@ impl<C: Core> Worker<C> {
                         devices = job.devices.len(),
                         "notify job finished"
                     );
-                    // Nobody listening (no API) or a full queue: the job record still has it all.
-                    let _ = self.finished.try_send(job);
+                    // A full queue: the job record still has it all.
+                    if let Some(req) = crate::api::job_webhook(&job) {
+                        self.submit_http(req);
+                    }
                 }
             }
         }
@@ -302,11 +304,10 @@ impl<C: Core> Worker<C> {
 
     /// Queues an HTTP request for the side threads. A callout that cannot
     /// be queued is answered "no answer" at once, so its waiter falls back
-    /// now instead of at its deadline; a webhook is dropped (the side
-    /// threads count what they drop themselves).
+    /// now instead of at its deadline; a webhook is dropped. Both are
+    /// counted.
     fn submit_http(&mut self, req: crate::hooks::Request) {
-        if let Err(e) = self.http.try_send(req) {
-            let req = e.into_inner();
+        if let Err(req) = crate::hooks::enqueue(&self.http, &self.hook_stats, req) {
             if let crate::hooks::Kind::Callout { purpose, id, .. } = req.kind {
                 if let Some(me) = self.peers.get(self.id) {
                     me.send(Command::HttpAnswer(crate::hooks::Answer::none(purpose, id)));
