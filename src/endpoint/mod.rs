@@ -325,7 +325,7 @@ impl Endpoint {
         for n in self.proxy.path_notes.drain(..) {
             self.events.push_back(Event::PathNote(n));
         }
-        for r in self.http.drain(..) {
+        for r in self.registrar.http.drain(..).chain(self.http.drain(..)) {
             self.events.push_back(Event::Http(r));
         }
     }

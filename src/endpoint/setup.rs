@@ -25,6 +25,8 @@ pub struct Setup {
     ng_on: bool,
     /// Every core's `ng` Call-IDs (for `list`).
     ng_index: crate::media::ng_server::NgIndex,
+    /// The call and registration events `[webhooks]` asks for.
+    hooks: Arc<crate::hooks::EventHooks>,
 }
 
 impl Setup {
@@ -60,12 +62,18 @@ impl Setup {
             directory: Arc::new(Directory::with_capacity(cfg.registrar.capacity)),
             ng_on: !cfg.media.ng_listen.is_empty(),
             ng_index: Default::default(),
+            hooks: Arc::new(crate::hooks::EventHooks::new(&cfg.webhooks)),
         })
     }
 
     /// The location directory every core shares.
     pub fn directory(&self) -> &Arc<Directory> {
         &self.directory
+    }
+
+    /// The node's event subscription (the registrar's and the proxy's).
+    pub fn event_hooks(&self) -> &Arc<crate::hooks::EventHooks> {
+        &self.hooks
     }
 
     /// Core `core`'s endpoint; `local_addrs` are the bound listen addresses.
@@ -88,6 +96,7 @@ impl Setup {
             self.directory.clone(),
             auth,
         );
+        registrar.set_event_hooks(self.hooks.clone());
         // Reuseport spreads paths evenly but not exactly: an eighth more.
         let share = cfg.registrar.capacity / n;
         registrar.reserve(share + share / 8);

@@ -130,6 +130,12 @@ impl Directory {
             })
     }
 
+    /// The name of the AOR filed under `hash` (owners keep only the hash).
+    pub fn aor_name(&self, hash: u64) -> Option<Box<str>> {
+        self.aors
+            .with_block(hash, Key::Hash, |b| b.map(|b| packed::aor(b).into()))
+    }
+
     /// Calls `f` with one binding of the AOR (or `None`), decoding only it.
     pub fn with_contact<R>(
         &self,

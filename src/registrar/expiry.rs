@@ -7,6 +7,7 @@
 //! later is a superseded one.
 
 use super::{BindingRef, Registrar};
+use crate::hooks::EventKind;
 
 impl Registrar {
     /// Arms the expiry timer of a binding this core owns.
@@ -58,9 +59,18 @@ impl Registrar {
             slot,
             gen,
         };
+        // The name goes with the AOR's last binding: read it first.
+        let name = self
+            .hooks
+            .wants(EventKind::RegistrationExpired)
+            .then(|| self.dir.aor_name(b.aor))
+            .flatten();
         if let Some(gone) = self.dir.remove_binding_hashed(b.aor, r) {
             if let Some(dev) = &gone.instance {
                 self.dir.clear_device(dev);
+            }
+            if let Some(aor) = name {
+                self.report(EventKind::RegistrationExpired, &aor, &gone, None);
             }
         }
         self.stats.expired += 1;

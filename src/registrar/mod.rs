@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod binding;
 pub mod directory;
+mod events;
 mod expiry;
 pub mod packed;
 mod response;
@@ -171,6 +172,11 @@ pub struct Registrar {
     /// core, for the keepalive's path table.
     pub path_events: Vec<PathEvent>,
     pub(crate) stats: Stats,
+    /// Which registration events `[webhooks]` wants.
+    hooks: Arc<crate::hooks::EventHooks>,
+    /// Registration events to POST; the endpoint moves them to its HTTP
+    /// outbox after each call.
+    pub http: Vec<crate::hooks::Request>,
 }
 
 impl Registrar {
@@ -191,6 +197,8 @@ impl Registrar {
             outbox: Vec::new(),
             path_events: Vec::new(),
             stats: Stats::default(),
+            hooks: crate::hooks::EventHooks::off(),
+            http: Vec::new(),
         }
     }
 

@@ -37,7 +37,7 @@ impl Registrar {
             .any(|c| matches!(c.contact, Contact::Star))
         {
             check_star(checked)?;
-            return self.remove_all(&aor, call_id_hash, cseq);
+            return self.remove_all(msg, at, &aor, call_id_hash, cseq);
         }
         let ops = self.contact_ops(checked)?;
         self.update_bindings(msg, checked, at, &aor, call_id_hash, cseq, &ops)

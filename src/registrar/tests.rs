@@ -989,3 +989,5 @@ fn cseq_ordering_is_judged_before_the_contact_limit() {
     assert_eq!(b.dir.lookup("alice@example.com", 1), before);
     assert_eq!(b.reg.local_bindings(), 1);
 }
+
+mod events;

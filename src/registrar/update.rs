@@ -10,8 +10,10 @@ use std::sync::Arc;
 use smallvec::SmallVec;
 
 use super::binding::{self, LocalBinding};
+use super::events::Origin;
 use super::{AorRecord, Arrival, BindingRef, ContactView, Decision, PathEvent, Registrar, Reject};
 use crate::addr::PathKey;
+use crate::hooks::EventKind;
 use crate::sip::scan::{is_token_str, unquote};
 use crate::sip::{Announced, Checked, CheckedContact, HeaderName, Host, Message};
 
@@ -118,7 +120,12 @@ impl Registrar {
                         self.slab.release(slot, gen);
                     }
                 }
-                self.apply(aor, &changes, &reserved);
+                let origin = Origin {
+                    msg,
+                    at,
+                    applied: replaced.then_some((call_id_hash, cseq)),
+                };
+                self.apply(aor, &changes, &reserved, &origin);
                 Ok(changes)
             }
             Err(e) => {
@@ -166,9 +173,15 @@ impl Registrar {
     }
 
     /// Applies the local side of a directory change: fill new slots, refresh
-    /// timers, release removed bindings this core owned, and keep the device
-    /// index in step.
-    fn apply(&mut self, aor: &str, changes: &Changes, reserved: &[(u32, u32)]) {
+    /// timers, release removed bindings this core owned, keep the device
+    /// index in step, and report each change (registration events).
+    fn apply(
+        &mut self,
+        aor: &str,
+        changes: &Changes,
+        reserved: &[(u32, u32)],
+        origin: &Origin<'_, '_>,
+    ) {
         for gone in &changes.removed {
             if let Some(dev) = &gone.instance {
                 // Another flow (reg-id) of the same device may remain: point
@@ -188,6 +201,7 @@ impl Registrar {
                 self.outbox.push(gone.binding);
             }
             self.stats.unregistered += 1;
+            self.report(EventKind::RegistrationRemoved, aor, gone, Some(origin));
         }
         let core = self.core;
         for c in changes.current.iter().filter(|c| c.binding.core == core) {
@@ -215,6 +229,7 @@ impl Registrar {
                 if let Some(dev) = &c.instance {
                     self.dir.set_device(dev, aor);
                 }
+                self.report(EventKind::RegistrationAdded, aor, c, Some(origin));
             } else if let Some(b) = self.slab.get_mut(slot, gen) {
                 // A refresh from a new NAT mapping moves the binding to that path.
                 let path = PathKey::new(c.local, c.source);
@@ -236,6 +251,10 @@ impl Registrar {
                 if self.refresh_expiry(slot, gen, c.expires_at) {
                     self.stats.refreshed += 1;
                 }
+                // Only the bindings this request named, not the AOR's others.
+                if origin.renewed(c) {
+                    self.report(EventKind::RegistrationRefreshed, aor, c, Some(origin));
+                }
             }
         }
     }
@@ -244,6 +263,8 @@ impl Registrar {
     /// unless one of them was made by this Call-ID with a CSeq not lower.
     pub(super) fn remove_all(
         &mut self,
+        msg: &Message<'_>,
+        at: Arrival,
         aor: &str,
         call_id_hash: u64,
         cseq: u32,
@@ -263,7 +284,12 @@ impl Registrar {
             Decision::Replace(AorRecord::default(), Ok(changes))
         });
         let changes = result?;
-        self.apply(aor, &changes, &[]);
+        let origin = Origin {
+            msg,
+            at,
+            applied: None,
+        };
+        self.apply(aor, &changes, &[], &origin);
         Ok(changes)
     }
 }

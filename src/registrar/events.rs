@@ -1,0 +1,65 @@
+//! Registration events for `webhooks.url` (`registration.added`,
+//! `refreshed`, `removed`, `expired`): the registrar reports each binding
+//! change it makes; [`crate::hooks::EventHooks`] decides whether anyone
+//! wants it and writes the JSON.
+
+use std::sync::Arc;
+
+use super::{Arrival, ContactView, Registrar};
+use crate::hooks::{EventHooks, EventKind, RegistrationEvent};
+use crate::sip::{HeaderName, Message};
+
+/// The REGISTER a change came from.
+pub(super) struct Origin<'a, 'm> {
+    pub(super) msg: &'a Message<'m>,
+    pub(super) at: Arrival,
+    /// (Call-ID hash, CSeq) when this request changed the stored record
+    /// (not a retransmission): the bindings it renewed carry them.
+    pub(super) applied: Option<(u64, u32)>,
+}
+
+impl Origin<'_, '_> {
+    /// Whether `c` is a binding this request renewed.
+    pub(super) fn renewed(&self, c: &ContactView) -> bool {
+        self.applied == Some((c.call_id_hash, c.cseq))
+    }
+}
+
+impl Registrar {
+    /// Sends this core's registration events as `hooks` says (none by default).
+    pub fn set_event_hooks(&mut self, hooks: Arc<EventHooks>) {
+        self.hooks = hooks;
+    }
+
+    /// Queues a `kind` event for binding `c` of `aor`, if it is wanted;
+    /// `origin` is the REGISTER that made it (none for an expiry).
+    pub(super) fn report(
+        &mut self,
+        kind: EventKind,
+        aor: &str,
+        c: &ContactView,
+        origin: Option<&Origin<'_, '_>>,
+    ) {
+        if !self.hooks.wants(kind) {
+            return;
+        }
+        let expires = match (kind, origin) {
+            (EventKind::RegistrationAdded | EventKind::RegistrationRefreshed, Some(o)) => {
+                c.expires_at.saturating_sub(o.at.now_secs)
+            }
+            _ => 0,
+        };
+        let msg = origin.map(|o| o.msg);
+        let ev = RegistrationEvent {
+            kind,
+            aor,
+            contact: &c.contact,
+            source: c.source,
+            expires,
+            user_agent: msg.and_then(|m| m.header(HeaderName::UserAgent)),
+            instance: c.instance.as_deref(),
+            core: self.core,
+        };
+        self.http.extend(self.hooks.registration(&ev, msg));
+    }
+}
