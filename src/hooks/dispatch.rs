@@ -57,15 +57,19 @@ impl Dispatcher {
         let max_waiting = (cfg.queue / n).max(1);
         let mut threads = Vec::with_capacity(n);
         for i in 0..n {
+            let config = ureq::Agent::config_builder()
+                .timeout_global(Some(Duration::from_millis(cfg.timeout_ms)))
+                // Callouts want the status of every answer; webhooks
+                // read it themselves.
+                .http_status_as_error(false)
+                .user_agent(concat!("tether/", env!("CARGO_PKG_VERSION")))
+                .build();
             let mut t = Poster {
-                agent: ureq::Agent::config_builder()
-                    .timeout_global(Some(Duration::from_millis(cfg.timeout_ms)))
-                    // Callouts want the status of every answer; webhooks
-                    // read it themselves.
-                    .http_status_as_error(false)
-                    .user_agent(concat!("tether/", env!("CARGO_PKG_VERSION")))
-                    .build()
-                    .into(),
+                agent: ureq::Agent::with_parts(
+                    config,
+                    ureq::unversioned::transport::DefaultConnector::default(),
+                    super::resolve::CachingResolver::default(),
+                ),
                 secret: cfg.secret.as_deref().map(|s| s.as_bytes().into()),
                 retries: cfg.retries,
                 backoff_ms: cfg.backoff_ms,

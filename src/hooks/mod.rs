@@ -16,6 +16,7 @@
 
 pub mod dispatch;
 pub mod events;
+mod resolve;
 pub mod sign;
 
 use std::sync::atomic::{AtomicU64, Ordering};
