@@ -142,6 +142,9 @@ pub struct WebhookConfig {
     pub secret: Option<String>,
     /// Side threads sending them (one HTTP client each).
     pub threads: usize,
+    /// Events for `url` per POST: 1 = one JSON object each; more = a JSON
+    /// array of those queued at that moment, up to this many.
+    pub batch: usize,
     /// Per attempt (ms).
     pub timeout_ms: u64,
     /// Attempts after the first failure.
@@ -163,6 +166,7 @@ impl Default for WebhookConfig {
             headers: Vec::new(),
             secret: None,
             threads: 4,
+            batch: 1,
             timeout_ms: 5000,
             retries: 3,
             backoff_ms: 1000,
@@ -220,6 +224,15 @@ impl WebhookConfig {
             return Err(ConfigError::Invalid {
                 key: "webhooks.threads",
                 fix: format!("{} is out of range; use 1..=64", self.threads),
+            });
+        }
+        if !(1..=1000).contains(&self.batch) {
+            return Err(ConfigError::Invalid {
+                key: "webhooks.batch",
+                fix: format!(
+                    "{} is out of range; use 1 (one event per POST) up to 1000 events per POST",
+                    self.batch
+                ),
             });
         }
         if self.timeout_ms == 0 {
@@ -734,6 +747,7 @@ mod tests {
             ("headers = [\"X Bad\"]", "webhooks.headers"),
             ("secret = \"\"", "webhooks.secret"),
             ("threads = 0", "webhooks.threads"),
+            ("batch = 0", "webhooks.batch"),
             ("queue = 0", "webhooks.queue"),
         ] {
             let err = Config::from_toml(&format!("[webhooks]\n{toml}\n"))

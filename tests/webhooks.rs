@@ -215,3 +215,45 @@ fn sip_keeps_answering_while_the_receiver_hangs_and_a_full_queue_drops() {
     api.shutdown();
     rt.shutdown().unwrap();
 }
+
+#[test]
+fn batched_events_arrive_as_arrays_and_are_all_counted() {
+    if !have_peers("batched_events_arrive_as_arrays_and_are_all_counted") {
+        return;
+    }
+    // One thread, a receiver that takes a second per POST: the events queue
+    // behind the first one and leave together.
+    let hooks = HookServer::start("hooks-batch", r#"{"*": {"delay_ms": 1000}}"#, Some("k"));
+    let (rt, tether, api, base) = start_with_api(&format!(
+        "[webhooks]\nurl = \"{}\"\nevents = [\"registration.added\"]\nthreads = 1\nbatch = 100\nsecret = \"k\"\n",
+        hooks.url("/events")
+    ));
+    let dir = TempDir::new("hooks-batch");
+    let rows: Vec<String> = (0..30).map(|i| format!("b{i};60;60")).collect();
+    register(&dir, tether, &rows);
+    wait_until(60, "all 30 events delivered", || {
+        metric(&base, "tether_webhooks_delivered_total") == 30
+    });
+    let got = hooks.requests();
+    let mut aors = Vec::new();
+    for r in &got {
+        assert_eq!(r["signature_ok"], true, "the array is what is signed: {r}");
+        let batch = body(r);
+        let events = batch.as_array().expect("a JSON array when batching");
+        assert!(!events.is_empty());
+        for e in events {
+            assert_eq!(e["event"], "registration.added");
+            aors.push(e["aor"].as_str().unwrap().to_owned());
+        }
+    }
+    aors.sort();
+    aors.dedup();
+    assert_eq!(aors.len(), 30, "each event once");
+    assert!(
+        got.len() < 30,
+        "some POSTs carried several events: {}",
+        got.len()
+    );
+    api.shutdown();
+    rt.shutdown().unwrap();
+}

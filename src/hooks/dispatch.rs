@@ -7,6 +7,11 @@
 //!   after `webhooks.backoff_ms`, doubled each time, then counted failed.
 //!   A retry waits in its thread's own due-queue, not in a sleep, so the
 //!   thread goes on with the queue meanwhile.
+//! - With `webhooks.batch` above 1, the events for `webhooks.url` go as
+//!   a JSON array: the one a thread takes, and those queued behind it at
+//!   that moment (it never waits to fill a batch), up to `batch`. Under
+//!   load, one POST then carries many events; that is what keeps tens of
+//!   thousands of events per second affordable (BENCHMARKS.md).
 //! - A **callout** is POSTed once within its own `timeout_ms`; its status
 //!   and body (at most [`MAX_ANSWER`] bytes) go back to the asking core as
 //!   [`Command::HttpAnswer`]; no answer is status 0.
@@ -71,6 +76,8 @@ impl Dispatcher {
                     super::resolve::CachingResolver::default(),
                 ),
                 secret: cfg.secret.as_deref().map(|s| s.as_bytes().into()),
+                batch: (cfg.batch > 1 && !cfg.url.is_empty())
+                    .then(|| (Arc::<str>::from(cfg.url.as_str()), cfg.batch)),
                 retries: cfg.retries,
                 backoff_ms: cfg.backoff_ms,
                 max_waiting,
@@ -109,6 +116,8 @@ struct Retry {
     /// Breaks ties in arrival order.
     seq: u64,
     req: Request,
+    /// Events it carries (more than one in a batch).
+    events: u64,
     /// Attempts made so far.
     attempts: u32,
 }
@@ -138,10 +147,18 @@ enum Reply {
     Failed(String),
 }
 
+/// Whether a counter going from `before` to `after` passed a power of two:
+/// one log line per doubling, so a flood shows without flooding the log.
+fn doubled(before: u64, after: u64) -> bool {
+    after > before && (before == 0 || after.ilog2() != before.ilog2())
+}
+
 /// One side thread.
 struct Poster {
     agent: ureq::Agent,
     secret: Option<Box<[u8]>>,
+    /// `webhooks.url` and `webhooks.batch`, when batching.
+    batch: Option<(Arc<str>, usize)>,
     retries: u32,
     backoff_ms: u64,
     max_waiting: usize,
@@ -167,7 +184,7 @@ impl Poster {
                 };
                 self.stats.retry_waiting.fetch_sub(1, Ordering::Relaxed);
                 self.stats.retried.fetch_add(1, Ordering::Relaxed);
-                self.webhook(r.req, r.attempts);
+                self.webhook(r.req, r.events, r.attempts);
             }
             let wait = self.waiting.peek().map_or(Duration::from_secs(3600), |r| {
                 r.0.due.saturating_duration_since(Instant::now())
@@ -206,7 +223,13 @@ impl Poster {
 
     fn handle(&mut self, req: Request) {
         match req.kind {
-            Kind::Webhook => self.webhook(req, 0),
+            Kind::Webhook => match &self.batch {
+                Some((url, max)) if *url == req.url => {
+                    let max = *max;
+                    self.batch(req, max)
+                }
+                _ => self.webhook(req, 1, 0),
+            },
             Kind::Callout {
                 core,
                 purpose,
@@ -247,27 +270,63 @@ impl Poster {
         }
     }
 
-    /// One attempt of a webhook that had `attempts` before.
-    fn webhook(&mut self, req: Request, attempts: u32) {
+    /// Sends `first` (an event for `webhooks.url`) and the events queued
+    /// behind it, up to `max`, as one JSON array. Anything else taken off
+    /// the queue meanwhile is handled after it.
+    fn batch(&mut self, first: Request, max: usize) {
+        let mut body = Vec::with_capacity(first.body.len() * 8);
+        body.push(b'[');
+        body.extend_from_slice(&first.body);
+        let mut events = 1;
+        let mut others = Vec::new();
+        while events < max {
+            match self.queue.try_recv() {
+                Ok(r) if r.kind == Kind::Webhook && r.url == first.url => {
+                    body.push(b',');
+                    body.extend_from_slice(&r.body);
+                    events += 1;
+                }
+                Ok(r) => {
+                    others.push(r);
+                    // A callout waits at most for this batch's POST.
+                    if others.len() >= 16 {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        body.push(b']');
+        let req = Request { body, ..first };
+        self.webhook(req, events as u64, 0);
+        // Callouts and other URLs' webhooks: `handle` sends them as they came.
+        for r in others {
+            self.handle(r);
+        }
+    }
+
+    /// One attempt of a webhook carrying `events` events that had
+    /// `attempts` before.
+    fn webhook(&mut self, req: Request, events: u64, attempts: u32) {
         let error = match self.post(&req, None, false) {
             Reply::Status(200..=299, _) => {
-                self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+                self.stats.delivered.fetch_add(events, Ordering::Relaxed);
                 return;
             }
             Reply::Status(status, _) => format!("HTTP status {status}"),
             Reply::Failed(e) => e,
         };
         if attempts >= self.retries {
-            let n = self.stats.failed.fetch_add(1, Ordering::Relaxed) + 1;
+            let n = self.stats.failed.fetch_add(events, Ordering::Relaxed) + events;
             tracing::debug!(url = %req.url, %error, attempts = attempts + 1, "webhook failed; giving up");
-            if n.is_power_of_two() {
+            if doubled(n - events, n) {
                 tracing::warn!(url = %req.url, %error, failed_total = n, "webhook failed every attempt");
             }
             return;
         }
         if self.waiting.len() >= self.max_waiting {
-            let n = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            if n.is_power_of_two() {
+            let n = self.stats.dropped.fetch_add(events, Ordering::Relaxed) + events;
+            if doubled(n - events, n) {
                 tracing::warn!(url = %req.url, dropped_total = n, "webhook retry queue full: dropped (webhooks.queue)");
             }
             return;
@@ -279,6 +338,7 @@ impl Poster {
             due: Instant::now() + Duration::from_millis(backoff),
             seq: self.seq,
             req,
+            events,
             attempts: attempts + 1,
         }));
         self.stats.retry_waiting.fetch_add(1, Ordering::Relaxed);
