@@ -369,11 +369,13 @@ impl EventHooks {
 
     fn request(&self, body: &impl Serialize) -> Option<Request> {
         let url = self.url.clone()?;
+        // Sized for a typical event, so it is written without regrowing.
+        let mut out = Vec::with_capacity(512);
         // Borrowed strings and numbers: serialization cannot fail.
-        let body = serde_json::to_vec(body).ok()?;
+        serde_json::to_writer(&mut out, body).ok()?;
         Some(Request {
             url,
-            body,
+            body: out,
             kind: Kind::Webhook,
         })
     }
