@@ -14,6 +14,7 @@ mod expiry;
 pub mod packed;
 mod response;
 mod steps;
+pub mod token;
 mod update;
 
 use std::net::SocketAddr;
