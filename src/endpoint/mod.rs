@@ -224,7 +224,7 @@ impl Endpoint {
         // Transaction keys hash a device's random branch: nobody can aim a
         // REGISTER at another's waiting one, so the id seed is enough here.
         let waiting = registrar
-            .http()
+            .http_auth()
             .map(|h| authorize::Waiting::new(h.clone(), seed.rotate_left(53)));
         Endpoint {
             limits,

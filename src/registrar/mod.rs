@@ -230,7 +230,7 @@ pub struct Registrar {
     tokens: Option<Arc<token::TokenKeys>>,
     /// `auth.mode = "http"`: the callback's settings and the cache of
     /// bindings it authorized.
-    http: Option<callout::Gate>,
+    gate: Option<callout::Gate>,
     call_id_hasher: foldhash::fast::FixedState,
     /// Bindings owned by other cores that this core replaced: the runtime
     /// tells their owners to free them ([`Registrar::forget`]).
@@ -256,7 +256,7 @@ impl Registrar {
             expiry_arms: Vec::new(),
             auth,
             tokens: None,
-            http: None,
+            gate: None,
             call_id_hasher: foldhash::fast::FixedState::with_seed(0x7e7e_7e7e),
             outbox: Vec::new(),
             path_events: Vec::new(),
@@ -274,13 +274,13 @@ impl Registrar {
     /// `auth.mode = "http"`: a new registration asks the service first.
     /// `seed` keys the cache's hashes.
     pub fn with_http(mut self, http: Option<HttpAuth>, seed: u64) -> Registrar {
-        self.http = http.map(|cfg| callout::Gate::new(cfg, seed));
+        self.gate = http.map(|cfg| callout::Gate::new(cfg, seed));
         self
     }
 
     /// `auth.mode = "http"`'s settings, when that is the mode.
-    pub fn http(&self) -> Option<&HttpAuth> {
-        self.http.as_ref().map(|g| &g.cfg)
+    pub fn http_auth(&self) -> Option<&HttpAuth> {
+        self.gate.as_ref().map(|g| &g.cfg)
     }
 
     /// Makes room for `bindings` on this core up front (a deployment's

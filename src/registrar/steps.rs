@@ -43,7 +43,7 @@ impl Registrar {
         }
         let ops = self.contact_ops(checked)?;
         let changes = self.update_bindings(msg, checked, at, &aor, call_id_hash, cseq, &ops)?;
-        if let Some(gate) = &mut self.http {
+        if let Some(gate) = &mut self.gate {
             gate.note(&aor, &ops, at, authz == Authz::Granted);
         }
         Ok(changes)
@@ -104,7 +104,7 @@ impl Registrar {
             self.stats.token_accepted += 1;
             return Ok(());
         }
-        if let Some(gate) = &self.http {
+        if let Some(gate) = &self.gate {
             if !gate.covers(aor, checked, at, self.policy.device_id_param.as_deref()) {
                 return Err(Reject::Callout);
             }
