@@ -9,7 +9,7 @@ use super::auth::Verdict;
 use super::token::{TokenError, TokenKeys};
 use super::update::{Changes, Op};
 use super::{canonical_aor, Arrival, Authz, Registrar, Reject};
-use crate::sip::scan::unquote;
+use crate::sip::scan::{is_token_str, unquote};
 use crate::sip::{Checked, CheckedContact, Contact, Host, Message, Scheme};
 
 impl Registrar {
@@ -205,6 +205,17 @@ pub(super) fn instance_of<'m>(
     })
 }
 
+/// A contact's namespace scope (seed 002), its `scope` parameter when that
+/// is a token (anything else registers it without a scope).
+pub(super) fn scope_of<'m>(c: &CheckedContact<'m>) -> Option<&'m str> {
+    c.contact
+        .addr()?
+        .param("scope")
+        .flatten()
+        .map(unquote)
+        .filter(|s| is_token_str(s))
+}
+
 /// A capability token lets this REGISTER in: it verifies at `now_unix`,
 /// names the To's AOR, and allows every contact's scope (`Contact: *`,
 /// which removes bindings of any scope, needs `"*"`).
@@ -222,7 +233,8 @@ fn check_token(
     for c in &checked.contacts {
         let scope = match &c.contact {
             Contact::Star => "*",
-            Contact::Addr(a) => a.param("scope").map_or("", |v| v.map_or("", unquote)),
+            // As the binding will be stored: no (usable) scope is "".
+            Contact::Addr(_) => scope_of(c).unwrap_or(""),
         };
         if !claims.allows(scope) {
             return Err(TokenError::Scope);

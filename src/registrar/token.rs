@@ -99,8 +99,12 @@ impl Claims {
     }
 
     /// A contact in `scope` (`""` for a contact without one) may register.
+    /// Without case, as lookups match scopes (`foo@d:Mobile` reaches
+    /// `scope=mobile`).
     pub fn allows(&self, scope: &str) -> bool {
-        self.scopes.iter().any(|s| s == "*" || s == scope)
+        self.scopes
+            .iter()
+            .any(|s| s == "*" || s.eq_ignore_ascii_case(scope))
     }
 }
 
@@ -271,7 +275,7 @@ mod tests {
         assert!(c.names("alice@EXAMPLE.com"), "hosts compare without case");
         assert!(!c.names("Alice@example.com"), "users compare exactly");
         assert!(!c.names("bob@example.com"));
-        assert!(c.allows("mobile") && c.allows(""));
+        assert!(c.allows("mobile") && c.allows("MOBILE") && c.allows(""));
         assert!(!c.allows("web"));
         let any = Claims {
             scopes: vec!["*".into()],

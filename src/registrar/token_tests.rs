@@ -186,11 +186,20 @@ fn scopes_match_contacts_and_star_allows_any() {
         200
     );
     let any = token(KEY, "alice@example.com", &["*"], UNIX0 + 600, None);
-    let web = "Contact: <sip:alice@10.0.0.3:5060>;scope=\"web\"\r\n";
-    assert_eq!(r.send(&register(&any, web, 2), 10).0, 200);
+    // Quoted, and in another case: the scope the binding is stored with.
+    let web = "Contact: <sip:alice@10.0.0.3:5060>;scope=\"Web\"\r\n";
+    let web_only = token(KEY, "alice@example.com", &["web"], UNIX0 + 600, None);
+    assert_eq!(r.send(&register(&web_only, web, 2), 10).0, 200);
     assert_eq!(r.reg.local_bindings(), 3);
+    // A scope that is no token registers unscoped, so it needs "".
+    let odd = "Contact: <sip:alice@10.0.0.4:5060>;scope=\"a b\"\r\n";
+    let mobile_only = token(KEY, "alice@example.com", &["mobile"], UNIX0 + 600, None);
     assert_eq!(
-        r.send(&register(&any, "Contact: *\r\nExpires: 0\r\n", 3), 10)
+        r.send(&register(&mobile_only, odd, 3), 10).1,
+        "Token Scope Not Allowed"
+    );
+    assert_eq!(
+        r.send(&register(&any, "Contact: *\r\nExpires: 0\r\n", 4), 10)
             .0,
         200
     );
