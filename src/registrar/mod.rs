@@ -290,7 +290,7 @@ impl Registrar {
         self.slab.reserve_slots(bindings);
     }
 
-    /// The digest authenticator, when `auth.enabled` (the proxy's 407
+    /// The digest authenticator, in `auth.mode = "digest"` (the proxy's 407
     /// challenges share its nonces and replay records).
     pub fn authenticator(&mut self) -> Option<&mut Authenticator> {
         self.auth.as_mut()
