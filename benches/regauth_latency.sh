@@ -7,7 +7,7 @@
 # (pinned to CPU 1) registers ENDPOINTS new AORs at RATE/s, below
 # saturation so that the latency is the path's, not a queue's. Every run is
 # bounded (--duration, the responder's --seconds).
-#   benches/regauth_latency.sh TETHER RESPONDER [ENDPOINTS] [RATE] [ROUNDS] [OUT]
+#   [TETHER_CPUS=0] benches/regauth_latency.sh TETHER RESPONDER [ENDPOINTS] [RATE] [ROUNDS] [OUT]
 # e.g. benches/regauth_latency.sh target/release/tether \
 #        target/release/examples/auth_responder 5000 500 3 benches/results/regauth
 # Needs the HTTP side threads (branch hooks): without them every callout
@@ -24,23 +24,35 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+# The address after PREFIX in the first line of FILE that has it (waits up to 10 s).
+wait_line() {
+  for _ in $(seq 100); do
+    a=$(sed -n "s/^$2//p" "$1" | head -1)
+    [ -n "$a" ] && { echo "$a"; return; }
+    sleep 0.1
+  done
+  echo "no '$2' line in $1" >&2; exit 1
+}
 for r in $(seq "$rounds"); do
   for mode in none http; do
-    port=$((20000 + RANDOM % 20000))
     auth='[auth]\nmode = "none"\n'
     if [ "$mode" = http ]; then
       taskset -c 1 "$resp" --requests "$n" --seconds 120 > "$work/resp.out" &
       rpid=$!
-      for _ in $(seq 50); do grep -q '^listening' "$work/resp.out" && break; sleep 0.1; done
-      raddr=$(sed -n 's/^listening http //p' "$work/resp.out")
+      raddr=$(wait_line "$work/resp.out" 'listening http ')
       auth="[auth]\nmode = \"http\"\n[auth.http]\nurl = \"http://$raddr/authorize\"\n"
     fi
-    printf '[sip]\nlisten = ["127.0.0.1:%s"]\n[runtime]\nworkers = 1\nstats_interval_s = 0\n[api]\nlisten = ""\n%b' \
-      "$port" "$auth" > "$work/tether.toml"
-    taskset -c 0 "$bin" run --config "$work/tether.toml" > /dev/null 2> "$work/tether.log" &
-    tpid=$!; sleep 1
-    taskset -c 1 "$bin" bench register -t "127.0.0.1:$port" -n "$n" -r "$rate" --window 1000 \
+    # Port 0 and the address tether prints: no collision with anything else here.
+    printf '[sip]\nlisten = ["127.0.0.1:0"]\n[runtime]\nworkers = 1\nstats_interval_s = 0\n[api]\nlisten = ""\n%b' \
+      "$auth" > "$work/tether.toml"
+    taskset -c "${TETHER_CPUS:-0}" "$bin" run --config "$work/tether.toml" > "$work/tether.out" 2> "$work/tether.log" &
+    tpid=$!
+    taddr=$(wait_line "$work/tether.out" 'listening udp ')
+    sleep 0.5
+    taskset -c 1 "$bin" bench register -t "$taddr" -n "$n" -r "$rate" --window 1000 \
       --duration 120 --server-pid "$tpid" --json > "$out/$mode-$r.json"
+    # Keep tether's log of a round that failed anything, for a look.
+    grep -q '"failed": *0[,}]' "$out/$mode-$r.json" || cp "$work/tether.log" "$out/$mode-$r.tether.log"
     kill "$tpid"; wait "$tpid" 2>/dev/null || true; tpid=""
     if [ "$mode" = http ]; then
       # It ends by itself after ENDPOINTS requests (or its --seconds).
@@ -49,7 +61,7 @@ for r in $(seq "$rounds"); do
     fi
   done
 done
-python3 - "$out" "$rounds" <<'PY'
+python3 - "$out" "$rounds" <<'PY' | tee "$out/summary.txt"
 import json, statistics, sys
 out, rounds = sys.argv[1], int(sys.argv[2])
 med = statistics.median
@@ -67,8 +79,10 @@ for i, j in enumerate(resp, 1):
 q = lambda runs, k: med(j["latency_us"][k] for j in runs)
 rq = lambda k: med(j["handling_us"][k] for j in resp)
 print()
+# Rounds run side by side, so the noise of a shared machine is compared
+# within a round: the added latency is the median of the rounds' http - none.
 for k in ("p50", "p90", "p99"):
-    added = q(http, k) - q(none, k)
-    print(f"median {k}: none {q(none, k)} us, http {q(http, k)} us, added {added} us, "
-          f"of which the responder's own handling {rq(k):.1f} us -> tether's part {added - rq(k):.0f} us")
+    added = med(h["latency_us"][k] - n["latency_us"][k] for n, h in zip(none, http))
+    print(f"{k}: median none {q(none, k)} us, http {q(http, k)} us; added (median of the "
+          f"rounds' differences) {added} us, the responder's own handling {rq(k):.1f} us")
 PY
