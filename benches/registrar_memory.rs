@@ -57,6 +57,7 @@ Expires: 3600\r\nAccept: application/sdp, application/application-server-contact
                 source: src,
                 local: 0,
                 now_secs: 0,
+                now_unix: 0,
             },
             &mut out,
             &mut ids,

@@ -324,33 +324,7 @@ impl Default for RegistrarConfig {
     }
 }
 
-/// `[auth]`: SIP digest authentication of REGISTER.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct AuthConfig {
-    /// Challenge every REGISTER. Off by default so that a bare start works;
-    /// tether logs a warning when it is off.
-    pub enabled: bool,
-    pub realm: String,
-    /// File of HA1 hashes: `username:realm:md5_ha1[:sha256_ha1]` per line.
-    pub credentials: Option<std::path::PathBuf>,
-    /// Seconds a nonce stays fresh; older ones get `stale=true`.
-    pub nonce_ttl: u64,
-    /// Challenges offered, in order of preference: "SHA-256", "MD5".
-    pub algorithms: Vec<String>,
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        AuthConfig {
-            enabled: false,
-            realm: "tether".into(),
-            credentials: None,
-            nonce_ttl: 300,
-            algorithms: vec!["SHA-256".into(), "MD5".into()],
-        }
-    }
-}
+pub use crate::registrar::auth_config::AuthConfig;
 
 /// `[sip]`: listening addresses and message limits.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -513,33 +487,7 @@ impl Config {
                 fix: "allow 1 to 65535 contacts per AOR".into(),
             });
         }
-        if self.auth.enabled && self.auth.credentials.is_none() {
-            return Err(ConfigError::Invalid {
-                key: "auth.credentials",
-                fix: "auth.enabled = true needs a credentials file (username:realm:md5_ha1[:sha256_ha1] per line)".into(),
-            });
-        }
-        if self.auth.algorithms.is_empty()
-            || self
-                .auth
-                .algorithms
-                .iter()
-                .any(|a| crate::sip::digest::Algorithm::parse(Some(a)).is_none())
-        {
-            return Err(ConfigError::Invalid {
-                key: "auth.algorithms",
-                fix: format!(
-                    "{:?}: list one or both of \"SHA-256\" and \"MD5\"",
-                    self.auth.algorithms
-                ),
-            });
-        }
-        if self.auth.realm.is_empty() || self.auth.realm.contains('"') {
-            return Err(ConfigError::Invalid {
-                key: "auth.realm",
-                fix: "use a non-empty realm without double quotes".into(),
-            });
-        }
+        self.auth.check()?;
         let k = &self.keepalive;
         if k.interval_ms != 0 && (k.timeout_ms == 0 || k.timeout_ms >= k.interval_ms) {
             return Err(ConfigError::Invalid {

@@ -76,6 +76,26 @@ core_metrics! {
         "REGISTERs challenged with 401.";
     Forbidden: counter "tether_auth_forbidden_total", "forbidden",
         "REGISTERs refused with 403.";
+    TokenAccepted: counter "tether_auth_token_accepted_total", "token_accepted",
+        "REGISTERs let in by a valid capability token (Authorization: Bearer).";
+    TokenRejected: counter "tether_auth_token_rejected_total", "token_rejected",
+        "REGISTERs refused 403 for their capability token (signature, alg, expiry, AOR or scope).";
+    AuthHttpPending: gauge "tether_auth_http_pending", "auth_http_pending",
+        "REGISTERs waiting on the authorization service (auth.mode = http).";
+    AuthHttpAuthorized: counter "tether_auth_http_authorized_total", "auth_http_authorized",
+        "Authorization callouts answered 2xx: the REGISTER went on.";
+    AuthHttpRejected: counter "tether_auth_http_rejected_total", "auth_http_rejected",
+        "Authorization callouts answered 4xx: the REGISTER got 403.";
+    AuthHttpTimedOut: counter "tether_auth_http_timed_out_total", "auth_http_timed_out",
+        "Authorization callouts without an answer within auth.http.timeout_ms (auth.http.on_timeout applied).";
+    AuthHttpFailed: counter "tether_auth_http_failed_total", "auth_http_failed",
+        "Authorization callouts answered 5xx or another unusable status (auth.http.on_timeout applied).";
+    AuthHttpCached: counter "tether_auth_http_cached_total", "auth_http_cached",
+        "REGISTERs let in without a callout: bindings the service authorized within auth.http.cache_s.";
+    AuthHttpOverloaded: counter "tether_auth_http_overloaded_total", "auth_http_overloaded",
+        "REGISTERs answered 503 because auth.http.max_pending were waiting on the service.";
+    AuthHttpRetransmissions: counter "tether_auth_http_retransmissions_total", "auth_http_retransmissions",
+        "Retransmissions of a REGISTER waiting on the service, answered 100 Trying again.";
     PathsRegistrationOnly: gauge "tether_nat_paths_registration_only", "paths_registration_only",
         "NAT paths carrying only registrations (seed 004).";
     PathsDialogAndRegistration: gauge "tether_nat_paths_dialog_and_registration", "paths_dialog_and_registration",

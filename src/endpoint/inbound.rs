@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use super::Endpoint;
 use crate::nat::{self, PathKey};
-use crate::registrar::{Arrival, SUPPORTED};
+use crate::registrar::SUPPORTED;
 use crate::sip::{self, writer, HeaderName, Method, ParseError, StartLine};
 
 /// Methods tether takes: REGISTER, OPTIONS and the contact-me SUBSCRIBE it
@@ -106,19 +106,7 @@ impl Endpoint {
             }
         }
         match method {
-            Method::Register => {
-                // Rounded up: a binding must never expire before its full
-                // Expires has passed (truncating cost up to a second).
-                let at = Arrival {
-                    source: src,
-                    local,
-                    now_secs: now_ms.div_ceil(1000) as u32,
-                };
-                self.registrar
-                    .register(&msg, &checked, at, &mut self.out, &mut self.tags);
-                self.sync_paths(now_ms);
-                true
-            }
+            Method::Register => self.on_register(&msg, &checked, datagram, src, local, now_ms),
             Method::Options => {
                 let tag = self.tags.tag();
                 let mut w = writer::response_to_checked(

@@ -35,11 +35,14 @@ macro_rules! proxy_ctx {
     };
 }
 
+mod authorize;
 mod inbound;
 mod paths;
 mod setup;
 mod transmit;
 
+#[cfg(test)]
+mod authorize_tests;
 #[cfg(test)]
 mod tests;
 
@@ -102,6 +105,11 @@ pub trait Core: Send + 'static {
     /// The runtime opened these pairs (RTP ports; RTCP is the next port),
     /// as media sockets numbered on from the last ones, two per pair.
     fn media_opened(&mut self, _rtp_ports: &[u16]) {}
+    /// Wall time at the runtime clock's zero (Unix ms): the runtime reads
+    /// the wall clock, the core adds it to `now` where it needs wall time
+    /// (capability tokens' `exp`). Told at start and again now and then, so
+    /// a stepped wall clock is followed.
+    fn set_unix_epoch(&mut self, _unix_ms: u64) {}
 }
 
 /// A message to a core from another thread.
@@ -187,6 +195,10 @@ pub struct Endpoint {
     parts_reported: u64,
     /// HTTP requests the subsystems queued, moved to `events` by `collect`.
     pub(crate) http: Vec<crate::hooks::Request>,
+    /// REGISTERs waiting on the authorization service (`auth.mode = "http"`).
+    waiting: Option<authorize::Waiting>,
+    /// Unix ms at the runtime clock's zero ([`Core::set_unix_epoch`]).
+    unix_epoch_ms: u64,
 }
 
 impl Endpoint {
@@ -209,6 +221,11 @@ impl Endpoint {
             &local_addrs,
             seed.rotate_left(7),
         );
+        // Transaction keys hash a device's random branch: nobody can aim a
+        // REGISTER at another's waiting one, so the id seed is enough here.
+        let waiting = registrar
+            .http_auth()
+            .map(|h| authorize::Waiting::new(h.clone(), seed.rotate_left(53)));
         Endpoint {
             limits,
             out: Vec::with_capacity(limits.max_datagram),
@@ -233,7 +250,17 @@ impl Endpoint {
             events: VecDeque::new(),
             parts_reported: 0,
             http: Vec::new(),
+            waiting,
+            unix_epoch_ms: 0,
         }
+    }
+
+    /// Sets the wall time at the runtime clock's zero (Unix ms), as
+    /// [`Core::set_unix_epoch`] does (for tests and benches that make an
+    /// endpoint without a runtime).
+    pub fn with_unix_epoch(mut self, unix_ms: u64) -> Endpoint {
+        self.unix_epoch_ms = unix_ms;
+        self
     }
 
     #[cfg(test)]
@@ -397,6 +424,7 @@ impl Core for Endpoint {
                     let mut cx = proxy_ctx!(self, now);
                     self.proxy.on_timer(t, &mut cx);
                 }
+                Timer::Authorize { slot, nonce } => self.on_authorize_timer(slot, nonce, now),
             }
         }
         self.media.sweep(now);
@@ -437,14 +465,19 @@ impl Core for Endpoint {
     fn media_opened(&mut self, rtp_ports: &[u16]) {
         self.media.add_pairs(rtp_ports);
     }
+
+    fn set_unix_epoch(&mut self, unix_ms: u64) {
+        self.unix_epoch_ms = unix_ms;
+    }
 }
 
 impl Endpoint {
     /// A callout answered (or failed): to the subsystem that asked.
-    fn on_http_answer(&mut self, _now: u64, a: crate::hooks::Answer) {
+    fn on_http_answer(&mut self, now: u64, a: crate::hooks::Answer) {
         use crate::hooks::Purpose;
         match a.purpose {
-            Purpose::Authorize | Purpose::Route | Purpose::Push => {
+            Purpose::Authorize => self.on_authorize_answer(now, &a),
+            Purpose::Route | Purpose::Push => {
                 tracing::debug!(?a.purpose, a.id, a.status, "callout answer with no waiter");
             }
         }
@@ -489,6 +522,7 @@ impl Endpoint {
             &self.notify.stats,
         );
         let p = &self.proxy.stats;
+        let w = self.waiting.as_ref().map(|w| w.stats).unwrap_or_default();
         let by_state = |i: usize| self.keepalive.paths_by_state()[i];
         match m {
             M::Received => c.received,
@@ -506,6 +540,16 @@ impl Endpoint {
             M::Expired => r.expired,
             M::Challenged => r.challenged,
             M::Forbidden => r.forbidden,
+            M::TokenAccepted => r.token_accepted,
+            M::TokenRejected => r.token_rejected,
+            M::AuthHttpPending => self.waiting.as_ref().map_or(0, |w| w.pending() as u64),
+            M::AuthHttpAuthorized => w.authorized,
+            M::AuthHttpRejected => w.rejected,
+            M::AuthHttpTimedOut => w.timed_out,
+            M::AuthHttpFailed => w.failed,
+            M::AuthHttpCached => r.http_cached,
+            M::AuthHttpOverloaded => w.overloaded,
+            M::AuthHttpRetransmissions => w.retransmissions,
             M::PathsRegistrationOnly => by_state(0),
             M::PathsDialogAndRegistration => by_state(1),
             M::PathsDialogOnly => by_state(2),

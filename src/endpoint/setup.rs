@@ -17,6 +17,8 @@ pub struct Setup {
     workers: usize,
     secret: [u8; 32],
     creds: Option<Arc<Credentials>>,
+    /// `auth.token.secrets`, when set.
+    tokens: Option<Arc<crate::registrar::token::TokenKeys>>,
     policy: Arc<crate::registrar::Policy>,
     notify: Arc<crate::notify::NotifyConfig>,
     proxy: Arc<crate::proxy::ProxyConfig>,
@@ -30,10 +32,13 @@ pub struct Setup {
 }
 
 impl Setup {
-    /// Loads the credentials (when `auth.enabled`) and sizes the directory.
-    /// `secret` seeds nonces and ids: 32 random bytes in production.
+    /// Loads the credentials (in `auth.mode = "digest"`) and sizes the
+    /// directory. `secret` seeds nonces and ids: 32 random bytes in
+    /// production.
     pub fn new(cfg: &Config, workers: usize, secret: [u8; 32]) -> std::io::Result<Setup> {
-        let creds = if cfg.auth.enabled {
+        use crate::registrar::AuthMode;
+        let mode = cfg.auth.mode();
+        let creds = if mode == AuthMode::Digest {
             let path = cfg
                 .auth
                 .credentials
@@ -48,14 +53,32 @@ impl Setup {
             tracing::info!(users = c.len(), realm = %cfg.auth.realm, "digest authentication on");
             Some(Arc::new(c))
         } else {
-            tracing::warn!("auth.enabled = false: any client may register any AOR");
             None
         };
+        let tokens = (!cfg.auth.token.secrets.is_empty()).then(|| {
+            Arc::new(crate::registrar::token::TokenKeys::new(
+                &cfg.auth.token.secrets,
+            ))
+        });
+        match (mode, &tokens) {
+            (AuthMode::None, None) => {
+                tracing::warn!("auth.mode = \"none\": any client may register any AOR")
+            }
+            (AuthMode::None, Some(_)) => tracing::warn!(
+                "auth.mode = \"none\": REGISTERs with a bad token are refused, but any \
+                 client without one may register any AOR"
+            ),
+            (AuthMode::Http, _) => {
+                tracing::info!(url = %cfg.auth.http.url, "registration authorized over HTTP")
+            }
+            (AuthMode::Digest, _) => {}
+        }
         Ok(Setup {
             cfg: cfg.clone(),
             workers: workers.max(1),
             secret,
             creds,
+            tokens,
             policy: Arc::new(cfg.policy()),
             notify: Arc::new(cfg.notify()),
             proxy: Arc::new(proxy_config(cfg)),
@@ -90,18 +113,23 @@ impl Setup {
             )
             .for_core(core as u16)
         });
+        let seed = u64::from_le_bytes(self.secret[8..16].try_into().expect("8 bytes"))
+            ^ (core as u64) << 56;
         let mut registrar = Registrar::new(
             core as u16,
             self.policy.clone(),
             self.directory.clone(),
             auth,
+        )
+        .with_tokens(self.tokens.clone())
+        .with_http(
+            cfg.auth.http(),
+            derived_seed(&self.secret, b"auth cache", core),
         );
         registrar.set_event_hooks(self.hooks.clone());
         // Reuseport spreads paths evenly but not exactly: an eighth more.
         let share = cfg.registrar.capacity / n;
         registrar.reserve(share + share / 8);
-        let seed = u64::from_le_bytes(self.secret[8..16].try_into().expect("8 bytes"))
-            ^ (core as u64) << 56;
         let mut keepalive = Keepalive::new(cfg.keepalive(), seed.rotate_left(17));
         // A path per binding at most (devices behind one NAT share one).
         keepalive.reserve(share + share / 8);
@@ -173,7 +201,8 @@ fn proxy_config(cfg: &Config) -> crate::proxy::ProxyConfig {
         &cfg.registrar.domains,
         cfg.notify().timers,
     );
-    p.auth = cfg.auth.enabled;
+    // The proxy's 407s need digest credentials; other modes have none.
+    p.auth = cfg.auth.mode() == crate::registrar::AuthMode::Digest;
     p.media = cfg.media.mode().unwrap_or(crate::media::Mode::Never);
     if p.media != crate::media::Mode::Never || !cfg.media.ng_listen.is_empty() {
         let (addr, sure) = crate::media::config::resolve_address(
@@ -196,6 +225,20 @@ fn proxy_config(cfg: &Config) -> crate::proxy::ProxyConfig {
         );
     }
     p
+}
+
+/// A hash seed for core `core` that nothing on the wire reveals (the id
+/// generator's seed can be recovered from the tags it makes): derived from
+/// the node secret under its own label.
+fn derived_seed(secret: &[u8; 32], label: &[u8], core: usize) -> u64 {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"tether seed v1 ");
+    h.update(label);
+    h.update(secret);
+    h.update((core as u64).to_le_bytes());
+    let d = h.finalize();
+    u64::from_le_bytes(d[..8].try_into().expect("8 bytes"))
 }
 
 /// The flow-token key: derived from the node secret, so a token never

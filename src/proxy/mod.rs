@@ -176,7 +176,7 @@ pub struct Ctx<'e> {
     pub timers: &'e mut Timers,
     pub out: &'e mut Transmits,
     pub keepalive: &'e mut Keepalive,
-    /// The registrar's digest authenticator, when `auth.enabled`.
+    /// The registrar's digest authenticator, in `auth.mode = "digest"`.
     pub auth: Option<&'e mut crate::registrar::auth::Authenticator>,
     /// This core's media relay table.
     pub media: &'e mut crate::media::Table,

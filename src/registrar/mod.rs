@@ -6,15 +6,25 @@
 //! A REGISTER goes through `steps.rs` (the §10.3 steps in order), whose
 //! step 7 changes the stored bindings in `update.rs`, and is answered by
 //! `response.rs`; `expiry.rs` holds the bindings' expiry timers.
+//!
+//! Steps 3 and 4 (who may register) take one of three ways, after a
+//! capability token (`token.rs`) when the REGISTER carries one: none, SIP
+//! digest (`auth.rs`), or an HTTP callback (`callout.rs`). The callback
+//! cannot be waited for here: [`Registrar::register_as`] returns
+//! [`Outcome::Callout`] and the endpoint parks the REGISTER, then runs it
+//! again with the service's [`Authz`].
 
 pub mod auth;
+pub mod auth_config;
 pub mod binding;
+mod callout;
 pub mod directory;
 mod events;
 mod expiry;
 pub mod packed;
 mod response;
 mod steps;
+pub mod token;
 mod update;
 
 use std::net::SocketAddr;
@@ -24,6 +34,7 @@ use crate::addr::PathKey;
 use crate::sip::ids::IdGen;
 use crate::sip::{Checked, Host, Message};
 use auth::Authenticator;
+pub use auth_config::{AuthMode, HttpAuth, OnTimeout};
 pub use binding::{flags, BindingRef, ContactView};
 use binding::{LocalBinding, Slab};
 pub use directory::{AorRecord, Decision, DeviceEntry, Directory, Target};
@@ -75,6 +86,39 @@ pub struct Arrival {
     pub local: u8,
     /// Seconds on the runtime clock (shared by all cores).
     pub now_secs: u32,
+    /// Wall time, Unix seconds, for capability tokens' `exp` and `nbf`
+    /// (the runtime tells the endpoint its clock's Unix offset).
+    pub now_unix: u64,
+}
+
+/// How a REGISTER's authorization stands when it is (re-)run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Authz {
+    /// Not decided: the registrar checks a token, a digest, its cache, or
+    /// asks for a callout ([`Outcome::Callout`]).
+    Ask,
+    /// The authorization service said yes: register, and remember it for
+    /// `auth.http.cache_s`.
+    Granted,
+    /// No usable answer and `on_timeout = "accept"`: register, but do not
+    /// remember it, so the next refresh asks again.
+    Assumed,
+    /// The service said no: 403.
+    Denied,
+    /// No usable answer and `on_timeout = "reject"`, or too many waiting:
+    /// 503 with this Retry-After (s).
+    Unavailable { retry_after: u32 },
+}
+
+/// What [`Registrar::register_as`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The response is in the buffer.
+    Answered,
+    /// Nothing was written: this REGISTER needs the authorization service.
+    /// POST this JSON body to `auth.http.url`, then run it again with the
+    /// answer.
+    Callout(Vec<u8>),
 }
 
 /// Counters (plain integers: only the owning core writes them).
@@ -87,6 +131,13 @@ pub struct Stats {
     pub challenged: u64,
     pub forbidden: u64,
     pub rejected: u64,
+    /// REGISTERs let in by a valid capability token.
+    pub token_accepted: u64,
+    /// REGISTERs refused (403) for their token.
+    pub token_rejected: u64,
+    /// REGISTERs let in without a callout: refreshes of bindings the
+    /// service authorized within `auth.http.cache_s`.
+    pub http_cached: u64,
 }
 
 /// Why a REGISTER was refused; each is one status line.
@@ -105,6 +156,15 @@ enum Reject {
     Unauthorized { stale: bool },
     /// Steps 3 and 4: wrong credentials, or another user's AOR.
     Forbidden,
+    /// Steps 3 and 4: the capability token does not let this REGISTER in.
+    Token(token::TokenError),
+    /// Steps 3 and 4: the authorization service said no.
+    Refused,
+    /// The authorization service could not answer, or too many REGISTERs
+    /// wait on it: come back in `retry_after` s.
+    Unavailable { retry_after: u32 },
+    /// Not a refusal: the authorization service must be asked first.
+    Callout,
     /// Step 3: the Authorization header lacks what a digest needs.
     BadAuthorization,
     /// Step 6: `*` with other contacts or without `Expires: 0`.
@@ -127,11 +187,12 @@ impl Reject {
             | Reject::InvalidStar
             | Reject::OutOfOrderCSeq => 400,
             Reject::Unauthorized { .. } => 401,
-            Reject::Forbidden | Reject::TooManyContacts => 403,
+            Reject::Forbidden | Reject::TooManyContacts | Reject::Token(_) | Reject::Refused => 403,
             Reject::DomainNotServed | Reject::NotFound => 404,
             Reject::BadExtension => 420,
             Reject::IntervalTooBrief => 423,
             Reject::Internal => 500,
+            Reject::Unavailable { .. } | Reject::Callout => 503,
         }
     }
 
@@ -142,13 +203,15 @@ impl Reject {
             Reject::NotFound => "Not Found",
             Reject::BadExtension => "Bad Extension",
             Reject::Unauthorized { .. } => "Unauthorized",
-            Reject::Forbidden => "Forbidden",
+            Reject::Forbidden | Reject::Refused => "Forbidden",
+            Reject::Token(e) => e.reason(),
             Reject::BadAuthorization => "Bad Authorization Header",
             Reject::InvalidStar => "Invalid Contact *",
             Reject::IntervalTooBrief => "Interval Too Brief",
             Reject::OutOfOrderCSeq => "Out of Order CSeq",
             Reject::TooManyContacts => "Too Many Contacts",
             Reject::Internal => "Server Internal Error",
+            Reject::Unavailable { .. } | Reject::Callout => "Service Unavailable",
         }
     }
 }
@@ -164,6 +227,11 @@ pub struct Registrar {
     /// and hands the due ones back to [`Registrar::on_expiry`].
     pub expiry_arms: Vec<(u64, u32, u32)>,
     auth: Option<Authenticator>,
+    /// Capability-token secrets (`auth.token.secrets`), when set.
+    tokens: Option<Arc<token::TokenKeys>>,
+    /// `auth.mode = "http"`: the callback's settings and the cache of
+    /// bindings it authorized.
+    gate: Option<callout::Gate>,
     call_id_hasher: foldhash::fast::FixedState,
     /// Bindings owned by other cores that this core replaced: the runtime
     /// tells their owners to free them ([`Registrar::forget`]).
@@ -193,6 +261,8 @@ impl Registrar {
             slab: Slab::default(),
             expiry_arms: Vec::new(),
             auth,
+            tokens: None,
+            gate: None,
             call_id_hasher: foldhash::fast::FixedState::with_seed(0x7e7e_7e7e),
             outbox: Vec::new(),
             path_events: Vec::new(),
@@ -202,6 +272,25 @@ impl Registrar {
         }
     }
 
+    /// Lets REGISTERs with a capability token signed by one of `keys` in
+    /// (in every mode).
+    pub fn with_tokens(mut self, keys: Option<Arc<token::TokenKeys>>) -> Registrar {
+        self.tokens = keys;
+        self
+    }
+
+    /// `auth.mode = "http"`: a new registration asks the service first.
+    /// `seed` keys the cache's hashes.
+    pub fn with_http(mut self, http: Option<HttpAuth>, seed: u64) -> Registrar {
+        self.gate = http.map(|cfg| callout::Gate::new(cfg, seed));
+        self
+    }
+
+    /// `auth.mode = "http"`'s settings, when that is the mode.
+    pub fn http_auth(&self) -> Option<&HttpAuth> {
+        self.gate.as_ref().map(|g| &g.cfg)
+    }
+
     /// Makes room for `bindings` on this core up front (a deployment's
     /// `registrar.capacity` share): growing the slab later copies it and
     /// leaves the old copy's pages behind in the heap.
@@ -209,7 +298,7 @@ impl Registrar {
         self.slab.reserve_slots(bindings);
     }
 
-    /// The digest authenticator, when `auth.enabled` (the proxy's 407
+    /// The digest authenticator, in `auth.mode = "digest"` (the proxy's 407
     /// challenges share its nonces and replay records).
     pub fn authenticator(&mut self) -> Option<&mut Authenticator> {
         self.auth.as_mut()
@@ -230,7 +319,8 @@ impl Registrar {
         self.slab.live()
     }
 
-    /// Handles a validated REGISTER; writes the response into `out`.
+    /// Handles a validated REGISTER; writes the response into `out`
+    /// (unless a callout is needed: see [`Registrar::register_as`]).
     pub fn register<'m>(
         &mut self,
         msg: &Message<'m>,
@@ -238,9 +328,43 @@ impl Registrar {
         at: Arrival,
         out: &mut Vec<u8>,
         ids: &mut IdGen,
+    ) -> Outcome {
+        self.register_as(msg, checked, at, Authz::Ask, out, ids)
+    }
+
+    /// Handles a validated REGISTER whose authorization stands as `authz`;
+    /// writes the response into `out`, or returns the callout to make.
+    pub fn register_as<'m>(
+        &mut self,
+        msg: &Message<'m>,
+        checked: &Checked<'m>,
+        at: Arrival,
+        authz: Authz,
+        out: &mut Vec<u8>,
+        ids: &mut IdGen,
+    ) -> Outcome {
+        let result = self.process(msg, checked, at, authz);
+        if let Err(Reject::Callout) = result {
+            return Outcome::Callout(callout::body(msg, checked, at.source));
+        }
+        let tag = ids.tag();
+        self.respond(msg, checked, at, &tag, result, out);
+        Outcome::Answered
+    }
+
+    /// Answers a REGISTER `503` with `Retry-After` without running it (too
+    /// many wait on the authorization service already).
+    pub fn unavailable<'m>(
+        &mut self,
+        msg: &Message<'m>,
+        checked: &Checked<'m>,
+        at: Arrival,
+        retry_after: u32,
+        out: &mut Vec<u8>,
+        ids: &mut IdGen,
     ) {
         let tag = ids.tag();
-        let result = self.process(msg, checked, at);
+        let result = Err(Reject::Unavailable { retry_after });
         self.respond(msg, checked, at, &tag, result, out);
     }
 
@@ -332,3 +456,5 @@ pub fn canonical_aor(user: &str, host: Host<'_>) -> String {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod token_tests;

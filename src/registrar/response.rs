@@ -49,7 +49,13 @@ impl Registrar {
     ) {
         match reject {
             Reject::Unauthorized { .. } => self.stats.challenged += 1,
-            Reject::Forbidden | Reject::TooManyContacts => self.stats.forbidden += 1,
+            Reject::Forbidden | Reject::TooManyContacts | Reject::Refused => {
+                self.stats.forbidden += 1
+            }
+            Reject::Token(_) => {
+                self.stats.forbidden += 1;
+                self.stats.token_rejected += 1;
+            }
             _ => self.stats.rejected += 1,
         }
         let mut w = response_to_checked(
@@ -74,6 +80,13 @@ impl Registrar {
                 for t in checked.require.iter().filter(|t| !is_supported(t)) {
                     w.header(HeaderName::Unsupported, t);
                 }
+            }
+            // Which check failed, never anything about the secrets.
+            Reject::Token(e) => {
+                w.header_parts("Warning", &["399 tether \"", e.warning(), "\""]);
+            }
+            Reject::Unavailable { retry_after } => {
+                w.header_named("Retry-After", Decimal::new(retry_after).as_str());
             }
             _ => {}
         }

@@ -6,10 +6,11 @@
 use smallvec::SmallVec;
 
 use super::auth::Verdict;
+use super::token::{TokenError, TokenKeys};
 use super::update::{Changes, Op};
-use super::{canonical_aor, Arrival, Registrar, Reject};
-use crate::sip::scan::unquote;
-use crate::sip::{Checked, Contact, Host, Message, Scheme};
+use super::{canonical_aor, Arrival, Authz, Registrar, Reject};
+use crate::sip::scan::{is_token_str, unquote};
+use crate::sip::{Checked, CheckedContact, Contact, Host, Message, Scheme};
 
 impl Registrar {
     /// Runs the steps on a validated REGISTER: the bindings after it, or
@@ -19,13 +20,14 @@ impl Registrar {
         msg: &Message<'m>,
         checked: &Checked<'m>,
         at: Arrival,
+        authz: Authz,
     ) -> Result<Changes, Reject> {
         // Step 2 comes first: a 420 needs no lookup at all.
         check_extensions(checked)?;
         self.check_domain(checked)?;
         let (user, host) = to_user_and_host(checked)?;
-        self.authenticate(msg, checked, at, user)?;
         let aor = canonical_aor(user, host);
+        self.authorize(msg, checked, at, user, &aor, authz)?;
         if checked.contacts.is_empty() {
             return Ok(self.query(&aor, at.now_secs));
         }
@@ -40,7 +42,11 @@ impl Registrar {
             return self.remove_all(msg, at, &aor, call_id_hash, cseq);
         }
         let ops = self.contact_ops(checked)?;
-        self.update_bindings(msg, checked, at, &aor, call_id_hash, cseq, &ops)
+        let changes = self.update_bindings(msg, checked, at, &aor, call_id_hash, cseq, &ops)?;
+        if let Some(gate) = &mut self.gate {
+            gate.note(&aor, &ops, at, authz == Authz::Granted);
+        }
+        Ok(changes)
     }
 
     /// Step 1: the Request-URI names a domain this registrar serves.
@@ -72,8 +78,44 @@ impl Registrar {
         }
     }
 
-    /// Steps 3 and 4: authentication, and the user may only register its
-    /// own AOR (`user`, the To URI's user part).
+    /// Steps 3 and 4: who may register `aor`. A decision already taken
+    /// (`authz`) stands; otherwise a capability token, when the REGISTER
+    /// has one and `auth.token.secrets` are set, decides in every mode;
+    /// otherwise the mode: anyone, a digest, or the HTTP service (unless
+    /// it authorized these bindings within `auth.http.cache_s`).
+    fn authorize<'m>(
+        &mut self,
+        msg: &Message<'m>,
+        checked: &Checked<'m>,
+        at: Arrival,
+        user: &str,
+        aor: &str,
+        authz: Authz,
+    ) -> Result<(), Reject> {
+        match authz {
+            Authz::Granted | Authz::Assumed => return Ok(()),
+            Authz::Denied => return Err(Reject::Refused),
+            Authz::Unavailable { retry_after } => return Err(Reject::Unavailable { retry_after }),
+            Authz::Ask => {}
+        }
+        let bearer = checked.authorization.as_ref().and_then(|a| a.bearer());
+        if let (Some(token), Some(keys)) = (bearer, &self.tokens) {
+            check_token(keys, token, checked, aor, at.now_unix).map_err(Reject::Token)?;
+            self.stats.token_accepted += 1;
+            return Ok(());
+        }
+        if let Some(gate) = &self.gate {
+            if !gate.covers(aor, checked, at, self.policy.device_id_param.as_deref()) {
+                return Err(Reject::Callout);
+            }
+            self.stats.http_cached += 1;
+            return Ok(());
+        }
+        self.authenticate(msg, checked, at, user)
+    }
+
+    /// Steps 3 and 4 by digest (when `auth.mode = "digest"`), and the user
+    /// may only register its own AOR (`user`, the To URI's user part).
     fn authenticate<'m>(
         &mut self,
         msg: &Message<'m>,
@@ -135,10 +177,7 @@ impl Registrar {
                 too_brief = true;
             }
             let addr = c.contact.addr().expect("not a star");
-            let instance = c.contact.instance().or_else(|| {
-                let p = self.policy.device_id_param.as_deref()?;
-                addr.param(p).flatten().map(unquote)
-            });
+            let instance = instance_of(c, self.policy.device_id_param.as_deref());
             ops.push(Op {
                 contact: c,
                 uri: addr.uri_raw,
@@ -152,6 +191,56 @@ impl Registrar {
         }
         Ok(ops)
     }
+}
+
+/// A contact's device identity: its `+sip.instance`, else the
+/// `registrar.device_id_param` parameter's value.
+pub(super) fn instance_of<'m>(
+    c: &CheckedContact<'m>,
+    device_id_param: Option<&str>,
+) -> Option<&'m str> {
+    c.contact.instance().or_else(|| {
+        let p = device_id_param?;
+        c.contact.addr()?.param(p).flatten().map(unquote)
+    })
+}
+
+/// A contact's namespace scope (seed 002), its `scope` parameter when that
+/// is a token (anything else registers it without a scope).
+pub(super) fn scope_of<'m>(c: &CheckedContact<'m>) -> Option<&'m str> {
+    c.contact
+        .addr()?
+        .param("scope")
+        .flatten()
+        .map(unquote)
+        .filter(|s| is_token_str(s))
+}
+
+/// A capability token lets this REGISTER in: it verifies at `now_unix`,
+/// names the To's AOR, and allows every contact's scope (`Contact: *`,
+/// which removes bindings of any scope, needs `"*"`).
+fn check_token(
+    keys: &TokenKeys,
+    token: &str,
+    checked: &Checked<'_>,
+    aor: &str,
+    now_unix: u64,
+) -> Result<(), TokenError> {
+    let claims = keys.verify(token, now_unix)?;
+    if !claims.names(aor) {
+        return Err(TokenError::WrongAor);
+    }
+    for c in &checked.contacts {
+        let scope = match &c.contact {
+            Contact::Star => "*",
+            // As the binding will be stored: no (usable) scope is "".
+            Contact::Addr(_) => scope_of(c).unwrap_or(""),
+        };
+        if !claims.allows(scope) {
+            return Err(TokenError::Scope);
+        }
+    }
+    Ok(())
 }
 
 /// Step 2: every option tag in Require is one tether supports.

@@ -12,6 +12,9 @@ use crate::sip::{self, ids::IdGen, HeaderName};
 
 const SRC: &str = "203.0.113.7:40001";
 
+/// Wall time (Unix s) at the fake runtime clock's zero.
+const UNIX0: u64 = 1_800_000_000;
+
 struct Bench {
     reg: Registrar,
     dir: Arc<Directory>,
@@ -55,6 +58,7 @@ impl Bench {
             source: src.parse().unwrap(),
             local: 0,
             now_secs: now,
+            now_unix: UNIX0 + u64::from(now),
         };
         self.reg
             .register(&m, &checked, at, &mut self.out, &mut self.ids);

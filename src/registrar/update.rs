@@ -14,7 +14,6 @@ use super::events::Origin;
 use super::{AorRecord, Arrival, BindingRef, ContactView, Decision, PathEvent, Registrar, Reject};
 use crate::addr::PathKey;
 use crate::hooks::EventKind;
-use crate::sip::scan::{is_token_str, unquote};
 use crate::sip::{Announced, Checked, CheckedContact, HeaderName, Host, Message};
 
 /// What one REGISTER changed.
@@ -329,14 +328,7 @@ fn change_record(mut next: AorRecord, c: &Change<'_, '_, '_>) -> Decision<Result
             .and_then(|i| next.contacts[i].instance.clone())
             .or_else(|| op.instance.map(Arc::from));
         view.reg_id = op.reg_id;
-        view.scope = op
-            .contact
-            .contact
-            .addr()
-            .and_then(|a| a.param("scope").flatten())
-            .map(unquote)
-            .filter(|s| is_token_str(s))
-            .map(Into::into);
+        view.scope = super::steps::scope_of(op.contact).map(Into::into);
         view.flags |= nat_flag(op, c.at.source);
         let core = c.core;
         match existing {

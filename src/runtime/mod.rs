@@ -94,6 +94,15 @@ pub fn worker_count(cfg: &Config) -> usize {
     }
 }
 
+/// The wall time (Unix ms) at `epoch`, the runtime clock's zero: the cores
+/// add their `now` to it where they need wall time.
+pub(crate) fn unix_ms_at(epoch: Instant) -> u64 {
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    unix.saturating_sub(epoch.elapsed().as_millis() as u64)
+}
+
 /// 32 random bytes from the OS, for the nonce secret and id seeds.
 fn os_random() -> std::io::Result<[u8; 32]> {
     let mut b = [0u8; 32];
@@ -189,10 +198,12 @@ impl Runtime {
             let (tx, rx) = bounded(cfg.runtime.inbox_capacity);
             let snapshot = Arc::new(crate::metrics::CoreSnapshot::default());
             metrics.push(snapshot.clone());
+            let mut core = make(i, &local_addrs);
+            core.set_unix_epoch(unix_ms_at(epoch));
             let w = worker::Worker::new(worker::WorkerParts {
                 id: i,
                 sockets,
-                core: make(i, &local_addrs),
+                core,
                 metrics: snapshot,
                 http: http_tx.clone(),
                 hook_stats: hook_stats.clone(),

@@ -241,6 +241,8 @@ impl<C: Core> Worker<C> {
                 self.publish_now = false;
                 self.last_publish = std::time::Instant::now();
                 self.publish();
+                // Follows a stepped wall clock (NTP at boot) within a second.
+                self.core.set_unix_epoch(super::unix_ms_at(self.epoch));
             }
             if self
                 .stats_every

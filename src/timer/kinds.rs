@@ -1,9 +1,9 @@
 //! Every deadline a core keeps, as one enum on one wheel.
 //!
-//! A core's state machines (registrar, NAT keepalive, fan-out engine, and
-//! later the proxy's transactions and dialogs) share one [`Timers`]: they
-//! arm and cancel through it, and the endpoint polls it and hands each due
-//! [`Timer`] to the state machine its variant names. One unit
+//! A core's state machines (registrar, NAT keepalive, fan-out engine, the
+//! proxy's transactions and dialogs, REGISTERs waiting on a callout) share
+//! one [`Timers`]: they arm and cancel through it, and the endpoint polls
+//! it and hands each due [`Timer`] to the state machine its variant names. One unit
 //! (milliseconds on the runtime's clock), one `poll_timeout`.
 //!
 //! On the wheel a timer is packed into 8 bytes (a 3-bit kind, a 29-bit and
@@ -46,6 +46,9 @@ pub enum Timer {
     Proxy { slot: u32, what: u8, nonce: u32 },
     /// The dialog in `slot` has lasted `proxy.max_call_s`.
     Dialog { slot: u32, nonce: u32 },
+    /// The REGISTER parked in `slot` (`nonce` tells reuses apart) has
+    /// waited `auth.http.timeout_ms` for the authorization service.
+    Authorize { slot: u32, nonce: u32 },
 }
 
 /// The largest value of a packed timer's 29-bit field (slot and path
@@ -64,6 +67,8 @@ const PACE: u64 = 3;
 const SUBSCRIPTIONS: u64 = 4;
 const PROXY: u64 = 5;
 const DIALOG: u64 = 6;
+/// The last of the eight kinds the 3-bit field holds.
+const AUTHORIZE: u64 = 7;
 
 impl Packed {
     fn new(kind: u64, index: u32, field: u32) -> Packed {
@@ -82,6 +87,7 @@ impl Packed {
                 Packed::new(PROXY, slot, (nonce & 0xFF_FFFF) << 8 | u32::from(what))
             }
             Timer::Dialog { slot, nonce } => Packed::new(DIALOG, slot, nonce),
+            Timer::Authorize { slot, nonce } => Packed::new(AUTHORIZE, slot, nonce),
         }
     }
 
@@ -113,6 +119,10 @@ impl Packed {
                 nonce: field >> 8,
             },
             DIALOG => Timer::Dialog {
+                slot: index,
+                nonce: field,
+            },
+            AUTHORIZE => Timer::Authorize {
                 slot: index,
                 nonce: field,
             },
@@ -183,6 +193,7 @@ mod tests {
             all.push(Timer::Expiry { slot: i, gen: v });
             all.push(Timer::Transaction { slot: i, nonce: v });
             all.push(Timer::Dialog { slot: i, nonce: v });
+            all.push(Timer::Authorize { slot: i, nonce: v });
             all.push(Timer::Proxy {
                 slot: i,
                 what: v as u8,

@@ -9,7 +9,9 @@ use crate::sip::scan::{is_lws, is_token, is_token_str, skip_quoted, trim};
 
 /// Authorization / WWW-Authenticate and their Proxy- twins: a scheme and
 /// comma-separated `name=value` parameters (RFC 7616 §3.3, §3.4), parsed
-/// once into (name, unquoted value) pairs.
+/// once into (name, unquoted value) pairs; or, for schemes other than
+/// Digest, a single token68 (RFC 7235 §2.1), as in `Bearer <token>`
+/// (RFC 8898).
 #[derive(Debug, Clone)]
 pub struct AuthParams<'a> {
     pub scheme: &'a str,
@@ -18,6 +20,8 @@ pub struct AuthParams<'a> {
     /// Kept as offsets into `base` (8 bytes a pair, not 32): an
     /// `Authorization` travels inside `Checked`, which is moved by value.
     params: SmallVec<[PackedPair; 10]>,
+    /// `(start, len)` of the token68 in `base`, when the credentials are one.
+    token68: Option<(u16, u16)>,
 }
 
 /// One `name=value` pair as offsets into [`AuthParams::base`]; u16 is enough
@@ -43,6 +47,20 @@ impl<'a> AuthParams<'a> {
         let scheme = &v[..sp];
         if !is_token_str(scheme) {
             return Err(bad);
+        }
+        // Digest only ever takes parameters (and `Digest a=` is a broken
+        // parameter, not a token68); other schemes may carry one token68.
+        if !scheme.eq_ignore_ascii_case("Digest") {
+            let rest = trim(&v[sp..]);
+            if is_token68(rest) {
+                let start = (v.len() - rest.len()) as u16;
+                return Ok(AuthParams {
+                    scheme,
+                    base: v,
+                    params: SmallVec::new(),
+                    token68: Some((start, rest.len() as u16)),
+                });
+            }
         }
         // One pass: name LWS "=" LWS (token / quoted-string) LWS ("," / end).
         let mut params = SmallVec::new();
@@ -92,7 +110,13 @@ impl<'a> AuthParams<'a> {
             scheme,
             base: v,
             params,
+            token68: None,
         })
+    }
+
+    /// The token68 of credentials such as `Bearer <token>`.
+    pub fn token68(&self) -> Option<&'a str> {
+        self.token68.map(|(s, l)| self.slice(s, l))
     }
 
     #[inline]
@@ -126,12 +150,33 @@ impl<'a> AuthParams<'a> {
     pub fn is_digest(&self) -> bool {
         self.scheme.eq_ignore_ascii_case("Digest")
     }
+
+    /// The token of `Bearer <token>` credentials (RFC 8898 §2.1).
+    pub fn bearer(&self) -> Option<&'a str> {
+        if self.scheme.eq_ignore_ascii_case("Bearer") {
+            self.token68()
+        } else {
+            None
+        }
+    }
+}
+
+/// RFC 7235 §2.1: `token68 = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" /
+/// "+" / "/" ) *"="`.
+fn is_token68(s: &str) -> bool {
+    let body = s.trim_end_matches('=');
+    !body.is_empty()
+        && body
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"-._~+/".contains(&c))
 }
 
 /// Equal when the scheme and the pairs are, however the text was spaced.
 impl PartialEq for AuthParams<'_> {
     fn eq(&self, other: &Self) -> bool {
-        self.scheme == other.scheme && self.iter().eq(other.iter())
+        self.scheme == other.scheme
+            && self.token68() == other.token68()
+            && self.iter().eq(other.iter())
     }
 }
 
@@ -216,6 +261,22 @@ mod tests {
                 Err(ParseError::BadHeader(h)),
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn bearer_carries_one_token68() {
+        let h = "Authorization";
+        let a = AuthParams::parse("Bearer  eyJh.eyJz-_.c2ln== ", h).unwrap();
+        assert_eq!(a.bearer(), Some("eyJh.eyJz-_.c2ln=="));
+        assert!(!a.is_digest());
+        assert_eq!(a.iter().count(), 0);
+        // Parameters stay parameters, in any scheme.
+        let p = AuthParams::parse(r#"Bearer realm="x", error="invalid_token""#, h).unwrap();
+        assert_eq!((p.bearer(), p.get("error")), (None, Some("invalid_token")));
+        assert!(AuthParams::parse("Digest abc", h).is_err());
+        for bad in ["Bearer a b", "Bearer a=b=c", "Bearer =abc", "Bearer ab\"c"] {
+            assert!(AuthParams::parse(bad, h).is_err(), "{bad}");
         }
     }
 }
