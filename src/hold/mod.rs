@@ -12,5 +12,7 @@
 //! clock or the system's randomness: callers pass `now` and nonces.
 
 pub mod config;
+pub mod token;
 
 pub use config::{BridgeKey, PushSection};
+pub use token::{bridge_uri, token_in_user, BridgeKeys, Held, TokenError};
