@@ -12,7 +12,9 @@
 //! clock or the system's randomness: callers pass `now` and nonces.
 
 pub mod config;
+pub mod push;
 pub mod token;
 
 pub use config::{BridgeKey, PushSection};
+pub use push::{PushBody, PushParams};
 pub use token::{bridge_uri, token_in_user, BridgeKeys, Held, TokenError};
