@@ -2,6 +2,7 @@
 //! ephemeral loopback port, temporary files, and SIPp runs.
 #![allow(dead_code)]
 
+pub mod baresip;
 pub mod netns;
 pub mod ng;
 pub mod rtpengine;
