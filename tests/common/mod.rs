@@ -5,6 +5,7 @@
 pub mod baresip;
 pub mod netns;
 pub mod ng;
+pub mod push_gateway;
 pub mod rtpengine;
 
 use std::net::SocketAddr;
