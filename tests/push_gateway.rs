@@ -6,6 +6,10 @@
 //! calls the bridge URI (`options <uri>` over ctrl_tcp) from its one SIP
 //! socket; it then auto-answers an INVITE for its user although it never
 //! registered that account (`regint=0`). A UDP socket stands in for tether.
+//! And the state the held-call test starts from: a push binding (which
+//! baresip cannot register: it puts no URI parameters in its Contact)
+//! registered through tether keeps its push parameters, and its silent
+//! path is declared dead.
 
 mod common;
 
@@ -13,8 +17,8 @@ use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use common::baresip::{have_baresip, Ctrl, Phone};
-use common::push_gateway::PushGateway;
-use common::TempDir;
+use common::push_gateway::{register_push_binding, PushGateway};
+use common::{wait_for, TempDir};
 use tether::hold::{bridge_uri, BridgeKeys, Held, PushBody, PushParams};
 
 /// A push body as tether builds it, for a bridge URI at `host`.
@@ -210,4 +214,48 @@ Content-Length: {}\r\n\r\n{sdp}",
         "bob answered the INVITE: {got:#?}\n{}",
         bob.log()
     );
+}
+
+#[test]
+fn a_push_binding_keeps_its_parameters_and_its_silent_path_dies() {
+    if !have_python("a_push_binding_keeps_its_parameters_and_its_silent_path_dies") {
+        return;
+    }
+    let gw = PushGateway::start(&[]);
+    let (rt, addr) = common::start(&format!(
+        "[registrar]\ndomains = [\"127.0.0.1\"]\nmin_expires = 5\n\
+[keepalive]\ninterval_ms = 600\ntimeout_ms = 300\nmax_misses = 1\njitter_ms = 0\n\
+[push]\nhold_ms = 10000\n[push.gateways]\ntest = \"{}\"\n",
+        gw.url()
+    ));
+    let phone = UdpSocket::bind("127.0.0.1:0").unwrap();
+    register_push_binding(
+        &phone,
+        addr,
+        "bob",
+        "pn-provider=test;pn-prid=bob%2Dphone;pn-param=p%2B1",
+        60,
+    );
+    let dir = rt.directory().clone();
+    let views = dir.lookup("bob@127.0.0.1", 1);
+    assert_eq!(views.len(), 1, "{views:?}");
+    let pn = PushParams::from_contact(&views[0].contact)
+        .unwrap_or_else(|| panic!("push parameters kept in {:?}", views[0].contact));
+    assert_eq!(
+        (pn.provider.as_str(), pn.prid.as_str(), pn.param.as_deref()),
+        ("test", "bob-phone", Some("p+1"))
+    );
+    assert_eq!(
+        tether::config::Config::from_toml(&format!("[push.gateways]\ntest = \"{}\"\n", gw.url()))
+            .unwrap()
+            .push
+            .gateway(&pn.provider),
+        Some(gw.url().as_str())
+    );
+    // Nobody answers the prompts: the binding is marked unreachable.
+    let dead = wait_for(Duration::from_secs(10), || {
+        !dir.lookup("bob@127.0.0.1", 1)[0].is_reachable()
+    });
+    assert!(dead, "the silent push binding was never marked unreachable");
+    rt.shutdown().unwrap();
 }

@@ -92,3 +92,40 @@ impl Drop for PushGateway {
         let _ = self.child.wait();
     }
 }
+
+/// Registers `user@127.0.0.1` at `tether` from `sock` with a Contact that
+/// carries RFC 8599 push parameters (`pn`, e.g.
+/// `pn-provider=test;pn-prid=bob-phone`), as a phone whose app then
+/// sleeps: baresip cannot put URI parameters into its Contact, so a test
+/// registers the push binding itself and leaves `sock` silent (its NAT
+/// path then dies after the keepalive's misses). Panics unless tether
+/// answers 200.
+pub fn register_push_binding(
+    sock: &std::net::UdpSocket,
+    tether: std::net::SocketAddr,
+    user: &str,
+    pn: &str,
+    expires: u32,
+) {
+    let port = sock.local_addr().unwrap().port();
+    let msg = format!(
+        "REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKpn{user};rport\r\n\
+Max-Forwards: 70\r\nFrom: <sip:{user}@127.0.0.1>;tag=pn1\r\nTo: <sip:{user}@127.0.0.1>\r\n\
+Call-ID: pn-{user}-{port}\r\nCSeq: 1 REGISTER\r\nContact: <sip:{user}@127.0.0.1:{port};{pn}>\r\n\
+Expires: {expires}\r\nContent-Length: 0\r\n\r\n"
+    );
+    sock.send_to(msg.as_bytes(), tether).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        let (n, _) = sock
+            .recv_from(&mut buf)
+            .expect("tether answers the REGISTER");
+        let m = tether::sip::parse(&buf[..n]).expect("tether sends SIP");
+        // A keepalive prompt may come first on a fast test configuration.
+        if let Some(status) = m.status() {
+            assert_eq!(status, 200, "{}", String::from_utf8_lossy(&buf[..n]));
+            return;
+        }
+    }
+}
