@@ -29,6 +29,7 @@ pub struct Config {
     pub webhooks: WebhookConfig,
     pub proxy: crate::proxy::ProxySection,
     pub media: crate::media::MediaSection,
+    pub push: crate::hold::PushSection,
 }
 
 /// `[api]`: the HTTP control API and metrics endpoint.
@@ -426,6 +427,7 @@ impl Config {
         self.proxy.check()?;
         self.media.check()?;
         self.webhooks.check()?;
+        self.push.check()?;
         if self.sip.listen.is_empty() {
             return Err(ConfigError::Invalid {
                 key: "sip.listen",

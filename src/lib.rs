@@ -16,6 +16,7 @@ pub mod addr;
 pub mod api;
 pub mod config;
 pub mod endpoint;
+pub mod hold;
 pub mod hooks;
 pub(crate) mod io;
 pub mod loadgen;

@@ -3,8 +3,10 @@
 #![allow(dead_code)]
 
 pub mod hookserver;
+pub mod baresip;
 pub mod netns;
 pub mod ng;
+pub mod push_gateway;
 pub mod rtpengine;
 
 use std::net::SocketAddr;
