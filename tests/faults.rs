@@ -264,6 +264,7 @@ impl Sim {
                 Event::PathNote(n) => panic!("one core notes its own paths: {n:?}"),
                 Event::Calls(..) => {}
                 Event::Http(r) => panic!("no HTTP is configured here: {r:?}"),
+                Event::Job(..) | Event::Registered(_) => panic!("nothing is held here"),
             }
         }
     }

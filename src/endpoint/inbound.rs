@@ -72,7 +72,12 @@ impl Endpoint {
             return self.respond(&msg, src, 483, "Too Many Hops");
         }
         let proxied = match method {
-            Method::Register | Method::Options => false,
+            Method::Register => false,
+            // OPTIONS is ours, unless it is a held call's bridge call-back.
+            Method::Options => checked
+                .request_uri
+                .and_then(|u| u.user)
+                .is_some_and(|u| self.proxy.is_bridge_user(u)),
             // The contact-me opt-in is ours; other event packages are routed.
             Method::Subscribe => !self.notify.is_contact_me(&msg),
             _ => true,
@@ -106,7 +111,13 @@ impl Endpoint {
             }
         }
         match method {
-            Method::Register => self.on_register(&msg, &checked, datagram, src, local, now_ms),
+            Method::Register => {
+                let answered = self.on_register(&msg, &checked, datagram, src, local, now_ms);
+                if answered && self.out.starts_with(b"SIP/2.0 200") {
+                    self.wake_held(&checked);
+                }
+                answered
+            }
             Method::Options => {
                 let tag = self.tags.tag();
                 let mut w = writer::response_to_checked(

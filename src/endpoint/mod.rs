@@ -128,6 +128,9 @@ pub enum Command {
     Calls(crossbeam_channel::Sender<Vec<crate::proxy::CallInfo>>),
     /// The answer to a callout this core made ([`Event::Http`]).
     HttpAnswer(crate::hooks::Answer),
+    /// A device of this AOR (canonical) registered on some core: calls
+    /// held for it here may go now.
+    Registered(Arc<str>),
 }
 
 /// Something a core tells the runtime.
@@ -153,6 +156,12 @@ pub enum Event {
     /// POST this (a webhook, or a callout whose answer comes back as
     /// [`Command::HttpAnswer`]) from the side threads.
     Http(crate::hooks::Request),
+    /// Send core `.0` this job share ([`Command::Job`]): a contact-me for a
+    /// held call, to the core owning the binding's path.
+    Job(u16, JobPart),
+    /// A device of this AOR registered and a call may be held for it:
+    /// tell every core ([`Command::Registered`]).
+    Registered(Arc<str>),
 }
 
 /// Counters of the datagram front door (the subsystems keep their own).
@@ -352,8 +361,12 @@ impl Endpoint {
         for n in self.proxy.path_notes.drain(..) {
             self.events.push_back(Event::PathNote(n));
         }
-        for r in self.registrar.http.drain(..).chain(self.http.drain(..)) {
+        let http = self.registrar.http.drain(..).chain(self.http.drain(..));
+        for r in http.chain(self.proxy.http.drain(..)) {
             self.events.push_back(Event::Http(r));
+        }
+        for (core, part) in self.proxy.jobs.drain(..) {
+            self.events.push_back(Event::Job(core, part));
         }
     }
 }
@@ -390,6 +403,10 @@ impl Core for Endpoint {
                 self.events.push_back(Event::Calls(reply, list));
             }
             Command::HttpAnswer(a) => self.on_http_answer(now, a),
+            Command::Registered(aor) => {
+                let mut cx = proxy_ctx!(self, now);
+                self.proxy.on_registered(&aor, &mut cx);
+            }
             Command::PathNote(n) => {
                 if n.started {
                     self.keepalive.dialog_started(n.path, now, &mut self.timers);
@@ -468,17 +485,39 @@ impl Core for Endpoint {
 
     fn set_unix_epoch(&mut self, unix_ms: u64) {
         self.unix_epoch_ms = unix_ms;
+        self.proxy.set_unix_epoch(unix_ms);
     }
 }
 
 impl Endpoint {
+    /// A REGISTER of `checked`'s AOR succeeded: if some core may hold a
+    /// call for it, every core is told (the held call's core forwards it).
+    fn wake_held(&mut self, checked: &sip::Checked<'_>) {
+        let Some(index) = self.proxy.hold_index() else {
+            return;
+        };
+        let uri = &checked.to.uri;
+        let (Some(user), Some(host)) = (uri.user, uri.host) else {
+            return;
+        };
+        let aor = crate::registrar::canonical_aor(user, host);
+        if index.maybe_held(&aor) {
+            self.events.push_back(Event::Registered(aor.into()));
+        }
+    }
+
     /// A callout answered (or failed): to the subsystem that asked.
     fn on_http_answer(&mut self, now: u64, a: crate::hooks::Answer) {
         use crate::hooks::Purpose;
         match a.purpose {
             Purpose::Authorize => self.on_authorize_answer(now, &a),
-            Purpose::Route | Purpose::Push => {
-                tracing::debug!(?a.purpose, a.id, a.status, "callout answer with no waiter");
+            Purpose::Route => {
+                let mut cx = proxy_ctx!(self, now);
+                self.proxy.on_route_answer(&a, &mut cx);
+            }
+            Purpose::Push => {
+                let mut cx = proxy_ctx!(self, now);
+                self.proxy.on_push_answer(&a, &mut cx);
             }
         }
     }

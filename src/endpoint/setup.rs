@@ -81,7 +81,7 @@ impl Setup {
             tokens,
             policy: Arc::new(cfg.policy()),
             notify: Arc::new(cfg.notify()),
-            proxy: Arc::new(proxy_config(cfg)),
+            proxy: Arc::new(proxy_config(cfg, &secret)?),
             directory: Arc::new(Directory::with_capacity(cfg.registrar.capacity)),
             ng_on: !cfg.media.ng_listen.is_empty(),
             ng_index: Default::default(),
@@ -195,7 +195,7 @@ impl Setup {
 }
 
 /// The proxy's settings from `[proxy]`, `[registrar]` and `[notify]`'s timers.
-fn proxy_config(cfg: &Config) -> crate::proxy::ProxyConfig {
+fn proxy_config(cfg: &Config, secret: &[u8; 32]) -> std::io::Result<crate::proxy::ProxyConfig> {
     let mut p = crate::proxy::ProxyConfig::from_section(
         &cfg.proxy,
         &cfg.registrar.domains,
@@ -224,7 +224,42 @@ fn proxy_config(cfg: &Config) -> crate::proxy::ProxyConfig {
              name 0.0.0.0; set proxy.advertise to the address devices reach"
         );
     }
-    p
+    p.hold = Some(Arc::new(hold_settings(cfg, secret)?));
+    Ok(p)
+}
+
+/// `[push]` as the proxy holds calls with it. Without `push.bridge_keys`
+/// the bridge key is derived from the node secret: tokens then open only
+/// on this process.
+fn hold_settings(
+    cfg: &Config,
+    secret: &[u8; 32],
+) -> std::io::Result<crate::proxy::hold::HoldSettings> {
+    use sha2::Digest;
+    let p = &cfg.push;
+    let random: [u8; 32] = sha2::Sha256::new()
+        .chain_update(b"tether bridge key v1 ")
+        .chain_update(secret)
+        .finalize()
+        .into();
+    let keys = crate::hold::token::BridgeKeys::from_config(p, random)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    Ok(crate::proxy::hold::HoldSettings {
+        hold_ms: p.hold_ms,
+        gateways: p
+            .gateways
+            .iter()
+            .map(|(k, v)| (k.as_str().into(), v.as_str().into()))
+            .collect(),
+        push_timeout_ms: p.timeout_ms,
+        prefix: p.bridge_prefix.as_str().into(),
+        keys: Arc::new(keys),
+        node: p.node,
+        token_ttl_s: p.token_ttl_s(),
+        max_held: p.max_held,
+        labels: cfg.notify.labels.clone(),
+        index: Arc::new(crate::proxy::hold::HoldIndex::default()),
+    })
 }
 
 /// A hash seed for core `core` that nothing on the wire reveals (the id

@@ -76,7 +76,7 @@ impl Proxy {
         mut targets: SmallVec<[Target; 2]>,
         strip_auth: bool,
         cx: &mut Ctx<'_>,
-    ) {
+    ) -> Option<(u32, u32)> {
         let invite = msg.method() == Some(Method::Invite);
         // A dialog's own requests (BYE above all) are never refused for
         // their source's share: that would leave the call up.
@@ -86,7 +86,8 @@ impl Proxy {
             || (role == Role::CreatesDialog && self.dialogs.len() >= self.cfg.max_dialogs);
         if full {
             self.stats.overloaded += 1;
-            return self.reply(msg, checked, src, 503, "Service Unavailable", None, cx);
+            self.reply(msg, checked, src, 503, "Service Unavailable", None, cx);
+            return None;
         }
         let kind = if invite {
             Kind::Invite
@@ -95,7 +96,10 @@ impl Proxy {
         };
         let (media, body) = match self.call_media(msg, checked, src, role, &targets, cx) {
             Ok(m) => m,
-            Err((code, why)) => return self.refuse_media(msg, checked, src, code, why, cx),
+            Err((code, why)) => {
+                self.refuse_media(msg, checked, src, code, why, cx);
+                return None;
+            }
         };
         let server = ServerTransaction::start(kind, cx.now, &self.cfg.timers);
         let first_group = targets.first().map_or(0, |t| t.group);
@@ -143,6 +147,7 @@ impl Proxy {
             }),
             media,
             body: body.map(Vec::into_boxed_slice),
+            parked: None,
         };
         let (slot, nonce) = self.calls.insert(call);
         self.stats.transactions += 1;
@@ -170,6 +175,7 @@ impl Proxy {
         for t in targets {
             self.start_branch(slot, nonce, msg, t, cx);
         }
+        Some((slot, nonce))
     }
 
     /// Sends one branch of transaction (slot, nonce): `msg` rewritten for

@@ -124,6 +124,8 @@ pub struct Call {
     pub media: Option<super::media::CallMedia>,
     /// The body the branches send (the anchored offer); `None` = the request's.
     pub body: Option<Box<[u8]>>,
+    /// Waiting with no branch: held for its callee, or for the routing webhook.
+    pub parked: Option<Box<super::hold::Parked>>,
 }
 
 impl Call {

@@ -31,6 +31,12 @@ pub struct ProxySection {
     pub max_dialogs: usize,
     /// Branches one request is forked to at most.
     pub max_forks: usize,
+    /// The routing webhook (seed 003): an out-of-dialog INVITE waits for
+    /// this URL's targets; "" = the location service alone.
+    pub route_url: String,
+    /// How long an INVITE waits for the routing webhook before its
+    /// default route (ms).
+    pub route_timeout_ms: u64,
 }
 
 impl Default for ProxySection {
@@ -44,6 +50,8 @@ impl Default for ProxySection {
             max_transactions: 100_000,
             max_dialogs: 200_000,
             max_forks: 10,
+            route_url: String::new(),
+            route_timeout_ms: 2000,
         }
     }
 }
@@ -98,6 +106,21 @@ impl ProxySection {
             return Err(ConfigError::Invalid {
                 key: "proxy.max_forks",
                 fix: format!("{} is out of range; use 1..=32", self.max_forks),
+            });
+        }
+        if !self.route_url.is_empty() && !self.route_url.starts_with("http://") {
+            return Err(ConfigError::Invalid {
+                key: "proxy.route_url",
+                fix: format!(
+                    "{:?} is not an http:// URL; write e.g. \"http://127.0.0.1:9000/route\"",
+                    self.route_url
+                ),
+            });
+        }
+        if !(50..=30_000).contains(&self.route_timeout_ms) {
+            return Err(ConfigError::Invalid {
+                key: "proxy.route_timeout_ms",
+                fix: format!("{} is out of range; use 50..=30000", self.route_timeout_ms),
             });
         }
         Ok(())

@@ -27,6 +27,7 @@ pub mod calls;
 pub mod config;
 pub mod dialogs;
 pub mod forward;
+pub mod hold;
 pub mod media;
 mod request;
 mod response;
@@ -82,6 +83,11 @@ pub struct ProxyConfig {
     pub auth: bool,
     /// When calls are anchored at the relay (`media.mode`).
     pub media: crate::media::Mode,
+    /// Held calls and the bridge (`[push]`); `None` = calls to asleep
+    /// devices get `480`.
+    pub hold: Option<Arc<hold::HoldSettings>>,
+    /// The routing webhook (`proxy.route_url`).
+    pub route: Option<hold::RouteSettings>,
 }
 
 impl Default for ProxyConfig {
@@ -111,6 +117,11 @@ impl ProxyConfig {
             auth: false,
             // `Setup` sets `media.mode`; a bare proxy (tests) relays signalling only.
             media: crate::media::Mode::Never,
+            hold: None,
+            route: (!s.route_url.is_empty()).then(|| hold::RouteSettings {
+                url: s.route_url.as_str().into(),
+                timeout_ms: s.route_timeout_ms,
+            }),
         }
     }
 }
@@ -150,6 +161,25 @@ pub struct Stats {
     pub media_unanchored: u64,
     /// Calls ended for `media.timeout_s` without media.
     pub media_timeouts: u64,
+    /// INVITEs held for an asleep callee.
+    pub held: u64,
+    /// Held calls forwarded because the device registered.
+    pub hold_woken: u64,
+    /// Held calls bridged to a device calling back with its token.
+    pub bridged: u64,
+    /// Held calls answered `480` at `push.hold_ms`.
+    pub hold_timed_out: u64,
+    /// Bridge call-backs refused (bad, expired or replayed token).
+    pub bridge_refused: u64,
+    pub pushes_sent: u64,
+    pub pushes_delivered: u64,
+    pub pushes_failed: u64,
+    /// INVITEs that asked the routing webhook.
+    pub route_asked: u64,
+    /// … and took its answer.
+    pub route_answered: u64,
+    /// … and took the default route (no answer, late, unusable).
+    pub route_defaulted: u64,
 }
 
 /// A datagram for another core: the transaction or dialog it belongs to
@@ -200,6 +230,20 @@ pub struct Proxy {
     /// For handoffs and path notes: drained by the endpoint.
     pub handoffs: Vec<Handoff>,
     pub path_notes: Vec<PathNote>,
+    /// Contact-me jobs for held calls, for the core owning each binding.
+    pub jobs: Vec<(u16, crate::notify::JobPart)>,
+    /// Callouts and webhooks: drained by the endpoint.
+    pub http: Vec<crate::hooks::Request>,
+    /// Held calls per canonical AOR.
+    held: hashbrown::HashMap<Box<str>, smallvec::SmallVec<[(u32, u32); 1]>>,
+    held_calls: usize,
+    job_ids: u64,
+    /// For AEAD nonces of bridge tokens.
+    nonce_secret: [u8; 32],
+    nonces: u64,
+    /// Wall-clock ms at the runtime clock's zero (token expiries), from
+    /// the runtime.
+    unix_epoch_ms: u64,
     pub stats: Stats,
 }
 
@@ -233,6 +277,21 @@ impl Proxy {
             buf: Vec::with_capacity(4096),
             handoffs: Vec::new(),
             path_notes: Vec::new(),
+            jobs: Vec::new(),
+            http: Vec::new(),
+            held: Default::default(),
+            held_calls: 0,
+            job_ids: 0,
+            nonce_secret: {
+                use sha2::Digest;
+                let mut d = sha2::Sha256::new();
+                d.update(key);
+                d.update(seed.to_le_bytes());
+                d.update(core.to_le_bytes());
+                d.finalize().into()
+            },
+            nonces: 0,
+            unix_epoch_ms: 0,
             stats: Stats::default(),
         }
     }
@@ -240,6 +299,21 @@ impl Proxy {
     /// Proxy transactions in flight on this core.
     pub fn transactions(&self) -> usize {
         self.calls.len()
+    }
+
+    /// The wall clock at the runtime clock's zero (the runtime tells).
+    pub fn set_unix_epoch(&mut self, unix_ms: u64) {
+        self.unix_epoch_ms = unix_ms;
+    }
+
+    /// Which AORs have held calls on any core (`None`: holding is off).
+    pub fn hold_index(&self) -> Option<&hold::HoldIndex> {
+        self.cfg.hold.as_ref().map(|h| &*h.index)
+    }
+
+    /// Calls held for an asleep callee on this core.
+    pub fn held_calls(&self) -> usize {
+        self.held_calls
     }
 
     /// Dialogs this core keeps.

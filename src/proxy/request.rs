@@ -213,6 +213,7 @@ impl Proxy {
         call.cancelled = true;
         call.later.clear();
         self.stats.calls_cancelled += 1;
+        self.unpark(slot, nonce, cx);
         self.cancel_pending(slot, nonce, cx);
         self.maybe_finish(slot, nonce, cx);
     }

@@ -306,7 +306,7 @@ impl Proxy {
         let Some(call) = self.calls.get_mut(slot, nonce) else {
             return;
         };
-        if call.pending() > 0 || call.finished {
+        if call.pending() > 0 || call.finished || call.parked.is_some() {
             return;
         }
         if call.answered {
@@ -525,6 +525,16 @@ impl Proxy {
             return;
         }
         if let Some(call) = self.calls.remove(slot, nonce) {
+            if let Some(p) = &call.parked {
+                // Not reached (a final response unparks first); a hold
+                // must never outlive its call in the index.
+                if let super::hold::Park::Hold { aor, .. } = &p.why {
+                    self.unlist(aor, slot, nonce);
+                }
+                if let Some(t) = p.timer {
+                    cx.timers.cancel(t);
+                }
+            }
             if let Some(m) = call.media.filter(|m| m.owns) {
                 cx.media.end(cx.now, m.id);
             }

@@ -15,6 +15,21 @@ use crate::sip::uri::{Host, Scheme, Uri};
 use crate::sip::Checked;
 use crate::sip::{Message, Method};
 
+/// What the location service decided for an out-of-dialog request.
+pub(super) enum Decision {
+    /// Branches (forking groups in order), and how many of our Routes to pop.
+    Targets(SmallVec<[Target; 2]>, usize),
+    /// Answer it ourselves.
+    Reply(u16, &'static str),
+    /// An INVITE for a callee that is asleep but can be woken (`target`
+    /// as looked up, `aor` its canonical id).
+    Hold {
+        target: String,
+        aor: String,
+        plan: super::hold::WakePlan,
+    },
+}
+
 impl Proxy {
     /// A request outside any dialog: to a served user's bindings, or upstream.
     #[allow(clippy::too_many_arguments)]
@@ -28,6 +43,89 @@ impl Proxy {
         authenticated: bool,
         cx: &mut Ctx<'_>,
     ) {
+        let method = msg.method().unwrap_or(Method::Options);
+        let invite = method == Method::Invite;
+        if let Some(token) = checked
+            .request_uri
+            .and_then(|u| u.user)
+            .and_then(|u| self.bridge_user(u))
+        {
+            return self.bridge(msg, checked, raw, src, token, cx);
+        }
+        let role = if matches!(method, Method::Invite | Method::Subscribe) {
+            Role::CreatesDialog
+        } else {
+            Role::Plain
+        };
+        let (pop, _, foreign) = self.our_routes(msg);
+        if invite && self.cfg.route.is_some() && foreign.is_none() {
+            // Seed 003: the application decides where the call goes; the
+            // INVITE waits for it on this core.
+            let no_targets = SmallVec::new();
+            if let Some((slot, nonce)) = self.start_call(
+                msg,
+                checked,
+                raw,
+                src,
+                id,
+                role,
+                pop,
+                no_targets,
+                authenticated,
+                cx,
+            ) {
+                self.ask_route(slot, nonce, msg, checked, src, cx);
+            }
+            return;
+        }
+        match self.decide(msg, checked, src, authenticated, cx) {
+            Decision::Targets(targets, pop) => {
+                self.start_call(
+                    msg,
+                    checked,
+                    raw,
+                    src,
+                    id,
+                    role,
+                    pop,
+                    targets,
+                    authenticated,
+                    cx,
+                );
+            }
+            Decision::Reply(code, reason) => {
+                self.reply(msg, checked, src, code, reason, None, cx);
+            }
+            Decision::Hold { target, aor, plan } => {
+                let no_targets = SmallVec::new();
+                if let Some((slot, nonce)) = self.start_call(
+                    msg,
+                    checked,
+                    raw,
+                    src,
+                    id,
+                    role,
+                    pop,
+                    no_targets,
+                    authenticated,
+                    cx,
+                ) {
+                    self.hold(slot, nonce, &target, &aor, plan, cx);
+                }
+            }
+        }
+    }
+
+    /// Where an out-of-dialog request goes (RFC 3261 §16.5), by the
+    /// location service and the relay policy.
+    pub(super) fn decide(
+        &mut self,
+        msg: &Message<'_>,
+        checked: &Checked<'_>,
+        src: PathKey,
+        authenticated: bool,
+        cx: &mut Ctx<'_>,
+    ) -> Decision {
         let (pop, _, foreign) = self.our_routes(msg);
         let trusted = self.trusted(src.remote().ip());
         let mut targets: SmallVec<[Target; 2]> = SmallVec::new();
@@ -37,63 +135,51 @@ impl Proxy {
             let to = (trusted).then(|| numeric_target(&route)).flatten();
             let Some(to) = to else {
                 self.stats.refused += 1;
-                return self.reply(msg, checked, src, 403, "Route Not Allowed", None, cx);
+                return Decision::Reply(403, "Route Not Allowed");
             };
             targets.push(upstream_target(to, None));
-        } else {
-            let Some(ruri) = checked.request_uri else {
-                return;
-            };
-            match self.locate(&ruri, cx.now) {
-                Located::Bindings(found) => {
-                    let reachable: SmallVec<[ContactView; 2]> = found
-                        .into_iter()
-                        .filter(ContactView::is_reachable)
-                        .collect();
-                    if reachable.is_empty() {
-                        return self.reply(
-                            msg,
-                            checked,
-                            src,
-                            480,
-                            "Temporarily Unavailable",
-                            None,
-                            cx,
-                        );
+            return Decision::Targets(targets, pop);
+        }
+        let Some(ruri) = checked.request_uri else {
+            return Decision::Reply(400, "Bad Request-URI");
+        };
+        match self.locate(&ruri, cx.now) {
+            Located::Bindings(found) => {
+                let reachable: SmallVec<[ContactView; 2]> =
+                    found.iter().filter(|c| c.is_reachable()).cloned().collect();
+                if !reachable.is_empty() {
+                    return Decision::Targets(self.fork_targets(reachable), pop);
+                }
+                if msg.method() == Some(Method::Invite) {
+                    let (aor, target) = lookup_target(&ruri);
+                    let scoped = aor != target;
+                    if let Some(plan) = self.wake_plan(&aor, scoped, &found, cx.now) {
+                        if !plan.is_empty() {
+                            return Decision::Hold { target, aor, plan };
+                        }
                     }
-                    targets = self.fork_targets(reachable);
                 }
-                Located::NotFound => {
-                    return self.reply(msg, checked, src, 404, "Not Found", None, cx);
+                Decision::Reply(480, "Temporarily Unavailable")
+            }
+            Located::NotFound => Decision::Reply(404, "Not Found"),
+            Located::Elsewhere => {
+                let registered = matches!(
+                    cx.keepalive.state(&src),
+                    PathState::RegistrationOnly | PathState::DialogAndRegistration
+                );
+                if !trusted && !registered && !authenticated {
+                    // No open relay: only the core, authenticated and
+                    // registered devices reach other domains.
+                    self.stats.refused += 1;
+                    return Decision::Reply(403, "Relaying Denied");
                 }
-                Located::Elsewhere => {
-                    let registered = matches!(
-                        cx.keepalive.state(&src),
-                        PathState::RegistrationOnly | PathState::DialogAndRegistration
-                    );
-                    if !trusted && !registered && !authenticated {
-                        // No open relay: only the core, authenticated and
-                        // registered devices reach other domains.
-                        self.stats.refused += 1;
-                        return self.reply(msg, checked, src, 403, "Relaying Denied", None, cx);
-                    }
-                    let Some(&primary) = self.cfg.upstream.first() else {
-                        return self.reply(msg, checked, src, 404, "Not Found", None, cx);
-                    };
-                    targets.push(upstream_target(primary, Some(0)));
-                }
+                let Some(&primary) = self.cfg.upstream.first() else {
+                    return Decision::Reply(404, "Not Found");
+                };
+                targets.push(upstream_target(primary, Some(0)));
+                Decision::Targets(targets, pop)
             }
         }
-        let method = msg.method().unwrap_or(Method::Options);
-        let role = if matches!(method, Method::Invite | Method::Subscribe) {
-            Role::CreatesDialog
-        } else {
-            Role::Plain
-        };
-        let strip_auth = authenticated;
-        self.start_call(
-            msg, checked, raw, src, id, role, pop, targets, strip_auth, cx,
-        );
     }
 
     /// A Request-URI without a user, naming a domain we serve or our own
@@ -114,7 +200,7 @@ impl Proxy {
     }
 
     /// Where a Request-URI leads.
-    fn locate(&self, ruri: &Uri<'_>, now: u64) -> Located {
+    pub(super) fn locate(&self, ruri: &Uri<'_>, now: u64) -> Located {
         let (Some(host), Scheme::Sip | Scheme::Sips) = (ruri.host, ruri.scheme) else {
             return Located::Elsewhere;
         };
@@ -122,16 +208,15 @@ impl Proxy {
         if !served {
             return Located::Elsewhere;
         }
-        let Some(user) = ruri.user else {
+        if ruri.user.is_none() {
             return if self.cfg.domains.is_empty() {
                 Located::Elsewhere
             } else {
                 Located::NotFound
             };
         };
-        let found = self
-            .dir
-            .lookup(&canonical_aor(user, host), (now / 1000) as u32);
+        let (_, target) = lookup_target(ruri);
+        let found = self.dir.lookup(&target, (now / 1000) as u32);
         if !found.is_empty() {
             Located::Bindings(Box::new(found))
         } else if self.cfg.domains.is_empty() {
@@ -144,7 +229,10 @@ impl Proxy {
 
     /// Bindings as branches: highest q first, one group per q value
     /// (RFC 3261 §16.6: parallel within a group, groups in sequence).
-    fn fork_targets(&self, mut found: SmallVec<[ContactView; 2]>) -> SmallVec<[Target; 2]> {
+    pub(super) fn fork_targets(
+        &self,
+        mut found: SmallVec<[ContactView; 2]>,
+    ) -> SmallVec<[Target; 2]> {
         found.sort_by_key(|c| std::cmp::Reverse(c.q.unwrap_or(1000)));
         let mut group = 0u16;
         let mut last_q = None;
@@ -157,21 +245,42 @@ impl Proxy {
                     group += 1;
                 }
                 last_q = Some(q);
-                Target {
-                    to: PathKey::new(c.local, c.source),
-                    uri: Some(c.contact),
-                    path: c.path,
-                    device_core: Some(c.binding.core),
-                    group,
-                    upstream: None,
-                }
+                binding_target(c, group)
             })
             .collect()
     }
 }
 
+/// A branch to a registered binding, over its NAT path.
+pub(super) fn binding_target(c: ContactView, group: u16) -> Target {
+    Target {
+        to: PathKey::new(c.local, c.source),
+        uri: Some(c.contact),
+        path: c.path,
+        device_core: Some(c.binding.core),
+        group,
+        upstream: None,
+    }
+}
+
+/// The canonical AOR of a Request-URI, and what to look up: the AOR, or
+/// `aor:scope` when the URI names a scope (`;scope=mobile`, seed 002).
+pub(super) fn lookup_target(ruri: &Uri<'_>) -> (String, String) {
+    let (Some(user), Some(host)) = (ruri.user, ruri.host) else {
+        return (String::new(), String::new());
+    };
+    let aor = canonical_aor(user, host);
+    match ruri.param("scope").flatten().filter(|s| !s.is_empty()) {
+        Some(scope) => {
+            let target = format!("{aor}:{scope}");
+            (aor, target)
+        }
+        None => (aor.clone(), aor),
+    }
+}
+
 /// Where the location service sends a request.
-enum Located {
+pub(super) enum Located {
     Bindings(Box<SmallVec<[ContactView; 2]>>),
     NotFound,
     /// Another domain (or a user the served-any-domain node does not know).
@@ -190,7 +299,7 @@ pub(super) fn upstream_target(to: SocketAddr, which: Option<u8>) -> Target {
 }
 
 /// `sip:10.0.0.5:5060;lr` → 10.0.0.5:5060 (tether resolves no names).
-fn numeric_target(uri: &str) -> Option<SocketAddr> {
+pub(super) fn numeric_target(uri: &str) -> Option<SocketAddr> {
     let u = Uri::parse(uri).ok()?;
     let port = u.port.unwrap_or(5060);
     match u.host? {

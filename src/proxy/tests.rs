@@ -46,6 +46,17 @@ impl Net {
         dir: Arc<Directory>,
         auth: Option<crate::registrar::auth::Authenticator>,
     ) -> Net {
+        Net::build_with(core, section, dir, auth, |_| {})
+    }
+
+    /// As `build`, with the resolved proxy settings changed by `tweak`.
+    fn build_with(
+        core: u16,
+        section: ProxySection,
+        dir: Arc<Directory>,
+        auth: Option<crate::registrar::auth::Authenticator>,
+        tweak: impl FnOnce(&mut ProxyConfig),
+    ) -> Net {
         let reg = Registrar::new(
             core,
             Arc::new(crate::registrar::Policy::default()),
@@ -67,8 +78,9 @@ impl Net {
             1000,
             7,
         );
-        let cfg =
+        let mut cfg =
             ProxyConfig::from_section(&section, &["example.com".to_string()], Default::default());
+        tweak(&mut cfg);
         let proxy = Proxy::new(core, Arc::new(cfg), dir.clone(), [3; 32], &addrs, 9);
         let ep = Endpoint::new(Limits::default(), 7, reg, ka, notify, addrs).with_proxy(proxy);
         Net {
@@ -281,6 +293,7 @@ fn a_call_reaches_a_natted_callee_and_in_dialog_requests_follow_the_flow() {
     );
 }
 
+mod hold;
 mod media;
 mod storm;
 

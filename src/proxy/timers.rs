@@ -26,6 +26,7 @@ impl Proxy {
                     cx,
                 );
             }
+            super::hold::WAIT => self.on_wait_timer(slot, nonce, cx),
             w if (CLIENT..CANCEL).contains(&w) => {
                 let i = usize::from(w - CLIENT);
                 let Some(b) = call.branches.get_mut(i) else {

@@ -288,6 +288,18 @@ impl<C: Core> Worker<C> {
                     let _ = reply.try_send(list);
                 }
                 Event::Http(req) => self.submit_http(req),
+                Event::Job(core, part) => {
+                    if let Some(peer) = self.peers.get(usize::from(core)) {
+                        if !peer.send(Command::Job(part, None)) {
+                            tracing::warn!("inbox full: a held call's contact-me was not sent");
+                        }
+                    }
+                }
+                Event::Registered(aor) => {
+                    for peer in &self.peers {
+                        peer.send(Command::Registered(aor.clone()));
+                    }
+                }
                 Event::JobPartFinished => self.publish_now = true,
                 Event::JobFinished(job) => {
                     tracing::info!(

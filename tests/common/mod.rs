@@ -2,8 +2,8 @@
 //! ephemeral loopback port, temporary files, and SIPp runs.
 #![allow(dead_code)]
 
-pub mod hookserver;
 pub mod baresip;
+pub mod hookserver;
 pub mod netns;
 pub mod ng;
 pub mod push_gateway;
