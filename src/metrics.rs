@@ -200,6 +200,28 @@ core_metrics! {
         "Offers refused (503) because the core had no free relay port pair.";
     MediaPacketsLost: gauge "tether_media_packets_lost", "media_lost",
         "Packets lost (from RTP sequence numbers) over the live sessions.";
+    CallsHeld: gauge "tether_calls_held", "held",
+        "INVITEs held now for a callee being woken (push or contact-me).";
+    HoldsStarted: counter "tether_holds_total", "holds",
+        "INVITEs held for an unreachable callee that could be woken.";
+    HoldsWoken: counter "tether_holds_woken_total", "holds_woken",
+        "Held calls forwarded because the device registered again.";
+    HoldsBridged: counter "tether_holds_bridged_total", "holds_bridged",
+        "Held calls forwarded to a device calling back to the bridge URI.";
+    HoldsTimedOut: counter "tether_holds_timed_out_total", "holds_timed_out",
+        "Held calls answered 480 at push.hold_ms.";
+    BridgeRefused: counter "tether_bridge_refused_total", "bridge_refused",
+        "Bridge call-backs refused 403 (bad, expired or replayed token).";
+    PushesSent: counter "tether_pushes_sent_total", "pushes_sent",
+        "Push requests POSTed to push.gateways for held calls.";
+    PushesFailed: counter "tether_pushes_failed_total", "pushes_failed",
+        "Push requests the gateway did not accept (non-2xx or no answer).";
+    RouteAsked: counter "tether_route_webhook_asked_total", "route_asked",
+        "INVITEs that asked proxy.route_url where to go.";
+    RouteAnswered: counter "tether_route_webhook_answered_total", "route_answered",
+        "Routing webhook answers taken (targets or a reject).";
+    RouteDefaulted: counter "tether_route_webhook_defaulted_total", "route_defaulted",
+        "INVITEs routed by the location service: the webhook failed, was late or unusable.";
 }
 
 /// One core's published values.

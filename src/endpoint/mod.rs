@@ -641,6 +641,17 @@ impl Endpoint {
             M::MediaTimeouts => self.media.stats.timeouts,
             M::MediaPortsExhausted => self.media.stats.ports_exhausted,
             M::MediaPacketsLost => self.media.totals().0,
+            M::CallsHeld => self.proxy.held_calls() as u64,
+            M::HoldsStarted => p.held,
+            M::HoldsWoken => p.hold_woken,
+            M::HoldsBridged => p.bridged,
+            M::HoldsTimedOut => p.hold_timed_out,
+            M::BridgeRefused => p.bridge_refused,
+            M::PushesSent => p.pushes_sent,
+            M::PushesFailed => p.pushes_failed,
+            M::RouteAsked => p.route_asked,
+            M::RouteAnswered => p.route_answered,
+            M::RouteDefaulted => p.route_defaulted,
         }
     }
 }

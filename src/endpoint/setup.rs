@@ -148,7 +148,8 @@ impl Setup {
             flow_token_key(&self.secret),
             local_addrs,
             seed.rotate_left(47),
-        );
+        )
+        .with_event_hooks(self.hooks.clone());
         Endpoint::new(
             cfg.limits(),
             seed,

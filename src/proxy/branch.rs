@@ -151,6 +151,9 @@ impl Proxy {
         };
         let (slot, nonce) = self.calls.insert(call);
         self.stats.transactions += 1;
+        if invite && role == Role::CreatesDialog {
+            self.call_event(crate::hooks::EventKind::CallInvite, msg, src.remote(), None);
+        }
         if invite {
             // RFC 3261 §16.2: a stateful proxy answers 100 at once, so the
             // caller stops retransmitting while the branches ring.

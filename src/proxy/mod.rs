@@ -46,6 +46,7 @@ use crate::addr::{Cidr, PathKey};
 use crate::endpoint::Transmits;
 use crate::nat::Keepalive;
 use crate::registrar::Directory;
+use crate::sip;
 use crate::sip::ids::IdGen;
 use crate::timer::{Timer, Timers};
 
@@ -244,6 +245,8 @@ pub struct Proxy {
     /// Wall-clock ms at the runtime clock's zero (token expiries), from
     /// the runtime.
     unix_epoch_ms: u64,
+    /// Call events for `webhooks.url` (seed 003).
+    hooks: Arc<crate::hooks::EventHooks>,
     pub stats: Stats,
 }
 
@@ -292,6 +295,7 @@ impl Proxy {
             },
             nonces: 0,
             unix_epoch_ms: 0,
+            hooks: crate::hooks::EventHooks::off(),
             stats: Stats::default(),
         }
     }
@@ -304,6 +308,29 @@ impl Proxy {
     /// The wall clock at the runtime clock's zero (the runtime tells).
     pub fn set_unix_epoch(&mut self, unix_ms: u64) {
         self.unix_epoch_ms = unix_ms;
+    }
+
+    /// Sends the call events `[webhooks]` asks for.
+    pub fn with_event_hooks(mut self, hooks: Arc<crate::hooks::EventHooks>) -> Proxy {
+        self.hooks = hooks;
+        self
+    }
+
+    /// Queues call event `kind` made by `msg` (a request of the caller's,
+    /// or a response to it) when `webhooks.events` lists it.
+    fn call_event(
+        &mut self,
+        kind: crate::hooks::EventKind,
+        msg: &sip::Message<'_>,
+        caller: SocketAddr,
+        reason: Option<crate::hooks::EndReason>,
+    ) {
+        if !self.hooks.wants(kind) {
+            return;
+        }
+        let mut ev = crate::hooks::CallEvent::from_message(kind, msg, caller, self.core);
+        ev.reason = reason;
+        self.http.extend(self.hooks.call(&ev, Some(msg)));
     }
 
     /// Which AORs have held calls on any core (`None`: holding is off).

@@ -110,8 +110,17 @@ impl Proxy {
                     ));
                 }
                 let cancel = (b.cancel_wanted || b.done) && b.cancel.is_none();
+                let caller = (call.invite && call.role == Role::CreatesDialog).then_some(call.src);
                 if cancel {
                     self.send_cancel(slot, nonce, i, cx);
+                }
+                if let Some(src) = caller {
+                    self.call_event(
+                        crate::hooks::EventKind::CallRinging,
+                        msg,
+                        src.remote(),
+                        None,
+                    );
                 }
                 self.pass_response(slot, nonce, code, msg, remote.ip(), cx);
             }
@@ -122,8 +131,12 @@ impl Proxy {
                     c.answered = true;
                     c.later.clear();
                 }
-                if first && self.calls.get(slot, nonce).is_some_and(|c| c.invite) {
+                if let Some(c) = self.calls.get(slot, nonce).filter(|c| first && c.invite) {
                     self.stats.calls_answered += 1;
+                    if c.role == Role::CreatesDialog {
+                        let src = c.src.remote();
+                        self.call_event(crate::hooks::EventKind::CallAnswered, msg, src, None);
+                    }
                 }
                 self.on_success(slot, nonce, i, msg, cx);
                 self.pass_response(slot, nonce, code, msg, remote.ip(), cx);
@@ -375,8 +388,22 @@ impl Proxy {
                 cx.media.end(cx.now, m.id);
             }
         }
-        let (invite, role) = (call.invite, call.role);
+        let (invite, role, cancelled, src) = (call.invite, call.role, call.cancelled, call.src);
         self.calls.finish(slot, nonce);
+        if invite && code >= 300 && role == super::calls::Role::CreatesDialog {
+            use crate::hooks::{EndReason, EventKind};
+            if self.hooks.wants(EventKind::CallEnded) {
+                let reason = match code {
+                    _ if cancelled => EndReason::Cancel,
+                    408 => EndReason::Timeout,
+                    _ => EndReason::Failure,
+                };
+                let sent = self.calls.get(slot, nonce).map(|c| c.last_response.clone());
+                if let Some(Ok(resp)) = sent.as_deref().map(sip::parse) {
+                    self.call_event(EventKind::CallEnded, &resp, src.remote(), Some(reason));
+                }
+            }
+        }
         if invite && code >= 300 {
             let class = usize::from(code / 100).clamp(3, 6) - 3;
             self.stats.calls_failed[class] += 1;
@@ -567,7 +594,16 @@ impl Proxy {
                 slot: ds,
                 nonce: dn,
                 ends: true,
-            } => return self.end_dialog(ds, dn, cx),
+            } => {
+                let src = call.src.remote();
+                self.call_event(
+                    crate::hooks::EventKind::CallEnded,
+                    resp,
+                    src,
+                    Some(crate::hooks::EndReason::Bye),
+                );
+                return self.end_dialog(ds, dn, cx);
+            }
             _ => return,
         }
         let Some(b) = call.branches.get(i) else {

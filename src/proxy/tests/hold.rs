@@ -294,3 +294,93 @@ fn the_routing_webhook_routes_rejects_or_falls_back_to_the_location_service() {
         "a late answer changes nothing"
     );
 }
+
+/// The call events of `webhooks.events` (seed 003), in the order the
+/// call makes them; their JSON shape is `hooks::events`' to test.
+#[test]
+fn a_call_makes_invite_ringing_answered_and_ended_events() {
+    let cfg = crate::config::WebhookConfig {
+        url: "http://127.0.0.1:9/events".into(),
+        events: ["call.invite", "call.ringing", "call.answered", "call.ended"]
+            .map(String::from)
+            .to_vec(),
+        ..Default::default()
+    };
+    let hooks = Arc::new(crate::hooks::EventHooks::new(&cfg));
+    let mut n = Net::build_with(
+        0,
+        ProxySection::default(),
+        Arc::new(Directory::new()),
+        None,
+        |_| {},
+    );
+    let proxy = Proxy::new(
+        0,
+        Arc::new(ProxyConfig::from_section(
+            &ProxySection::default(),
+            &["example.com".to_string()],
+            Default::default(),
+        )),
+        n.dir.clone(),
+        [3; 32],
+        &[addr(TETHER)],
+        9,
+    )
+    .with_event_hooks(hooks);
+    n.ep = std::mem::replace(
+        &mut n.ep,
+        Endpoint::new(
+            Limits::default(),
+            1,
+            Registrar::new(0, Default::default(), n.dir.clone(), None),
+            Keepalive::new(Default::default(), 1),
+            crate::notify::Engine::new(Default::default(), n.dir.clone(), vec![], 1, 1),
+            vec![],
+        ),
+    )
+    .with_proxy(proxy);
+    n.register("bob", BOB_NAT, "10.0.0.2:5062");
+    events(&mut n);
+    let names = |n: &mut Net| -> Vec<String> {
+        events(n)
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Http(r) => {
+                    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+                    Some(format!("{}:{}", v["event"].as_str()?, v["code"]))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let out = n.send(CALLER, &invite("bob", "e1", ""));
+    let fwd = one_to(&out, BOB_NAT);
+    assert_eq!(names(&mut n), ["call.invite:null"]);
+    n.send(BOB_NAT, &answer(&fwd, 180, "b1", "sip:bob@10.0.0.2:5062"));
+    n.send(BOB_NAT, &answer(&fwd, 200, "b1", "sip:bob@10.0.0.2:5062"));
+    assert_eq!(names(&mut n), ["call.ringing:180", "call.answered:200"]);
+    let rr = super::super::forward::record_routes(&sip::parse(&fwd).unwrap())
+        .next()
+        .unwrap()
+        .to_owned();
+    let bye = in_dialog(
+        "BYE",
+        "sip:bob@10.0.0.2:5062",
+        "10.0.0.1:5061",
+        "<sip:alice@example.com>;tag=a1",
+        "<sip:bob@example.com>;tag=b1",
+        "call-e1",
+        2,
+        &[&rr],
+    );
+    let out = n.send(CALLER, &bye);
+    let fbye = one_to(&out, BOB_NAT);
+    n.send(BOB_NAT, &answer(&fbye, 200, "b1", "sip:bob@10.0.0.2:5062"));
+    assert_eq!(names(&mut n), ["call.ended:200"]);
+    // A failed attempt ends with its code.
+    let out = n.send(CALLER, &invite("bob", "e2", ""));
+    let fwd = one_to(&out, BOB_NAT);
+    events(&mut n);
+    n.send(BOB_NAT, &answer(&fwd, 486, "b2", "sip:bob@10.0.0.2:5062"));
+    assert_eq!(names(&mut n), ["call.ended:486"]);
+}
