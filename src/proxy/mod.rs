@@ -32,6 +32,7 @@ pub mod media;
 mod request;
 mod response;
 mod route;
+mod route_hook;
 pub mod server;
 mod timers;
 pub mod token;
