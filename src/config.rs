@@ -1,7 +1,7 @@
 //! Configuration: TOML, with every key defaulted so that `tether run` works
 //! with no file at all. Unknown keys are errors that name the key.
 //!
-//! Over 600 lines on purpose: every section's struct, defaults and range
+//! Over 700 lines on purpose: every section's struct, defaults and range
 //! checks sit together so that a key and the message naming it are read in
 //! one place.
 

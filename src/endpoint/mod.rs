@@ -277,6 +277,11 @@ impl Endpoint {
         &self.proxy
     }
 
+    #[cfg(test)]
+    pub(crate) fn proxy_mut(&mut self) -> &mut Proxy {
+        &mut self.proxy
+    }
+
     /// Replaces the proxy (with the configured one).
     pub fn with_proxy(mut self, proxy: Proxy) -> Endpoint {
         self.proxy = proxy;

@@ -27,7 +27,7 @@ use super::{Ctx, Proxy};
 use crate::addr::PathKey;
 use crate::hold::push::PushParams;
 use crate::hold::token::{BridgeKeys, Held, TokenError};
-use crate::hooks::{Answer, Kind, Purpose, Request};
+use crate::hooks::Answer;
 use crate::registrar::ContactView;
 use crate::sip::{self, writer, Checked, HeaderName, Message, Method};
 use crate::timer::TimerHandle;
@@ -46,8 +46,6 @@ pub enum Park {
     Hold {
         target: Box<str>,
         aor: Box<str>,
-        /// Push requests not yet answered.
-        pushes: u8,
         /// Wake-ups that may still work (pushes sent + contact-me jobs).
         wakes: u8,
     },
@@ -252,8 +250,7 @@ impl Proxy {
                 why: Park::Hold {
                     target: target.into(),
                     aor: aor.into(),
-                    pushes: 0,
-                    wakes: 0,
+                    wakes: (plan.pushes.len() + plan.notify.len()).min(255) as u8,
                 },
                 timer: Some(timer),
             }));
@@ -262,15 +259,14 @@ impl Proxy {
         self.held.entry(aor.into()).or_default().push((slot, nonce));
         self.held_calls += 1;
         self.stats.held += 1;
-        let (token, expires) = self.bridge_token(&h, slot, nonce, cx.now);
-        let bridge_uri = format!("sip:{}{}@{}", h.prefix, token, self.sent_by(src.local()));
+        let token = self.bridge_token(&h, slot, nonce, cx.now);
+        let bridge_uri =
+            crate::hold::token::bridge_uri(&h.prefix, &token, self.sent_by(src.local()));
         let from = req.header(HeaderName::From).unwrap_or_default().to_owned();
         let call_id = req
             .header(HeaderName::CallId)
             .unwrap_or_default()
             .to_owned();
-        let mut wakes = 0u8;
-        let mut pushes = 0u8;
         for (url, p) in &plan.pushes {
             let body = crate::hold::push::PushBody::new(
                 p,
@@ -280,37 +276,17 @@ impl Proxy {
                 &bridge_uri,
                 &token,
                 h.hold_ms,
-            )
-            .to_json();
-            self.http.push(Request {
-                url: url.clone(),
-                body,
-                kind: Kind::Callout {
-                    core: self.core,
-                    purpose: Purpose::Push,
-                    id: pack(slot, nonce),
-                    timeout_ms: h.push_timeout_ms,
-                },
-            });
-            pushes += 1;
+            );
+            let id = pack(slot, nonce);
+            self.http
+                .push(body.callout(url, self.core, id, h.push_timeout_ms));
             self.stats.pushes_sent += 1;
         }
         for c in &plan.notify {
-            self.contact_me(&h, c, slot, &bridge_uri, expires, cx);
-            wakes += 1;
-        }
-        wakes += pushes;
-        if let Some(Park::Hold {
-            pushes: p,
-            wakes: w,
-            ..
-        }) = self.parked_mut(slot, nonce)
-        {
-            *p = pushes;
-            *w = wakes;
+            self.contact_me(&h, c, slot, &bridge_uri, cx);
         }
         tracing::info!(
-            %aor, %call_id, pushes, notified = plan.notify.len(),
+            %aor, %call_id, pushes = plan.pushes.len(), notified = plan.notify.len(),
             "call held: callee unreachable, waking it"
         );
     }
@@ -323,9 +299,8 @@ impl Proxy {
             .map(|p| &mut p.why)
     }
 
-    /// A sealed token naming this core's call (slot, nonce), and its
-    /// expiry (unix seconds).
-    fn bridge_token(&mut self, h: &HoldSettings, slot: u32, nonce: u32, now: u64) -> (String, u64) {
+    /// A sealed token naming this core's call (slot, nonce).
+    fn bridge_token(&mut self, h: &HoldSettings, slot: u32, nonce: u32, now: u64) -> String {
         let expires = self.unix_secs(now) + h.token_ttl_s;
         let held = Held {
             core: self.core,
@@ -333,7 +308,7 @@ impl Proxy {
             nonce,
             expires,
         };
-        (h.keys.seal(&held, self.aead_nonce()), expires)
+        h.keys.seal(&held, self.aead_nonce())
     }
 
     /// A 96-bit AEAD nonce: a keyed hash of a per-core counter, so that no
@@ -363,7 +338,6 @@ impl Proxy {
         c: &ContactView,
         slot: u32,
         bridge_uri: &str,
-        _expires: u64,
         cx: &mut Ctx<'_>,
     ) {
         use crate::notify::{Created, Device, Job, JobPart, JobSpec, Kind as JobKind, ServerAddr};
@@ -573,10 +547,9 @@ impl Proxy {
             self.stats.pushes_failed += 1;
             tracing::warn!(status = a.status, "push gateway did not take the push");
         }
-        let Some(Park::Hold { pushes, wakes, .. }) = self.parked_mut(slot, nonce) else {
+        let Some(Park::Hold { wakes, .. }) = self.parked_mut(slot, nonce) else {
             return;
         };
-        *pushes = pushes.saturating_sub(1);
         if !ok {
             *wakes = wakes.saturating_sub(1);
             if *wakes == 0 {
@@ -679,6 +652,8 @@ impl Proxy {
     /// The bridge token in a Request-URI user part, if it is one.
     pub(super) fn bridge_user<'u>(&self, user: &'u str) -> Option<&'u str> {
         let h = self.cfg.hold.as_ref()?;
+        // Not `token_in_user`: a user with our prefix and a mangled token
+        // is a call-back all the same, and gets a clear 403.
         user.strip_prefix(&*h.prefix)
     }
 }

@@ -313,8 +313,12 @@ impl Proxy {
 
     /// Sends the call events `[webhooks]` asks for.
     pub fn with_event_hooks(mut self, hooks: Arc<crate::hooks::EventHooks>) -> Proxy {
-        self.hooks = hooks;
+        self.set_event_hooks(hooks);
         self
+    }
+
+    pub fn set_event_hooks(&mut self, hooks: Arc<crate::hooks::EventHooks>) {
+        self.hooks = hooks;
     }
 
     /// Queues call event `kind` made by `msg` (a request of the caller's,

@@ -58,61 +58,40 @@ impl Proxy {
             Role::Plain
         };
         let (pop, _, foreign) = self.our_routes(msg);
-        if invite && self.cfg.route.is_some() && foreign.is_none() {
-            // Seed 003: the application decides where the call goes; the
-            // INVITE waits for it on this core.
-            let no_targets = SmallVec::new();
-            if let Some((slot, nonce)) = self.start_call(
-                msg,
-                checked,
-                raw,
-                src,
-                id,
-                role,
-                pop,
-                no_targets,
-                authenticated,
-                cx,
-            ) {
-                self.ask_route(slot, nonce, msg, checked, src, cx);
-            }
-            return;
-        }
-        match self.decide(msg, checked, src, authenticated, cx) {
-            Decision::Targets(targets, pop) => {
-                self.start_call(
-                    msg,
-                    checked,
-                    raw,
-                    src,
-                    id,
-                    role,
-                    pop,
-                    targets,
-                    authenticated,
-                    cx,
-                );
-            }
-            Decision::Reply(code, reason) => {
-                self.reply(msg, checked, src, code, reason, None, cx);
-            }
-            Decision::Hold { target, aor, plan } => {
-                let no_targets = SmallVec::new();
-                if let Some((slot, nonce)) = self.start_call(
-                    msg,
-                    checked,
-                    raw,
-                    src,
-                    id,
-                    role,
-                    pop,
-                    no_targets,
-                    authenticated,
-                    cx,
-                ) {
-                    self.hold(slot, nonce, &target, &aor, plan, cx);
+        // Seed 003: with the routing webhook the application decides where
+        // the call goes; the INVITE waits for it on this core.
+        let asks_webhook = invite && self.cfg.route.is_some() && foreign.is_none();
+        let (targets, pop, hold) = if asks_webhook {
+            (SmallVec::new(), pop, None)
+        } else {
+            match self.decide(msg, checked, src, authenticated, cx) {
+                Decision::Targets(targets, pop) => (targets, pop, None),
+                Decision::Reply(code, reason) => {
+                    return self.reply(msg, checked, src, code, reason, None, cx);
+                }
+                Decision::Hold { target, aor, plan } => {
+                    (SmallVec::new(), pop, Some((target, aor, plan)))
                 }
             }
+        };
+        let Some((slot, nonce)) = self.start_call(
+            msg,
+            checked,
+            raw,
+            src,
+            id,
+            role,
+            pop,
+            targets,
+            authenticated,
+            cx,
+        ) else {
+            return;
+        };
+        if asks_webhook {
+            self.ask_route(slot, nonce, msg, checked, src, cx);
+        } else if let Some((target, aor, plan)) = hold {
+            self.hold(slot, nonce, &target, &aor, plan, cx);
         }
     }
 

@@ -307,38 +307,8 @@ fn a_call_makes_invite_ringing_answered_and_ended_events() {
         ..Default::default()
     };
     let hooks = Arc::new(crate::hooks::EventHooks::new(&cfg));
-    let mut n = Net::build_with(
-        0,
-        ProxySection::default(),
-        Arc::new(Directory::new()),
-        None,
-        |_| {},
-    );
-    let proxy = Proxy::new(
-        0,
-        Arc::new(ProxyConfig::from_section(
-            &ProxySection::default(),
-            &["example.com".to_string()],
-            Default::default(),
-        )),
-        n.dir.clone(),
-        [3; 32],
-        &[addr(TETHER)],
-        9,
-    )
-    .with_event_hooks(hooks);
-    n.ep = std::mem::replace(
-        &mut n.ep,
-        Endpoint::new(
-            Limits::default(),
-            1,
-            Registrar::new(0, Default::default(), n.dir.clone(), None),
-            Keepalive::new(Default::default(), 1),
-            crate::notify::Engine::new(Default::default(), n.dir.clone(), vec![], 1, 1),
-            vec![],
-        ),
-    )
-    .with_proxy(proxy);
+    let mut n = Net::with(ProxySection::default());
+    n.ep.proxy_mut().set_event_hooks(hooks);
     n.register("bob", BOB_NAT, "10.0.0.2:5062");
     events(&mut n);
     let names = |n: &mut Net| -> Vec<String> {
