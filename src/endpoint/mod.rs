@@ -498,7 +498,7 @@ impl Endpoint {
     /// A REGISTER of `checked`'s AOR succeeded: if some core may hold a
     /// call for it, every core is told (the held call's core forwards it).
     fn wake_held(&mut self, checked: &sip::Checked<'_>) {
-        let Some(index) = self.proxy.hold_index() else {
+        let Some(index) = self.proxy.hold_index().filter(|i| i.any()) else {
             return;
         };
         let uri = &checked.to.uri;

@@ -132,9 +132,15 @@ impl HoldIndex {
         self.held.fetch_sub(1, Ordering::Release);
     }
 
+    /// Whether any call is held on any core (one load: the REGISTER path
+    /// asks this before it spends anything on the AOR).
+    pub fn any(&self) -> bool {
+        self.held.load(Ordering::Acquire) > 0
+    }
+
     /// Whether some core may hold a call for `aor` (canonical form).
     pub fn maybe_held(&self, aor: &str) -> bool {
-        self.held.load(Ordering::Acquire) > 0 && self.cell(aor).load(Ordering::Relaxed) > 0
+        self.any() && self.cell(aor).load(Ordering::Relaxed) > 0
     }
 }
 
