@@ -611,15 +611,17 @@ impl Proxy {
             self.stats.bridge_refused += 1;
             return self.reply(msg, checked, src, 403, "Held Call Gone", None, cx);
         }
-        let contact = checked
+        // The call-back's Contact, or (none, as in baresip's OPTIONS) the
+        // held INVITE's own Request-URI: the device answers to its AOR,
+        // while a bare `sip:host:port` names no user it would accept.
+        let uri = checked
             .contacts
             .first()
             .and_then(|c| c.contact.addr())
-            .map(|a| a.uri_raw);
-        let uri = contact.map_or_else(|| format!("sip:{}", src.remote()), str::to_owned);
+            .map(|a| a.uri_raw.into());
         let target = Target {
             to: src,
-            uri: Some(uri.into()),
+            uri,
             path: None,
             device_core: None,
             group: 0,

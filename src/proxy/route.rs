@@ -232,9 +232,13 @@ impl Proxy {
 
 /// A branch to a registered binding, over its NAT path.
 pub(super) fn binding_target(c: ContactView, group: u16) -> Target {
+    let uri = match crate::hold::push::without_push_params(&c.contact) {
+        Some(stripped) => stripped.into_boxed_str(),
+        None => c.contact,
+    };
     Target {
         to: PathKey::new(c.local, c.source),
-        uri: Some(c.contact),
+        uri: Some(uri),
         path: c.path,
         device_core: Some(c.binding.core),
         group,

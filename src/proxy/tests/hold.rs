@@ -145,6 +145,12 @@ Max-Forwards: 70\r\nExpires: 3600\r\n\r\n";
     let out = n.drain();
     let fwd = one_to(&out, woken);
     assert_eq!(sip::parse(&fwd).unwrap().method(), Some(Method::Invite));
+    // The push parameters were for tether; the device gets its plain URI.
+    assert!(
+        text(&fwd).starts_with("INVITE sip:bob@10.0.0.2:5062 SIP/2.0\r\n"),
+        "{}",
+        text(&fwd)
+    );
     assert_eq!(n.ep.proxy().held_calls(), 0);
     let out = n.send(woken, &answer(&fwd, 200, "b1", "sip:bob@10.0.0.2:5062"));
     assert_eq!(statuses_to(&out, CALLER), vec![200]);
