@@ -151,6 +151,14 @@ clients = [{{ name = \"as1\", token = \"{API_TOKEN}\" }}]\n{extra}"
     (rt, addr, api, base)
 }
 
+/// A metric without labels from the API's `/metrics` at `base`.
+pub fn metric(base: &str, name: &str) -> u64 {
+    let (_, text) = http("GET", &format!("{base}/metrics"), None, None);
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}"))
+}
+
 /// An HTTP call to the API: (status, body).
 pub fn http(method: &str, url: &str, token: Option<&str>, body: Option<&str>) -> (u16, String) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
