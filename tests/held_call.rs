@@ -22,7 +22,7 @@ use common::baresip::{have_baresip, Ctrl, Phone};
 use common::hookserver::have_python;
 use common::push_gateway::{register_push_binding, PushGateway};
 use common::{
-    expect_sipp_ok, free_udp_port, have_tools, metric, scenario, spawn_sipp, start_with_api,
+    expect_sipp_ok, free_udp_port, have_tools, scenario, spawn_sipp, start_with_api, wait_metric,
     wait_until, TempDir,
 };
 
@@ -55,16 +55,6 @@ impl Drop for ApiGuard {
             api.shutdown();
         }
     }
-}
-
-/// Waits for a counter (cores publish theirs about once a second).
-fn wait_metric(base: &str, name: &str, want: u64) {
-    let mut got = 0;
-    let ok = common::wait_for(Duration::from_secs(5), || {
-        got = metric(base, name);
-        got == want
-    });
-    assert!(ok, "{name} = {got}, want {want}");
 }
 
 /// Registers `user`'s push binding for `provider` from a socket left

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use common::hookserver::{have_python, HookServer};
 use common::{
-    expect_sipp_ok, free_udp_port, have_tools, metric, scenario, spawn_sipp, start_with_api,
-    wait_for, TempDir,
+    expect_sipp_ok, free_udp_port, have_tools, scenario, spawn_sipp, start_with_api, wait_for,
+    wait_metric, TempDir,
 };
 
 const DOMAIN: &str = "tether.test";
@@ -56,15 +56,6 @@ Expires: 300\r\nContent-Length: 0\r\n\r\n"
         .expect("tether answers the REGISTER");
     let text = String::from_utf8_lossy(&buf[..n]);
     assert!(text.starts_with("SIP/2.0 200"), "{text}");
-}
-
-fn wait_metric(base: &str, name: &str, want: u64) {
-    let mut got = 0;
-    let ok = wait_for(Duration::from_secs(5), || {
-        got = metric(base, name);
-        got == want
-    });
-    assert!(ok, "{name} = {got}, want {want}");
 }
 
 /// One call through a tether asking `route_url`: bob registered (his UAS

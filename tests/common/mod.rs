@@ -159,6 +159,17 @@ pub fn metric(base: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}"))
 }
 
+/// Waits (at most 5 s) for a metric to read `want`: cores publish their
+/// counters about once a second.
+pub fn wait_metric(base: &str, name: &str, want: u64) {
+    let mut got = 0;
+    let ok = wait_for(std::time::Duration::from_secs(5), || {
+        got = metric(base, name);
+        got == want
+    });
+    assert!(ok, "{name} = {got}, want {want}");
+}
+
 /// An HTTP call to the API: (status, body).
 pub fn http(method: &str, url: &str, token: Option<&str>, body: Option<&str>) -> (u16, String) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
