@@ -149,6 +149,9 @@ impl HoldIndex {
 pub(super) struct WakePlan {
     pushes: SmallVec<[(Arc<str>, PushParams); 1]>,
     notify: SmallVec<[ContactView; 1]>,
+    /// The callee's bindings as they were (unreachable): where the call
+    /// will likely go once woken, for the media decision at hold time.
+    pub(super) sleeping: SmallVec<[Target; 1]>,
 }
 
 impl WakePlan {
@@ -177,7 +180,13 @@ impl Proxy {
         now: u64,
     ) -> Option<WakePlan> {
         let h = self.cfg.hold.as_ref()?;
-        let mut plan = WakePlan::default();
+        let mut plan = WakePlan {
+            sleeping: found
+                .iter()
+                .map(|c| super::route::binding_target(c.clone(), 0))
+                .collect(),
+            ..WakePlan::default()
+        };
         for c in found {
             let Some(p) = PushParams::from_contact(&c.contact) else {
                 continue;

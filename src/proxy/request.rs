@@ -449,6 +449,7 @@ impl Proxy {
             role,
             pop,
             smallvec::smallvec![target],
+            &[],
             false,
             cx,
         );
