@@ -117,12 +117,31 @@ pub fn sipp(
 }
 
 /// A UDP port on 127.0.0.1 that was free a moment ago.
+///
+/// Taken below the kernel's ephemeral range (32768-60999) and away from the
+/// tests' relay blocks (14000-31999, 41000-44999): a port the kernel handed
+/// out for `:0` is handed out again to the next socket bound to `:0` (the
+/// tethers and SIPp peers of parallel tests), which then races the test that
+/// asked for it. Each process starts at its own pseudo-random point.
 pub fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LO: u32 = 6000;
+    const SPAN: u32 = 8000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let seed = std::process::id().wrapping_mul(2_654_435_761) ^ nanos;
+    for _ in 0..SPAN {
+        let k = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (LO + seed.wrapping_add(k.wrapping_mul(7919)) % SPAN) as u16;
+        let free = std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+            && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if free {
+            return port;
+        }
+    }
+    panic!("no free UDP port in {LO}-{}", LO + SPAN - 1);
 }
 
 /// SIPp's error log, for assertion messages.
