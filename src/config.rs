@@ -30,6 +30,55 @@ pub struct Config {
     pub proxy: crate::proxy::ProxySection,
     pub media: crate::media::MediaSection,
     pub push: crate::hold::PushSection,
+    pub log: LogSection,
+}
+
+/// `[log]`: what is logged; SIGHUP re-applies it ([`crate::reload`]).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// A tracing `EnvFilter`: a level, or `target=level` directives.
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            level: "info".into(),
+        }
+    }
+}
+
+impl LogSection {
+    /// Stricter than `EnvFilter`, which would take a misspelt level
+    /// ("verbose") as a module name and log nothing new.
+    fn check(&self) -> Result<(), ConfigError> {
+        const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+        let is_level = |l: &str| LEVELS.contains(&l.to_ascii_lowercase().as_str());
+        let is_target = |t: &str| {
+            !t.is_empty()
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':' || b == b'-')
+        };
+        let bad = self
+            .level
+            .split(',')
+            .map(str::trim)
+            .find(|d| match d.split_once('=') {
+                Some((target, level)) => !is_target(target) || !is_level(level),
+                None => !is_level(d),
+            });
+        if let Some(bad) = bad {
+            return Err(ConfigError::Invalid {
+                key: "log.level",
+                fix: format!(
+                    "{bad:?} is not a level or a target=level directive; use one of {}, or e.g. \"info,tether::notify=debug\"",
+                    LEVELS.join(", ")
+                ),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// `[api]`: the HTTP control API and metrics endpoint.
@@ -400,6 +449,30 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// The embedded defaults with every setting commented out (`#key = value`),
+/// explanations kept (`# …`): the installed `/etc/tether/tether.toml`
+/// (`tether config --commented`). Commented out, so a later version's
+/// defaults apply to keys the operator did not set.
+pub fn commented_defaults() -> String {
+    let mut out = String::from(
+        "# tether configuration. Every setting is commented out and shows its\n\
+# default (`#key = value`); uncomment a line to change it. `# ` lines explain\n\
+# or give examples. Check with `tether check FILE`; `systemctl reload tether`\n\
+# applies [log] and the API clients at once, other keys at the next restart.\n\n",
+    );
+    for line in DEFAULT_TOML.lines() {
+        let setting = line.split_once(" = ").is_some_and(|(k, _)| {
+            !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        });
+        if setting {
+            out.push('#');
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
 impl Config {
     /// Parses TOML text; missing keys take their defaults.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
@@ -428,6 +501,7 @@ impl Config {
         self.media.check()?;
         self.webhooks.check()?;
         self.push.check()?;
+        self.log.check()?;
         if self.sip.listen.is_empty() {
             return Err(ConfigError::Invalid {
                 key: "sip.listen",
@@ -656,6 +730,39 @@ mod tests {
     fn embedded_defaults_parse_and_match_code_defaults() {
         assert_eq!(Config::from_toml(DEFAULT_TOML).unwrap(), Config::default());
         assert_eq!(Config::from_toml("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn commented_defaults_are_the_defaults_and_set_nothing() {
+        let text = commented_defaults();
+        assert_eq!(Config::from_toml(&text).unwrap(), Config::default());
+        let table: toml::Table = toml::from_str(&text).unwrap();
+        for (section, v) in &table {
+            let empty = |t: &toml::Table| {
+                t.values()
+                    .all(|v| v.as_table().is_some_and(|t| t.is_empty()))
+            };
+            let t = v.as_table().unwrap_or_else(|| panic!("{section} is set"));
+            assert!(t.is_empty() || empty(t), "[{section}] sets {t:?}");
+        }
+        assert!(text.contains("\n#interval_ms = 25000\n"), "{text}");
+    }
+
+    #[test]
+    fn log_level_is_checked() {
+        for ok in ["info", "WARN", "info,tether::notify=debug", "off"] {
+            let toml = format!("[log]\nlevel = \"{ok}\"\n");
+            assert!(Config::from_toml(&toml).is_ok(), "{ok}");
+        }
+        for bad in ["verbose", "", "tether=loud", "info,,debug", "a b=info"] {
+            let err = Config::from_toml(&format!("[log]\nlevel = \"{bad}\"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("log.level") && err.contains("debug"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

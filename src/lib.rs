@@ -26,6 +26,7 @@ pub mod nat;
 pub mod notify;
 pub mod proxy;
 pub mod registrar;
+pub mod reload;
 pub mod runtime;
 pub mod sip;
 pub mod timer;
