@@ -30,7 +30,8 @@ say "systemd-analyze verify $unit: clean"
 getent passwd tether >/dev/null || fail "postinst did not create the tether user"
 [ "$(stat -c %U:%G:%a /etc/tether/tether.toml)" = root:tether:640 ] ||
   fail "/etc/tether/tether.toml is $(stat -c %U:%G:%a /etc/tether/tether.toml), want root:tether:640"
-as_tether=($SUDO runuser -u tether --)
+as_tether=(runuser -u tether --)
+[ -z "$SUDO" ] || as_tether=(sudo "${as_tether[@]}")
 "${as_tether[@]}" /usr/bin/tether check /etc/tether/tether.toml || fail "tether check of the installed config"
 
 if [ -d /run/systemd/system ]; then
@@ -80,5 +81,7 @@ say "reloaded on SIGHUP, stopped on SIGTERM (exit 0)"
 
 $SUDO dpkg --purge tether
 ! getent passwd tether >/dev/null || fail "purge left the tether user"
-[ ! -e /etc/tether ] && [ ! -e /var/lib/tether ] || fail "purge left /etc/tether or /var/lib/tether"
+for d in /etc/tether /var/lib/tether; do
+  [ ! -e "$d" ] || fail "purge left $d"
+done
 say "purged: user, config and state gone"
