@@ -30,7 +30,8 @@ say "systemd-analyze verify $unit: clean"
 getent passwd tether >/dev/null || fail "postinst did not create the tether user"
 [ "$(stat -c %U:%G:%a /etc/tether/tether.toml)" = root:tether:640 ] ||
   fail "/etc/tether/tether.toml is $(stat -c %U:%G:%a /etc/tether/tether.toml), want root:tether:640"
-as_tether=(runuser -u tether --)
+# setpriv (util-linux) execs in place: $! below is tether's own PID.
+as_tether=(setpriv --reuid=tether --regid=tether --init-groups --)
 [ -z "$SUDO" ] || as_tether=(sudo "${as_tether[@]}")
 "${as_tether[@]}" /usr/bin/tether check /etc/tether/tether.toml || fail "tether check of the installed config"
 
@@ -58,14 +59,14 @@ cleanup() { [ -z "$pid" ] || $SUDO kill -KILL "$pid" 2>/dev/null || true; rm -rf
 trap cleanup EXIT
 "${as_tether[@]}" env -u RUST_LOG NO_COLOR=1 /usr/bin/tether run --config /etc/tether/tether.toml \
   --listen 127.0.0.1:0 --api-listen 127.0.0.1:0 --workers 1 >"$dir/out" 2>"$dir/err" &
-launcher=$!
+pid=$!
 for _ in $(seq 100); do
   grep -q '^listening http ' "$dir/out" 2>/dev/null && break
-  kill -0 "$launcher" 2>/dev/null || { cat "$dir/err" >&2; fail "tether exited at start"; }
+  $SUDO kill -0 "$pid" 2>/dev/null || { cat "$dir/err" >&2; fail "tether exited at start"; }
   sleep 0.1
 done
 grep -q '^listening http ' "$dir/out" || { cat "$dir/err" >&2; fail "tether did not start within 10 s"; }
-pid=$(pgrep -u tether -x tether -n) || fail "no tether process of the tether user"
+[ "$(stat -c %U "/proc/$pid")" = tether ] || fail "tether does not run as the tether user"
 udp=$(sed -n 's/^listening udp //p' "$dir/out" | head -1)
 probe=$(sipsak -vv -s "sip:ping@$udp" 2>&1) || { echo "$probe" >&2; fail "sipsak OPTIONS to $udp"; }
 grep -q "200 OK" <<<"$probe" || { echo "$probe" >&2; fail "no 200 OK from $udp"; }
@@ -74,7 +75,7 @@ $SUDO kill -HUP "$pid"
 for _ in $(seq 50); do grep -q "config reloaded" "$dir/err" && break; sleep 0.1; done
 grep -q "config reloaded" "$dir/err" || { cat "$dir/err" >&2; fail "no reload on SIGHUP"; }
 $SUDO kill -TERM "$pid"
-status=0; wait "$launcher" || status=$?
+status=0; wait "$pid" || status=$?
 pid=""
 [ "$status" -eq 0 ] || { cat "$dir/err" >&2; fail "tether exited $status on SIGTERM"; }
 say "reloaded on SIGHUP, stopped on SIGTERM (exit 0)"

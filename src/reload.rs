@@ -23,7 +23,7 @@ use crate::config::{ApiClient, Config, ConfigError, DEFAULT_TOML};
 /// 2. list its key (or its whole section) in [`Reloadable::KEYS`], so that
 ///    a change is not also reported as needing a restart;
 /// 3. give [`Targets`] a handle to where it lives and apply it in
-///    [`Targets::apply`]. State owned by the cores (per-source token
+///    `Targets::apply`. State owned by the cores (per-source token
 ///    buckets) gets the new value as a `runtime::Command` through each
 ///    core's inbox (`Control::inboxes`), taken between two rounds of its
 ///    loop, like a fan-out job.
