@@ -30,55 +30,7 @@ pub struct Config {
     pub proxy: crate::proxy::ProxySection,
     pub media: crate::media::MediaSection,
     pub push: crate::hold::PushSection,
-    pub log: LogSection,
-}
-
-/// `[log]`: what is logged; SIGHUP re-applies it ([`crate::reload`]).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogSection {
-    /// A tracing `EnvFilter`: a level, or `target=level` directives.
-    pub level: String,
-}
-
-impl Default for LogSection {
-    fn default() -> Self {
-        LogSection {
-            level: "info".into(),
-        }
-    }
-}
-
-impl LogSection {
-    /// Stricter than `EnvFilter`, which would take a misspelt level
-    /// ("verbose") as a module name and log nothing new.
-    fn check(&self) -> Result<(), ConfigError> {
-        const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
-        let is_level = |l: &str| LEVELS.contains(&l.to_ascii_lowercase().as_str());
-        let is_target = |t: &str| {
-            !t.is_empty()
-                && t.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':' || b == b'-')
-        };
-        let bad = self
-            .level
-            .split(',')
-            .map(str::trim)
-            .find(|d| match d.split_once('=') {
-                Some((target, level)) => !is_target(target) || !is_level(level),
-                None => !is_level(d),
-            });
-        if let Some(bad) = bad {
-            return Err(ConfigError::Invalid {
-                key: "log.level",
-                fix: format!(
-                    "{bad:?} is not a level or a target=level directive; use one of {}, or e.g. \"info,tether::notify=debug\"",
-                    LEVELS.join(", ")
-                ),
-            });
-        }
-        Ok(())
-    }
+    pub log: crate::logging::LogSection,
 }
 
 /// `[api]`: the HTTP control API and metrics endpoint.
@@ -746,23 +698,6 @@ mod tests {
             assert!(t.is_empty() || empty(t), "[{section}] sets {t:?}");
         }
         assert!(text.contains("\n#interval_ms = 25000\n"), "{text}");
-    }
-
-    #[test]
-    fn log_level_is_checked() {
-        for ok in ["info", "WARN", "info,tether::notify=debug", "off"] {
-            let toml = format!("[log]\nlevel = \"{ok}\"\n");
-            assert!(Config::from_toml(&toml).is_ok(), "{ok}");
-        }
-        for bad in ["verbose", "", "tether=loud", "info,,debug", "a b=info"] {
-            let err = Config::from_toml(&format!("[log]\nlevel = \"{bad}\"\n"))
-                .unwrap_err()
-                .to_string();
-            assert!(
-                err.contains("log.level") && err.contains("debug"),
-                "{bad}: {err}"
-            );
-        }
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod hold;
 pub mod hooks;
 pub(crate) mod io;
 pub mod loadgen;
+pub mod logging;
 pub mod media;
 pub mod metrics;
 pub mod nat;

@@ -392,27 +392,8 @@ fn bench(a: BenchArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Logs go to stderr through a filter a reload can replace (`log.level`).
-/// RUST_LOG, when set, decides instead: then the setter is `None`.
-fn init_logging() -> Option<tether::reload::LogSetter> {
-    use tracing_subscriber::{prelude::*, reload, EnvFilter};
-    let from_env = EnvFilter::try_from_default_env().ok();
-    let env_set = std::env::var_os("RUST_LOG").is_some();
-    let (filter, handle) = reload::Layer::new(from_env.unwrap_or_else(|| EnvFilter::new("info")));
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-        .init();
-    (!env_set).then(|| -> tether::reload::LogSetter {
-        Box::new(move |level: &str| {
-            let f = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
-            handle.reload(f).map_err(|e| e.to_string())
-        })
-    })
-}
-
 fn main() -> ExitCode {
-    let log = init_logging();
+    let log = tether::logging::init();
     let cli = Cli::parse();
     match cli.command {
         Command::Bench(a) => bench(*a),
