@@ -12,6 +12,17 @@ cd "$(dirname "$0")/.."
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 say() { echo "deb-check: $*"; }
 fail() { echo "deb-check: FAILED: $*" >&2; exit 1; }
+# dpkg with its arguments; waits (up to 2 min) while another dpkg or apt
+# holds the lock instead of failing on it.
+dpkg_() {
+  local out
+  for _ in $(seq 60); do
+    if out=$($SUDO dpkg "$@" 2>&1); then echo "$out"; return 0; fi
+    grep -qi "lock" <<<"$out" || { echo "$out" >&2; fail "dpkg $*"; }
+    sleep 2
+  done
+  fail "dpkg $*: the dpkg lock stayed held for 2 minutes"
+}
 
 [ $# -gt 0 ] || set -- --debug
 deb=$(scripts/deb.sh "$@" | tail -1)
@@ -19,7 +30,7 @@ say "built $deb"
 # Something on UDP 5060 before the install would make a systemd start fail
 # for a reason that is not the package's.
 port_busy=$(ss -Huln 'sport = :5060' 2>/dev/null | head -1 || true)
-$SUDO dpkg -i "$deb"
+dpkg_ -i "$deb"
 
 unit=/lib/systemd/system/tether.service
 # verify exits 0 on unknown keys and bad values (it only warns): any output fails.
@@ -80,7 +91,7 @@ pid=""
 [ "$status" -eq 0 ] || { cat "$dir/err" >&2; fail "tether exited $status on SIGTERM"; }
 say "reloaded on SIGHUP, stopped on SIGTERM (exit 0)"
 
-$SUDO dpkg --purge tether
+dpkg_ --purge tether
 ! getent passwd tether >/dev/null || fail "purge left the tether user"
 for d in /etc/tether /var/lib/tether; do
   [ ! -e "$d" ] || fail "purge left $d"
