@@ -318,3 +318,27 @@ fn calls_are_gathered_from_every_core_and_paged() {
     // Without a token: 401, like every /v1 resource.
     assert_eq!(call(&r, "GET", "/v1/calls", None, "").status, 401);
 }
+
+#[test]
+fn set_access_swaps_tokens_and_allow_lists() {
+    let r = rig(&[]);
+    let url = "/v1/registrations/foo@example.net";
+    assert_eq!(call(&r, "GET", url, Some(TOKEN), "").status, 200);
+    let mut api = crate::config::ApiConfig {
+        clients: vec![ApiClient {
+            name: "as1".into(),
+            token: "a-new-token-0123456".into(),
+            allow: vec![],
+        }],
+        ..Default::default()
+    };
+    r.service.set_access(&api);
+    assert_eq!(call(&r, "GET", url, Some(TOKEN), "").status, 401);
+    assert_eq!(
+        call(&r, "GET", url, Some("a-new-token-0123456"), "").status,
+        200
+    );
+    api.allow = vec!["10.0.0.0/8".into()];
+    r.service.set_access(&api);
+    assert_eq!(call(&r, "GET", "/healthz", None, "").status, 403);
+}
