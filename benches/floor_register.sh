@@ -27,7 +27,8 @@ gcc -O2 -o "$work/udp_echo" benches/baseline/udp_echo.c
 printf '%-7s %-5s %12s %8s %16s\n' server round REGISTER/s failed cpu_us/REGISTER
 for r in $(seq "$rounds"); do
   for server in c_sip floor tether; do
-    port=$((20000 + RANDOM % 12000))
+    # A port free now (a taken one would leave the generator talking to nobody).
+    port=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     printf '[sip]\nlisten = ["127.0.0.1:%s"]\n[runtime]\nworkers = 1\nstats_interval_s = 0\n[registrar]\ncapacity = %s\n' \
       "$port" "$n" > "$work/tether.toml"
     case $server in
@@ -36,9 +37,12 @@ for r in $(seq "$rounds"); do
       tether) taskset -c 0 "$tether" run --config "$work/tether.toml" > /dev/null 2> "$work/tether.log" & ;;
     esac
     spid=$!; sleep 1
+    if ! kill -0 "$spid" 2>/dev/null; then
+      echo "$server did not start:" >&2; cat "$work"/*.log >&2 2>/dev/null || true; exit 1
+    fi
     taskset -c 1 "$tether" bench register -t "127.0.0.1:$port" -n "$n" -r 0 --window 1000 \
       --duration 300 --server-pid "$spid" --json > "$work/lg.json"
-    kill "$spid"; wait "$spid" 2>/dev/null || true; spid=""
+    kill "$spid" 2>/dev/null || true; wait "$spid" 2>/dev/null || true; spid=""
     python3 - "$work/lg.json" "$server" "$r" >> "$work/runs.tsv" <<'PY'
 import json, sys
 j = json.load(open(sys.argv[1]))
