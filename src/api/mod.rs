@@ -7,6 +7,7 @@
 //! Over 600 lines on purpose: the routes and their JSON shapes in one file,
 //! read top to bottom as the API's reference.
 
+mod blocks;
 pub mod http;
 mod jobs;
 pub mod request;
@@ -188,6 +189,10 @@ impl Service {
                     ("GET", ["registrations", target]) => self.registrations(target),
                     ("GET", ["calls"]) => self.calls(query),
                     (_, ["calls"]) => method_not_allowed("GET"),
+                    ("GET", ["blocks"]) => self.blocks(),
+                    (_, ["blocks"]) => method_not_allowed("GET"),
+                    ("DELETE", ["blocks", addr]) => self.unblock(addr),
+                    (_, ["blocks", _]) => method_not_allowed("DELETE"),
                     (_, ["registrations", _]) => method_not_allowed("GET"),
                     _ => ApiResponse::error(404, "no such resource"),
                 }
