@@ -184,6 +184,20 @@ struct BenchArgs {
     /// Soak: endpoints per fan-out job.
     #[arg(long, default_value_t = 100)]
     job_targets: u32,
+    /// Keepalive and soak: once the endpoints registered, flood the target
+    /// with this many requests/s (REGISTER, INVITE, OPTIONS in turn) from
+    /// --flood-sources other addresses, while the endpoints refresh; 0 = no flood.
+    #[arg(long, default_value_t = 0)]
+    flood_rate: u32,
+    /// Flooding source addresses, consecutive from --flood-base.
+    #[arg(long, default_value_t = 1_000)]
+    flood_sources: u32,
+    /// First flooding address (127.0.0.0/8).
+    #[arg(long, default_value = "127.200.0.1")]
+    flood_base: std::net::Ipv4Addr,
+    /// Seconds the flood lasts at most [default: --hold].
+    #[arg(long)]
+    flood_seconds: Option<u64>,
     /// Rtp: the relay's ng control address (loopback only unless --allow-remote).
     #[arg(long, default_value = "127.0.0.1:2223")]
     ng: std::net::SocketAddrV4,
@@ -262,8 +276,8 @@ fn bench(a: BenchArgs) -> ExitCode {
         eprintln!("tether bench: {e}");
         return ExitCode::from(2);
     }
-    if !a.source_base.is_loopback() {
-        eprintln!("tether bench: --source-base must be in 127.0.0.0/8");
+    if !a.source_base.is_loopback() || !a.flood_base.is_loopback() {
+        eprintln!("tether bench: --source-base and --flood-base must be in 127.0.0.0/8");
         return ExitCode::from(2);
     }
     use std::time::Duration;
@@ -328,6 +342,13 @@ fn bench(a: BenchArgs) -> ExitCode {
         job_every: Duration::from_secs(a.job_every.max(1)),
         job_targets: a.job_targets,
         call,
+        flood: (a.flood_rate > 0).then(|| loadgen::flood::FloodPlan {
+            sources: a.flood_sources.max(1),
+            rate: a.flood_rate,
+            source_base: a.flood_base,
+            duration: Duration::from_secs(a.flood_seconds.unwrap_or(a.hold.unwrap_or(30))),
+            ..Default::default()
+        }),
         job: (a.scenario == "notify" || (a.scenario == "soak" && !a.token.is_empty())).then(|| {
             loadgen::job::JobPlan {
                 api: a.api.clone(),
