@@ -29,17 +29,18 @@ fn flooding_sources_are_limited_while_every_legitimate_refresh_succeeds() {
     // Short expiries so that each endpoint refreshes twice within the hold;
     // loopback is exempt by default, so the test opts it in.
     let (rt, addr) = common::start(
-        "[registrar]\nmin_expires = 4\n[limits]\nexempt = []\nregister_rate = 20\nregister_burst = 100\n\
-invite_rate = 10\ninvite_burst = 50\nother_rate = 100\nother_burst = 400\n",
+        "[registrar]\nmin_expires = 4\n[limits]\nexempt = []\nregister_rate = 5\nregister_burst = 10\n\
+invite_rate = 5\ninvite_burst = 10\nother_rate = 1000\nother_burst = 1000\n",
     );
     let flood = FloodPlan {
         sources: 50,
-        // 100/s per source: a third each REGISTER, INVITE, OPTIONS, so the
-        // first two kinds exceed their limits and OPTIONS stays within.
-        rate: 5_000,
+        // 200/s per source asked, a third each REGISTER, INVITE, OPTIONS:
+        // the first two exceed their 5/s even if the generator reaches a
+        // tenth of that, OPTIONS stays within its 1,000/s.
+        rate: 10_000,
         source_base: "127.40.0.1".parse().unwrap(),
         duration: Duration::from_secs(6),
-        max_requests: 40_000,
+        max_requests: 80_000,
     };
     let cfg = LoadConfig {
         target: v4(addr),
@@ -51,7 +52,9 @@ invite_rate = 10\ninvite_burst = 50\nother_rate = 100\nother_burst = 400\n",
         refresh: true,
         expires: 4,
         source_base: "127.41.0.1".parse().unwrap(),
-        ports: 16,
+        // Four devices per address: each address refreshes about 1.25
+        // times a second, within 5/s.
+        ports: 4,
         flood: Some(flood),
         ..LoadConfig::default()
     };
@@ -59,11 +62,20 @@ invite_rate = 10\ninvite_burst = 50\nother_rate = 100\nother_burst = 400\n",
     // The legitimate side: registered, refreshed at least once each, none failed.
     assert_eq!(s.registered, 2_000, "{s:?}");
     assert_eq!((s.failed, s.timeouts), (0, 0), "{:?}", s.codes);
-    assert!(s.refreshed >= 2_000, "every endpoint refreshed: {}", s.refreshed);
-    assert_eq!(s.codes.keys().copied().collect::<Vec<_>>(), [200], "{:?}", s.codes);
+    assert!(
+        s.refreshed >= 2_000,
+        "every endpoint refreshed: {}",
+        s.refreshed
+    );
+    assert_eq!(
+        s.codes.keys().copied().collect::<Vec<_>>(),
+        [200],
+        "{:?}",
+        s.codes
+    );
     // The flood: every source limited (answered 503 at least once).
     let f = s.flood.clone().expect("the flood ran");
-    assert!(f.sent >= 10_000, "{f:?}");
+    assert!(f.sent >= 20_000, "{f:?}");
     assert_eq!(f.sources_limited, 50, "{f:?}");
     let answered_503 = f.answers.get(&503).copied().unwrap_or(0);
     // The server's counters, once published, agree with what came back.
@@ -79,10 +91,13 @@ invite_rate = 10\ninvite_burst = 50\nother_rate = 100\nother_burst = 400\n",
     });
     assert!(metric(&rt, CoreMetric::LimitedRegister) > 0);
     assert!(metric(&rt, CoreMetric::LimitedInvite) > 0);
-    assert_eq!(metric(&rt, CoreMetric::LimitedOther), 0, "OPTIONS stayed within 100/s");
-    // Far fewer 503s than limited requests: one a second per source.
-    assert!(answered_503 <= 50 * 8, "{answered_503}");
-    assert!(limited(&rt) > 5 * answered_503);
+    assert_eq!(
+        metric(&rt, CoreMetric::LimitedOther),
+        0,
+        "OPTIONS stayed within its limit"
+    );
+    // At most one 503 a second per source (the flood lasts 6 s at most).
+    assert!(answered_503 <= 50 * 7, "{answered_503}");
     rt.shutdown().unwrap();
 }
 
@@ -124,10 +139,20 @@ Content-Length: 0\r\n\r\n"
     common::wait_until(10, "the block counted", || {
         metric(&rt, CoreMetric::BlocksStarted) == 1 && metric(&rt, CoreMetric::AuthFailures) == 3
     });
-    let (code, body) = common::http("DELETE", &format!("{base}/v1/blocks/127.42.0.9"), token, None);
+    let (code, body) = common::http(
+        "DELETE",
+        &format!("{base}/v1/blocks/127.42.0.9"),
+        token,
+        None,
+    );
     assert_eq!(code, 200, "{body}");
     assert_eq!(status(5).as_deref(), Some("SIP/2.0 403 "), "answered again");
-    let (code, _) = common::http("DELETE", &format!("{base}/v1/blocks/127.42.0.9"), token, None);
+    let (code, _) = common::http(
+        "DELETE",
+        &format!("{base}/v1/blocks/127.42.0.9"),
+        token,
+        None,
+    );
     assert_eq!(code, 404);
     rt.shutdown().unwrap();
 }

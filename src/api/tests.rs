@@ -351,7 +351,10 @@ fn blocks_are_gathered_from_every_core_and_lifted_by_address() {
     let resp = call(&r, "GET", "/v1/blocks", Some(TOKEN), "");
     assert_eq!(resp.status, 200);
     let v = json(&resp);
-    assert_eq!((v["total"].as_u64(), v["cores_missing"].as_u64()), (Some(1), Some(0)));
+    assert_eq!(
+        (v["total"].as_u64(), v["cores_missing"].as_u64()),
+        (Some(1), Some(0))
+    );
     assert_eq!(v["blocks"][0]["source"], "192.0.2.9");
     assert_eq!(v["blocks"][0]["dropped"], 42);
     let resp = call(&r, "DELETE", "/v1/blocks/192.0.2.9", Some(TOKEN), "");
@@ -360,7 +363,10 @@ fn blocks_are_gathered_from_every_core_and_lifted_by_address() {
     for t in threads {
         t.join().unwrap();
     }
-    assert_eq!(call(&r, "DELETE", "/v1/blocks/nonsense", Some(TOKEN), "").status, 400);
+    assert_eq!(
+        call(&r, "DELETE", "/v1/blocks/nonsense", Some(TOKEN), "").status,
+        400
+    );
     assert_eq!(call(&r, "POST", "/v1/blocks", Some(TOKEN), "").status, 405);
     assert_eq!(call(&r, "GET", "/v1/blocks", None, "").status, 401);
 }

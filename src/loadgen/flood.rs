@@ -112,11 +112,19 @@ Call-ID: flood-{method}-{ip}\r\nCSeq: ######### {method}\r\n"
         )),
         Template::new(format!(
             "{}Contact: <sip:flood@{ip}:{port}>\r\nContent-Length: 0\r\n\r\n",
-            head("INVITE", &format!("sip:nobody-#########@{domain}"), &format!("sip:nobody@{domain}"))
+            head(
+                "INVITE",
+                &format!("sip:nobody-#########@{domain}"),
+                &format!("sip:nobody@{domain}")
+            )
         )),
         Template::new(format!(
             "{}Content-Length: 0\r\n\r\n",
-            head("OPTIONS", &format!("sip:{}", target), &format!("sip:{}", target))
+            head(
+                "OPTIONS",
+                &format!("sip:{}", target),
+                &format!("sip:{}", target)
+            )
         )),
     ]
 }
@@ -228,7 +236,11 @@ pub fn table_lines(f: &FloodReport) -> String {
     );
     let answers: Vec<String> = f.answers.iter().map(|(c, n)| format!("{c}: {n}")).collect();
     let _ = writeln!(t, "flood answers        {}", answers.join(", "));
-    let _ = writeln!(t, "flood sources 503'd  {} of {}", f.sources_limited, f.sources);
+    let _ = writeln!(
+        t,
+        "flood sources 503'd  {} of {}",
+        f.sources_limited, f.sources
+    );
     if let Some(c) = f.server_cpu_cores {
         let _ = writeln!(t, "server CPU in flood  {:.2} cores", c);
     }
@@ -258,7 +270,7 @@ mod tests {
             let c = m.validate().unwrap();
             assert_eq!(c.cseq.seq, 42);
             assert_eq!(m.method().unwrap().as_str(), method);
-            assert_eq!(crate::limits::classify(&out).is_some(), true);
+            assert!(crate::limits::classify(&out).is_some());
         }
         assert_eq!(status_of(b"SIP/2.0 503 Service Unavailable\r\n"), Some(503));
         assert_eq!(status_of(b"OPTIONS sip:x SIP/2.0\r\n"), None);
