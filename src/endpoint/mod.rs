@@ -141,6 +141,8 @@ pub enum Command {
         lift: Option<std::net::IpAddr>,
         reply: crossbeam_channel::Sender<Vec<crate::limits::BlockInfo>>,
     },
+    /// `[limits]` changed (a reload): see [`crate::limits::Guard::reconfigure`].
+    Limits(Arc<crate::limits::Settings>),
 }
 
 /// Something a core tells the runtime.
@@ -447,6 +449,7 @@ impl Core for Endpoint {
                 let list = self.guard.answer(now, self.registrar.core(), lift);
                 self.events.push_back(Event::Blocks(reply, list));
             }
+            Command::Limits(cfg) => self.guard.reconfigure(cfg, self.tags.next_u64()),
             Command::PathNote(n) => {
                 if n.started {
                     self.keepalive.dialog_started(n.path, now, &mut self.timers);

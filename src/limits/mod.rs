@@ -99,6 +99,25 @@ impl Guard {
         }
     }
 
+    /// New settings (a configuration reload): rates, action, thresholds
+    /// and `exempt` apply at once; the tables are rebuilt only when their
+    /// sizes change (buckets start full again then). A bindings cap
+    /// switched on here counts the bindings made from now on.
+    pub fn reconfigure(&mut self, cfg: Arc<Settings>, seed: u64) {
+        if cfg.sources != self.cfg.sources {
+            self.table = SourceTable::new(cfg.sources, seed);
+        }
+        if cfg.max_blocks != self.cfg.max_blocks {
+            let mut blocks = Blocks::new(cfg.max_blocks, seed.rotate_left(21));
+            blocks.started = self.blocks.started;
+            self.blocks = blocks;
+        }
+        if cfg.max_bindings == 0 {
+            self.bindings.clear();
+        }
+        self.cfg = cfg;
+    }
+
     /// Nothing limited (endpoints made without a configuration).
     pub fn off() -> Guard {
         Guard::new(Arc::new(Settings::off()), 0)

@@ -262,3 +262,20 @@ fn bindings_per_source_are_counted_per_address() {
         "exempt"
     );
 }
+
+#[test]
+fn a_reload_changes_rates_at_once_and_keeps_blocks() {
+    let mut g = guard(settings());
+    let s = src("192.0.2.1:5060");
+    for t in 0..10 {
+        g.auth_failed(s.ip(), t);
+    }
+    assert_eq!(g.admit(REGISTER, s, 20), Admit::Drop, "blocked");
+    let mut tight = settings();
+    tight.rates[0] = bucket::Rate { per_s: 1, burst: 1 };
+    g.reconfigure(Arc::new(tight), 5);
+    assert_eq!(g.admit(REGISTER, s, 30), Admit::Drop, "still blocked");
+    let other = src("192.0.2.2:5060");
+    assert_eq!(g.admit(REGISTER, other, 40), Admit::Pass);
+    assert!(matches!(g.admit(REGISTER, other, 41), Admit::Reject { .. }));
+}
