@@ -41,10 +41,14 @@ for _ in $(seq 50); do
   curl -sf "http://127.0.0.1:$API/healthz" >/dev/null && break
   sleep 0.1
 done
+# Datagrams the kernel dropped at a full socket buffer (tether's or the generator's).
+rcvbuf_errors() { awk '/^Udp:/ { if (h) { print $6; exit } h = 1 }' /proc/net/snmp; }
+before=$(rcvbuf_errors)
 taskset -c 1 "$BIN" bench keepalive -t "127.0.0.1:$PORT" -n "$N" -r 20000 \
   --expires "$EXPIRES" --refresh --hold "$HOLD" --duration $((HOLD + 120)) \
   --flood-rate "$FLOOD" --flood-sources "$SOURCES" --flood-seconds "$HOLD" \
   --server-pid "$PID" --json > "$OUT/bench.json"
+echo "udp_rcvbuf_errors $(( $(rcvbuf_errors) - before ))" > "$OUT/kernel.txt"
 sleep 2 # one more publication of the cores' counters
 curl -s "http://127.0.0.1:$API/metrics" |
   grep -E '^tether_(limit|block|auth_failures|registrations_total|refreshes_total|datagrams_received)' \
@@ -62,4 +66,5 @@ print(f"flood: sent {f['sent']} in {f['elapsed_s']:.1f} s = {f['achieved_rate']:
       f"{f['sources_limited']} of {f['sources']}")
 print(f"CPU during the flood: tether {f['server_cpu_cores']:.2f} cores, generator {f['generator_cpu_cores']:.2f} cores")
 print("tether:", {k: v for k, v in m.items()})
+print(open(f"{out}/kernel.txt").read().strip())
 PY
