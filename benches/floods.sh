@@ -6,7 +6,8 @@
 # OPTIONS in turn) come from SOURCES other addresses. Writes tether.toml,
 # tether.log, bench.json (the generator's summary, its flood report inside)
 # and metrics.txt (tether's limit counters after the run) to OUT.
-# Usage: benches/floods.sh      (env: N FLOOD SOURCES HOLD EXPIRES BIN OUT)
+# Usage: benches/floods.sh      (env: N FLOOD SOURCES KINDS HOLD EXPIRES BIN OUT NICE)
+# NICE=-10 raises both processes' priority on a machine shared with other jobs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release/tether}
@@ -17,6 +18,7 @@ HOLD=${HOLD:-60}
 EXPIRES=${EXPIRES:-30}
 PORT=${PORT:-5092}
 API=${API:-18092}
+NICE=${NICE:-0}
 OUT=${OUT:-benches/results/floods/$(date -u +%Y%m%d-%H%M)}
 mkdir -p "$OUT"
 cat > "$OUT/tether.toml" <<TOML
@@ -34,7 +36,7 @@ listen = "127.0.0.1:$API"
 # Loopback is exempt by default; the generator's sources are all on it.
 exempt = []
 TOML
-taskset -c 0 "$BIN" run --config "$OUT/tether.toml" 2> "$OUT/tether.log" &
+nice -n "$NICE" taskset -c 0 "$BIN" run --config "$OUT/tether.toml" 2> "$OUT/tether.log" &
 PID=$!
 trap 'kill $PID 2>/dev/null || true' EXIT
 for _ in $(seq 50); do
@@ -44,9 +46,10 @@ done
 # Datagrams the kernel dropped at a full socket buffer (tether's or the generator's).
 rcvbuf_errors() { awk '/^Udp:/ { if (h) { print $6; exit } h = 1 }' /proc/net/snmp; }
 before=$(rcvbuf_errors)
-taskset -c 1 "$BIN" bench keepalive -t "127.0.0.1:$PORT" -n "$N" -r 20000 \
+nice -n "$NICE" taskset -c 1 "$BIN" bench keepalive -t "127.0.0.1:$PORT" -n "$N" -r 20000 \
   --expires "$EXPIRES" --refresh --hold "$HOLD" --duration $((HOLD + 120)) \
   --flood-rate "$FLOOD" --flood-sources "$SOURCES" --flood-seconds "$HOLD" \
+  --flood-kinds "${KINDS:-register,invite,options}" \
   --server-pid "$PID" --json > "$OUT/bench.json"
 echo "udp_rcvbuf_errors $(( $(rcvbuf_errors) - before ))" > "$OUT/kernel.txt"
 sleep 2 # one more publication of the cores' counters

@@ -195,6 +195,10 @@ struct BenchArgs {
     /// First flooding address (127.0.0.0/8).
     #[arg(long, default_value = "127.200.0.1")]
     flood_base: std::net::Ipv4Addr,
+    /// The flood's requests, sent in turn.
+    #[arg(long, value_delimiter = ',', default_value = "register,invite,options",
+          value_parser = ["register", "invite", "options"])]
+    flood_kinds: Vec<String>,
     /// Seconds the flood lasts at most [default: --hold].
     #[arg(long)]
     flood_seconds: Option<u64>,
@@ -347,6 +351,15 @@ fn bench(a: BenchArgs) -> ExitCode {
             rate: a.flood_rate,
             source_base: a.flood_base,
             duration: Duration::from_secs(a.flood_seconds.unwrap_or(a.hold.unwrap_or(30))),
+            kinds: a
+                .flood_kinds
+                .iter()
+                .map(|k| match k.as_str() {
+                    "register" => 0,
+                    "invite" => 1,
+                    _ => 2,
+                })
+                .collect(),
             ..Default::default()
         }),
         job: (a.scenario == "notify" || (a.scenario == "soak" && !a.token.is_empty())).then(|| {

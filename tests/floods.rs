@@ -41,6 +41,7 @@ invite_rate = 5\ninvite_burst = 10\nother_rate = 1000\nother_burst = 1000\n",
         source_base: "127.40.0.1".parse().unwrap(),
         duration: Duration::from_secs(6),
         max_requests: 80_000,
+        ..FloodPlan::default()
     };
     let cfg = LoadConfig {
         target: v4(addr),

@@ -1,6 +1,7 @@
 //! The flood (`tether bench … --flood-rate`): requests from `sources`
 //! addresses (consecutive from `source_base`, all on loopback), paced at
-//! `rate` a second over all of them, REGISTER, INVITE and OPTIONS in turn,
+//! `rate` a second over all of them, REGISTER, INVITE and OPTIONS in turn
+//! (or the `kinds` asked for),
 //! on a thread of its own beside the legitimate endpoints. It counts what
 //! comes back per source, so that a run can tell that every flooding
 //! source was limited (answered `503` at least once). Bounded in time
@@ -25,6 +26,8 @@ pub struct FloodPlan {
     pub duration: Duration,
     /// At most this many requests.
     pub max_requests: u64,
+    /// Which requests, sent in turn: 0 REGISTER, 1 INVITE, 2 OPTIONS.
+    pub kinds: Vec<usize>,
 }
 
 impl Default for FloodPlan {
@@ -35,6 +38,7 @@ impl Default for FloodPlan {
             source_base: Ipv4Addr::new(127, 200, 0, 1),
             duration: Duration::from_secs(10),
             max_requests: 100_000_000,
+            kinds: vec![0, 1, 2],
         }
     }
 }
@@ -141,6 +145,12 @@ pub fn run(
     let fd = socket.as_raw_fd();
     let port = socket.local_addr()?.port();
     let sources = plan.sources.max(1);
+    let kinds: Vec<usize> = plan.kinds.iter().copied().filter(|k| *k < 3).collect();
+    let kinds = if kinds.is_empty() {
+        vec![0, 1, 2]
+    } else {
+        kinds
+    };
     let ip_of = |i: u32| Ipv4Addr::from(u32::from(plan.source_base).wrapping_add(i));
     let requests: Vec<[Template; 3]> = (0..sources)
         .map(|i| templates(ip_of(i), port, target, domain))
@@ -170,7 +180,7 @@ pub fn run(
         // At most a few batches between reads, so answers are not lost.
         for _ in 0..due.min(512) {
             let i = (queued % u64::from(sources)) as u32;
-            let kind = ((queued / u64::from(sources)) % 3) as usize;
+            let kind = kinds[((queued / u64::from(sources)) % kinds.len() as u64) as usize];
             requests[i as usize][kind].fill(queued / u64::from(sources) + 1, &mut scratch);
             if send.is_full() {
                 send.flush(fd);
