@@ -6,7 +6,7 @@
 # OPTIONS in turn) come from SOURCES other addresses. Writes tether.toml,
 # tether.log, bench.json (the generator's summary, its flood report inside)
 # and metrics.txt (tether's limit counters after the run) to OUT.
-# Usage: benches/floods.sh      (env: N FLOOD SOURCES KINDS HOLD EXPIRES BIN OUT NICE)
+# Usage: benches/floods.sh      (env: N FLOOD SOURCES KINDS HOLD EXPIRES BIN OUT NICE WORKERS PIN)
 # NICE=-10 raises both processes' priority on a machine shared with other jobs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +25,7 @@ cat > "$OUT/tether.toml" <<TOML
 [sip]
 listen = ["127.0.0.1:$PORT"]
 [runtime]
-workers = 1
+workers = ${WORKERS:-1}
 stats_interval_s = 10
 [registrar]
 min_expires = 20
@@ -36,7 +36,10 @@ listen = "127.0.0.1:$API"
 # Loopback is exempt by default; the generator's sources are all on it.
 exempt = []
 TOML
-nice -n "$NICE" taskset -c 0 "$BIN" run --config "$OUT/tether.toml" 2> "$OUT/tether.log" &
+# WORKERS=2 PIN=0: both unpinned, tether with a worker per CPU.
+CPU0="taskset -c 0"; CPU1="taskset -c 1"
+[ "${PIN:-1}" = 1 ] || { CPU0=""; CPU1=""; }
+nice -n "$NICE" $CPU0 "$BIN" run --config "$OUT/tether.toml" 2> "$OUT/tether.log" &
 PID=$!
 trap 'kill $PID 2>/dev/null || true' EXIT
 for _ in $(seq 50); do
@@ -46,7 +49,7 @@ done
 # Datagrams the kernel dropped at a full socket buffer (tether's or the generator's).
 rcvbuf_errors() { awk '/^Udp:/ { if (h) { print $6; exit } h = 1 }' /proc/net/snmp; }
 before=$(rcvbuf_errors)
-nice -n "$NICE" taskset -c 1 "$BIN" bench keepalive -t "127.0.0.1:$PORT" -n "$N" -r 20000 \
+nice -n "$NICE" $CPU1 "$BIN" bench keepalive -t "127.0.0.1:$PORT" -n "$N" -r 20000 \
   --expires "$EXPIRES" --refresh --hold "$HOLD" --duration $((HOLD + 120)) \
   --flood-rate "$FLOOD" --flood-sources "$SOURCES" --flood-seconds "$HOLD" \
   --flood-kinds "${KINDS:-register,invite,options}" \
