@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tether::config::{Config, DEFAULT_TOML};
+use tether::reload::{self, Overrides};
 use tether::runtime::Runtime;
 
 #[derive(Parser)]
@@ -21,6 +22,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the edge relay (embedded defaults when no --config is given).
+    /// SIGHUP re-reads --config and applies log.level, api.allow and
+    /// api.clients; other changed keys are logged as needing a restart.
     Run {
         /// TOML configuration file; see `tether config` for every key.
         #[arg(short, long)]
@@ -39,7 +42,11 @@ enum Command {
     /// source address (127.0.0.0/8) and port.
     Bench(Box<BenchArgs>),
     /// Print the embedded default configuration.
-    Config,
+    Config {
+        /// Every setting commented out (the installed /etc/tether/tether.toml).
+        #[arg(long)]
+        commented: bool,
+    },
     /// Check a configuration file and exit.
     Check { config: PathBuf },
 }
@@ -420,18 +427,16 @@ fn bench(a: BenchArgs) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let log = tether::logging::init();
     let cli = Cli::parse();
     match cli.command {
         Command::Bench(a) => bench(*a),
-        Command::Config => {
-            print!("{DEFAULT_TOML}");
+        Command::Config { commented } => {
+            if commented {
+                print!("{}", tether::config::commented_defaults());
+            } else {
+                print!("{DEFAULT_TOML}");
+            }
             ExitCode::SUCCESS
         }
         Command::Check { config } => match Config::load(Some(&config)) {
@@ -450,27 +455,27 @@ fn main() -> ExitCode {
             workers,
             api_listen,
         } => {
-            let mut cfg = match Config::load(config.as_deref()) {
-                Ok(c) => c,
+            let overrides = Overrides {
+                listen,
+                workers,
+                api_listen,
+            };
+            let (cfg, text) = match reload::load(config.as_deref(), &overrides) {
+                Ok(v) => v,
                 Err(e) => {
                     eprintln!("{e}");
                     return ExitCode::from(2);
                 }
             };
-            if !listen.is_empty() {
-                cfg.sip.listen = listen;
-            }
-            if let Some(w) = workers {
-                cfg.runtime.workers = w;
-            }
-            if let Some(a) = api_listen {
-                cfg.api.listen = a;
-                if let Err(e) = cfg.check() {
-                    eprintln!("{e}");
+            if let Some(set) = &log {
+                if let Err(e) = set(&cfg.log.level) {
+                    eprintln!("config key `log.level`: {e}");
                     return ExitCode::from(2);
                 }
             }
-            match run(&cfg) {
+            let targets = reload::Targets { log, api: None };
+            let reloader = reload::Reloader::new(config, overrides, cfg, text, targets);
+            match run(reloader) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("tether: {e}");
@@ -481,11 +486,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cfg: &Config) -> std::io::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    // Register before starting workers so an early signal is not lost.
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
-    let rt = Runtime::start(cfg)?;
+fn run(mut reloader: reload::Reloader) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    // Register before starting workers so an early signal is not lost (and
+    // an early SIGHUP does not end the process, its default action).
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    let cfg = reloader.running().clone();
+    let rt = Runtime::start(&cfg)?;
     use std::io::Write as _;
     // Machine-readable lines for scripts and tests that bind port 0. A reader
     // that stopped listening (closed pipe) is not a reason to stop serving.
@@ -495,15 +502,21 @@ fn run(cfg: &Config) -> std::io::Result<()> {
     }
     let api = match cfg.api_listen() {
         Some(addr) => {
-            let api = tether::api::http::Api::start(addr, cfg, rt.control())?;
+            let api = tether::api::http::Api::start(addr, &cfg, rt.control())?;
             let _ = writeln!(out, "listening http {}", api.addr);
+            reloader.targets_mut().api = Some(api.service.clone());
             Some(api)
         }
         None => None,
     };
     let _ = out.flush();
-    if let Some(sig) = signals.forever().next() {
+    for sig in signals.forever() {
+        if sig == SIGHUP {
+            reloader.reload();
+            continue;
+        }
         tracing::info!(signal = sig, "stopping");
+        break;
     }
     if let Some(api) = api {
         api.shutdown();

@@ -191,7 +191,8 @@ fn sipp_registrations_authorized_by_an_http_service() {
     let hs = HookServer::start(
         "regauth-http",
         r#"{"/yes": {"status": 200}, "/no": {"status": 403},
-            "/slow": {"status": 200, "delay_ms": 3000}, "*": {"status": 404}}"#,
+            "/slow": {"status": 200, "delay_ms": 3000}, "/fail": {"status": 500},
+            "*": {"status": 404}}"#,
         None,
     );
     let dir = TempDir::new("sipp-http-auth");
@@ -272,6 +273,18 @@ fn sipp_registrations_authorized_by_an_http_service() {
         "SIP/2.0 503 Service Unavailable",
     );
     refused(&hs.url("/missing"), "", "gone", "SIP/2.0 403 Forbidden");
+    // The service failing (500) or not there (connection refused) is no
+    // answer: on_timeout = "reject" gives 503 and a retry later.
+    refused(
+        &hs.url("/fail"),
+        "",
+        "fail",
+        "SIP/2.0 503 Service Unavailable",
+    );
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("http://{}/auth", dead.local_addr().unwrap());
+    drop(dead);
+    refused(&dead_url, "", "dead", "SIP/2.0 503 Service Unavailable");
 
     // No answer in time with on_timeout = "accept": registered anyway.
     let (rt, addr) = http_tether(

@@ -6,19 +6,11 @@
 mod common;
 
 use common::hookserver::{have_python, HookServer};
-use common::{http, sipp, sipp_errors, start_with_api, wait_until, TempDir};
+use common::{metric, sipp, sipp_errors, start_with_api, wait_until, TempDir};
 
 /// Whether SIPp and python3 are here (else the test is skipped; under CI it fails).
 fn have_peers(test: &str) -> bool {
     have_python(test) && common::have_tools(test, &[("sipp", "-v", "sip-tester")])
-}
-
-/// One value of `/metrics`.
-fn metric(base: &str, name: &str) -> u64 {
-    let (_, text) = http("GET", &format!("{base}/metrics"), None, None);
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}"))
 }
 
 /// Runs `register_hooks.xml` for `rows` (`user;expires;last_expires`).

@@ -370,3 +370,27 @@ fn blocks_are_gathered_from_every_core_and_lifted_by_address() {
     assert_eq!(call(&r, "POST", "/v1/blocks", Some(TOKEN), "").status, 405);
     assert_eq!(call(&r, "GET", "/v1/blocks", None, "").status, 401);
 }
+
+#[test]
+fn set_access_swaps_tokens_and_allow_lists() {
+    let r = rig(&[]);
+    let url = "/v1/registrations/foo@example.net";
+    assert_eq!(call(&r, "GET", url, Some(TOKEN), "").status, 200);
+    let mut api = crate::config::ApiConfig {
+        clients: vec![ApiClient {
+            name: "as1".into(),
+            token: "a-new-token-0123456".into(),
+            allow: vec![],
+        }],
+        ..Default::default()
+    };
+    r.service.set_access(&api);
+    assert_eq!(call(&r, "GET", url, Some(TOKEN), "").status, 401);
+    assert_eq!(
+        call(&r, "GET", url, Some("a-new-token-0123456"), "").status,
+        200
+    );
+    api.allow = vec!["10.0.0.0/8".into()];
+    r.service.set_access(&api);
+    assert_eq!(call(&r, "GET", "/healthz", None, "").status, 403);
+}

@@ -383,5 +383,9 @@ impl Endpoint {
             .register_as(&msg, &checked, at, authz, &mut self.out, &mut self.tags);
         self.transmits.push(&self.out, p.src, p.local);
         self.sync_paths(now_ms);
+        // Like a REGISTER answered at once: its calls held for it go now.
+        if self.out.starts_with(b"SIP/2.0 200") {
+            self.wake_held(&checked);
+        }
     }
 }

@@ -63,6 +63,32 @@ impl PushParams {
     }
 }
 
+/// `uri` (a stored Contact URI) without its RFC 8599 `pn-*` parameters, or
+/// `None` when it has none. They address the device at its push service
+/// and are for the proxy alone: a request forwarded to the device does not
+/// carry them (RFC 8599 §5.6 has the proxy act on them, not pass them on).
+pub fn without_push_params(uri: &str) -> Option<String> {
+    // The user part may hold ';' (RFC 3261 user-unreserved): parameters
+    // start after the host, and end where the headers ('?') begin.
+    let host_at = uri.find('@').map_or(0, |i| i + 1);
+    let params_at = host_at + uri[host_at..].find(';')?;
+    let end = uri[params_at..]
+        .find('?')
+        .map_or(uri.len(), |i| params_at + i);
+    let is_pn = |p: &str| p.len() >= 3 && p.as_bytes()[..3].eq_ignore_ascii_case(b"pn-");
+    if !uri[params_at + 1..end].split(';').any(is_pn) {
+        return None;
+    }
+    let mut out = String::with_capacity(uri.len());
+    out.push_str(&uri[..params_at]);
+    for p in uri[params_at + 1..end].split(';').filter(|p| !is_pn(p)) {
+        out.push(';');
+        out.push_str(p);
+    }
+    out.push_str(&uri[end..]);
+    Some(out)
+}
+
 /// A parameter value, percent-decoded, as bounded UTF-8.
 fn decoded(raw: &str) -> Option<String> {
     if raw.len() > 3 * MAX_VALUE {
@@ -149,6 +175,24 @@ impl<'a> PushBody<'a> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn push_parameters_are_stripped_from_a_forwarded_uri() {
+        let strip = without_push_params;
+        assert_eq!(
+            strip("sip:bob@192.0.2.4:5060;transport=udp;PN-provider=apns;pn-prid=a%3Bb;ob")
+                .as_deref(),
+            Some("sip:bob@192.0.2.4:5060;transport=udp;ob")
+        );
+        assert_eq!(
+            strip("sip:bob;x@h;pn-prid=1?subject=pn-x").as_deref(),
+            Some("sip:bob;x@h?subject=pn-x")
+        );
+        assert_eq!(strip("sip:pn-user;pn-x@h;transport=udp"), None);
+        assert_eq!(strip("sip:bob@h"), None);
+        assert_eq!(strip("sip:h;pn-provider=x").as_deref(), Some("sip:h"));
+        assert_eq!(strip("garbage;;pn-"), Some("garbage;".into()));
+    }
 
     fn pp(provider: &str, prid: &str, param: Option<&str>) -> PushParams {
         PushParams {
@@ -285,6 +329,10 @@ mod tests {
         #[test]
         fn garbage_never_panics(s in ".{0,300}") {
             let _ = PushParams::from_contact(&s);
+            // Stripping never leaves a pn-* parameter behind either.
+            if let Some(out) = without_push_params(&s) {
+                prop_assert!(without_push_params(&out).is_none(), "{out}");
+            }
         }
 
         #[test]

@@ -74,6 +74,7 @@ impl Proxy {
         role: Role,
         pop: usize,
         mut targets: SmallVec<[Target; 2]>,
+        media_hint: &[Target],
         strip_auth: bool,
         cx: &mut Ctx<'_>,
     ) -> Option<(u32, u32)> {
@@ -94,7 +95,14 @@ impl Proxy {
         } else {
             Kind::NonInvite
         };
-        let (media, body) = match self.call_media(msg, checked, src, role, &targets, cx) {
+        // No targets yet (a held call): the media decision looks at where
+        // the call is likely to go, the sleeping device's bindings.
+        let for_media = if targets.is_empty() {
+            media_hint
+        } else {
+            &targets[..]
+        };
+        let (media, body) = match self.call_media(msg, checked, src, role, for_media, cx) {
             Ok(m) => m,
             Err((code, why)) => {
                 self.refuse_media(msg, checked, src, code, why, cx);

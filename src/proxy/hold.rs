@@ -149,6 +149,9 @@ impl HoldIndex {
 pub(super) struct WakePlan {
     pushes: SmallVec<[(Arc<str>, PushParams); 1]>,
     notify: SmallVec<[ContactView; 1]>,
+    /// The callee's bindings as they were (unreachable): where the call
+    /// will likely go once woken, for the media decision at hold time.
+    pub(super) sleeping: SmallVec<[Target; 1]>,
 }
 
 impl WakePlan {
@@ -177,7 +180,13 @@ impl Proxy {
         now: u64,
     ) -> Option<WakePlan> {
         let h = self.cfg.hold.as_ref()?;
-        let mut plan = WakePlan::default();
+        let mut plan = WakePlan {
+            sleeping: found
+                .iter()
+                .map(|c| super::route::binding_target(c.clone(), 0))
+                .collect(),
+            ..WakePlan::default()
+        };
         for c in found {
             let Some(p) = PushParams::from_contact(&c.contact) else {
                 continue;
@@ -434,6 +443,9 @@ impl Proxy {
         cx: &mut Ctx<'_>,
     ) {
         self.unpark(slot, nonce, cx);
+        if !self.media_for_targets(slot, nonce, &targets, cx) {
+            return;
+        }
         let Some(call) = self.calls.get_mut(slot, nonce) else {
             return;
         };
@@ -611,15 +623,17 @@ impl Proxy {
             self.stats.bridge_refused += 1;
             return self.reply(msg, checked, src, 403, "Held Call Gone", None, cx);
         }
-        let contact = checked
+        // The call-back's Contact, or (none, as in baresip's OPTIONS) the
+        // held INVITE's own Request-URI: the device answers to its AOR,
+        // while a bare `sip:host:port` names no user it would accept.
+        let uri = checked
             .contacts
             .first()
             .and_then(|c| c.contact.addr())
-            .map(|a| a.uri_raw);
-        let uri = contact.map_or_else(|| format!("sip:{}", src.remote()), str::to_owned);
+            .map(|a| a.uri_raw.into());
         let target = Target {
             to: src,
-            uri: Some(uri.into()),
+            uri,
             path: None,
             device_core: None,
             group: 0,

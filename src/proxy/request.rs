@@ -452,6 +452,7 @@ impl Proxy {
             role,
             pop,
             smallvec::smallvec![target],
+            &[],
             false,
             cx,
         );

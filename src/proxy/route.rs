@@ -26,7 +26,7 @@ pub(super) enum Decision {
     Hold {
         target: String,
         aor: String,
-        plan: super::hold::WakePlan,
+        plan: Box<super::hold::WakePlan>,
     },
 }
 
@@ -83,6 +83,7 @@ impl Proxy {
             role,
             pop,
             targets,
+            hold.as_ref().map_or(&[][..], |h| &h.2.sleeping[..]),
             authenticated,
             cx,
         ) else {
@@ -91,7 +92,7 @@ impl Proxy {
         if asks_webhook {
             self.ask_route(slot, nonce, msg, checked, src, cx);
         } else if let Some((target, aor, plan)) = hold {
-            self.hold(slot, nonce, &target, &aor, plan, cx);
+            self.hold(slot, nonce, &target, &aor, *plan, cx);
         }
     }
 
@@ -134,7 +135,11 @@ impl Proxy {
                     let scoped = aor != target;
                     if let Some(plan) = self.wake_plan(&aor, scoped, &found, cx.now) {
                         if !plan.is_empty() {
-                            return Decision::Hold { target, aor, plan };
+                            return Decision::Hold {
+                                target,
+                                aor,
+                                plan: Box::new(plan),
+                            };
                         }
                     }
                 }
@@ -232,9 +237,13 @@ impl Proxy {
 
 /// A branch to a registered binding, over its NAT path.
 pub(super) fn binding_target(c: ContactView, group: u16) -> Target {
+    let uri = match crate::hold::push::without_push_params(&c.contact) {
+        Some(stripped) => stripped.into_boxed_str(),
+        None => c.contact,
+    };
     Target {
         to: PathKey::new(c.local, c.source),
-        uri: Some(c.contact),
+        uri: Some(uri),
         path: c.path,
         device_core: Some(c.binding.core),
         group,

@@ -146,7 +146,9 @@ impl Proxy {
         match self.decide(&msg, &checked, src, authenticated, cx) {
             Decision::Targets(t, _) => self.release_to(slot, nonce, t, cx),
             Decision::Reply(code, reason) => self.finish_parked(slot, nonce, code, reason, cx),
-            Decision::Hold { target, aor, plan } => self.hold(slot, nonce, &target, &aor, plan, cx),
+            Decision::Hold { target, aor, plan } => {
+                self.hold(slot, nonce, &target, &aor, *plan, cx)
+            }
         }
     }
 }

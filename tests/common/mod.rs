@@ -117,12 +117,31 @@ pub fn sipp(
 }
 
 /// A UDP port on 127.0.0.1 that was free a moment ago.
+///
+/// Taken below the kernel's ephemeral range (32768-60999) and away from the
+/// tests' relay blocks (14000-31999, 41000-44999): a port the kernel handed
+/// out for `:0` is handed out again to the next socket bound to `:0` (the
+/// tethers and SIPp peers of parallel tests), which then races the test that
+/// asked for it. Each process starts at its own pseudo-random point.
 pub fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LO: u32 = 6000;
+    const SPAN: u32 = 8000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let seed = std::process::id().wrapping_mul(2_654_435_761) ^ nanos;
+    for _ in 0..SPAN {
+        let k = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (LO + seed.wrapping_add(k.wrapping_mul(7919)) % SPAN) as u16;
+        let free = std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+            && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if free {
+            return port;
+        }
+    }
+    panic!("no free UDP port in {LO}-{}", LO + SPAN - 1);
 }
 
 /// SIPp's error log, for assertion messages.
@@ -149,6 +168,25 @@ clients = [{{ name = \"as1\", token = \"{API_TOKEN}\" }}]\n{extra}"
         .expect("api starts");
     let base = format!("http://{}", api.addr);
     (rt, addr, api, base)
+}
+
+/// A metric without labels from the API's `/metrics` at `base`.
+pub fn metric(base: &str, name: &str) -> u64 {
+    let (_, text) = http("GET", &format!("{base}/metrics"), None, None);
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}"))
+}
+
+/// Waits (at most 5 s) for a metric to read `want`: cores publish their
+/// counters about once a second.
+pub fn wait_metric(base: &str, name: &str, want: u64) {
+    let mut got = 0;
+    let ok = wait_for(std::time::Duration::from_secs(5), || {
+        got = metric(base, name);
+        got == want
+    });
+    assert!(ok, "{name} = {got}, want {want}");
 }
 
 /// An HTTP call to the API: (status, body).

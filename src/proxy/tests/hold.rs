@@ -11,7 +11,7 @@ const CALLER: &str = "10.0.0.1:5061";
 const BOB_NAT: &str = "203.0.113.5:4000";
 const HOLD_MS: u64 = 30_000;
 
-fn hold_settings() -> HoldSettings {
+pub(super) fn hold_settings() -> HoldSettings {
     HoldSettings {
         hold_ms: HOLD_MS,
         gateways: vec![("apns".into(), "http://127.0.0.1:9/push".into())],
@@ -46,7 +46,7 @@ fn held_net(route_url: Option<&str>) -> Net {
 
 /// Registers bob with RFC 8599 push parameters, then lets his NAT path
 /// die (every keepalive prompt unanswered).
-fn asleep_bob(n: &mut Net) {
+pub(super) fn asleep_bob(n: &mut Net) {
     let reg = "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2:5062;branch=z9hG4bKrb1;rport\r\n\
 From: <sip:bob@example.com>;tag=r1\r\nTo: <sip:bob@example.com>\r\nCall-ID: reg-bob\r\n\
 CSeq: 1 REGISTER\r\nContact: <sip:bob@10.0.0.2:5062;pn-provider=apns;pn-prid=DEV1;pn-param=ABC.voip>\r\n\
@@ -64,11 +64,11 @@ Max-Forwards: 70\r\nExpires: 3600\r\n\r\n";
     );
 }
 
-fn events(n: &mut Net) -> Vec<Event> {
+pub(super) fn events(n: &mut Net) -> Vec<Event> {
     std::iter::from_fn(|| n.ep.poll_event()).collect()
 }
 
-fn callouts(evs: &[Event], purpose: Purpose) -> Vec<Request> {
+pub(super) fn callouts(evs: &[Event], purpose: Purpose) -> Vec<Request> {
     evs.iter()
         .filter_map(|e| match e {
             Event::Http(r) if matches!(r.kind, Kind::Callout { purpose: p, .. } if p == purpose) => {
@@ -79,7 +79,7 @@ fn callouts(evs: &[Event], purpose: Purpose) -> Vec<Request> {
         .collect()
 }
 
-fn answer_to(r: &Request, status: u16, body: &str) -> Command {
+pub(super) fn answer_to(r: &Request, status: u16, body: &str) -> Command {
     let Kind::Callout { purpose, id, .. } = r.kind else {
         panic!("not a callout: {r:?}");
     };
@@ -91,7 +91,7 @@ fn answer_to(r: &Request, status: u16, body: &str) -> Command {
     })
 }
 
-fn statuses_to(out: &[Sent], to: &str) -> Vec<u16> {
+pub(super) fn statuses_to(out: &[Sent], to: &str) -> Vec<u16> {
     out.iter()
         .filter(|(_, a)| *a == addr(to))
         .map(|(b, _)| status(b))
@@ -145,6 +145,12 @@ Max-Forwards: 70\r\nExpires: 3600\r\n\r\n";
     let out = n.drain();
     let fwd = one_to(&out, woken);
     assert_eq!(sip::parse(&fwd).unwrap().method(), Some(Method::Invite));
+    // The push parameters were for tether; the device gets its plain URI.
+    assert!(
+        text(&fwd).starts_with("INVITE sip:bob@10.0.0.2:5062 SIP/2.0\r\n"),
+        "{}",
+        text(&fwd)
+    );
     assert_eq!(n.ep.proxy().held_calls(), 0);
     let out = n.send(woken, &answer(&fwd, 200, "b1", "sip:bob@10.0.0.2:5062"));
     assert_eq!(statuses_to(&out, CALLER), vec![200]);

@@ -11,6 +11,16 @@ const RELAY_IP: &str = "192.0.2.1";
 impl Net {
     /// A core whose proxy anchors per `mode`, with `pairs` relay pairs.
     fn media(mode: Mode, pairs: u16, timeout_ms: u64) -> Net {
+        Net::media_with(mode, pairs, timeout_ms, |_| {})
+    }
+
+    /// [`Net::media`] with the proxy's configuration tweaked.
+    fn media_with(
+        mode: Mode,
+        pairs: u16,
+        timeout_ms: u64,
+        tweak: impl FnOnce(&mut ProxyConfig),
+    ) -> Net {
         let mut n = Net::with(ProxySection::default());
         let dir = n.dir.clone();
         let mut cfg = ProxyConfig::from_section(
@@ -19,6 +29,7 @@ impl Net {
             Default::default(),
         );
         cfg.media = mode;
+        tweak(&mut cfg);
         let proxy = Proxy::new(0, Arc::new(cfg), dir, [3; 32], &[addr(TETHER)], 9);
         let table = Table::new(TableConfig {
             addr: RELAY_IP.parse().unwrap(),
@@ -316,4 +327,79 @@ fn an_offer_with_ice_is_left_to_ice_in_nat_mode_but_anchored_in_always() {
     let fwd = one_to(&out, "10.0.0.2:5062");
     assert!(!text(&fwd).contains("a=candidate"), "anchored: ICE removed");
     assert_eq!(media_of(&fwd).0, RELAY_IP);
+}
+
+/// A held call's callee is a device behind a NAT (its Contact is not its
+/// path): the call is anchored when it is held, before any branch exists,
+/// and the INVITE the woken device gets offers the relay.
+#[test]
+fn a_held_call_to_a_device_behind_a_nat_is_anchored_when_held() {
+    use super::hold::{asleep_bob, events, hold_settings, statuses_to};
+    let mut n = Net::media_with(Mode::Nat, 8, 600_000, |cfg| {
+        cfg.hold = Some(Arc::new(hold_settings()));
+    });
+    n.ep.set_unix_epoch(1_800_000_000_000);
+    asleep_bob(&mut n);
+    // The caller is not behind a NAT: its SDP and Contact are its source.
+    let out = n.send("10.0.0.1:5061", &invite_sdp("h1", &sdp("10.0.0.1", 4000)));
+    assert_eq!(statuses_to(&out, "10.0.0.1:5061"), vec![100, 180]);
+    assert_eq!(n.sessions(), 1, "anchored at hold time");
+    events(&mut n);
+    let woken = "203.0.113.5:4001";
+    let reg = "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2:5062;branch=z9hG4bKrb2;rport\r\n\
+From: <sip:bob@example.com>;tag=r1\r\nTo: <sip:bob@example.com>\r\nCall-ID: reg-bob\r\n\
+CSeq: 2 REGISTER\r\nContact: <sip:bob@10.0.0.2:5062>\r\nMax-Forwards: 70\r\nExpires: 3600\r\n\r\n";
+    n.send(woken, reg.as_bytes());
+    for e in events(&mut n) {
+        if let Event::Registered(aor) = e {
+            n.ep.handle_command(n.now, crate::endpoint::Command::Registered(aor));
+        }
+    }
+    let out = n.drain();
+    let fwd = one_to(&out, woken);
+    assert_eq!(
+        media_of(&fwd).0,
+        RELAY_IP,
+        "{}",
+        String::from_utf8_lossy(&fwd)
+    );
+}
+
+/// The routing webhook names a callee behind a NAT: the call, which took
+/// its media decision before any target was known, is anchored when the
+/// answer sends it there.
+#[test]
+fn a_call_routed_by_the_webhook_to_a_device_behind_a_nat_is_anchored() {
+    use super::hold::{answer_to, callouts, events, statuses_to};
+    use crate::hooks::Purpose;
+    let mut n = Net::media_with(Mode::Nat, 8, 600_000, |cfg| {
+        cfg.route = Some(crate::proxy::hold::RouteSettings {
+            url: "http://127.0.0.1:9/route".into(),
+            timeout_ms: 1000,
+        });
+    });
+    n.register("carol", "203.0.113.7:4000", "10.0.0.7:5060");
+    events(&mut n);
+    let out = n.send("10.0.0.1:5061", &invite_sdp("w1", &sdp("10.0.0.1", 4000)));
+    assert_eq!(statuses_to(&out, "10.0.0.1:5061"), vec![100]);
+    assert_eq!(n.sessions(), 0, "nothing says the call needs the relay yet");
+    let evs = events(&mut n);
+    let r = callouts(&evs, Purpose::Route);
+    assert_eq!(r.len(), 1, "{evs:#?}");
+    n.ep.handle_command(
+        n.now,
+        answer_to(
+            &r[0],
+            200,
+            r#"{"targets":[{"uri":"sip:carol@example.com"}]}"#,
+        ),
+    );
+    let fwd = one_to(&n.drain(), "203.0.113.7:4000");
+    assert_eq!(n.sessions(), 1);
+    assert_eq!(
+        media_of(&fwd).0,
+        RELAY_IP,
+        "{}",
+        String::from_utf8_lossy(&fwd)
+    );
 }
