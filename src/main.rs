@@ -22,8 +22,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the edge relay (embedded defaults when no --config is given).
-    /// SIGHUP re-reads --config and applies log.level, api.allow and
-    /// api.clients; other changed keys are logged as needing a restart.
+    /// SIGHUP re-reads --config and applies log.level, api.allow,
+    /// api.clients and [limits]; other changed keys are logged as needing a restart.
     Run {
         /// TOML configuration file; see `tether config` for every key.
         #[arg(short, long)]
@@ -473,7 +473,10 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             }
-            let targets = reload::Targets { log, api: None };
+            let targets = reload::Targets {
+                log,
+                ..Default::default()
+            };
             let reloader = reload::Reloader::new(config, overrides, cfg, text, targets);
             match run(reloader) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -493,6 +496,7 @@ fn run(mut reloader: reload::Reloader) -> std::io::Result<()> {
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     let cfg = reloader.running().clone();
     let rt = Runtime::start(&cfg)?;
+    reloader.targets_mut().cores = rt.control().inboxes;
     use std::io::Write as _;
     // Machine-readable lines for scripts and tests that bind port 0. A reader
     // that stopped listening (closed pipe) is not a reason to stop serving.
