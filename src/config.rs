@@ -30,6 +30,7 @@ pub struct Config {
     pub proxy: crate::proxy::ProxySection,
     pub media: crate::media::MediaSection,
     pub push: crate::hold::PushSection,
+    pub limits: crate::limits::LimitsSection,
     pub log: crate::logging::LogSection,
 }
 
@@ -453,6 +454,7 @@ impl Config {
         self.media.check()?;
         self.webhooks.check()?;
         self.push.check()?;
+        self.limits.check()?;
         self.log.check()?;
         if self.sip.listen.is_empty() {
             return Err(ConfigError::Invalid {

@@ -19,6 +19,7 @@ pub mod endpoint;
 pub mod hold;
 pub mod hooks;
 pub(crate) mod io;
+pub mod limits;
 pub mod loadgen;
 pub mod logging;
 pub mod media;

@@ -22,8 +22,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the edge relay (embedded defaults when no --config is given).
-    /// SIGHUP re-reads --config and applies log.level, api.allow and
-    /// api.clients; other changed keys are logged as needing a restart.
+    /// SIGHUP re-reads --config and applies log.level, api.allow,
+    /// api.clients and [limits]; other changed keys are logged as needing a restart.
     Run {
         /// TOML configuration file; see `tether config` for every key.
         #[arg(short, long)]
@@ -191,6 +191,24 @@ struct BenchArgs {
     /// Soak: endpoints per fan-out job.
     #[arg(long, default_value_t = 100)]
     job_targets: u32,
+    /// Keepalive and soak: once the endpoints registered, flood the target
+    /// with this many requests/s (REGISTER, INVITE, OPTIONS in turn) from
+    /// --flood-sources other addresses, while the endpoints refresh; 0 = no flood.
+    #[arg(long, default_value_t = 0)]
+    flood_rate: u32,
+    /// Flooding source addresses, consecutive from --flood-base.
+    #[arg(long, default_value_t = 1_000)]
+    flood_sources: u32,
+    /// First flooding address (127.0.0.0/8).
+    #[arg(long, default_value = "127.200.0.1")]
+    flood_base: std::net::Ipv4Addr,
+    /// The flood's requests, sent in turn.
+    #[arg(long, value_delimiter = ',', default_value = "register,invite,options",
+          value_parser = ["register", "invite", "options"])]
+    flood_kinds: Vec<String>,
+    /// Seconds the flood lasts at most [default: --hold].
+    #[arg(long)]
+    flood_seconds: Option<u64>,
     /// Rtp: the relay's ng control address (loopback only unless --allow-remote).
     #[arg(long, default_value = "127.0.0.1:2223")]
     ng: std::net::SocketAddrV4,
@@ -269,8 +287,8 @@ fn bench(a: BenchArgs) -> ExitCode {
         eprintln!("tether bench: {e}");
         return ExitCode::from(2);
     }
-    if !a.source_base.is_loopback() {
-        eprintln!("tether bench: --source-base must be in 127.0.0.0/8");
+    if !a.source_base.is_loopback() || !a.flood_base.is_loopback() {
+        eprintln!("tether bench: --source-base and --flood-base must be in 127.0.0.0/8");
         return ExitCode::from(2);
     }
     use std::time::Duration;
@@ -335,6 +353,22 @@ fn bench(a: BenchArgs) -> ExitCode {
         job_every: Duration::from_secs(a.job_every.max(1)),
         job_targets: a.job_targets,
         call,
+        flood: (a.flood_rate > 0).then(|| loadgen::flood::FloodPlan {
+            sources: a.flood_sources.max(1),
+            rate: a.flood_rate,
+            source_base: a.flood_base,
+            duration: Duration::from_secs(a.flood_seconds.unwrap_or(a.hold.unwrap_or(30))),
+            kinds: a
+                .flood_kinds
+                .iter()
+                .map(|k| match k.as_str() {
+                    "register" => 0,
+                    "invite" => 1,
+                    _ => 2,
+                })
+                .collect(),
+            ..Default::default()
+        }),
         job: (a.scenario == "notify" || (a.scenario == "soak" && !a.token.is_empty())).then(|| {
             loadgen::job::JobPlan {
                 api: a.api.clone(),
@@ -439,7 +473,10 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             }
-            let targets = reload::Targets { log, api: None };
+            let targets = reload::Targets {
+                log,
+                ..Default::default()
+            };
             let reloader = reload::Reloader::new(config, overrides, cfg, text, targets);
             match run(reloader) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -459,6 +496,7 @@ fn run(mut reloader: reload::Reloader) -> std::io::Result<()> {
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     let cfg = reloader.running().clone();
     let rt = Runtime::start(&cfg)?;
+    reloader.targets_mut().cores = rt.control().inboxes;
     use std::io::Write as _;
     // Machine-readable lines for scripts and tests that bind port 0. A reader
     // that stopped listening (closed pipe) is not a reason to stop serving.

@@ -17,8 +17,8 @@ use crate::config::{ApiClient, Config, ConfigError, DEFAULT_TOML};
 /// The settings a reload applies to a running tether; every other setting
 /// needs a restart.
 ///
-/// To make another setting reloadable (the `[limits]` rate limits are meant
-/// to plug in here):
+/// To make another setting reloadable (`[limits]` is one, applied by the
+/// cores):
 /// 1. add a field, and copy it in [`Reloadable::of`] and [`Reloadable::put`];
 /// 2. list its key (or its whole section) in [`Reloadable::KEYS`], so that
 ///    a change is not also reported as needing a restart;
@@ -35,11 +35,14 @@ pub struct Reloadable {
     pub api_allow: Vec<String>,
     /// `api.clients`: names, tokens, per-client `allow`.
     pub api_clients: Vec<ApiClient>,
+    /// `[limits]`, the whole section (each core gets it as
+    /// `Command::Limits`; see `limits::Guard::reconfigure`).
+    pub limits: crate::limits::LimitsSection,
 }
 
 impl Reloadable {
     /// Dotted keys (a section covers all its keys) that [`Reloadable`] holds.
-    pub const KEYS: &'static [&'static str] = &["log.level", "api.allow", "api.clients"];
+    pub const KEYS: &'static [&'static str] = &["log.level", "api.allow", "api.clients", "limits"];
 
     /// The reloadable part of `cfg`.
     pub fn of(cfg: &Config) -> Reloadable {
@@ -47,6 +50,7 @@ impl Reloadable {
             log_level: cfg.log.level.clone(),
             api_allow: cfg.api.allow.clone(),
             api_clients: cfg.api.clients.clone(),
+            limits: cfg.limits.clone(),
         }
     }
 
@@ -55,6 +59,7 @@ impl Reloadable {
         cfg.log.level = self.log_level;
         cfg.api.allow = self.api_allow;
         cfg.api.clients = self.api_clients;
+        cfg.limits = self.limits;
     }
 
     /// The keys whose values differ between `self` and `new`.
@@ -68,6 +73,9 @@ impl Reloadable {
         }
         if self.api_clients != new.api_clients {
             out.push("api.clients".to_owned());
+        }
+        if self.limits != new.limits {
+            out.push("limits".to_owned());
         }
         out
     }
@@ -128,6 +136,8 @@ pub struct Targets {
     pub log: Option<LogSetter>,
     /// The control API, when it runs.
     pub api: Option<Arc<crate::api::Service>>,
+    /// The cores' inboxes, for `[limits]`.
+    pub cores: Vec<crate::runtime::Inbox>,
 }
 
 impl Targets {
@@ -153,6 +163,20 @@ impl Targets {
                     ..Default::default()
                 };
                 api.set_access(&section);
+            }
+        }
+        if changed.iter().any(|k| k == "limits") {
+            let settings = new.limits.settings();
+            let sent = self
+                .cores
+                .iter()
+                .filter(|c| c.send(crate::runtime::Command::Limits(settings.clone())))
+                .count();
+            if sent < self.cores.len() {
+                tracing::error!(
+                    cores = self.cores.len() - sent,
+                    "config reload: [limits] not applied on some cores (inbox full); reload again"
+                );
             }
         }
     }
@@ -328,7 +352,8 @@ mod tests {
         // Changing only reloadable keys leaves nothing needing a restart.
         let new = Config::from_toml(
             "[log]\nlevel = \"debug\"\n[api]\nallow = [\"10.0.0.0/8\"]\n\
-             clients = [{ name = \"a\", token = \"0123456789abcdef\" }]\n",
+             clients = [{ name = \"a\", token = \"0123456789abcdef\" }]\n\
+             [limits]\nregister_rate = 5\n",
         )
         .unwrap();
         let old = Config::default();
@@ -337,7 +362,7 @@ mod tests {
         assert_eq!(rest, old);
         assert_eq!(
             Reloadable::of(&old).changed(&Reloadable::of(&new)),
-            ["log.level", "api.allow", "api.clients"]
+            ["log.level", "api.allow", "api.clients", "limits"]
         );
     }
 
@@ -363,7 +388,7 @@ mod tests {
                 seen.lock().push(l.to_owned());
                 Ok(())
             })),
-            api: None,
+            ..Default::default()
         };
         let mut r = Reloader::new(Some(path.clone()), overrides, cfg, text, targets);
         std::fs::write(&path, "[sip]\nmax_headers = 70\n[log]\nlevel = \"warn\"\n").unwrap();
@@ -392,5 +417,42 @@ mod tests {
             r.reload(),
             Outcome::Refused(ConfigError::Read { .. })
         ));
+    }
+
+    #[test]
+    fn a_limits_change_goes_to_every_core() {
+        let path = file("limits", "[limits]\nregister_rate = 20\n");
+        let (cfg, text) = load(Some(&path), &Overrides::default()).unwrap();
+        let poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        let (tx, rx) = crossbeam_channel::bounded(4);
+        let targets = Targets {
+            cores: vec![crate::runtime::Inbox::new(tx.clone(), waker.clone())],
+            ..Default::default()
+        };
+        let mut r = Reloader::new(Some(path.clone()), Overrides::default(), cfg, text, targets);
+        std::fs::write(&path, "[limits]\nregister_rate = 5\naction = \"drop\"\n").unwrap();
+        match r.reload() {
+            Outcome::Applied {
+                applied,
+                needs_restart,
+            } => {
+                assert_eq!(applied, ["limits"]);
+                assert!(needs_restart.is_empty(), "{needs_restart:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        match rx.try_recv() {
+            Ok(crate::runtime::Command::Limits(s)) => {
+                assert_eq!(s.rates[0].per_s, 5);
+                assert!(!s.reject);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(r.running().limits.register_rate, 5);
+        // A bad value is refused whole; the cores hear nothing.
+        std::fs::write(&path, "[limits]\naction = \"maybe\"\n").unwrap();
+        assert!(matches!(r.reload(), Outcome::Refused(_)));
+        assert!(rx.try_recv().is_err());
     }
 }

@@ -8,6 +8,7 @@
 //! read top to bottom as the API's reference.
 
 mod access;
+mod blocks;
 pub mod http;
 mod jobs;
 pub mod request;
@@ -181,6 +182,10 @@ impl Service {
                     ("GET", ["registrations", target]) => self.registrations(target),
                     ("GET", ["calls"]) => self.calls(query),
                     (_, ["calls"]) => method_not_allowed("GET"),
+                    ("GET", ["blocks"]) => self.blocks(),
+                    (_, ["blocks"]) => method_not_allowed("GET"),
+                    ("DELETE", ["blocks", addr]) => self.unblock(addr),
+                    (_, ["blocks", _]) => method_not_allowed("DELETE"),
                     (_, ["registrations", _]) => method_not_allowed("GET"),
                     _ => ApiResponse::error(404, "no such resource"),
                 }

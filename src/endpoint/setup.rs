@@ -29,6 +29,7 @@ pub struct Setup {
     ng_index: crate::media::ng_server::NgIndex,
     /// The call and registration events `[webhooks]` asks for.
     hooks: Arc<crate::hooks::EventHooks>,
+    limits: Arc<crate::limits::Settings>,
 }
 
 impl Setup {
@@ -86,6 +87,7 @@ impl Setup {
             ng_on: !cfg.media.ng_listen.is_empty(),
             ng_index: Default::default(),
             hooks: Arc::new(crate::hooks::EventHooks::new(&cfg.webhooks)),
+            limits: cfg.limits.settings(),
         })
     }
 
@@ -159,6 +161,10 @@ impl Setup {
             local_addrs.to_vec(),
         )
         .with_proxy(proxy)
+        .with_limits(crate::limits::Guard::new(
+            self.limits.clone(),
+            derived_seed(&self.secret, b"limits", core),
+        ))
         .with_media(self.media_table(core, local_addrs))
         .with_ng(self.ng_on.then(|| {
             let unix = std::time::SystemTime::now()
