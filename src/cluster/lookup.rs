@@ -1,0 +1,1 @@
+//! Owner lookups for the proxy (to come).
