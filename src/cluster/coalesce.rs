@@ -50,9 +50,15 @@ struct Held {
     core: u16,
     /// The binding's own expiry (Unix s).
     expiry: u64,
-    /// The expiry Redis holds for it (Unix s, slack included); 0 = none.
+    /// The expiry Redis holds for it (Unix s, slack included); 0 = never
+    /// sent, [`MAYBE`] = sent but not known to be there (a failed or
+    /// resynced write).
     written: u64,
 }
+
+/// `Held::written` of a record that may be in Redis with an unknown expiry:
+/// any refresh writes it again, a removal deletes it.
+const MAYBE: u64 = 1;
 
 /// Counters the thread publishes.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -143,9 +149,8 @@ impl Coalescer {
             Change::Remove => match self.owned.remove(&c.id) {
                 // Never reached Redis: forgetting the pending write is enough.
                 Some(h) if h.written == 0 => {
-                    if self.urgent.remove(&c.id) | self.renew.remove(&c.id) {
-                        self.counts.coalesced += 1;
-                    }
+                    let was_pending = self.urgent.remove(&c.id) | self.renew.remove(&c.id);
+                    self.counts.coalesced += u64::from(was_pending);
                 }
                 Some(_) => self.mark(c.id, true),
                 None => {}
@@ -220,7 +225,7 @@ impl Coalescer {
                 Op::Write { id, .. } | Op::Delete { id } => *id,
             };
             if let Some(h) = self.owned.get_mut(&id) {
-                h.written = 0;
+                h.written = MAYBE;
             }
             self.renew.remove(&id);
             // Not through `mark`: these were already counted in the backlog.
@@ -232,7 +237,7 @@ impl Coalescer {
     /// have restarted empty). Deletes still pending stay pending.
     pub fn resync(&mut self) {
         for (id, h) in self.owned.iter_mut() {
-            h.written = 0;
+            h.written = h.written.min(MAYBE);
             self.renew.remove(id);
             self.urgent.insert(*id);
         }
@@ -367,5 +372,22 @@ mod tests {
         c.resync();
         assert_eq!(c.take(false, 3).len(), 3);
         assert_eq!(c.take(false, 100).len(), 2);
+    }
+
+    #[test]
+    fn a_record_that_may_be_in_redis_is_deleted_on_removal() {
+        let mut c = Coalescer::new(1, 30, 100);
+        c.apply(set(1, 0, 600), 1000);
+        let ops = c.take(false, 10);
+        // The pipeline failed after Redis may have applied it.
+        c.failed(&ops);
+        c.apply(remove(1), 1001);
+        assert_eq!(c.take(false, 10), vec![Op::Delete { id: id(1) }]);
+        // Same after a resync that has not written it yet.
+        c.apply(set(2, 0, 600), 1000);
+        c.take(false, 10);
+        c.resync();
+        c.apply(remove(2), 1001);
+        assert_eq!(c.take(false, 10), vec![Op::Delete { id: id(2) }]);
     }
 }

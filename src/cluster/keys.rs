@@ -23,18 +23,43 @@ use std::fmt::Write as _;
 
 /// A 64-bit hash of `bytes`, the same on every node and version.
 pub fn stable_hash(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    StableHasher::new().bytes(bytes).finish()
+}
+
+/// [`stable_hash`] over several pieces, without joining them first.
+#[derive(Debug, Clone, Copy)]
+pub struct StableHasher(u64);
+
+impl StableHasher {
+    pub fn new() -> StableHasher {
+        StableHasher(0xcbf2_9ce4_8422_2325)
     }
-    // FNV's low bits mix poorly; the bucket takes high bits, but mix anyway
-    // (splitmix64's finalizer) so that every bit depends on every byte.
-    h ^= h >> 30;
-    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    h ^= h >> 27;
-    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
-    h ^ (h >> 31)
+
+    /// Feeds `bytes` (FNV-1a).
+    pub fn bytes(mut self, bytes: &[u8]) -> StableHasher {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        self
+    }
+
+    /// The hash. FNV's low bits mix poorly; splitmix64's finalizer makes
+    /// every bit depend on every byte.
+    pub fn finish(self) -> u64 {
+        let mut h = self.0;
+        h ^= h >> 30;
+        h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        h ^= h >> 27;
+        h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+        h ^ (h >> 31)
+    }
+}
+
+impl Default for StableHasher {
+    fn default() -> Self {
+        StableHasher::new()
+    }
 }
 
 /// Identifies one binding across the cluster: its AOR and device, hashed.
@@ -51,6 +76,30 @@ impl RecordId {
         RecordId {
             aor: stable_hash(aor.as_bytes()),
             device: stable_hash(device.as_bytes()),
+        }
+    }
+
+    /// The record of a registered contact: the device is its
+    /// `+sip.instance` (and `reg-id`: each RFC 5626 flow of a device is its
+    /// own binding), or its Contact URI when it has no instance.
+    pub fn for_contact(
+        aor: &str,
+        instance: Option<&str>,
+        reg_id: Option<u32>,
+        contact: &str,
+    ) -> RecordId {
+        let device = match (instance, reg_id) {
+            (Some(i), Some(r)) => StableHasher::new()
+                .bytes(i.as_bytes())
+                .bytes(b";reg-id=")
+                .bytes(&r.to_be_bytes())
+                .finish(),
+            (Some(i), None) => stable_hash(i.as_bytes()),
+            (None, _) => stable_hash(contact.as_bytes()),
+        };
+        RecordId {
+            aor: stable_hash(aor.as_bytes()),
+            device,
         }
     }
 

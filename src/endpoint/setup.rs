@@ -29,6 +29,8 @@ pub struct Setup {
     ng_index: crate::media::ng_server::NgIndex,
     /// The call and registration events `[webhooks]` asks for.
     hooks: Arc<crate::hooks::EventHooks>,
+    /// `[cluster]` on: the publisher the registrars send binding changes to.
+    cluster: Option<crate::cluster::Publish>,
 }
 
 impl Setup {
@@ -86,6 +88,7 @@ impl Setup {
             ng_on: !cfg.media.ng_listen.is_empty(),
             ng_index: Default::default(),
             hooks: Arc::new(crate::hooks::EventHooks::new(&cfg.webhooks)),
+            cluster: None,
         })
     }
 
@@ -97,6 +100,12 @@ impl Setup {
     /// The node's event subscription (the registrar's and the proxy's).
     pub fn event_hooks(&self) -> &Arc<crate::hooks::EventHooks> {
         &self.hooks
+    }
+
+    /// Every core's registrar publishes its binding changes through `p`.
+    pub fn with_cluster(mut self, p: Option<crate::cluster::Publish>) -> Setup {
+        self.cluster = p;
+        self
     }
 
     /// Core `core`'s endpoint; `local_addrs` are the bound listen addresses.
@@ -127,6 +136,7 @@ impl Setup {
             derived_seed(&self.secret, b"auth cache", core),
         );
         registrar.set_event_hooks(self.hooks.clone());
+        registrar.set_cluster(self.cluster.clone());
         // Reuseport spreads paths evenly but not exactly: an eighth more.
         let share = cfg.registrar.capacity / n;
         registrar.reserve(share + share / 8);

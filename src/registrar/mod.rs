@@ -245,6 +245,8 @@ pub struct Registrar {
     /// Registration events to POST; the endpoint moves them to its HTTP
     /// outbox after each call.
     pub http: Vec<crate::hooks::Request>,
+    /// `[cluster]`: where this core publishes its binding changes.
+    cluster: Option<crate::cluster::Publish>,
 }
 
 impl Registrar {
@@ -269,6 +271,7 @@ impl Registrar {
             stats: Stats::default(),
             hooks: crate::hooks::EventHooks::off(),
             http: Vec::new(),
+            cluster: None,
         }
     }
 
