@@ -9,7 +9,9 @@ use std::time::Duration;
 use common::redis_bed::{have_redis, Cluster};
 use common::{metric, start_with_api, wait_for, wait_metric, wait_until};
 use tether::cluster::keys::bucket_key;
+use tether::cluster::lookup::{OwnerQuery, Remote, Resolver};
 use tether::cluster::{Owner, RecordId};
+use tether::endpoint::Command;
 
 /// The bed itself: three masters, every slot served, a key written through
 /// one master readable through the cluster.
@@ -212,6 +214,72 @@ fn ownership_records_follow_the_registrar_across_a_redis_outage() {
     assert_eq!(record(&bed, alice_id), Some(None));
     assert!(metric(&base_b, "tether_cluster_writes_total") >= 3);
 
-    rt_a.shutdown().unwrap();
+    // The owner lookup: bob's device is on node 2, at its advertised address.
+    let mut look = Lookups::start(&bed);
+    let owners = look.ask("bob@127.0.0.1");
+    assert_eq!(owners.len(), 1, "{owners:?}");
+    assert_eq!(owners[0].owner.node, 2);
+    assert_eq!(owners[0].device, bob_id.device);
+    assert_eq!(&*owners[0].addr, "127.0.0.1:5602");
+    assert!(look.ask("nobody@127.0.0.1").is_empty());
+    assert_eq!(metric(&base_a, "tether_cluster_redis_up"), 1);
+
+    // Node 2 stops: once its heartbeat key expires its records own nothing.
     rt_b.shutdown().unwrap();
+    wait_until(10, "node 2's heartbeat to expire", || {
+        bed.cli(0, &["-c", "exists", "tether:node:2"]).trim() == "0"
+    });
+    wait_until(5, "bob to have no live owner", || {
+        look.ask("bob@127.0.0.1").is_empty()
+    });
+    rt_a.shutdown().unwrap();
+}
+
+/// The owner lookup thread with one core's inbox, outside a runtime.
+struct Lookups {
+    tx: crossbeam_channel::Sender<OwnerQuery>,
+    rx: crossbeam_channel::Receiver<Command>,
+    _resolver: Resolver,
+    _poll: mio::Poll,
+}
+
+impl Lookups {
+    fn start(bed: &Cluster) -> Lookups {
+        let poll = mio::Poll::new().unwrap();
+        let waker = std::sync::Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        let (ctx, crx) = crossbeam_channel::bounded(16);
+        let (tx, qrx) = crossbeam_channel::bounded(16);
+        let toml = cluster_toml(bed, 1, "127.0.0.1:5601");
+        let cfg = tether::config::Config::from_toml(&toml).unwrap();
+        let resolver = Resolver::start(
+            &cfg.cluster,
+            qrx,
+            vec![tether::runtime::Inbox::new(ctx, waker)],
+            std::sync::Arc::default(),
+        )
+        .unwrap();
+        Lookups {
+            tx,
+            rx: crx,
+            _resolver: resolver,
+            _poll: poll,
+        }
+    }
+
+    /// The live owners of `aor` (the lookup must succeed).
+    fn ask(&mut self, aor: &str) -> Vec<Remote> {
+        self.tx
+            .send(OwnerQuery {
+                core: 0,
+                aor: aor.into(),
+            })
+            .unwrap();
+        match self.rx.recv_timeout(Duration::from_secs(5)) {
+            Ok(Command::ClusterOwners(a)) => {
+                assert_eq!(a.aor, tether::cluster::keys::stable_hash(aor.as_bytes()));
+                a.owners.expect("Redis answered the lookup")
+            }
+            other => panic!("no owner answer: {other:?}"),
+        }
+    }
 }

@@ -40,6 +40,10 @@ pub struct ClusterSection {
     pub buckets: u32,
     /// Redis connect and response timeout (ms).
     pub timeout_ms: u64,
+    /// A core keeps an owner lookup's answer this long (ms).
+    pub lookup_cache_ms: u64,
+    /// AORs whose owners a core keeps at once.
+    pub lookup_cache: usize,
 }
 
 impl Default for ClusterSection {
@@ -56,6 +60,8 @@ impl Default for ClusterSection {
             queue: 65_536,
             buckets: 65_536,
             timeout_ms: 500,
+            lookup_cache_ms: 2000,
+            lookup_cache: 10_000,
         }
     }
 }
@@ -118,6 +124,15 @@ impl ClusterSection {
             return Err(invalid(
                 "cluster.timeout_ms",
                 format!("{} is out of range; use 50..=30000", self.timeout_ms),
+            ));
+        }
+        if self.lookup_cache_ms > 600_000 {
+            return Err(invalid(
+                "cluster.lookup_cache_ms",
+                format!(
+                    "{} is out of range; use 0..=600000 (a node that stopped is seen within it)",
+                    self.lookup_cache_ms
+                ),
             ));
         }
         for url in &self.redis {

@@ -31,6 +31,8 @@ pub struct Setup {
     hooks: Arc<crate::hooks::EventHooks>,
     /// `[cluster]` on: the publisher the registrars send binding changes to.
     cluster: Option<crate::cluster::Publish>,
+    /// `[cluster]` on: the lookup thread's queue.
+    lookups: Option<crossbeam_channel::Sender<crate::cluster::lookup::OwnerQuery>>,
 }
 
 impl Setup {
@@ -89,6 +91,7 @@ impl Setup {
             ng_index: Default::default(),
             hooks: Arc::new(crate::hooks::EventHooks::new(&cfg.webhooks)),
             cluster: None,
+            lookups: None,
         })
     }
 
@@ -102,9 +105,15 @@ impl Setup {
         &self.hooks
     }
 
-    /// Every core's registrar publishes its binding changes through `p`.
-    pub fn with_cluster(mut self, p: Option<crate::cluster::Publish>) -> Setup {
+    /// Every core's registrar publishes its binding changes through `p`;
+    /// owner lookups go to `lookups`.
+    pub fn with_cluster(
+        mut self,
+        p: Option<crate::cluster::Publish>,
+        lookups: Option<crossbeam_channel::Sender<crate::cluster::lookup::OwnerQuery>>,
+    ) -> Setup {
         self.cluster = p;
+        self.lookups = lookups;
         self
     }
 
@@ -169,6 +178,12 @@ impl Setup {
             local_addrs.to_vec(),
         )
         .with_proxy(proxy)
+        .with_owner_cache(crate::cluster::lookup::OwnerCache::new(
+            core as u16,
+            self.lookups.clone(),
+            cfg.cluster.lookup_cache_ms,
+            cfg.cluster.lookup_cache,
+        ))
         .with_media(self.media_table(core, local_addrs))
         .with_ng(self.ng_on.then(|| {
             let unix = std::time::SystemTime::now()

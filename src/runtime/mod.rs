@@ -65,8 +65,12 @@ pub struct Runtime {
     /// The HTTP side threads and their counters.
     hooks: crate::hooks::dispatch::Dispatcher,
     hook_stats: Arc<crate::hooks::Stats>,
-    /// `[cluster]` on: the ownership publisher and its counters.
-    cluster: Option<crate::cluster::Publisher>,
+    /// `[cluster]` on: the ownership publisher, the owner lookup thread,
+    /// and their counters.
+    cluster: Option<(
+        Option<crate::cluster::Publisher>,
+        crate::cluster::lookup::Resolver,
+    )>,
     cluster_stats: Option<Arc<crate::cluster::Stats>>,
     epoch: Instant,
     /// The addresses actually bound (useful when the config asked for port 0).
@@ -131,13 +135,25 @@ impl Runtime {
         } else {
             None
         };
-        let setup = Setup::new(cfg, worker_count(cfg), os_random()?)?
-            .with_cluster(cluster.as_ref().map(|p| p.handle()));
+        let (lookup_tx, lookup_rx) = bounded(cfg.cluster.queue.max(1));
+        let setup = Setup::new(cfg, worker_count(cfg), os_random()?)?.with_cluster(
+            cluster.as_ref().map(|p| p.handle()),
+            cluster.is_some().then_some(lookup_tx),
+        );
         let directory = setup.directory().clone();
         let mut rt =
             Runtime::start_with(cfg, directory, |core, addrs| setup.endpoint(core, addrs))?;
-        rt.cluster_stats = cluster.is_some().then_some(stats);
-        rt.cluster = cluster;
+        if cluster.is_some() {
+            let inboxes = rt.inboxes.clone();
+            let r = crate::cluster::lookup::Resolver::start(
+                &cfg.cluster,
+                lookup_rx,
+                inboxes,
+                stats.clone(),
+            )?;
+            rt.cluster = Some((cluster, r));
+            rt.cluster_stats = Some(stats);
+        }
         Ok(rt)
     }
 
@@ -316,8 +332,11 @@ impl Runtime {
             }
         }
         self.hooks.shutdown();
-        if let Some(p) = self.cluster {
-            p.shutdown();
+        if let Some((p, r)) = self.cluster {
+            r.shutdown();
+            if let Some(p) = p {
+                p.shutdown();
+            }
         }
         result
     }
