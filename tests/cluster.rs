@@ -224,9 +224,9 @@ fn ownership_records_follow_the_registrar_across_a_redis_outage() {
     assert!(look.ask("nobody@127.0.0.1").is_empty());
     assert_eq!(metric(&base_a, "tether_cluster_redis_up"), 1);
 
-    // Node 2 stops: once its heartbeat key expires its records own nothing.
+    // Node 2 stops (deleting its heartbeat key): its records own nothing.
     rt_b.shutdown().unwrap();
-    wait_until(10, "node 2's heartbeat to expire", || {
+    wait_until(10, "node 2's heartbeat key to go", || {
         bed.cli(0, &["-c", "exists", "tether:node:2"]).trim() == "0"
     });
     wait_until(5, "bob to have no live owner", || {

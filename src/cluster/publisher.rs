@@ -2,7 +2,7 @@
 //! changes, writes them to Redis Cluster in pipelines, keeps the node's
 //! heartbeat key alive, and while Redis is unreachable keeps the backlog
 //! and tries again (every heartbeat interval). After an outage it writes
-//! every owned record again.
+//! every owned record again. Stopping, it deletes its heartbeat key.
 //!
 //! Writes go out as soon as the previous pipeline is back: changes arriving
 //! meanwhile pile up in the channel and leave together, so the batch grows
@@ -153,6 +153,7 @@ impl Thread {
             }
             self.tick();
             if stopping {
+                self.leave();
                 tracing::info!(pending = self.state.pending(), "cluster publisher stopped");
                 return;
             }
@@ -238,6 +239,18 @@ impl Thread {
                 self.up();
             }
             Err(e) => self.down(&e),
+        }
+    }
+
+    /// A node stopping on purpose deletes its heartbeat key: the others
+    /// see it gone at once rather than after `heartbeat_ttl_ms`.
+    fn leave(&mut self) {
+        if let Some(conn) = self.conn.as_mut() {
+            let r: redis::RedisResult<()> =
+                redis::cmd("DEL").arg(node_key(self.cfg.node)).exec(conn);
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "cluster: heartbeat key not deleted at stop");
+            }
         }
     }
 
