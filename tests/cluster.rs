@@ -37,8 +37,8 @@ fn redis_bed_is_a_working_cluster() {
 fn cluster_toml(bed: &Cluster, node: u32, advertise: &str) -> String {
     let seeds: Vec<String> = bed.urls().iter().map(|u| format!("{u:?}")).collect();
     format!(
-        "[push]\nnode = {node}\n[cluster]\nenabled = true\nnode = {node}\nredis = [{}]\n\
-advertise = \"{advertise}\"\nheartbeat_ms = 200\nheartbeat_ttl_ms = 1000\nrenew_s = 1\ntimeout_ms = 300\n",
+        "[registrar]\nmin_expires = 1\n[push]\nnode = {node}\n[cluster]\nenabled = true\nnode = {node}\nredis = [{}]\n\
+advertise = \"{advertise}\"\nheartbeat_ms = 200\nheartbeat_ttl_ms = 1000\nrenew_s = 30\ntimeout_ms = 300\n",
         seeds.join(", ")
     )
 }
@@ -99,10 +99,12 @@ fn wait_record(bed: &Cluster, id: RecordId, what: &str, want: impl Fn(Option<Own
 }
 
 /// Two nodes on the bed: a REGISTER publishes its ownership record (read
-/// back with the redis crate), an unregister deletes it, a device that
+/// back with the redis crate), a refresh inside the slack writes nothing,
+/// an unregister and an expiry delete it, a device that
 /// moved keeps its new node's record when the old node lets go, and a
 /// Redis outage is caught up from the backlog (records lost with Redis's
-/// data written again). `/metrics` shows each step.
+/// data written again). `/metrics` shows each step. Owner lookups find
+/// the owning node's address, and nothing once that node stops.
 #[test]
 fn ownership_records_follow_the_registrar_across_a_redis_outage() {
     if !have_redis("ownership_records_follow_the_registrar_across_a_redis_outage") {
@@ -145,10 +147,34 @@ fn ownership_records_follow_the_registrar_across_a_redis_outage() {
     assert!(metric(&base_a, "tether_cluster_writes_total") >= 1);
     assert_eq!(metric(&base_a, "tether_cluster_owned"), 1);
 
+    // A refresh Redis already covers (records carry 2 * renew_s = 60 s of
+    // slack) writes nothing.
+    let writes = metric(&base_a, "tether_cluster_writes_total");
+    register(&alice, a, "alice", None, 600);
+    wait_until(5, "the refresh coalesced", || {
+        metric(&base_a, "tether_cluster_coalesced_total") >= 1
+    });
+    assert_eq!(metric(&base_a, "tether_cluster_writes_total"), writes);
+
     // An unregister deletes it.
     register(&alice, a, "alice", None, 0);
     wait_record(&bed, alice_id, "alice deleted", |r| r.is_none());
     wait_metric(&base_a, "tether_cluster_deletes_total", 1);
+
+    // An expiry deletes it too.
+    let erin = client_socket();
+    register(&erin, a, "erin", None, 2);
+    let erin_id = RecordId::for_contact(
+        "erin@127.0.0.1",
+        None,
+        None,
+        &format!("sip:erin@127.0.0.1:{}", erin.local_addr().unwrap().port()),
+    );
+    wait_record(&bed, erin_id, "erin at node 1", |r| {
+        r.is_some_and(|o| o.node == 1)
+    });
+    wait_record(&bed, erin_id, "erin expired", |r| r.is_none());
+    wait_metric(&base_a, "tether_cluster_deletes_total", 2);
 
     // A device moving from A to B: B's record stays when A lets go.
     let carol_a = client_socket();
@@ -164,7 +190,7 @@ fn ownership_records_follow_the_registrar_across_a_redis_outage() {
         r.is_some_and(|o| o.node == 2)
     });
     register(&carol_a, a, "carol", Some(inst), 0);
-    wait_metric(&base_a, "tether_cluster_deletes_total", 2);
+    wait_metric(&base_a, "tether_cluster_deletes_total", 3);
     assert_eq!(
         record(&bed, carol_id).flatten().map(|o| o.node),
         Some(2),
