@@ -135,7 +135,13 @@ impl Runtime {
         } else {
             None
         };
-        let (lookup_tx, lookup_rx) = bounded(cfg.cluster.queue.max(1));
+        // A bounded channel allocates its slots up front: none while off.
+        let lookup_cap = if cluster.is_some() {
+            cfg.cluster.queue
+        } else {
+            1
+        };
+        let (lookup_tx, lookup_rx) = bounded(lookup_cap.max(1));
         let setup = Setup::new(cfg, worker_count(cfg), os_random()?)?.with_cluster(
             cluster.as_ref().map(|p| p.handle()),
             cluster.is_some().then_some(lookup_tx),
