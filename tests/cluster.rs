@@ -33,12 +33,15 @@ fn redis_bed_is_a_working_cluster() {
     assert_eq!(bed.cli(0, &["ping"]).trim(), "PONG");
 }
 
+/// Few buckets, so that `sweep_s = 1` sweeps them all every second cheaply.
+const BUCKETS: u32 = 16;
+
 /// `[cluster]` for node `node` of the bed, with short intervals for a test.
 fn cluster_toml(bed: &Cluster, node: u32, advertise: &str) -> String {
     let seeds: Vec<String> = bed.urls().iter().map(|u| format!("{u:?}")).collect();
     format!(
         "[registrar]\nmin_expires = 1\n[push]\nnode = {node}\n[cluster]\nenabled = true\nnode = {node}\nredis = [{}]\n\
-advertise = \"{advertise}\"\nheartbeat_ms = 200\nheartbeat_ttl_ms = 1000\nrenew_s = 30\ntimeout_ms = 300\n",
+advertise = \"{advertise}\"\nheartbeat_ms = 200\nheartbeat_ttl_ms = 1000\nrenew_s = 30\nbuckets = {BUCKETS}\nsweep_s = 1\ntimeout_ms = 300\n",
         seeds.join(", ")
     )
 }
@@ -82,7 +85,7 @@ fn record(bed: &Cluster, id: RecordId) -> Option<Option<Owner>> {
     let client = redis::cluster::ClusterClient::new(bed.urls()).ok()?;
     let mut conn = client.get_connection().ok()?;
     let v: Option<Vec<u8>> = redis::cmd("HGET")
-        .arg(bucket_key(id.aor, 65536))
+        .arg(bucket_key(id.aor, BUCKETS))
         .arg(&id.field()[..])
         .query(&mut conn)
         .ok()?;
@@ -100,7 +103,8 @@ fn wait_record(bed: &Cluster, id: RecordId, what: &str, want: impl Fn(Option<Own
 
 /// Two nodes on the bed: a REGISTER publishes its ownership record (read
 /// back with the redis crate), a refresh inside the slack writes nothing,
-/// an unregister and an expiry delete it, a device that
+/// an unregister and an expiry delete it, an expired record of a dead
+/// node is swept, a device that
 /// moved keeps its new node's record when the old node lets go, and a
 /// Redis outage is caught up from the backlog (records lost with Redis's
 /// data written again). `/metrics` shows each step. Owner lookups find
@@ -139,7 +143,7 @@ fn ownership_records_follow_the_registrar_across_a_redis_outage() {
         r.is_some_and(|o| o.node == 1 && o.core < 2 && o.expiry >= t0 + 600)
     });
     let ttl: i64 = bed
-        .cli(0, &["-c", "ttl", &bucket_key(alice_id.aor, 65536)])
+        .cli(0, &["-c", "ttl", &bucket_key(alice_id.aor, BUCKETS)])
         .trim()
         .parse()
         .unwrap();
@@ -196,6 +200,28 @@ fn ownership_records_follow_the_registrar_across_a_redis_outage() {
         Some(2),
         "node 1 deleted node 2's record"
     );
+
+    // A record left by a node that died is swept once past its expiry;
+    // live ones stay.
+    let ghost = RecordId::for_contact("ghost@127.0.0.1", Some("urn:uuid:ghost"), None, "");
+    {
+        let client = redis::cluster::ClusterClient::new(bed.urls()).unwrap();
+        let mut conn = client.get_connection().unwrap();
+        let _: () = redis::cmd("HSET")
+            .arg(bucket_key(ghost.aor, BUCKETS))
+            .arg(&ghost.field()[..])
+            .arg("9:0:1000")
+            .query(&mut conn)
+            .unwrap();
+    }
+    assert!(record(&bed, ghost).flatten().is_some());
+    wait_record(&bed, ghost, "the expired record swept", |r| r.is_none());
+    assert!(
+        metric(&base_a, "tether_cluster_swept_total")
+            + metric(&base_b, "tether_cluster_swept_total")
+            >= 1
+    );
+    assert_eq!(record(&bed, carol_id).flatten().map(|o| o.node), Some(2));
 
     // Redis down: the nodes keep serving and keep a backlog.
     let bob = client_socket();

@@ -40,6 +40,9 @@ pub struct ClusterSection {
     pub buckets: u32,
     /// Redis connect and response timeout (ms).
     pub timeout_ms: u64,
+    /// Every bucket is swept for expired records once per this many
+    /// seconds (spread evenly), by every node.
+    pub sweep_s: u32,
     /// A core keeps an owner lookup's answer this long (ms).
     pub lookup_cache_ms: u64,
     /// AORs whose owners a core keeps at once.
@@ -60,6 +63,7 @@ impl Default for ClusterSection {
             queue: 65_536,
             buckets: 65_536,
             timeout_ms: 500,
+            sweep_s: 3600,
             lookup_cache_ms: 2000,
             lookup_cache: 10_000,
         }
@@ -124,6 +128,12 @@ impl ClusterSection {
             return Err(invalid(
                 "cluster.timeout_ms",
                 format!("{} is out of range; use 50..=30000", self.timeout_ms),
+            ));
+        }
+        if !(1..=86_400).contains(&self.sweep_s) {
+            return Err(invalid(
+                "cluster.sweep_s",
+                format!("{} is out of range; use 1..=86400", self.sweep_s),
             ));
         }
         if self.lookup_cache_ms > 600_000 {

@@ -123,7 +123,11 @@ impl RecordId {
 pub fn bucket_key(aor: u64, buckets: u32) -> String {
     // High bits: the field starts with the AOR hash, so the bucket does
     // not repeat what the field already tells apart.
-    let b = (aor >> 40) as u32 & (buckets - 1);
+    bucket_key_at((aor >> 40) as u32 & (buckets - 1))
+}
+
+/// The Redis key of bucket number `b`.
+pub fn bucket_key_at(b: u32) -> String {
     let mut k = String::with_capacity(20);
     let _ = write!(k, "tether:o:{b}");
     k

@@ -79,10 +79,11 @@ pub struct Stats {
     pub heartbeats: AtomicU64,
     /// 1 while the last Redis round trip succeeded (gauge).
     pub redis_up: AtomicU64,
-    /// Owner lookups answered from Redis, from the cache, or failed.
+    /// Owner lookups asked of Redis, and those it did not answer.
     pub lookups: AtomicU64,
-    pub lookup_hits: AtomicU64,
     pub lookup_errors: AtomicU64,
+    /// Expired records (of any node) the sweeper removed.
+    pub swept: AtomicU64,
 }
 
 impl Stats {
@@ -98,7 +99,7 @@ impl Stats {
             ("tether_cluster_errors_total", "Failed Redis round trips (connect, pipeline, heartbeat).", &self.errors, true),
             ("tether_cluster_heartbeats_total", "Heartbeats written.", &self.heartbeats, true),
             ("tether_cluster_lookups_total", "Owner lookups asked of Redis.", &self.lookups, true),
-            ("tether_cluster_lookup_cache_hits_total", "Owner lookups answered from the local cache.", &self.lookup_hits, true),
+            ("tether_cluster_swept_total", "Expired ownership records (of any node) removed by this node's sweeper.", &self.swept, true),
             ("tether_cluster_lookup_errors_total", "Owner lookups Redis did not answer.", &self.lookup_errors, true),
             ("tether_cluster_backlog", "Binding changes waiting for Redis.", &self.backlog, false),
             ("tether_cluster_owned", "Bindings this node publishes as their owner.", &self.owned, false),

@@ -2,7 +2,10 @@
 //! changes, writes them to Redis Cluster in pipelines, keeps the node's
 //! heartbeat key alive, and while Redis is unreachable keeps the backlog
 //! and tries again (every heartbeat interval). After an outage it writes
-//! every owned record again. Stopping, it deletes its heartbeat key.
+//! every owned record again. Stopping, it deletes its heartbeat key. With
+//! each heartbeat it sweeps a few buckets for expired records (every bucket
+//! once per `sweep_s`): records of a node that died would otherwise stay in
+//! buckets other nodes keep alive.
 //!
 //! Writes go out as soon as the previous pipeline is back: changes arriving
 //! meanwhile pile up in the channel and leave together, so the batch grows
@@ -18,7 +21,7 @@ use crossbeam_channel::{select, Receiver, Sender};
 use redis::cluster::{cluster_pipe, ClusterClient, ClusterConnection};
 
 use super::coalesce::{BindingChange, Coalescer, Op};
-use super::keys::{bucket_key, node_key, Owner, NODES_KEY};
+use super::keys::{bucket_key, bucket_key_at, node_key, Owner, NODES_KEY};
 use super::{ClusterSection, Publish, Stats};
 
 /// Operations per pipeline.
@@ -30,6 +33,14 @@ const BATCH: usize = 2000;
 const DELETE_IF_OURS: &str = "local v = redis.call('HGET', KEYS[1], ARGV[1]) \
 if v and string.sub(v, 1, #ARGV[2]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end \
 return 0";
+
+/// Removes the records of bucket KEYS[1] whose expiry (the value's last
+/// field) is before ARGV[1]; returns how many. Atomic, so a record renewed
+/// meanwhile stays.
+const SWEEP_EXPIRED: &str = "local n = 0 local all = redis.call('HGETALL', KEYS[1]) \
+for i = 1, #all, 2 do local e = tonumber(string.match(all[i + 1], ':(%d+)$')) \
+if e and e < tonumber(ARGV[1]) then redis.call('HDEL', KEYS[1], all[i]) n = n + 1 end end \
+return n";
 
 /// Unix seconds now.
 pub(crate) fn unix_now() -> u64 {
@@ -73,6 +84,8 @@ impl Publisher {
             conn: None,
             outage: false,
             next_heartbeat: Instant::now(),
+            // Nodes start their sweep at different buckets.
+            sweep_at: super::keys::stable_hash(&cfg.node.to_be_bytes()) as u32 & (cfg.buckets - 1),
             next_renewal: Instant::now() + Duration::from_secs(u64::from(cfg.renew_s)),
             joined: false,
         };
@@ -124,6 +137,8 @@ struct Thread {
     next_renewal: Instant,
     /// Whether this node is in the nodes hash yet (written once per connection).
     joined: bool,
+    /// The next bucket to sweep.
+    sweep_at: u32,
 }
 
 impl Thread {
@@ -166,6 +181,7 @@ impl Thread {
         if now >= self.next_heartbeat {
             self.next_heartbeat = now + Duration::from_millis(self.cfg.heartbeat_ms);
             self.heartbeat();
+            self.sweep();
         }
         let renewal = now >= self.next_renewal;
         if renewal {
@@ -237,6 +253,37 @@ impl Thread {
                 self.joined = true;
                 self.stats.heartbeats.fetch_add(1, Ordering::Relaxed);
                 self.up();
+            }
+            Err(e) => self.down(&e),
+        }
+    }
+
+    /// Sweeps the share of buckets due in one heartbeat interval, so that
+    /// all are swept once per `sweep_s`.
+    fn sweep(&mut self) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        let per_round = (u64::from(self.cfg.buckets) * self.cfg.heartbeat_ms)
+            .div_ceil(u64::from(self.cfg.sweep_s) * 1000)
+            .max(1);
+        let mut p = cluster_pipe();
+        let now = unix_now();
+        let mask = self.cfg.buckets - 1;
+        for i in 0..per_round {
+            let b = (self.sweep_at.wrapping_add(i as u32)) & mask;
+            p.cmd("EVAL")
+                .arg(SWEEP_EXPIRED)
+                .arg(1)
+                .arg(bucket_key_at(b))
+                .arg(now);
+        }
+        match p.query::<Vec<u64>>(conn) {
+            Ok(n) => {
+                self.sweep_at = self.sweep_at.wrapping_add(per_round as u32) & mask;
+                self.stats
+                    .swept
+                    .fetch_add(n.iter().sum(), Ordering::Relaxed);
             }
             Err(e) => self.down(&e),
         }
