@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs the real SIP peers the
 # tests talk to (SIPp, sipsak, baresip, Kamailio, rtpengine, python3) and the NAT test bed
-# (iproute2, iptables, conntrack) and Redis for the cluster tests, then format, lint and tests.
+# (iproute2, iptables, conntrack) and Redis for the cluster tests, then format, lint, the
+# Debian package check and tests.
 # Usage: scripts/test.sh      (as root, or with sudo available for apt-get)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,8 @@ command -v conntrack >/dev/null || need_pkgs+=(conntrack)
 # package's service is not used); redis-cli creates the cluster.
 command -v redis-server >/dev/null || need_pkgs+=(redis-server)
 command -v redis-cli >/dev/null || need_pkgs+=(redis-tools)
+# The package check (scripts/deb-check.sh) verifies the unit with systemd-analyze.
+command -v systemd-analyze >/dev/null || need_pkgs+=(systemd)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
@@ -34,4 +37,9 @@ cargo fmt --all --check
 cargo clippy --all-targets --locked -- -D warnings
 # nextest does not run doctests; run them first so nextest's summary closes the log.
 cargo test --doc --locked
+# Build the tests (and target/debug/tether) once; the Debian package is made
+# from that binary (no release build, nothing compiled twice), installed, its
+# unit verified, run on its config and purged, before the tests run.
+cargo nextest run --locked --no-run
+bash scripts/deb-check.sh --debug --no-build
 cargo nextest run --locked --no-fail-fast

@@ -31,6 +31,8 @@ pub struct Config {
     pub media: crate::media::MediaSection,
     pub push: crate::hold::PushSection,
     pub cluster: crate::cluster::ClusterSection,
+    pub limits: crate::limits::LimitsSection,
+    pub log: crate::logging::LogSection,
 }
 
 /// `[api]`: the HTTP control API and metrics endpoint.
@@ -401,6 +403,30 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// The embedded defaults with every setting commented out (`#key = value`),
+/// explanations kept (`# …`): the installed `/etc/tether/tether.toml`
+/// (`tether config --commented`). Commented out, so a later version's
+/// defaults apply to keys the operator did not set.
+pub fn commented_defaults() -> String {
+    let mut out = String::from(
+        "# tether configuration. Every setting is commented out and shows its\n\
+# default (`#key = value`); uncomment a line to change it. `# ` lines explain\n\
+# or give examples. Check with `tether check FILE`; `systemctl reload tether`\n\
+# applies [log] and the API clients at once, other keys at the next restart.\n\n",
+    );
+    for line in DEFAULT_TOML.lines() {
+        let setting = line.split_once(" = ").is_some_and(|(k, _)| {
+            !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        });
+        if setting {
+            out.push('#');
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
 impl Config {
     /// Parses TOML text; missing keys take their defaults.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
@@ -430,6 +456,8 @@ impl Config {
         self.webhooks.check()?;
         self.push.check()?;
         self.cluster.check(self.push.node)?;
+        self.limits.check()?;
+        self.log.check()?;
         if self.sip.listen.is_empty() {
             return Err(ConfigError::Invalid {
                 key: "sip.listen",
@@ -658,6 +686,22 @@ mod tests {
     fn embedded_defaults_parse_and_match_code_defaults() {
         assert_eq!(Config::from_toml(DEFAULT_TOML).unwrap(), Config::default());
         assert_eq!(Config::from_toml("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn commented_defaults_are_the_defaults_and_set_nothing() {
+        let text = commented_defaults();
+        assert_eq!(Config::from_toml(&text).unwrap(), Config::default());
+        let table: toml::Table = toml::from_str(&text).unwrap();
+        for (section, v) in &table {
+            let empty = |t: &toml::Table| {
+                t.values()
+                    .all(|v| v.as_table().is_some_and(|t| t.is_empty()))
+            };
+            let t = v.as_table().unwrap_or_else(|| panic!("{section} is set"));
+            assert!(t.is_empty() || empty(t), "[{section}] sets {t:?}");
+        }
+        assert!(text.contains("\n#interval_ms = 25000\n"), "{text}");
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tether::config::{Config, DEFAULT_TOML};
+use tether::reload::{self, Overrides};
 use tether::runtime::Runtime;
 
 #[derive(Parser)]
@@ -21,6 +22,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the edge relay (embedded defaults when no --config is given).
+    /// SIGHUP re-reads --config and applies log.level, api.allow,
+    /// api.clients and [limits]; other changed keys are logged as needing a restart.
     Run {
         /// TOML configuration file; see `tether config` for every key.
         #[arg(short, long)]
@@ -39,7 +42,11 @@ enum Command {
     /// source address (127.0.0.0/8) and port.
     Bench(Box<BenchArgs>),
     /// Print the embedded default configuration.
-    Config,
+    Config {
+        /// Every setting commented out (the installed /etc/tether/tether.toml).
+        #[arg(long)]
+        commented: bool,
+    },
     /// Check a configuration file and exit.
     Check { config: PathBuf },
 }
@@ -184,6 +191,24 @@ struct BenchArgs {
     /// Soak: endpoints per fan-out job.
     #[arg(long, default_value_t = 100)]
     job_targets: u32,
+    /// Keepalive and soak: once the endpoints registered, flood the target
+    /// with this many requests/s (REGISTER, INVITE, OPTIONS in turn) from
+    /// --flood-sources other addresses, while the endpoints refresh; 0 = no flood.
+    #[arg(long, default_value_t = 0)]
+    flood_rate: u32,
+    /// Flooding source addresses, consecutive from --flood-base.
+    #[arg(long, default_value_t = 1_000)]
+    flood_sources: u32,
+    /// First flooding address (127.0.0.0/8).
+    #[arg(long, default_value = "127.200.0.1")]
+    flood_base: std::net::Ipv4Addr,
+    /// The flood's requests, sent in turn.
+    #[arg(long, value_delimiter = ',', default_value = "register,invite,options",
+          value_parser = ["register", "invite", "options"])]
+    flood_kinds: Vec<String>,
+    /// Seconds the flood lasts at most [default: --hold].
+    #[arg(long)]
+    flood_seconds: Option<u64>,
     /// Rtp: the relay's ng control address (loopback only unless --allow-remote).
     #[arg(long, default_value = "127.0.0.1:2223")]
     ng: std::net::SocketAddrV4,
@@ -262,8 +287,8 @@ fn bench(a: BenchArgs) -> ExitCode {
         eprintln!("tether bench: {e}");
         return ExitCode::from(2);
     }
-    if !a.source_base.is_loopback() {
-        eprintln!("tether bench: --source-base must be in 127.0.0.0/8");
+    if !a.source_base.is_loopback() || !a.flood_base.is_loopback() {
+        eprintln!("tether bench: --source-base and --flood-base must be in 127.0.0.0/8");
         return ExitCode::from(2);
     }
     use std::time::Duration;
@@ -328,6 +353,22 @@ fn bench(a: BenchArgs) -> ExitCode {
         job_every: Duration::from_secs(a.job_every.max(1)),
         job_targets: a.job_targets,
         call,
+        flood: (a.flood_rate > 0).then(|| loadgen::flood::FloodPlan {
+            sources: a.flood_sources.max(1),
+            rate: a.flood_rate,
+            source_base: a.flood_base,
+            duration: Duration::from_secs(a.flood_seconds.unwrap_or(a.hold.unwrap_or(30))),
+            kinds: a
+                .flood_kinds
+                .iter()
+                .map(|k| match k.as_str() {
+                    "register" => 0,
+                    "invite" => 1,
+                    _ => 2,
+                })
+                .collect(),
+            ..Default::default()
+        }),
         job: (a.scenario == "notify" || (a.scenario == "soak" && !a.token.is_empty())).then(|| {
             loadgen::job::JobPlan {
                 api: a.api.clone(),
@@ -386,18 +427,16 @@ fn bench(a: BenchArgs) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let log = tether::logging::init();
     let cli = Cli::parse();
     match cli.command {
         Command::Bench(a) => bench(*a),
-        Command::Config => {
-            print!("{DEFAULT_TOML}");
+        Command::Config { commented } => {
+            if commented {
+                print!("{}", tether::config::commented_defaults());
+            } else {
+                print!("{DEFAULT_TOML}");
+            }
             ExitCode::SUCCESS
         }
         Command::Check { config } => match Config::load(Some(&config)) {
@@ -416,27 +455,30 @@ fn main() -> ExitCode {
             workers,
             api_listen,
         } => {
-            let mut cfg = match Config::load(config.as_deref()) {
-                Ok(c) => c,
+            let overrides = Overrides {
+                listen,
+                workers,
+                api_listen,
+            };
+            let (cfg, text) = match reload::load(config.as_deref(), &overrides) {
+                Ok(v) => v,
                 Err(e) => {
                     eprintln!("{e}");
                     return ExitCode::from(2);
                 }
             };
-            if !listen.is_empty() {
-                cfg.sip.listen = listen;
-            }
-            if let Some(w) = workers {
-                cfg.runtime.workers = w;
-            }
-            if let Some(a) = api_listen {
-                cfg.api.listen = a;
-                if let Err(e) = cfg.check() {
-                    eprintln!("{e}");
+            if let Some(set) = &log {
+                if let Err(e) = set(&cfg.log.level) {
+                    eprintln!("config key `log.level`: {e}");
                     return ExitCode::from(2);
                 }
             }
-            match run(&cfg) {
+            let targets = reload::Targets {
+                log,
+                ..Default::default()
+            };
+            let reloader = reload::Reloader::new(config, overrides, cfg, text, targets);
+            match run(reloader) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("tether: {e}");
@@ -447,11 +489,14 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cfg: &Config) -> std::io::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    // Register before starting workers so an early signal is not lost.
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
-    let rt = Runtime::start(cfg)?;
+fn run(mut reloader: reload::Reloader) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    // Register before starting workers so an early signal is not lost (and
+    // an early SIGHUP does not end the process, its default action).
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    let cfg = reloader.running().clone();
+    let rt = Runtime::start(&cfg)?;
+    reloader.targets_mut().cores = rt.control().inboxes;
     use std::io::Write as _;
     // Machine-readable lines for scripts and tests that bind port 0. A reader
     // that stopped listening (closed pipe) is not a reason to stop serving.
@@ -461,15 +506,21 @@ fn run(cfg: &Config) -> std::io::Result<()> {
     }
     let api = match cfg.api_listen() {
         Some(addr) => {
-            let api = tether::api::http::Api::start(addr, cfg, rt.control())?;
+            let api = tether::api::http::Api::start(addr, &cfg, rt.control())?;
             let _ = writeln!(out, "listening http {}", api.addr);
+            reloader.targets_mut().api = Some(api.service.clone());
             Some(api)
         }
         None => None,
     };
     let _ = out.flush();
-    if let Some(sig) = signals.forever().next() {
+    for sig in signals.forever() {
+        if sig == SIGHUP {
+            reloader.reload();
+            continue;
+        }
         tracing::info!(signal = sig, "stopping");
+        break;
     }
     if let Some(api) = api {
         api.shutdown();

@@ -222,6 +222,30 @@ core_metrics! {
         "Routing webhook answers taken (targets or a reject).";
     RouteDefaulted: counter "tether_route_webhook_defaulted_total", "route_defaulted",
         "INVITEs routed by the location service: the webhook failed, was late or unusable.";
+    LimitedRegister: counter "tether_limit_register_limited_total", "limited_register",
+        "REGISTERs over their source's limits.register_rate (answered 503 or dropped).";
+    LimitedInvite: counter "tether_limit_invite_limited_total", "limited_invite",
+        "INVITEs over their source's limits.invite_rate (answered 503 or dropped).";
+    LimitedOther: counter "tether_limit_other_limited_total", "limited_other",
+        "Other requests over their source's limits.other_rate (answered 503 or dropped).";
+    LimitAnswered: counter "tether_limit_answered_total", "limit_answered",
+        "Requests over a limit answered 503 with Retry-After (limits.action = reject; one a second per source).";
+    LimitDropped: counter "tether_limit_dropped_total", "limit_dropped",
+        "Requests over a limit dropped without an answer.";
+    LimitSources: gauge "tether_limit_sources", "limit_sources",
+        "Source addresses the rate limits track (at most limits.sources per core).";
+    LimitEvictions: counter "tether_limit_evictions_total", "limit_evictions",
+        "Tracked sources pushed out of a full table by new ones.";
+    BlockedDropped: counter "tether_blocked_dropped_total", "blocked_dropped",
+        "Datagrams dropped because their source is blocked.";
+    AuthFailures: counter "tether_auth_failures_total", "auth_failures",
+        "Authentication failures counted against their source (wrong digest, refused token, authorization service's no).";
+    BlocksStarted: counter "tether_blocks_total", "blocks",
+        "Sources blocked for limits.block_s after limits.auth_failures failures.";
+    BlockedSources: gauge "tether_blocked_sources", "blocked_sources",
+        "Sources blocked now.";
+    BindingsPerSourceRefused: counter "tether_limit_bindings_refused_total", "bindings_refused",
+        "REGISTERs refused 403: their source address holds limits.max_bindings_per_source bindings.";
 }
 
 /// One core's published values.

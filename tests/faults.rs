@@ -262,7 +262,7 @@ impl Sim {
                 Event::JobPartFinished => {}
                 Event::Handoff(h) => panic!("one core hands nothing off: {h:?}"),
                 Event::PathNote(n) => panic!("one core notes its own paths: {n:?}"),
-                Event::Calls(..) => {}
+                Event::Calls(..) | Event::Blocks(..) => {}
                 Event::Http(r) => panic!("no HTTP is configured here: {r:?}"),
                 Event::Job(..) | Event::Registered(_) => panic!("nothing is held here"),
             }

@@ -3,10 +3,17 @@
 //
 //   server: udp_echo server PORT
 //   client: udp_echo client PORT SECONDS [INFLIGHT]
+//   SIP answerer: udp_echo sip PORT
 //
 // The client keeps INFLIGHT (default 256) small datagrams outstanding,
 // counts answered pairs for SECONDS and prints "pairs_per_sec N". Both
 // sides stop by themselves (the server after 10 s without traffic).
+//
+// `sip` is the floor under the load generator's own traffic (`tether bench
+// register`: REGISTERs from many 127/8 sources and ports): unconnected, it
+// answers each request with its own header lines under "SIP/2.0 200 OK",
+// which is all the generator checks, and nothing else. It stops after 10 s
+// without traffic, or on SIGTERM.
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -51,6 +58,43 @@ int main(int argc, char **argv) {
         msg[i].msg_hdr.msg_iovlen = 1;
         msg[i].msg_hdr.msg_name = &addr[i];
         msg[i].msg_hdr.msg_namelen = sizeof addr[i];
+    }
+    if (strcmp(argv[1], "sip") == 0) {
+        if (bind(fd, (struct sockaddr *)&srv, sizeof srv) != 0) { perror("bind"); return 1; }
+        struct timeval tv = {.tv_sec = 10};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        static char out[BATCH][SIZE * 3];
+        struct iovec oiov[BATCH];
+        struct mmsghdr omsg[BATCH];
+        static const char status[] = "SIP/2.0 200 OK";
+        for (;;) {
+            for (int i = 0; i < BATCH; i++) {
+                iov[i].iov_len = SIZE * 2;
+                iov[i].iov_base = out[i] + SIZE;  // room before it for the status line
+                msg[i].msg_hdr.msg_namelen = sizeof addr[i];
+            }
+            int n = recvmmsg(fd, msg, BATCH, MSG_WAITFORONE, NULL);
+            if (n <= 0) return 0;
+            int m = 0;
+            for (int i = 0; i < n; i++) {
+                char *req = out[i] + SIZE;
+                int len = (int)msg[i].msg_len;
+                char *eol = memmem(req, len, "\r\n", 2);
+                if (eol == NULL) continue;
+                // The status line replaces the request line, in place.
+                char *start = eol - (sizeof status - 1);
+                memcpy(start, status, sizeof status - 1);
+                oiov[m].iov_base = start;
+                oiov[m].iov_len = (size_t)(req + len - start);
+                memset(&omsg[m], 0, sizeof omsg[m]);
+                omsg[m].msg_hdr.msg_iov = &oiov[m];
+                omsg[m].msg_hdr.msg_iovlen = 1;
+                omsg[m].msg_hdr.msg_name = &addr[i];
+                omsg[m].msg_hdr.msg_namelen = msg[i].msg_hdr.msg_namelen;
+                m++;
+            }
+            if (m > 0) sendmmsg(fd, omsg, m, 0);
+        }
     }
     if (strcmp(argv[1], "server") == 0) {
         if (bind(fd, (struct sockaddr *)&srv, sizeof srv) != 0) { perror("bind"); return 1; }

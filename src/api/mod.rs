@@ -7,6 +7,8 @@
 //! Over 600 lines on purpose: the routes and their JSON shapes in one file,
 //! read top to bottom as the API's reference.
 
+mod access;
+mod blocks;
 pub mod http;
 mod jobs;
 pub mod request;
@@ -16,10 +18,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use serde_json::json;
 
 pub use crate::addr::Cidr;
+use access::{Access, Client};
 use jobs::JobStore;
 
 use crate::config::{ApiConfig, NotifySection};
@@ -62,12 +65,6 @@ impl ApiResponse {
     }
 }
 
-struct Client {
-    name: String,
-    token: String,
-    allow: Vec<Cidr>,
-}
-
 /// API counters (the API thread is not a worker: atomics are fine here).
 #[derive(Debug, Default)]
 pub struct ApiStats {
@@ -81,8 +78,8 @@ pub struct ApiStats {
 pub struct Service {
     ctl: Control,
     epoch: Instant,
-    allow: Vec<Cidr>,
-    clients: Vec<Client>,
+    /// Swapped whole by [`Service::set_access`] (SIGHUP).
+    access: RwLock<Arc<Access>>,
     jobs: Mutex<JobStore>,
     next_id: AtomicU64,
     labels: Labels,
@@ -95,23 +92,13 @@ pub struct Service {
 impl Service {
     pub fn new(ctl: Control, api: &ApiConfig, notify: &NotifySection) -> Service {
         let epoch = ctl.epoch;
-        let nets = |v: &[String]| v.iter().filter_map(|n| Cidr::parse(n)).collect::<Vec<_>>();
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64);
         Service {
             ctl,
             epoch,
-            allow: nets(&api.allow),
-            clients: api
-                .clients
-                .iter()
-                .map(|c| Client {
-                    name: c.name.clone(),
-                    token: c.token.clone(),
-                    allow: nets(&c.allow),
-                })
-                .collect(),
+            access: RwLock::new(Arc::new(Access::new(api))),
             jobs: Mutex::new(JobStore::new(
                 api.max_jobs,
                 api.job_retention_s * 1000,
@@ -132,6 +119,12 @@ impl Service {
             ),
             stats: Arc::new(ApiStats::default()),
         }
+    }
+
+    /// Replaces `api.allow` and `api.clients` (a reload): requests that
+    /// start after this use the new ones.
+    pub fn set_access(&self, api: &ApiConfig) {
+        *self.access.write() = Arc::new(Access::new(api));
     }
 
     /// Largest body the HTTP layer should read.
@@ -155,7 +148,8 @@ impl Service {
     }
 
     fn route(&self, req: &ApiRequest<'_>) -> ApiResponse {
-        if !self.allow.is_empty() && !self.allow.iter().any(|c| c.contains(req.source)) {
+        let access = self.access.read().clone();
+        if !access.source_allowed(req.source) {
             return ApiResponse::error(403, "source address not allowed (api.allow)");
         }
         let (path, query) = req.url.split_once('?').unwrap_or((req.url, ""));
@@ -175,7 +169,7 @@ impl Service {
             },
             (_, ["healthz"] | ["metrics"]) => method_not_allowed("GET"),
             (_, ["v1", ..]) => {
-                let client = match self.authenticate(req) {
+                let client = match access.authenticate(req.authorization, req.source) {
                     Ok(c) => c,
                     Err(r) => return r,
                 };
@@ -188,39 +182,16 @@ impl Service {
                     ("GET", ["registrations", target]) => self.registrations(target),
                     ("GET", ["calls"]) => self.calls(query),
                     (_, ["calls"]) => method_not_allowed("GET"),
+                    ("GET", ["blocks"]) => self.blocks(),
+                    (_, ["blocks"]) => method_not_allowed("GET"),
+                    ("DELETE", ["blocks", addr]) => self.unblock(addr),
+                    (_, ["blocks", _]) => method_not_allowed("DELETE"),
                     (_, ["registrations", _]) => method_not_allowed("GET"),
                     _ => ApiResponse::error(404, "no such resource"),
                 }
             }
             _ => ApiResponse::error(404, "no such resource"),
         }
-    }
-
-    /// Bearer token → trusted client (seed 000's trusted application servers).
-    fn authenticate(&self, req: &ApiRequest<'_>) -> Result<&Client, ApiResponse> {
-        let unauthorized = || {
-            let mut r = ApiResponse::error(401, "missing or unknown bearer token");
-            r.headers
-                .push(("WWW-Authenticate", "Bearer realm=\"tether\"".into()));
-            r
-        };
-        let token = req
-            .authorization
-            .and_then(|a| a.strip_prefix("Bearer "))
-            .map(str::trim)
-            .ok_or_else(unauthorized)?;
-        let client = self
-            .clients
-            .iter()
-            .find(|c| constant_time_eq(c.token.as_bytes(), token.as_bytes()))
-            .ok_or_else(unauthorized)?;
-        if !client.allow.is_empty() && !client.allow.iter().any(|c| c.contains(req.source)) {
-            return Err(ApiResponse::error(
-                403,
-                "this client may not call from this address (api.clients.allow)",
-            ));
-        }
-        Ok(client)
     }
 
     fn now_secs(&self) -> u32 {
@@ -663,13 +634,6 @@ pub fn job_json(
         });
     }
     v
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Wall-clock milliseconds since the Unix epoch (job times shown to

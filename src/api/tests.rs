@@ -319,3 +319,79 @@ fn calls_are_gathered_from_every_core_and_paged() {
     // Without a token: 401, like every /v1 resource.
     assert_eq!(call(&r, "GET", "/v1/calls", None, "").status, 401);
 }
+
+#[test]
+fn blocks_are_gathered_from_every_core_and_lifted_by_address() {
+    let r = rig(&[]);
+    // Core 1 holds a block of 192.0.2.9; core 0 none. Each answers twice.
+    let mut threads = Vec::new();
+    for (core, rx) in r.rx.iter().cloned().enumerate() {
+        threads.push(std::thread::spawn(move || {
+            let mut lifted = false;
+            for _ in 0..2 {
+                let wait = std::time::Duration::from_secs(5);
+                let Ok(Command::Blocks { lift, reply }) = rx.recv_timeout(wait) else {
+                    return;
+                };
+                let mut list = Vec::new();
+                if core == 1 && !lifted {
+                    list.push(crate::limits::BlockInfo {
+                        source: "192.0.2.9".into(),
+                        core: 1,
+                        failures: 10,
+                        age_s: 5,
+                        remaining_s: 595,
+                        dropped: 42,
+                    });
+                }
+                lifted |= lift.is_some();
+                reply.send(list).unwrap();
+            }
+        }));
+    }
+    let resp = call(&r, "GET", "/v1/blocks", Some(TOKEN), "");
+    assert_eq!(resp.status, 200);
+    let v = json(&resp);
+    assert_eq!(
+        (v["total"].as_u64(), v["cores_missing"].as_u64()),
+        (Some(1), Some(0))
+    );
+    assert_eq!(v["blocks"][0]["source"], "192.0.2.9");
+    assert_eq!(v["blocks"][0]["dropped"], 42);
+    let resp = call(&r, "DELETE", "/v1/blocks/192.0.2.9", Some(TOKEN), "");
+    assert_eq!(resp.status, 200, "{:?}", resp.body);
+    assert_eq!(json(&resp)["lifted"][0]["source"], "192.0.2.9");
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(
+        call(&r, "DELETE", "/v1/blocks/nonsense", Some(TOKEN), "").status,
+        400
+    );
+    assert_eq!(call(&r, "POST", "/v1/blocks", Some(TOKEN), "").status, 405);
+    assert_eq!(call(&r, "GET", "/v1/blocks", None, "").status, 401);
+}
+
+#[test]
+fn set_access_swaps_tokens_and_allow_lists() {
+    let r = rig(&[]);
+    let url = "/v1/registrations/foo@example.net";
+    assert_eq!(call(&r, "GET", url, Some(TOKEN), "").status, 200);
+    let mut api = crate::config::ApiConfig {
+        clients: vec![ApiClient {
+            name: "as1".into(),
+            token: "a-new-token-0123456".into(),
+            allow: vec![],
+        }],
+        ..Default::default()
+    };
+    r.service.set_access(&api);
+    assert_eq!(call(&r, "GET", url, Some(TOKEN), "").status, 401);
+    assert_eq!(
+        call(&r, "GET", url, Some("a-new-token-0123456"), "").status,
+        200
+    );
+    api.allow = vec!["10.0.0.0/8".into()];
+    r.service.set_access(&api);
+    assert_eq!(call(&r, "GET", "/healthz", None, "").status, 403);
+}

@@ -192,6 +192,7 @@ impl Endpoint {
         now_ms: u64,
     ) -> bool {
         let at = self.arrival(src, local, now_ms);
+        self.set_source_room(src);
         let mut tx = 0;
         if let Some(w) = self.waiting.as_mut() {
             tx = w.tx_key(src, checked);
@@ -314,6 +315,12 @@ impl Endpoint {
             return;
         };
         self.timers.cancel(p.deadline);
+        if (400..=499).contains(&a.status) {
+            self.guard.auth_failed(p.src.ip(), now_ms);
+        }
+        let Some(w) = self.waiting.as_mut() else {
+            return;
+        };
         let authz = match a.status {
             200..=299 => {
                 w.stats.authorized += 1;
@@ -371,6 +378,7 @@ impl Endpoint {
             return;
         };
         let at = self.arrival(p.src, p.local, now_ms);
+        self.set_source_room(p.src);
         self.registrar
             .register_as(&msg, &checked, at, authz, &mut self.out, &mut self.tags);
         self.transmits.push(&self.out, p.src, p.local);

@@ -36,6 +36,7 @@ macro_rules! proxy_ctx {
 }
 
 mod authorize;
+mod guard;
 mod inbound;
 mod paths;
 mod setup;
@@ -43,6 +44,8 @@ mod transmit;
 
 #[cfg(test)]
 mod authorize_tests;
+#[cfg(test)]
+mod guard_tests;
 #[cfg(test)]
 mod tests;
 
@@ -133,6 +136,15 @@ pub enum Command {
     Registered(Arc<str>),
     /// The answer to an owner lookup this core asked the cluster for.
     ClusterOwners(crate::cluster::lookup::OwnerAnswer),
+    /// List this core's blocked sources (`GET /v1/blocks`), or lift the
+    /// block of one address and list it (`DELETE /v1/blocks/<address>`);
+    /// the answer goes back as [`Event::Blocks`].
+    Blocks {
+        lift: Option<std::net::IpAddr>,
+        reply: crossbeam_channel::Sender<Vec<crate::limits::BlockInfo>>,
+    },
+    /// `[limits]` changed (a reload): see [`crate::limits::Guard::reconfigure`].
+    Limits(Arc<crate::limits::Settings>),
 }
 
 /// Something a core tells the runtime.
@@ -164,6 +176,11 @@ pub enum Event {
     /// A device of this AOR registered and a call may be held for it:
     /// tell every core ([`Command::Registered`]).
     Registered(Arc<str>),
+    /// This core's blocks, for whoever asked with [`Command::Blocks`].
+    Blocks(
+        crossbeam_channel::Sender<Vec<crate::limits::BlockInfo>>,
+        Vec<crate::limits::BlockInfo>,
+    ),
 }
 
 /// Counters of the datagram front door (the subsystems keep their own).
@@ -212,6 +229,8 @@ pub struct Endpoint {
     unix_epoch_ms: u64,
     /// `[cluster]`: owner lookups this core asked for and their answers.
     owners: crate::cluster::lookup::OwnerCache,
+    /// Per-source rate limits, blocks and the bindings-per-source cap.
+    guard: crate::limits::Guard,
 }
 
 impl Endpoint {
@@ -267,6 +286,7 @@ impl Endpoint {
             waiting,
             unix_epoch_ms: 0,
             owners: crate::cluster::lookup::OwnerCache::new(registrar_core, None, 0, 0),
+            guard: crate::limits::Guard::off(),
         }
     }
 
@@ -279,6 +299,12 @@ impl Endpoint {
     /// This core's owner lookups (for the proxy's routing to the owner).
     pub fn owners(&mut self) -> &mut crate::cluster::lookup::OwnerCache {
         &mut self.owners
+    }
+
+    /// Replaces the (switched off) limits with the configured ones.
+    pub fn with_limits(mut self, guard: crate::limits::Guard) -> Endpoint {
+        self.guard = guard;
+        self
     }
 
     /// Sets the wall time at the runtime clock's zero (Unix ms), as
@@ -399,8 +425,15 @@ impl Core for Endpoint {
             self.on_ng(now, local, remote, bytes, false);
             return self.collect();
         }
+        if !self.admit(bytes, remote, local, now) {
+            return;
+        }
+        let failures = self.auth_failures();
         if self.handle(bytes, remote, local, now) {
             self.transmits.push(&self.out, remote, local);
+        }
+        if self.auth_failures() != failures {
+            self.guard.auth_failed(remote.ip(), now);
         }
         self.collect();
     }
@@ -432,6 +465,11 @@ impl Core for Endpoint {
                 let mut cx = proxy_ctx!(self, now);
                 self.proxy.on_registered(&aor, &mut cx);
             }
+            Command::Blocks { lift, reply } => {
+                let list = self.guard.answer(now, self.registrar.core(), lift);
+                self.events.push_back(Event::Blocks(reply, list));
+            }
+            Command::Limits(cfg) => self.guard.reconfigure(cfg, self.tags.next_u64()),
             Command::PathNote(n) => {
                 if n.started {
                     self.keepalive.dialog_started(n.path, now, &mut self.timers);
@@ -677,6 +715,18 @@ impl Endpoint {
             M::RouteAsked => p.route_asked,
             M::RouteAnswered => p.route_answered,
             M::RouteDefaulted => p.route_defaulted,
+            M::BindingsPerSourceRefused => r.source_full,
+            M::LimitedRegister
+            | M::LimitedInvite
+            | M::LimitedOther
+            | M::LimitAnswered
+            | M::LimitDropped
+            | M::LimitSources
+            | M::LimitEvictions
+            | M::BlockedDropped
+            | M::AuthFailures
+            | M::BlocksStarted
+            | M::BlockedSources => self.guard.metric(m),
         }
     }
 }

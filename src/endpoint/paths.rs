@@ -61,6 +61,7 @@ impl Endpoint {
             self.timers.arm(at, Timer::Expiry { slot, gen });
         }
         for e in self.registrar.path_events.drain(..) {
+            self.guard.binding_changed(e.path.remote().ip(), e.added);
             if e.added {
                 self.keepalive
                     .binding_added(e.path, (e.slot, e.gen), now_ms, &mut self.timers);

@@ -33,6 +33,7 @@ pub struct Setup {
     cluster: Option<crate::cluster::Publish>,
     /// `[cluster]` on: the lookup thread's queue.
     lookups: Option<crossbeam_channel::Sender<crate::cluster::lookup::OwnerQuery>>,
+    limits: Arc<crate::limits::Settings>,
 }
 
 impl Setup {
@@ -92,6 +93,7 @@ impl Setup {
             hooks: Arc::new(crate::hooks::EventHooks::new(&cfg.webhooks)),
             cluster: None,
             lookups: None,
+            limits: cfg.limits.settings(),
         })
     }
 
@@ -183,6 +185,10 @@ impl Setup {
             self.lookups.clone(),
             cfg.cluster.lookup_cache_ms,
             cfg.cluster.lookup_cache,
+        ))
+        .with_limits(crate::limits::Guard::new(
+            self.limits.clone(),
+            derived_seed(&self.secret, b"limits", core),
         ))
         .with_media(self.media_table(core, local_addrs))
         .with_ng(self.ng_on.then(|| {

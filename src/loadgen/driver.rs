@@ -60,6 +60,7 @@ pub fn run(
     let mut inbox = RecvBatch::new(BATCH, MAX_DATAGRAM);
     let mut events = Events::with_capacity(256);
     let mut side = SideJobs::default();
+    let mut flood = Flood::default();
     let self_pid = std::process::id();
     let mut m = Measured::default();
     m.server_cpu.start = cfg.server_pid.and_then(process_cpu_ns);
@@ -87,6 +88,7 @@ pub fn run(
                     m.server_cpu.settled = cfg.server_pid.and_then(process_cpu_ns);
                     m.generator_cpu.settled = process_cpu_ns(self_pid);
                     side.start(cfg, cfg.duration.saturating_sub(start.elapsed()));
+                    flood.start(cfg);
                 }
                 Event::HoldOver => side.post_no_more(),
                 Event::CallsBegin | Event::CallsOver => {
@@ -131,12 +133,45 @@ pub fn run(
     }
     pop.fan_out_outcomes(side.outcomes_since());
     let (job, soak_jobs) = side.finish();
+    let flood = flood.finish()?;
     m.job = job;
     m.soak_jobs = soak_jobs;
     m.elapsed_s = start.elapsed().as_secs_f64();
     m.server_cpu.end = cfg.server_pid.and_then(process_cpu_ns);
     m.generator_cpu.end = process_cpu_ns(self_pid);
-    Ok(pop.summary(m))
+    let mut summary = pop.summary(m);
+    summary.flood = flood;
+    Ok(summary)
+}
+
+/// The flood's thread, started once when the endpoints first settle.
+#[derive(Default)]
+struct Flood {
+    thread: Option<JoinHandle<std::io::Result<super::flood::FloodReport>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Flood {
+    fn start(&mut self, cfg: &LoadConfig) {
+        let Some(plan) = cfg.flood.clone().filter(|_| self.thread.is_none()) else {
+            return;
+        };
+        let (target, domain, pid) = (cfg.target, cfg.domain.clone(), cfg.server_pid);
+        let stop = self.stop.clone();
+        self.thread = Some(std::thread::spawn(move || {
+            super::flood::run(&plan, target, &domain, pid, &stop)
+        }));
+    }
+
+    /// Stops the flood (if still running) and returns its report.
+    fn finish(self) -> std::io::Result<Option<super::flood::FloodReport>> {
+        self.stop.store(true, Ordering::Relaxed);
+        match self.thread.map(|t| t.join()) {
+            None => Ok(None),
+            Some(Ok(r)) => r.map(Some),
+            Some(Err(_)) => Err(std::io::Error::other("the flood thread panicked")),
+        }
+    }
 }
 
 /// Moves what the population wrote into the sockets' batches, sending a

@@ -28,6 +28,7 @@ use hdrhistogram::Histogram;
 mod call_tally;
 mod device_auth;
 mod driver;
+pub mod flood;
 pub mod job;
 mod message;
 mod population;
@@ -148,6 +149,9 @@ pub struct LoadConfig {
     pub job_targets: u32,
     /// Call scenario: the calls (`endpoints` is then the number of callees).
     pub call: Option<CallPlan>,
+    /// A flood from other sources, started once the endpoints registered
+    /// (during the keepalive or soak hold, where they refresh).
+    pub flood: Option<flood::FloodPlan>,
 }
 
 impl Default for LoadConfig {
@@ -178,6 +182,7 @@ impl Default for LoadConfig {
             job_every: Duration::from_secs(5),
             job_targets: 100,
             call: None,
+            flood: None,
         }
     }
 }
@@ -252,6 +257,8 @@ pub struct Summary {
     pub soak_jobs: Option<job::SoakReport>,
     /// Call scenario: the calls.
     pub calls: Option<CallReport>,
+    /// The flood, when one ran.
+    pub flood: Option<flood::FloodReport>,
     pub timeline: Vec<Second>,
 }
 

@@ -29,6 +29,9 @@ pub fn table(s: &Summary) -> String {
         s.failed, s.timeouts
     );
     let _ = writeln!(t, "retransmissions      {}", s.retransmissions);
+    if let Some(f) = &s.flood {
+        t.push_str(&super::flood::table_lines(f));
+    }
     if s.challenges > 0 {
         let _ = writeln!(t, "challenges answered  {}", s.challenges);
     }
@@ -576,6 +579,7 @@ mod tests {
             churn_failed: 0,
             soak_jobs: None,
             calls: None,
+            flood: None,
             timeline,
         }
     }

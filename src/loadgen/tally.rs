@@ -211,6 +211,7 @@ impl Tally {
             churn_failed: self.churn_failed,
             soak_jobs: m.soak_jobs,
             calls: None,
+            flood: None,
             timeline: self.timeline,
         }
     }

@@ -443,6 +443,9 @@ impl Proxy {
         cx: &mut Ctx<'_>,
     ) {
         self.unpark(slot, nonce, cx);
+        if !self.media_for_targets(slot, nonce, &targets, cx) {
+            return;
+        }
         let Some(call) = self.calls.get_mut(slot, nonce) else {
             return;
         };

@@ -238,6 +238,57 @@ impl Proxy {
         }
     }
 
+    /// A call that waited for its targets (the routing webhook's answer, or
+    /// a held call's wake-up) took its media decision without them: in
+    /// `media.mode = "nat"` a target behind a NAT anchors it now. `false`
+    /// when the call was answered instead (no relay port, an offer that
+    /// cannot be anchored).
+    pub(super) fn media_for_targets(
+        &mut self,
+        slot: u32,
+        nonce: u32,
+        targets: &[Target],
+        cx: &mut Ctx<'_>,
+    ) -> bool {
+        if self.cfg.media != Mode::Nat {
+            return true;
+        }
+        let Some(call) = self
+            .calls
+            .get(slot, nonce)
+            .filter(|c| c.invite && c.media.is_none())
+        else {
+            return true;
+        };
+        let (request, src, role) = (call.request.clone(), call.src, call.role);
+        let Ok(msg) = crate::sip::parse(&request) else {
+            return true;
+        };
+        let Ok(checked) = msg.validate() else {
+            return true;
+        };
+        match self.call_media(&msg, &checked, src, role, targets, cx) {
+            Ok((media, body)) => {
+                if let Some(c) = self.calls.get_mut(slot, nonce) {
+                    c.media = media;
+                    if let Some(b) = body {
+                        c.body = Some(b.into_boxed_slice());
+                    }
+                }
+                true
+            }
+            Err((code, _)) => {
+                let reason = if code == 503 {
+                    "Service Unavailable"
+                } else {
+                    "Not Acceptable Here"
+                };
+                self.finish_parked(slot, nonce, code, reason, cx);
+                false
+            }
+        }
+    }
+
     /// Answers a request whose media cannot be anchored: 488 with a
     /// Warning naming the reason, or 503 when the relay is out of ports.
     pub(super) fn refuse_media(

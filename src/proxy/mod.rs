@@ -157,6 +157,9 @@ pub struct Stats {
     pub loops: u64,
     /// Requests refused for their Route, relay or policy (403).
     pub refused: u64,
+    /// Requests whose digest credentials were wrong (403): counted
+    /// against their source by the limits.
+    pub auth_failed: u64,
     /// Calls whose media the relay anchors.
     pub media_anchored: u64,
     /// Response SDP passed on unanchored (it could not be parsed).

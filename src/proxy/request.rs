@@ -129,7 +129,10 @@ impl Proxy {
             match auth.check_as(Challenge::Proxy, msg, checked, src.remote(), now_secs) {
                 Verdict::Authenticated(_) => return Some(true),
                 Verdict::Challenge { stale } => (407, "Proxy Authentication Required", stale),
-                Verdict::Forbidden => (403, "Forbidden", false),
+                Verdict::Forbidden => {
+                    self.stats.auth_failed += 1;
+                    (403, "Forbidden", false)
+                }
                 Verdict::Malformed => (400, "Malformed Proxy-Authorization", false),
             };
         let tag = self.ids.tag();

@@ -138,6 +138,11 @@ pub struct Stats {
     /// REGISTERs let in without a callout: refreshes of bindings the
     /// service authorized within `auth.http.cache_s`.
     pub http_cached: u64,
+    /// Wrong digest credentials, another user's AOR, or a refused token
+    /// (the limits count them against the source).
+    pub auth_failures: u64,
+    /// REGISTERs refused for `limits.max_bindings_per_source`.
+    pub source_full: u64,
 }
 
 /// Why a REGISTER was refused; each is one status line.
@@ -175,6 +180,8 @@ enum Reject {
     OutOfOrderCSeq,
     /// Step 7: the AOR would exceed `Policy::max_contacts`.
     TooManyContacts,
+    /// Step 7: the source address holds `limits.max_bindings_per_source`.
+    SourceFull,
     /// The directory could not store the changed record.
     Internal,
 }
@@ -187,7 +194,11 @@ impl Reject {
             | Reject::InvalidStar
             | Reject::OutOfOrderCSeq => 400,
             Reject::Unauthorized { .. } => 401,
-            Reject::Forbidden | Reject::TooManyContacts | Reject::Token(_) | Reject::Refused => 403,
+            Reject::Forbidden
+            | Reject::TooManyContacts
+            | Reject::SourceFull
+            | Reject::Token(_)
+            | Reject::Refused => 403,
             Reject::DomainNotServed | Reject::NotFound => 404,
             Reject::BadExtension => 420,
             Reject::IntervalTooBrief => 423,
@@ -210,6 +221,7 @@ impl Reject {
             Reject::IntervalTooBrief => "Interval Too Brief",
             Reject::OutOfOrderCSeq => "Out of Order CSeq",
             Reject::TooManyContacts => "Too Many Contacts",
+            Reject::SourceFull => "Too Many Registrations From This Address",
             Reject::Internal => "Server Internal Error",
             Reject::Unavailable { .. } | Reject::Callout => "Service Unavailable",
         }
@@ -247,6 +259,9 @@ pub struct Registrar {
     pub http: Vec<crate::hooks::Request>,
     /// `[cluster]`: where this core publishes its binding changes.
     cluster: Option<crate::cluster::Publish>,
+    /// New bindings the next REGISTER's source may still add on this core
+    /// (`limits.max_bindings_per_source`); set before each REGISTER.
+    source_room: u32,
 }
 
 impl Registrar {
@@ -272,7 +287,14 @@ impl Registrar {
             hooks: crate::hooks::EventHooks::off(),
             http: Vec::new(),
             cluster: None,
+            source_room: u32::MAX,
         }
+    }
+
+    /// How many new bindings the next REGISTER's source address may add
+    /// (`u32::MAX`: no cap). Refreshes and moves are never refused for it.
+    pub fn set_source_room(&mut self, room: u32) {
+        self.source_room = room;
     }
 
     /// Lets REGISTERs with a capability token signed by one of `keys` in

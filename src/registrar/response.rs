@@ -49,12 +49,19 @@ impl Registrar {
     ) {
         match reject {
             Reject::Unauthorized { .. } => self.stats.challenged += 1,
-            Reject::Forbidden | Reject::TooManyContacts | Reject::Refused => {
-                self.stats.forbidden += 1
+            Reject::TooManyContacts | Reject::Refused => self.stats.forbidden += 1,
+            Reject::Forbidden => {
+                self.stats.forbidden += 1;
+                self.stats.auth_failures += 1;
+            }
+            Reject::SourceFull => {
+                self.stats.forbidden += 1;
+                self.stats.source_full += 1;
             }
             Reject::Token(_) => {
                 self.stats.forbidden += 1;
                 self.stats.token_rejected += 1;
+                self.stats.auth_failures += 1;
             }
             _ => self.stats.rejected += 1,
         }
@@ -84,6 +91,12 @@ impl Registrar {
             // Which check failed, never anything about the secrets.
             Reject::Token(e) => {
                 w.header_parts("Warning", &["399 tether \"", e.warning(), "\""]);
+            }
+            Reject::SourceFull => {
+                w.header_parts(
+                    "Warning",
+                    &["399 tether \"limits.max_bindings_per_source reached for this address\""],
+                );
             }
             Reject::Unavailable { retry_after } => {
                 w.header_named("Retry-After", Decimal::new(retry_after).as_str());

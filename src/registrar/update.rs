@@ -46,6 +46,8 @@ struct Change<'a, 'c, 'm> {
     at: Arrival,
     core: u16,
     max_contacts: usize,
+    /// New bindings the source may still add ([`Registrar::set_source_room`]).
+    source_room: u32,
 }
 
 /// How the request's CSeq stands against the bindings it names (step 7).
@@ -88,6 +90,7 @@ impl Registrar {
             at,
             core: self.core,
             max_contacts: self.policy.max_contacts,
+            source_room: self.source_room,
         };
         let mut replaced = false;
         let (result, stored) = self.dir.update_then(aor, |next| {
@@ -310,6 +313,7 @@ fn change_record(mut next: AorRecord, c: &Change<'_, '_, '_>) -> Decision<Result
     }
     let mut changes = Changes::default();
     let mut fresh = c.reserved.iter();
+    let mut added = 0u32;
     for op in c.ops {
         let existing = next.contacts.iter().position(|b| same_binding(b, op));
         if op.expires == 0 {
@@ -351,6 +355,10 @@ fn change_record(mut next: AorRecord, c: &Change<'_, '_, '_>) -> Decision<Result
             None => {
                 if next.contacts.len() >= c.max_contacts {
                     return Decision::Keep(Err(Reject::TooManyContacts));
+                }
+                added += 1;
+                if added > c.source_room {
+                    return Decision::Keep(Err(Reject::SourceFull));
                 }
                 view.binding = BindingRef { core, slot, gen };
                 next.contacts.push(view);

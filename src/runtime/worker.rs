@@ -287,6 +287,9 @@ impl<C: Core> Worker<C> {
                     // The API thread may have given up waiting: nothing to do then.
                     let _ = reply.try_send(list);
                 }
+                Event::Blocks(reply, list) => {
+                    let _ = reply.try_send(list);
+                }
                 Event::Http(req) => self.submit_http(req),
                 Event::Job(core, part) => {
                     if let Some(peer) = self.peers.get(usize::from(core)) {

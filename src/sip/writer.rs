@@ -249,6 +249,18 @@ fn push_ip(buf: &mut Vec<u8>, ip: std::net::IpAddr) {
 /// packet's source, as any response does, so it reflects no more than a
 /// well-formed request would.
 pub fn salvage_bad_request(out: &mut Vec<u8>, datagram: &[u8], code: u16, reason: &str) -> bool {
+    salvage_response(out, datagram, code, reason, None)
+}
+
+/// [`salvage_bad_request`] for any status, with one more header field
+/// (a rate limit's `503` and its `Retry-After`).
+pub fn salvage_response(
+    out: &mut Vec<u8>,
+    datagram: &[u8],
+    code: u16,
+    reason: &str,
+    extra: Option<(&str, &str)>,
+) -> bool {
     let start = datagram
         .iter()
         .position(|&c| c != b'\r' && c != b'\n')
@@ -291,12 +303,15 @@ pub fn salvage_bad_request(out: &mut Vec<u8>, datagram: &[u8], code: u16, reason
     if found.iter().any(Option::is_none) {
         return false;
     }
-    let w = Writer::response(out, code, reason);
+    let mut w = Writer::response(out, code, reason);
     for (name, value) in ["Via", "From", "To", "Call-ID", "CSeq"].iter().zip(found) {
         w.buf.extend_from_slice(name.as_bytes());
         w.buf.extend_from_slice(b": ");
         w.buf.extend_from_slice(value.unwrap_or_default());
         w.buf.extend_from_slice(b"\r\n");
+    }
+    if let Some((name, value)) = extra {
+        w.header_named(name, value);
     }
     w.finish(None);
     true

@@ -68,7 +68,7 @@ pub(super) fn events(n: &mut Net) -> Vec<Event> {
     std::iter::from_fn(|| n.ep.poll_event()).collect()
 }
 
-fn callouts(evs: &[Event], purpose: Purpose) -> Vec<Request> {
+pub(super) fn callouts(evs: &[Event], purpose: Purpose) -> Vec<Request> {
     evs.iter()
         .filter_map(|e| match e {
             Event::Http(r) if matches!(r.kind, Kind::Callout { purpose: p, .. } if p == purpose) => {
@@ -79,7 +79,7 @@ fn callouts(evs: &[Event], purpose: Purpose) -> Vec<Request> {
         .collect()
 }
 
-fn answer_to(r: &Request, status: u16, body: &str) -> Command {
+pub(super) fn answer_to(r: &Request, status: u16, body: &str) -> Command {
     let Kind::Callout { purpose, id, .. } = r.kind else {
         panic!("not a callout: {r:?}");
     };

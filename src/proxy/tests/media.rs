@@ -364,3 +364,42 @@ CSeq: 2 REGISTER\r\nContact: <sip:bob@10.0.0.2:5062>\r\nMax-Forwards: 70\r\nExpi
         String::from_utf8_lossy(&fwd)
     );
 }
+
+/// The routing webhook names a callee behind a NAT: the call, which took
+/// its media decision before any target was known, is anchored when the
+/// answer sends it there.
+#[test]
+fn a_call_routed_by_the_webhook_to_a_device_behind_a_nat_is_anchored() {
+    use super::hold::{answer_to, callouts, events, statuses_to};
+    use crate::hooks::Purpose;
+    let mut n = Net::media_with(Mode::Nat, 8, 600_000, |cfg| {
+        cfg.route = Some(crate::proxy::hold::RouteSettings {
+            url: "http://127.0.0.1:9/route".into(),
+            timeout_ms: 1000,
+        });
+    });
+    n.register("carol", "203.0.113.7:4000", "10.0.0.7:5060");
+    events(&mut n);
+    let out = n.send("10.0.0.1:5061", &invite_sdp("w1", &sdp("10.0.0.1", 4000)));
+    assert_eq!(statuses_to(&out, "10.0.0.1:5061"), vec![100]);
+    assert_eq!(n.sessions(), 0, "nothing says the call needs the relay yet");
+    let evs = events(&mut n);
+    let r = callouts(&evs, Purpose::Route);
+    assert_eq!(r.len(), 1, "{evs:#?}");
+    n.ep.handle_command(
+        n.now,
+        answer_to(
+            &r[0],
+            200,
+            r#"{"targets":[{"uri":"sip:carol@example.com"}]}"#,
+        ),
+    );
+    let fwd = one_to(&n.drain(), "203.0.113.7:4000");
+    assert_eq!(n.sessions(), 1);
+    assert_eq!(
+        media_of(&fwd).0,
+        RELAY_IP,
+        "{}",
+        String::from_utf8_lossy(&fwd)
+    );
+}
