@@ -223,6 +223,23 @@ mod tests {
     }
 
     #[test]
+    fn the_whole_config_names_the_key() {
+        let err = |toml: &str| {
+            crate::config::Config::from_toml(toml)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err("[cluster]\nenabled = true\n").contains("`cluster.redis`"));
+        assert!(err("[cluster]\nbuckets = 3\n").contains("`cluster.buckets`"));
+        assert!(err("[cluster]\nnodes = 3\n").contains("nodes"));
+        let ok = "[cluster]\nenabled = true\nnode = 2\nredis = [\"redis://10.0.0.5:6379\"]\n\
+                  advertise = \"10.0.0.2:5060\"\n[push]\nnode = 2\n";
+        let cfg = crate::config::Config::from_toml(ok).unwrap();
+        assert!(cfg.cluster.enabled);
+        assert!(err(&ok.replace("[push]\nnode = 2", "")).contains("push.node"));
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let mut s = on();
         s.redis.clear();
