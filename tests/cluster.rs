@@ -108,7 +108,8 @@ fn wait_record(bed: &Cluster, id: RecordId, what: &str, want: impl Fn(Option<Own
 /// moved keeps its new node's record when the old node lets go, and a
 /// Redis outage is caught up from the backlog (records lost with Redis's
 /// data written again). `/metrics` shows each step. Owner lookups find
-/// the owning node's address, and nothing once that node stops.
+/// the owning node's address, and nothing once that node stops. A write
+/// Redis refuses outright is counted and not retried.
 #[test]
 fn ownership_records_follow_the_registrar_across_a_redis_outage() {
     if !have_redis("ownership_records_follow_the_registrar_across_a_redis_outage") {
@@ -284,6 +285,27 @@ fn ownership_records_follow_the_registrar_across_a_redis_outage() {
     wait_until(5, "bob to have no live owner", || {
         look.ask("bob@127.0.0.1").is_empty()
     });
+
+    // Redis refusing a write outright (a key of the wrong type where a
+    // bucket should be) is counted, not retried, and not an outage.
+    let frank = client_socket();
+    let frank_bucket = bucket_key(
+        tether::cluster::keys::stable_hash(b"frank@127.0.0.1"),
+        BUCKETS,
+    );
+    bed.cli(0, &["-c", "del", &frank_bucket]);
+    assert_eq!(
+        bed.cli(0, &["-c", "set", &frank_bucket, "not a hash"])
+            .trim(),
+        "OK"
+    );
+    let errors = metric(&base_a, "tether_cluster_errors_total");
+    register(&frank, a, "frank", None, 600);
+    wait_until(5, "the refused write counted", || {
+        metric(&base_a, "tether_cluster_errors_total") > errors
+    });
+    wait_metric(&base_a, "tether_cluster_backlog", 0);
+    assert_eq!(metric(&base_a, "tether_cluster_redis_up"), 1);
     rt_a.shutdown().unwrap();
 }
 

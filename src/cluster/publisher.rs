@@ -42,6 +42,12 @@ for i = 1, #all, 2 do local e = tonumber(string.match(all[i + 1], ':(%d+)$')) \
 if e and e < tonumber(ARGV[1]) then redis.call('HDEL', KEYS[1], all[i]) n = n + 1 end end \
 return n";
 
+/// Whether Redis refused outright (retrying the same commands cannot
+/// help), as opposed to being unreachable, overloaded or resharding.
+fn permanent(e: &redis::RedisError) -> bool {
+    !e.is_io_error() && matches!(e.retry_method(), redis::RetryMethod::NoRetry)
+}
+
 /// Unix seconds now.
 pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
@@ -88,6 +94,7 @@ impl Publisher {
             sweep_at: super::keys::stable_hash(&cfg.node.to_be_bytes()) as u32 & (cfg.buckets - 1),
             next_renewal: Instant::now() + Duration::from_secs(u64::from(cfg.renew_s)),
             joined: false,
+            renewing: false,
         };
         let thread = std::thread::Builder::new()
             .name("tether-cluster".into())
@@ -139,12 +146,14 @@ struct Thread {
     joined: bool,
     /// The next bucket to sweep.
     sweep_at: u32,
+    /// A renewal pass is under way (started every `renew_s`).
+    renewing: bool,
 }
 
 impl Thread {
     fn run(&mut self) {
         loop {
-            let wait = if self.conn.is_some() && self.state.has_urgent() {
+            let wait = if self.conn.is_some() && self.has_work() {
                 Duration::ZERO
             } else {
                 self.next_heartbeat
@@ -183,20 +192,22 @@ impl Thread {
             self.heartbeat();
             self.sweep();
         }
-        let renewal = now >= self.next_renewal;
-        if renewal {
+        if now >= self.next_renewal {
             self.next_renewal = now + Duration::from_secs(u64::from(self.cfg.renew_s));
+            self.renewing = true;
         }
-        while self.conn.is_some()
-            && (self.state.has_urgent() || (renewal && self.state.has_renewals()))
-        {
-            let ops = self.state.take(renewal, BATCH);
+        while self.conn.is_some() && self.has_work() {
+            let ops = self.state.take(self.renewing, BATCH);
             if ops.is_empty() {
                 break;
             }
             if let Err(e) = self.write(&ops) {
-                self.state.failed(&ops);
-                self.down(&e);
+                // Refused outright, the pipeline's other commands were
+                // applied and retrying cannot help; otherwise all wait.
+                if !permanent(&e) {
+                    self.state.failed(&ops);
+                }
+                self.failed_round(&e);
             }
             // Renewals and changes arriving meanwhile go in the next round;
             // do not starve the channel behind a long resync.
@@ -204,7 +215,17 @@ impl Thread {
                 break;
             }
         }
+        // A renewal pass lasts until every renewal is out, over as many
+        // rounds as the load leaves it.
+        if !self.state.has_renewals() {
+            self.renewing = false;
+        }
         self.publish_counts();
+    }
+
+    /// Whether there is something to write now.
+    fn has_work(&self) -> bool {
+        self.state.has_urgent() || (self.renewing && self.state.has_renewals())
     }
 
     fn publish_counts(&self) {
@@ -254,7 +275,7 @@ impl Thread {
                 self.stats.heartbeats.fetch_add(1, Ordering::Relaxed);
                 self.up();
             }
-            Err(e) => self.down(&e),
+            Err(e) => self.failed_round(&e),
         }
     }
 
@@ -285,7 +306,7 @@ impl Thread {
                     .swept
                     .fetch_add(n.iter().sum(), Ordering::Relaxed);
             }
-            Err(e) => self.down(&e),
+            Err(e) => self.failed_round(&e),
         }
     }
 
@@ -364,6 +385,19 @@ impl Thread {
                 owned = self.state.owned(),
                 "cluster: Redis back, writing every owned record again"
             );
+        }
+    }
+
+    /// A failed round trip: an outage ([`Thread::down`]) unless Redis
+    /// refused the commands outright (a script error, a key of the wrong
+    /// type, an ACL): counted and logged, the connection kept.
+    fn failed_round(&mut self, e: &redis::RedisError) {
+        if !permanent(e) {
+            return self.down(e);
+        }
+        let n = self.stats.errors.fetch_add(1, Ordering::Relaxed) + 1;
+        if n.is_power_of_two() {
+            tracing::warn!(error = %e, total = n, "cluster: Redis refused a command; not retried");
         }
     }
 
