@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs the real SIP peers the
 # tests talk to (SIPp, sipsak, baresip, Kamailio, rtpengine, python3) and the NAT test bed
-# (iproute2, iptables, conntrack), then format, lint, the Debian package check and tests.
+# (iproute2, iptables, conntrack) and Redis for the cluster tests, then format, lint, the
+# Debian package check and tests.
 # Usage: scripts/test.sh      (as root, or with sudo available for apt-get)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,10 @@ command -v rtpengine >/dev/null || need_pkgs+=(rtpengine-daemon)
 command -v ip >/dev/null || need_pkgs+=(iproute2)
 command -v iptables >/dev/null || need_pkgs+=(iptables)
 command -v conntrack >/dev/null || need_pkgs+=(conntrack)
+# tests/cluster.rs starts its own 3-master Redis Cluster on loopback (the
+# package's service is not used); redis-cli creates the cluster.
+command -v redis-server >/dev/null || need_pkgs+=(redis-server)
+command -v redis-cli >/dev/null || need_pkgs+=(redis-tools)
 # The package check (scripts/deb-check.sh) verifies the unit with systemd-analyze.
 command -v systemd-analyze >/dev/null || need_pkgs+=(systemd)
 if [ ${#need_pkgs[@]} -gt 0 ]; then

@@ -30,6 +30,7 @@ pub struct Config {
     pub proxy: crate::proxy::ProxySection,
     pub media: crate::media::MediaSection,
     pub push: crate::hold::PushSection,
+    pub cluster: crate::cluster::ClusterSection,
     pub limits: crate::limits::LimitsSection,
     pub log: crate::logging::LogSection,
 }
@@ -454,6 +455,7 @@ impl Config {
         self.media.check()?;
         self.webhooks.check()?;
         self.push.check()?;
+        self.cluster.check(self.push.node)?;
         self.limits.check()?;
         self.log.check()?;
         if self.sip.listen.is_empty() {

@@ -14,6 +14,7 @@
 
 pub mod addr;
 pub mod api;
+pub mod cluster;
 pub mod config;
 pub mod endpoint;
 pub mod hold;

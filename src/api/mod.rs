@@ -504,6 +504,9 @@ impl Service {
             );
         }
         self.ctl.hooks.render(&mut out, self.ctl.http_rx.len());
+        if let Some(c) = &self.ctl.cluster {
+            c.render(&mut out);
+        }
         let running = self.jobs.lock().running();
         render(
             &mut out,

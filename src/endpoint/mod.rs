@@ -134,6 +134,8 @@ pub enum Command {
     /// A device of this AOR (canonical) registered on some core: calls
     /// held for it here may go now.
     Registered(Arc<str>),
+    /// The answer to an owner lookup this core asked the cluster for.
+    ClusterOwners(crate::cluster::lookup::OwnerAnswer),
     /// List this core's blocked sources (`GET /v1/blocks`), or lift the
     /// block of one address and list it (`DELETE /v1/blocks/<address>`);
     /// the answer goes back as [`Event::Blocks`].
@@ -225,6 +227,8 @@ pub struct Endpoint {
     waiting: Option<authorize::Waiting>,
     /// Unix ms at the runtime clock's zero ([`Core::set_unix_epoch`]).
     unix_epoch_ms: u64,
+    /// `[cluster]`: owner lookups this core asked for and their answers.
+    owners: crate::cluster::lookup::OwnerCache,
     /// Per-source rate limits, blocks and the bindings-per-source cap.
     guard: crate::limits::Guard,
 }
@@ -251,6 +255,7 @@ impl Endpoint {
         );
         // Transaction keys hash a device's random branch: nobody can aim a
         // REGISTER at another's waiting one, so the id seed is enough here.
+        let registrar_core = registrar.core();
         let waiting = registrar
             .http_auth()
             .map(|h| authorize::Waiting::new(h.clone(), seed.rotate_left(53)));
@@ -280,8 +285,20 @@ impl Endpoint {
             http: Vec::new(),
             waiting,
             unix_epoch_ms: 0,
+            owners: crate::cluster::lookup::OwnerCache::new(registrar_core, None, 0, 0),
             guard: crate::limits::Guard::off(),
         }
+    }
+
+    /// `[cluster]` on: this core looks owners up through `cache`.
+    pub fn with_owner_cache(mut self, cache: crate::cluster::lookup::OwnerCache) -> Endpoint {
+        self.owners = cache;
+        self
+    }
+
+    /// This core's owner lookups (for the proxy's routing to the owner).
+    pub fn owners(&mut self) -> &mut crate::cluster::lookup::OwnerCache {
+        &mut self.owners
     }
 
     /// Replaces the (switched off) limits with the configured ones.
@@ -441,6 +458,9 @@ impl Core for Endpoint {
                 self.events.push_back(Event::Calls(reply, list));
             }
             Command::HttpAnswer(a) => self.on_http_answer(now, a),
+            Command::ClusterOwners(a) => {
+                self.owners.answer(a, now);
+            }
             Command::Registered(aor) => {
                 let mut cx = proxy_ctx!(self, now);
                 self.proxy.on_registered(&aor, &mut cx);

@@ -29,6 +29,10 @@ pub struct Setup {
     ng_index: crate::media::ng_server::NgIndex,
     /// The call and registration events `[webhooks]` asks for.
     hooks: Arc<crate::hooks::EventHooks>,
+    /// `[cluster]` on: the publisher the registrars send binding changes to.
+    cluster: Option<crate::cluster::Publish>,
+    /// `[cluster]` on: the lookup thread's queue.
+    lookups: Option<crossbeam_channel::Sender<crate::cluster::lookup::OwnerQuery>>,
     limits: Arc<crate::limits::Settings>,
 }
 
@@ -87,6 +91,8 @@ impl Setup {
             ng_on: !cfg.media.ng_listen.is_empty(),
             ng_index: Default::default(),
             hooks: Arc::new(crate::hooks::EventHooks::new(&cfg.webhooks)),
+            cluster: None,
+            lookups: None,
             limits: cfg.limits.settings(),
         })
     }
@@ -99,6 +105,18 @@ impl Setup {
     /// The node's event subscription (the registrar's and the proxy's).
     pub fn event_hooks(&self) -> &Arc<crate::hooks::EventHooks> {
         &self.hooks
+    }
+
+    /// Every core's registrar publishes its binding changes through `p`;
+    /// owner lookups go to `lookups`.
+    pub fn with_cluster(
+        mut self,
+        p: Option<crate::cluster::Publish>,
+        lookups: Option<crossbeam_channel::Sender<crate::cluster::lookup::OwnerQuery>>,
+    ) -> Setup {
+        self.cluster = p;
+        self.lookups = lookups;
+        self
     }
 
     /// Core `core`'s endpoint; `local_addrs` are the bound listen addresses.
@@ -129,6 +147,7 @@ impl Setup {
             derived_seed(&self.secret, b"auth cache", core),
         );
         registrar.set_event_hooks(self.hooks.clone());
+        registrar.set_cluster(self.cluster.clone());
         // Reuseport spreads paths evenly but not exactly: an eighth more.
         let share = cfg.registrar.capacity / n;
         registrar.reserve(share + share / 8);
@@ -161,6 +180,12 @@ impl Setup {
             local_addrs.to_vec(),
         )
         .with_proxy(proxy)
+        .with_owner_cache(crate::cluster::lookup::OwnerCache::new(
+            core as u16,
+            self.lookups.clone(),
+            cfg.cluster.lookup_cache_ms,
+            cfg.cluster.lookup_cache,
+        ))
         .with_limits(crate::limits::Guard::new(
             self.limits.clone(),
             derived_seed(&self.secret, b"limits", core),

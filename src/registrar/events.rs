@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use super::{Arrival, ContactView, Registrar};
+use crate::cluster::{BindingChange, Change, RecordId};
 use crate::hooks::{EventHooks, EventKind, RegistrationEvent};
 use crate::sip::{HeaderName, Message};
 
@@ -26,13 +27,19 @@ impl Origin<'_, '_> {
 }
 
 impl Registrar {
+    /// `[cluster]` on: publish this core's binding changes through `p`.
+    pub fn set_cluster(&mut self, p: Option<crate::cluster::Publish>) {
+        self.cluster = p;
+    }
+
     /// Sends this core's registration events as `hooks` says (none by default).
     pub fn set_event_hooks(&mut self, hooks: Arc<EventHooks>) {
         self.hooks = hooks;
     }
 
-    /// Queues a `kind` event for binding `c` of `aor`, if it is wanted;
-    /// `origin` is the REGISTER that made it (none for an expiry).
+    /// Queues a `kind` event for binding `c` of `aor`, if it is wanted,
+    /// and hands the change to the cluster's publisher when `[cluster]` is
+    /// on; `origin` is the REGISTER that made it (none for an expiry).
     pub(super) fn report(
         &mut self,
         kind: EventKind,
@@ -40,6 +47,20 @@ impl Registrar {
         c: &ContactView,
         origin: Option<&Origin<'_, '_>>,
     ) {
+        // The cluster hears of the same changes as the webhooks.
+        if let Some(p) = &self.cluster {
+            let change = match (kind, origin) {
+                (EventKind::RegistrationAdded | EventKind::RegistrationRefreshed, Some(o)) => {
+                    Change::Set {
+                        core: self.core,
+                        expires_in: c.expires_at.saturating_sub(o.at.now_secs),
+                    }
+                }
+                _ => Change::Remove,
+            };
+            let id = RecordId::for_contact(aor, c.instance.as_deref(), c.reg_id, &c.contact);
+            p.send(BindingChange { id, change });
+        }
         if !self.hooks.wants(kind) {
             return;
         }

@@ -59,10 +59,9 @@ impl Registrar {
             slot,
             gen,
         };
-        // The name goes with the AOR's last binding: read it first.
-        let name = self
-            .hooks
-            .wants(EventKind::RegistrationExpired)
+        // The name goes with the AOR's last binding: read it first (the
+        // webhook and the cluster's record both need it).
+        let name = (self.hooks.wants(EventKind::RegistrationExpired) || self.cluster.is_some())
             .then(|| self.dir.aor_name(b.aor))
             .flatten();
         if let Some(gone) = self.dir.remove_binding_hashed(b.aor, r) {

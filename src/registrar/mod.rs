@@ -257,6 +257,8 @@ pub struct Registrar {
     /// Registration events to POST; the endpoint moves them to its HTTP
     /// outbox after each call.
     pub http: Vec<crate::hooks::Request>,
+    /// `[cluster]`: where this core publishes its binding changes.
+    cluster: Option<crate::cluster::Publish>,
     /// New bindings the next REGISTER's source may still add on this core
     /// (`limits.max_bindings_per_source`); set before each REGISTER.
     source_room: u32,
@@ -284,6 +286,7 @@ impl Registrar {
             stats: Stats::default(),
             hooks: crate::hooks::EventHooks::off(),
             http: Vec::new(),
+            cluster: None,
             source_room: u32::MAX,
         }
     }

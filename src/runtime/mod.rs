@@ -65,6 +65,13 @@ pub struct Runtime {
     /// The HTTP side threads and their counters.
     hooks: crate::hooks::dispatch::Dispatcher,
     hook_stats: Arc<crate::hooks::Stats>,
+    /// `[cluster]` on: the ownership publisher, the owner lookup thread,
+    /// and their counters.
+    cluster: Option<(
+        Option<crate::cluster::Publisher>,
+        crate::cluster::lookup::Resolver,
+    )>,
+    cluster_stats: Option<Arc<crate::cluster::Stats>>,
     epoch: Instant,
     /// The addresses actually bound (useful when the config asked for port 0).
     pub local_addrs: Vec<std::net::SocketAddr>,
@@ -84,6 +91,8 @@ pub struct Control {
     pub http_rx: crossbeam_channel::Receiver<crate::hooks::Request>,
     /// The HTTP side threads' counters (for `/metrics`).
     pub hooks: Arc<crate::hooks::Stats>,
+    /// `[cluster]` on: the publisher's counters (for `/metrics`).
+    pub cluster: Option<Arc<crate::cluster::Stats>>,
 }
 
 /// How many workers a configuration asks for.
@@ -116,9 +125,42 @@ impl Runtime {
     /// each running the [`crate::endpoint::Endpoint`] of its core. Errors
     /// are returned before any thread starts.
     pub fn start(cfg: &Config) -> std::io::Result<Runtime> {
-        let setup = Setup::new(cfg, worker_count(cfg), os_random()?)?;
+        // The publisher first: the cores' registrars hold its handle.
+        let stats = Arc::new(crate::cluster::Stats::default());
+        let cluster = if cfg.cluster.enabled {
+            Some(crate::cluster::Publisher::start(
+                &cfg.cluster,
+                stats.clone(),
+            )?)
+        } else {
+            None
+        };
+        // A bounded channel allocates its slots up front: none while off.
+        let lookup_cap = if cluster.is_some() {
+            cfg.cluster.queue
+        } else {
+            1
+        };
+        let (lookup_tx, lookup_rx) = bounded(lookup_cap.max(1));
+        let setup = Setup::new(cfg, worker_count(cfg), os_random()?)?.with_cluster(
+            cluster.as_ref().map(|p| p.handle()),
+            cluster.is_some().then_some(lookup_tx),
+        );
         let directory = setup.directory().clone();
-        Runtime::start_with(cfg, directory, |core, addrs| setup.endpoint(core, addrs))
+        let mut rt =
+            Runtime::start_with(cfg, directory, |core, addrs| setup.endpoint(core, addrs))?;
+        if cluster.is_some() {
+            let inboxes = rt.inboxes.clone();
+            let r = crate::cluster::lookup::Resolver::start(
+                &cfg.cluster,
+                lookup_rx,
+                inboxes,
+                stats.clone(),
+            )?;
+            rt.cluster = Some((cluster, r));
+            rt.cluster_stats = Some(stats);
+        }
+        Ok(rt)
     }
 
     /// Binds every socket, then starts one worker per core running the
@@ -252,6 +294,8 @@ impl Runtime {
             http: (http_tx, http_rx),
             hooks,
             hook_stats,
+            cluster: None,
+            cluster_stats: None,
             epoch,
             local_addrs,
         })
@@ -267,6 +311,7 @@ impl Runtime {
             http_tx: self.http.0.clone(),
             http_rx: self.http.1.clone(),
             hooks: self.hook_stats.clone(),
+            cluster: self.cluster_stats.clone(),
         }
     }
 
@@ -293,6 +338,12 @@ impl Runtime {
             }
         }
         self.hooks.shutdown();
+        if let Some((p, r)) = self.cluster {
+            r.shutdown();
+            if let Some(p) = p {
+                p.shutdown();
+            }
+        }
         result
     }
 }

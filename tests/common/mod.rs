@@ -7,6 +7,7 @@ pub mod hookserver;
 pub mod netns;
 pub mod ng;
 pub mod push_gateway;
+pub mod redis_bed;
 pub mod rtpengine;
 
 use std::net::SocketAddr;

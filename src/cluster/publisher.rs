@@ -1,0 +1,416 @@
+//! The publisher thread: the I/O around [`Coalescer`]. It reads the cores'
+//! changes, writes them to Redis Cluster in pipelines, keeps the node's
+//! heartbeat key alive, and while Redis is unreachable keeps the backlog
+//! and tries again (every heartbeat interval). After an outage it writes
+//! every owned record again. Stopping, it deletes its heartbeat key. With
+//! each heartbeat it sweeps a few buckets for expired records (every bucket
+//! once per `sweep_s`): records of a node that died would otherwise stay in
+//! buckets other nodes keep alive.
+//!
+//! Writes go out as soon as the previous pipeline is back: changes arriving
+//! meanwhile pile up in the channel and leave together, so the batch grows
+//! with the load and nothing waits for a timer when the load is light.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{select, Receiver, Sender};
+use redis::cluster::{cluster_pipe, ClusterClient, ClusterConnection};
+
+use super::coalesce::{BindingChange, Coalescer, Op};
+use super::keys::{bucket_key, bucket_key_at, node_key, Owner, NODES_KEY};
+use super::{ClusterSection, Publish, Stats};
+
+/// Operations per pipeline.
+const BATCH: usize = 2000;
+
+/// Deletes a record only while it still names this node (KEYS[1] bucket,
+/// ARGV[1] field, ARGV[2] the value's `node:` prefix): a device that moved
+/// to another node keeps that node's record.
+const DELETE_IF_OURS: &str = "local v = redis.call('HGET', KEYS[1], ARGV[1]) \
+if v and string.sub(v, 1, #ARGV[2]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end \
+return 0";
+
+/// Removes the records of bucket KEYS[1] whose expiry (the value's last
+/// field) is before ARGV[1]; returns how many. Atomic, so a record renewed
+/// meanwhile stays.
+const SWEEP_EXPIRED: &str = "local n = 0 local all = redis.call('HGETALL', KEYS[1]) \
+for i = 1, #all, 2 do local e = tonumber(string.match(all[i + 1], ':(%d+)$')) \
+if e and e < tonumber(ARGV[1]) then redis.call('HDEL', KEYS[1], all[i]) n = n + 1 end end \
+return n";
+
+/// Whether Redis refused outright (retrying the same commands cannot
+/// help), as opposed to being unreachable, overloaded or resharding.
+fn permanent(e: &redis::RedisError) -> bool {
+    !e.is_io_error() && matches!(e.retry_method(), redis::RetryMethod::NoRetry)
+}
+
+/// Unix seconds now.
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Opens a cluster connection from the seeds, with the configured timeouts
+/// and no retries of its own (the caller decides when to try again).
+pub(crate) fn connect(cfg: &ClusterSection) -> redis::RedisResult<ClusterConnection> {
+    let t = Duration::from_millis(cfg.timeout_ms);
+    ClusterClient::builder(cfg.redis.iter().map(String::as_str))
+        .connection_timeout(t)
+        .response_timeout(t)
+        .retries(1)
+        .build()?
+        .get_connection()
+}
+
+/// The running publisher thread.
+pub struct Publisher {
+    thread: Option<JoinHandle<()>>,
+    /// Dropped to stop the thread.
+    stop: Option<Sender<()>>,
+    handle: Publish,
+}
+
+impl Publisher {
+    /// Starts the thread (it connects on its own; Redis being down at start
+    /// is an outage like any other).
+    pub fn start(cfg: &ClusterSection, stats: Arc<Stats>) -> std::io::Result<Publisher> {
+        let (tx, rx) = crossbeam_channel::bounded(cfg.queue);
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        let mut t = Thread {
+            cfg: cfg.clone(),
+            state: Coalescer::new(cfg.node, cfg.renew_s, cfg.backlog),
+            rx,
+            stop: stop_rx,
+            stats: stats.clone(),
+            conn: None,
+            outage: false,
+            next_heartbeat: Instant::now(),
+            // Nodes start their sweep at different buckets.
+            sweep_at: super::keys::stable_hash(&cfg.node.to_be_bytes()) as u32 & (cfg.buckets - 1),
+            next_renewal: Instant::now() + Duration::from_secs(u64::from(cfg.renew_s)),
+            joined: false,
+            renewing: false,
+        };
+        let thread = std::thread::Builder::new()
+            .name("tether-cluster".into())
+            .spawn(move || t.run())?;
+        Ok(Publisher {
+            thread: Some(thread),
+            stop: Some(stop_tx),
+            handle: Publish { tx, stats },
+        })
+    }
+
+    /// The handle the cores send changes through.
+    pub fn handle(&self) -> Publish {
+        self.handle.clone()
+    }
+
+    /// Stops the thread after one last flush attempt.
+    pub fn shutdown(mut self) {
+        self.stop_thread();
+    }
+
+    fn stop_thread(&mut self) {
+        self.stop.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.stop_thread();
+    }
+}
+
+struct Thread {
+    cfg: ClusterSection,
+    state: Coalescer,
+    rx: Receiver<BindingChange>,
+    stop: Receiver<()>,
+    stats: Arc<Stats>,
+    conn: Option<ClusterConnection>,
+    /// A round trip failed since the last success: write everything again
+    /// once Redis answers.
+    outage: bool,
+    next_heartbeat: Instant,
+    next_renewal: Instant,
+    /// Whether this node is in the nodes hash yet (written once per connection).
+    joined: bool,
+    /// The next bucket to sweep.
+    sweep_at: u32,
+    /// A renewal pass is under way (started every `renew_s`).
+    renewing: bool,
+}
+
+impl Thread {
+    fn run(&mut self) {
+        loop {
+            let wait = if self.conn.is_some() && self.has_work() {
+                Duration::ZERO
+            } else {
+                self.next_heartbeat
+                    .min(self.next_renewal)
+                    .saturating_duration_since(Instant::now())
+            };
+            let stopping = select! {
+                recv(self.rx) -> c => {
+                    if let Ok(c) = c {
+                        self.state.apply(c, unix_now());
+                    }
+                    false
+                }
+                recv(self.stop) -> _ => true,
+                default(wait) => false,
+            };
+            // Everything queued behind it leaves in the same batch.
+            let now = unix_now();
+            while let Ok(c) = self.rx.try_recv() {
+                self.state.apply(c, now);
+            }
+            self.tick();
+            if stopping {
+                self.leave();
+                tracing::info!(pending = self.state.pending(), "cluster publisher stopped");
+                return;
+            }
+        }
+    }
+
+    /// One round: heartbeat when due, urgent writes, renewals when due.
+    fn tick(&mut self) {
+        let now = Instant::now();
+        if now >= self.next_heartbeat {
+            self.next_heartbeat = now + Duration::from_millis(self.cfg.heartbeat_ms);
+            self.heartbeat();
+            self.sweep();
+        }
+        if now >= self.next_renewal {
+            self.next_renewal = now + Duration::from_secs(u64::from(self.cfg.renew_s));
+            self.renewing = true;
+        }
+        while self.conn.is_some() && self.has_work() {
+            let ops = self.state.take(self.renewing, BATCH);
+            if ops.is_empty() {
+                break;
+            }
+            if let Err(e) = self.write(&ops) {
+                // Refused outright, the pipeline's other commands were
+                // applied and retrying cannot help; otherwise all wait.
+                if !permanent(&e) {
+                    self.state.failed(&ops);
+                }
+                self.failed_round(&e);
+            }
+            // Renewals and changes arriving meanwhile go in the next round;
+            // do not starve the channel behind a long resync.
+            if !self.rx.is_empty() {
+                break;
+            }
+        }
+        // A renewal pass lasts until every renewal is out, over as many
+        // rounds as the load leaves it.
+        if !self.state.has_renewals() {
+            self.renewing = false;
+        }
+        self.publish_counts();
+    }
+
+    /// Whether there is something to write now.
+    fn has_work(&self) -> bool {
+        self.state.has_urgent() || (self.renewing && self.state.has_renewals())
+    }
+
+    fn publish_counts(&self) {
+        let s = &self.stats;
+        s.coalesced
+            .store(self.state.counts.coalesced, Ordering::Relaxed);
+        s.backlog_dropped
+            .store(self.state.counts.dropped, Ordering::Relaxed);
+        s.backlog
+            .store(self.state.pending() as u64, Ordering::Relaxed);
+        s.owned.store(self.state.owned() as u64, Ordering::Relaxed);
+    }
+
+    /// Writes the heartbeat (connecting first if need be); Redis answering
+    /// it after an outage starts the resync.
+    fn heartbeat(&mut self) {
+        if self.conn.is_none() {
+            match connect(&self.cfg) {
+                Ok(c) => {
+                    self.conn = Some(c);
+                    self.joined = false;
+                }
+                Err(e) => return self.down(&e),
+            }
+        }
+        let ttl = self.cfg.heartbeat_ttl_ms;
+        let mut p = cluster_pipe();
+        p.cmd("SET")
+            .arg(node_key(self.cfg.node))
+            .arg(&self.cfg.advertise)
+            .arg("PX")
+            .arg(ttl)
+            .ignore();
+        if !self.joined {
+            p.cmd("HSET")
+                .arg(NODES_KEY)
+                .arg(self.cfg.node)
+                .arg(&self.cfg.advertise)
+                .ignore();
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        match p.exec(conn) {
+            Ok(()) => {
+                self.joined = true;
+                self.stats.heartbeats.fetch_add(1, Ordering::Relaxed);
+                self.up();
+            }
+            Err(e) => self.failed_round(&e),
+        }
+    }
+
+    /// Sweeps the share of buckets due in one heartbeat interval, so that
+    /// all are swept once per `sweep_s`.
+    fn sweep(&mut self) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        let per_round = (u64::from(self.cfg.buckets) * self.cfg.heartbeat_ms)
+            .div_ceil(u64::from(self.cfg.sweep_s) * 1000)
+            .max(1);
+        let mut p = cluster_pipe();
+        let now = unix_now();
+        let mask = self.cfg.buckets - 1;
+        for i in 0..per_round {
+            let b = (self.sweep_at.wrapping_add(i as u32)) & mask;
+            p.cmd("EVAL")
+                .arg(SWEEP_EXPIRED)
+                .arg(1)
+                .arg(bucket_key_at(b))
+                .arg(now);
+        }
+        match p.query::<Vec<u64>>(conn) {
+            Ok(n) => {
+                self.sweep_at = self.sweep_at.wrapping_add(per_round as u32) & mask;
+                self.stats
+                    .swept
+                    .fetch_add(n.iter().sum(), Ordering::Relaxed);
+            }
+            Err(e) => self.failed_round(&e),
+        }
+    }
+
+    /// A node stopping on purpose deletes its heartbeat key: the others
+    /// see it gone at once rather than after `heartbeat_ttl_ms`.
+    fn leave(&mut self) {
+        if let Some(conn) = self.conn.as_mut() {
+            let r: redis::RedisResult<()> =
+                redis::cmd("DEL").arg(node_key(self.cfg.node)).exec(conn);
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "cluster: heartbeat key not deleted at stop");
+            }
+        }
+    }
+
+    /// Sends `ops` in one pipeline: each record, then each bucket's TTL
+    /// raised to cover the latest expiry written into it.
+    fn write(&mut self, ops: &[Op]) -> redis::RedisResult<()> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "not connected",
+            )));
+        };
+        let now = unix_now();
+        let buckets = self.cfg.buckets;
+        let prefix = Owner::node_prefix(self.cfg.node);
+        let mut ttl: HashMap<String, u64> = HashMap::new();
+        let mut p = cluster_pipe();
+        let (mut writes, mut deletes) = (0u64, 0u64);
+        for op in ops {
+            match op {
+                Op::Write { id, owner } => {
+                    let key = bucket_key(id.aor, buckets);
+                    p.cmd("HSET")
+                        .arg(&key)
+                        .arg(&id.field()[..])
+                        .arg(owner.value())
+                        .ignore();
+                    let t = ttl.entry(key).or_default();
+                    *t = (*t).max(owner.expiry.saturating_sub(now).max(1));
+                    writes += 1;
+                }
+                Op::Delete { id } => {
+                    p.cmd("EVAL")
+                        .arg(DELETE_IF_OURS)
+                        .arg(1)
+                        .arg(bucket_key(id.aor, buckets))
+                        .arg(&id.field()[..])
+                        .arg(&prefix)
+                        .ignore();
+                    deletes += 1;
+                }
+            }
+        }
+        for (key, secs) in &ttl {
+            // A new bucket has no TTL, which GT treats as infinite: NX first.
+            p.cmd("EXPIRE").arg(key).arg(*secs).arg("NX").ignore();
+            p.cmd("EXPIRE").arg(key).arg(*secs).arg("GT").ignore();
+        }
+        p.exec(conn)?;
+        self.stats.writes.fetch_add(writes, Ordering::Relaxed);
+        self.stats.deletes.fetch_add(deletes, Ordering::Relaxed);
+        self.up();
+        Ok(())
+    }
+
+    fn up(&mut self) {
+        if self.stats.redis_up.swap(1, Ordering::Relaxed) == 0 {
+            tracing::info!(node = self.cfg.node, "cluster: Redis reachable");
+        }
+        if self.outage {
+            self.outage = false;
+            self.state.resync();
+            tracing::info!(
+                owned = self.state.owned(),
+                "cluster: Redis back, writing every owned record again"
+            );
+        }
+    }
+
+    /// A failed round trip: an outage ([`Thread::down`]) unless Redis
+    /// refused the commands outright (a script error, a key of the wrong
+    /// type, an ACL): counted and logged, the connection kept.
+    fn failed_round(&mut self, e: &redis::RedisError) {
+        if !permanent(e) {
+            return self.down(e);
+        }
+        let n = self.stats.errors.fetch_add(1, Ordering::Relaxed) + 1;
+        if n.is_power_of_two() {
+            tracing::warn!(error = %e, total = n, "cluster: Redis refused a command; not retried");
+        }
+    }
+
+    /// A failed round trip: drop the connection (the next heartbeat makes
+    /// a new one) and keep everything pending.
+    fn down(&mut self, e: &redis::RedisError) {
+        self.conn = None;
+        self.outage = true;
+        self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        if self.stats.redis_up.swap(0, Ordering::Relaxed) == 1
+            || self.stats.errors.load(Ordering::Relaxed) == 1
+        {
+            tracing::warn!(error = %e, backlog = self.state.pending(), "cluster: Redis unreachable; keeping a backlog");
+        }
+    }
+}
