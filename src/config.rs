@@ -30,6 +30,7 @@ pub struct Config {
     pub proxy: crate::proxy::ProxySection,
     pub media: crate::media::MediaSection,
     pub push: crate::hold::PushSection,
+    pub persist: crate::persist::PersistSection,
 }
 
 /// `[api]`: the HTTP control API and metrics endpoint.
@@ -428,6 +429,7 @@ impl Config {
         self.media.check()?;
         self.webhooks.check()?;
         self.push.check()?;
+        self.persist.check()?;
         if self.sip.listen.is_empty() {
             return Err(ConfigError::Invalid {
                 key: "sip.listen",

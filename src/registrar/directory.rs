@@ -205,6 +205,17 @@ impl Directory {
         self.aors.for_each(f)
     }
 
+    /// Sends every change from now on to `sink` (persistence). Set once,
+    /// after a restore and before any core runs; false if already set.
+    pub fn set_journal(&self, sink: crate::persist::Sink) -> bool {
+        self.aors.journal.set(sink).is_ok()
+    }
+
+    /// Calls `f` with every AOR's packed block ([`packed`]), for snapshots.
+    pub fn for_each_block(&self, f: impl FnMut(&[u8])) {
+        self.aors.for_each_block(f)
+    }
+
     /// Removes one binding from its AOR, if it is still there.
     pub fn remove_binding(&self, aor: &str, binding: BindingRef) -> Option<ContactView> {
         self.update(aor, |rec| without(rec, binding))
