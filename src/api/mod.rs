@@ -533,6 +533,9 @@ impl Service {
             );
         }
         self.ctl.hooks.render(&mut out, self.ctl.http_rx.len());
+        if let Some(p) = &self.ctl.persist {
+            p.render(&mut out);
+        }
         let running = self.jobs.lock().running();
         render(
             &mut out,

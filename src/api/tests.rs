@@ -59,6 +59,7 @@ fn rig_with(allow: &[&str], tweak: impl FnOnce(&mut Config)) -> Rig {
         metrics: vec![Arc::new(crate::metrics::CoreSnapshot::default())],
         epoch: Instant::now(),
         hooks: Arc::default(),
+        persist: None,
     };
     let mut cfg = Config::default();
     cfg.api.clients = vec![

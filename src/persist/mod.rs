@@ -108,6 +108,54 @@ pub struct Stats {
     pub lost: AtomicBool,
 }
 
+impl Stats {
+    /// Appends the counters in the Prometheus text format.
+    pub fn render(&self, out: &mut String) {
+        use crate::metrics::{render, Desc};
+        let rows = [
+            (
+                "tether_persist_records_total",
+                "Directory changes appended to the journal.",
+                &self.records,
+            ),
+            (
+                "tether_persist_dropped_total",
+                "Directory changes dropped for a full queue (persist.queue); the next snapshot covers them.",
+                &self.dropped,
+            ),
+            (
+                "tether_persist_bytes_total",
+                "Journal bytes written.",
+                &self.bytes,
+            ),
+            (
+                "tether_persist_commits_total",
+                "Group commits (one write and fdatasync each).",
+                &self.commits,
+            ),
+            (
+                "tether_persist_snapshots_total",
+                "Snapshots written.",
+                &self.snapshots,
+            ),
+            (
+                "tether_persist_errors_total",
+                "Failed journal writes, syncs and snapshots.",
+                &self.errors,
+            ),
+        ];
+        for (name, help, v) in rows {
+            let d = Desc {
+                name,
+                log: "",
+                help,
+                counter: true,
+            };
+            render(out, &d, v.load(Ordering::Relaxed));
+        }
+    }
+}
+
 /// The cores' end of the writer's queue, installed in the directory.
 pub struct Sink {
     tx: crossbeam_channel::Sender<Box<[u8]>>,

@@ -33,6 +33,8 @@ struct State {
     seq: u64,
     journal: File,
     buf: Vec<u8>,
+    /// Written since the last sync.
+    unsynced: bool,
     stats: Arc<Stats>,
     snapshot: Option<JoinHandle<()>>,
 }
@@ -64,6 +66,7 @@ impl Writer {
             seq,
             journal,
             buf: Vec::with_capacity(1 << 20),
+            unsynced: false,
             stats: stats.clone(),
             snapshot: None,
         };
@@ -114,11 +117,17 @@ impl State {
         stop: &AtomicBool,
         fin: &AtomicBool,
     ) {
+        // Written to the OS every few ms (a killed process loses nothing
+        // written), synced to the disk every `fsync` (what a power cut
+        // may lose).
+        let flush_every = fsync.min(Duration::from_millis(10));
+        let mut next_flush = Instant::now() + flush_every;
         let mut next_sync = Instant::now() + fsync;
         let mut next_snapshot = Instant::now() + every;
+        let mut last_snapshot = Instant::now();
         loop {
             let now = Instant::now();
-            match rx.recv_timeout(next_sync.saturating_duration_since(now)) {
+            match rx.recv_timeout(next_flush.min(next_sync).saturating_duration_since(now)) {
                 Ok(b) => {
                     self.append(&b);
                     // Whatever else is queued joins this group.
@@ -130,6 +139,10 @@ impl State {
                 Err(RecvTimeoutError::Disconnected) => break,
             }
             let now = Instant::now();
+            if now >= next_flush {
+                self.flush();
+                next_flush = now + flush_every;
+            }
             if now >= next_sync {
                 self.commit();
                 next_sync = now + fsync;
@@ -144,11 +157,14 @@ impl State {
             }
             // A drop means the journal misses a change: a snapshot taken
             // after it has it.
-            let lost = self.stats.lost.load(Ordering::Relaxed);
+            // (At most one a second for that, should the disk keep failing.)
+            let lost = self.stats.lost.load(Ordering::Relaxed)
+                && now >= last_snapshot + Duration::from_secs(1);
             if self.snapshot.is_none() && (now >= next_snapshot || lost) {
                 self.stats.lost.store(false, Ordering::Relaxed);
                 self.start_snapshot(false);
                 next_snapshot = now + every;
+                last_snapshot = now;
             }
         }
         for b in rx.try_iter() {
@@ -168,30 +184,43 @@ impl State {
         self.stats.records.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// One write and one `fdatasync` for every record since the last.
-    fn commit(&mut self) {
+    /// Hands the records since the last call to the OS in one write.
+    fn flush(&mut self) {
         if self.buf.is_empty() {
             return;
         }
-        let r = self
-            .journal
-            .write_all(&self.buf)
-            .and_then(|()| self.journal.sync_data());
-        match r {
+        match self.journal.write_all(&self.buf) {
             Ok(()) => {
                 self.stats
                     .bytes
                     .fetch_add(self.buf.len() as u64, Ordering::Relaxed);
-                self.stats.commits.fetch_add(1, Ordering::Relaxed);
+                self.unsynced = true;
             }
-            Err(e) => {
-                // The next snapshot covers what this journal lost.
-                self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                self.stats.lost.store(true, Ordering::Relaxed);
-                tracing::error!(error = %e, "persist: journal write failed");
-            }
+            Err(e) => self.failed(&e),
         }
         self.buf.clear();
+    }
+
+    /// The group commit: one `fdatasync` for every record written since
+    /// the last.
+    fn commit(&mut self) {
+        self.flush();
+        if !std::mem::take(&mut self.unsynced) {
+            return;
+        }
+        match self.journal.sync_data() {
+            Ok(()) => {
+                self.stats.commits.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => self.failed(&e),
+        }
+    }
+
+    fn failed(&mut self, e: &std::io::Error) {
+        // The next snapshot covers what this journal lost.
+        self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        self.stats.lost.store(true, Ordering::Relaxed);
+        tracing::error!(error = %e, "persist: journal write failed");
     }
 
     /// Moves to a new journal and snapshots the directory as of now, on a

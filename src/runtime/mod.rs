@@ -66,6 +66,8 @@ pub struct Runtime {
     hooks: crate::hooks::dispatch::Dispatcher,
     hook_stats: Arc<crate::hooks::Stats>,
     epoch: Instant,
+    /// The journal writer, with `[persist]` on.
+    persist: Option<crate::persist::writer::Writer>,
     /// The addresses actually bound (useful when the config asked for port 0).
     pub local_addrs: Vec<std::net::SocketAddr>,
 }
@@ -84,6 +86,8 @@ pub struct Control {
     pub http_rx: crossbeam_channel::Receiver<crate::hooks::Request>,
     /// The HTTP side threads' counters (for `/metrics`).
     pub hooks: Arc<crate::hooks::Stats>,
+    /// The journal writer's counters, with `[persist]` on.
+    pub persist: Option<Arc<crate::persist::Stats>>,
 }
 
 /// How many workers a configuration asks for.
@@ -115,10 +119,41 @@ impl Runtime {
     /// Binds every socket and loads credentials, then starts the workers,
     /// each running the [`crate::endpoint::Endpoint`] of its core. Errors
     /// are returned before any thread starts.
+    ///
+    /// With `[persist]` on, the registrations on disk are restored first:
+    /// the directory before any socket is bound, each core's bindings,
+    /// expiry timers and NAT paths before its worker starts.
     pub fn start(cfg: &Config) -> std::io::Result<Runtime> {
-        let setup = Setup::new(cfg, worker_count(cfg), os_random()?)?;
+        let n = worker_count(cfg);
+        let setup = Setup::new(cfg, n, os_random()?)?;
         let directory = setup.directory().clone();
-        Runtime::start_with(cfg, directory, |core, addrs| setup.endpoint(core, addrs))
+        let epoch = Instant::now();
+        let epoch_ms = unix_ms_at(epoch);
+        let mut recovered = None;
+        let mut writer = None;
+        if cfg.persist.enabled {
+            let r = crate::persist::restore(&cfg.persist, &directory, epoch_ms, n)?;
+            writer = Some(crate::persist::writer::Writer::start(
+                &cfg.persist,
+                directory.clone(),
+                r.next_seq,
+                epoch_ms,
+            )?);
+            recovered = Some(r);
+        }
+        // Restored paths are first prompted within the interval less its
+        // jitter: before any path learnt in this run, and spread.
+        let ka = cfg.keepalive();
+        let spread = ka.interval_ms.saturating_sub(ka.jitter_ms).max(1);
+        let mut rt = Runtime::start_at(cfg, directory, epoch, |core, addrs| {
+            let mut ep = setup.endpoint(core, addrs);
+            if let Some(list) = recovered.as_mut().and_then(|r| r.per_core.get_mut(core)) {
+                ep.restore(&std::mem::take(list), spread, 0);
+            }
+            ep
+        })?;
+        rt.persist = writer;
+        Ok(rt)
     }
 
     /// Binds every socket, then starts one worker per core running the
@@ -127,6 +162,16 @@ impl Runtime {
     pub fn start_with<C: Core>(
         cfg: &Config,
         directory: Arc<Directory>,
+        make: impl FnMut(usize, &[std::net::SocketAddr]) -> C,
+    ) -> std::io::Result<Runtime> {
+        Runtime::start_at(cfg, directory, Instant::now(), make)
+    }
+
+    /// [`Runtime::start_with`] on a clock whose zero is `epoch`.
+    fn start_at<C: Core>(
+        cfg: &Config,
+        directory: Arc<Directory>,
+        epoch: Instant,
         mut make: impl FnMut(usize, &[std::net::SocketAddr]) -> C,
     ) -> std::io::Result<Runtime> {
         let n = worker_count(cfg);
@@ -181,7 +226,6 @@ impl Runtime {
             .listen
             .first()
             .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
-        let epoch = Instant::now();
         let stop = Arc::new(AtomicBool::new(false));
         let cores = if cfg.runtime.pin_cpus {
             core_affinity::get_core_ids().unwrap_or_default()
@@ -253,6 +297,7 @@ impl Runtime {
             hooks,
             hook_stats,
             epoch,
+            persist: None,
             local_addrs,
         })
     }
@@ -267,6 +312,7 @@ impl Runtime {
             http_tx: self.http.0.clone(),
             http_rx: self.http.1.clone(),
             hooks: self.hook_stats.clone(),
+            persist: self.persist.as_ref().map(|w| w.stats.clone()),
         }
     }
 
@@ -293,6 +339,11 @@ impl Runtime {
             }
         }
         self.hooks.shutdown();
+        // The cores are stopped: a last commit and a whole snapshot, so the
+        // next start reads one file instead of replaying journals.
+        if let Some(w) = self.persist {
+            w.shutdown(true);
+        }
         result
     }
 }
