@@ -188,7 +188,7 @@ fn own_format_append(b: &[(String, Box<[u8]>)]) -> (f64, f64, u64) {
     let t = Instant::now();
     let bytes = std::fs::read(&path).unwrap();
     let mut r = persist::Replay::new();
-    r.apply_file(&mut record::Reader::new(&bytes, JOURNAL_MAGIC));
+    r.apply_file(bytes, JOURNAL_MAGIC);
     assert_eq!(r.len(), b.len());
     let read = t.elapsed().as_secs_f64();
     let _ = std::fs::remove_dir_all(&d);

@@ -3,17 +3,20 @@
 //! expiries moved onto the new run's clock and its bindings dealt to the
 //! cores that will own them.
 
-use std::collections::HashMap;
-
-use super::record::{u64_payload, Kind, Reader};
+use super::record::{u64_payload, Damage, Kind, Reader};
 use crate::addr::PathKey;
 use crate::registrar::binding::{flags, BindingRef};
-use crate::registrar::{packed, AorRecord, Decision, Directory};
+use crate::registrar::{packed, AorRecord, Directory};
 
-/// One AOR's latest state: its packed block as written, and the clock zero
-/// (Unix ms) of the run that wrote it.
-struct Latest {
-    block: Box<[u8]>,
+/// Where one AOR's latest state is: its packed block as written (in one of
+/// the files replay keeps), and the clock zero (Unix ms) of the run that
+/// wrote it. Positions rather than copies: a restore of a million AORs
+/// allocates nothing per record until it builds the directory's blocks.
+#[derive(Clone, Copy)]
+struct Loc {
+    file: u32,
+    len: u32,
+    start: usize,
     epoch_ms: u64,
 }
 
@@ -27,10 +30,26 @@ pub struct ReplayStats {
     pub skipped: u64,
 }
 
+/// What one file held, as far as it could be read.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FileReport {
+    pub damage: Option<Damage>,
+    /// Bytes of whole records (with the magic).
+    pub good_len: usize,
+    /// AOR records read.
+    pub aors: u64,
+    /// The count in a snapshot's end record, if it has one (reading stops
+    /// there).
+    pub end: Option<u64>,
+}
+
 /// Every AOR's latest state, as replay has seen so far.
 #[derive(Default)]
 pub struct Replay {
-    aors: HashMap<Box<str>, Latest>,
+    /// The files read, whole; file 0 collects records applied one by one.
+    files: Vec<Vec<u8>>,
+    index: hashbrown::HashTable<Loc>,
+    hasher: foldhash::fast::FixedState,
     epoch_ms: Option<u64>,
     pub stats: ReplayStats,
 }
@@ -48,51 +67,120 @@ pub struct Restored {
     pub unreachable: bool,
 }
 
+fn block_at<'f>(files: &'f [Vec<u8>], l: &Loc) -> &'f [u8] {
+    &files[l.file as usize][l.start..l.start + l.len as usize]
+}
+
 impl Replay {
     pub fn new() -> Replay {
-        Replay::default()
-    }
-
-    /// Applies one file's records; `Err` when the reader stopped at damage
-    /// (the records before it are applied).
-    pub fn apply_file(&mut self, r: &mut Reader<'_>) -> Option<super::record::Damage> {
-        // Each file states the epoch of its records before them.
-        self.epoch_ms = None;
-        for (kind, payload) in r.by_ref() {
-            self.apply(kind, payload);
+        Replay {
+            files: vec![Vec::new()],
+            ..Replay::default()
         }
-        r.damage()
     }
 
-    /// Applies one record.
+    /// Applies a whole file's records (it must start with `magic`), up to
+    /// damage or a snapshot's end record; each file states the epoch of its
+    /// records before them.
+    pub fn apply_file(&mut self, bytes: Vec<u8>, magic: &[u8; 8]) -> FileReport {
+        if self.files.is_empty() {
+            self.files.push(Vec::new());
+        }
+        self.epoch_ms = None;
+        let file = self.files.len() as u32;
+        self.files.push(bytes);
+        let mut report = FileReport::default();
+        let files = &self.files;
+        let bytes = &files[file as usize];
+        let mut r = Reader::new(bytes, magic);
+        for (kind, payload) in r.by_ref() {
+            match kind {
+                Kind::End => {
+                    report.end = Some(u64_payload(payload).unwrap_or(u64::MAX));
+                    break;
+                }
+                Kind::Aor => report.aors += 1,
+                Kind::Epoch => {}
+            }
+            let start = payload.as_ptr() as usize - bytes.as_ptr() as usize;
+            Self::apply_at(
+                &mut self.index,
+                &self.hasher,
+                &mut self.epoch_ms,
+                &mut self.stats,
+                files,
+                kind,
+                (file, start, payload.len()),
+            );
+        }
+        report.damage = r.damage();
+        report.good_len = r.good_len();
+        report
+    }
+
+    /// Applies one record from elsewhere (its payload is copied).
     pub fn apply(&mut self, kind: Kind, payload: &[u8]) {
+        if self.files.is_empty() {
+            self.files.push(Vec::new());
+        }
+        let start = self.files[0].len();
+        self.files[0].extend_from_slice(payload);
+        let files = &self.files;
+        Self::apply_at(
+            &mut self.index,
+            &self.hasher,
+            &mut self.epoch_ms,
+            &mut self.stats,
+            files,
+            kind,
+            (0, start, payload.len()),
+        );
+    }
+
+    fn apply_at(
+        index: &mut hashbrown::HashTable<Loc>,
+        hasher: &foldhash::fast::FixedState,
+        epoch: &mut Option<u64>,
+        stats: &mut ReplayStats,
+        files: &[Vec<u8>],
+        kind: Kind,
+        (file, start, len): (u32, usize, usize),
+    ) {
+        let payload = &files[file as usize][start..start + len];
         match kind {
             Kind::Epoch => match u64_payload(payload) {
-                Some(e) => self.epoch_ms = Some(e),
-                None => self.stats.skipped += 1,
+                Some(e) => *epoch = Some(e),
+                None => stats.skipped += 1,
             },
             Kind::Aor => {
-                let Some(epoch_ms) = self.epoch_ms else {
-                    self.stats.skipped += 1;
+                let (Some(epoch_ms), true) = (*epoch, packed::is_valid(payload)) else {
+                    stats.skipped += 1;
                     return;
                 };
-                if !packed::is_valid(payload) {
-                    self.stats.skipped += 1;
-                    return;
-                }
-                self.stats.records += 1;
+                stats.records += 1;
                 let name = packed::aor(payload);
-                if packed::contacts(payload).next().is_none() {
-                    self.aors.remove(name);
-                    return;
+                let hash = std::hash::BuildHasher::hash_one(hasher, name);
+                let same = |l: &Loc| packed::aor(block_at(files, l)) == name;
+                let rehash = |l: &Loc| {
+                    std::hash::BuildHasher::hash_one(hasher, packed::aor(block_at(files, l)))
+                };
+                let loc = Loc {
+                    file,
+                    len: len as u32,
+                    start,
+                    epoch_ms,
+                };
+                let gone = packed::contacts(payload).next().is_none();
+                match index.entry(hash, same, rehash) {
+                    hashbrown::hash_table::Entry::Occupied(e) if gone => {
+                        e.remove();
+                    }
+                    hashbrown::hash_table::Entry::Occupied(mut e) => *e.get_mut() = loc,
+                    hashbrown::hash_table::Entry::Vacant(e) if !gone => {
+                        e.insert(loc);
+                    }
+                    hashbrown::hash_table::Entry::Vacant(_) => {}
                 }
-                self.aors.insert(
-                    name.into(),
-                    Latest {
-                        block: payload.into(),
-                        epoch_ms,
-                    },
-                );
             }
             Kind::End => {}
         }
@@ -100,11 +188,11 @@ impl Replay {
 
     /// AORs with contacts so far.
     pub fn len(&self) -> usize {
-        self.aors.len()
+        self.index.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.aors.is_empty()
+        self.index.is_empty()
     }
 
     /// Stores every binding not expired at `now_unix_ms` in `dir` (which
@@ -120,44 +208,75 @@ impl Replay {
     ) -> Vec<Vec<Restored>> {
         let cores = cores.max(1);
         let mut per_core: Vec<Vec<Restored>> = vec![Vec::new(); cores];
-        for (name, latest) in self.aors {
-            let mut rec = AorRecord::default();
-            for p in packed::contacts(&latest.block) {
-                let unix_exp_ms = latest.epoch_ms + u64::from(p.expires_at) * 1000;
-                if unix_exp_ms <= now_unix_ms || unix_exp_ms <= epoch_ms {
-                    continue;
-                }
-                // Rounded up, so a binding never expires before its time.
-                let expires_at =
-                    u32::try_from((unix_exp_ms - epoch_ms).div_ceil(1000)).unwrap_or(u32::MAX);
+        let files = &self.files;
+        // The new run's expiry (s) of a contact written at `written_ms`, or
+        // None when its time is up.
+        let moved = |written_ms: u64, expires_at: u32| {
+            let unix_exp_ms = written_ms + u64::from(expires_at) * 1000;
+            if unix_exp_ms <= now_unix_ms || unix_exp_ms <= epoch_ms {
+                return None;
+            }
+            // Rounded up, so a binding never expires before its time.
+            Some(u32::try_from((unix_exp_ms - epoch_ms).div_ceil(1000)).unwrap_or(u32::MAX))
+        };
+        let mut devices: Vec<String> = Vec::new();
+        for l in self.index.iter() {
+            let block = block_at(files, l);
+            let name = packed::aor(block);
+            let hash = dir.hash(name);
+            let mut deal = |p: &packed::Packed<'_>, expires_at: u32| {
                 let core = usize::from(p.binding.core) % cores;
                 let list = &mut per_core[core];
-                let mut v = p.to_view();
-                v.binding = BindingRef {
-                    core: core as u16,
-                    slot: list.len() as u32,
-                    gen: 1,
-                };
-                v.expires_at = expires_at;
                 list.push(Restored {
-                    aor: dir.hash(&name),
+                    aor: hash,
                     expires_at,
-                    path: PathKey::new(v.local, v.source),
-                    unreachable: v.flags & flags::UNREACHABLE != 0,
+                    path: PathKey::new(p.local, p.source),
+                    unreachable: p.flags & flags::UNREACHABLE != 0,
                 });
-                rec.contacts.push(v);
+                BindingRef {
+                    core: core as u16,
+                    slot: (list.len() - 1) as u32,
+                    gen: 1,
+                }
+            };
+            devices.clear();
+            let all_live =
+                packed::contacts(block).all(|p| moved(l.epoch_ms, p.expires_at).is_some());
+            if all_live {
+                // The common case: the block as written, rebound in place.
+                let mut b: Box<[u8]> = block.into();
+                packed::rebind(&mut b, |_, p| {
+                    let exp = moved(l.epoch_ms, p.expires_at).unwrap_or(1);
+                    (deal(p, exp), exp)
+                });
+                devices.extend(packed::contacts(&b).filter_map(|p| p.instance()));
+                dir.put_block(b);
+            } else {
+                let mut rec = AorRecord::default();
+                for p in packed::contacts(block) {
+                    let Some(exp) = moved(l.epoch_ms, p.expires_at) else {
+                        continue;
+                    };
+                    let mut v = p.to_view();
+                    v.binding = deal(&p, exp);
+                    v.expires_at = exp;
+                    rec.contacts.push(v);
+                }
+                if rec.contacts.is_empty() {
+                    continue;
+                }
+                devices.extend(
+                    rec.contacts
+                        .iter()
+                        .filter_map(|c| c.instance.as_deref().map(str::to_owned)),
+                );
+                match packed::encode(name, &rec) {
+                    Ok(b) => dir.put_block(b),
+                    Err(_) => continue,
+                }
             }
-            if rec.contacts.is_empty() {
-                continue;
-            }
-            let devices: Vec<_> = rec
-                .contacts
-                .iter()
-                .filter_map(|c| c.instance.clone())
-                .collect();
-            dir.update(&name, |_| Decision::Replace(rec, ()));
-            for d in devices {
-                dir.set_device(&d, &name);
+            for d in &devices {
+                dir.set_device(d, name);
             }
         }
         per_core
@@ -211,7 +330,7 @@ mod tests {
                 block("b@x", &[]),
             ],
         );
-        assert_eq!(r.apply_file(&mut Reader::new(&j, JOURNAL_MAGIC)), None);
+        assert_eq!(r.apply_file(j, JOURNAL_MAGIC).damage, None);
         assert_eq!(r.len(), 1);
         let dir = Directory::new();
         // The new run started 50 s after the old one.
@@ -243,7 +362,7 @@ mod tests {
     fn expired_bindings_stay_gone_and_cores_fold() {
         let mut r = Replay::new();
         let j = journal(0, &[block("a@x", &[(0, 10, 0), (5, 100, 0)])]);
-        r.apply_file(&mut Reader::new(&j, JOURNAL_MAGIC));
+        r.apply_file(j, JOURNAL_MAGIC);
         let dir = Directory::new();
         let cores = r.restore(&dir, 20_000, 20_000, 2);
         let got = dir.lookup("a@x", 0);
@@ -263,7 +382,7 @@ mod tests {
         let b = block("c@x", &[(0, 10, 0)]);
         put(&mut f, Kind::Aor, &b[..b.len() - 1]);
         put(&mut f, Kind::Epoch, b"short");
-        assert_eq!(r.apply_file(&mut Reader::new(&f, JOURNAL_MAGIC)), None);
+        assert_eq!(r.apply_file(f, JOURNAL_MAGIC).damage, None);
         assert!(r.is_empty());
         assert_eq!(r.stats.skipped, 4);
     }

@@ -14,7 +14,7 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use super::record::{self, Kind, Reader, JOURNAL_MAGIC, SNAPSHOT_MAGIC};
+use super::record::{self, Kind, JOURNAL_MAGIC, SNAPSHOT_MAGIC};
 use super::replay::Replay;
 use crate::registrar::Directory;
 
@@ -73,7 +73,7 @@ pub fn load(dir: &Path) -> io::Result<Loaded> {
             }
         };
         let mut r = Replay::new();
-        match read_snapshot(&bytes, &mut r) {
+        match whole(&r.apply_file(bytes, SNAPSHOT_MAGIC)) {
             Ok(()) => {
                 replay = r;
                 used = Some(n);
@@ -97,10 +97,11 @@ pub fn load(dir: &Path) -> io::Result<Loaded> {
                 continue;
             }
         };
-        let mut r = Reader::new(&bytes, JOURNAL_MAGIC);
+        let size = bytes.len();
         read += 1;
-        if let Some(d) = replay.apply_file(&mut r) {
-            let lost = bytes.len() - r.good_len().min(bytes.len());
+        let report = replay.apply_file(bytes, JOURNAL_MAGIC);
+        if let Some(d) = report.damage {
+            let lost = size - report.good_len.min(size);
             tracing::warn!(
                 file = %path.display(),
                 damage = %d,
@@ -120,29 +121,15 @@ pub fn load(dir: &Path) -> io::Result<Loaded> {
     })
 }
 
-/// Applies a snapshot's records to `r` if it is whole: every record good
-/// and an end record counting them.
-fn read_snapshot(bytes: &[u8], r: &mut Replay) -> Result<(), String> {
-    let mut reader = Reader::new(bytes, SNAPSHOT_MAGIC);
-    let mut aors = 0u64;
-    let mut end = None;
-    for (kind, payload) in reader.by_ref() {
-        match kind {
-            Kind::End => {
-                end = record::u64_payload(payload);
-                break;
-            }
-            Kind::Aor => aors += 1,
-            Kind::Epoch => {}
-        }
-        r.apply(kind, payload);
-    }
-    if let Some(d) = reader.damage() {
+/// Whether a snapshot was read whole: every record good and an end record
+/// counting them.
+fn whole(r: &super::replay::FileReport) -> Result<(), String> {
+    if let Some(d) = r.damage {
         return Err(d.to_string());
     }
-    match end {
-        Some(n) if n == aors => Ok(()),
-        Some(n) => Err(format!("end record counts {n} AORs, {aors} read")),
+    match r.end {
+        Some(n) if n == r.aors => Ok(()),
+        Some(n) => Err(format!("end record counts {n} AORs, {} read", r.aors)),
         None => Err("no end record (cut short)".into()),
     }
 }

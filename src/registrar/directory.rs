@@ -211,6 +211,13 @@ impl Directory {
         self.aors.journal.set(sink).is_ok()
     }
 
+    /// Stores an AOR's packed block as it is, replacing the AOR's record;
+    /// not journaled (a restore's blocks come from the journal). The block
+    /// must be whole ([`packed::is_valid`]) and hold at least one contact.
+    pub fn put_block(&self, block: Box<[u8]>) {
+        self.aors.put_block(block)
+    }
+
     /// Calls `f` with every AOR's packed block ([`packed`]), for snapshots.
     pub fn for_each_block(&self, f: impl FnMut(&[u8])) {
         self.aors.for_each_block(f)

@@ -405,6 +405,29 @@ pub fn is_valid(block: &[u8]) -> bool {
     walk(block).is_some()
 }
 
+/// Rewrites each contact's binding and expiry in place, as `f` says for
+/// the contact (by its index): how a restore moves a block onto the cores
+/// and clock of a new run without decoding its strings.
+pub fn rebind(block: &mut [u8], mut f: impl FnMut(usize, &Packed<'_>) -> (BindingRef, u32)) {
+    let mut r = Reader { b: &*block, at: 4 };
+    let aor = r.str16();
+    let user = aor.find('@').map(|i| &aor[..i]);
+    let count = r.u16();
+    let mut edits: smallvec::SmallVec<[(usize, BindingRef, u32); 2]> = smallvec::SmallVec::new();
+    for i in 0..usize::from(count) {
+        let at = r.at;
+        let c = read_contact(&mut r, user);
+        let (b, expires_at) = f(i, &c);
+        edits.push((at, b, expires_at));
+    }
+    for (at, b, expires_at) in edits {
+        block[at..at + 2].copy_from_slice(&b.core.to_le_bytes());
+        block[at + 2..at + 6].copy_from_slice(&b.slot.to_le_bytes());
+        block[at + 6..at + 10].copy_from_slice(&b.gen.to_le_bytes());
+        block[at + 10..at + 14].copy_from_slice(&expires_at.to_le_bytes());
+    }
+}
+
 /// The record a block holds.
 pub fn decode(block: &[u8]) -> AorRecord {
     AorRecord {
@@ -516,6 +539,35 @@ mod tests {
         let mut longer = b.to_vec();
         longer.push(0);
         assert!(!is_valid(&longer));
+    }
+
+    #[test]
+    fn rebind_rewrites_bindings_and_expiries_only() {
+        let mut rec = AorRecord::default();
+        rec.contacts.push(view(1));
+        rec.contacts.push(view(2));
+        let mut b = encode("alice@example.com", &rec).unwrap().to_vec();
+        rebind(&mut b, |i, _| {
+            (
+                BindingRef {
+                    core: 9,
+                    slot: i as u32,
+                    gen: 1,
+                },
+                100 + i as u32,
+            )
+        });
+        let got = decode(&b);
+        for (i, c) in got.contacts.iter().enumerate() {
+            let mut want = rec.contacts[i].clone();
+            want.binding = BindingRef {
+                core: 9,
+                slot: i as u32,
+                gen: 1,
+            };
+            want.expires_at = 100 + i as u32;
+            assert_eq!(*c, want);
+        }
     }
 
     #[test]

@@ -175,6 +175,32 @@ impl AorTable {
         })
     }
 
+    /// Stores a block as it is (replacing the AOR's, if any), without
+    /// journaling it: for a restore, whose blocks come from the journal.
+    pub(super) fn put_block(&self, block: Box<[u8]>) {
+        let hash = self.hash(packed::aor(&block));
+        self.table.write(hash, |w| {
+            let p = w.pinned();
+            let found = self
+                .find(w.slots(), hash, Key::Name(packed::aor(&block)), p)
+                .map(|(i, _)| i);
+            match found {
+                Ok(i) => w.replace(i, Some((block, hash))),
+                Err(mut i) => {
+                    if w.full() {
+                        w.rebuild(|s| s.load(p).block().map(|b| self.hash(packed::aor(b))));
+                        i = self
+                            .find(w.slots(), hash, Key::Name(packed::aor(&block)), p)
+                            .map(|(i, _)| i)
+                            .expect_err("absent before the rebuild");
+                    }
+                    w.insert(i, block, hash);
+                    self.count.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+
     /// Calls `f` with every AOR's packed block (a snapshot per AOR).
     pub(super) fn for_each_block(&self, mut f: impl FnMut(&[u8])) {
         self.table.for_each_shard(|slots, p| {
