@@ -39,12 +39,15 @@ thread_ns() {
 }
 metric() { curl -s "http://$api/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 
-# start_tether MODE PORT: starts it on CPU 0; sets tpid and api.
+# start_tether MODE PORT [KEEPALIVE_MS]: starts it on CPU 0; sets tpid and
+# api. The load runs have no keepalive (the generator does not answer
+# prompts); the restarts have the default 25 s, so that restoring arms every
+# path's first prompt as in production.
 start_tether() {
   local persist=""
   [ "$1" = on ] && persist=$(printf '[persist]\nenabled = true\ndir = "%s/state"\n' "$work")
-  printf '[sip]\nlisten = ["127.0.0.1:%s"]\n[runtime]\nworkers = 1\nstats_interval_s = 0\n[registrar]\ncapacity = %s\n[keepalive]\ninterval_ms = 0\n[api]\nlisten = "127.0.0.1:0"\n%s\n' \
-    "$2" "$n" "$persist" > "$work/tether.toml"
+  printf '[sip]\nlisten = ["127.0.0.1:%s"]\n[runtime]\nworkers = 1\nstats_interval_s = 0\n[registrar]\ncapacity = %s\n[keepalive]\ninterval_ms = %s\n[api]\nlisten = "127.0.0.1:0"\n%s\n' \
+    "$2" "$n" "${3:-0}" "$persist" > "$work/tether.toml"
   : > "$work/tether.out"
   t0=$(date +%s%N)
   taskset -c 0 "$bin" run --config "$work/tether.toml" > "$work/tether.out" 2> "$work/tether.log" &
@@ -96,14 +99,14 @@ PY
       if [ "$mode" = on ] && [ "$load" = max ]; then
         kill -9 "$tpid"; wait "$tpid" 2>/dev/null || true
         mb=$(du -sm "$work/state" | cut -f1)
-        start_tether on "$port"
+        start_tether on "$port" 25000
         line=$(restored_line)
         printf '%s\tjournals (after SIGKILL)\t%s\t%s\t%s\t%s\n' "$r" "$(echo "$line" | grep -oE 'bindings=[0-9]+' | cut -d= -f2)" \
           "$(echo "$line" | grep -oE 'ms=[0-9]+' | cut -d= -f2)" "$listen_ms" "$mb" >> "$restarts"
         tail -1 "$restarts"
         kill -TERM "$tpid"; wait "$tpid" 2>/dev/null || true
         mb=$(du -sm "$work/state" | cut -f1)
-        start_tether on "$port"
+        start_tether on "$port" 25000
         line=$(restored_line)
         printf '%s\tsnapshot (after SIGTERM)\t%s\t%s\t%s\t%s\n' "$r" "$(echo "$line" | grep -oE 'bindings=[0-9]+' | cut -d= -f2)" \
           "$(echo "$line" | grep -oE 'ms=[0-9]+' | cut -d= -f2)" "$listen_ms" "$mb" >> "$restarts"

@@ -87,6 +87,11 @@ impl Replay {
             self.files.push(Vec::new());
         }
         self.epoch_ms = None;
+        // About 110 bytes a record: room up front rather than rehashing a
+        // million entries as they come.
+        self.index.reserve(bytes.len() / 128, |l| {
+            std::hash::BuildHasher::hash_one(&self.hasher, packed::aor(block_at(&self.files, l)))
+        });
         let file = self.files.len() as u32;
         self.files.push(bytes);
         let mut report = FileReport::default();
@@ -220,7 +225,11 @@ impl Replay {
             Some(u32::try_from((unix_exp_ms - epoch_ms).div_ceil(1000)).unwrap_or(u32::MAX))
         };
         let mut devices: Vec<String> = Vec::new();
-        for l in self.index.iter() {
+        // In file order: the blocks are read front to back, not at random
+        // (a third of the time, at a million, went on cache misses).
+        let mut locs: Vec<Loc> = self.index.iter().copied().collect();
+        locs.sort_unstable_by_key(|l| (l.file, l.start));
+        for l in &locs {
             let block = block_at(files, l);
             let name = packed::aor(block);
             let hash = dir.hash(name);
