@@ -52,7 +52,7 @@ start_tether() {
   t0=$(date +%s%N)
   taskset -c 0 "$bin" run --config "$work/tether.toml" > "$work/tether.out" 2> "$work/tether.log" &
   tpid=$!
-  for _ in $(seq 600); do grep -q 'listening http' "$work/tether.out" 2>/dev/null && break; sleep 0.01; done
+  for _ in $(seq 3000); do grep -q 'listening http' "$work/tether.out" 2>/dev/null && break; sleep 0.01; done
   listen_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
   api=$(awk '/listening http/ {print $3}' "$work/tether.out")
 }
@@ -63,7 +63,7 @@ restored_line() {
 }
 
 rows="$out/runs.tsv"; restarts="$out/restarts.tsv"
-printf 'load\tmode\tround\tregister_per_s\tfailed\tp50_us\tp99_us\tserver_us_per_reg\tworker_us_per_reg\tpersist_us_per_reg\trecords\tdropped\n' > "$rows"
+printf 'load\tmode\tround\tregister_per_s\tfailed\tp50_us\tp99_us\tserver_us_per_reg\tworker_us_per_reg\tpersist_us_per_reg\trecords\tdropped\tstart_ms\n' > "$rows"
 printf 'round\tfrom\tbindings_restored\trestore_ms\tstart_to_listening_ms\tstate_mb\n' > "$restarts"
 net=40
 for r in $(seq "$rounds"); do
@@ -74,6 +74,7 @@ for r in $(seq "$rounds"); do
       rm -rf "$work/state"
       port=$((20000 + RANDOM % 20000))
       start_tether "$mode" "$port"
+      start_ms=$listen_ms
       if [ "$load" = max ]; then lg=(-r 0 --window 1000); else lg=(-r "$load"); fi
       taskset -c 1 "$bin" bench register -t "127.0.0.1:$port" -n "$n" "${lg[@]}" --duration 120 \
         --source-base "127.$net.0.1" --server-pid "$tpid" --json > "$work/lg.json"
@@ -84,16 +85,16 @@ for r in $(seq "$rounds"); do
       if [ "$mode" = on ]; then
         records=$(metric tether_persist_records_total); dropped=$(metric tether_persist_dropped_total)
       fi
-      python3 - "$work/lg.json" "$load" "$mode" "$r" "$all_ns" "$worker_ns" "$persist_ns" "$records" "$dropped" >> "$rows" <<'PY'
+      python3 - "$work/lg.json" "$load" "$mode" "$r" "$all_ns" "$worker_ns" "$persist_ns" "$records" "$dropped" "$start_ms" >> "$rows" <<'PY'
 import json, sys
 j = json.load(open(sys.argv[1]))
 load, mode, r = sys.argv[2:5]
-all_ns, worker_ns, persist_ns, records, dropped = (int(x or 0) for x in sys.argv[5:10])
+all_ns, worker_ns, persist_ns, records, dropped, start_ms = (int(x or 0) for x in sys.argv[5:11])
 reg = max(j["registered"], 1)
 print("\t".join(str(x) for x in [
     load, mode, r, round(j["achieved_rate"]), j["failed"], j["latency_us"]["p50"], j["latency_us"]["p99"],
     round(all_ns / 1000 / reg, 2), round(worker_ns / 1000 / reg, 2),
-    round(persist_ns / 1000 / reg, 2) if mode == "on" else "-", records, dropped]))
+    round(persist_ns / 1000 / reg, 2) if mode == "on" else "-", records, dropped, start_ms]))
 PY
       tail -1 "$rows"
       if [ "$mode" = on ] && [ "$load" = max ]; then
