@@ -20,7 +20,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-1000000} rate=${2:-50000} rounds=${3:-3}
-out=benches/results/persist
+out=benches/results/persist/${NAME:-default}
 mkdir -p "$out"
 cargo build --release -q --bin tether
 bin=${CARGO_TARGET_DIR:-target}/release/tether

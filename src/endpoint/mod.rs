@@ -110,6 +110,9 @@ pub trait Core: Send + 'static {
     /// (capability tokens' `exp`). Told at start and again now and then, so
     /// a stepped wall clock is followed.
     fn set_unix_epoch(&mut self, _unix_ms: u64) {}
+    /// Called once on the worker's thread before it serves anything: work
+    /// that each core does for itself at start (a restore), in parallel.
+    fn start(&mut self, _now: u64) {}
 }
 
 /// A message to a core from another thread.
@@ -208,6 +211,9 @@ pub struct Endpoint {
     waiting: Option<authorize::Waiting>,
     /// Unix ms at the runtime clock's zero ([`Core::set_unix_epoch`]).
     unix_epoch_ms: u64,
+    /// Bindings restored from disk, taken on at [`Core::start`] (with the
+    /// spread of their first prompts, ms).
+    pending_restore: Option<(Vec<crate::persist::Restored>, u64)>,
 }
 
 impl Endpoint {
@@ -261,6 +267,7 @@ impl Endpoint {
             http: Vec::new(),
             waiting,
             unix_epoch_ms: 0,
+            pending_restore: None,
         }
     }
 
@@ -486,6 +493,12 @@ impl Core for Endpoint {
 
     fn media_opened(&mut self, rtp_ports: &[u16]) {
         self.media.add_pairs(rtp_ports);
+    }
+
+    fn start(&mut self, now: u64) {
+        if let Some((list, spread)) = self.pending_restore.take() {
+            self.restore(&list, spread, now);
+        }
     }
 
     fn set_unix_epoch(&mut self, unix_ms: u64) {

@@ -71,6 +71,12 @@ impl Endpoint {
         }
     }
 
+    /// [`Endpoint::restore`] on the worker's own thread when it starts
+    /// ([`super::Core::start`]), so the cores restore in parallel.
+    pub fn restore_at_start(&mut self, list: Vec<crate::persist::Restored>, spread_ms: u64) {
+        self.pending_restore = Some((list, spread_ms));
+    }
+
     /// Takes on this core's bindings restored from disk, before the core
     /// runs: the registrar's slots and expiry timers, and their NAT paths,
     /// each first prompted at a random moment in the next `spread_ms`.

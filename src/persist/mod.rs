@@ -180,6 +180,16 @@ impl Sink {
     }
 }
 
+/// CPU time of the calling thread (ms), 0 if unknown: beside the wall
+/// time a restore logs, it tells a slow disk or a busy machine from slow
+/// code.
+fn thread_cpu_ms() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split(' ').next()?.parse::<u64>().ok())
+        .map_or(0, |ns| ns / 1_000_000)
+}
+
 /// What [`restore`] rebuilt.
 pub struct Recovered {
     /// Each core's restored bindings, in slot order.
@@ -200,6 +210,7 @@ pub fn restore(
     cores: usize,
 ) -> std::io::Result<Recovered> {
     let t = std::time::Instant::now();
+    let cpu = thread_cpu_ms();
     let mut loaded = store::load(std::path::Path::new(&cfg.dir))
         .map_err(|e| std::io::Error::new(e.kind(), format!("persist.dir {:?}: {e}", cfg.dir)))?;
     let replay = std::mem::take(&mut loaded.replay);
@@ -219,6 +230,7 @@ pub fn restore(
         skipped = stats.skipped,
         damaged_files = loaded.damage.len(),
         ms = t.elapsed().as_millis() as u64,
+        cpu_ms = thread_cpu_ms() - cpu,
         "persist: registrations restored"
     );
     Ok(Recovered {

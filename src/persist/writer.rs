@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError};
+use crossbeam_channel::{bounded, Receiver};
 
 use super::record::{self, Kind};
 use super::{store, PersistSection, Sink, Stats};
@@ -126,17 +126,14 @@ impl State {
         let mut next_snapshot = Instant::now() + every;
         let mut last_snapshot = Instant::now();
         loop {
+            // Sleep, then take what queued meanwhile: a writer blocked in
+            // recv would have every core's send pay a wake-up (a futex
+            // call) at a million changes a second; this way a send is an
+            // enqueue and nothing more.
             let now = Instant::now();
-            match rx.recv_timeout(next_flush.min(next_sync).saturating_duration_since(now)) {
-                Ok(b) => {
-                    self.append(&b);
-                    // Whatever else is queued joins this group.
-                    for b in rx.try_iter().take(65_536) {
-                        self.append(&b);
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
+            std::thread::sleep(next_flush.min(next_sync).saturating_duration_since(now));
+            for b in rx.try_iter() {
+                self.append(&b);
             }
             let now = Instant::now();
             if now >= next_flush {

@@ -122,7 +122,8 @@ impl Runtime {
     ///
     /// With `[persist]` on, the registrations on disk are restored first:
     /// the directory before any socket is bound, each core's bindings,
-    /// expiry timers and NAT paths before its worker starts.
+    /// expiry timers and NAT paths by its worker (all in parallel) before
+    /// it serves anything.
     pub fn start(cfg: &Config) -> std::io::Result<Runtime> {
         let n = worker_count(cfg);
         let setup = Setup::new(cfg, n, os_random()?)?;
@@ -148,7 +149,7 @@ impl Runtime {
         let mut rt = Runtime::start_at(cfg, directory, epoch, |core, addrs| {
             let mut ep = setup.endpoint(core, addrs);
             if let Some(list) = recovered.as_mut().and_then(|r| r.per_core.get_mut(core)) {
-                ep.restore(&std::mem::take(list), spread, 0);
+                ep.restore_at_start(std::mem::take(list), spread);
             }
             ep
         })?;

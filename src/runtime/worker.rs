@@ -179,6 +179,8 @@ impl<C: Core> Worker<C> {
             }
         }
         let mut events = Events::with_capacity(256);
+        let now = self.now_ms();
+        self.core.start(now);
         self.open_media();
         while !self.stop.load(Ordering::Relaxed) {
             // Media sockets with packets left: look again at once. While
