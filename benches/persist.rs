@@ -168,6 +168,47 @@ fn journal_at_rate(rate: u64, secs: u64) {
     let _ = std::fs::remove_dir_all(&d);
 }
 
+/// What the journal costs the thread that changes the directory (a core):
+/// `n` new AORs stored with and without the writer installed, alternating,
+/// CPU time of the storing thread per change.
+fn core_cost(n: usize) {
+    for round in 1..=2 {
+        let mut line = format!("round {round}: CPU per new AOR stored, {n} AORs:");
+        let modes = if round % 2 == 1 {
+            ["off", "on"]
+        } else {
+            ["on", "off"]
+        };
+        for mode in modes {
+            let d = scratch("core");
+            let dir = Arc::new(Directory::with_capacity(n));
+            let w = (mode == "on").then(|| {
+                let cfg = PersistSection {
+                    enabled: true,
+                    dir: d.display().to_string(),
+                    snapshot_s: 86_400,
+                    queue: 1 << 20,
+                    ..PersistSection::default()
+                };
+                Writer::start(&cfg, dir.clone(), 1, unix_ms()).unwrap()
+            });
+            let c = cpu_s();
+            for i in 0..n {
+                put(&dir, i, 3600);
+            }
+            let per = (cpu_s() - c) * 1e9 / n as f64;
+            let dropped = w
+                .as_ref()
+                .map_or(0, |w| w.stats.dropped.load(Ordering::Relaxed));
+            line += &format!(" persist {mode} {per:.0} ns (dropped {dropped});");
+            drop(w);
+            drop(dir);
+            let _ = std::fs::remove_dir_all(&d);
+        }
+        println!("{line}");
+    }
+}
+
 fn blocks(n: usize) -> Vec<(String, Box<[u8]>)> {
     (0..n)
         .map(|i| {
@@ -318,6 +359,7 @@ fn main() {
         return;
     }
     journal_at_rate(100_000, 5);
+    core_cost(n);
     let b = blocks(n);
     let avg = b.iter().map(|(_, v)| v.len()).sum::<usize>() / n.max(1);
     for round in 1..=2 {

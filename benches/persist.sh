@@ -22,7 +22,7 @@ cd "$(dirname "$0")/.."
 n=${1:-1000000} rate=${2:-50000} rounds=${3:-3}
 out=benches/results/persist/${NAME:-default}
 mkdir -p "$out"
-cargo build --release -q --bin tether
+[ "${SUMMARY_ONLY:-0}" = 1 ] || cargo build --release -q --bin tether
 bin=${CARGO_TARGET_DIR:-target}/release/tether
 work=$(mktemp -d)
 tpid=
@@ -57,14 +57,21 @@ start_tether() {
   api=$(awk '/listening http/ {print $3}' "$work/tether.out")
 }
 
-restored_line() {
-  grep 'registrations restored' "$work/tether.log" | tail -1 | sed 's/\x1b\[[0-9;]*m//g' |
-    grep -oE '(bindings|ms)=[0-9]+' | tr '\n' ' '
+# "RESTORE_MS CPU_MS BINDINGS CORES_MS" from the log of the restart: the
+# directory's rebuild (wall, CPU) and the slowest core's taking back its
+# bindings (which ends before it serves anything).
+restored_fields() {
+  for _ in $(seq 3000); do grep -q 'core took back' "$work/tether.log" && break; sleep 0.01; done
+  local l c
+  l=$(grep 'registrations restored' "$work/tether.log" | tail -1 | sed 's/\x1b\[[0-9;]*m//g')
+  c=$(grep 'core took back' "$work/tether.log" | sed 's/\x1b\[[0-9;]*m//g' | grep -oE ' ms=[0-9]+' | cut -d= -f2 | sort -n | tail -1)
+  echo "$(echo "$l" | grep -oE ' ms=[0-9]+' | cut -d= -f2) $(echo "$l" | grep -oE 'cpu_ms=[0-9]+' | cut -d= -f2) $(echo "$l" | grep -oE 'bindings=[0-9]+' | cut -d= -f2) ${c:-0}"
 }
 
 rows="$out/runs.tsv"; restarts="$out/restarts.tsv"
+if [ "${SUMMARY_ONLY:-0}" != 1 ]; then
 printf 'load\tmode\tround\tregister_per_s\tfailed\tp50_us\tp99_us\tserver_us_per_reg\tworker_us_per_reg\tpersist_us_per_reg\trecords\tdropped\tstart_ms\n' > "$rows"
-printf 'round\tfrom\tbindings_restored\trestore_ms\tstart_to_listening_ms\tstate_mb\n' > "$restarts"
+printf 'round\tfrom\tbindings_restored\trestore_ms\trestore_cpu_ms\tcores_ms\tstart_to_listening_ms\tstate_mb\n' > "$restarts"
 net=40
 for r in $(seq "$rounds"); do
   modes=(off on); [ $((r % 2)) -eq 0 ] && modes=(on off)
@@ -101,16 +108,14 @@ PY
         kill -9 "$tpid"; wait "$tpid" 2>/dev/null || true
         mb=$(du -sm "$work/state" | cut -f1)
         start_tether on "$port" 25000
-        line=$(restored_line)
-        printf '%s\tjournals (after SIGKILL)\t%s\t%s\t%s\t%s\n' "$r" "$(echo "$line" | grep -oE 'bindings=[0-9]+' | cut -d= -f2)" \
-          "$(echo "$line" | grep -oE 'ms=[0-9]+' | cut -d= -f2)" "$listen_ms" "$mb" >> "$restarts"
+        read -r rms rcpu rb cms <<< "$(restored_fields)"
+        printf '%s\tjournals (after SIGKILL)\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$rb" "$rms" "$rcpu" "$cms" "$listen_ms" "$mb" >> "$restarts"
         tail -1 "$restarts"
         kill -TERM "$tpid"; wait "$tpid" 2>/dev/null || true
         mb=$(du -sm "$work/state" | cut -f1)
         start_tether on "$port" 25000
-        line=$(restored_line)
-        printf '%s\tsnapshot (after SIGTERM)\t%s\t%s\t%s\t%s\n' "$r" "$(echo "$line" | grep -oE 'bindings=[0-9]+' | cut -d= -f2)" \
-          "$(echo "$line" | grep -oE 'ms=[0-9]+' | cut -d= -f2)" "$listen_ms" "$mb" >> "$restarts"
+        read -r rms rcpu rb cms <<< "$(restored_fields)"
+        printf '%s\tsnapshot (after SIGTERM)\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$rb" "$rms" "$rcpu" "$cms" "$listen_ms" "$mb" >> "$restarts"
         tail -1 "$restarts"
       fi
       kill -9 "$tpid"; wait "$tpid" 2>/dev/null || true
@@ -118,6 +123,8 @@ PY
     done
   done
 done
+
+fi
 
 python3 - "$rows" "$restarts" "$n" "$rate" "$rounds" > "$out/summary.md" <<'PY'
 import csv, statistics, sys, subprocess
@@ -142,11 +149,11 @@ for load in dict.fromkeys(r["load"] for r in rows):
         print(f"| {load} | {mode} | {fmt(med(rs,'register_per_s'))} | {fmt(med(rs,'failed'))} | {fmt(med(rs,'p50_us'))} / {fmt(med(rs,'p99_us'))} | "
               f"{fmt(med(rs,'server_us_per_reg'),2)} | {fmt(med(rs,'worker_us_per_reg'),2)} | {fmt(med(rs,'persist_us_per_reg'),2)} | "
               f"{fmt(med(rs,'records'))} | {fmt(med(rs,'dropped'))} |")
-print("\n| restart from | bindings restored | restore (log) ms | start to listening ms | state on disk MB |")
-print("|---|---|---|---|---|")
+print("\n| restart from | bindings restored | directory rebuilt, ms (wall / CPU) | slowest core took back its bindings, ms | start to listening, ms | state on disk, MB |")
+print("|---|---|---|---|---|---|")
 for frm in dict.fromkeys(r["from"] for r in rs_):
     rs = [r for r in rs_ if r["from"] == frm]
-    print(f"| {frm} | {fmt(med(rs,'bindings_restored'))} | {fmt(med(rs,'restore_ms'))} | {fmt(med(rs,'start_to_listening_ms'))} | {fmt(med(rs,'state_mb'))} |")
+    print(f"| {frm} | {fmt(med(rs,'bindings_restored'))} | {fmt(med(rs,'restore_ms'))} / {fmt(med(rs,'restore_cpu_ms'))} | {fmt(med(rs,'cores_ms'))} | {fmt(med(rs,'start_to_listening_ms'))} | {fmt(med(rs,'state_mb'))} |")
 print("\nEvery run: `runs.tsv`, `restarts.tsv`. Machine: " + subprocess.run(["uname", "-srm"], capture_output=True, text=True).stdout.strip()
       + f", {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} CPUs.")
 PY

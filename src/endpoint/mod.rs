@@ -111,8 +111,11 @@ pub trait Core: Send + 'static {
     /// a stepped wall clock is followed.
     fn set_unix_epoch(&mut self, _unix_ms: u64) {}
     /// Called once on the worker's thread before it serves anything: work
-    /// that each core does for itself at start (a restore), in parallel.
-    fn start(&mut self, _now: u64) {}
+    /// that each core does for itself at start, in parallel. Returns the
+    /// bindings it restored (for the log).
+    fn start(&mut self, _now: u64) -> usize {
+        0
+    }
 }
 
 /// A message to a core from another thread.
@@ -495,9 +498,13 @@ impl Core for Endpoint {
         self.media.add_pairs(rtp_ports);
     }
 
-    fn start(&mut self, now: u64) {
-        if let Some((list, spread)) = self.pending_restore.take() {
-            self.restore(&list, spread, now);
+    fn start(&mut self, now: u64) -> usize {
+        match self.pending_restore.take() {
+            Some((list, spread)) => {
+                self.restore(&list, spread, now);
+                list.len()
+            }
+            None => 0,
         }
     }
 
