@@ -33,6 +33,7 @@ pub struct Config {
     pub cluster: crate::cluster::ClusterSection,
     pub limits: crate::limits::LimitsSection,
     pub log: crate::logging::LogSection,
+    pub persist: crate::persist::PersistSection,
 }
 
 /// `[api]`: the HTTP control API and metrics endpoint.
@@ -458,6 +459,7 @@ impl Config {
         self.cluster.check(self.push.node)?;
         self.limits.check()?;
         self.log.check()?;
+        self.persist.check()?;
         if self.sip.listen.is_empty() {
             return Err(ConfigError::Invalid {
                 key: "sip.listen",

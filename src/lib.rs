@@ -27,6 +27,7 @@ pub mod media;
 pub mod metrics;
 pub mod nat;
 pub mod notify;
+pub mod persist;
 pub mod proxy;
 pub mod registrar;
 pub mod reload;

@@ -507,6 +507,9 @@ impl Service {
         if let Some(c) = &self.ctl.cluster {
             c.render(&mut out);
         }
+        if let Some(p) = &self.ctl.persist {
+            p.render(&mut out);
+        }
         let running = self.jobs.lock().running();
         render(
             &mut out,

@@ -60,6 +60,7 @@ fn rig_with(allow: &[&str], tweak: impl FnOnce(&mut Config)) -> Rig {
         epoch: Instant::now(),
         hooks: Arc::default(),
         cluster: None,
+        persist: None,
     };
     let mut cfg = Config::default();
     cfg.api.clients = vec![

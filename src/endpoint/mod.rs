@@ -113,6 +113,12 @@ pub trait Core: Send + 'static {
     /// (capability tokens' `exp`). Told at start and again now and then, so
     /// a stepped wall clock is followed.
     fn set_unix_epoch(&mut self, _unix_ms: u64) {}
+    /// Called once on the worker's thread before it serves anything: work
+    /// that each core does for itself at start, in parallel. Returns the
+    /// bindings it restored (for the log).
+    fn start(&mut self, _now: u64) -> usize {
+        0
+    }
 }
 
 /// A message to a core from another thread.
@@ -231,6 +237,9 @@ pub struct Endpoint {
     owners: crate::cluster::lookup::OwnerCache,
     /// Per-source rate limits, blocks and the bindings-per-source cap.
     guard: crate::limits::Guard,
+    /// Bindings restored from disk, taken on at [`Core::start`] (with the
+    /// spread of their first prompts, ms).
+    pending_restore: Option<(Vec<crate::persist::Restored>, u64)>,
 }
 
 impl Endpoint {
@@ -287,6 +296,7 @@ impl Endpoint {
             unix_epoch_ms: 0,
             owners: crate::cluster::lookup::OwnerCache::new(registrar_core, None, 0, 0),
             guard: crate::limits::Guard::off(),
+            pending_restore: None,
         }
     }
 
@@ -544,6 +554,16 @@ impl Core for Endpoint {
 
     fn media_opened(&mut self, rtp_ports: &[u16]) {
         self.media.add_pairs(rtp_ports);
+    }
+
+    fn start(&mut self, now: u64) -> usize {
+        match self.pending_restore.take() {
+            Some((list, spread)) => {
+                self.restore(&list, spread, now);
+                list.len()
+            }
+            None => 0,
+        }
     }
 
     fn set_unix_epoch(&mut self, unix_ms: u64) {

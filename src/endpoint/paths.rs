@@ -72,6 +72,31 @@ impl Endpoint {
         }
     }
 
+    /// [`Endpoint::restore`] on the worker's own thread when it starts
+    /// ([`super::Core::start`]), so the cores restore in parallel.
+    pub fn restore_at_start(&mut self, list: Vec<crate::persist::Restored>, spread_ms: u64) {
+        self.pending_restore = Some((list, spread_ms));
+    }
+
+    /// Takes on this core's bindings restored from disk, before the core
+    /// runs: the registrar's slots and expiry timers, and their NAT paths,
+    /// each first prompted at a random moment in the next `spread_ms`.
+    pub fn restore(&mut self, list: &[crate::persist::Restored], spread_ms: u64, now_ms: u64) {
+        let ids = self.registrar.restore(list);
+        for (r, id) in list.iter().zip(ids) {
+            let Some(id) = id else { continue };
+            self.keepalive.binding_restored(
+                r.path,
+                id,
+                r.unreachable,
+                spread_ms,
+                now_ms,
+                &mut self.timers,
+            );
+        }
+        self.sync_paths(now_ms);
+    }
+
     /// An OPTIONS prompt (seed 004): fresh branch, Call-ID and From tag per
     /// prompt id; `Max-Forwards: 0` so that whatever sits at the far end of
     /// the path answers it rather than forwarding it.

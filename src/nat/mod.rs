@@ -92,6 +92,9 @@ struct Path {
     prompt: Option<(u64, u64)>,
     misses: u8,
     dead: bool,
+    /// Restored from disk and not prompted since: its first check prompts
+    /// whatever `last_seen` says (nothing was seen in this run).
+    restored: bool,
     check: Option<TimerHandle>,
     prompt_timer: Option<TimerHandle>,
     linger: Option<TimerHandle>,
@@ -197,6 +200,41 @@ impl Keepalive {
     pub(crate) fn binding_added(&mut self, key: PathKey, id: (u32, u32), now: u64, t: &mut Timers) {
         let i = self.registration_added(key, now, t);
         self.path_mut(i).bindings.push(id);
+    }
+
+    /// A registration restored from disk uses the path. Its first prompt
+    /// goes out at a random moment in the next `spread_ms` (before the
+    /// interval of any path learnt in this run, so dead ones show up first,
+    /// and spread, so a restart is no burst); `dead` restores a path that
+    /// had been declared dead as such, so an answer revives its bindings.
+    pub(crate) fn binding_restored(
+        &mut self,
+        key: PathKey,
+        id: (u32, u32),
+        dead: bool,
+        spread_ms: u64,
+        now: u64,
+        t: &mut Timers,
+    ) {
+        let i = self.ensure(key, now);
+        let max = self.cfg.max_misses;
+        let first = self.path_mut(i).registrations == 0;
+        self.update(i, |p| {
+            p.registrations += 1;
+            p.bindings.push(id);
+        });
+        if !first {
+            return;
+        }
+        let p = self.path_mut(i);
+        p.restored = true;
+        if dead && !p.dead {
+            p.dead = true;
+            p.misses = max;
+            self.gauges.dead += 1;
+        }
+        let at = now + self.random_below(spread_ms.max(1));
+        self.arm_check(i, at, t);
     }
 
     /// The registration with this id left the path.
@@ -366,9 +404,10 @@ impl Keepalive {
             return; // at most one prompt in flight per path
         }
         let idle_since = p.last_seen;
+        let restored = std::mem::take(&mut p.restored);
         // The check time carried the jitter; a path silent for at least the
         // interval less the jitter is prompted now, so the spread survives.
-        if now + self.max_jitter() < idle_since + interval {
+        if !restored && now + self.max_jitter() < idle_since + interval {
             // Traffic arrived since the timer was set: re-arm from it.
             let at = idle_since + self.interval_with_jitter();
             self.arm_check(i, at, t);
@@ -474,6 +513,7 @@ impl Keepalive {
             prompt: None,
             misses: 0,
             dead: false,
+            restored: false,
             check: None,
             prompt_timer: None,
             linger: None,
@@ -540,6 +580,13 @@ impl Keepalive {
         self.rng ^= self.rng >> 7;
         self.rng ^= self.rng << 17;
         self.cfg.interval_ms - self.rng % (j + 1)
+    }
+
+    fn random_below(&mut self, n: u64) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng % n
     }
 
     fn fresh_id(&mut self) -> u64 {

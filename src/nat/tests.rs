@@ -492,3 +492,45 @@ fn state_gauges_always_match_a_scan_of_the_paths() {
     assert!(dead_seen > 0 && peak.dead > 0, "{peak:?}");
     assert!(peak.by_state.iter().all(|&n| n > 0), "{peak:?}");
 }
+
+#[test]
+fn restored_paths_are_prompted_first_spread_and_dead_ones_revive_on_an_answer() {
+    let mut k = Ka::new(cfg(), 0, 7);
+    let spread = 20 * S;
+    for n in 1..=50 {
+        k.k.binding_restored(path(n), (u32::from(n), 1), n == 1, spread, 0, &mut k.t);
+    }
+    // A second binding on a restored path adds no second first prompt.
+    k.k.binding_restored(path(2), (99, 1), false, spread, 0, &mut k.t);
+    assert_eq!(k.bindings_on(&path(2)), &[(2, 1), (99, 1)]);
+    assert!(k.is_dead(&path(1)));
+    assert_eq!(k.dead_paths(), 1);
+    // Every restored path is prompted within the spread, not all at once.
+    let mut at = Vec::new();
+    let mut dead_prompt = None;
+    for now in (0..=spread).step_by(100) {
+        for (p, id, retx) in prompts(&run(&mut k, now)) {
+            if !retx {
+                at.push(now);
+                if p == path(1) {
+                    dead_prompt = Some(id);
+                }
+            }
+        }
+    }
+    assert_eq!(at.len(), 50, "each restored path prompted once");
+    let distinct: std::collections::HashSet<_> = at.iter().collect();
+    assert!(distinct.len() > 10, "spread over the window: {at:?}");
+    // The path restored dead answers: its bindings are reachable again.
+    let mut k2 = Ka::new(cfg(), 0, 7);
+    k2.k.binding_restored(path(1), (1, 1), true, spread, 0, &mut k2.t);
+    assert!(dead_prompt.is_some());
+    let (id, now) = (0..=spread)
+        .step_by(100)
+        .find_map(|now| prompts(&run(&mut k2, now)).first().map(|p| (p.1, now)))
+        .expect("prompted within the spread");
+    let mut out = Vec::new();
+    k2.answered(&path(1), id, now + 100, &mut out);
+    assert_eq!(out, vec![Action::Revived { path: path(1) }]);
+    assert_eq!(k2.dead_paths(), 0);
+}

@@ -205,6 +205,24 @@ impl Directory {
         self.aors.for_each(f)
     }
 
+    /// Sends every change from now on to `sink` (persistence). Set once,
+    /// after a restore and before any core runs; false if already set.
+    pub fn set_journal(&self, sink: crate::persist::Sink) -> bool {
+        self.aors.journal.set(sink).is_ok()
+    }
+
+    /// Stores an AOR's packed block as it is, replacing the AOR's record;
+    /// not journaled (a restore's blocks come from the journal). The block
+    /// must be whole ([`packed::is_valid`]) and hold at least one contact.
+    pub fn put_block(&self, block: Box<[u8]>) {
+        self.aors.put_block(block)
+    }
+
+    /// Calls `f` with every AOR's packed block ([`packed`]), for snapshots.
+    pub fn for_each_block(&self, f: impl FnMut(&[u8])) {
+        self.aors.for_each_block(f)
+    }
+
     /// Removes one binding from its AOR, if it is still there.
     pub fn remove_binding(&self, aor: &str, binding: BindingRef) -> Option<ContactView> {
         self.update(aor, |rec| without(rec, binding))

@@ -422,6 +422,38 @@ impl Registrar {
         n
     }
 
+    /// Takes on bindings restored from disk ([`crate::persist`]): the
+    /// directory already names them by this core and slots `0..`, so they
+    /// fill an empty slab in order; their expiry timers are armed. Returns
+    /// each one's (slot, generation), `None` for one that could not get the
+    /// slot the directory names (the slab was not empty).
+    pub fn restore(&mut self, list: &[crate::persist::Restored]) -> Vec<Option<(u32, u32)>> {
+        let mut ids = Vec::with_capacity(list.len());
+        self.slab.reserve_slots(list.len());
+        for (i, r) in list.iter().enumerate() {
+            let (slot, gen) = self.slab.reserve();
+            if (slot, gen) != (i as u32, 1) {
+                self.slab.release(slot, gen);
+                tracing::error!(slot = i, "restored binding does not fit the slab: skipped");
+                ids.push(None);
+                continue;
+            }
+            self.slab.fill(
+                slot,
+                gen,
+                LocalBinding {
+                    aor: r.aor,
+                    expires_at: r.expires_at,
+                    scheduled_at: r.expires_at,
+                    path: r.path,
+                },
+            );
+            self.arm(r.expires_at, slot, gen);
+            ids.push(Some((slot, gen)));
+        }
+        ids
+    }
+
     /// Frees the slot of a binding another core replaced (it is already out
     /// of the directory).
     pub fn forget(&mut self, b: BindingRef) {

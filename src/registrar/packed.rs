@@ -350,6 +350,84 @@ fn read_contact<'a>(r: &mut Reader<'a>, aor_user: Option<&'a str>) -> Packed<'a>
     }
 }
 
+/// Whether `block` is one [`encode`] could have made (its length field, every
+/// length prefix inside it, and its strings), so that the panicking readers
+/// above are safe on it: for blocks read back from disk, which only a
+/// checksum vouches for.
+pub fn is_valid(block: &[u8]) -> bool {
+    struct C<'a>(&'a [u8]);
+    impl C<'_> {
+        fn skip(&mut self, n: usize) -> Option<()> {
+            self.0 = self.0.get(n..)?;
+            Some(())
+        }
+        fn u8(&mut self) -> Option<u8> {
+            let b = *self.0.first()?;
+            self.skip(1).map(|_| b)
+        }
+        fn str16(&mut self) -> Option<()> {
+            let n = usize::from(u16::from_le_bytes(self.0.get(..2)?.try_into().ok()?));
+            std::str::from_utf8(self.0.get(2..2 + n)?).ok()?;
+            self.skip(2 + n)
+        }
+    }
+    fn walk(block: &[u8]) -> Option<()> {
+        let len = block_len(block.get(..4)?.try_into().ok()?);
+        if len != block.len() {
+            return None;
+        }
+        let mut c = C(&block[4..]);
+        c.str16()?;
+        let count = u16::from_le_bytes(c.0.get(..2)?.try_into().ok()?);
+        c.skip(2)?;
+        for _ in 0..count {
+            // binding 10, expires 4, cseq 4, call-id hash 8, flags, local
+            c.skip(10 + 4 + 4 + 8 + 2)?;
+            let present = c.u8()?;
+            c.skip(if present & P_Q != 0 { 2 } else { 0 })?;
+            c.skip(if present & P_REG_ID != 0 { 4 } else { 0 })?;
+            c.skip(if present & P_V6 != 0 { 26 } else { 6 })?;
+            c.str16()?;
+            if present & P_UUID != 0 {
+                c.skip(16)?;
+            } else if present & P_INSTANCE != 0 {
+                c.str16()?;
+            }
+            if present & P_SCOPE != 0 {
+                c.str16()?;
+            }
+            if present & P_PATH != 0 {
+                c.str16()?;
+            }
+        }
+        c.0.is_empty().then_some(())
+    }
+    walk(block).is_some()
+}
+
+/// Rewrites each contact's binding and expiry in place, as `f` says for
+/// the contact (by its index): how a restore moves a block onto the cores
+/// and clock of a new run without decoding its strings.
+pub fn rebind(block: &mut [u8], mut f: impl FnMut(usize, &Packed<'_>) -> (BindingRef, u32)) {
+    let mut r = Reader { b: &*block, at: 4 };
+    let aor = r.str16();
+    let user = aor.find('@').map(|i| &aor[..i]);
+    let count = r.u16();
+    let mut edits: smallvec::SmallVec<[(usize, BindingRef, u32); 2]> = smallvec::SmallVec::new();
+    for i in 0..usize::from(count) {
+        let at = r.at;
+        let c = read_contact(&mut r, user);
+        let (b, expires_at) = f(i, &c);
+        edits.push((at, b, expires_at));
+    }
+    for (at, b, expires_at) in edits {
+        block[at..at + 2].copy_from_slice(&b.core.to_le_bytes());
+        block[at + 2..at + 6].copy_from_slice(&b.slot.to_le_bytes());
+        block[at + 6..at + 10].copy_from_slice(&b.gen.to_le_bytes());
+        block[at + 10..at + 14].copy_from_slice(&expires_at.to_le_bytes());
+    }
+}
+
 /// The record a block holds.
 pub fn decode(block: &[u8]) -> AorRecord {
     AorRecord {
@@ -441,6 +519,55 @@ mod tests {
         assert_eq!(long.len() - short.len(), 2 + "sip:bob@".len());
         assert_eq!(decode(&short), rec);
         assert_eq!(decode(&long), rec);
+    }
+
+    #[test]
+    fn only_whole_blocks_are_valid() {
+        let mut rec = AorRecord::default();
+        rec.contacts.push(view(1));
+        let mut v6 = view(2);
+        v6.source = "[2001:db8::1]:5062".parse().unwrap();
+        v6.path = Some("<sip:p;lr>".into());
+        v6.scope = Some("s".into());
+        rec.contacts.push(v6);
+        let b = encode("alice@example.com", &rec).unwrap();
+        assert!(is_valid(&b));
+        assert!(is_valid(&encode("gone@x", &AorRecord::default()).unwrap()));
+        for cut in 0..b.len() {
+            assert!(!is_valid(&b[..cut]), "cut at {cut}");
+        }
+        let mut longer = b.to_vec();
+        longer.push(0);
+        assert!(!is_valid(&longer));
+    }
+
+    #[test]
+    fn rebind_rewrites_bindings_and_expiries_only() {
+        let mut rec = AorRecord::default();
+        rec.contacts.push(view(1));
+        rec.contacts.push(view(2));
+        let mut b = encode("alice@example.com", &rec).unwrap().to_vec();
+        rebind(&mut b, |i, _| {
+            (
+                BindingRef {
+                    core: 9,
+                    slot: i as u32,
+                    gen: 1,
+                },
+                100 + i as u32,
+            )
+        });
+        let got = decode(&b);
+        for (i, c) in got.contacts.iter().enumerate() {
+            let mut want = rec.contacts[i].clone();
+            want.binding = BindingRef {
+                core: 9,
+                slot: i as u32,
+                gen: 1,
+            };
+            want.expires_at = 100 + i as u32;
+            assert_eq!(*c, want);
+        }
     }
 
     #[test]

@@ -73,6 +73,8 @@ pub struct Runtime {
     )>,
     cluster_stats: Option<Arc<crate::cluster::Stats>>,
     epoch: Instant,
+    /// The journal writer, with `[persist]` on.
+    persist: Option<crate::persist::writer::Writer>,
     /// The addresses actually bound (useful when the config asked for port 0).
     pub local_addrs: Vec<std::net::SocketAddr>,
 }
@@ -93,6 +95,8 @@ pub struct Control {
     pub hooks: Arc<crate::hooks::Stats>,
     /// `[cluster]` on: the publisher's counters (for `/metrics`).
     pub cluster: Option<Arc<crate::cluster::Stats>>,
+    /// The journal writer's counters, with `[persist]` on.
+    pub persist: Option<Arc<crate::persist::Stats>>,
 }
 
 /// How many workers a configuration asks for.
@@ -124,6 +128,11 @@ impl Runtime {
     /// Binds every socket and loads credentials, then starts the workers,
     /// each running the [`crate::endpoint::Endpoint`] of its core. Errors
     /// are returned before any thread starts.
+    ///
+    /// With `[persist]` on, the registrations on disk are restored first:
+    /// the directory before any socket is bound, each core's bindings,
+    /// expiry timers and NAT paths by its worker (all in parallel) before
+    /// it serves anything.
     pub fn start(cfg: &Config) -> std::io::Result<Runtime> {
         // The publisher first: the cores' registrars hold its handle.
         let stats = Arc::new(crate::cluster::Stats::default());
@@ -142,13 +151,38 @@ impl Runtime {
             1
         };
         let (lookup_tx, lookup_rx) = bounded(lookup_cap.max(1));
-        let setup = Setup::new(cfg, worker_count(cfg), os_random()?)?.with_cluster(
+        let n = worker_count(cfg);
+        let setup = Setup::new(cfg, n, os_random()?)?.with_cluster(
             cluster.as_ref().map(|p| p.handle()),
             cluster.is_some().then_some(lookup_tx),
         );
         let directory = setup.directory().clone();
-        let mut rt =
-            Runtime::start_with(cfg, directory, |core, addrs| setup.endpoint(core, addrs))?;
+        let epoch = Instant::now();
+        let epoch_ms = unix_ms_at(epoch);
+        let mut recovered = None;
+        let mut writer = None;
+        if cfg.persist.enabled {
+            let r = crate::persist::restore(&cfg.persist, &directory, epoch_ms, n)?;
+            writer = Some(crate::persist::writer::Writer::start(
+                &cfg.persist,
+                directory.clone(),
+                r.next_seq,
+                epoch_ms,
+            )?);
+            recovered = Some(r);
+        }
+        // Restored paths are first prompted within the interval less its
+        // jitter: before any path learnt in this run, and spread.
+        let ka = cfg.keepalive();
+        let spread = ka.interval_ms.saturating_sub(ka.jitter_ms).max(1);
+        let mut rt = Runtime::start_at(cfg, directory, epoch, |core, addrs| {
+            let mut ep = setup.endpoint(core, addrs);
+            if let Some(list) = recovered.as_mut().and_then(|r| r.per_core.get_mut(core)) {
+                ep.restore_at_start(std::mem::take(list), spread);
+            }
+            ep
+        })?;
+        rt.persist = writer;
         if cluster.is_some() {
             let inboxes = rt.inboxes.clone();
             let r = crate::cluster::lookup::Resolver::start(
@@ -169,6 +203,16 @@ impl Runtime {
     pub fn start_with<C: Core>(
         cfg: &Config,
         directory: Arc<Directory>,
+        make: impl FnMut(usize, &[std::net::SocketAddr]) -> C,
+    ) -> std::io::Result<Runtime> {
+        Runtime::start_at(cfg, directory, Instant::now(), make)
+    }
+
+    /// [`Runtime::start_with`] on a clock whose zero is `epoch`.
+    fn start_at<C: Core>(
+        cfg: &Config,
+        directory: Arc<Directory>,
+        epoch: Instant,
         mut make: impl FnMut(usize, &[std::net::SocketAddr]) -> C,
     ) -> std::io::Result<Runtime> {
         let n = worker_count(cfg);
@@ -223,7 +267,6 @@ impl Runtime {
             .listen
             .first()
             .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
-        let epoch = Instant::now();
         let stop = Arc::new(AtomicBool::new(false));
         let cores = if cfg.runtime.pin_cpus {
             core_affinity::get_core_ids().unwrap_or_default()
@@ -297,6 +340,7 @@ impl Runtime {
             cluster: None,
             cluster_stats: None,
             epoch,
+            persist: None,
             local_addrs,
         })
     }
@@ -312,6 +356,7 @@ impl Runtime {
             http_rx: self.http.1.clone(),
             hooks: self.hook_stats.clone(),
             cluster: self.cluster_stats.clone(),
+            persist: self.persist.as_ref().map(|w| w.stats.clone()),
         }
     }
 
@@ -343,6 +388,11 @@ impl Runtime {
             if let Some(p) = p {
                 p.shutdown();
             }
+        }
+        // The cores are stopped: a last commit and a whole snapshot, so the
+        // next start reads one file instead of replaying journals.
+        if let Some(w) = self.persist {
+            w.shutdown(true);
         }
         result
     }

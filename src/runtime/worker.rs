@@ -179,6 +179,16 @@ impl<C: Core> Worker<C> {
             }
         }
         let mut events = Events::with_capacity(256);
+        let now = self.now_ms();
+        let restored = self.core.start(now);
+        if restored > 0 {
+            tracing::info!(
+                worker = self.id,
+                bindings = restored,
+                ms = self.now_ms() - now,
+                "persist: core took back its bindings"
+            );
+        }
         self.open_media();
         while !self.stop.load(Ordering::Relaxed) {
             // Media sockets with packets left: look again at once. While

@@ -30,6 +30,10 @@ pub(super) struct AorTable {
     table: Sharded<BlockSlot>,
     /// AORs with at least one contact.
     count: AtomicUsize,
+    /// Where every change goes when persistence is on: sent under the
+    /// shard's write lock, so one AOR's changes reach the journal in the
+    /// order they were made.
+    pub(super) journal: std::sync::OnceLock<crate::persist::Sink>,
 }
 
 impl AorTable {
@@ -38,6 +42,7 @@ impl AorTable {
             hasher: Hasher::default(),
             table: Sharded::with_capacity(capacity),
             count: AtomicUsize::new(0),
+            journal: std::sync::OnceLock::new(),
         }
     }
 
@@ -114,10 +119,18 @@ impl AorTable {
                     };
                     if next.contacts.is_empty() {
                         self.count.fetch_sub(1, Ordering::Relaxed);
+                        if let Some(j) = self.journal.get() {
+                            j.removed(packed::aor(old));
+                        }
                         w.replace(i, None);
                     } else {
                         match packed::encode(packed::aor(old), &next) {
-                            Ok(b) => w.replace(i, Some((b, hash))),
+                            Ok(b) => {
+                                if let Some(j) = self.journal.get() {
+                                    j.changed(&b);
+                                }
+                                w.replace(i, Some((b, hash)))
+                            }
                             // Fields come from one datagram each and contacts
                             // are capped (registrar.max_contacts ≤ 65535), so
                             // no REGISTER makes such a record; keep the old one.
@@ -151,12 +164,50 @@ impl AorTable {
                             .find(w.slots(), hash, key, p)
                             .expect_err("absent before the rebuild");
                     }
+                    if let Some(j) = self.journal.get() {
+                        j.changed(&b);
+                    }
                     w.insert(i, b, hash);
                     self.count.fetch_add(1, Ordering::Relaxed);
                     Some((verdict, Some(next)))
                 }
             }
         })
+    }
+
+    /// Stores a block as it is (replacing the AOR's, if any), without
+    /// journaling it: for a restore, whose blocks come from the journal.
+    pub(super) fn put_block(&self, block: Box<[u8]>) {
+        let hash = self.hash(packed::aor(&block));
+        self.table.write(hash, |w| {
+            let p = w.pinned();
+            let found = self
+                .find(w.slots(), hash, Key::Name(packed::aor(&block)), p)
+                .map(|(i, _)| i);
+            match found {
+                Ok(i) => w.replace(i, Some((block, hash))),
+                Err(mut i) => {
+                    if w.full() {
+                        w.rebuild(|s| s.load(p).block().map(|b| self.hash(packed::aor(b))));
+                        i = self
+                            .find(w.slots(), hash, Key::Name(packed::aor(&block)), p)
+                            .map(|(i, _)| i)
+                            .expect_err("absent before the rebuild");
+                    }
+                    w.insert(i, block, hash);
+                    self.count.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+
+    /// Calls `f` with every AOR's packed block (a snapshot per AOR).
+    pub(super) fn for_each_block(&self, mut f: impl FnMut(&[u8])) {
+        self.table.for_each_shard(|slots, p| {
+            for b in slots.iter().filter_map(|s| s.load(p).block()) {
+                f(b);
+            }
+        });
     }
 
     /// Calls `f` for every contact of every AOR (a snapshot per AOR).
