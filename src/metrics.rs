@@ -275,6 +275,23 @@ impl CoreSnapshot {
     }
 }
 
+/// Renders counters and gauges kept as atomics by side threads (webhooks,
+/// persistence, cluster): rows of (name, help, value, is a counter).
+pub fn render_atomic_rows(
+    out: &mut String,
+    rows: &[(&'static str, &'static str, &AtomicU64, bool)],
+) {
+    for &(name, help, v, counter) in rows {
+        let d = Desc {
+            name,
+            log: "",
+            help,
+            counter,
+        };
+        render(out, &d, v.load(Ordering::Relaxed));
+    }
+}
+
 /// Appends one metric in the Prometheus text format (0.0.4).
 pub fn render(out: &mut String, d: &Desc, value: u64) {
     let kind = if d.counter { "counter" } else { "gauge" };

@@ -89,7 +89,6 @@ pub struct Stats {
 impl Stats {
     /// The counters in the Prometheus text format.
     pub fn render(&self, out: &mut String) {
-        use crate::metrics::{render, Desc};
         let rows: [(&'static str, &'static str, &AtomicU64, bool); 13] = [
             ("tether_cluster_writes_total", "Ownership records written to Redis (new, moved or renewed).", &self.writes, true),
             ("tether_cluster_deletes_total", "Ownership records deleted from Redis.", &self.deletes, true),
@@ -105,14 +104,6 @@ impl Stats {
             ("tether_cluster_owned", "Bindings this node publishes as their owner.", &self.owned, false),
             ("tether_cluster_redis_up", "1 while Redis answers the publisher, else 0.", &self.redis_up, false),
         ];
-        for (name, help, v, counter) in rows {
-            let d = Desc {
-                name,
-                log: "",
-                help,
-                counter,
-            };
-            render(out, &d, v.load(Ordering::Relaxed));
-        }
+        crate::metrics::render_atomic_rows(out, &rows);
     }
 }

@@ -167,15 +167,7 @@ impl Stats {
                 &self.callouts_failed,
             ),
         ];
-        for (name, help, v) in rows {
-            let d = Desc {
-                name,
-                log: "",
-                help,
-                counter: true,
-            };
-            render(out, &d, v.load(Ordering::Relaxed));
-        }
+        crate::metrics::render_atomic_rows(out, &rows.map(|(n, h, v)| (n, h, v, true)));
         let gauges = [
             (
                 "tether_hooks_queue_depth",

@@ -111,7 +111,6 @@ pub struct Stats {
 impl Stats {
     /// Appends the counters in the Prometheus text format.
     pub fn render(&self, out: &mut String) {
-        use crate::metrics::{render, Desc};
         let rows = [
             (
                 "tether_persist_records_total",
@@ -144,15 +143,7 @@ impl Stats {
                 &self.errors,
             ),
         ];
-        for (name, help, v) in rows {
-            let d = Desc {
-                name,
-                log: "",
-                help,
-                counter: true,
-            };
-            render(out, &d, v.load(Ordering::Relaxed));
-        }
+        crate::metrics::render_atomic_rows(out, &rows.map(|(n, h, v)| (n, h, v, true)));
     }
 }
 
