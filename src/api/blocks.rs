@@ -14,35 +14,13 @@ impl Service {
     /// Asks every core; a core that does not answer within a second is
     /// reported as missing rather than waited for.
     fn ask_blocks(&self, lift: Option<IpAddr>) -> (Vec<BlockInfo>, usize) {
-        let (tx, rx) = crossbeam_channel::bounded(self.ctl.inboxes.len());
-        let asked = self
-            .ctl
-            .inboxes
-            .iter()
-            .filter(|inbox| {
-                let reply = tx.clone();
-                inbox.try_send(Command::Blocks { lift, reply }).is_ok()
-            })
-            .count();
-        drop(tx);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
-        let mut all = Vec::new();
-        let mut answered = 0;
-        while answered < asked {
-            match rx.recv_deadline(deadline) {
-                Ok(list) => {
-                    all.extend(list);
-                    answered += 1;
-                }
-                Err(_) => break,
-            }
-        }
+        let (mut all, missing) = self.ask_cores(|reply| Command::Blocks { lift, reply });
         all.sort_by(|a, b| {
             b.remaining_s
                 .cmp(&a.remaining_s)
                 .then(a.source.cmp(&b.source))
         });
-        (all, self.ctl.inboxes.len() - answered)
+        (all, missing)
     }
 
     /// `GET /v1/blocks`: every block in force, longest remaining first.

@@ -372,25 +372,19 @@ impl Service {
         ApiResponse::json(202, job_json(&job, None))
     }
 
-    /// `GET /v1/calls?offset=N&limit=M`: the dialogs in flight on every
-    /// core, asked through the inboxes (a core that does not answer within
-    /// a second is reported as missing rather than waited for).
-    fn calls(&self, query: &str) -> ApiResponse {
-        let param = |name: &str, default: usize| {
-            query
-                .split('&')
-                .filter_map(|kv| kv.split_once('='))
-                .find(|(k, _)| *k == name)
-                .and_then(|(_, v)| v.parse::<usize>().ok())
-                .unwrap_or(default)
-        };
-        let (offset, limit) = (param("offset", 0), param("limit", 100).clamp(1, 1000));
+    /// Asks every core through its inbox (`ask` wraps the reply channel in
+    /// the command) and gathers their lists; a core that does not answer
+    /// within a second is counted as missing rather than waited for.
+    fn ask_cores<T>(
+        &self,
+        ask: impl Fn(crossbeam_channel::Sender<Vec<T>>) -> Command,
+    ) -> (Vec<T>, usize) {
         let (tx, rx) = crossbeam_channel::bounded(self.ctl.inboxes.len());
         let asked = self
             .ctl
             .inboxes
             .iter()
-            .filter(|inbox| inbox.try_send(Command::Calls(tx.clone())).is_ok())
+            .filter(|inbox| inbox.try_send(ask(tx.clone())).is_ok())
             .count();
         drop(tx);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
@@ -405,6 +399,23 @@ impl Service {
                 Err(_) => break,
             }
         }
+        (all, self.ctl.inboxes.len() - answered)
+    }
+
+    /// `GET /v1/calls?offset=N&limit=M`: the dialogs in flight on every
+    /// core, asked through the inboxes (a core that does not answer within
+    /// a second is reported as missing rather than waited for).
+    fn calls(&self, query: &str) -> ApiResponse {
+        let param = |name: &str, default: usize| {
+            query
+                .split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .find(|(k, _)| *k == name)
+                .and_then(|(_, v)| v.parse::<usize>().ok())
+                .unwrap_or(default)
+        };
+        let (offset, limit) = (param("offset", 0), param("limit", 100).clamp(1, 1000));
+        let (mut all, missing) = self.ask_cores(Command::Calls);
         all.sort_by(|a, b| {
             b.duration_ms
                 .cmp(&a.duration_ms)
@@ -418,7 +429,7 @@ impl Service {
                 "total": total,
                 "offset": offset,
                 "limit": limit,
-                "cores_missing": self.ctl.inboxes.len() - answered,
+                "cores_missing": missing,
                 "calls": page,
             }),
         )
