@@ -358,3 +358,40 @@ impl Lookups {
         }
     }
 }
+
+/// With `[persist]` on too, the bindings a node restores at start are
+/// published again: Redis lost the record while the node was down (here a
+/// FLUSHALL), and the restarted node writes it back without the device
+/// registering again.
+#[test]
+fn bindings_restored_from_disk_are_published_again() {
+    if !have_redis("bindings_restored_from_disk_are_published_again") {
+        return;
+    }
+    let bed = Cluster::start("restore");
+    let dir = common::TempDir::new("cluster-persist");
+    let toml = format!(
+        "{}[persist]\nenabled = true\ndir = \"{}\"\n",
+        cluster_toml(&bed, 1, "127.0.0.1:5611"),
+        dir.0.display()
+    );
+    let inst = "urn:uuid:00000000-0000-0000-0000-00000000d0a1";
+    let id = RecordId::for_contact("dora@127.0.0.1", Some(inst), None, "");
+    let (rt, a, api, _) = start_with_api(&toml);
+    register(&client_socket(), a, "dora", Some(inst), 300);
+    wait_record(&bed, id, "dora's record", |r| {
+        r.is_some_and(|o| o.node == 1)
+    });
+    api.shutdown();
+    rt.shutdown().unwrap();
+    for i in 0..3 {
+        bed.cli(i, &["flushall"]);
+    }
+    assert_eq!(record(&bed, id), Some(None), "Redis lost the record");
+    let (rt, _, api, _) = start_with_api(&toml);
+    wait_record(&bed, id, "dora's record published after the restart", |r| {
+        r.is_some_and(|o| o.node == 1)
+    });
+    api.shutdown();
+    rt.shutdown().unwrap();
+}

@@ -83,6 +83,8 @@ impl Endpoint {
     /// each first prompted at a random moment in the next `spread_ms`.
     pub fn restore(&mut self, list: &[crate::persist::Restored], spread_ms: u64, now_ms: u64) {
         let ids = self.registrar.restore(list);
+        self.registrar
+            .publish_restored(list, &ids, (now_ms / 1000) as u32);
         for (r, id) in list.iter().zip(ids) {
             let Some(id) = id else { continue };
             self.keepalive.binding_restored(

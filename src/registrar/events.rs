@@ -32,6 +32,43 @@ impl Registrar {
         self.cluster = p;
     }
 
+    /// `[cluster]` on: bindings restored from disk at start (`ids` as
+    /// [`Registrar::restore`] gave them) are published as if just
+    /// registered, since their records may have expired in Redis while the
+    /// node was down. `now_secs` on the runtime's clock.
+    pub fn publish_restored(
+        &self,
+        list: &[crate::persist::Restored],
+        ids: &[Option<(u32, u32)>],
+        now_secs: u32,
+    ) {
+        let Some(p) = &self.cluster else {
+            return;
+        };
+        for (r, id) in list.iter().zip(ids) {
+            let Some((slot, gen)) = *id else { continue };
+            let Some(aor) = self.dir.aor_name(r.aor) else {
+                continue;
+            };
+            let me = super::BindingRef {
+                core: self.core,
+                slot,
+                gen,
+            };
+            for c in self.dir.lookup(&aor, now_secs).iter() {
+                if c.binding != me {
+                    continue;
+                }
+                let id = RecordId::for_contact(&aor, c.instance.as_deref(), c.reg_id, &c.contact);
+                let change = Change::Set {
+                    core: self.core,
+                    expires_in: r.expires_at.saturating_sub(now_secs),
+                };
+                p.send(BindingChange { id, change });
+            }
+        }
+    }
+
     /// Sends this core's registration events as `hooks` says (none by default).
     pub fn set_event_hooks(&mut self, hooks: Arc<EventHooks>) {
         self.hooks = hooks;
