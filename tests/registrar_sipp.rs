@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{sipp, sipp_errors, start, TempDir};
+use common::{sipp_ok, start, TempDir};
 
 fn users(n: usize, password: &str) -> Vec<String> {
     (0..n).map(|i| format!("user{i:05};{password}")).collect()
@@ -16,7 +16,7 @@ fn twenty_thousand_users_at_2000_per_second_all_registered() {
     let dir = TempDir::new("sipp-reg");
     // -t un: one socket per call, so the users arrive from 20,000 source
     // ports (distinct NAT paths) spread over both workers.
-    let out = sipp(
+    sipp_ok(
         &dir,
         "register.xml",
         &users(20_000, "x"),
@@ -24,13 +24,6 @@ fn twenty_thousand_users_at_2000_per_second_all_registered() {
         2_000,
         addr,
         &["-t", "un"],
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "sipp: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        sipp_errors(&dir, "register.xml")
     );
     assert_eq!(rt.directory().aor_count(), 20_000);
     let c = &rt.directory().lookup("user01234@127.0.0.1", 1)[0];
@@ -42,7 +35,7 @@ fn twenty_thousand_users_at_2000_per_second_all_registered() {
 fn unregister_with_expires_zero_removes_the_binding() {
     let (rt, addr) = start("");
     let dir = TempDir::new("sipp-unreg");
-    let out = sipp(
+    sipp_ok(
         &dir,
         "register_unregister.xml",
         &users(200, "x"),
@@ -50,12 +43,6 @@ fn unregister_with_expires_zero_removes_the_binding() {
         200,
         addr,
         &[],
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        sipp_errors(&dir, "register_unregister.xml")
     );
     assert_eq!(rt.directory().aor_count(), 0);
     rt.shutdown().unwrap();
@@ -65,7 +52,7 @@ fn unregister_with_expires_zero_removes_the_binding() {
 fn contact_star_removes_every_binding() {
     let (rt, addr) = start("");
     let dir = TempDir::new("sipp-star");
-    let out = sipp(
+    sipp_ok(
         &dir,
         "register_star.xml",
         &users(100, "x"),
@@ -73,12 +60,6 @@ fn contact_star_removes_every_binding() {
         100,
         addr,
         &[],
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        sipp_errors(&dir, "register_star.xml")
     );
     assert_eq!(rt.directory().aor_count(), 0);
     rt.shutdown().unwrap();
@@ -88,7 +69,7 @@ fn contact_star_removes_every_binding() {
 fn too_brief_gets_423_and_min_expires_is_accepted() {
     let (rt, addr) = start("[registrar]\nmin_expires = 120\n");
     let dir = TempDir::new("sipp-423");
-    let out = sipp(
+    sipp_ok(
         &dir,
         "register_brief.xml",
         &users(50, "x"),
@@ -96,12 +77,6 @@ fn too_brief_gets_423_and_min_expires_is_accepted() {
         50,
         addr,
         &[],
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        sipp_errors(&dir, "register_brief.xml")
     );
     assert_eq!(rt.directory().aor_count(), 50);
     let c = &rt.directory().lookup("user00007@127.0.0.1", 0)[0];
@@ -146,13 +121,7 @@ fn digest_md5_challenge_and_response() {
     let rows: Vec<String> = (0..300)
         .map(|i| format!("user{i:05};[authentication username=user{i:05} password=pw{i}]"))
         .collect();
-    let out = sipp(&dir, "register_auth.xml", &rows, 300, 300, addr, &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        sipp_errors(&dir, "register_auth.xml")
-    );
+    sipp_ok(&dir, "register_auth.xml", &rows, 300, 300, addr, &[]);
     assert_eq!(rt.directory().aor_count(), 300);
     rt.shutdown().unwrap();
 }
@@ -164,13 +133,7 @@ fn wrong_password_gets_403_and_registers_nothing() {
     let rows: Vec<String> = (0..50)
         .map(|i| format!("user{i:05};[authentication username=user{i:05} password=not-pw{i}]"))
         .collect();
-    let out = sipp(&dir, "register_badpass.xml", &rows, 50, 50, addr, &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        sipp_errors(&dir, "register_badpass.xml")
-    );
+    sipp_ok(&dir, "register_badpass.xml", &rows, 50, 50, addr, &[]);
     assert_eq!(rt.directory().aor_count(), 0);
     rt.shutdown().unwrap();
 }

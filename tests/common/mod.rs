@@ -117,6 +117,27 @@ pub fn sipp(
         .expect("sipp is installed by .ci/run (apt-get install sip-tester)")
 }
 
+/// [`sipp`], asserting that every call succeeded (SIPp's errors in the
+/// failure message).
+pub fn sipp_ok(
+    dir: &TempDir,
+    scenario_file: &str,
+    csv: &[String],
+    calls: usize,
+    rate: usize,
+    target: SocketAddr,
+    extra: &[&str],
+) {
+    let out = sipp(dir, scenario_file, csv, calls, rate, target, extra);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "sipp {scenario_file} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        sipp_errors(dir, scenario_file)
+    );
+}
+
 /// A UDP port on 127.0.0.1 that was free a moment ago.
 ///
 /// Taken below the kernel's ephemeral range (32768-60999) and away from the
