@@ -17,7 +17,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use common::netns::{in_ns, Bed, UA};
@@ -293,37 +293,9 @@ fn call(tag: &str, interval_ms: u64, expect_bye: bool) -> Outcome {
     }
 }
 
-/// Why this machine cannot build the test bed, if it cannot.
-fn cannot_run() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("network namespaces need root".into());
-    }
-    for (tool, args) in [
-        ("ip", &["netns", "list"][..]),
-        ("iptables", &["--version"][..]),
-        ("python3", &["--version"][..]),
-        ("sipp", &["-v"][..]),
-    ] {
-        match Command::new(tool).args(args).output() {
-            // `sipp -v` exits non-zero after printing its version.
-            Ok(o) if o.status.success() || tool == "sipp" => {}
-            Ok(o) => {
-                return Some(format!(
-                    "`{tool} {}` failed: {}",
-                    args.join(" "),
-                    String::from_utf8_lossy(&o.stderr).trim()
-                ))
-            }
-            Err(e) => return Some(format!("`{tool}` unavailable: {e}")),
-        }
-    }
-    None
-}
-
 #[test]
 fn dialog_keepalives_carry_the_callee_bye_to_a_natted_caller_40_s_into_the_call() {
-    if let Some(why) = cannot_run() {
+    if let Some(why) = common::netns::cannot_run(&[("sipp", &["-v"])]) {
         common::skip("nat_call", &why);
         return;
     }

@@ -155,35 +155,9 @@ fn scenario(tag: &str, interval_ms: u64) -> Outcome {
     }
 }
 
-/// Why this machine cannot build the test bed, if it cannot.
-fn cannot_run() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("network namespaces need root".into());
-    }
-    for (tool, args) in [
-        ("ip", &["netns", "list"][..]),
-        ("iptables", &["--version"][..]),
-        ("python3", &["--version"][..]),
-    ] {
-        match Command::new(tool).args(args).output() {
-            Ok(o) if o.status.success() => {}
-            Ok(o) => {
-                return Some(format!(
-                    "`{tool} {}` failed: {}",
-                    args.join(" "),
-                    String::from_utf8_lossy(&o.stderr).trim()
-                ))
-            }
-            Err(e) => return Some(format!("`{tool}` unavailable: {e}")),
-        }
-    }
-    None
-}
-
 #[test]
 fn keepalives_hold_a_nat_mapping_open_and_without_them_the_request_is_lost() {
-    if let Some(why) = cannot_run() {
+    if let Some(why) = common::netns::cannot_run(&[]) {
         common::skip("nat_netns", &why);
         return;
     }

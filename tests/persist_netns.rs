@@ -63,27 +63,9 @@ fn times(line: &str, key: &str) -> Vec<f64> {
         .collect()
 }
 
-fn cannot_run() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("network namespaces need root".into());
-    }
-    for (tool, args) in [
-        ("ip", &["netns", "list"][..]),
-        ("iptables", &["--version"][..]),
-        ("python3", &["--version"][..]),
-    ] {
-        match Command::new(tool).args(args).output() {
-            Ok(o) if o.status.success() => {}
-            _ => return Some(format!("`{tool}` unavailable")),
-        }
-    }
-    None
-}
-
 #[test]
 fn a_device_restored_after_a_crash_is_prompted_and_reached_without_registering_again() {
-    if let Some(why) = cannot_run() {
+    if let Some(why) = common::netns::cannot_run(&[]) {
         common::skip("persist_netns", &why);
         return;
     }

@@ -211,3 +211,33 @@ pub fn within<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
         .expect("netns thread")
     })
 }
+
+/// Why this machine cannot build a network-namespace test bed (root, `ip`,
+/// `iptables`, `python3`, and the `more` tools as (tool, version args)),
+/// if it cannot.
+pub fn cannot_run(more: &[(&str, &[&str])]) -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("network namespaces need root".into());
+    }
+    let base: [(&str, &[&str]); 3] = [
+        ("ip", &["netns", "list"]),
+        ("iptables", &["--version"]),
+        ("python3", &["--version"]),
+    ];
+    for &(tool, args) in base.iter().chain(more) {
+        match Command::new(tool).args(args).output() {
+            // `sipp -v` exits non-zero after printing its version.
+            Ok(o) if o.status.success() || tool == "sipp" => {}
+            Ok(o) => {
+                return Some(format!(
+                    "`{tool} {}` failed: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ))
+            }
+            Err(e) => return Some(format!("`{tool}` unavailable: {e}")),
+        }
+    }
+    None
+}
