@@ -14,7 +14,6 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver, Sender};
@@ -151,8 +150,7 @@ impl OwnerCache {
 
 /// The lookup thread.
 pub struct Resolver {
-    thread: Option<JoinHandle<()>>,
-    stop: Option<Sender<()>>,
+    thread: super::SideThread,
 }
 
 impl Resolver {
@@ -163,42 +161,27 @@ impl Resolver {
         inboxes: Vec<Inbox>,
         stats: Arc<Stats>,
     ) -> std::io::Result<Resolver> {
-        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let mut t = LookupThread {
             cfg: cfg.clone(),
             queries,
-            stop: stop_rx,
+            // The side thread's stop channel, set as it starts.
+            stop: crossbeam_channel::never(),
             inboxes,
             stats,
             conn: None,
             retry_at: Instant::now(),
             nodes: HashMap::new(),
         };
-        let thread = std::thread::Builder::new()
-            .name("tether-lookup".into())
-            .spawn(move || t.run())?;
-        Ok(Resolver {
-            thread: Some(thread),
-            stop: Some(stop_tx),
-        })
+        let thread = super::SideThread::spawn("tether-lookup", move |stop| {
+            t.stop = stop;
+            t.run();
+        })?;
+        Ok(Resolver { thread })
     }
 
     /// Stops the thread after the lookup in hand.
     pub fn shutdown(mut self) {
-        self.stop_thread();
-    }
-
-    fn stop_thread(&mut self) {
-        self.stop.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Resolver {
-    fn drop(&mut self) {
-        self.stop_thread();
+        self.thread.stop();
     }
 }
 

@@ -107,3 +107,42 @@ impl Stats {
         crate::metrics::render_atomic_rows(out, &rows);
     }
 }
+
+/// A cluster side thread that stops when its stop channel closes: dropping
+/// this (or [`SideThread::stop`]) closes it and joins the thread.
+pub(crate) struct SideThread {
+    thread: Option<std::thread::JoinHandle<()>>,
+    stop: Option<crossbeam_channel::Sender<()>>,
+}
+
+impl SideThread {
+    /// Runs `body` on a thread named `name`; `body` returns once the
+    /// receiver it is given disconnects.
+    pub(crate) fn spawn(
+        name: &str,
+        body: impl FnOnce(crossbeam_channel::Receiver<()>) + Send + 'static,
+    ) -> std::io::Result<SideThread> {
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || body(stop_rx))?;
+        Ok(SideThread {
+            thread: Some(thread),
+            stop: Some(stop_tx),
+        })
+    }
+
+    /// Closes the stop channel and waits for the thread.
+    pub(crate) fn stop(&mut self) {
+        self.stop.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for SideThread {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -14,10 +14,9 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{select, Receiver, Sender};
+use crossbeam_channel::{select, Receiver};
 use redis::cluster::{cluster_pipe, ClusterClient, ClusterConnection};
 
 use super::coalesce::{BindingChange, Coalescer, Op};
@@ -69,9 +68,7 @@ pub(crate) fn connect(cfg: &ClusterSection) -> redis::RedisResult<ClusterConnect
 
 /// The running publisher thread.
 pub struct Publisher {
-    thread: Option<JoinHandle<()>>,
-    /// Dropped to stop the thread.
-    stop: Option<Sender<()>>,
+    thread: super::SideThread,
     handle: Publish,
 }
 
@@ -80,12 +77,12 @@ impl Publisher {
     /// is an outage like any other).
     pub fn start(cfg: &ClusterSection, stats: Arc<Stats>) -> std::io::Result<Publisher> {
         let (tx, rx) = crossbeam_channel::bounded(cfg.queue);
-        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let mut t = Thread {
             cfg: cfg.clone(),
             state: Coalescer::new(cfg.node, cfg.renew_s, cfg.backlog),
             rx,
-            stop: stop_rx,
+            // The side thread's stop channel, set as it starts.
+            stop: crossbeam_channel::never(),
             stats: stats.clone(),
             conn: None,
             outage: false,
@@ -96,12 +93,12 @@ impl Publisher {
             joined: false,
             renewing: false,
         };
-        let thread = std::thread::Builder::new()
-            .name("tether-cluster".into())
-            .spawn(move || t.run())?;
+        let thread = super::SideThread::spawn("tether-cluster", move |stop| {
+            t.stop = stop;
+            t.run();
+        })?;
         Ok(Publisher {
-            thread: Some(thread),
-            stop: Some(stop_tx),
+            thread,
             handle: Publish { tx, stats },
         })
     }
@@ -113,20 +110,7 @@ impl Publisher {
 
     /// Stops the thread after one last flush attempt.
     pub fn shutdown(mut self) {
-        self.stop_thread();
-    }
-
-    fn stop_thread(&mut self) {
-        self.stop.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Publisher {
-    fn drop(&mut self) {
-        self.stop_thread();
+        self.thread.stop();
     }
 }
 
