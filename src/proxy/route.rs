@@ -64,7 +64,7 @@ impl Proxy {
         let (targets, pop, hold) = if asks_webhook {
             (SmallVec::new(), pop, None)
         } else {
-            match self.decide(msg, checked, src, authenticated, cx) {
+            match self.decide(msg, checked, src, authenticated, (pop, foreign), cx) {
                 Decision::Targets(targets, pop) => (targets, pop, None),
                 Decision::Reply(code, reason) => {
                     return self.reply(msg, checked, src, code, reason, None, cx);
@@ -104,9 +104,9 @@ impl Proxy {
         checked: &Checked<'_>,
         src: PathKey,
         authenticated: bool,
+        (pop, foreign): (usize, Option<String>),
         cx: &mut Ctx<'_>,
     ) -> Decision {
-        let (pop, _, foreign) = self.our_routes(msg);
         let trusted = self.trusted(src.remote().ip());
         let mut targets: SmallVec<[Target; 2]> = SmallVec::new();
         if let Some(route) = foreign {
@@ -125,10 +125,9 @@ impl Proxy {
         };
         match self.locate(&ruri, cx.now) {
             Located::Bindings(found) => {
-                let reachable: SmallVec<[ContactView; 2]> =
-                    found.iter().filter(|c| c.is_reachable()).cloned().collect();
-                if !reachable.is_empty() {
-                    return Decision::Targets(self.fork_targets(reachable), pop);
+                if found.iter().any(ContactView::is_reachable) {
+                    let reachable = found.into_iter().filter(ContactView::is_reachable);
+                    return Decision::Targets(self.fork_targets(reachable.collect()), pop);
                 }
                 if msg.method() == Some(Method::Invite) {
                     let (aor, target) = lookup_target(&ruri);

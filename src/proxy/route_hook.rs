@@ -143,7 +143,8 @@ impl Proxy {
         let Ok(checked) = msg.validate() else {
             return;
         };
-        match self.decide(&msg, &checked, src, authenticated, cx) {
+        let (pop, _, foreign) = self.our_routes(&msg);
+        match self.decide(&msg, &checked, src, authenticated, (pop, foreign), cx) {
             Decision::Targets(t, _) => self.release_to(slot, nonce, t, cx),
             Decision::Reply(code, reason) => self.finish_parked(slot, nonce, code, reason, cx),
             Decision::Hold { target, aor, plan } => {
