@@ -180,13 +180,7 @@ impl Proxy {
         now: u64,
     ) -> Option<WakePlan> {
         let h = self.cfg.hold.as_ref()?;
-        let mut plan = WakePlan {
-            sleeping: found
-                .iter()
-                .map(|c| super::route::binding_target(c.clone(), 0))
-                .collect(),
-            ..WakePlan::default()
-        };
+        let mut plan = WakePlan::default();
         for c in found {
             let Some(p) = PushParams::from_contact(&c.contact) else {
                 continue;
@@ -213,6 +207,12 @@ impl Proxy {
                 .filter(|c| c.is_reachable() && c.accepts_contact_me())
                 .filter(|c| !found.iter().any(|f| f.binding == c.binding))
                 .take(MAX_NOTIFIED)
+                .collect();
+        }
+        if !plan.is_empty() {
+            plan.sleeping = found
+                .iter()
+                .map(|c| super::route::binding_target(c.clone(), 0))
                 .collect();
         }
         Some(plan)

@@ -129,7 +129,7 @@ impl Proxy {
                     let reachable = found.into_iter().filter(ContactView::is_reachable);
                     return Decision::Targets(self.fork_targets(reachable.collect()), pop);
                 }
-                if msg.method() == Some(Method::Invite) {
+                if msg.method() == Some(Method::Invite) && self.cfg.hold.is_some() {
                     let (aor, target) = lookup_target(&ruri);
                     let scoped = aor != target;
                     if let Some(plan) = self.wake_plan(&aor, scoped, &found, cx.now) {
