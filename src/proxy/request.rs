@@ -80,7 +80,7 @@ impl Proxy {
         }
         let challenged = matches!(method, Method::Invite | Method::Message | Method::Subscribe);
         let mut authenticated = false;
-        if challenged && !self.trusted(src.remote().ip()) {
+        if challenged && !self.trusted_src(src.remote()) {
             match self.authenticate(msg, checked, src, cx) {
                 Some(true) => authenticated = true,
                 Some(false) => return,
