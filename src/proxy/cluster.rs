@@ -60,6 +60,26 @@ pub struct OwnerTry {
     pub retried: bool,
 }
 
+/// Whether a branch goes to another node of the cluster (its Route names us).
+pub(super) fn is_peer_target(t: &Target) -> bool {
+    t.path
+        .as_deref()
+        .is_some_and(|p| p.contains(&format!(";{NODE_PARAM}=")))
+}
+
+/// Stands for the owner node a waiting request will likely go to, for the
+/// media decision taken before its branches are known.
+pub(super) fn owner_hint() -> Target {
+    Target {
+        to: PathKey::new(0, SocketAddr::from(([0, 0, 0, 0], 0))),
+        uri: None,
+        path: Some(format!("<sip:0.0.0.0;lr;{NODE_PARAM}=0>").into()),
+        device_core: None,
+        group: 0,
+        upstream: None,
+    }
+}
+
 /// One core's cluster routing state.
 #[derive(Default)]
 pub(super) struct ClusterState {

@@ -65,6 +65,7 @@ impl Proxy {
             Role::Plain
         };
         let (pop, _, foreign) = self.our_routes(msg);
+        let owner_hint;
         // Seed 003: with the routing webhook the application decides where
         // the call goes; the INVITE waits for it on this core.
         let asks_webhook = invite && self.cfg.route.is_some() && foreign.is_none();
@@ -96,7 +97,14 @@ impl Proxy {
             role,
             pop,
             targets,
-            hold.as_ref().map_or(&[][..], |h| &h.2.sleeping[..]),
+            match (&hold, &owner) {
+                (Some(h), _) => &h.2.sleeping[..],
+                (None, Some(_)) => {
+                    owner_hint = [super::cluster::owner_hint()];
+                    &owner_hint[..]
+                }
+                _ => &[][..],
+            },
             authenticated,
             cx,
         ) else {

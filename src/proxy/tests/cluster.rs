@@ -216,3 +216,63 @@ fn only_a_peer_at_its_own_address_can_mark_a_request_as_routed_by_the_cluster() 
     n.send(NODE2, &invite("yan", "p4", wrong));
     assert_eq!(asked(&rx), ["yan@example.com"]);
 }
+
+#[test]
+fn a_call_to_another_node_is_not_anchored_here_the_owner_anchors_it() {
+    use crate::media::table::{Table, TableConfig};
+    let (mut n, rx) = cluster_net(true, 2000);
+    let dir = n.dir.clone();
+    let mut cfg = ProxyConfig::from_section(
+        &ProxySection {
+            upstream: vec![addr(UPSTREAM)],
+            ..ProxySection::default()
+        },
+        &["example.com".to_string()],
+        Default::default(),
+    );
+    cfg.media = crate::media::Mode::Nat;
+    cfg.cluster = Some(ClusterRoute {
+        node: 1,
+        advertise: TETHER.into(),
+        timeout_ms: TIMEOUT_MS,
+        max_waiting: 2,
+    });
+    let mut proxy = Proxy::new(0, Arc::new(cfg), dir, [3; 32], &[addr(TETHER)], 9);
+    proxy.set_cluster_nodes(vec![node(1, TETHER), node(2, NODE2)].into());
+    let table = Table::new(TableConfig {
+        addr: "192.0.2.1".parse().unwrap(),
+        max_pairs: 4,
+        ..Default::default()
+    });
+    let ep = std::mem::replace(&mut n.ep, Net::with(ProxySection::default()).ep);
+    n.ep = ep.with_proxy(proxy).with_media(table);
+    n.ep.media_opened(&[40000, 40002, 40004, 40006]);
+    // The caller is behind a NAT (its SDP names a private address).
+    let natted = |branch: &str, user: &str| {
+        let body = "v=0\r\no=- 1 1 IN IP4 192.168.0.9\r\ns=-\r\nc=IN IP4 192.168.0.9\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+        String::from_utf8(invite(user, branch, ""))
+            .unwrap()
+            .replace(
+                "Content-Length: 4\r\n\r\nv=0\n",
+                &format!("Content-Length: {}\r\n\r\n{body}", body.len()),
+            )
+            .into_bytes()
+    };
+    // To node 2: not anchored here (node 2 anchors what needs it) …
+    n.send(CALLER, &natted("m1", "carol"));
+    let out = answer_owners(&mut n, "carol@example.com", Some(owned_by(2, NODE2)));
+    let fwd = one_to(&out, NODE2);
+    assert!(
+        text(&fwd).contains("c=IN IP4 192.168.0.9"),
+        "{}",
+        text(&fwd)
+    );
+    assert_eq!(n.ep.media().sessions(), 0);
+    // … but upstream, when the lookup fails, as any call.
+    n.send(CALLER, &natted("m2", "dave"));
+    assert_eq!(asked(&rx).len(), 2);
+    let out = answer_owners(&mut n, "dave@example.com", None);
+    let up = one_to(&out, UPSTREAM);
+    assert!(!text(&up).contains("c=IN IP4 192.168.0.9"), "{}", text(&up));
+    assert_eq!(n.ep.media().sessions(), 1);
+}
