@@ -276,3 +276,95 @@ fn a_call_to_another_node_is_not_anchored_here_the_owner_anchors_it() {
     assert!(!text(&up).contains("c=IN IP4 192.168.0.9"), "{}", text(&up));
     assert_eq!(n.ep.media().sessions(), 1);
 }
+
+/// A core of node `id` at `at` holding calls (`[push]`, node `id`, the
+/// bridge keys every node shares).
+fn holding_node(id: u32, at: &str) -> (Net, crossbeam_channel::Receiver<OwnerQuery>) {
+    use crate::proxy::hold::HoldSettings;
+    let n = Net::build_with(
+        0,
+        ProxySection::default(),
+        Arc::new(Directory::new()),
+        None,
+        |cfg| {
+            cfg.advertise = Some(at.into());
+            cfg.hold = Some(Arc::new(HoldSettings {
+                keys: Arc::new(crate::hold::token::BridgeKeys::new(id, &[(1, [7u8; 32])])),
+                node: id,
+                ..super::hold::hold_settings()
+            }));
+            cfg.cluster = Some(ClusterRoute {
+                node: id,
+                advertise: at.into(),
+                timeout_ms: TIMEOUT_MS,
+                max_waiting: 2,
+            });
+        },
+    );
+    let (tx, rx) = crossbeam_channel::bounded(16);
+    let mut n = n.with_owners(OwnerCache::new(0, Some(tx), 2000, 100));
+    n.ep.set_unix_epoch(1_800_000_000_000);
+    let nodes = vec![node(1, TETHER), node(2, NODE2)];
+    n.ep.handle_command(n.now, Command::ClusterNodes(nodes.into()));
+    (n, rx)
+}
+
+/// A call held on node 2; the woken device calls back through node 1
+/// (its token names node 2): node 1 forwards the call-back to node 2 with
+/// the device's flow, node 2 bridges the held INVITE back through node 1,
+/// which sends it over that flow.
+#[test]
+fn a_bridge_call_back_reaching_another_node_is_forwarded_to_the_node_holding_the_call() {
+    let (mut a, _) = holding_node(1, TETHER);
+    let (mut b, _) = holding_node(2, NODE2);
+    super::hold::asleep_bob(&mut b);
+    let push = super::hold::hold_call(&mut b, "h1");
+    let uri = push["bridge_uri"].as_str().unwrap().to_owned();
+    let phone = "198.51.100.9:5070";
+    let callback = format!(
+        "OPTIONS {uri} SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2:5062;branch=z9hG4bKcb1;rport\r\n\
+Max-Forwards: 70\r\nFrom: <sip:bob@example.com>;tag=cb\r\nTo: <{uri}>\r\nCall-ID: cb-1\r\n\
+CSeq: 1 OPTIONS\r\nContact: <sip:bob@10.0.0.2:5062>\r\nContent-Length: 0\r\n\r\n"
+    );
+    let out = a.send(phone, callback.as_bytes());
+    let fwd = one_to(&out, NODE2);
+    assert!(
+        text(&fwd).contains(";tether-node=1;tether-flow="),
+        "{}",
+        text(&fwd)
+    );
+    assert_eq!(a.ep.metric(M::ClusterBridgeForwarded), 1);
+
+    // Node 2 bridges: the held INVITE goes to node 1 with node 1's flow as
+    // its Route, the call-back is answered (through node 1).
+    let out = b.send(TETHER, &fwd);
+    assert_eq!(b.ep.metric(M::HoldsBridged), 1);
+    let held = out
+        .iter()
+        .find(|(m, to)| *to == addr(TETHER) && text(m).starts_with("INVITE "))
+        .expect("the held INVITE, to node 1")
+        .0
+        .clone();
+    assert!(
+        text(&held).contains("@192.0.2.1:5060;lr>"),
+        "{}",
+        text(&held)
+    );
+    let ok = out
+        .iter()
+        .find(|(m, _)| sip::parse(m).unwrap().status() == Some(200))
+        .expect("the call-back's 200")
+        .0
+        .clone();
+    let out = a.send(NODE2, &ok);
+    assert_eq!(status(&one_to(&out, phone)), 200);
+
+    // Node 1 sends the held INVITE over the device's flow.
+    let out = a.send(NODE2, &held);
+    let to_phone = one_to(&out, phone);
+    assert!(text(&to_phone).starts_with("INVITE sip:bob@10.0.0.2:5062 "));
+    // The same Route from anyone but a peer steers nothing.
+    let mut a2 = holding_node(1, TETHER).0;
+    let out = a2.send("203.0.113.66:5060", &held);
+    assert!(out.iter().all(|(_, to)| *to != addr(phone)), "{out:#?}");
+}
