@@ -190,22 +190,23 @@ impl Proxy {
                 asked.flatten().unwrap_or(Decision::Reply(404, "Not Found"))
             }
             Located::Elsewhere => {
-                if cluster && ruri.user.is_some() && self.cfg.domains.is_empty() {
-                    // Serving any domain: a user unknown here may be another node's.
-                    let (aor, _) = lookup_target(&ruri);
-                    if let Some(d) = self.owner_decision(&aor, pop, cx) {
-                        return d;
-                    }
-                }
                 let registered = matches!(
                     cx.keepalive.state(&src),
                     PathState::RegistrationOnly | PathState::DialogAndRegistration
                 );
                 if !trusted && !registered && !authenticated {
                     // No open relay: only the core, authenticated and
-                    // registered devices reach other domains.
+                    // registered devices reach other domains (and, serving
+                    // any domain, the cluster: its fallback is the upstream).
                     self.stats.refused += 1;
                     return Decision::Reply(403, "Relaying Denied");
+                }
+                if cluster && ruri.user.is_some() && self.cfg.domains.is_empty() {
+                    // Serving any domain: a user unknown here may be another node's.
+                    let (aor, _) = lookup_target(&ruri);
+                    if let Some(d) = self.owner_decision(&aor, pop, cx) {
+                        return d;
+                    }
                 }
                 let Some(&primary) = self.cfg.upstream.first() else {
                     return Decision::Reply(404, "Not Found");
