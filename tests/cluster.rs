@@ -349,12 +349,16 @@ impl Lookups {
                 aor: aor.into(),
             })
             .unwrap();
-        match self.rx.recv_timeout(Duration::from_secs(5)) {
-            Ok(Command::ClusterOwners(a)) => {
-                assert_eq!(a.aor, tether::cluster::keys::stable_hash(aor.as_bytes()));
-                a.owners.expect("Redis answered the lookup")
+        loop {
+            match self.rx.recv_timeout(Duration::from_secs(5)) {
+                Ok(Command::ClusterOwners(a)) => {
+                    assert_eq!(a.aor, tether::cluster::keys::stable_hash(aor.as_bytes()));
+                    return a.owners.expect("Redis answered the lookup");
+                }
+                // The thread also hands the cores the node list.
+                Ok(Command::ClusterNodes(_)) => {}
+                other => panic!("no owner answer: {other:?}"),
             }
-            other => panic!("no owner answer: {other:?}"),
         }
     }
 }
