@@ -271,16 +271,18 @@ impl LookupThread {
         };
         let all: Vec<(String, String)> = redis::cmd("HGETALL").arg(NODES_KEY).query(conn)?;
         let mut list = Vec::with_capacity(all.len());
-        for (id, _) in all {
+        for (id, listed) in all {
             let Ok(id) = id.parse::<u32>() else {
                 continue;
             };
-            // The heartbeat names the address the node has now.
-            let addr = self.node_addr(id)?;
+            // The heartbeat names the address the node has now; a node
+            // without one keeps the address it joined with.
+            let beat = self.node_addr(id)?;
+            let addr = beat.as_deref().unwrap_or(&listed);
             list.push(Node {
                 id,
-                addr: addr.as_deref().and_then(|a| node_sip_addr(a).parse().ok()),
-                live: addr.is_some(),
+                addr: node_sip_addr(addr).parse().ok(),
+                live: beat.is_some(),
             });
         }
         list.sort_by_key(|n| n.id);
