@@ -5,7 +5,9 @@
 # registered at B. Each round runs two SIPp callers one after the other,
 # in alternating order: "same" calls the callee through B (its own node),
 # "cross" through A, which looks the callee's owner up (cached per core
-# for lookup_cache_ms, 2 s) and forwards the INVITE to B. Setup latency is
+# for lookup_cache_ms, 2 s) and forwards the INVITE to B, "cold" through
+# node C, which has no owner cache (every call waits for its Redis lookup).
+# Setup latency is
 # the time from the INVITE sent to its 200 received, from SIPp's message
 # trace (each message stamped to the microsecond); per round and as
 # medians over rounds: calls, failed, p50 and p99 (ms), cross minus same.
@@ -43,15 +45,17 @@ for _ in $(seq 50); do
   redis-cli -p "$base" cluster info | grep -q cluster_state:ok && break; sleep 0.2
 done
 
-start_node() { # id port cpu -> pid
-  printf '[sip]\nlisten = ["127.0.0.1:%s"]\n[runtime]\nworkers = 1\nstats_interval_s = 0\n[api]\nlisten = ""\n[registrar]\ndomains = ["tether.test"]\n[keepalive]\ninterval_ms = 0\n[media]\nmode = "never"\n[push]\nnode = %s\n[cluster]\nenabled = true\nnode = %s\nredis = [%s]\nadvertise = "127.0.0.1:%s"\n' \
-    "$2" "$1" "$1" "$(IFS=,; echo "${seeds[*]}")" "$2" > "$work/node$1.toml"
+start_node() { # id port cpu [more cluster keys] -> pid
+  printf '[sip]\nlisten = ["127.0.0.1:%s"]\n[runtime]\nworkers = 1\nstats_interval_s = 0\n[api]\nlisten = ""\n[registrar]\ndomains = ["tether.test"]\n[keepalive]\ninterval_ms = 0\n[media]\nmode = "never"\n[push]\nnode = %s\n[cluster]\nenabled = true\nnode = %s\nredis = [%s]\nadvertise = "127.0.0.1:%s"\n%s\n' \
+    "$2" "$1" "$1" "$(IFS=,; echo "${seeds[*]}")" "$2" "${4:-}" > "$work/node$1.toml"
   taskset -c "$3" "$bin" run --config "$work/node$1.toml" > /dev/null 2> "$work/node$1.log" &
   echo $!
 }
-a_port=$((base + 100)); b_port=$((base + 101)); uas_port=$((base + 102))
+a_port=$((base + 100)); b_port=$((base + 101)); uas_port=$((base + 102)); c_port=$((base + 103))
 pids+=("$(start_node 1 $a_port 0)")
 pids+=("$(start_node 2 $b_port 1)")
+# C: as A, but without the owner cache: every call waits for a Redis lookup.
+pids+=("$(start_node 3 $c_port 0 'lookup_cache_ms = 0')")
 sleep 1.5
 
 # The callee: registers carol@tether.test at B from its port, then answers.
@@ -112,9 +116,9 @@ PY
 printf '%-6s %5s %6s %6s %9s %9s\n' path round calls failed p50_ms p99_ms
 : > "$work/all"
 for round in $(seq "$rounds"); do
-  order=(same cross); [ $((round % 2)) -eq 0 ] && order=(cross same)
+  order=(same cross cold); [ $((round % 2)) -eq 0 ] && order=(cold cross same)
   for path in "${order[@]}"; do
-    port=$b_port; [ "$path" = cross ] && port=$a_port
+    case $path in same) port=$b_port ;; cross) port=$a_port ;; cold) port=$c_port ;; esac
     run "$path" "$port" "$round" | tee -a "$work/all" | awk '{printf "%-6s %5s %6s %6s %9s %9s\n", $1, $2, $3, $4, $5, $6}'
   done
 done
@@ -127,6 +131,7 @@ for line in open(sys.argv[1]):
 med = {k: (statistics.median(x[1] for x in v), statistics.median(x[2] for x in v)) for k, v in r.items()}
 for k, (p50, p99) in med.items():
     print(f"median {k:<6} p50 {p50:.3f} ms  p99 {p99:.3f} ms")
-if "same" in med and "cross" in med:
-    print(f"cross - same: p50 {med['cross'][0] - med['same'][0]:+.3f} ms  p99 {med['cross'][1] - med['same'][1]:+.3f} ms")
+for k in ("cross", "cold"):
+    if "same" in med and k in med:
+        print(f"{k} - same: p50 {med[k][0] - med['same'][0]:+.3f} ms  p99 {med[k][1] - med['same'][1]:+.3f} ms")
 PY
