@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # Call setup across nodes against on one node (issue 18), side by side in
-# one run. A 3-master Redis Cluster on loopback ports, two tether nodes (A
-# and B, 1 worker each, cluster on, media relay off), one SIPp callee
-# registered at B. Each round runs two SIPp callers one after the other,
-# in alternating order: "same" calls the callee through B (its own node),
-# "cross" through A, which looks the callee's owner up (cached per core
-# for lookup_cache_ms, 2 s) and forwards the INVITE to B, "cold" through
-# node C, which has no owner cache (every call waits for its Redis lookup).
-# Setup latency is
-# the time from the INVITE sent to its 200 received, from SIPp's message
-# trace (each message stamped to the microsecond); per round and as
-# medians over rounds: calls, failed, p50 and p99 (ms), cross minus same.
+# one run. A 3-master Redis Cluster on loopback ports, three tether nodes
+# (1 worker each, cluster on, media relay off), one SIPp callee registered
+# at node B. Each round runs three SIPp callers one after the other, in
+# alternating order: "same" calls the callee through B (its own node),
+# "cross" through node A, which looks the owner up (cached per core for
+# lookup_cache_ms, 2 s) and forwards the INVITE to B, "cold" through node
+# C, which keeps no owner cache (every call waits for a Redis lookup).
+# Setup latency: from the INVITE sent to its 200 received, from SIPp's
+# message trace (each message stamped to the microsecond). Per round and
+# as medians over rounds: calls, failed, p50 and p99 (ms), each path
+# minus "same".
 #   benches/cluster_call.sh [ROUNDS] [RATE] [CALLS]   (default: 3 200 2000)
 # Loopback only; every process is started here and killed by PID.
 set -euo pipefail
