@@ -68,7 +68,11 @@ impl Proxy {
         let owner_hint;
         // Seed 003: with the routing webhook the application decides where
         // the call goes; the INVITE waits for it on this core.
-        let asks_webhook = invite && self.cfg.route.is_some() && foreign.is_none();
+        // A call another node routed here asked that node's webhook already.
+        let asks_webhook = invite
+            && self.cfg.route.is_some()
+            && foreign.is_none()
+            && !(self.cfg.cluster.is_some() && self.routed_by_peer(msg, src));
         let mut owner = None;
         let (targets, pop, hold) = if asks_webhook {
             (SmallVec::new(), pop, None)
