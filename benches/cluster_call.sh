@@ -10,8 +10,8 @@
 # Setup latency: from the INVITE sent to its 200 received, from SIPp's
 # message trace (each message stamped to the microsecond). Per round and
 # as medians over rounds: calls, failed, calls whose INVITE SIPp sent
-# again (a lost datagram, 500 ms more), p50, p90 and p99 (ms), each path
-# minus "same".
+# again (a lost datagram, 500 ms more), p50, p90 and p99 (ms); and each
+# path minus "same" of the same round, as the median over rounds.
 #   benches/cluster_call.sh [ROUNDS] [RATE] [CALLS]   (default: 5 200 2000)
 # Loopback only; every process is started here and killed by PID.
 set -euo pipefail
@@ -147,7 +147,11 @@ for line in open(sys.argv[1]):
 med = {k: (statistics.median(x[1] for x in v), statistics.median(x[2] for x in v), statistics.median(x[3] for x in v)) for k, v in r.items()}
 for k, (p50, p99, p90) in med.items():
     print(f"median {k:<6} p50 {p50:.3f} ms  p90 {p90:.3f} ms  p99 {p99:.3f} ms")
+# Each round's difference to "same" in that round (the paths ran side by
+# side, so a noisy round is noisy for all three), then the median.
 for k in ("cross", "cold"):
-    if "same" in med and k in med:
-        print(f"{k} - same: p50 {med[k][0] - med['same'][0]:+.3f} ms  p90 {med[k][2] - med['same'][2]:+.3f} ms  p99 {med[k][1] - med['same'][1]:+.3f} ms")
+    if "same" in r and k in r:
+        d = [(x[1] - y[1], x[3] - y[3], x[2] - y[2]) for x, y in zip(r[k], r["same"])]
+        p50, p90, p99 = (statistics.median(v[i] for v in d) for i in range(3))
+        print(f"{k} - same, per round, median: p50 {p50:+.3f} ms  p90 {p90:+.3f} ms  p99 {p99:+.3f} ms")
 PY
