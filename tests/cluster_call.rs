@@ -160,10 +160,11 @@ fn a_call_crosses_nodes_and_follows_the_device_when_it_moves() {
 }
 
 /// Redis stopped: node A cannot look carol's owner up and sends the call
-/// to its upstream (a SIPp callee), counted in `/metrics`.
+/// to its upstream (a SIPp callee); node B, without an upstream, answers a
+/// call for A's device 480. Both counted in `/metrics`.
 #[test]
-fn with_redis_down_a_call_for_another_nodes_device_goes_upstream() {
-    if !have_redis("with_redis_down_a_call_for_another_nodes_device_goes_upstream") {
+fn with_redis_down_calls_for_another_nodes_devices_go_upstream_or_get_480() {
+    if !have_redis("with_redis_down_calls_for_another_nodes_devices_go_upstream_or_get_480") {
         return;
     }
     let mut bed = Cluster::start("xdown");
@@ -175,6 +176,8 @@ fn with_redis_down_a_call_for_another_nodes_device_goes_upstream() {
     let port = free_udp_port();
     register(&dir, "reg-b", b.sip, "carol", port, 3600);
     wait_metric(&b.base, "tether_cluster_owned", 1);
+    register(&dir, "reg-a", a.sip, "dave", free_udp_port(), 3600);
+    wait_metric(&a.base, "tether_cluster_owned", 1);
     bed.stop();
     let upstream = callee(&dir, "upstream", up_port);
     let uac = call(&dir, "uac", a.sip, "carol");
@@ -183,4 +186,9 @@ fn with_redis_down_a_call_for_another_nodes_device_goes_upstream() {
     wait_metric(&a.base, "tether_cluster_fallback_upstream_total", 1);
     wait_metric(&a.base, "tether_cluster_calls_forwarded_total", 0);
     assert!(metric(&a.base, "tether_cluster_lookup_errors_total") >= 1);
+
+    let xml = scenario("invite_404.xml", "dave", 0).replace("response=\"404\"", "response=\"480\"");
+    let uac = spawn_sipp(&dir, "uac-480", &xml, free_udp_port(), 1, Some(b.sip));
+    expect_sipp_ok(&dir, "uac-480", uac, 30);
+    wait_metric(&b.base, "tether_cluster_fallback_failed_total", 1);
 }
