@@ -47,6 +47,12 @@ pub struct ClusterSection {
     pub lookup_cache_ms: u64,
     /// AORs whose owners a core keeps at once.
     pub lookup_cache: usize,
+    /// A call for a device this node does not hold waits at most this long
+    /// (ms) for the owner lookup; then it takes the upstream, or 480.
+    pub lookup_timeout_ms: u64,
+    /// Calls one core keeps waiting for owner lookups; more take the
+    /// upstream (or 480) at once.
+    pub lookup_waiting: usize,
 }
 
 impl Default for ClusterSection {
@@ -66,6 +72,8 @@ impl Default for ClusterSection {
             sweep_s: 3600,
             lookup_cache_ms: 2000,
             lookup_cache: 10_000,
+            lookup_timeout_ms: 500,
+            lookup_waiting: 1000,
         }
     }
 }
@@ -143,6 +151,21 @@ impl ClusterSection {
                     "{} is out of range; use 0..=600000 (a node that stopped is seen within it)",
                     self.lookup_cache_ms
                 ),
+            ));
+        }
+        if !(10..=30_000).contains(&self.lookup_timeout_ms) {
+            return Err(invalid(
+                "cluster.lookup_timeout_ms",
+                format!(
+                    "{} is out of range; use 10..=30000 (a call waits this long for its owner)",
+                    self.lookup_timeout_ms
+                ),
+            ));
+        }
+        if self.lookup_waiting == 0 {
+            return Err(invalid(
+                "cluster.lookup_waiting",
+                "0 lets no call wait for its owner; use at least 1".into(),
             ));
         }
         for url in &self.redis {
@@ -266,5 +289,11 @@ mod tests {
         s = on();
         s.node = 0;
         assert_eq!(key_of(&s, 0), "cluster.node");
+        s = on();
+        s.lookup_timeout_ms = 5;
+        assert_eq!(key_of(&s, 1), "cluster.lookup_timeout_ms");
+        s = on();
+        s.lookup_waiting = 0;
+        assert_eq!(key_of(&s, 1), "cluster.lookup_waiting");
     }
 }
