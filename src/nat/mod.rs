@@ -177,6 +177,23 @@ impl Keepalive {
         self.index.table.len()
     }
 
+    /// Heap bytes held, by capacity: (path records, path index), for the
+    /// memory benches. Bindings spilled out of a record count as records.
+    pub fn heap_bytes(&self) -> (usize, usize) {
+        let records = self.paths.capacity() * std::mem::size_of::<Option<Path>>()
+            + self.free.capacity() * 4
+            + self
+                .paths
+                .iter()
+                .flatten()
+                .filter(|p| p.bindings.spilled())
+                .map(|p| p.bindings.capacity() * 8)
+                .sum::<usize>();
+        // hashbrown: a 4-byte slot and a control byte per bucket.
+        let buckets = (self.index.table.capacity() * 8 / 7).next_power_of_two();
+        (records, buckets * 5)
+    }
+
     /// Whether a path has been declared dead (and not answered since).
     pub fn is_dead(&self, key: &PathKey) -> bool {
         self.get(key).is_some_and(|p| p.dead)

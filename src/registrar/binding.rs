@@ -177,6 +177,11 @@ impl Slab {
     pub fn live(&self) -> usize {
         self.live
     }
+
+    /// Heap bytes held, by capacity.
+    pub fn heap_bytes(&self) -> usize {
+        self.slots.capacity() * std::mem::size_of::<Slot>() + self.free.capacity() * 4
+    }
 }
 
 #[cfg(test)]

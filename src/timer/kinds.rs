@@ -173,6 +173,11 @@ impl Timers {
     pub fn is_empty(&self) -> bool {
         self.wheel.is_empty()
     }
+
+    /// See [`TimerWheel::heap_bytes`].
+    pub fn heap_bytes(&self) -> (usize, usize) {
+        self.wheel.heap_bytes()
+    }
 }
 
 #[cfg(test)]

@@ -101,6 +101,18 @@ impl<T: Copy> TimerWheel<T> {
         self.len == 0
     }
 
+    /// Heap bytes held, by capacity: (slot records incl. the due list,
+    /// generations and free indices), for the memory benches.
+    pub fn heap_bytes(&self) -> (usize, usize) {
+        let item = std::mem::size_of::<Item<T>>();
+        let records = self.slots.iter().map(Vec::capacity).sum::<usize>() + self.due.capacity();
+        let table = self.gens.capacity() * 4 + self.free.capacity() * 4;
+        (
+            records * item,
+            table + self.slots.capacity() * std::mem::size_of::<Vec<Item<T>>>(),
+        )
+    }
+
     /// Arms a timer for `deadline` (ms). A deadline already past fires on
     /// the next [`TimerWheel::poll`].
     pub fn insert(&mut self, deadline: u64, value: T) -> TimerHandle {
