@@ -518,7 +518,9 @@ impl Core for Endpoint {
                 break;
             };
             match t {
-                Timer::Keepalive { path, step } => self.on_keepalive_timer(path, step, now),
+                Timer::Keepalive { path, step, nonce } => {
+                    self.on_keepalive_timer(path, step, nonce, now)
+                }
                 Timer::Transaction { slot, nonce } => {
                     self.notify.on_timer(slot, nonce, now, &mut self.timers)
                 }

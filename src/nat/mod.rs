@@ -80,7 +80,7 @@ pub struct Stats {
     pub paths: u64,
 }
 
-/// A path, in 64 bytes (a million endpoints keep a million of them): the
+/// A path, in 56 bytes (a million endpoints keep a million of them): the
 /// key packed into 8 bytes (an IPv6 one lives in [`Table::v6`]), the prompt
 /// in flight as an id, a flag and the low 32 bits of its send time, one
 /// binding inline (more go to [`Keepalive::spilled`]), and what only paths
@@ -92,8 +92,12 @@ struct Path {
     last_seen: u64,
     /// The id of the prompt in flight, while [`PROMPTING`] is set.
     prompt_id: u64,
-    check: Option<TimerHandle>,
-    prompt_timer: Option<TimerHandle>,
+    /// The nonce of the pending check timer, while [`CHECK_ARMED`] is set.
+    /// Keepalive timers take no handle (see [`Keepalive::arm`]).
+    check_nonce: u32,
+    /// The nonce of the pending retransmission or timeout of the prompt,
+    /// while [`PROMPT_ARMED`] is set.
+    prompt_nonce: u32,
     /// The caller's id of the path's one binding (the registrar's slot and
     /// generation), so a dead path finds it without a scan; [`NO_BINDING`]
     /// when it has none or they are in [`Keepalive::spilled`].
@@ -122,6 +126,10 @@ const LINGERING: u8 = 4;
 const RESTORED: u8 = 8;
 /// More than one binding: all of them are in [`Keepalive::spilled`].
 const SPILLED: u8 = 16;
+/// The check timer is pending.
+const CHECK_ARMED: u8 = 32;
+/// The prompt's retransmission or timeout timer is pending.
+const PROMPT_ARMED: u8 = 64;
 
 /// What a path with dialogs keeps besides its record.
 #[derive(Debug, Default)]
@@ -172,6 +180,8 @@ pub struct Keepalive {
     /// Dead paths that sent traffic since the last poll.
     revived: Vec<PathKey>,
     next_id: u64,
+    /// The last keepalive timer nonce handed out (30 bits, wrapping).
+    nonce: u32,
     rng: u64,
     pub(crate) stats: Stats,
 }
@@ -191,6 +201,7 @@ impl Keepalive {
             free: Vec::new(),
             revived: Vec::new(),
             next_id: seed | 1,
+            nonce: 0,
             rng: seed ^ 0x9E37_79B9_7F4A_7C15,
             stats: Stats::default(),
         }
@@ -430,6 +441,7 @@ impl Keepalive {
                 Timer::Keepalive {
                     path: i,
                     step: TimerKind::Linger,
+                    nonce: 0,
                 },
             );
             self.dialogs.entry(i).or_default().linger = Some(h);
@@ -499,10 +511,8 @@ impl Keepalive {
         p.misses = 0;
         p.last_seen = p.last_seen.max(now);
         let revived = std::mem::take(&mut p.dead);
-        let timer = p.prompt_timer.take();
-        if let Some(h) = timer {
-            t.cancel(h);
-        }
+        // Disarmed: the pending record is stale when it fires.
+        p.flags &= !PROMPT_ARMED;
         self.stats.answered += 1;
         if revived {
             self.gauges.dead -= 1;
@@ -520,13 +530,30 @@ impl Keepalive {
         &mut self,
         i: u32,
         step: TimerKind,
+        nonce: u32,
         now: u64,
         t: &mut Timers,
         out: &mut Vec<Action>,
     ) {
-        if self.table.paths.get(i as usize).is_none_or(Option::is_none) {
+        let Some(p) = self
+            .table
+            .paths
+            .get_mut(i as usize)
+            .and_then(Option::as_mut)
+        else {
+            return;
+        };
+        // A record disarmed or re-armed since (or of a path that left this
+        // slot) is stale: what a cancel did with a handle.
+        let (armed, current) = match step {
+            TimerKind::Check => (CHECK_ARMED, p.check_nonce),
+            TimerKind::Retransmit | TimerKind::Timeout => (PROMPT_ARMED, p.prompt_nonce),
+            TimerKind::Linger => (0, nonce),
+        };
+        if p.flags & armed != armed || current != nonce {
             return;
         }
+        p.flags &= !armed;
         match step {
             TimerKind::Check => self.on_check(i, now, t, out),
             TimerKind::Retransmit => self.on_retransmit(i, now, t, out),
@@ -545,7 +572,6 @@ impl Keepalive {
     fn on_check(&mut self, i: u32, now: u64, t: &mut Timers, out: &mut Vec<Action>) {
         let interval = self.cfg.interval_ms;
         let p = self.path_mut(i);
-        p.check = None;
         if p.flags & PROMPTING != 0 {
             return; // at most one prompt in flight per path
         }
@@ -567,14 +593,7 @@ impl Keepalive {
         p.prompt_id = id;
         p.prompt_sent = now as u32;
         let key = self.table.key(i);
-        let h = t.arm(
-            now + timeout / 2,
-            Timer::Keepalive {
-                path: i,
-                step: TimerKind::Retransmit,
-            },
-        );
-        self.path_mut(i).prompt_timer = Some(h);
+        self.arm(i, now + timeout / 2, TimerKind::Retransmit, t);
         self.stats.prompts += 1;
         out.push(Action::Prompt {
             path: key,
@@ -593,14 +612,7 @@ impl Keepalive {
         // The send time from its low 32 bits: it was less than 2^32 ms ago.
         let sent = now.wrapping_sub(u64::from((now as u32).wrapping_sub(p.prompt_sent)));
         let key = self.table.key(i);
-        let h = t.arm(
-            sent + timeout,
-            Timer::Keepalive {
-                path: i,
-                step: TimerKind::Timeout,
-            },
-        );
-        self.path_mut(i).prompt_timer = Some(h);
+        self.arm(i, sent + timeout, TimerKind::Timeout, t);
         self.stats.retransmissions += 1;
         out.push(Action::Prompt {
             path: key,
@@ -612,7 +624,6 @@ impl Keepalive {
     fn on_timeout(&mut self, i: u32, now: u64, t: &mut Timers, out: &mut Vec<Action>) {
         let max = self.cfg.max_misses;
         let p = self.path_mut(i);
-        p.prompt_timer = None;
         if p.flags & PROMPTING == 0 {
             return;
         }
@@ -643,14 +654,14 @@ impl Keepalive {
         if p.registrations > 0 || p.flags & (DIALOGS | LINGERING) != 0 {
             return;
         }
-        let linger = self.dialogs.remove(&i).and_then(|d| d.linger);
-        let p = self.path_mut(i);
-        let timers = [p.check.take(), p.prompt_timer.take(), linger];
-        // Idle, so counted in no state; it may still have been dead.
-        self.gauges.dead -= u64::from(p.dead);
-        for h in timers.into_iter().flatten() {
+        // The check and prompt records go stale with the path (a new path
+        // in this slot arms with fresh nonces).
+        if let Some(h) = self.dialogs.remove(&i).and_then(|d| d.linger) {
             t.cancel(h);
         }
+        let p = self.path_mut(i);
+        // Idle, so counted in no state; it may still have been dead.
+        self.gauges.dead -= u64::from(p.dead);
         let key = self.table.key(i);
         self.index.remove(&key, &self.table);
         self.table.paths[i as usize] = None;
@@ -670,8 +681,8 @@ impl Keepalive {
             },
             last_seen: now,
             prompt_id: 0,
-            check: None,
-            prompt_timer: None,
+            check_nonce: 0,
+            prompt_nonce: 0,
             binding: NO_BINDING,
             registrations: 0,
             prompt_sent: 0,
@@ -704,7 +715,7 @@ impl Keepalive {
             return;
         }
         let p = self.path_mut(i);
-        if p.check.is_some() || p.flags & PROMPTING != 0 {
+        if p.flags & (CHECK_ARMED | PROMPTING) != 0 {
             return;
         }
         let at = now + self.interval_with_jitter();
@@ -715,18 +726,34 @@ impl Keepalive {
         if self.cfg.interval_ms == 0 {
             return;
         }
-        let old = self.path_mut(i).check.take();
-        if let Some(h) = old {
-            t.cancel(h);
+        // A pending check goes stale: the new one takes a fresh nonce.
+        self.arm(i, at, TimerKind::Check, t);
+    }
+
+    /// Arms path `i`'s check (`Check`) or prompt timer (`Retransmit`,
+    /// `Timeout`) without a handle: the path keeps the timer's nonce and an
+    /// armed flag, and [`Keepalive::on_timer`] drops a record whose nonce is
+    /// no longer the path's. At a million paths that saves a handle in the
+    /// record and a generation in the wheel per timer.
+    fn arm(&mut self, i: u32, at: u64, step: TimerKind, t: &mut Timers) {
+        self.nonce = (self.nonce + 1) & crate::timer::MAX_NONCE;
+        let nonce = self.nonce;
+        let p = self.path_mut(i);
+        if step == TimerKind::Check {
+            p.check_nonce = nonce;
+            p.flags |= CHECK_ARMED;
+        } else {
+            p.prompt_nonce = nonce;
+            p.flags |= PROMPT_ARMED;
         }
-        let h = t.arm(
+        t.arm_unhandled(
             at,
             Timer::Keepalive {
                 path: i,
-                step: TimerKind::Check,
+                step,
+                nonce,
             },
         );
-        self.path_mut(i).check = Some(h);
     }
 
     fn max_jitter(&self) -> u64 {

@@ -23,7 +23,7 @@
 
 mod kinds;
 
-pub use kinds::{KeepaliveStep, Timer, Timers, MAX_INDEX};
+pub use kinds::{KeepaliveStep, Timer, Timers, MAX_INDEX, MAX_NONCE};
 
 /// Slots per level.
 const SLOTS: usize = 64;
@@ -31,6 +31,9 @@ const LEVELS: usize = 6;
 /// Deadlines further out than this are placed at this distance and placed
 /// again when their slot comes (about 2.2 years).
 const MAX_DURATION: u64 = (1 << (6 * LEVELS)) - 1;
+
+/// The index of a timer armed without a handle ([`TimerWheel::insert_unhandled`]).
+const UNHANDLED: u32 = u32::MAX;
 
 /// Names a pending timer. Stale after the timer fired or was cancelled:
 /// the generation then no longer matches and cancel returns `None`.
@@ -140,6 +143,19 @@ impl<T: Copy> TimerWheel<T> {
         }
     }
 
+    /// Arms a timer that is never cancelled: it takes no handle index, so
+    /// no generation (4 bytes) nor free-list entry. Its owner tells a
+    /// superseded one apart by its value when it fires.
+    pub fn insert_unhandled(&mut self, deadline: u64, value: T) {
+        self.place(Item {
+            deadline,
+            index: UNHANDLED,
+            gen: 0,
+            value,
+        });
+        self.len += 1;
+    }
+
     /// Disarms a timer; true if it was still pending. Its record stays in
     /// its slot, stale, until it comes due and is dropped.
     pub fn cancel(&mut self, h: TimerHandle) -> bool {
@@ -166,6 +182,14 @@ impl<T: Copy> TimerWheel<T> {
     pub fn poll(&mut self, now: u64) -> Option<(TimerHandle, T)> {
         loop {
             while let Some(item) = self.due.pop() {
+                if item.index == UNHANDLED {
+                    self.len -= 1;
+                    let h = TimerHandle {
+                        index: UNHANDLED,
+                        gen: std::num::NonZeroU32::MIN,
+                    };
+                    return Some((h, item.value));
+                }
                 if self.gens[item.index as usize] != item.gen {
                     continue; // cancelled
                 }
@@ -274,7 +298,7 @@ impl<T: Copy> TimerWheel<T> {
             .clamp(self.elapsed, self.elapsed.saturating_add(MAX_DURATION));
         let level = self.level_for(at);
         let slot = ((at >> (6 * level)) & 63) as usize;
-        if level == 0 {
+        if level == 0 && item.index != UNHANDLED {
             // It fires within 64 ms and firing reads its generation: at a
             // million timers the table is 4 MB and that read missed the
             // cache (60% of expire's time); fetch the line now, while
@@ -342,6 +366,21 @@ mod tests {
         }
         v.sort_unstable();
         v
+    }
+
+    #[test]
+    fn unhandled_timers_fire_in_order_beside_handled_ones() {
+        let mut w = TimerWheel::new(0);
+        w.insert_unhandled(300, 3);
+        let h = w.insert(100, 1);
+        w.insert_unhandled(200_000, 4);
+        w.insert(250, 2);
+        assert_eq!(w.len(), 4);
+        assert!(w.gens.len() == 2, "unhandled timers take no generation");
+        assert!(w.cancel(h));
+        assert_eq!(drain(&mut w, 1_000), vec![2, 3]);
+        assert_eq!(drain(&mut w, 300_000), vec![4]);
+        assert!(w.is_empty());
     }
 
     #[test]
