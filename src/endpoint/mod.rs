@@ -396,6 +396,20 @@ impl Endpoint {
         self.keepalive.paths()
     }
 
+    /// Heap bytes of this core's per-endpoint structures, by capacity, for
+    /// the memory benches: (name, bytes). The directory is shared and not in it.
+    pub fn heap_breakdown(&self) -> [(&'static str, usize); 5] {
+        let (records, index) = self.keepalive.heap_bytes();
+        let (timer_records, timer_table) = self.timers.heap_bytes();
+        [
+            ("binding slab", self.registrar.slab_heap_bytes()),
+            ("NAT path records", records),
+            ("NAT path index", index),
+            ("timer records (expiry + keepalive)", timer_records),
+            ("timer generations + free list", timer_table),
+        ]
+    }
+
     /// Bindings this core owns.
     pub fn local_bindings(&self) -> usize {
         self.registrar.local_bindings()
@@ -513,7 +527,9 @@ impl Core for Endpoint {
                 break;
             };
             match t {
-                Timer::Keepalive { path, step } => self.on_keepalive_timer(path, step, now),
+                Timer::Keepalive { path, step, nonce } => {
+                    self.on_keepalive_timer(path, step, nonce, now)
+                }
                 Timer::Transaction { slot, nonce } => {
                     self.notify.on_timer(slot, nonce, now, &mut self.timers)
                 }
