@@ -66,12 +66,27 @@ type RawHeaders = SmallVec<[RawHeader; 32]>;
 
 /// Which header kinds a message has, one bit per [`HeaderName`]: lookups of
 /// an absent header (most of the ones `validate` asks about) and the
-/// duplicate check of a singleton cost no scan of the header array.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// duplicate check of a singleton cost no scan of the header array; and
+/// where each kind's first line is, so that a present one costs none either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Kinds {
     present: u64,
     /// Kinds seen on more than one line.
     repeated: u64,
+    /// Index in the header array of each present kind's first line.
+    first: [u16; KIND_COUNT],
+}
+
+const KIND_COUNT: usize = HeaderName::Other as usize + 1;
+
+impl Default for Kinds {
+    fn default() -> Self {
+        Kinds {
+            present: 0,
+            repeated: 0,
+            first: [0; KIND_COUNT],
+        }
+    }
 }
 
 // One bit per variant must fit.
@@ -83,10 +98,20 @@ impl Kinds {
         1 << (name as u32)
     }
 
+    /// Records a line of kind `name` at index `at` of the header array.
     #[inline]
-    fn add(&mut self, name: HeaderName) {
+    fn add(&mut self, name: HeaderName, at: u16) {
+        if !self.has(name) {
+            self.first[name as usize] = at;
+        }
         self.repeated |= self.present & Kinds::bit(name);
         self.present |= Kinds::bit(name);
+    }
+
+    /// Index of the first line of a present kind (0 for an absent one).
+    #[inline]
+    fn first(&self, name: HeaderName) -> usize {
+        usize::from(self.first[name as usize])
     }
 
     #[inline]
@@ -138,14 +163,24 @@ pub fn parse_with<'a>(buf: &'a [u8], limits: &Limits) -> Result<Message<'a>, Par
     let mut kinds = Kinds::default();
     let split = split_lines(region, limits, &mut raw, &mut kinds)?;
     let head = &region[..split.head_end];
-    check_controls(head, split.crlf_lines)?;
-    let text = std::str::from_utf8(head).map_err(|_| ParseError::BadUtf8)?;
+    let ascii = check_controls(head, split.crlf_lines)?;
+    let text = if ascii {
+        // SAFETY: every byte of `head` is below 0x80 (the control scan's
+        // high-bit OR), and ASCII is valid UTF-8.
+        unsafe { std::str::from_utf8_unchecked(head) }
+    } else {
+        std::str::from_utf8(head).map_err(|_| ParseError::BadUtf8)?
+    };
     let start_line = parse_start_line(&text[..split.first_line_end])?;
 
     let body_start = start + split.body_start;
     let avail = buf.len() - body_start;
     let content_length = if kinds.has(HeaderName::ContentLength) {
-        content_length(text, &raw)?
+        content_length(
+            text,
+            raw.get(kinds.first(HeaderName::ContentLength)..)
+                .unwrap_or(&[]),
+        )?
     } else {
         None
     };
@@ -319,7 +354,8 @@ fn push_header(
     while ve > vs && super::scan::is_lws(region[ve - 1]) {
         ve -= 1;
     }
-    kinds.add(kind);
+    // At most 65535 bytes hold fewer than 2^16 lines.
+    kinds.add(kind, out.len() as u16);
     // Offsets fit in u16: the datagram limit is at most 65535 bytes.
     out.push(RawHeader {
         kind,
@@ -335,10 +371,11 @@ fn push_header(
 /// start a line end. HT is whitespace; other controls may only appear
 /// escaped as a `quoted-pair` (RFC 3261 §25.1), which the slow path checks.
 /// `crlf_lines` is how many lines the splitter saw end in CRLF: any other CR
-/// is a stray one.
-fn check_controls(head: &[u8], crlf_lines: usize) -> Result<(), ParseError> {
+/// is a stray one. Returns whether the section is all ASCII (then it
+/// needs no UTF-8 check: the same pass saw every byte's high bit).
+fn check_controls(head: &[u8], crlf_lines: usize) -> Result<bool, ParseError> {
     // Branch-free so that it vectorises; the rare hit is examined byte by byte.
-    let (suspicious, crs) = scan_controls(head);
+    let (suspicious, crs, ascii) = scan_controls(head);
     if suspicious {
         for (i, &c) in head.iter().enumerate() {
             let control = (c < 0x20 && !matches!(c, b'\t' | b'\r' | b'\n')) || c == 0x7f;
@@ -361,44 +398,48 @@ fn check_controls(head: &[u8], crlf_lines: usize) -> Result<(), ParseError> {
             from = at + 1;
         }
     }
-    Ok(())
+    Ok(ascii)
 }
 
-/// Whether any byte is a control other than HT/CR/LF (or DEL), and how many
-/// CRs there are. Fixed-size chunks with byte accumulators so that it
-/// vectorises.
-fn scan_controls(head: &[u8]) -> (bool, usize) {
-    let mut bad = 0u8;
+/// Whether any byte is a control other than HT/CR/LF (or DEL), how many
+/// CRs there are, and whether every byte is ASCII. Per-lane accumulators
+/// over fixed-size chunks, so that it vectorises and reduces across lanes
+/// once per 255 chunks (a lane's CR count fits a byte) instead of per chunk.
+fn scan_controls(head: &[u8]) -> (bool, usize, bool) {
+    let mut bad = [0u8; 32];
+    let mut high = [0u8; 32];
     let mut crs = 0usize;
     let (chunks, rest) = head.as_chunks::<32>();
-    for chunk in chunks {
-        let (b, c) = scan_chunk(chunk);
-        bad |= b;
-        crs += usize::from(c);
-    }
-    // The tail, padded with spaces (neither control nor CR), takes the same
-    // vector path instead of a byte loop.
+    // The tail, padded with spaces (neither control nor CR nor high), takes
+    // the same vector path instead of a byte loop.
     let mut last = [b' '; 32];
     last[..rest.len()].copy_from_slice(rest);
-    let (b, c) = scan_chunk(&last);
-    (bad | b != 0, crs + usize::from(c))
+    for block in chunks.chunks(254) {
+        let mut cr = [0u8; 32];
+        for chunk in block {
+            scan_chunk(chunk, &mut bad, &mut cr, &mut high);
+        }
+        crs += cr.iter().map(|&c| usize::from(c)).sum::<usize>();
+    }
+    let mut cr = [0u8; 32];
+    scan_chunk(&last, &mut bad, &mut cr, &mut high);
+    crs += cr.iter().map(|&c| usize::from(c)).sum::<usize>();
+    let bad = bad.iter().fold(0, |a, &b| a | b);
+    let high = high.iter().fold(0, |a, &h| a | h);
+    (bad != 0, crs, high < 0x80)
 }
 
-/// [`scan_controls`] of one 32-byte chunk: two plain loops over a
-/// fixed-size chunk, each of which vectorises.
+/// [`scan_controls`] of one 32-byte chunk into the per-lane accumulators.
 #[inline(always)]
-fn scan_chunk(chunk: &[u8; 32]) -> (u8, u8) {
-    let mut b = 0u8;
-    for &x in chunk {
-        b |=
+fn scan_chunk(chunk: &[u8; 32], bad: &mut [u8; 32], cr: &mut [u8; 32], high: &mut [u8; 32]) {
+    for i in 0..32 {
+        let x = chunk[i];
+        bad[i] |=
             u8::from(x < 0x20) & u8::from(x != b'\t') & u8::from(x != b'\r') & u8::from(x != b'\n')
                 | u8::from(x == 0x7f);
+        cr[i] += u8::from(x == b'\r');
+        high[i] |= x;
     }
-    let mut c = 0u8;
-    for &x in chunk {
-        c += u8::from(x == b'\r');
-    }
-    (b, c)
 }
 
 fn line_of(head: &[u8], at: usize) -> u16 {
@@ -532,8 +573,7 @@ impl<'a> Message<'a> {
             return None;
         }
         self.raw
-            .iter()
-            .find(|h| h.kind == name)
+            .get(self.kinds.first(name))
             .map(|h| value_of(self.text, h))
     }
 
@@ -568,11 +608,12 @@ impl<'a> Message<'a> {
         Ok(self.header(name))
     }
 
-    /// The header array to search for `name`: empty when it is absent.
+    /// The header array to search for `name`, from its first line on:
+    /// empty when it is absent.
     #[inline]
     fn lines_of(&self, name: HeaderName) -> &[RawHeader] {
         if self.kinds.has(name) {
-            &self.raw
+            self.raw.get(self.kinds.first(name)..).unwrap_or(&[])
         } else {
             &[]
         }
@@ -647,6 +688,13 @@ Content-Length: 0\r\n\r\n";
         assert_eq!(m.header(HeaderName::Subject), Some("folded\r\n line"));
         assert_eq!(m.header_by_name("x-unknown"), Some("kept  verbatim"));
         assert_eq!(m.list(HeaderName::Via).count(), 3);
+        // Lookups start at each kind's first line.
+        assert_eq!(
+            m.header(HeaderName::Via),
+            Some("SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK776")
+        );
+        assert_eq!(m.header_values(HeaderName::Via).count(), 2);
+        assert_eq!(m.content_length(), Some(0));
         assert!(m.body.is_empty());
     }
 

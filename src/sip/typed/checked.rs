@@ -52,10 +52,11 @@ impl<'a> Message<'a> {
         let mut contacts = SmallVec::new();
         for c in self.contacts() {
             let contact = c?;
+            let (expires, q, reg_id) = contact.registration()?;
             contacts.push(CheckedContact {
-                expires: contact.expires()?,
-                q: contact.q()?,
-                reg_id: contact.reg_id()?,
+                expires,
+                q,
+                reg_id,
                 contact,
             });
         }
@@ -218,6 +219,16 @@ Accept: text/plain;x=\"a,application/sdp\", application/application-server-conta
             (e.expires, e.q, e.reg_id)
         };
         assert_eq!(params(0), (Some(60), Some(500), Some(2)));
+        // One pass reads what the three accessors read: the first of each name.
+        let req1 = register("Contact: <sip:a@10.0.0.1>;Expires=60;q=1;expires=x;REG-ID=7;q=0\r\n");
+        let m1 = parse(&req1).unwrap();
+        let c1 = m1.contacts().next().unwrap().unwrap();
+        let one = (c1.expires().unwrap(), c1.q().unwrap(), c1.reg_id().unwrap());
+        assert_eq!(one, (Some(60), Some(1000), Some(7)));
+        assert_eq!(c1.registration(), Ok(one));
+        let bad = register("Contact: <sip:a@10.0.0.1>;q=2\r\n");
+        let m2 = parse(&bad).unwrap();
+        assert_eq!(m2.validate().unwrap_err(), ParseError::BadHeader("Contact"));
         assert_eq!(params(1), (None, None, None));
         assert_eq!(c.require.as_slice(), ["path", "foo"]);
         // The quoted comma is inside a parameter, not a second element.
