@@ -142,6 +142,12 @@ pub fn node_key(node: u32) -> String {
 /// that a reader can enumerate nodes without scanning every master.
 pub const NODES_KEY: &str = "tether:nodes";
 
+/// The hash of every node's control API address (node → `host:port`),
+/// written beside [`NODES_KEY`] when a node joins: a job posted to any node
+/// hands each other node its part through that node's API (fan-out across
+/// the cluster). A key of its own, so the SIP address records stay as they are.
+pub const NODES_API_KEY: &str = "tether:nodes:api";
+
 /// What a record says: who owns the binding and until when.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Owner {

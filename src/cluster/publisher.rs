@@ -20,7 +20,7 @@ use crossbeam_channel::{select, Receiver};
 use redis::cluster::{cluster_pipe, ClusterClient, ClusterConnection};
 
 use super::coalesce::{BindingChange, Coalescer, Op};
-use super::keys::{bucket_key, bucket_key_at, node_key, Owner, NODES_KEY};
+use super::keys::{bucket_key, bucket_key_at, node_key, Owner, NODES_API_KEY, NODES_KEY};
 use super::{ClusterSection, Publish, Stats};
 
 /// Operations per pipeline.
@@ -48,7 +48,7 @@ fn permanent(e: &redis::RedisError) -> bool {
 }
 
 /// Unix seconds now.
-pub(crate) fn unix_now() -> u64 {
+pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -56,7 +56,7 @@ pub(crate) fn unix_now() -> u64 {
 
 /// Opens a cluster connection from the seeds, with the configured timeouts
 /// and no retries of its own (the caller decides when to try again).
-pub(crate) fn connect(cfg: &ClusterSection) -> redis::RedisResult<ClusterConnection> {
+pub fn connect(cfg: &ClusterSection) -> redis::RedisResult<ClusterConnection> {
     let t = Duration::from_millis(cfg.timeout_ms);
     ClusterClient::builder(cfg.redis.iter().map(String::as_str))
         .connection_timeout(t)
@@ -249,6 +249,13 @@ impl Thread {
                 .arg(self.cfg.node)
                 .arg(&self.cfg.advertise)
                 .ignore();
+            if !self.cfg.api_advertise.is_empty() {
+                p.cmd("HSET")
+                    .arg(NODES_API_KEY)
+                    .arg(self.cfg.node)
+                    .arg(&self.cfg.api_advertise)
+                    .ignore();
+            }
         }
         let Some(conn) = self.conn.as_mut() else {
             return;
