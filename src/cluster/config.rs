@@ -259,6 +259,12 @@ mod tests {
         let cfg = crate::config::Config::from_toml(ok).unwrap();
         assert!(cfg.cluster.enabled);
         assert!(err(&ok.replace("[push]\nnode = 2", "")).contains("push.node"));
+        let peer = ok.replace("[push]", "api_client = \"peers\"\n[push]");
+        assert!(err(&peer).contains("`cluster.api_client`"));
+        let listed = format!(
+            "{peer}[api]\nclients = [{{ name = \"peers\", token = \"0123456789abcdef0123\" }}]\n"
+        );
+        assert!(crate::config::Config::from_toml(&listed).is_ok());
     }
 
     #[test]
