@@ -46,6 +46,8 @@ pub(super) struct Nodes {
     pub duplicates: u64,
     /// Per node: when it last answered a keepalive (ms), whether it is up.
     answered_ms: Vec<u64>,
+    /// Per node: keepalives sent since its last answer.
+    unanswered: Vec<u32>,
     up: Vec<bool>,
     next_probe_ms: u64,
     probe_seq: u32,
@@ -85,6 +87,7 @@ impl Nodes {
             report,
             duplicates: 0,
             answered_ms: vec![0; k],
+            unanswered: vec![0; k],
             up: vec![true; k],
             next_probe_ms: 0,
             probe_seq: 0,
@@ -139,6 +142,9 @@ impl Nodes {
             // The first round starts every node's clock.
             self.answered_ms.fill(now_ms.max(1));
         }
+        for u in &mut self.unanswered {
+            *u = u.saturating_add(1);
+        }
         (0..self.addrs.len())
             .map(|k| (k, binding_request(k as u32, self.probe_seq)))
             .collect()
@@ -152,21 +158,27 @@ impl Nodes {
         if let Some(a) = self.answered_ms.get_mut(k) {
             *a = now_ms;
             self.up[k] = true;
+            self.unanswered[k] = 0;
         }
         true
     }
 
     /// Nodes silent past `failover` at `now_ms` go down; their endpoints
     /// move to the nodes still up (in turn) and are queued in `moved`.
+    /// Silent means: four keepalives unanswered over more than `failover`
+    /// while another node did answer within it. A generator that stalled
+    /// (a busy machine) finds every node silent at once, and moves nobody.
     pub fn check(&mut self, now_ms: u64) {
         if self.failover_ms == 0 {
             return;
         }
-        for k in 0..self.addrs.len() {
-            let silent = now_ms.saturating_sub(self.answered_ms[k]) > self.failover_ms;
-            if !self.up[k] || !silent || self.answered_ms[k] == 0 {
-                continue;
-            }
+        let silent = |k: usize| now_ms.saturating_sub(self.answered_ms[k]) > self.failover_ms;
+        let down: Vec<usize> = (0..self.addrs.len())
+            .filter(|&k| self.up[k] && self.answered_ms[k] != 0)
+            .filter(|&k| self.unanswered[k] >= 4 && silent(k))
+            .filter(|&k| (0..self.addrs.len()).any(|j| j != k && self.up[j] && !silent(j)))
+            .collect();
+        for k in down {
             self.up[k] = false;
             self.report[k].went_down_ms = Some(now_ms);
             let alive: Vec<u8> = (0..self.addrs.len())

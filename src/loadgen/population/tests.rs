@@ -490,3 +490,38 @@ fn several_nodes_share_the_endpoints_count_duplicates_and_fail_over() {
     assert_eq!(n, [(3, 3, 0, 0), (3, 3, 0, 1), (0, 2, 2, 0)]);
     assert!(s.nodes[2].went_down_ms.is_some());
 }
+
+#[test]
+fn a_generator_that_stalled_does_not_fail_every_node_over() {
+    let nodes = [
+        SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5061),
+        SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5062),
+    ];
+    let cfg = LoadConfig {
+        targets: nodes.to_vec(),
+        scenario: Scenario::Keepalive,
+        failover: Duration::from_millis(1000),
+        ..config(4)
+    };
+    let mut p = population(&cfg);
+    for r in tick(&mut p, 0)
+        .iter()
+        .filter(|s| !crate::nat::stun::is_stun(&s.bytes))
+    {
+        answer(&mut p, MS, r, 200, &[]);
+    }
+    // Nothing is read for 5 s (the generator itself was starved): both
+    // nodes look silent at once, and nobody moves.
+    for now in (250 * MS..=5_000 * MS).step_by(250 * MS as usize) {
+        let sent = tick(&mut p, now);
+        assert!(
+            sent.iter().all(|s| crate::nat::stun::is_stun(&s.bytes)),
+            "a REGISTER went out at {now}"
+        );
+    }
+    let s = summary(p);
+    assert!(s
+        .nodes
+        .iter()
+        .all(|n| n.moved_away == 0 && n.went_down_ms.is_none()));
+}
