@@ -26,6 +26,10 @@ use super::{ClusterSection, Publish, Stats};
 /// Operations per pipeline.
 const BATCH: usize = 2000;
 
+/// Bucket TTLs are raised to a multiple of this (s): a record's bucket may
+/// outlive it by this much, and most writes need no `EXPIRE` of their own.
+const TTL_STEP: u64 = 300;
+
 /// Deletes a record only while it still names this node (KEYS[1] bucket,
 /// ARGV[1] field, ARGV[2] the value's `node:` prefix): a device that moved
 /// to another node keeps that node's record.
@@ -92,6 +96,7 @@ impl Publisher {
             next_renewal: Instant::now() + Duration::from_secs(u64::from(cfg.renew_s)),
             joined: false,
             renewing: false,
+            covered: HashMap::new(),
         };
         let thread = super::SideThread::spawn("tether-cluster", move |stop| {
             t.stop = stop;
@@ -132,6 +137,9 @@ struct Thread {
     sweep_at: u32,
     /// A renewal pass is under way (started every `renew_s`).
     renewing: bool,
+    /// Bucket → the Unix second this node last raised its TTL to (forgotten
+    /// on any failed round trip: Redis may come back empty).
+    covered: HashMap<String, u64>,
 }
 
 impl Thread {
@@ -325,6 +333,7 @@ impl Thread {
         let now = unix_now();
         let buckets = self.cfg.buckets;
         let prefix = Owner::node_prefix(self.cfg.node);
+        // Bucket → the latest expiry written into it by this batch.
         let mut ttl: HashMap<String, u64> = HashMap::new();
         let mut p = cluster_pipe();
         let (mut writes, mut deletes) = (0u64, 0u64);
@@ -338,14 +347,18 @@ impl Thread {
                         .arg(owner.value())
                         .ignore();
                     let t = ttl.entry(key).or_default();
-                    *t = (*t).max(owner.expiry.saturating_sub(now).max(1));
+                    *t = (*t).max(owner.expiry);
                     writes += 1;
                 }
                 Op::Delete { id } => {
+                    let key = bucket_key(id.aor, buckets);
+                    // It may empty the bucket, and Redis drops an empty
+                    // hash with its TTL: raise it again at the next write.
+                    self.covered.remove(&key);
                     p.cmd("EVAL")
                         .arg(DELETE_IF_OURS)
                         .arg(1)
-                        .arg(bucket_key(id.aor, buckets))
+                        .arg(&key)
                         .arg(&id.field()[..])
                         .arg(&prefix)
                         .ignore();
@@ -353,12 +366,27 @@ impl Thread {
                 }
             }
         }
-        for (key, secs) in &ttl {
+        let mut raised = Vec::new();
+        for (key, expiry) in ttl {
+            if self.covered.get(&key).is_some_and(|c| *c >= expiry) {
+                continue;
+            }
+            // Raised in steps of TTL_STEP, so that the writes that follow
+            // into this bucket find it covered and send one HSET, not three
+            // commands. (Another node emptying the bucket also drops its
+            // TTL unseen here; its records then go by the sweeper.)
+            let until = expiry.div_ceil(TTL_STEP) * TTL_STEP;
+            let secs = until.saturating_sub(now).max(1);
             // A new bucket has no TTL, which GT treats as infinite: NX first.
-            p.cmd("EXPIRE").arg(key).arg(*secs).arg("NX").ignore();
-            p.cmd("EXPIRE").arg(key).arg(*secs).arg("GT").ignore();
+            p.cmd("EXPIRE").arg(&key).arg(secs).arg("NX").ignore();
+            p.cmd("EXPIRE").arg(&key).arg(secs).arg("GT").ignore();
+            raised.push((key, until));
         }
         p.exec(conn)?;
+        if self.covered.len() + raised.len() > self.cfg.buckets as usize {
+            self.covered.clear();
+        }
+        self.covered.extend(raised);
         self.stats.writes.fetch_add(writes, Ordering::Relaxed);
         self.stats.deletes.fetch_add(deletes, Ordering::Relaxed);
         self.up();
@@ -396,6 +424,7 @@ impl Thread {
     /// a new one) and keep everything pending.
     fn down(&mut self, e: &redis::RedisError) {
         self.conn = None;
+        self.covered.clear();
         self.outage = true;
         self.stats.errors.fetch_add(1, Ordering::Relaxed);
         if self.stats.redis_up.swap(0, Ordering::Relaxed) == 1
