@@ -16,11 +16,15 @@
 # NODE_RATE (default 40000) is each node's notify.rate: three nodes and the
 # generator share this machine's two cores, so 120,000/s in all (the
 # single-node broadcast ran best at ~115,000/s, BENCHMARKS.md "Fan-out").
+# KEEPALIVE_MS (default 300000) is keepalive.interval_ms: at the default
+# 25 s, three nodes' prompts to a million paths (40,000 OPTIONS/s) share the
+# same two cores as everything measured here; on a real cluster each node
+# has its own machine. Set KEEPALIVE_MS=25000 to measure with them.
 # Every process is started here and killed by PID at the end. Traffic stays
 # on 127.0.0.0/8. The full targets: `register 300000`, `broadcast 1000000`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-mode=${1:-broadcast} n=${2:-30000} runs=${RUNS:-3} base=${BASE:-7201} node_rate=${NODE_RATE:-40000}
+mode=${1:-broadcast} n=${2:-30000} runs=${RUNS:-3} base=${BASE:-7201} node_rate=${NODE_RATE:-40000} keepalive_ms=${KEEPALIVE_MS:-300000}
 cargo build -q --release --bin tether
 bin=${CARGO_TARGET_DIR:-target}/release/tether
 work=$(mktemp -d)
@@ -81,6 +85,8 @@ max_job_devices = 20000000
 clients = [{ name = "bench", token = "$token" }, { name = "cluster", token = "$peer", allow = ["127.0.0.0/8"] }]
 [notify]
 rate = $node_rate
+[keepalive]
+interval_ms = $keepalive_ms
 [push]
 node = $k
 [cluster]
@@ -99,13 +105,29 @@ stop_nodes() {
 
 targets() { for k in "$@"; do printf -- "--target 127.0.0.1:%d " $((base + 100 + k)); done; }
 
-# rate ENDPOINTS NODES...: REGISTER/s achieved over the given nodes.
+# CPU time (ns) of the given processes, all threads (/proc schedstat).
+cpu_ns() {
+  local t=0 p
+  for p in "$@"; do
+    t=$((t + $(cat /proc/"$p"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%.0f", s}')))
+  done
+  echo "$t"
+}
+
+# rate ENDPOINTS NODES...: REGISTER/s achieved over the given nodes; also
+# appends the nodes' and Redis's CPU µs per REGISTER to $work/cpu.
 rate() {
-  local eps=$1
+  local eps=$1 out n0 r0 n1 r1
   shift
+  n0=$(cpu_ns "${node_pids[@]}") r0=$(cpu_ns "${redis_pids[@]}")
   # shellcheck disable=SC2046
-  "$bin" bench register -n "$eps" -r 0 --window 20000 --duration 300 --json \
-    --source-base 127.40.0.1 --domain example.com $(targets "$@") | jq -r .achieved_rate
+  out=$("$bin" bench register -n "$eps" -r 0 --window 20000 --duration 300 --json \
+    --source-base 127.40.0.1 --domain example.com $(targets "$@"))
+  n1=$(cpu_ns "${node_pids[@]}") r1=$(cpu_ns "${redis_pids[@]}")
+  local ok
+  ok=$(jq -r .registered <<<"$out")
+  echo "$mode_tag $(echo "($n1 - $n0) / 1000 / $ok" | bc -l) $(echo "($r1 - $r0) / 1000 / $ok" | bc -l)" >>"$work/cpu"
+  jq -r .achieved_rate <<<"$out"
 }
 
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
@@ -117,22 +139,25 @@ register)
     sum=0
     for k in 1 2 3; do
       start_node "$k" off
-      x=$(rate "$per" "$k")
+      mode_tag=alone x=$(rate "$per" "$k")
       stop_nodes
       sum=$(echo "$sum + $x" | bc -l)
     done
     echo "$sum" >>"$work/alone"
     for k in 1 2 3; do start_node "$k" off; done
-    rate "$n" 1 2 3 >>"$work/off"
+    mode_tag=off rate "$n" 1 2 3 >>"$work/off"
     stop_nodes
     start_redis
     for k in 1 2 3; do start_node "$k" on; done
-    rate "$n" 1 2 3 >>"$work/on"
+    mode_tag=on rate "$n" 1 2 3 >>"$work/on"
     stop_nodes
     stop_redis
     echo "run $r: alone-sum $(tail -1 "$work/alone")  3-off $(tail -1 "$work/off")  3-cluster $(tail -1 "$work/on")"
   done
   echo "median REGISTER/s: sum of nodes alone $(median <"$work/alone"), 3 nodes cluster off $(median <"$work/off"), 3 nodes cluster on $(median <"$work/on")"
+  for t in alone off on; do
+    echo "median CPU per REGISTER ($t): tether $(awk -v t=$t '$1 == t {print $2}' "$work/cpu" | median) us, redis $(awk -v t=$t '$1 == t {print $3}' "$work/cpu" | median) us"
+  done
   ;;
 broadcast)
   for r in $(seq "$runs"); do
