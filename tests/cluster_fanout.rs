@@ -159,6 +159,10 @@ fn a_job_reaches_every_node_and_a_killed_node_fails_over_without_duplicates() {
     let parts = v["nodes"].as_array().unwrap();
     assert_eq!(parts.len(), 3, "{v}");
     assert!(parts.iter().all(|p| p["devices"] == DEVICES / 3), "{v}");
+    assert_eq!(
+        common::metric(&nodes[0].api, "tether_api_cluster_parts_total"),
+        2
+    );
 
     // Named targets posted to another node: per-device outcomes merged.
     let id = post_job(&nodes[1].api, &contact_me(&aors(|_| true)));

@@ -374,6 +374,7 @@ pub(super) struct Coordinator {
     pub body: Value,
     pub fanout: Arc<Fanout>,
     pub running: Running,
+    pub stats: Arc<super::ApiStats>,
     /// Reports the merged job to its `callback_url` at the end.
     pub webhook: Webhook,
 }
@@ -482,6 +483,11 @@ impl Coordinator {
                     }
                 },
             };
+            let counter = match status {
+                PartStatus::Running => &self.stats.cluster_parts,
+                _ => &self.stats.cluster_parts_failed,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
             self.fanout.state.lock().parts[k].status = status;
         }
     }
@@ -572,6 +578,9 @@ impl Coordinator {
                             if p.failures >= LOST_AFTER || over {
                                 tracing::info!(job = self.job.id, node = p.node, error = %e, "cluster job: node stopped answering; its part is lost");
                                 p.status = PartStatus::Lost;
+                                self.stats
+                                    .cluster_parts_lost
+                                    .fetch_add(1, Ordering::Relaxed);
                             }
                         }
                     }

@@ -73,6 +73,12 @@ pub struct ApiStats {
     pub requests_4xx: AtomicU64,
     pub requests_5xx: AtomicU64,
     pub jobs_accepted: AtomicU64,
+    /// Fan-out across the cluster: parts handed to other nodes, parts no
+    /// node took (unreachable, refused, no API address), parts lost to a
+    /// node that stopped answering.
+    pub cluster_parts: AtomicU64,
+    pub cluster_parts_failed: AtomicU64,
+    pub cluster_parts_lost: AtomicU64,
 }
 
 /// The control API's state.
@@ -378,6 +384,7 @@ impl Service {
             body: original,
             fanout: state,
             running: self.coordinators.clone(),
+            stats: self.stats.clone(),
             webhook,
         };
         if let Err(e) = c.spawn() {
@@ -603,6 +610,21 @@ impl Service {
                 "tether_api_jobs_accepted_total",
                 "Fan-out jobs accepted.",
                 &s.jobs_accepted,
+            ),
+            (
+                "tether_api_cluster_parts_total",
+                "Parts of jobs handed to other cluster nodes.",
+                &s.cluster_parts,
+            ),
+            (
+                "tether_api_cluster_parts_failed_total",
+                "Parts of jobs no node took (unreachable, refused, no API address): their targets are no_binding.",
+                &s.cluster_parts_failed,
+            ),
+            (
+                "tether_api_cluster_parts_lost_total",
+                "Parts of jobs whose node stopped answering while they ran.",
+                &s.cluster_parts_lost,
             ),
         ];
         for (name, help, v) in api {
