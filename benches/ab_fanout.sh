@@ -4,11 +4,13 @@
 # starts fresh, N endpoints register (tether bench notify; each endpoint its
 # own 127/8 address and port, answering 200), one contact-me job to all of
 # them through the API; then the server's RSS. Prints one line per run.
-#   benches/ab_fanout.sh A_BIN B_BIN [ENDPOINTS] [ROUNDS] [JOB_RATE]
+#   benches/ab_fanout.sh A_BIN B_BIN [ENDPOINTS] [ROUNDS] [JOB_RATE] [KIND]
+# (KIND: contact-me, the default, or wake-invite; JOB_RATE 0 = the node's rate)
 # e.g. benches/ab_fanout.sh /tmp/old/tether target/release/tether 1000000 3 115000
 set -euo pipefail
 cd "$(dirname "$0")/.."
-a=$1 b=$2 n=${3:-1000000} rounds=${4:-3} rate=${5:-115000}
+a=$1 b=$2 n=${3:-1000000} rounds=${4:-3} rate=${5:-115000} kind=${6:-contact-me}
+job_rate=(--job-rate "$rate"); [ "$rate" = 0 ] && job_rate=()
 work=$(mktemp -d)
 tpid=""
 cleanup() { [ -n "$tpid" ] && kill "$tpid" 2>/dev/null || true; rm -rf "$work"; }
@@ -24,7 +26,7 @@ for r in $(seq "$rounds"); do
     tpid=$!; sleep 1
     "$bin" bench notify -t "127.0.0.1:$port" -n "$n" -r 0 --window 1000 --duration 300 \
       --source-base 127.42.0.1 --api "http://127.0.0.1:$aport" --token bench-token-0123456789 \
-      --server-pid "$tpid" --probes 0 --job-rate "$rate" --json > "$work/lg.json"
+      --server-pid "$tpid" --probes 0 "${job_rate[@]}" --job-kind "$kind" --json > "$work/lg.json"
     rss=$(awk '/VmRSS/ {print int($2 / 1024)}' /proc/"$tpid"/status)
     kill "$tpid"; wait "$tpid" 2>/dev/null || true; tpid=""
     python3 - "$work/lg.json" "$which" "$r" "$n" "$rss" <<'PY'

@@ -18,6 +18,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=$1 rounds=$2 tether=$3 floor=$4
+# The generator: tether unless GEN names another build (A/B of two floors:
+# GEN=target/release/tether benches/floor_register.sh N R FLOOR_B FLOOR_A).
+gen=${GEN:-$tether}
 work=$(mktemp -d)
 spid=""
 cleanup() { [ -n "$spid" ] && kill "$spid" 2>/dev/null || true; rm -rf "$work"; }
@@ -40,7 +43,7 @@ for r in $(seq "$rounds"); do
     if ! kill -0 "$spid" 2>/dev/null; then
       echo "$server did not start:" >&2; cat "$work"/*.log >&2 2>/dev/null || true; exit 1
     fi
-    taskset -c 1 "$tether" bench register -t "127.0.0.1:$port" -n "$n" -r 0 --window 1000 \
+    taskset -c 1 "$gen" bench register -t "127.0.0.1:$port" -n "$n" -r 0 --window 1000 \
       --duration 300 --server-pid "$spid" --json > "$work/lg.json"
     kill "$spid" 2>/dev/null || true; wait "$spid" 2>/dev/null || true; spid=""
     python3 - "$work/lg.json" "$server" "$r" >> "$work/runs.tsv" <<'PY'

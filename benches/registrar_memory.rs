@@ -69,7 +69,7 @@ Expires: 3600\r\nAccept: application/sdp, application/application-server-contact
         // are: they go onto the core's wheel, as the endpoint puts them.
         reg.path_events.clear();
         for (at, slot, gen) in reg.expiry_arms.drain(..) {
-            timers.arm(at, Timer::Expiry { slot, gen });
+            timers.arm_unhandled(at, Timer::Expiry { slot, gen });
         }
     }
     let after = rss_bytes();

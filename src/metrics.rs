@@ -222,6 +222,24 @@ core_metrics! {
         "Routing webhook answers taken (targets or a reject).";
     RouteDefaulted: counter "tether_route_webhook_defaulted_total", "route_defaulted",
         "INVITEs routed by the location service: the webhook failed, was late or unusable.";
+    ClusterForwarded: counter "tether_cluster_calls_forwarded_total", "cluster_forwarded",
+        "Requests forwarded to the node owning their callee (issue 18).";
+    ClusterFromPeers: counter "tether_cluster_calls_from_peers_total", "cluster_from_peers",
+        "Requests another node of the cluster routed here.";
+    ClusterWaited: counter "tether_cluster_calls_waited_total", "cluster_waited",
+        "Requests that waited for an owner lookup (not in the core's cache).";
+    ClusterWaiting: gauge "tether_cluster_calls_waiting", "cluster_waiting",
+        "Requests waiting for an owner lookup now.";
+    ClusterRetried: counter "tether_cluster_owner_retries_total", "cluster_retried",
+        "Requests the owner answered 404/480 (stale ownership): looked up once more.";
+    ClusterLookupTimeouts: counter "tether_cluster_lookup_timeouts_total", "cluster_lookup_timeouts",
+        "Owner lookups not answered within cluster.lookup_timeout_ms.";
+    ClusterFallbackUpstream: counter "tether_cluster_fallback_upstream_total", "cluster_to_upstream",
+        "Requests sent to proxy.upstream because no owner could be looked up (Redis unreachable, late, or too many waiting).";
+    ClusterFallbackFailed: counter "tether_cluster_fallback_failed_total", "cluster_failed",
+        "Requests answered 480 because no owner could be looked up and no proxy.upstream is set.";
+    ClusterBridgeForwarded: counter "tether_cluster_bridge_forwarded_total", "cluster_bridge_forwarded",
+        "Bridge call-backs forwarded to the node holding their call.";
     LimitedRegister: counter "tether_limit_register_limited_total", "limited_register",
         "REGISTERs over their source's limits.register_rate (answered 503 or dropped).";
     LimitedInvite: counter "tether_limit_invite_limited_total", "limited_invite",

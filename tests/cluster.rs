@@ -277,6 +277,8 @@ fn ownership_records_follow_the_registrar_across_a_redis_outage() {
     assert_eq!(&*owners[0].addr, "127.0.0.1:5602");
     assert!(look.ask("nobody@127.0.0.1").is_empty());
     assert_eq!(metric(&base_a, "tether_cluster_redis_up"), 1);
+    // The node list the cores get (the proxy trusts and routes by it).
+    look.wait_nodes(&[(1, "127.0.0.1:5601", true), (2, "127.0.0.1:5602", true)]);
 
     // Node 2 stops (deleting its heartbeat key): its records own nothing.
     rt_b.shutdown().unwrap();
@@ -286,6 +288,7 @@ fn ownership_records_follow_the_registrar_across_a_redis_outage() {
     wait_until(5, "bob to have no live owner", || {
         look.ask("bob@127.0.0.1").is_empty()
     });
+    look.wait_nodes(&[(1, "127.0.0.1:5601", true), (2, "127.0.0.1:5602", false)]);
 
     // Redis refusing a write outright (a key of the wrong type where a
     // bucket should be) is counted, not retried, and not an outage.
@@ -314,6 +317,8 @@ fn ownership_records_follow_the_registrar_across_a_redis_outage() {
 struct Lookups {
     tx: crossbeam_channel::Sender<OwnerQuery>,
     rx: crossbeam_channel::Receiver<Command>,
+    /// The last node list the thread handed the core.
+    nodes: Option<tether::cluster::lookup::Nodes>,
     _resolver: Resolver,
     _poll: mio::Poll,
 }
@@ -336,6 +341,7 @@ impl Lookups {
         Lookups {
             tx,
             rx: crx,
+            nodes: None,
             _resolver: resolver,
             _poll: poll,
         }
@@ -349,12 +355,37 @@ impl Lookups {
                 aor: aor.into(),
             })
             .unwrap();
-        match self.rx.recv_timeout(Duration::from_secs(5)) {
-            Ok(Command::ClusterOwners(a)) => {
-                assert_eq!(a.aor, tether::cluster::keys::stable_hash(aor.as_bytes()));
-                a.owners.expect("Redis answered the lookup")
+        loop {
+            match self.rx.recv_timeout(Duration::from_secs(5)) {
+                Ok(Command::ClusterOwners(a)) => {
+                    assert_eq!(a.aor, tether::cluster::keys::stable_hash(aor.as_bytes()));
+                    return a.owners.expect("Redis answered the lookup");
+                }
+                // The thread also hands the cores the node list.
+                Ok(Command::ClusterNodes(n)) => self.nodes = Some(n),
+                other => panic!("no owner answer: {other:?}"),
             }
-            other => panic!("no owner answer: {other:?}"),
+        }
+    }
+
+    /// Waits (at most 10 s) for a node list as `want` says: (id, address, live).
+    fn wait_nodes(&mut self, want: &[(u32, &str, bool)]) {
+        let matches = |n: &tether::cluster::lookup::Nodes| {
+            n.len() == want.len()
+                && n.iter().zip(want).all(|(n, (id, a, live))| {
+                    n.id == *id && n.addr == Some(a.parse().unwrap()) && n.live == *live
+                })
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !self.nodes.as_ref().is_some_and(matches) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "node list {:?}, want {want:?}",
+                self.nodes
+            );
+            if let Ok(Command::ClusterNodes(n)) = self.rx.recv_timeout(Duration::from_millis(200)) {
+                self.nodes = Some(n);
+            }
         }
     }
 }

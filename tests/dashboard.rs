@@ -171,9 +171,17 @@ fn the_scanner_finds_metric_names_only() {
 #[test]
 fn every_dashboard_metric_is_exposed_by_metrics() {
     let wanted = dashboard_metrics();
-    let (_rt, _addr, _api, base) = common::start_with_api("");
-    let (status, body) = common::http("GET", &format!("{base}/metrics"), None, None);
+    // Persistence renders its rows only when it is on: on, in a scratch dir.
+    let dir = common::TempDir::new("dashboard-persist");
+    let (_rt, _addr, _api, base) = common::start_with_api(&format!(
+        "[persist]\nenabled = true\ndir = \"{}\"\n",
+        dir.0.display()
+    ));
+    let (status, mut body) = common::http("GET", &format!("{base}/metrics"), None, None);
     assert_eq!(status, 200, "{body}");
+    // The cluster's rows need Redis to be live (tests/cluster.rs); here they
+    // come from the same renderer `/metrics` calls when `[cluster]` is on.
+    tether::cluster::Stats::default().render(&mut body);
     let exposed: BTreeSet<&str> = body
         .lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
@@ -197,6 +205,8 @@ fn every_dashboard_metric_is_exposed_by_metrics() {
         "tether_notify_delivered_total",
         "tether_calls_attempted_total",
         "tether_malformed_dropped_total",
+        "tether_persist_records_total",
+        "tether_cluster_redis_up",
     ] {
         assert!(wanted.contains(m), "the dashboard has no panel on {m}");
     }

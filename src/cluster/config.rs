@@ -55,6 +55,12 @@ pub struct ClusterSection {
     /// the others' APIs, the same entry on every node; only this client may
     /// post a node's part of a job. Empty: jobs reach this node's devices only.
     pub api_client: String,
+    /// A call for a device this node does not hold waits at most this long
+    /// (ms) for the owner lookup; then it takes the upstream, or 480.
+    pub lookup_timeout_ms: u64,
+    /// Calls one core keeps waiting for owner lookups; more take the
+    /// upstream (or 480) at once.
+    pub lookup_waiting: usize,
 }
 
 impl Default for ClusterSection {
@@ -76,6 +82,8 @@ impl Default for ClusterSection {
             lookup_cache: 10_000,
             api_advertise: String::new(),
             api_client: String::new(),
+            lookup_timeout_ms: 500,
+            lookup_waiting: 1000,
         }
     }
 }
@@ -159,6 +167,21 @@ impl ClusterSection {
                     "{} is out of range; use 0..=600000 (a node that stopped is seen within it)",
                     self.lookup_cache_ms
                 ),
+            ));
+        }
+        if !(10..=30_000).contains(&self.lookup_timeout_ms) {
+            return Err(invalid(
+                "cluster.lookup_timeout_ms",
+                format!(
+                    "{} is out of range; use 10..=30000 (a call waits this long for its owner)",
+                    self.lookup_timeout_ms
+                ),
+            ));
+        }
+        if self.lookup_waiting == 0 {
+            return Err(invalid(
+                "cluster.lookup_waiting",
+                "0 lets no call wait for its owner; use at least 1".into(),
             ));
         }
         for url in &self.redis {
@@ -297,5 +320,11 @@ mod tests {
         s = on();
         s.api_advertise = "127.0.0.1".into();
         assert_eq!(key_of(&s, 1), "cluster.api_advertise");
+        s = on();
+        s.lookup_timeout_ms = 5;
+        assert_eq!(key_of(&s, 1), "cluster.lookup_timeout_ms");
+        s = on();
+        s.lookup_waiting = 0;
+        assert_eq!(key_of(&s, 1), "cluster.lookup_waiting");
     }
 }

@@ -147,6 +147,12 @@ pub const NODES_KEY: &str = "tether:nodes";
 /// hands each other node its part through that node's API (fan-out across
 /// the cluster). A key of its own, so the SIP address records stay as they are.
 pub const NODES_API_KEY: &str = "tether:nodes:api";
+/// The SIP address in a heartbeat or [`NODES_KEY`] value: its first word.
+/// Fields added later follow it after a space, so readers of this version
+/// still find the address.
+pub fn node_sip_addr(value: &str) -> &str {
+    value.split_ascii_whitespace().next().unwrap_or("")
+}
 
 /// What a record says: who owns the binding and until when.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,6 +219,16 @@ mod tests {
             .parse()
             .unwrap();
         assert!(n < 16);
+    }
+
+    #[test]
+    fn a_node_value_starts_with_its_sip_address() {
+        assert_eq!(node_sip_addr("10.0.0.1:5060"), "10.0.0.1:5060");
+        assert_eq!(
+            node_sip_addr("10.0.0.1:5060 api=10.0.0.1:8080"),
+            "10.0.0.1:5060"
+        );
+        assert_eq!(node_sip_addr(""), "");
     }
 
     #[test]

@@ -10,6 +10,12 @@
 //!
 //! Records past their expiry, and records of a node whose heartbeat key is
 //! gone (a node that stopped), are not owners.
+//!
+//! The same thread reads the node list (`tether:nodes` and each node's
+//! heartbeat) once per heartbeat interval and hands every core a copy when
+//! it changes ([`crate::endpoint::Command::ClusterNodes`]): the proxy trusts
+//! requests from these addresses (calls another node routed here) and
+//! forwards bridge call-backs to the node holding the call.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -19,7 +25,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, Receiver, Sender};
 use redis::cluster::ClusterConnection;
 
-use super::keys::{bucket_key, node_key, stable_hash, Owner, RecordId};
+use super::keys::{bucket_key, node_key, node_sip_addr, stable_hash, Owner, RecordId, NODES_KEY};
 use super::publisher::{connect, unix_now};
 use super::{ClusterSection, Stats};
 use crate::endpoint::Command;
@@ -34,6 +40,19 @@ pub struct Remote {
     /// The owner's advertised SIP address (`cluster.advertise`).
     pub addr: Arc<str>,
 }
+
+/// A node of the cluster, as the cores know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub id: u32,
+    /// Its SIP address (`cluster.advertise`), when it is numeric.
+    pub addr: Option<std::net::SocketAddr>,
+    /// Its heartbeat key lives.
+    pub live: bool,
+}
+
+/// Every node that joined, by id.
+pub type Nodes = Arc<[Node]>;
 
 /// A core's question.
 #[derive(Debug, Clone)]
@@ -171,6 +190,8 @@ impl Resolver {
             conn: None,
             retry_at: Instant::now(),
             nodes: HashMap::new(),
+            node_list: Arc::from(Vec::new()),
+            listed_at: None,
         };
         let thread = super::SideThread::spawn("tether-lookup", move |stop| {
             t.stop = stop;
@@ -196,19 +217,89 @@ struct LookupThread {
     retry_at: Instant,
     /// Node → (its address, or none when its heartbeat is gone; when read).
     nodes: HashMap<u32, (Option<Arc<str>>, Instant)>,
+    /// The node list last sent to the cores.
+    node_list: Nodes,
+    /// When the node list was last read.
+    listed_at: Option<Instant>,
 }
 
 impl LookupThread {
     fn run(&mut self) {
+        let every = Duration::from_millis(self.cfg.heartbeat_ms);
         loop {
+            if self.listed_at.is_none_or(|t| t.elapsed() >= every) {
+                self.listed_at = Some(Instant::now());
+                self.refresh_nodes();
+            }
             select! {
                 recv(self.queries) -> q => match q {
                     Ok(q) => self.answer(q),
                     Err(_) => return,
                 },
                 recv(self.stop) -> _ => return,
+                default(every) => {}
             }
         }
+    }
+
+    /// Reads the node list; tells every core when it changed. A failed
+    /// read keeps the list the cores have (Redis down: peers stay trusted).
+    fn refresh_nodes(&mut self) {
+        let list = match self.read_nodes() {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::debug!(error = %e, "cluster: node list not read");
+                self.conn = None;
+                self.retry_at = Instant::now() + Duration::from_millis(self.cfg.heartbeat_ms);
+                return;
+            }
+        };
+        if *list == *self.node_list {
+            return;
+        }
+        self.node_list = list;
+        for inbox in &self.inboxes {
+            // A full inbox misses this copy; the next change sends another.
+            let _ = inbox.send(Command::ClusterNodes(self.node_list.clone()));
+        }
+    }
+
+    fn read_nodes(&mut self) -> redis::RedisResult<Nodes> {
+        self.ensure_conn()?;
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(self.node_list.clone());
+        };
+        let all: Vec<(String, String)> = redis::cmd("HGETALL").arg(NODES_KEY).query(conn)?;
+        let mut list = Vec::with_capacity(all.len());
+        for (id, listed) in all {
+            let Ok(id) = id.parse::<u32>() else {
+                continue;
+            };
+            // The heartbeat names the address the node has now; a node
+            // without one keeps the address it joined with.
+            let beat = self.node_addr(id)?;
+            let addr = beat.as_deref().unwrap_or(&listed);
+            list.push(Node {
+                id,
+                addr: node_sip_addr(addr).parse().ok(),
+                live: beat.is_some(),
+            });
+        }
+        list.sort_by_key(|n| n.id);
+        Ok(list.into())
+    }
+
+    fn ensure_conn(&mut self) -> redis::RedisResult<()> {
+        if self.conn.is_none() {
+            if Instant::now() < self.retry_at {
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::Io,
+                    "Redis unreachable, waiting to reconnect",
+                )));
+            }
+            self.conn = Some(connect(&self.cfg)?);
+        }
+        Ok(())
     }
 
     fn answer(&mut self, q: OwnerQuery) {
@@ -233,15 +324,7 @@ impl LookupThread {
 
     /// Live owners of the AOR hashed `aor`.
     fn owners(&mut self, aor: u64) -> redis::RedisResult<Vec<Remote>> {
-        if self.conn.is_none() {
-            if Instant::now() < self.retry_at {
-                return Err(redis::RedisError::from((
-                    redis::ErrorKind::Io,
-                    "Redis unreachable, waiting to reconnect",
-                )));
-            }
-            self.conn = Some(connect(&self.cfg)?);
-        }
+        self.ensure_conn()?;
         let Some(conn) = self.conn.as_mut() else {
             return Ok(Vec::new());
         };

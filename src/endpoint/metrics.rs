@@ -113,6 +113,15 @@ impl Endpoint {
             M::RouteAsked => p.route_asked,
             M::RouteAnswered => p.route_answered,
             M::RouteDefaulted => p.route_defaulted,
+            M::ClusterForwarded => p.cluster_forwarded,
+            M::ClusterFromPeers => p.cluster_from_peers,
+            M::ClusterWaited => p.cluster_waited,
+            M::ClusterWaiting => self.proxy.owner_waiting() as u64,
+            M::ClusterRetried => p.cluster_retried,
+            M::ClusterLookupTimeouts => p.cluster_timeouts,
+            M::ClusterFallbackUpstream => p.cluster_to_upstream,
+            M::ClusterFallbackFailed => p.cluster_failed,
+            M::ClusterBridgeForwarded => p.cluster_bridge_forwarded,
             M::BindingsPerSourceRefused => r.source_full,
             M::LimitedRegister
             | M::LimitedInvite

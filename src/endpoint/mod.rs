@@ -31,6 +31,7 @@ macro_rules! proxy_ctx {
             keepalive: &mut $ep.keepalive,
             auth: $ep.registrar.authenticator(),
             media: &mut $ep.media,
+            owners: &mut $ep.owners,
         }
     };
 }
@@ -145,6 +146,8 @@ pub enum Command {
     Registered(Arc<str>),
     /// The answer to an owner lookup this core asked the cluster for.
     ClusterOwners(crate::cluster::lookup::OwnerAnswer),
+    /// The cluster's node list changed (peers' SIP addresses, liveness).
+    ClusterNodes(crate::cluster::lookup::Nodes),
     /// List this core's blocked sources (`GET /v1/blocks`), or lift the
     /// block of one address and list it (`DELETE /v1/blocks/<address>`);
     /// the answer goes back as [`Event::Blocks`].
@@ -393,6 +396,20 @@ impl Endpoint {
         self.keepalive.paths()
     }
 
+    /// Heap bytes of this core's per-endpoint structures, by capacity, for
+    /// the memory benches: (name, bytes). The directory is shared and not in it.
+    pub fn heap_breakdown(&self) -> [(&'static str, usize); 5] {
+        let (records, index) = self.keepalive.heap_bytes();
+        let (timer_records, timer_table) = self.timers.heap_bytes();
+        [
+            ("binding slab", self.registrar.slab_heap_bytes()),
+            ("NAT path records", records),
+            ("NAT path index", index),
+            ("timer records (expiry + keepalive)", timer_records),
+            ("timer generations + free list", timer_table),
+        ]
+    }
+
     /// Bindings this core owns.
     pub fn local_bindings(&self) -> usize {
         self.registrar.local_bindings()
@@ -472,8 +489,14 @@ impl Core for Endpoint {
             }
             Command::HttpAnswer(a) => self.on_http_answer(now, a),
             Command::ClusterOwners(a) => {
-                self.owners.answer(a, now);
+                // The calls waiting for it take the answer itself: with
+                // `lookup_cache_ms = 0` the cache forgets it at once.
+                let owners = a.owners.clone();
+                let aor = self.owners.answer(a, now);
+                let mut cx = proxy_ctx!(self, now);
+                self.proxy.on_owners(aor, owners.as_deref(), &mut cx);
             }
+            Command::ClusterNodes(nodes) => self.proxy.set_cluster_nodes(nodes),
             Command::Registered(aor) => {
                 let mut cx = proxy_ctx!(self, now);
                 self.proxy.on_registered(&aor, &mut cx);
@@ -504,7 +527,9 @@ impl Core for Endpoint {
                 break;
             };
             match t {
-                Timer::Keepalive { path, step } => self.on_keepalive_timer(path, step, now),
+                Timer::Keepalive { path, step, nonce } => {
+                    self.on_keepalive_timer(path, step, nonce, now)
+                }
                 Timer::Transaction { slot, nonce } => {
                     self.notify.on_timer(slot, nonce, now, &mut self.timers)
                 }

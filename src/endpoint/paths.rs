@@ -13,11 +13,17 @@ use crate::timer::{KeepaliveStep, Timer};
 
 impl Endpoint {
     /// Keepalive timer `step` of path `path` is due.
-    pub(super) fn on_keepalive_timer(&mut self, path: u32, step: KeepaliveStep, now_ms: u64) {
+    pub(super) fn on_keepalive_timer(
+        &mut self,
+        path: u32,
+        step: KeepaliveStep,
+        nonce: u32,
+        now_ms: u64,
+    ) {
         let mut actions = std::mem::take(&mut self.actions);
         actions.clear();
         self.keepalive
-            .on_timer(path, step, now_ms, &mut self.timers, &mut actions);
+            .on_timer(path, step, nonce, now_ms, &mut self.timers, &mut actions);
         self.path_actions(&actions);
         self.actions = actions;
     }
@@ -58,7 +64,8 @@ impl Endpoint {
     /// expiry timers onto the core's wheel.
     pub(super) fn sync_paths(&mut self, now_ms: u64) {
         for (at, slot, gen) in self.registrar.expiry_arms.drain(..) {
-            self.timers.arm(at, Timer::Expiry { slot, gen });
+            // The registrar never cancels one: no handle.
+            self.timers.arm_unhandled(at, Timer::Expiry { slot, gen });
         }
         for e in self.registrar.path_events.drain(..) {
             self.guard.binding_changed(e.path.remote().ip(), e.added);

@@ -257,6 +257,15 @@ fn proxy_config(cfg: &Config, secret: &[u8; 32]) -> std::io::Result<crate::proxy
         );
     }
     p.hold = Some(Arc::new(hold_settings(cfg, secret)?));
+    p.cluster = cfg
+        .cluster
+        .enabled
+        .then(|| crate::proxy::cluster::ClusterRoute {
+            node: cfg.cluster.node,
+            advertise: cfg.cluster.advertise.clone(),
+            timeout_ms: cfg.cluster.lookup_timeout_ms,
+            max_waiting: cfg.cluster.lookup_waiting,
+        });
     Ok(p)
 }
 

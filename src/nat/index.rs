@@ -1,6 +1,6 @@
 //! The path index: from a path's key to its slot in the path table.
 
-use super::{Path, PathKey};
+use super::{PathKey, Table};
 
 /// Path key → the path's slot in the table. Buckets hold only the 4-byte
 /// slot and the key is compared in the path itself: at a million paths that
@@ -17,26 +17,26 @@ impl PathIndex {
         std::hash::BuildHasher::hash_one(&self.hasher, key)
     }
 
-    pub(super) fn get(&self, key: &PathKey, paths: &[Option<Path>]) -> Option<u32> {
+    pub(super) fn get(&self, key: &PathKey, paths: &Table) -> Option<u32> {
         self.table.find(self.hash(key), holds(key, paths)).copied()
     }
 
     /// Indexes slot `i`, which already holds the path for `key`.
-    pub(super) fn insert(&mut self, key: PathKey, i: u32, paths: &[Option<Path>]) {
+    pub(super) fn insert(&mut self, key: PathKey, i: u32, paths: &Table) {
         let hash = self.hash(&key);
         let rehash = rehasher(&self.hasher, paths);
         self.table.insert_unique(hash, i, rehash);
     }
 
     /// Room for `n` entries in all.
-    pub(super) fn reserve(&mut self, n: usize, paths: &[Option<Path>]) {
+    pub(super) fn reserve(&mut self, n: usize, paths: &Table) {
         let more = n.saturating_sub(self.table.len());
         let rehash = rehasher(&self.hasher, paths);
         self.table.reserve(more, rehash);
     }
 
     /// Forgets `key`, before its slot is emptied.
-    pub(super) fn remove(&mut self, key: &PathKey, paths: &[Option<Path>]) {
+    pub(super) fn remove(&mut self, key: &PathKey, paths: &Table) {
         if let Ok(e) = self.table.find_entry(self.hash(key), holds(key, paths)) {
             e.remove();
         }
@@ -46,15 +46,12 @@ impl PathIndex {
 /// An index entry's hash, from its path's key (buckets keep only the slot).
 fn rehasher<'a>(
     hasher: &'a foldhash::fast::RandomState,
-    paths: &'a [Option<Path>],
+    paths: &'a Table,
 ) -> impl Fn(&u32) -> u64 + 'a {
-    move |&j| {
-        let p = paths[j as usize].as_ref().expect("indexed paths are live");
-        std::hash::BuildHasher::hash_one(hasher, p.key)
-    }
+    move |&j| std::hash::BuildHasher::hash_one(hasher, paths.key(j))
 }
 
 /// Whether an index entry (a slot) holds the path for `key`.
-fn holds<'a>(key: &'a PathKey, paths: &'a [Option<Path>]) -> impl Fn(&u32) -> bool + 'a {
-    move |&i| paths[i as usize].as_ref().is_some_and(|p| p.key == *key)
+fn holds<'a>(key: &'a PathKey, paths: &'a Table) -> impl Fn(&u32) -> bool + 'a {
+    move |&i| paths.holds(i, key)
 }

@@ -80,39 +80,108 @@ pub struct Stats {
     pub paths: u64,
 }
 
+/// A path, in 56 bytes (a million endpoints keep a million of them): the
+/// key packed into 8 bytes (an IPv6 one lives in [`Table::v6`]), the prompt
+/// in flight as an id, a flag and the low 32 bits of its send time, one
+/// binding inline (more go to [`Keepalive::spilled`]), and what only paths
+/// with dialogs need (their count, the linger timer) in [`Keepalive::dialogs`].
 #[derive(Debug)]
 struct Path {
-    key: PathKey,
+    /// [`PathKey::V4`]'s value, or [`V6_KEY`].
+    key: u64,
     last_seen: u64,
+    /// The id of the prompt in flight, while [`PROMPTING`] is set.
+    prompt_id: u64,
+    /// The nonce of the pending check timer, while [`CHECK_ARMED`] is set.
+    /// Keepalive timers take no handle (see [`Keepalive::arm`]).
+    check_nonce: u32,
+    /// The nonce of the pending retransmission or timeout of the prompt,
+    /// while [`PROMPT_ARMED`] is set.
+    prompt_nonce: u32,
+    /// The caller's id of the path's one binding (the registrar's slot and
+    /// generation), so a dead path finds it without a scan; [`NO_BINDING`]
+    /// when it has none or they are in [`Keepalive::spilled`].
+    binding: (u32, u32),
     registrations: u32,
-    dialogs: u32,
-    /// Set while lingering after the last dialog.
-    linger_until: Option<u64>,
-    /// Prompt in flight: its id and when it was sent.
-    prompt: Option<(u64, u64)>,
+    /// The low 32 bits of the prompt's send time (ms): a retransmission
+    /// comes long before they wrap (49 days).
+    prompt_sent: u32,
     misses: u8,
+    /// [`PROMPTING`], [`DIALOGS`], [`LINGERING`], [`RESTORED`], [`SPILLED`].
+    flags: u8,
     dead: bool,
-    /// Restored from disk and not prompted since: its first check prompts
-    /// whatever `last_seen` says (nothing was seen in this run).
-    restored: bool,
-    check: Option<TimerHandle>,
-    prompt_timer: Option<TimerHandle>,
+}
+
+/// The key field of a path whose key is IPv6 (a V4 key's top byte is 0).
+const V6_KEY: u64 = u64::MAX;
+const NO_BINDING: (u32, u32) = (u32::MAX, 0);
+/// A prompt is in flight.
+const PROMPTING: u8 = 1;
+/// At least one dialog uses the path.
+const DIALOGS: u8 = 2;
+/// Lingering after the last dialog.
+const LINGERING: u8 = 4;
+/// Restored from disk and not prompted since: its first check prompts
+/// whatever `last_seen` says (nothing was seen in this run).
+const RESTORED: u8 = 8;
+/// More than one binding: all of them are in [`Keepalive::spilled`].
+const SPILLED: u8 = 16;
+/// The check timer is pending.
+const CHECK_ARMED: u8 = 32;
+/// The prompt's retransmission or timeout timer is pending.
+const PROMPT_ARMED: u8 = 64;
+
+/// What a path with dialogs keeps besides its record.
+#[derive(Debug, Default)]
+struct DialogState {
+    count: u32,
     linger: Option<TimerHandle>,
-    /// The caller's ids of the bindings on this path (the registrar's
-    /// slot and generation), so a dead path finds them without a scan.
-    bindings: smallvec::SmallVec<[(u32, u32); 1]>,
+}
+
+/// The path records and the IPv6 keys that do not fit in them.
+#[derive(Debug, Default)]
+pub(super) struct Table {
+    paths: Vec<Option<Path>>,
+    v6: hashbrown::HashMap<u32, PathKey>,
+}
+
+impl Table {
+    /// The key of the live path at `i`.
+    fn key(&self, i: u32) -> PathKey {
+        let p = self.paths[i as usize].as_ref().expect("live path index");
+        match p.key {
+            V6_KEY => self.v6[&i],
+            k => PathKey::V4(k),
+        }
+    }
+
+    /// Whether slot `i` holds the path for `key`.
+    fn holds(&self, i: u32, key: &PathKey) -> bool {
+        match (self.paths.get(i as usize).and_then(Option::as_ref), key) {
+            (Some(p), PathKey::V4(k)) => p.key == *k,
+            (Some(p), PathKey::V6 { .. }) => p.key == V6_KEY && self.v6.get(&i) == Some(key),
+            (None, _) => false,
+        }
+    }
 }
 
 /// The per-core keepalive: path table, timers and prompt tracking.
 pub struct Keepalive {
     cfg: KeepaliveConfig,
     index: PathIndex,
-    paths: Vec<Option<Path>>,
+    table: Table,
+    /// The bindings of paths that carry more than one, by path index.
+    spilled: hashbrown::HashMap<u32, Vec<(u32, u32)>>,
+    /// Dialog counts and linger timers, by path index, of the paths that
+    /// have a dialog or linger after one.
+    dialogs: hashbrown::HashMap<u32, DialogState>,
     gauges: Gauges,
     free: Vec<u32>,
     /// Dead paths that sent traffic since the last poll.
     revived: Vec<PathKey>,
     next_id: u64,
+    /// The last keepalive timer nonce handed out (30 bits, wrapping).
+    nonce: u32,
     rng: u64,
     pub(crate) stats: Stats,
 }
@@ -125,11 +194,14 @@ impl Keepalive {
         Keepalive {
             cfg,
             index: PathIndex::default(),
-            paths: Vec::new(),
+            table: Table::default(),
+            spilled: hashbrown::HashMap::new(),
+            dialogs: hashbrown::HashMap::new(),
             gauges: Gauges::default(),
             free: Vec::new(),
             revived: Vec::new(),
             next_id: seed | 1,
+            nonce: 0,
             rng: seed ^ 0x9E37_79B9_7F4A_7C15,
             stats: Stats::default(),
         }
@@ -154,8 +226,9 @@ impl Keepalive {
     /// Room for `paths` paths without growing the table while traffic is
     /// being served (a rehash of a million-entry index stalls the core).
     pub fn reserve(&mut self, paths: usize) {
-        self.paths.reserve(paths.saturating_sub(self.paths.len()));
-        self.index.reserve(paths, &self.paths);
+        let t = &mut self.table.paths;
+        t.reserve(paths.saturating_sub(t.len()));
+        self.index.reserve(paths, &self.table);
     }
 
     /// [`Keepalive::paths_by_state`] and [`Keepalive::dead_paths`] by a scan,
@@ -163,7 +236,7 @@ impl Keepalive {
     #[cfg(test)]
     fn gauges_by_scan(&self) -> Gauges {
         let mut g = Gauges::default();
-        for p in self.paths.iter().flatten() {
+        for p in self.table.paths.iter().flatten() {
             if let Some(i) = gauges::gauge_slot(state_of(p)) {
                 g.by_state[i] += 1;
             }
@@ -175,6 +248,24 @@ impl Keepalive {
     /// Paths being kept.
     pub(crate) fn paths(&self) -> usize {
         self.index.table.len()
+    }
+
+    /// Heap bytes held, by capacity: (path records, path index), for the
+    /// memory benches. Bindings spilled out of a record count as records.
+    pub fn heap_bytes(&self) -> (usize, usize) {
+        let records = self.table.paths.capacity() * std::mem::size_of::<Option<Path>>()
+            + self.free.capacity() * 4
+            + self
+                .spilled
+                .values()
+                .map(|v| v.capacity() * 8 + 32)
+                .sum::<usize>()
+            + self.spilled.capacity() * 32
+            + self.dialogs.capacity() * 20
+            + self.table.v6.capacity() * 29;
+        // hashbrown: a 4-byte slot and a control byte per bucket.
+        let buckets = (self.index.table.capacity() * 8 / 7).next_power_of_two();
+        (records, buckets * 5)
     }
 
     /// Whether a path has been declared dead (and not answered since).
@@ -199,7 +290,7 @@ impl Keepalive {
     /// A registration now uses the path, with the caller's id for it.
     pub(crate) fn binding_added(&mut self, key: PathKey, id: (u32, u32), now: u64, t: &mut Timers) {
         let i = self.registration_added(key, now, t);
-        self.path_mut(i).bindings.push(id);
+        self.push_binding(i, id);
     }
 
     /// A registration restored from disk uses the path. Its first prompt
@@ -219,15 +310,13 @@ impl Keepalive {
         let i = self.ensure(key, now);
         let max = self.cfg.max_misses;
         let first = self.path_mut(i).registrations == 0;
-        self.update(i, |p| {
-            p.registrations += 1;
-            p.bindings.push(id);
-        });
+        self.update(i, |p| p.registrations += 1);
+        self.push_binding(i, id);
         if !first {
             return;
         }
         let p = self.path_mut(i);
-        p.restored = true;
+        p.flags |= RESTORED;
         if dead && !p.dead {
             p.dead = true;
             p.misses = max;
@@ -239,20 +328,70 @@ impl Keepalive {
 
     /// The registration with this id left the path.
     pub(crate) fn binding_removed(&mut self, key: PathKey, id: (u32, u32), t: &mut Timers) {
-        if let Some(i) = self.index.get(&key, &self.paths) {
-            self.path_mut(i).bindings.retain(|b| *b != id);
+        if let Some(i) = self.index.get(&key, &self.table) {
+            self.remove_binding(i, id);
         }
         self.registration_removed(key, t);
     }
 
     /// The ids of the bindings on a path.
     pub(crate) fn bindings_on(&self, key: &PathKey) -> &[(u32, u32)] {
-        self.get(key).map_or(&[], |p| &p.bindings)
+        let Some(i) = self.index.get(key, &self.table) else {
+            return &[];
+        };
+        let p = self.table.paths[i as usize]
+            .as_ref()
+            .expect("indexed paths are live");
+        if p.flags & SPILLED != 0 {
+            return self.spilled.get(&i).map_or(&[], Vec::as_slice);
+        }
+        if p.binding == NO_BINDING {
+            return &[];
+        }
+        std::slice::from_ref(&p.binding)
+    }
+
+    fn push_binding(&mut self, i: u32, id: (u32, u32)) {
+        let p = self.table.paths[i as usize]
+            .as_mut()
+            .expect("live path index");
+        if p.flags & SPILLED != 0 {
+            self.spilled.entry(i).or_default().push(id);
+        } else if p.binding == NO_BINDING {
+            p.binding = id;
+        } else {
+            let first = std::mem::replace(&mut p.binding, NO_BINDING);
+            p.flags |= SPILLED;
+            self.spilled.insert(i, vec![first, id]);
+        }
+    }
+
+    /// Forgets every binding `id` of path `i`.
+    fn remove_binding(&mut self, i: u32, id: (u32, u32)) {
+        let p = self.table.paths[i as usize]
+            .as_mut()
+            .expect("live path index");
+        if p.flags & SPILLED == 0 {
+            if p.binding == id {
+                p.binding = NO_BINDING;
+            }
+            return;
+        }
+        let Some(v) = self.spilled.get_mut(&i) else {
+            return;
+        };
+        v.retain(|b| *b != id);
+        // Back inline when one or none is left (the order is kept).
+        if v.len() <= 1 {
+            p.binding = v.first().copied().unwrap_or(NO_BINDING);
+            p.flags &= !SPILLED;
+            self.spilled.remove(&i);
+        }
     }
 
     /// A registration on the path ended (expired, removed, or moved away).
     pub(crate) fn registration_removed(&mut self, key: PathKey, t: &mut Timers) {
-        let Some(i) = self.index.get(&key, &self.paths) else {
+        let Some(i) = self.index.get(&key, &self.table) else {
             return;
         };
         self.update(i, |p| p.registrations = p.registrations.saturating_sub(1));
@@ -262,12 +401,10 @@ impl Keepalive {
     /// A dialog started on the path (for the proxy).
     pub fn dialog_started(&mut self, key: PathKey, now: u64, t: &mut Timers) {
         let i = self.ensure(key, now);
-        let linger = self.update(i, |p| {
-            p.dialogs += 1;
-            p.linger_until = None;
-            p.linger.take()
-        });
-        if let Some(h) = linger {
+        self.update(i, |p| p.flags = (p.flags | DIALOGS) & !LINGERING);
+        let d = self.dialogs.entry(i).or_default();
+        d.count += 1;
+        if let Some(h) = d.linger.take() {
             t.cancel(h);
         }
         self.ensure_check(i, now, t);
@@ -276,30 +413,49 @@ impl Keepalive {
     /// A dialog on the path ended. After the last one, prompting goes on for
     /// the linger time unless a registration still holds the path.
     pub fn dialog_ended(&mut self, key: PathKey, now: u64, t: &mut Timers) {
-        let Some(i) = self.index.get(&key, &self.paths) else {
+        let Some(i) = self.index.get(&key, &self.table) else {
             return;
         };
         let until = now + self.cfg.linger_ms;
+        let Some(d) = self.dialogs.get_mut(&i).filter(|d| d.count > 0) else {
+            return; // an end without a start: nothing to linger for
+        };
+        d.count -= 1;
+        let none_left = d.count == 0;
         let lingers = self.update(i, |p| {
-            if p.dialogs == 0 {
-                return false; // an end without a start: nothing to linger for
+            let last = none_left && p.registrations == 0;
+            if none_left {
+                p.flags &= !DIALOGS;
             }
-            p.dialogs -= 1;
-            let last = p.dialogs == 0 && p.registrations == 0;
             if last {
-                p.linger_until = Some(until);
+                p.flags |= LINGERING;
             }
             last
         });
+        if none_left && !lingers {
+            self.forget_dialogs(i);
+        }
         if lingers {
             let h = t.arm(
                 until,
                 Timer::Keepalive {
                     path: i,
                     step: TimerKind::Linger,
+                    nonce: 0,
                 },
             );
-            self.path_mut(i).linger = Some(h);
+            self.dialogs.entry(i).or_default().linger = Some(h);
+        }
+    }
+
+    /// Drops path `i`'s dialog state once nothing is left in it.
+    fn forget_dialogs(&mut self, i: u32) {
+        if self
+            .dialogs
+            .get(&i)
+            .is_some_and(|d| d.count == 0 && d.linger.is_none())
+        {
+            self.dialogs.remove(&i);
         }
     }
 
@@ -307,13 +463,13 @@ impl Keepalive {
     /// timers are not touched (they re-arm from `last_seen` when they fire).
     /// Returns the path's index in the table, for [`Keepalive::answered_at`].
     pub(crate) fn touch(&mut self, key: &PathKey, now: u64) -> Option<u32> {
-        let i = self.index.get(key, &self.paths)?;
+        let i = self.index.get(key, &self.table)?;
         let p = self.path_mut(i);
         p.last_seen = p.last_seen.max(now);
         // Traffic proves the mapping works: misses are no longer consecutive.
         p.misses = 0;
         if std::mem::take(&mut p.dead) {
-            let key = p.key;
+            let key = self.table.key(i);
             self.gauges.dead -= 1;
             self.revived.push(key);
         }
@@ -329,7 +485,7 @@ impl Keepalive {
         t: &mut Timers,
         out: &mut Vec<Action>,
     ) {
-        if let Some(i) = self.index.get(key, &self.paths) {
+        if let Some(i) = self.index.get(key, &self.table) {
             self.answered_at(i, id, now, t, out);
         }
     }
@@ -344,26 +500,25 @@ impl Keepalive {
         t: &mut Timers,
         out: &mut Vec<Action>,
     ) {
-        if self.paths.get(i as usize).is_none_or(Option::is_none) {
+        if self.table.paths.get(i as usize).is_none_or(Option::is_none) {
             return;
         }
         let p = self.path_mut(i);
-        if p.prompt.map(|(pid, _)| pid) != Some(id) {
+        if p.flags & PROMPTING == 0 || p.prompt_id != id {
             return; // a late answer to an old prompt: touch already counted it
         }
-        p.prompt = None;
+        p.flags &= !PROMPTING;
         p.misses = 0;
         p.last_seen = p.last_seen.max(now);
         let revived = std::mem::take(&mut p.dead);
-        let timer = p.prompt_timer.take();
-        let key = p.key;
-        if let Some(h) = timer {
-            t.cancel(h);
-        }
+        // Disarmed: the pending record is stale when it fires.
+        p.flags &= !PROMPT_ARMED;
         self.stats.answered += 1;
         if revived {
             self.gauges.dead -= 1;
-            out.push(Action::Revived { path: key });
+            out.push(Action::Revived {
+                path: self.table.key(i),
+            });
         }
         let at = now + self.interval_with_jitter();
         self.arm_check(i, at, t);
@@ -375,22 +530,40 @@ impl Keepalive {
         &mut self,
         i: u32,
         step: TimerKind,
+        nonce: u32,
         now: u64,
         t: &mut Timers,
         out: &mut Vec<Action>,
     ) {
-        if self.paths.get(i as usize).is_none_or(Option::is_none) {
+        let Some(p) = self
+            .table
+            .paths
+            .get_mut(i as usize)
+            .and_then(Option::as_mut)
+        else {
+            return;
+        };
+        // A record disarmed or re-armed since (or of a path that left this
+        // slot) is stale: what a cancel did with a handle.
+        let (armed, current) = match step {
+            TimerKind::Check => (CHECK_ARMED, p.check_nonce),
+            TimerKind::Retransmit | TimerKind::Timeout => (PROMPT_ARMED, p.prompt_nonce),
+            TimerKind::Linger => (0, nonce),
+        };
+        if p.flags & armed != armed || current != nonce {
             return;
         }
+        p.flags &= !armed;
         match step {
             TimerKind::Check => self.on_check(i, now, t, out),
-            TimerKind::Retransmit => self.on_retransmit(i, t, out),
+            TimerKind::Retransmit => self.on_retransmit(i, now, t, out),
             TimerKind::Timeout => self.on_timeout(i, now, t, out),
             TimerKind::Linger => {
-                self.update(i, |p| {
-                    p.linger = None;
-                    p.linger_until = None;
-                });
+                if let Some(d) = self.dialogs.get_mut(&i) {
+                    d.linger = None;
+                }
+                self.forget_dialogs(i);
+                self.update(i, |p| p.flags &= !LINGERING);
                 self.maybe_idle(i, t);
             }
         }
@@ -399,12 +572,12 @@ impl Keepalive {
     fn on_check(&mut self, i: u32, now: u64, t: &mut Timers, out: &mut Vec<Action>) {
         let interval = self.cfg.interval_ms;
         let p = self.path_mut(i);
-        p.check = None;
-        if p.prompt.is_some() {
+        if p.flags & PROMPTING != 0 {
             return; // at most one prompt in flight per path
         }
         let idle_since = p.last_seen;
-        let restored = std::mem::take(&mut p.restored);
+        let restored = p.flags & RESTORED != 0;
+        p.flags &= !RESTORED;
         // The check time carried the jitter; a path silent for at least the
         // interval less the jitter is prompted now, so the spread survives.
         if !restored && now + self.max_jitter() < idle_since + interval {
@@ -416,16 +589,11 @@ impl Keepalive {
         let id = self.fresh_id();
         let timeout = self.cfg.timeout_ms;
         let p = self.path_mut(i);
-        p.prompt = Some((id, now));
-        let key = p.key;
-        let h = t.arm(
-            now + timeout / 2,
-            Timer::Keepalive {
-                path: i,
-                step: TimerKind::Retransmit,
-            },
-        );
-        self.path_mut(i).prompt_timer = Some(h);
+        p.flags |= PROMPTING;
+        p.prompt_id = id;
+        p.prompt_sent = now as u32;
+        let key = self.table.key(i);
+        self.arm(i, now + timeout / 2, TimerKind::Retransmit, t);
         self.stats.prompts += 1;
         out.push(Action::Prompt {
             path: key,
@@ -434,19 +602,17 @@ impl Keepalive {
         });
     }
 
-    fn on_retransmit(&mut self, i: u32, t: &mut Timers, out: &mut Vec<Action>) {
+    fn on_retransmit(&mut self, i: u32, now: u64, t: &mut Timers, out: &mut Vec<Action>) {
         let timeout = self.cfg.timeout_ms;
         let p = self.path_mut(i);
-        let Some((id, sent)) = p.prompt else { return };
-        let key = p.key;
-        let h = t.arm(
-            sent + timeout,
-            Timer::Keepalive {
-                path: i,
-                step: TimerKind::Timeout,
-            },
-        );
-        self.path_mut(i).prompt_timer = Some(h);
+        if p.flags & PROMPTING == 0 {
+            return;
+        }
+        let id = p.prompt_id;
+        // The send time from its low 32 bits: it was less than 2^32 ms ago.
+        let sent = now.wrapping_sub(u64::from((now as u32).wrapping_sub(p.prompt_sent)));
+        let key = self.table.key(i);
+        self.arm(i, sent + timeout, TimerKind::Timeout, t);
         self.stats.retransmissions += 1;
         out.push(Action::Prompt {
             path: key,
@@ -458,16 +624,16 @@ impl Keepalive {
     fn on_timeout(&mut self, i: u32, now: u64, t: &mut Timers, out: &mut Vec<Action>) {
         let max = self.cfg.max_misses;
         let p = self.path_mut(i);
-        p.prompt_timer = None;
-        if p.prompt.take().is_none() {
+        if p.flags & PROMPTING == 0 {
             return;
         }
+        p.flags &= !PROMPTING;
         p.misses = p.misses.saturating_add(1);
         self.stats.missed += 1;
         let p = self.path_mut(i);
         if p.misses >= max && !p.dead {
             p.dead = true;
-            let key = p.key;
+            let key = self.table.key(i);
             self.stats.dead += 1;
             self.gauges.dead += 1;
             out.push(Action::Dead { path: key });
@@ -485,51 +651,60 @@ impl Keepalive {
     /// Back to Idle when nothing holds the path: forget it.
     fn maybe_idle(&mut self, i: u32, t: &mut Timers) {
         let p = self.path_mut(i);
-        if p.registrations > 0 || p.dialogs > 0 || p.linger_until.is_some() {
+        if p.registrations > 0 || p.flags & (DIALOGS | LINGERING) != 0 {
             return;
         }
-        let timers = [p.check.take(), p.prompt_timer.take(), p.linger.take()];
-        let key = p.key;
-        // Idle, so counted in no state; it may still have been dead.
-        self.gauges.dead -= u64::from(p.dead);
-        for h in timers.into_iter().flatten() {
+        // The check and prompt records go stale with the path (a new path
+        // in this slot arms with fresh nonces).
+        if let Some(h) = self.dialogs.remove(&i).and_then(|d| d.linger) {
             t.cancel(h);
         }
-        self.index.remove(&key, &self.paths);
-        self.paths[i as usize] = None;
+        let p = self.path_mut(i);
+        // Idle, so counted in no state; it may still have been dead.
+        self.gauges.dead -= u64::from(p.dead);
+        let key = self.table.key(i);
+        self.index.remove(&key, &self.table);
+        self.table.paths[i as usize] = None;
+        self.table.v6.remove(&i);
+        self.spilled.remove(&i);
         self.free.push(i);
     }
 
     fn ensure(&mut self, key: PathKey, now: u64) -> u32 {
-        if let Some(i) = self.index.get(&key, &self.paths) {
+        if let Some(i) = self.index.get(&key, &self.table) {
             return i;
         }
         let path = Path {
-            key,
+            key: match key {
+                PathKey::V4(k) => k,
+                PathKey::V6 { .. } => V6_KEY,
+            },
             last_seen: now,
+            prompt_id: 0,
+            check_nonce: 0,
+            prompt_nonce: 0,
+            binding: NO_BINDING,
             registrations: 0,
-            dialogs: 0,
-            linger_until: None,
-            prompt: None,
+            prompt_sent: 0,
             misses: 0,
+            flags: 0,
             dead: false,
-            restored: false,
-            check: None,
-            prompt_timer: None,
-            linger: None,
-            bindings: smallvec::SmallVec::new(),
         };
+        let paths = &mut self.table.paths;
         let i = match self.free.pop() {
             Some(i) => {
-                self.paths[i as usize] = Some(path);
+                paths[i as usize] = Some(path);
                 i
             }
             None => {
-                self.paths.push(Some(path));
-                (self.paths.len() - 1) as u32
+                paths.push(Some(path));
+                (paths.len() - 1) as u32
             }
         };
-        self.index.insert(key, i, &self.paths);
+        if let PathKey::V6 { .. } = key {
+            self.table.v6.insert(i, key);
+        }
+        self.index.insert(key, i, &self.table);
         self.stats.paths += 1;
         i
     }
@@ -540,7 +715,7 @@ impl Keepalive {
             return;
         }
         let p = self.path_mut(i);
-        if p.check.is_some() || p.prompt.is_some() {
+        if p.flags & (CHECK_ARMED | PROMPTING) != 0 {
             return;
         }
         let at = now + self.interval_with_jitter();
@@ -551,18 +726,34 @@ impl Keepalive {
         if self.cfg.interval_ms == 0 {
             return;
         }
-        let old = self.path_mut(i).check.take();
-        if let Some(h) = old {
-            t.cancel(h);
+        // A pending check goes stale: the new one takes a fresh nonce.
+        self.arm(i, at, TimerKind::Check, t);
+    }
+
+    /// Arms path `i`'s check (`Check`) or prompt timer (`Retransmit`,
+    /// `Timeout`) without a handle: the path keeps the timer's nonce and an
+    /// armed flag, and [`Keepalive::on_timer`] drops a record whose nonce is
+    /// no longer the path's. At a million paths that saves a handle in the
+    /// record and a generation in the wheel per timer.
+    fn arm(&mut self, i: u32, at: u64, step: TimerKind, t: &mut Timers) {
+        self.nonce = (self.nonce + 1) & crate::timer::MAX_NONCE;
+        let nonce = self.nonce;
+        let p = self.path_mut(i);
+        if step == TimerKind::Check {
+            p.check_nonce = nonce;
+            p.flags |= CHECK_ARMED;
+        } else {
+            p.prompt_nonce = nonce;
+            p.flags |= PROMPT_ARMED;
         }
-        let h = t.arm(
+        t.arm_unhandled(
             at,
             Timer::Keepalive {
                 path: i,
-                step: TimerKind::Check,
+                step,
+                nonce,
             },
         );
-        self.path_mut(i).check = Some(h);
     }
 
     fn max_jitter(&self) -> u64 {
@@ -595,13 +786,15 @@ impl Keepalive {
     }
 
     fn get(&self, key: &PathKey) -> Option<&Path> {
-        let i = self.index.get(key, &self.paths)?;
-        self.paths[i as usize].as_ref()
+        let i = self.index.get(key, &self.table)?;
+        self.table.paths[i as usize].as_ref()
     }
 
     /// Changes path `i` with `f`, keeping the per-state gauges in step.
     fn update<R>(&mut self, i: u32, f: impl FnOnce(&mut Path) -> R) -> R {
-        let p = self.paths[i as usize].as_mut().expect("live path index");
+        let p = self.table.paths[i as usize]
+            .as_mut()
+            .expect("live path index");
         let before = state_of(p);
         let r = f(p);
         self.gauges.moved(before, state_of(p));
@@ -609,15 +802,14 @@ impl Keepalive {
     }
 
     fn path_mut(&mut self, i: u32) -> &mut Path {
-        self.paths[i as usize].as_mut().expect("live path index")
+        self.table.paths[i as usize]
+            .as_mut()
+            .expect("live path index")
     }
 }
 
 fn state_of(p: &Path) -> PathState {
-    match (
-        p.registrations > 0,
-        p.dialogs > 0 || p.linger_until.is_some(),
-    ) {
+    match (p.registrations > 0, p.flags & (DIALOGS | LINGERING) != 0) {
         (true, true) => PathState::DialogAndRegistration,
         (true, false) => PathState::RegistrationOnly,
         (false, true) => PathState::DialogOnly,

@@ -92,10 +92,10 @@ impl Ka {
     fn poll(&mut self, now: u64, out: &mut Vec<Action>) {
         out.extend(self.k.take_revived().map(|path| Action::Revived { path }));
         while let Some(timer) = self.t.poll(now) {
-            let Timer::Keepalive { path, step } = timer else {
+            let Timer::Keepalive { path, step, nonce } = timer else {
                 panic!("only keepalive timers here: {timer:?}");
             };
-            self.k.on_timer(path, step, now, &mut self.t, out);
+            self.k.on_timer(path, step, nonce, now, &mut self.t, out);
         }
     }
 }
@@ -533,4 +533,40 @@ fn restored_paths_are_prompted_first_spread_and_dead_ones_revive_on_an_answer() 
     k2.answered(&path(1), id, now + 100, &mut out);
     assert_eq!(out, vec![Action::Revived { path: path(1) }]);
     assert_eq!(k2.dead_paths(), 0);
+}
+
+#[test]
+fn a_path_record_is_56_bytes() {
+    // A million endpoints keep a million of them (it was 144 bytes).
+    assert!(std::mem::size_of::<Option<super::Path>>() <= 56);
+}
+
+#[test]
+fn several_bindings_and_ipv6_paths_are_kept_outside_the_record() {
+    let mut t = Timers::new(0);
+    let mut k = Keepalive::new(KeepaliveConfig::default(), 7);
+    let v6 = PathKey::new(1, "[2001:db8::7]:5062".parse().unwrap());
+    let v4 = PathKey::new(0, "198.51.100.7:5060".parse().unwrap());
+    for key in [v6, v4] {
+        k.binding_added(key, (1, 1), 0, &mut t);
+        k.binding_added(key, (2, 1), 0, &mut t);
+        k.binding_added(key, (3, 1), 0, &mut t);
+        assert_eq!(k.bindings_on(&key), &[(1, 1), (2, 1), (3, 1)]);
+        k.binding_removed(key, (2, 1), &mut t);
+        assert_eq!(k.bindings_on(&key), &[(1, 1), (3, 1)]);
+        k.binding_removed(key, (1, 1), &mut t);
+        assert_eq!(k.bindings_on(&key), &[(3, 1)]);
+        assert_eq!(k.state(&key), PathState::RegistrationOnly);
+    }
+    assert_eq!(k.paths(), 2);
+    k.binding_removed(v6, (3, 1), &mut t);
+    assert_eq!(k.state(&v6), PathState::Idle);
+    assert!(k.bindings_on(&v6).is_empty());
+    assert_eq!(k.bindings_on(&v4), &[(3, 1)]);
+    // The freed slot is reused by an IPv4 path: nothing of the IPv6 key is left.
+    let other = PathKey::new(0, "198.51.100.8:5060".parse().unwrap());
+    k.binding_added(other, (4, 1), 0, &mut t);
+    assert_eq!(k.bindings_on(&other), &[(4, 1)]);
+    assert_eq!(k.state(&v6), PathState::Idle);
+    assert!(k.spilled.is_empty() && k.table.v6.is_empty());
 }

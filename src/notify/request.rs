@@ -5,35 +5,45 @@
 
 use crate::sip::writer::push_u32;
 
-fn split(stored: &[u8]) -> (&str, &[u8]) {
-    let text = std::str::from_utf8(stored).unwrap_or("");
-    match text.find("\r\n\r\n") {
-        Some(i) => (&text[..i], &stored[i + 4..]),
-        None => (text, &[]),
+// Byte scans (memchr) rather than `str` patterns: a wake-up job derives an
+// ACK and a BYE per device, and `str::split("\r\n")`'s two-way searcher was
+// ~10% of a job's CPU.
+fn split(stored: &[u8]) -> (&[u8], &[u8]) {
+    match memchr::memmem::find(stored, b"\r\n\r\n") {
+        Some(i) => (&stored[..i], &stored[i + 4..]),
+        None => (stored, &[]),
     }
 }
 
-fn name_of(line: &str) -> &str {
-    line.split(':').next().unwrap_or("").trim()
+/// The header block's lines, without their CRLF.
+fn lines(head: &[u8]) -> impl Iterator<Item = &[u8]> {
+    head.split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+}
+
+fn name_of(line: &[u8]) -> &[u8] {
+    let end = memchr::memchr(b':', line).unwrap_or(line.len());
+    line[..end].trim_ascii()
 }
 
 /// The Request-URI of a request we wrote.
 pub fn request_uri(stored: &[u8]) -> &str {
-    let (head, _) = split(stored);
-    head.split(' ').nth(1).unwrap_or("")
+    let first = lines(split(stored).0).next().unwrap_or_default();
+    let uri = first.split(|&b| b == b' ').nth(1).unwrap_or_default();
+    std::str::from_utf8(uri).unwrap_or("")
 }
 
 /// A Via line with its branch replaced.
-fn push_via(out: &mut Vec<u8>, line: &str, branch: Option<&str>) {
-    match (branch, line.find(";branch=")) {
+fn push_via(out: &mut Vec<u8>, line: &[u8], branch: Option<&str>) {
+    match (branch, memchr::memmem::find(line, b";branch=")) {
         (Some(b), Some(i)) => {
             let rest = &line[i + 8..];
-            let end = rest.find(';').unwrap_or(rest.len());
-            out.extend_from_slice(&line.as_bytes()[..i + 8]);
+            let end = memchr::memchr(b';', rest).unwrap_or(rest.len());
+            out.extend_from_slice(&line[..i + 8]);
             out.extend_from_slice(b.as_bytes());
-            out.extend_from_slice(&rest.as_bytes()[end..]);
+            out.extend_from_slice(&rest[end..]);
         }
-        _ => out.extend_from_slice(line.as_bytes()),
+        _ => out.extend_from_slice(line),
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -59,20 +69,20 @@ pub fn derive(stored: &[u8], d: &Derived<'_>, out: &mut Vec<u8>) {
     out.push(b' ');
     out.extend_from_slice(d.uri.unwrap_or_else(|| request_uri(stored)).as_bytes());
     out.extend_from_slice(b" SIP/2.0\r\n");
-    for line in head.split("\r\n").skip(1) {
+    for line in lines(head).skip(1) {
         match name_of(line) {
-            "Via" => push_via(out, line, d.branch),
-            "Route" | "Max-Forwards" | "From" | "Call-ID" => {
-                out.extend_from_slice(line.as_bytes());
+            b"Via" => push_via(out, line, d.branch),
+            b"Route" | b"Max-Forwards" | b"From" | b"Call-ID" => {
+                out.extend_from_slice(line);
                 out.extend_from_slice(b"\r\n");
             }
-            "To" => {
+            b"To" => {
                 match d.to {
                     Some(to) => {
                         out.extend_from_slice(b"To: ");
                         out.extend_from_slice(to.as_bytes());
                     }
-                    None => out.extend_from_slice(line.as_bytes()),
+                    None => out.extend_from_slice(line),
                 }
                 out.extend_from_slice(b"\r\n");
             }
@@ -98,22 +108,22 @@ pub fn with_header(
 ) {
     let (head, body) = split(stored);
     out.clear();
-    let mut lines = head.split("\r\n");
-    out.extend_from_slice(lines.next().unwrap_or("").as_bytes());
+    let mut lines = lines(head);
+    out.extend_from_slice(lines.next().unwrap_or_default());
     out.extend_from_slice(b"\r\n");
     for line in lines {
         match name_of(line) {
-            "Via" => push_via(out, line, Some(branch)),
-            "CSeq" => {
-                let method = line.rsplit(' ').next().unwrap_or("");
+            b"Via" => push_via(out, line, Some(branch)),
+            b"CSeq" => {
+                let method = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
                 out.extend_from_slice(b"CSeq: ");
                 push_u32(out, cseq);
                 out.push(b' ');
-                out.extend_from_slice(method.as_bytes());
+                out.extend_from_slice(method);
                 out.extend_from_slice(b"\r\n");
             }
             _ => {
-                out.extend_from_slice(line.as_bytes());
+                out.extend_from_slice(line);
                 out.extend_from_slice(b"\r\n");
             }
         }
@@ -128,11 +138,12 @@ pub fn with_header(
 /// The CSeq number of a request we wrote.
 pub fn cseq(stored: &[u8]) -> u32 {
     let (head, _) = split(stored);
-    head.split("\r\n")
-        .find(|l| name_of(l) == "CSeq")
-        .and_then(|l| l.split(':').nth(1))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
+    lines(head)
+        .find(|l| name_of(l) == b"CSeq")
+        .and_then(|l| l.split(|&b| b == b':').nth(1))
+        .map(|v| v.trim_ascii_start())
+        .and_then(|v| v.split(|&b| b == b' ').next())
+        .and_then(|n| std::str::from_utf8(n).ok()?.parse().ok())
         .unwrap_or(1)
 }
 

@@ -126,7 +126,7 @@ impl Proxy {
             server,
             server_timer: None,
             src,
-            src_device: !self.trusted(src.remote().ip()),
+            src_device: !self.trusted_src(src.remote()),
             request: raw.into(),
             last_response: Vec::new(),
             branches: SmallVec::new(),
@@ -156,6 +156,7 @@ impl Proxy {
             media,
             body: body.map(Vec::into_boxed_slice),
             parked: None,
+            owner: None,
         };
         let (slot, nonce) = self.calls.insert(call);
         self.stats.transactions += 1;

@@ -126,6 +126,8 @@ pub struct Call {
     pub body: Option<Box<[u8]>>,
     /// Waiting with no branch: held for its callee, or for the routing webhook.
     pub parked: Option<Box<super::hold::Parked>>,
+    /// Routed to another node of the cluster (looked up again once if stale).
+    pub owner: Option<Box<super::cluster::OwnerTry>>,
 }
 
 impl Call {

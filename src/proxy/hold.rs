@@ -51,6 +51,8 @@ pub enum Park {
     },
     /// For the routing webhook.
     Route,
+    /// For the owner lookup of the AOR hashed `aor` (`[cluster]`).
+    Owner { aor: u64 },
 }
 
 #[derive(Debug)]
@@ -414,8 +416,10 @@ impl Proxy {
         if let Some(t) = p.timer {
             cx.timers.cancel(t);
         }
-        if let Park::Hold { aor, .. } = &p.why {
-            self.unlist(aor, slot, nonce);
+        match &p.why {
+            Park::Hold { aor, .. } => self.unlist(aor, slot, nonce),
+            Park::Owner { aor } => self.unlist_owner(*aor, slot, nonce),
+            Park::Route => {}
         }
         Some(p.why)
     }
@@ -521,8 +525,9 @@ impl Proxy {
             }
             Some(Park::Route) => {
                 self.stats.route_defaulted += 1;
-                self.default_route(slot, nonce, cx);
+                self.default_route(slot, nonce, true, cx);
             }
+            Some(Park::Owner { .. }) => self.on_owner_timeout(slot, nonce, cx),
             None => {}
         }
     }
@@ -581,12 +586,14 @@ impl Proxy {
     /// it over the flow the call-back came on; the call-back itself is
     /// answered `200` (non-INVITE) or `487` with a Reason saying it was
     /// bridged (INVITE: the device gets the call as the held INVITE).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn bridge(
         &mut self,
         msg: &Message<'_>,
         checked: &Checked<'_>,
         raw: &[u8],
         src: PathKey,
+        id: String,
         token: &str,
         cx: &mut Ctx<'_>,
     ) {
@@ -595,6 +602,10 @@ impl Proxy {
         };
         let held = match h.keys.open(token, self.unix_secs(cx.now)) {
             Ok(held) => held,
+            Err(TokenError::WrongNode(node)) if self.node_addr(node).is_some() => {
+                // Held on another node of the cluster: the call-back goes there.
+                return self.bridge_to_node(msg, checked, raw, src, id, node, cx);
+            }
             Err(e) => {
                 self.stats.bridge_refused += 1;
                 let why = match e {
@@ -631,10 +642,13 @@ impl Proxy {
             .first()
             .and_then(|c| c.contact.addr())
             .map(|a| a.uri_raw.into());
+        // A call-back another node forwarded: the held INVITE goes back
+        // through that node, which sends it over the device's flow.
+        let path = self.peer_flow_route(msg, src);
         let target = Target {
             to: src,
             uri,
-            path: None,
+            path,
             device_core: None,
             group: 0,
             upstream: None,

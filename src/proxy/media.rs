@@ -76,6 +76,12 @@ impl Proxy {
         targets: &[Target],
         cx: &mut Ctx<'_>,
     ) -> Result<Option<Anchored>, Refusal> {
+        if !targets.is_empty() && targets.iter().all(super::cluster::is_peer_target) {
+            // Another node of the cluster takes it: the owner anchors what
+            // needs anchoring (it sees the caller's SDP address against
+            // ours), and two relays in a row would only add a hop.
+            return Ok(None);
+        }
         let body = match sdp_body(msg) {
             Some(Err(why)) if self.cfg.media != Mode::Never => return Err((488, why)),
             Some(Ok(b)) => Some(b),

@@ -24,6 +24,7 @@
 
 pub mod branch;
 pub mod calls;
+pub mod cluster;
 pub mod config;
 pub mod dialogs;
 pub mod forward;
@@ -90,6 +91,8 @@ pub struct ProxyConfig {
     pub hold: Option<Arc<hold::HoldSettings>>,
     /// The routing webhook (`proxy.route_url`).
     pub route: Option<hold::RouteSettings>,
+    /// Routing to the node owning the callee (`[cluster]` on).
+    pub cluster: Option<cluster::ClusterRoute>,
 }
 
 impl Default for ProxyConfig {
@@ -124,6 +127,7 @@ impl ProxyConfig {
                 url: s.route_url.as_str().into(),
                 timeout_ms: s.route_timeout_ms,
             }),
+            cluster: None,
         }
     }
 }
@@ -185,6 +189,21 @@ pub struct Stats {
     pub route_answered: u64,
     /// … and took the default route (no answer, late, unusable).
     pub route_defaulted: u64,
+    /// Requests forwarded to the node owning their callee (`[cluster]`).
+    pub cluster_forwarded: u64,
+    /// Requests another node routed here.
+    pub cluster_from_peers: u64,
+    /// Requests that waited for an owner lookup.
+    pub cluster_waited: u64,
+    /// Requests looked up once more after the owner's 404/480.
+    pub cluster_retried: u64,
+    /// Owner lookups late past `cluster.lookup_timeout_ms`.
+    pub cluster_timeouts: u64,
+    /// No owner could be looked up: sent upstream, or answered 480.
+    pub cluster_to_upstream: u64,
+    pub cluster_failed: u64,
+    /// Bridge call-backs forwarded to the node holding the call.
+    pub cluster_bridge_forwarded: u64,
 }
 
 /// A datagram for another core: the transaction or dialog it belongs to
@@ -215,6 +234,8 @@ pub struct Ctx<'e> {
     pub auth: Option<&'e mut crate::registrar::auth::Authenticator>,
     /// This core's media relay table.
     pub media: &'e mut crate::media::Table,
+    /// `[cluster]`: this core's owner lookups.
+    pub owners: &'e mut crate::cluster::lookup::OwnerCache,
 }
 
 /// One core's stateful proxy.
@@ -251,6 +272,8 @@ pub struct Proxy {
     unix_epoch_ms: u64,
     /// Call events for `webhooks.url` (seed 003).
     hooks: Arc<crate::hooks::EventHooks>,
+    /// Routing to the owner node: the node list, the waiting requests.
+    cluster: cluster::ClusterState,
     pub stats: Stats,
 }
 
@@ -267,9 +290,12 @@ impl Proxy {
             .iter()
             .map(|a| cfg.advertise.clone().unwrap_or_else(|| a.to_string()))
             .collect();
+        // Our cluster address too: another node's Route names it.
         let ours = sent_by
             .iter()
-            .filter_map(|s: &String| Ours::parse(s))
+            .map(String::as_str)
+            .chain(cfg.cluster.as_ref().map(|c| c.advertise.as_str()))
+            .filter_map(Ours::parse)
             .collect();
         Proxy {
             core,
@@ -300,6 +326,7 @@ impl Proxy {
             nonces: 0,
             unix_epoch_ms: 0,
             hooks: crate::hooks::EventHooks::off(),
+            cluster: Default::default(),
             stats: Stats::default(),
         }
     }

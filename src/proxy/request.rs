@@ -80,7 +80,7 @@ impl Proxy {
         }
         let challenged = matches!(method, Method::Invite | Method::Message | Method::Subscribe);
         let mut authenticated = false;
-        if challenged && !self.trusted(src.remote().ip()) {
+        if challenged && !self.trusted_src(src.remote()) {
             match self.authenticate(msg, checked, src, cx) {
                 Some(true) => authenticated = true,
                 Some(false) => return,
@@ -324,10 +324,15 @@ impl Proxy {
         // dialog; where the request goes comes from that core's dialog (a
         // forged token gets a 481 there), so the HMAC is not worth its two
         // SHA-256 blocks per in-dialog request.
+        let at_us = u.host.is_some_and(|h| self.is_ours(h, u.port));
         if let Some(t) = u.user.and_then(FlowToken::decode_unverified) {
-            return (true, Some(t));
+            // In a cluster every node's Record-Route carries such a token:
+            // only one naming our address is ours.
+            if at_us || self.cfg.cluster.is_none() {
+                return (true, Some(t));
+            }
         }
-        (u.host.is_some_and(|h| self.is_ours(h, u.port)), None)
+        (at_us, None)
     }
 
     /// Our Route values on top of the request: how many, and the token.

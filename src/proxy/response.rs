@@ -346,6 +346,12 @@ impl Proxy {
                 return;
             }
         }
+        if call.owner.is_some() && self.owner_retry(slot, nonce, cx) {
+            return;
+        }
+        let Some(call) = self.calls.get_mut(slot, nonce) else {
+            return;
+        };
         let (code, mut bytes) = call.best.take().unwrap_or_default();
         if code == 0 {
             // Every branch timed out (or was cancelled before it rang).
@@ -559,8 +565,10 @@ impl Proxy {
             if let Some(p) = &call.parked {
                 // Not reached (a final response unparks first); a hold
                 // must never outlive its call in the index.
-                if let super::hold::Park::Hold { aor, .. } = &p.why {
-                    self.unlist(aor, slot, nonce);
+                match &p.why {
+                    super::hold::Park::Hold { aor, .. } => self.unlist(aor, slot, nonce),
+                    super::hold::Park::Owner { aor } => self.unlist_owner(*aor, slot, nonce),
+                    super::hold::Park::Route => {}
                 }
                 if let Some(t) = p.timer {
                     cx.timers.cancel(t);

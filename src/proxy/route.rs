@@ -28,6 +28,13 @@ pub(super) enum Decision {
         aor: String,
         plan: Box<super::hold::WakePlan>,
     },
+    /// A user another node of the cluster holds: to its owners, or (no
+    /// targets) wait for the owner lookup of `aor`.
+    Owner {
+        aor: String,
+        targets: SmallVec<[Target; 2]>,
+        pop: usize,
+    },
 }
 
 impl Proxy {
@@ -50,7 +57,7 @@ impl Proxy {
             .and_then(|u| u.user)
             .and_then(|u| self.bridge_user(u))
         {
-            return self.bridge(msg, checked, raw, src, token, cx);
+            return self.bridge(msg, checked, raw, src, id, token, cx);
         }
         let role = if matches!(method, Method::Invite | Method::Subscribe) {
             Role::CreatesDialog
@@ -58,19 +65,30 @@ impl Proxy {
             Role::Plain
         };
         let (pop, _, foreign) = self.our_routes(msg);
+        let owner_hint;
         // Seed 003: with the routing webhook the application decides where
         // the call goes; the INVITE waits for it on this core.
-        let asks_webhook = invite && self.cfg.route.is_some() && foreign.is_none();
+        // A call another node routed here asked that node's webhook already.
+        let asks_webhook = invite
+            && self.cfg.route.is_some()
+            && foreign.is_none()
+            && !(self.cfg.cluster.is_some() && self.routed_by_peer(msg, src));
+        let mut owner = None;
         let (targets, pop, hold) = if asks_webhook {
             (SmallVec::new(), pop, None)
         } else {
-            match self.decide(msg, checked, src, authenticated, (pop, foreign), cx) {
+            match self.decide(msg, checked, src, authenticated, (pop, foreign), true, cx) {
                 Decision::Targets(targets, pop) => (targets, pop, None),
                 Decision::Reply(code, reason) => {
                     return self.reply(msg, checked, src, code, reason, None, cx);
                 }
                 Decision::Hold { target, aor, plan } => {
                     (SmallVec::new(), pop, Some((target, aor, plan)))
+                }
+                Decision::Owner { aor, targets, pop } => {
+                    // Started without branches; `send_to_owner` sends or parks it.
+                    owner = Some((aor, targets));
+                    (SmallVec::new(), pop, None)
                 }
             }
         };
@@ -83,7 +101,14 @@ impl Proxy {
             role,
             pop,
             targets,
-            hold.as_ref().map_or(&[][..], |h| &h.2.sleeping[..]),
+            match (&hold, &owner) {
+                (Some(h), _) => &h.2.sleeping[..],
+                (None, Some(_)) => {
+                    owner_hint = [super::cluster::owner_hint()];
+                    &owner_hint[..]
+                }
+                _ => &[][..],
+            },
             authenticated,
             cx,
         ) else {
@@ -91,13 +116,17 @@ impl Proxy {
         };
         if asks_webhook {
             self.ask_route(slot, nonce, msg, checked, src, cx);
+        } else if let Some((aor, targets)) = owner {
+            self.send_to_owner(slot, nonce, &aor, targets, cx);
         } else if let Some((target, aor, plan)) = hold {
             self.hold(slot, nonce, &target, &aor, *plan, cx);
         }
     }
 
     /// Where an out-of-dialog request goes (RFC 3261 §16.5), by the
-    /// location service and the relay policy.
+    /// location service and the relay policy; a user with no binding here
+    /// asks the cluster when `cluster` (and `[cluster]` is on).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn decide(
         &mut self,
         msg: &Message<'_>,
@@ -105,9 +134,15 @@ impl Proxy {
         src: PathKey,
         authenticated: bool,
         (pop, foreign): (usize, Option<String>),
+        cluster: bool,
         cx: &mut Ctx<'_>,
     ) -> Decision {
-        let trusted = self.trusted(src.remote().ip());
+        let trusted = self.trusted_src(src.remote());
+        // Another node routed it here: its user is ours or nobody's.
+        let peer = self.cfg.cluster.is_some() && self.routed_by_peer(msg, src);
+        if peer {
+            self.stats.cluster_from_peers += 1;
+        }
         let mut targets: SmallVec<[Target; 2]> = SmallVec::new();
         if let Some(route) = foreign {
             // A preloaded Route to someone else: only the trusted core may
@@ -119,6 +154,11 @@ impl Proxy {
             };
             targets.push(upstream_target(to, None));
             return Decision::Targets(targets, pop);
+        }
+        if let Some(to) = self.peer_flow(msg, src) {
+            // A held call bridged on the node that held it, back to the
+            // device over the flow its call-back came on here.
+            return Decision::Targets(SmallVec::from_iter([to]), pop);
         }
         let Some(ruri) = checked.request_uri else {
             return Decision::Reply(400, "Bad Request-URI");
@@ -144,7 +184,15 @@ impl Proxy {
                 }
                 Decision::Reply(480, "Temporarily Unavailable")
             }
-            Located::NotFound => Decision::Reply(404, "Not Found"),
+            Located::NotFound | Located::Elsewhere if peer && ruri.user.is_some() => {
+                // Stale ownership: the routing node looks up once more.
+                Decision::Reply(404, "Not Found")
+            }
+            Located::NotFound => {
+                let (aor, _) = lookup_target(&ruri);
+                let asked = cluster.then(|| self.owner_decision(&aor, pop, cx));
+                asked.flatten().unwrap_or(Decision::Reply(404, "Not Found"))
+            }
             Located::Elsewhere => {
                 let registered = matches!(
                     cx.keepalive.state(&src),
@@ -152,9 +200,17 @@ impl Proxy {
                 );
                 if !trusted && !registered && !authenticated {
                     // No open relay: only the core, authenticated and
-                    // registered devices reach other domains.
+                    // registered devices reach other domains (and, serving
+                    // any domain, the cluster: its fallback is the upstream).
                     self.stats.refused += 1;
                     return Decision::Reply(403, "Relaying Denied");
+                }
+                if cluster && ruri.user.is_some() && self.cfg.domains.is_empty() {
+                    // Serving any domain: a user unknown here may be another node's.
+                    let (aor, _) = lookup_target(&ruri);
+                    if let Some(d) = self.owner_decision(&aor, pop, cx) {
+                        return d;
+                    }
                 }
                 let Some(&primary) = self.cfg.upstream.first() else {
                     return Decision::Reply(404, "Not Found");

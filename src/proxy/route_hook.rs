@@ -96,7 +96,7 @@ impl Proxy {
                     );
                 }
                 self.stats.route_defaulted += 1;
-                self.default_route(slot, nonce, cx);
+                self.default_route(slot, nonce, true, cx);
             }
         }
     }
@@ -130,8 +130,9 @@ impl Proxy {
     }
 
     /// The route a waiting call takes without the webhook: the location
-    /// service, as if no webhook were configured.
-    pub(super) fn default_route(&mut self, slot: u32, nonce: u32, cx: &mut Ctx<'_>) {
+    /// service, as if no webhook were configured (and, unless `cluster` is
+    /// false, the cluster's owner lookup).
+    pub(super) fn default_route(&mut self, slot: u32, nonce: u32, cluster: bool, cx: &mut Ctx<'_>) {
         self.unpark(slot, nonce, cx);
         let Some(call) = self.calls.get(slot, nonce) else {
             return;
@@ -144,11 +145,22 @@ impl Proxy {
             return;
         };
         let (pop, _, foreign) = self.our_routes(&msg);
-        match self.decide(&msg, &checked, src, authenticated, (pop, foreign), cx) {
+        match self.decide(
+            &msg,
+            &checked,
+            src,
+            authenticated,
+            (pop, foreign),
+            cluster,
+            cx,
+        ) {
             Decision::Targets(t, _) => self.release_to(slot, nonce, t, cx),
             Decision::Reply(code, reason) => self.finish_parked(slot, nonce, code, reason, cx),
             Decision::Hold { target, aor, plan } => {
                 self.hold(slot, nonce, &target, &aor, *plan, cx)
+            }
+            Decision::Owner { aor, targets, .. } => {
+                self.send_to_owner(slot, nonce, &aor, targets, cx)
             }
         }
     }

@@ -90,6 +90,16 @@ impl Net {
         }
     }
 
+    /// This core looks cluster owners up through `cache`.
+    fn with_owners(self, cache: crate::cluster::lookup::OwnerCache) -> Net {
+        let Net { ep, dir, now } = self;
+        Net {
+            ep: ep.with_owner_cache(cache),
+            dir,
+            now,
+        }
+    }
+
     fn send(&mut self, from: &str, bytes: &[u8]) -> Vec<Sent> {
         self.ep.handle_datagram(self.now, 0, addr(from), bytes);
         self.drain()
@@ -293,6 +303,7 @@ fn a_call_reaches_a_natted_callee_and_in_dialog_requests_follow_the_flow() {
     );
 }
 
+mod cluster;
 mod hold;
 mod media;
 mod storm;

@@ -94,7 +94,8 @@ impl ContactView {
     }
 }
 
-/// What the owning core keeps per binding, to expire it.
+/// What the owning core keeps per binding, to expire it (as it goes into
+/// and comes out of the slab; the slab keeps it packed, see [`Slot`]).
 #[derive(Debug)]
 pub(crate) struct LocalBinding {
     /// The AOR's [`Directory::hash`](crate::registrar::Directory::hash):
@@ -107,11 +108,27 @@ pub(crate) struct LocalBinding {
     pub path: crate::addr::PathKey,
 }
 
+/// A binding's fields the registrar changes in place.
+#[derive(Debug)]
+pub(crate) struct Held {
+    pub aor: u64,
+    pub expires_at: u32,
+    pub scheduled_at: u32,
+}
+
+/// A slab entry in 32 bytes, not 48 (one per binding): the NAT path key
+/// packed into 8 bytes, an IPv6 one kept in [`Slab::v6`].
 #[derive(Debug)]
 struct Slot {
+    held: Held,
+    /// [`PathKey::V4`](crate::addr::PathKey)'s value, or [`V6_PATH`].
+    path: u64,
     gen: u32,
-    binding: Option<LocalBinding>,
+    filled: bool,
 }
+
+/// The path field of a binding whose path is IPv6 (a V4 key's top byte is 0).
+const V6_PATH: u64 = u64::MAX;
 
 /// Core-local bindings in a slab: u32 indices and generations, no pointers.
 #[derive(Debug, Default)]
@@ -119,6 +136,8 @@ pub(crate) struct Slab {
     slots: Vec<Slot>,
     free: Vec<u32>,
     live: usize,
+    /// The IPv6 path keys of the filled slots whose path is IPv6.
+    v6: hashbrown::HashMap<u32, crate::addr::PathKey>,
 }
 
 impl Slab {
@@ -134,8 +153,14 @@ impl Slab {
             return (i, s.gen);
         }
         self.slots.push(Slot {
+            held: Held {
+                aor: 0,
+                expires_at: 0,
+                scheduled_at: 0,
+            },
+            path: 0,
             gen: 1,
-            binding: None,
+            filled: false,
         });
         ((self.slots.len() - 1) as u32, 1)
     }
@@ -143,19 +168,45 @@ impl Slab {
     pub fn fill(&mut self, slot: u32, gen: u32, b: LocalBinding) {
         if let Some(s) = self.slots.get_mut(slot as usize) {
             if s.gen == gen {
-                if s.binding.is_none() {
+                if !s.filled {
                     self.live += 1;
                 }
-                s.binding = Some(b);
+                s.filled = true;
+                s.held = Held {
+                    aor: b.aor,
+                    expires_at: b.expires_at,
+                    scheduled_at: b.scheduled_at,
+                };
+                s.path = pack_path(&mut self.v6, slot, b.path);
             }
         }
     }
 
-    pub fn get_mut(&mut self, slot: u32, gen: u32) -> Option<&mut LocalBinding> {
+    pub fn get_mut(&mut self, slot: u32, gen: u32) -> Option<&mut Held> {
         self.slots
             .get_mut(slot as usize)
-            .filter(|s| s.gen == gen)
-            .and_then(|s| s.binding.as_mut())
+            .filter(|s| s.gen == gen && s.filled)
+            .map(|s| &mut s.held)
+    }
+
+    /// Moves a filled slot's binding to `path`: the path it left, if it
+    /// was another one.
+    pub fn move_path(
+        &mut self,
+        slot: u32,
+        gen: u32,
+        path: crate::addr::PathKey,
+    ) -> Option<crate::addr::PathKey> {
+        let s = self
+            .slots
+            .get_mut(slot as usize)
+            .filter(|s| s.gen == gen && s.filled)?;
+        let old = unpack_path(&self.v6, slot, s.path);
+        if old == path {
+            return None;
+        }
+        s.path = pack_path(&mut self.v6, slot, path);
+        Some(old)
     }
 
     /// Frees a slot (filled or only reserved) if the generation matches.
@@ -166,16 +217,64 @@ impl Slab {
         }
         // Bump the generation so no stale reference matches the reused slot.
         s.gen = s.gen.wrapping_add(1);
-        let b = s.binding.take();
-        if b.is_some() {
-            self.live -= 1;
-        }
         self.free.push(slot);
-        b
+        if !std::mem::take(&mut s.filled) {
+            return None;
+        }
+        self.live -= 1;
+        let path = unpack_path(&self.v6, slot, s.path);
+        if s.path == V6_PATH {
+            self.v6.remove(&slot);
+        }
+        Some(LocalBinding {
+            aor: s.held.aor,
+            expires_at: s.held.expires_at,
+            scheduled_at: s.held.scheduled_at,
+            path,
+        })
     }
 
     pub fn live(&self) -> usize {
         self.live
+    }
+
+    /// Heap bytes held, by capacity.
+    pub fn heap_bytes(&self) -> usize {
+        self.slots.capacity() * std::mem::size_of::<Slot>()
+            + self.free.capacity() * 4
+            + self.v6.capacity() * 29
+    }
+}
+
+/// A path key in a slot's 8 bytes: IPv6 ones go to `v6` under the slot.
+fn pack_path(
+    v6: &mut hashbrown::HashMap<u32, crate::addr::PathKey>,
+    slot: u32,
+    path: crate::addr::PathKey,
+) -> u64 {
+    match path {
+        crate::addr::PathKey::V4(k) => {
+            v6.remove(&slot);
+            k
+        }
+        crate::addr::PathKey::V6 { .. } => {
+            v6.insert(slot, path);
+            V6_PATH
+        }
+    }
+}
+
+fn unpack_path(
+    v6: &hashbrown::HashMap<u32, crate::addr::PathKey>,
+    slot: u32,
+    packed: u64,
+) -> crate::addr::PathKey {
+    match packed {
+        V6_PATH => v6
+            .get(&slot)
+            .copied()
+            .unwrap_or(crate::addr::PathKey::V4(0)),
+        k => crate::addr::PathKey::V4(k),
     }
 }
 
@@ -210,5 +309,22 @@ mod tests {
         s.fill(j, g2, lb());
         assert!(s.get_mut(j, g2).is_some());
         assert_eq!(s.live(), 1);
+    }
+
+    #[test]
+    fn an_entry_is_32_bytes_and_ipv6_paths_round_trip() {
+        assert_eq!(std::mem::size_of::<Slot>(), 32);
+        let v6 = crate::addr::PathKey::new(2, "[2001:db8::7]:5062".parse().unwrap());
+        let v4 = crate::addr::PathKey::new(1, "198.51.100.7:5060".parse().unwrap());
+        let mut s = Slab::default();
+        let (i, g) = s.reserve();
+        s.fill(i, g, LocalBinding { path: v6, ..lb() });
+        assert_eq!(s.move_path(i, g, v6), None, "same path: no move");
+        assert_eq!(s.move_path(i, g, v4), Some(v6));
+        assert!(s.v6.is_empty());
+        assert_eq!(s.move_path(i, g, v6), Some(v4));
+        let b = s.release(i, g).unwrap();
+        assert_eq!((b.path, b.aor), (v6, 7));
+        assert!(s.v6.is_empty());
     }
 }

@@ -422,6 +422,11 @@ impl Registrar {
         n
     }
 
+    /// Heap bytes of this core's binding slab, for the memory benches.
+    pub fn slab_heap_bytes(&self) -> usize {
+        self.slab.heap_bytes()
+    }
+
     /// Takes on bindings restored from disk ([`crate::persist`]): the
     /// directory already names them by this core and slots `0..`, so they
     /// fill an empty slab in order; their expiry timers are armed. Returns

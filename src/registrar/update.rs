@@ -232,11 +232,10 @@ impl Registrar {
                     self.dir.set_device(dev, aor);
                 }
                 self.report(EventKind::RegistrationAdded, aor, c, Some(origin));
-            } else if let Some(b) = self.slab.get_mut(slot, gen) {
+            } else if self.slab.get_mut(slot, gen).is_some() {
                 // A refresh from a new NAT mapping moves the binding to that path.
                 let path = PathKey::new(c.local, c.source);
-                if b.path != path {
-                    let old = std::mem::replace(&mut b.path, path);
+                if let Some(old) = self.slab.move_path(slot, gen, path) {
                     self.path_events.push(PathEvent {
                         path: old,
                         slot,

@@ -31,8 +31,13 @@ pub enum KeepaliveStep {
 pub enum Timer {
     /// The registrar's binding in `slot` (of generation `gen`) may expire.
     Expiry { slot: u32, gen: u32 },
-    /// A step of NAT path `path`'s keepalive.
-    Keepalive { path: u32, step: KeepaliveStep },
+    /// A step of NAT path `path`'s keepalive; `nonce` (30 bits) tells a
+    /// superseded one apart (keepalive timers take no handle).
+    Keepalive {
+        path: u32,
+        step: KeepaliveStep,
+        nonce: u32,
+    },
     /// The fan-out client transaction in `slot` (`nonce` tells reuses apart):
     /// retransmission or timeout (RFC 3261 Timers A/B/E/F/K, the ring timer).
     Transaction { slot: u32, nonce: u32 },
@@ -54,6 +59,9 @@ pub enum Timer {
 /// The largest value of a packed timer's 29-bit field (slot and path
 /// indices: half a billion per core).
 pub const MAX_INDEX: u32 = (1 << 29) - 1;
+
+/// The largest keepalive timer nonce (30 bits, beside the 2-bit step).
+pub const MAX_NONCE: u32 = (1 << 30) - 1;
 
 /// A [`Timer`] in 8 bytes: kind in the top 3 bits, then a 29-bit index,
 /// then a 32-bit field.
@@ -79,7 +87,9 @@ impl Packed {
     pub fn pack(t: Timer) -> Packed {
         match t {
             Timer::Expiry { slot, gen } => Packed::new(EXPIRY, slot, gen),
-            Timer::Keepalive { path, step } => Packed::new(KEEPALIVE, path, step as u32),
+            Timer::Keepalive { path, step, nonce } => {
+                Packed::new(KEEPALIVE, path, (nonce & MAX_NONCE) << 2 | step as u32)
+            }
             Timer::Transaction { slot, nonce } => Packed::new(TRANSACTION, slot, nonce),
             Timer::Pace => Packed::new(PACE, 0, 0),
             Timer::Subscriptions => Packed::new(SUBSCRIPTIONS, 0, 0),
@@ -101,7 +111,8 @@ impl Packed {
             },
             KEEPALIVE => Timer::Keepalive {
                 path: index,
-                step: match field {
+                nonce: field >> 2,
+                step: match field & 3 {
                     0 => KeepaliveStep::Check,
                     1 => KeepaliveStep::Retransmit,
                     2 => KeepaliveStep::Timeout,
@@ -150,6 +161,12 @@ impl Timers {
         self.wheel.insert(at, Packed::pack(t))
     }
 
+    /// Arms `t` for `at` without a handle, for timers never cancelled
+    /// (see [`TimerWheel::insert_unhandled`]).
+    pub fn arm_unhandled(&mut self, at: u64, t: Timer) {
+        self.wheel.insert_unhandled(at, Packed::pack(t));
+    }
+
     /// Disarms a timer; true if it was still pending.
     pub fn cancel(&mut self, h: TimerHandle) -> bool {
         self.wheel.cancel(h)
@@ -172,6 +189,11 @@ impl Timers {
 
     pub fn is_empty(&self) -> bool {
         self.wheel.is_empty()
+    }
+
+    /// See [`TimerWheel::heap_bytes`].
+    pub fn heap_bytes(&self) -> (usize, usize) {
+        self.wheel.heap_bytes()
     }
 }
 
@@ -200,7 +222,11 @@ mod tests {
                 nonce: v & 0xFF_FFFF,
             });
             for step in steps {
-                all.push(Timer::Keepalive { path: i, step });
+                all.push(Timer::Keepalive {
+                    path: i,
+                    step,
+                    nonce: v & MAX_NONCE,
+                });
             }
         }
         for t in all {

@@ -23,7 +23,7 @@
 
 mod kinds;
 
-pub use kinds::{KeepaliveStep, Timer, Timers, MAX_INDEX};
+pub use kinds::{KeepaliveStep, Timer, Timers, MAX_INDEX, MAX_NONCE};
 
 /// Slots per level.
 const SLOTS: usize = 64;
@@ -32,12 +32,17 @@ const LEVELS: usize = 6;
 /// again when their slot comes (about 2.2 years).
 const MAX_DURATION: u64 = (1 << (6 * LEVELS)) - 1;
 
+/// The index of a timer armed without a handle ([`TimerWheel::insert_unhandled`]).
+const UNHANDLED: u32 = u32::MAX;
+
 /// Names a pending timer. Stale after the timer fired or was cancelled:
 /// the generation then no longer matches and cancel returns `None`.
+/// Generations skip 0, so an `Option<TimerHandle>` is 8 bytes, not 12 (a
+/// NAT path keeps three).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TimerHandle {
     index: u32,
-    gen: u32,
+    gen: std::num::NonZeroU32,
 }
 
 /// What a slot holds: the timer's deadline and value, and the handle that
@@ -101,6 +106,18 @@ impl<T: Copy> TimerWheel<T> {
         self.len == 0
     }
 
+    /// Heap bytes held, by capacity: (slot records incl. the due list,
+    /// generations and free indices), for the memory benches.
+    pub fn heap_bytes(&self) -> (usize, usize) {
+        let item = std::mem::size_of::<Item<T>>();
+        let records = self.slots.iter().map(Vec::capacity).sum::<usize>() + self.due.capacity();
+        let table = self.gens.capacity() * 4 + self.free.capacity() * 4;
+        (
+            records * item,
+            table + self.slots.capacity() * std::mem::size_of::<Vec<Item<T>>>(),
+        )
+    }
+
     /// Arms a timer for `deadline` (ms). A deadline already past fires on
     /// the next [`TimerWheel::poll`].
     pub fn insert(&mut self, deadline: u64, value: T) -> TimerHandle {
@@ -108,7 +125,7 @@ impl<T: Copy> TimerWheel<T> {
             Some(i) => i,
             None => {
                 assert!(self.gens.len() < u32::MAX as usize, "timer table full");
-                self.gens.push(0);
+                self.gens.push(1);
                 (self.gens.len() - 1) as u32
             }
         };
@@ -120,13 +137,29 @@ impl<T: Copy> TimerWheel<T> {
             value,
         });
         self.len += 1;
-        TimerHandle { index, gen }
+        TimerHandle {
+            index,
+            gen: std::num::NonZeroU32::new(gen).expect("generations skip 0"),
+        }
+    }
+
+    /// Arms a timer that is never cancelled: it takes no handle index, so
+    /// no generation (4 bytes) nor free-list entry. Its owner tells a
+    /// superseded one apart by its value when it fires.
+    pub fn insert_unhandled(&mut self, deadline: u64, value: T) {
+        self.place(Item {
+            deadline,
+            index: UNHANDLED,
+            gen: 0,
+            value,
+        });
+        self.len += 1;
     }
 
     /// Disarms a timer; true if it was still pending. Its record stays in
     /// its slot, stale, until it comes due and is dropped.
     pub fn cancel(&mut self, h: TimerHandle) -> bool {
-        if self.gens.get(h.index as usize) != Some(&h.gen) {
+        if self.gens.get(h.index as usize) != Some(&h.gen.get()) {
             return false;
         }
         self.len -= 1;
@@ -149,6 +182,14 @@ impl<T: Copy> TimerWheel<T> {
     pub fn poll(&mut self, now: u64) -> Option<(TimerHandle, T)> {
         loop {
             while let Some(item) = self.due.pop() {
+                if item.index == UNHANDLED {
+                    self.len -= 1;
+                    let h = TimerHandle {
+                        index: UNHANDLED,
+                        gen: std::num::NonZeroU32::MIN,
+                    };
+                    return Some((h, item.value));
+                }
                 if self.gens[item.index as usize] != item.gen {
                     continue; // cancelled
                 }
@@ -156,7 +197,7 @@ impl<T: Copy> TimerWheel<T> {
                 self.release(item.index);
                 let h = TimerHandle {
                     index: item.index,
-                    gen: item.gen,
+                    gen: std::num::NonZeroU32::new(item.gen).expect("generations skip 0"),
                 };
                 return Some((h, item.value));
             }
@@ -257,7 +298,7 @@ impl<T: Copy> TimerWheel<T> {
             .clamp(self.elapsed, self.elapsed.saturating_add(MAX_DURATION));
         let level = self.level_for(at);
         let slot = ((at >> (6 * level)) & 63) as usize;
-        if level == 0 {
+        if level == 0 && item.index != UNHANDLED {
             // It fires within 64 ms and firing reads its generation: at a
             // million timers the table is 4 MB and that read missed the
             // cache (60% of expire's time); fetch the line now, while
@@ -294,7 +335,7 @@ impl<T: Copy> TimerWheel<T> {
     /// a slot stale.
     fn release(&mut self, index: u32) {
         let g = &mut self.gens[index as usize];
-        *g = g.wrapping_add(1);
+        *g = g.wrapping_add(1).max(1);
         self.free.push(index);
     }
 }
@@ -325,6 +366,26 @@ mod tests {
         }
         v.sort_unstable();
         v
+    }
+
+    #[test]
+    fn unhandled_timers_fire_in_order_beside_handled_ones() {
+        let mut w = TimerWheel::new(0);
+        w.insert_unhandled(300, 3);
+        let h = w.insert(100, 1);
+        w.insert_unhandled(200_000, 4);
+        w.insert(250, 2);
+        assert_eq!(w.len(), 4);
+        assert!(w.gens.len() == 2, "unhandled timers take no generation");
+        assert!(w.cancel(h));
+        assert_eq!(drain(&mut w, 1_000), vec![2, 3]);
+        assert_eq!(drain(&mut w, 300_000), vec![4]);
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn an_optional_handle_is_eight_bytes() {
+        assert_eq!(std::mem::size_of::<Option<TimerHandle>>(), 8);
     }
 
     #[test]

@@ -100,7 +100,7 @@ pub(super) fn statuses_to(out: &[Sent], to: &str) -> Vec<u16> {
 
 /// Holds a call for asleep bob: the caller hears 100 and 180, and one
 /// push callout carries his push parameters and a bridge URI.
-fn hold_call(n: &mut Net, branch: &str) -> serde_json::Value {
+pub(super) fn hold_call(n: &mut Net, branch: &str) -> serde_json::Value {
     let out = n.send(CALLER, &invite("bob", branch, ""));
     assert_eq!(statuses_to(&out, CALLER), vec![100, 180], "{out:#?}");
     let evs = events(n);

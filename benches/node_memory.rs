@@ -1,0 +1,98 @@
+//! What one core keeps per registered and kept-alive endpoint, structure by
+//! structure: N endpoints register through one core's sans-IO endpoint (the
+//! registrar, its directory, the NAT path table with a 20 s keepalive, the
+//! core's timer wheel), each a typical UA on its own NAT path. Live heap
+//! bytes come from a counting allocator; each structure's share from its
+//! capacity; the directory's blocks are the rest. RSS growth is printed too.
+//! `cargo bench --bench node_memory -- [N]` (default 1,000,000).
+
+mod common;
+#[path = "common/counting.rs"]
+mod counting;
+
+use std::net::SocketAddr;
+
+use tether::endpoint::Core;
+use tether::nat::KeepaliveConfig;
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("Linux /proc");
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+fn main() {
+    let n: u32 = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
+    let rss0 = rss_bytes();
+    let live0 = counting::live();
+    let dir_only = tether::registrar::Directory::with_capacity(n as usize);
+    let tables = counting::live() - live0;
+    drop(dir_only);
+    let live0 = counting::live();
+    let cfg = KeepaliveConfig {
+        interval_ms: 20_000,
+        ..KeepaliveConfig::default()
+    };
+    let mut d = common::one_core(n, cfg);
+    let mut msg = Vec::with_capacity(1024);
+    for i in 0..n {
+        use std::io::Write;
+        msg.clear();
+        let (a, b, c) = ((i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff);
+        write!(
+            msg,
+            "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 10.{a}.{b}.{c}:5060;branch=z9hG4bK{i:x};rport\r\n\
+Max-Forwards: 70\r\nFrom: <sip:u{i:07}@example.com>;tag={i:x}\r\nTo: <sip:u{i:07}@example.com>\r\n\
+Call-ID: {i:08x}-reg@10.{a}.{b}.{c}\r\nCSeq: 1 REGISTER\r\n\
+Contact: <sip:u{i:07}@10.{a}.{b}.{c}:5060;transport=udp>;+sip.instance=\"<urn:uuid:00000000-0000-1000-8000-{i:012x}>\";reg-id=1\r\n\
+Expires: 3600\r\nAccept: application/sdp, application/application-server-contact-me\r\nContent-Length: 0\r\n\r\n"
+        )
+        .unwrap();
+        let src = SocketAddr::from((
+            [198, 51, (i >> 16) as u8, (i >> 8) as u8],
+            1024 + (i & 0xff) as u16 * 200,
+        ));
+        d.handle_datagram(0, 0, src, &msg);
+        while d.poll_transmit().is_some() {}
+    }
+    assert_eq!(d.paths(), n as usize);
+    let live = counting::live() - live0;
+    let rss = rss_bytes() - rss0;
+    let per = |b: usize| b as f64 / f64::from(n);
+    println!("endpoints registered and kept alive: {n}");
+    println!("{:<40} {:>14} {:>10}", "structure", "bytes", "per endpoint");
+    println!(
+        "{:<40} {:>14} {:>10.1}",
+        "AOR + device tables (preallocated)",
+        tables,
+        per(tables)
+    );
+    let mut counted = tables;
+    for (name, b) in d.heap_breakdown() {
+        println!("{name:<40} {b:>14} {:>10.1}", per(b));
+        counted += b;
+    }
+    let rest = live.saturating_sub(counted);
+    println!(
+        "{:<40} {:>14} {:>10.1}",
+        "directory blocks + the rest (live - above)",
+        rest,
+        per(rest)
+    );
+    println!(
+        "{:<40} {:>14} {:>10.1}",
+        "live heap in all",
+        live,
+        per(live)
+    );
+    println!(
+        "{:<40} {:>14} {:>10.1}",
+        "RSS growth",
+        rss,
+        per(rss as usize)
+    );
+    std::hint::black_box(&d);
+}
