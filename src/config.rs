@@ -457,6 +457,17 @@ impl Config {
         self.webhooks.check()?;
         self.push.check()?;
         self.cluster.check(self.push.node)?;
+        // Node-to-node job parts authenticate as this api.clients entry.
+        let peer = &self.cluster.api_client;
+        if !peer.is_empty() && !self.api.clients.iter().any(|c| &c.name == peer) {
+            return Err(ConfigError::Invalid {
+                key: "cluster.api_client",
+                fix: format!(
+                    "{peer:?} names no [[api.clients]] entry; add one with that name and a token \
+                     (the same on every node), or leave it empty to keep jobs on this node"
+                ),
+            });
+        }
         self.limits.check()?;
         self.log.check()?;
         self.persist.check()?;
@@ -645,6 +656,18 @@ impl Config {
     /// The API's listen address; `None` when switched off.
     pub fn api_listen(&self) -> Option<SocketAddr> {
         self.api.listen.parse().ok()
+    }
+
+    /// The control API address other nodes reach this one at:
+    /// `cluster.api_advertise`, else `api.listen` when it names one address
+    /// (not a wildcard, not port 0).
+    pub fn cluster_api_addr(&self) -> Option<String> {
+        if !self.cluster.api_advertise.is_empty() {
+            return Some(self.cluster.api_advertise.clone());
+        }
+        self.api_listen()
+            .filter(|a| !a.ip().is_unspecified() && a.port() != 0)
+            .map(|a| a.to_string())
     }
 
     /// The fan-out settings this configuration asks for.

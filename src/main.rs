@@ -74,9 +74,20 @@ struct BenchArgs {
     /// deletes the calls.
     #[arg(value_parser = ["register", "keepalive", "notify", "soak", "call", "rtp"])]
     scenario: String,
-    /// The registrar to load (loopback only unless --allow-remote).
-    #[arg(short, long, default_value = "127.0.0.1:5060")]
-    target: std::net::SocketAddrV4,
+    /// The registrar to load (loopback only unless --allow-remote). Given
+    /// several times (the nodes of a cluster), endpoints are spread over
+    /// them in turn, each node is reported apart, and a node that stops
+    /// answering loses its endpoints to the others (--failover-ms).
+    #[arg(short, long = "target", default_value = "127.0.0.1:5060")]
+    targets: Vec<std::net::SocketAddrV4>,
+    /// Several targets: a node whose STUN keepalives go unanswered this
+    /// long (ms) is down; its endpoints register again at the others. 0: never.
+    #[arg(long, default_value_t = 2_000)]
+    failover_ms: u64,
+    /// A device prompted by two different nodes within this (ms) counts as
+    /// a duplicate prompt.
+    #[arg(long, default_value_t = 60_000)]
+    duplicate_window_ms: u64,
     /// Simulated endpoints (call: the callees).
     #[arg(short = 'n', long, default_value_t = 10_000)]
     endpoints: u32,
@@ -278,13 +289,29 @@ fn bench_rtp(a: &BenchArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+impl BenchArgs {
+    /// The first target (the one the API, probes and floods use).
+    fn target(&self) -> std::net::SocketAddrV4 {
+        self.targets
+            .first()
+            .copied()
+            .unwrap_or(std::net::SocketAddrV4::new([127, 0, 0, 1].into(), 5060))
+    }
+}
+
 fn bench(a: BenchArgs) -> ExitCode {
     use tether::loadgen::{self, report, LoadConfig, Scenario};
     if a.scenario == "rtp" {
         return bench_rtp(&a);
     }
-    if let Err(e) = loadgen::check_target(a.target, a.allow_remote) {
-        eprintln!("tether bench: {e}");
+    for t in &a.targets {
+        if let Err(e) = loadgen::check_target(*t, a.allow_remote) {
+            eprintln!("tether bench: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    if a.targets.len() > 200 {
+        eprintln!("tether bench: at most 200 --target");
         return ExitCode::from(2);
     }
     if !a.source_base.is_loopback() || !a.flood_base.is_loopback() {
@@ -315,8 +342,16 @@ fn bench(a: BenchArgs) -> ExitCode {
         Some(p) => Duration::from_secs(120) + p.duration + p.hold + p.drain,
         None => Duration::from_secs(a.duration.unwrap_or(120)),
     };
+    let first = a.target();
     let cfg = LoadConfig {
-        target: a.target,
+        target: first,
+        targets: if a.targets.len() > 1 {
+            a.targets.clone()
+        } else {
+            Vec::new()
+        },
+        failover: Duration::from_millis(a.failover_ms),
+        duplicate_window: Duration::from_millis(a.duplicate_window_ms),
         endpoints: a.endpoints,
         rate: if calling { a.register_rate } else { a.rate },
         duration,
@@ -337,10 +372,7 @@ fn bench(a: BenchArgs) -> ExitCode {
         dead_share: a.dead_share,
         source_base: a.source_base,
         ports: a.ports,
-        domain: a
-            .domain
-            .clone()
-            .unwrap_or_else(|| a.target.ip().to_string()),
+        domain: a.domain.clone().unwrap_or_else(|| first.ip().to_string()),
         window: a.window,
         server_pid: a.server_pid,
         password: a.password,
@@ -376,11 +408,8 @@ fn bench(a: BenchArgs) -> ExitCode {
                 kind: a.job_kind.clone(),
                 probes: a.probes,
                 rate: a.job_rate,
-                target: a.target,
-                domain: a
-                    .domain
-                    .clone()
-                    .unwrap_or_else(|| a.target.ip().to_string()),
+                target: first,
+                domain: a.domain.clone().unwrap_or_else(|| first.ip().to_string()),
             }
         }),
     };

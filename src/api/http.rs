@@ -38,7 +38,7 @@ impl Api {
             .to_ip()
             .ok_or_else(|| std::io::Error::other("api.listen: not an IP address"))?;
         let server = Arc::new(server);
-        let service = Arc::new(Service::new(ctl, &cfg.api, &cfg.notify));
+        let service = Arc::new(Service::new(ctl, &cfg.api, &cfg.notify).with_cluster(cfg));
         let mut threads = Vec::with_capacity(HANDLERS);
         for i in 0..HANDLERS {
             let (server, service) = (server.clone(), service.clone());

@@ -9,6 +9,7 @@
 
 mod access;
 mod blocks;
+mod fanout;
 pub mod http;
 mod jobs;
 pub mod request;
@@ -72,6 +73,12 @@ pub struct ApiStats {
     pub requests_4xx: AtomicU64,
     pub requests_5xx: AtomicU64,
     pub jobs_accepted: AtomicU64,
+    /// Fan-out across the cluster: parts handed to other nodes, parts no
+    /// node took (unreachable, refused, no API address), parts lost to a
+    /// node that stopped answering.
+    pub cluster_parts: AtomicU64,
+    pub cluster_parts_failed: AtomicU64,
+    pub cluster_parts_lost: AtomicU64,
 }
 
 /// The control API's state.
@@ -87,6 +94,11 @@ pub struct Service {
     /// API handling time, µs.
     latency: Mutex<hdrhistogram::Histogram<u64>>,
     pub stats: Arc<ApiStats>,
+    /// `[cluster]` with `cluster.api_client`: jobs reach every node.
+    fanout: Option<Arc<fanout::FanoutCfg>>,
+    /// The cluster jobs' coordination, by job id (as long as the job is kept).
+    fanouts: Mutex<hashbrown::HashMap<u64, Arc<fanout::Fanout>>>,
+    coordinators: fanout::Running,
 }
 
 impl Service {
@@ -118,7 +130,17 @@ impl Service {
                 hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 2).expect("bounds"),
             ),
             stats: Arc::new(ApiStats::default()),
+            fanout: None,
+            fanouts: Mutex::new(hashbrown::HashMap::new()),
+            coordinators: Arc::default(),
         }
+    }
+
+    /// Fan-out across the cluster, when `cfg` turns it on (`[cluster]` and
+    /// `cluster.api_client`).
+    pub fn with_cluster(mut self, cfg: &crate::config::Config) -> Service {
+        self.fanout = fanout::FanoutCfg::from_config(cfg).map(Arc::new);
+        self
     }
 
     /// Replaces `api.allow` and `api.clients` (a reload): requests that
@@ -204,10 +226,30 @@ impl Service {
     }
 
     fn submit(&self, body: &[u8], client: &Client) -> ApiResponse {
-        let spec = match request::parse(body, &client.name) {
+        let request_body = body;
+        let (mut spec, part_of) = match request::parse_part(body, &client.name) {
             Ok(s) => s,
             Err(e) => return ApiResponse::json(400, json!({ "error": e.error, "field": e.field })),
         };
+        let peer_client = self.fanout.as_ref().map(|f| f.cluster.api_client.as_str());
+        if part_of.is_some() && peer_client != Some(client.name.as_str()) {
+            return ApiResponse::json(
+                403,
+                json!({"error": "only the cluster's own client (cluster.api_client) posts a node's part", "field": "cluster_part"}),
+            );
+        }
+        // A part from another node runs here and is never split again.
+        let spread = self.fanout.clone().filter(|_| part_of.is_none());
+        if spread.is_some() {
+            if self.coordinators.load(Ordering::Acquire) >= fanout::MAX_COORDINATORS {
+                return ApiResponse::error(
+                    503,
+                    "too many cluster jobs being handed out; try again shortly",
+                );
+            }
+            // The merged job is reported when every node's part is over.
+            spec.callback_url = None;
+        }
         if !self.jobs.lock().has_room(unix_ms(), 0) {
             return ApiResponse::error(
                 503,
@@ -236,6 +278,12 @@ impl Service {
             Kind::WakeInvite => wake_body(&spec, &self.labels),
         };
         let rate = spec.rate.map(|r| (r / busy.len().max(1) as u32).max(1));
+        let callback = self
+            .fanout
+            .is_some()
+            .then(|| serde_json::from_slice::<serde_json::Value>(request_body).ok())
+            .flatten()
+            .and_then(|b| b["callback_url"].as_str().map(str::to_owned));
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let job = Arc::new(Job::new(
             id,
@@ -250,6 +298,9 @@ impl Service {
             },
         ));
         self.jobs.lock().insert(job.clone(), unix_ms());
+        if let Some(cfg) = spread {
+            self.spread(cfg, &job, request_body, callback);
+        }
         // The job is reported (webhook) once: by the core that finishes its
         // last part, or here when no core gets a part or the last part could
         // not be handed over.
@@ -287,10 +338,71 @@ impl Service {
                 "status": status(&job),
                 "devices": job.devices.len(),
                 "unmatched_targets": unmatched_targets(&job),
+                "cluster": self.fanouts.lock().contains_key(&id),
             }),
         );
         r.headers.push(("Location", format!("/v1/notify/{id}")));
         r
+    }
+
+    /// Starts handing the other nodes their parts of `job` (see
+    /// [`fanout`]); with no coordinator thread the job stays this node's.
+    fn spread(
+        &self,
+        cfg: Arc<fanout::FanoutCfg>,
+        job: &Arc<Job>,
+        body: &[u8],
+        callback: Option<String>,
+    ) {
+        let Ok(original) = serde_json::from_slice::<serde_json::Value>(body) else {
+            return;
+        };
+        let state = Arc::new(fanout::Fanout::default());
+        {
+            let mut f = self.fanouts.lock();
+            // Forget the coordination of jobs no longer kept.
+            let mut jobs = self.jobs.lock();
+            let now = unix_ms();
+            f.retain(|id, _| jobs.get(*id, now).is_some());
+            f.insert(job.id, state.clone());
+        }
+        let (http_tx, hooks) = (self.ctl.http_tx.clone(), self.ctl.hooks.clone());
+        let me = cfg.cluster.node;
+        let webhook: fanout::Webhook = Box::new(move |job: &Job, st: &fanout::State| {
+            let Some(url) = callback else { return };
+            let v = fanout::merged(job, job_json(job, None), st, me, None);
+            let req = crate::hooks::Request {
+                url: url.into(),
+                body: v.to_string().into_bytes(),
+                kind: crate::hooks::Kind::Webhook,
+            };
+            let _ = crate::hooks::enqueue(&http_tx, &hooks, req);
+        });
+        let c = fanout::Coordinator {
+            cfg,
+            job: job.clone(),
+            body: original,
+            fanout: state,
+            running: self.coordinators.clone(),
+            stats: self.stats.clone(),
+            webhook,
+        };
+        if let Err(e) = c.spawn() {
+            tracing::warn!(job = job.id, error = %e, "cluster job: no coordinator thread; this node's devices only");
+            self.fanouts.lock().remove(&job.id);
+        }
+    }
+
+    /// The job as `GET` shows it: merged over the nodes for a cluster job.
+    fn job_view(&self, job: &Job, page: Option<(usize, usize)>) -> serde_json::Value {
+        let local = job_json(job, page.map(|(o, l)| (o, l, &*self.ctl.directory)));
+        let f = self.fanouts.lock().get(&job.id).cloned();
+        match (f, &self.fanout) {
+            (Some(f), Some(cfg)) => {
+                fanout::merged(job, local, &f.state.lock(), cfg.cluster.node, page)
+            }
+            _ => local,
+        }
     }
 
     /// Hands a part to its core; a core whose inbox stays full for a second
@@ -355,21 +467,19 @@ impl Service {
                 }
             }
         }
-        ApiResponse::json(
-            200,
-            job_json(&job, Some((offset, limit, &self.ctl.directory))),
-        )
+        ApiResponse::json(200, self.job_view(&job, Some((offset, limit))))
     }
 
     fn cancel(&self, id: &str, client: &Client) -> ApiResponse {
         let Some(job) = self.find(id, client) else {
             return ApiResponse::error(404, "no such job");
         };
-        if job.is_finished() {
-            return ApiResponse::json(200, job_json(&job, None));
+        if job.is_finished() && !self.fanouts.lock().contains_key(&job.id) {
+            return ApiResponse::json(200, self.job_view(&job, None));
         }
+        // A cluster job's coordinator passes the cancellation on.
         job.cancel();
-        ApiResponse::json(202, job_json(&job, None))
+        ApiResponse::json(202, self.job_view(&job, None))
     }
 
     /// Asks every core through its inbox (`ask` wraps the reply channel in
@@ -500,6 +610,21 @@ impl Service {
                 "tether_api_jobs_accepted_total",
                 "Fan-out jobs accepted.",
                 &s.jobs_accepted,
+            ),
+            (
+                "tether_api_cluster_parts_total",
+                "Parts of jobs handed to other cluster nodes.",
+                &s.cluster_parts,
+            ),
+            (
+                "tether_api_cluster_parts_failed_total",
+                "Parts of jobs no node took (unreachable, refused, no API address): their targets are no_binding.",
+                &s.cluster_parts_failed,
+            ),
+            (
+                "tether_api_cluster_parts_lost_total",
+                "Parts of jobs whose node stopped answering while they ran.",
+                &s.cluster_parts_lost,
             ),
         ];
         for (name, help, v) in api {

@@ -43,10 +43,30 @@ struct Body {
     callback_url: Option<String>,
     #[serde(default)]
     rate: Option<u32>,
+    /// Set by a node posting another node its part of a cluster job.
+    #[serde(default)]
+    cluster_part: Option<PartOf>,
+}
+
+/// A job that is one node's part of a job posted to another node (fan-out
+/// across the cluster): run here, on this node's own devices, never split
+/// again, so a part cannot loop between nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartOf {
+    /// The node the job was posted to.
+    pub origin: u32,
+    /// The job's id there.
+    pub job: String,
 }
 
 /// Parses and checks a job request from `owner` (the API client's name).
 pub fn parse(body: &[u8], owner: &str) -> Result<JobSpec, BadRequest> {
+    parse_part(body, owner).map(|(spec, _)| spec)
+}
+
+/// [`parse`], and whether the job is another node's part of a cluster job.
+pub fn parse_part(body: &[u8], owner: &str) -> Result<(JobSpec, Option<PartOf>), BadRequest> {
     let b: Body = serde_json::from_slice(body).map_err(|e| {
         let msg = e.to_string();
         // serde names the field in "unknown field `x`" and "missing field `x`".
@@ -120,7 +140,15 @@ pub fn parse(body: &[u8], owner: &str) -> Result<JobSpec, BadRequest> {
         return Err(bad("rate", "requests per second, at least 1"));
     }
     let targets = targets(&b.targets)?;
-    Ok(JobSpec {
+    if let Some(p) = &b.cluster_part {
+        if p.origin == 0 || p.job.is_empty() || p.job.len() > 20 {
+            return Err(bad(
+                "cluster_part",
+                "origin: a node number, job: its job id",
+            ));
+        }
+    }
+    let spec = JobSpec {
         kind,
         request_id,
         server: ServerAddr { host, port },
@@ -132,7 +160,8 @@ pub fn parse(body: &[u8], owner: &str) -> Result<JobSpec, BadRequest> {
         rate: b.rate,
         targets,
         owner: owner.into(),
-    })
+    };
+    Ok((spec, b.cluster_part))
 }
 
 /// `"foo"`, `["foo", "bar:mobile"]`, `{"all": true}` or a mix in a list.

@@ -77,7 +77,7 @@ fn rig_with(allow: &[&str], tweak: impl FnOnce(&mut Config)) -> Rig {
     ];
     tweak(&mut cfg);
     Rig {
-        service: Service::new(ctl, &cfg.api, &cfg.notify),
+        service: Service::new(ctl, &cfg.api, &cfg.notify).with_cluster(&cfg),
         rx,
         _poll: poll,
     }
@@ -395,4 +395,64 @@ fn set_access_swaps_tokens_and_allow_lists() {
     api.allow = vec!["10.0.0.0/8".into()];
     r.service.set_access(&api);
     assert_eq!(call(&r, "GET", "/healthz", None, "").status, 403);
+}
+
+#[test]
+fn a_node_part_comes_only_from_the_cluster_client_and_is_never_split_again() {
+    let r = rig_with(&[], |cfg| {
+        cfg.cluster.enabled = true;
+        cfg.cluster.node = 1;
+        // Nothing listens there: the coordinator finds Redis unreachable.
+        cfg.cluster.redis = vec!["redis://127.0.0.1:1".into()];
+        cfg.cluster.timeout_ms = 100;
+        cfg.cluster.advertise = "127.0.0.1:5060".into();
+        cfg.cluster.api_client = "as2".into();
+    });
+    let part = job_body(r#"["foo@example.net"]"#).replace(
+        "\"request_id\"",
+        "\"cluster_part\": {\"origin\": 2, \"job\": \"5\"}, \"request_id\"",
+    );
+    // An application server may not pose as a node.
+    let resp = call(&r, "POST", "/v1/notify", Some(TOKEN), &part);
+    assert_eq!(resp.status, 403, "{}", resp.body);
+    assert_eq!(json(&resp)["field"], "cluster_part");
+    // The cluster's client may; the part runs here only.
+    let resp = call(
+        &r,
+        "POST",
+        "/v1/notify",
+        Some("another-token-of-16+"),
+        &part,
+    );
+    assert_eq!(resp.status, 202, "{}", resp.body);
+    assert_eq!(json(&resp)["cluster"], false);
+    assert_eq!(json(&resp)["devices"], 2);
+    // A job from an application server is handed out across the cluster;
+    // with Redis unreachable it stays this node's, and says so.
+    let resp = call(
+        &r,
+        "POST",
+        "/v1/notify",
+        Some(TOKEN),
+        &job_body(r#"{"all": true}"#),
+    );
+    assert_eq!(resp.status, 202, "{}", resp.body);
+    let v = json(&resp);
+    assert_eq!(v["cluster"], true);
+    let url = format!("/v1/notify/{}", v["job"].as_str().unwrap());
+    let mut shown = serde_json::Value::Null;
+    for _ in 0..500 {
+        shown = json(&call(&r, "GET", &url, Some(TOKEN), ""));
+        if shown["cluster_note"].is_string() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(
+        shown["cluster_note"]
+            .as_str()
+            .is_some_and(|n| n.contains("Redis unreachable")),
+        "{shown}"
+    );
+    assert_eq!(shown["nodes"].as_array().map(Vec::len), Some(1), "{shown}");
 }

@@ -47,6 +47,14 @@ pub struct ClusterSection {
     pub lookup_cache_ms: u64,
     /// AORs whose owners a core keeps at once.
     pub lookup_cache: usize,
+    /// Fan-out across nodes (issue 18): the control API address
+    /// (`host:port`) the other nodes post this node's part of a job to;
+    /// empty = `api.listen` when that names one address.
+    pub api_advertise: String,
+    /// The `api.clients` entry (its name) whose token a node presents to
+    /// the others' APIs, the same entry on every node; only this client may
+    /// post a node's part of a job. Empty: jobs reach this node's devices only.
+    pub api_client: String,
     /// A call for a device this node does not hold waits at most this long
     /// (ms) for the owner lookup; then it takes the upstream, or 480.
     pub lookup_timeout_ms: u64,
@@ -72,10 +80,18 @@ impl Default for ClusterSection {
             sweep_s: 3600,
             lookup_cache_ms: 2000,
             lookup_cache: 10_000,
+            api_advertise: String::new(),
+            api_client: String::new(),
             lookup_timeout_ms: 500,
             lookup_waiting: 1000,
         }
     }
+}
+
+/// `host:port` with a port other than 0.
+fn is_hostport(s: &str) -> bool {
+    s.rsplit_once(':')
+        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p != 0))
 }
 
 fn invalid(key: &'static str, fix: String) -> ConfigError {
@@ -180,6 +196,16 @@ impl ClusterSection {
                 ));
             }
         }
+        if !self.api_advertise.is_empty() && !is_hostport(&self.api_advertise) {
+            return Err(invalid(
+                "cluster.api_advertise",
+                format!(
+                    "{:?} is not host:port; give the control API address other nodes reach this \
+                     one at, or leave it empty for api.listen",
+                    self.api_advertise
+                ),
+            ));
+        }
         if !self.enabled {
             return Ok(());
         }
@@ -190,11 +216,7 @@ impl ClusterSection {
                     .into(),
             ));
         }
-        let advertise_ok = self
-            .advertise
-            .rsplit_once(':')
-            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p != 0));
-        if !advertise_ok {
+        if !is_hostport(&self.advertise) {
             return Err(invalid(
                 "cluster.advertise",
                 format!(
@@ -260,6 +282,12 @@ mod tests {
         let cfg = crate::config::Config::from_toml(ok).unwrap();
         assert!(cfg.cluster.enabled);
         assert!(err(&ok.replace("[push]\nnode = 2", "")).contains("push.node"));
+        let peer = ok.replace("[push]", "api_client = \"peers\"\n[push]");
+        assert!(err(&peer).contains("`cluster.api_client`"));
+        let listed = format!(
+            "{peer}[api]\nclients = [{{ name = \"peers\", token = \"0123456789abcdef0123\" }}]\n"
+        );
+        assert!(crate::config::Config::from_toml(&listed).is_ok());
     }
 
     #[test]
@@ -289,6 +317,9 @@ mod tests {
         s = on();
         s.node = 0;
         assert_eq!(key_of(&s, 0), "cluster.node");
+        s = on();
+        s.api_advertise = "127.0.0.1".into();
+        assert_eq!(key_of(&s, 1), "cluster.api_advertise");
         s = on();
         s.lookup_timeout_ms = 5;
         assert_eq!(key_of(&s, 1), "cluster.lookup_timeout_ms");

@@ -142,6 +142,11 @@ pub fn node_key(node: u32) -> String {
 /// that a reader can enumerate nodes without scanning every master.
 pub const NODES_KEY: &str = "tether:nodes";
 
+/// The hash of every node's control API address (node → `host:port`),
+/// written beside [`NODES_KEY`] when a node joins: a job posted to any node
+/// hands each other node its part through that node's API (fan-out across
+/// the cluster). A key of its own, so the SIP address records stay as they are.
+pub const NODES_API_KEY: &str = "tether:nodes:api";
 /// The SIP address in a heartbeat or [`NODES_KEY`] value: its first word.
 /// Fields added later follow it after a space, so readers of this version
 /// still find the address.

@@ -12,6 +12,7 @@ pub mod coalesce;
 mod config;
 pub mod keys;
 pub mod lookup;
+pub mod peers;
 pub mod publisher;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +21,7 @@ use std::sync::Arc;
 pub use coalesce::{BindingChange, Change};
 pub use config::ClusterSection;
 pub use keys::{Owner, RecordId};
-pub use publisher::Publisher;
+pub use publisher::{connect, unix_now, Publisher};
 
 /// A core's handle on the publisher: cheap to clone, never blocks.
 #[derive(Clone)]

@@ -20,11 +20,15 @@ use crossbeam_channel::{select, Receiver};
 use redis::cluster::{cluster_pipe, ClusterClient, ClusterConnection};
 
 use super::coalesce::{BindingChange, Coalescer, Op};
-use super::keys::{bucket_key, bucket_key_at, node_key, Owner, NODES_KEY};
+use super::keys::{bucket_key, bucket_key_at, node_key, Owner, NODES_API_KEY, NODES_KEY};
 use super::{ClusterSection, Publish, Stats};
 
 /// Operations per pipeline.
 const BATCH: usize = 2000;
+
+/// Bucket TTLs are raised to a multiple of this (s): a record's bucket may
+/// outlive it by this much, and most writes need no `EXPIRE` of their own.
+const TTL_STEP: u64 = 300;
 
 /// Deletes a record only while it still names this node (KEYS[1] bucket,
 /// ARGV[1] field, ARGV[2] the value's `node:` prefix): a device that moved
@@ -48,7 +52,7 @@ fn permanent(e: &redis::RedisError) -> bool {
 }
 
 /// Unix seconds now.
-pub(crate) fn unix_now() -> u64 {
+pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -56,7 +60,7 @@ pub(crate) fn unix_now() -> u64 {
 
 /// Opens a cluster connection from the seeds, with the configured timeouts
 /// and no retries of its own (the caller decides when to try again).
-pub(crate) fn connect(cfg: &ClusterSection) -> redis::RedisResult<ClusterConnection> {
+pub fn connect(cfg: &ClusterSection) -> redis::RedisResult<ClusterConnection> {
     let t = Duration::from_millis(cfg.timeout_ms);
     ClusterClient::builder(cfg.redis.iter().map(String::as_str))
         .connection_timeout(t)
@@ -92,6 +96,7 @@ impl Publisher {
             next_renewal: Instant::now() + Duration::from_secs(u64::from(cfg.renew_s)),
             joined: false,
             renewing: false,
+            covered: HashMap::new(),
         };
         let thread = super::SideThread::spawn("tether-cluster", move |stop| {
             t.stop = stop;
@@ -132,6 +137,9 @@ struct Thread {
     sweep_at: u32,
     /// A renewal pass is under way (started every `renew_s`).
     renewing: bool,
+    /// Bucket → the Unix second this node last raised its TTL to (forgotten
+    /// on any failed round trip: Redis may come back empty).
+    covered: HashMap<String, u64>,
 }
 
 impl Thread {
@@ -249,6 +257,13 @@ impl Thread {
                 .arg(self.cfg.node)
                 .arg(&self.cfg.advertise)
                 .ignore();
+            if !self.cfg.api_advertise.is_empty() {
+                p.cmd("HSET")
+                    .arg(NODES_API_KEY)
+                    .arg(self.cfg.node)
+                    .arg(&self.cfg.api_advertise)
+                    .ignore();
+            }
         }
         let Some(conn) = self.conn.as_mut() else {
             return;
@@ -318,6 +333,7 @@ impl Thread {
         let now = unix_now();
         let buckets = self.cfg.buckets;
         let prefix = Owner::node_prefix(self.cfg.node);
+        // Bucket → the latest expiry written into it by this batch.
         let mut ttl: HashMap<String, u64> = HashMap::new();
         let mut p = cluster_pipe();
         let (mut writes, mut deletes) = (0u64, 0u64);
@@ -331,14 +347,18 @@ impl Thread {
                         .arg(owner.value())
                         .ignore();
                     let t = ttl.entry(key).or_default();
-                    *t = (*t).max(owner.expiry.saturating_sub(now).max(1));
+                    *t = (*t).max(owner.expiry);
                     writes += 1;
                 }
                 Op::Delete { id } => {
+                    let key = bucket_key(id.aor, buckets);
+                    // It may empty the bucket, and Redis drops an empty
+                    // hash with its TTL: raise it again at the next write.
+                    self.covered.remove(&key);
                     p.cmd("EVAL")
                         .arg(DELETE_IF_OURS)
                         .arg(1)
-                        .arg(bucket_key(id.aor, buckets))
+                        .arg(&key)
                         .arg(&id.field()[..])
                         .arg(&prefix)
                         .ignore();
@@ -346,12 +366,27 @@ impl Thread {
                 }
             }
         }
-        for (key, secs) in &ttl {
+        let mut raised = Vec::new();
+        for (key, expiry) in ttl {
+            if self.covered.get(&key).is_some_and(|c| *c >= expiry) {
+                continue;
+            }
+            // Raised in steps of TTL_STEP, so that the writes that follow
+            // into this bucket find it covered and send one HSET, not three
+            // commands. (Another node emptying the bucket also drops its
+            // TTL unseen here; its records then go by the sweeper.)
+            let until = expiry.div_ceil(TTL_STEP) * TTL_STEP;
+            let secs = until.saturating_sub(now).max(1);
             // A new bucket has no TTL, which GT treats as infinite: NX first.
-            p.cmd("EXPIRE").arg(key).arg(*secs).arg("NX").ignore();
-            p.cmd("EXPIRE").arg(key).arg(*secs).arg("GT").ignore();
+            p.cmd("EXPIRE").arg(&key).arg(secs).arg("NX").ignore();
+            p.cmd("EXPIRE").arg(&key).arg(secs).arg("GT").ignore();
+            raised.push((key, until));
         }
         p.exec(conn)?;
+        if self.covered.len() + raised.len() > self.cfg.buckets as usize {
+            self.covered.clear();
+        }
+        self.covered.extend(raised);
         self.stats.writes.fetch_add(writes, Ordering::Relaxed);
         self.stats.deletes.fetch_add(deletes, Ordering::Relaxed);
         self.up();
@@ -389,6 +424,7 @@ impl Thread {
     /// a new one) and keep everything pending.
     fn down(&mut self, e: &redis::RedisError) {
         self.conn = None;
+        self.covered.clear();
         self.outage = true;
         self.stats.errors.fetch_add(1, Ordering::Relaxed);
         if self.stats.redis_up.swap(0, Ordering::Relaxed) == 1

@@ -98,6 +98,16 @@ impl Default for CallPlan {
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
     pub target: SocketAddrV4,
+    /// Several nodes (a cluster): endpoint `i` registers at
+    /// `targets[i % len]`; empty = `target` alone.
+    pub targets: Vec<SocketAddrV4>,
+    /// With several targets: a node whose STUN keepalives go unanswered
+    /// this long is down, and its endpoints register again at the nodes
+    /// still up (DNS SRV failover). Zero: never.
+    pub failover: Duration,
+    /// A device prompted by two different nodes within this is counted as
+    /// a duplicate prompt (each device must be prompted by one node only).
+    pub duplicate_window: Duration,
     pub endpoints: u32,
     /// REGISTERs per second (0: as fast as the window allows).
     pub rate: u32,
@@ -158,6 +168,9 @@ impl Default for LoadConfig {
     fn default() -> Self {
         LoadConfig {
             target: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5060),
+            targets: Vec::new(),
+            failover: Duration::from_secs(2),
+            duplicate_window: Duration::from_secs(60),
             endpoints: 10_000,
             rate: 1_000,
             duration: Duration::from_secs(60),
@@ -185,6 +198,36 @@ impl Default for LoadConfig {
             flood: None,
         }
     }
+}
+
+impl LoadConfig {
+    /// Every node the endpoints are spread over.
+    pub fn nodes(&self) -> Vec<SocketAddrV4> {
+        if self.targets.is_empty() {
+            vec![self.target]
+        } else {
+            self.targets.clone()
+        }
+    }
+}
+
+/// One node's share of a run over several nodes.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct NodeReport {
+    pub target: String,
+    /// Endpoints it holds at the end (after any failover).
+    pub endpoints: u64,
+    /// REGISTERs it answered 200, and finally otherwise (or not at all).
+    pub ok: u64,
+    pub failed: u64,
+    /// Requests it sent the endpoints (keepalives, NOTIFY, INVITE).
+    pub prompts: u64,
+    /// Prompts of a device another node had prompted within the window.
+    pub duplicate_prompts: u64,
+    /// Endpoints that left it when it stopped answering.
+    pub moved_away: u64,
+    /// When it was seen down (ms since the start).
+    pub went_down_ms: Option<u64>,
 }
 
 /// One second of the run, for the timeline and the plot.
@@ -259,6 +302,10 @@ pub struct Summary {
     pub calls: Option<CallReport>,
     /// The flood, when one ran.
     pub flood: Option<flood::FloodReport>,
+    /// Several targets: each node's share.
+    pub nodes: Vec<NodeReport>,
+    /// Devices prompted by a second node within the duplicate window.
+    pub duplicate_prompts: u64,
     pub timeline: Vec<Second>,
 }
 

@@ -144,6 +144,25 @@ pub fn table(s: &Summary) -> String {
             let _ = writeln!(t, "job error            {e}");
         }
     }
+    for n in &s.nodes {
+        let _ = writeln!(
+            t,
+            "node {:<21} endpoints {}  ok {}  failed {}  prompts {}  duplicates {}  moved away {}{}",
+            n.target,
+            n.endpoints,
+            n.ok,
+            n.failed,
+            n.prompts,
+            n.duplicate_prompts,
+            n.moved_away,
+            n.went_down_ms
+                .map(|ms| format!("  (down at {:.1} s)", ms as f64 / 1000.0))
+                .unwrap_or_default()
+        );
+    }
+    if !s.nodes.is_empty() {
+        let _ = writeln!(t, "duplicate prompts    {}", s.duplicate_prompts);
+    }
     t
 }
 
@@ -580,6 +599,8 @@ mod tests {
             soak_jobs: None,
             calls: None,
             flood: None,
+            nodes: Vec::new(),
+            duplicate_prompts: 0,
             timeline,
         }
     }

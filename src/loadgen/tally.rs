@@ -212,6 +212,8 @@ impl Tally {
             soak_jobs: m.soak_jobs,
             calls: None,
             flood: None,
+            nodes: Vec::new(),
+            duplicate_prompts: 0,
             timeline: self.timeline,
         }
     }

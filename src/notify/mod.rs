@@ -23,6 +23,8 @@ mod txn;
 
 pub use body::{contact_me_body, wake_body};
 pub use engine::{Engine, Stats};
+#[cfg(test)]
+pub(crate) use job::sample;
 pub use job::{Counts, Created, Device, Job, JobPart, JobSpec, Kind, Outcome, ServerAddr};
 pub use subscription::SubscribeAnswer;
 

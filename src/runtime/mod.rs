@@ -137,10 +137,10 @@ impl Runtime {
         // The publisher first: the cores' registrars hold its handle.
         let stats = Arc::new(crate::cluster::Stats::default());
         let cluster = if cfg.cluster.enabled {
-            Some(crate::cluster::Publisher::start(
-                &cfg.cluster,
-                stats.clone(),
-            )?)
+            // The node record carries the API address peers post job parts to.
+            let mut section = cfg.cluster.clone();
+            section.api_advertise = cfg.cluster_api_addr().unwrap_or_default();
+            Some(crate::cluster::Publisher::start(&section, stats.clone())?)
         } else {
             None
         };

@@ -13,6 +13,7 @@ impl Population {
     /// retransmission gets the same answer.
     pub(super) fn on_request(
         &mut self,
+        now: u64,
         socket: usize,
         local: Ipv4Addr,
         from: SocketAddrV4,
@@ -24,6 +25,7 @@ impl Population {
         let idx = super::endpoint_at(self.cfg.source_base, self.ports.len(), socket, local);
         if let Some(e) = self.eps.get_mut(idx as usize) {
             e.prompted = true;
+            self.nodes.prompted(idx, from, now / 1000);
         }
         if self.cfg.answer == 0 || idx < self.dead_below || method == Method::Ack {
             return;

@@ -27,6 +27,7 @@ use crate::transaction::{ClientTransaction, Kind, Timers};
 mod answer;
 mod call;
 mod hold;
+mod nodes;
 mod outbox;
 #[cfg(test)]
 mod tests;
@@ -167,6 +168,8 @@ pub(crate) struct Population {
     tally: Tally,
     /// Call scenario: the calls, once registered.
     calls: Option<call::Calls>,
+    /// The nodes the endpoints are spread over (one without a cluster).
+    nodes: nodes::Nodes,
 }
 
 impl Population {
@@ -218,6 +221,7 @@ impl Population {
             scratch: Vec::with_capacity(1024),
             tally: Tally::new(),
             calls: plan.map(|p| call::Calls::new(p, cfg.endpoints)),
+            nodes: nodes::Nodes::new(cfg, n),
             cfg: cfg.clone(),
         }
     }
@@ -275,7 +279,8 @@ impl Population {
         let buf = self.out.buffer();
         self.register
             .write(buf, i, ip, self.ports[j], cseq, auth, expires);
-        self.out.commit(j, ip, self.cfg.target);
+        let to = self.target_of(i);
+        self.out.commit(j, ip, to);
     }
 
     /// Starts a client transaction for endpoint `i`'s REGISTER just sent,
@@ -362,6 +367,7 @@ impl Population {
                 return;
             }
         }
+        self.nodes_due(now);
         self.start_due(now);
         self.refresh_due(now);
         self.churn_due(now);
@@ -430,6 +436,8 @@ impl Population {
             }
             let out = self.txs[e.tx as usize].on_timer(now_ms, &REGISTER_TIMERS);
             if out.timed_out {
+                let node = self.nodes.node_of(i);
+                self.nodes.report[node].failed += 1;
                 self.eps[i as usize].state = Reg::Done;
                 self.end_transaction(i);
                 self.inflight -= 1;
@@ -462,6 +470,9 @@ impl Population {
         from: SocketAddrV4,
         data: &[u8],
     ) {
+        if self.nodes.on_stun(data, now / 1000) {
+            return;
+        }
         let Ok(m) = sip::parse(data) else {
             return;
         };
@@ -474,7 +485,7 @@ impl Population {
         match m.start {
             StartLine::Response { code, .. } => self.on_response(now, &m, code),
             StartLine::Request { method, .. } => {
-                self.on_request(socket, local, from, &m, method);
+                self.on_request(now, socket, local, from, &m, method);
             }
         }
     }
@@ -513,6 +524,12 @@ impl Population {
         self.eps[i as usize].state = Reg::Done;
         self.end_transaction(i);
         self.inflight -= 1;
+        let node = self.nodes.node_of(i);
+        if code == 200 {
+            self.nodes.report[node].ok += 1;
+        } else {
+            self.nodes.report[node].failed += 1;
+        }
         match (e.churn, code) {
             (Churn::No, _) => {}
             // A restarting device: gone, then back at once.
@@ -576,6 +593,10 @@ impl Population {
         };
         let (server, generator, elapsed) = (m.server_cpu, m.generator_cpu, m.elapsed_s);
         let mut s = self.tally.summary(totals, m);
+        s.duplicate_prompts = self.nodes.duplicates;
+        if self.nodes.addrs.len() > 1 {
+            s.nodes = self.nodes.report;
+        }
         if let (Some(calls), Some(plan)) = (self.calls, &self.cfg.call) {
             s.calls =
                 Some(

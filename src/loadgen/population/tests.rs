@@ -404,3 +404,124 @@ fn a_soak_ends_after_its_hold_only_once_its_last_job_is_over_refreshing_meanwhil
     assert!(p.is_finished(), "nothing in flight and the jobs are over");
     assert_eq!(summary(p).refreshed, 1);
 }
+
+/// A server request to endpoint socket `socket`, address `local`, sent by `from`.
+fn request_from(p: &mut Population, now: u64, socket: usize, local: Ipv4Addr, from: SocketAddrV4) {
+    let text = format!(
+        "NOTIFY sip:u@{local} SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bKsrv{now}\r\n\
+Max-Forwards: 70\r\nFrom: <sip:tether@127.0.0.1>;tag=t1\r\nTo: <sip:u@{local}>\r\n\
+Call-ID: srv-{now}\r\nCSeq: 7 NOTIFY\r\nContent-Length: 0\r\n\r\n"
+    );
+    p.handle_datagram(now, socket, local, from, text.as_bytes());
+    drain(p);
+}
+
+/// What `node` answers a keepalive: the Binding success of our request.
+fn stun_answer(req: &Sent) -> Vec<u8> {
+    let mut b = req.bytes.clone();
+    b[..2].copy_from_slice(&0x0101u16.to_be_bytes());
+    b
+}
+
+#[test]
+fn several_nodes_share_the_endpoints_count_duplicates_and_fail_over() {
+    let nodes = [
+        SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5061),
+        SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5062),
+        SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5063),
+    ];
+    let cfg = LoadConfig {
+        targets: nodes.to_vec(),
+        scenario: Scenario::Keepalive,
+        failover: Duration::from_millis(1000),
+        ..config(6)
+    };
+    let mut p = population(&cfg);
+    let sent = tick(&mut p, 0);
+    let (probes, regs): (Vec<Sent>, Vec<Sent>) = sent
+        .into_iter()
+        .partition(|s| crate::nat::stun::is_stun(&s.bytes));
+    assert_eq!(probes.len(), 3, "a keepalive to each node");
+    let to: Vec<SocketAddrV4> = regs.iter().map(|s| s.dst).collect();
+    assert_eq!(
+        to,
+        [nodes[0], nodes[1], nodes[2], nodes[0], nodes[1], nodes[2]]
+    );
+    for r in &regs {
+        answer(&mut p, MS, r, 200, &[]);
+    }
+    // Endpoint 0 (socket 0, first address) prompted by its node, then by
+    // another within the window: one duplicate; its own node again: none.
+    let base = cfg.source_base;
+    request_from(&mut p, 2 * MS, 0, base, nodes[0]);
+    request_from(&mut p, 3 * MS, 0, base, nodes[0]);
+    request_from(&mut p, 4 * MS, 0, base, nodes[1]);
+    // Endpoint 2 (socket 0, second address) prompted by node 3 before it dies.
+    let second = Ipv4Addr::from(u32::from(base) + 1);
+    request_from(&mut p, 5 * MS, 0, second, nodes[2]);
+    // Nodes 1 and 2 answer their keepalives; node 3 falls silent.
+    let mut moved = Vec::new();
+    for now in (250 * MS..=1_500 * MS).step_by(250 * MS as usize) {
+        for s in tick(&mut p, now) {
+            if crate::nat::stun::is_stun(&s.bytes) {
+                if s.dst != nodes[2] {
+                    p.handle_datagram(now, s.socket, s.src, s.dst, &stun_answer(&s));
+                }
+            } else {
+                moved.push(s);
+            }
+        }
+    }
+    // Endpoints 2 and 5 registered at node 3; they register again at 1 and 2.
+    let again: Vec<SocketAddrV4> = moved.iter().map(|s| s.dst).collect();
+    assert_eq!(again, [nodes[0], nodes[1]], "{moved:?}");
+    for r in &moved {
+        answer(&mut p, 1_600 * MS, r, 200, &[]);
+    }
+    // Prompted by its new node: the node it left is not a duplicate.
+    request_from(&mut p, 1_700 * MS, 0, second, nodes[0]);
+    let s = summary(p);
+    assert_eq!(s.duplicate_prompts, 1);
+    let n: Vec<(u64, u64, u64, u64)> = s
+        .nodes
+        .iter()
+        .map(|n| (n.endpoints, n.ok, n.moved_away, n.duplicate_prompts))
+        .collect();
+    assert_eq!(n, [(3, 3, 0, 0), (3, 3, 0, 1), (0, 2, 2, 0)]);
+    assert!(s.nodes[2].went_down_ms.is_some());
+}
+
+#[test]
+fn a_generator_that_stalled_does_not_fail_every_node_over() {
+    let nodes = [
+        SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5061),
+        SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5062),
+    ];
+    let cfg = LoadConfig {
+        targets: nodes.to_vec(),
+        scenario: Scenario::Keepalive,
+        failover: Duration::from_millis(1000),
+        ..config(4)
+    };
+    let mut p = population(&cfg);
+    for r in tick(&mut p, 0)
+        .iter()
+        .filter(|s| !crate::nat::stun::is_stun(&s.bytes))
+    {
+        answer(&mut p, MS, r, 200, &[]);
+    }
+    // Nothing is read for 5 s (the generator itself was starved): both
+    // nodes look silent at once, and nobody moves.
+    for now in (250 * MS..=5_000 * MS).step_by(250 * MS as usize) {
+        let sent = tick(&mut p, now);
+        assert!(
+            sent.iter().all(|s| crate::nat::stun::is_stun(&s.bytes)),
+            "a REGISTER went out at {now}"
+        );
+    }
+    let s = summary(p);
+    assert!(s
+        .nodes
+        .iter()
+        .all(|n| n.moved_away == 0 && n.went_down_ms.is_none()));
+}
