@@ -20,7 +20,7 @@ printf '%-40s %-5s %10s %12s %8s %16s\n' build round endpoints REGISTER/s failed
 for r in $(seq "$rounds"); do
   for bin in "${bins[@]}"; do
     port=$((20000 + RANDOM % 20000))
-    printf '[sip]\nlisten = ["127.0.0.1:%s"]\n[runtime]\nworkers = 1\nstats_interval_s = 0\n[registrar]\ncapacity = %s\n' \
+    printf '[sip]\nlisten = ["127.0.0.1:%s"]\n[api]\nlisten = ""\n[runtime]\nworkers = 1\nstats_interval_s = 0\n[registrar]\ncapacity = %s\n' \
       "$port" "$n" > "$work/tether.toml"
     taskset -c 0 "$bin" run --config "$work/tether.toml" > /dev/null 2> "$work/tether.log" &
     tpid=$!; sleep 1

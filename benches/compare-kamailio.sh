@@ -17,7 +17,7 @@ sizes=("${@:-1000000}")
 need=(); command -v kamailio >/dev/null || need+=(kamailio)
 if [ ${#need[@]} -gt 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"; fi
 cargo build --release -q
-bin=target/release/tether
+bin=${CARGO_TARGET_DIR:-target}/release/tether
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.3; rm -rf "$work"; }
@@ -57,7 +57,7 @@ CFG
   echo $!
 }
 start_tether() { # port size -> pid
-  printf '[sip]\nlisten = ["127.0.0.1:%s"]\n[runtime]\nworkers = 2\nstats_interval_s = 0\n[registrar]\ncapacity = %s\n' "$1" "$2" > "$work/tether.toml"
+  printf '[sip]\nlisten = ["127.0.0.1:%s"]\n[api]\nlisten = ""\n[runtime]\nworkers = 2\nstats_interval_s = 0\n[registrar]\ncapacity = %s\n' "$1" "$2" > "$work/tether.toml"
   taskset -c 0 "$bin" run --config "$work/tether.toml" > /dev/null 2> "$work/tether.log" &
   echo $!
 }

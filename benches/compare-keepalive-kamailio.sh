@@ -73,7 +73,7 @@ CFG
   echo $!
 }
 start_tether() { # port -> pid
-  printf '[sip]\nlisten = ["127.0.0.1:%s"]\n[runtime]\nworkers = 1\nstats_interval_s = 0\n[registrar]\ncapacity = %s\n[keepalive]\ninterval_ms = 20000\n' "$1" "$n" > "$work/tether.toml"
+  printf '[sip]\nlisten = ["127.0.0.1:%s"]\n[api]\nlisten = ""\n[runtime]\nworkers = 1\nstats_interval_s = 0\n[registrar]\ncapacity = %s\n[keepalive]\ninterval_ms = 20000\n' "$1" "$n" > "$work/tether.toml"
   taskset -c 0 "$bin" run --config "$work/tether.toml" > /dev/null 2> "$work/tether.log" &
   echo $!
 }

@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 n=${1:-100000}
 command -v kamailio >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kamailio; }
 cargo build --release -q
-bin=target/release/tether
+bin=${CARGO_TARGET_DIR:-target}/release/tether
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.5; rm -rf "$work"; }

@@ -32,7 +32,7 @@ for r in $(seq "$rounds"); do
   for server in c_sip floor tether; do
     # A port free now (a taken one would leave the generator talking to nobody).
     port=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    printf '[sip]\nlisten = ["127.0.0.1:%s"]\n[runtime]\nworkers = 1\nstats_interval_s = 0\n[registrar]\ncapacity = %s\n' \
+    printf '[sip]\nlisten = ["127.0.0.1:%s"]\n[api]\nlisten = ""\n[runtime]\nworkers = 1\nstats_interval_s = 0\n[registrar]\ncapacity = %s\n' \
       "$port" "$n" > "$work/tether.toml"
     case $server in
       c_sip) taskset -c 0 "$work/udp_echo" sip "$port" & ;;

@@ -17,7 +17,7 @@ command -v sipp >/dev/null || { echo "needs sipp (apt-get install sip-tester)"; 
 cargo build --release -q
 work=$(mktemp -d); trap 'kill "${tpid:-}" 2>/dev/null || true; rm -rf "$work"' EXIT
 port=$((20000 + RANDOM % 20000))
-printf '[sip]\nlisten = ["127.0.0.1:%s"]\n[runtime]\nworkers = 1\n' "$port" > "$work/tether.toml"
+printf '[sip]\nlisten = ["127.0.0.1:%s"]\n[api]\nlisten = ""\n[runtime]\nworkers = 1\n' "$port" > "$work/tether.toml"
 { echo SEQUENTIAL; for i in $(seq -w 0 $((calls * ${#rates[@]}))); do echo "u$i;x"; done; } > "$work/users.csv"
 taskset -c 0 target/release/tether run --config "$work/tether.toml" > /dev/null 2> "$work/tether.log" &
 tpid=$!

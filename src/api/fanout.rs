@@ -344,10 +344,14 @@ pub(super) fn merged(
                     skip -= 1;
                     continue;
                 }
+                // A peer's item that is not an object is skipped: indexing
+                // a non-object JSON value would panic this thread.
                 if items.len() < limit {
                     let mut it = it.clone();
-                    it["node"] = json!(p.node);
-                    items.push(it);
+                    if let Some(o) = it.as_object_mut() {
+                        o.insert("node".into(), json!(p.node));
+                        items.push(it);
+                    }
                 }
             }
         }

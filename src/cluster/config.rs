@@ -216,11 +216,18 @@ impl ClusterSection {
                     .into(),
             ));
         }
-        if !is_hostport(&self.advertise) {
+        // Numeric and specific: peers are recognised by this exact address
+        // (a hostname or 0.0.0.0 would match no source, or every one).
+        if !self
+            .advertise
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|a| !a.ip().is_unspecified() && a.port() != 0)
+        {
             return Err(invalid(
                 "cluster.advertise",
                 format!(
-                    "{:?} is not host:port; give the SIP address other nodes reach this one at",
+                    "{:?} is not a numeric ip:port; give the SIP address other nodes reach this \
+                     one at, e.g. \"10.0.0.1:5060\" (not a name, not 0.0.0.0)",
                     self.advertise
                 ),
             ));
@@ -300,6 +307,11 @@ mod tests {
         assert_eq!(key_of(&s, 1), "cluster.redis");
         s = on();
         s.advertise = "10.0.0.1".into();
+        assert_eq!(key_of(&s, 1), "cluster.advertise");
+        // Peers are recognised by the exact address: no names, no wildcard.
+        s.advertise = "edge1.example.net:5060".into();
+        assert_eq!(key_of(&s, 1), "cluster.advertise");
+        s.advertise = "0.0.0.0:5060".into();
         assert_eq!(key_of(&s, 1), "cluster.advertise");
         assert_eq!(key_of(&on(), 2), "cluster.node");
         s = on();

@@ -41,6 +41,10 @@ pub struct Remote {
     pub addr: Arc<str>,
 }
 
+/// The node list goes to the cores at least every this many reads (one a
+/// heartbeat), changed or not.
+const NODES_RESEND: u32 = 10;
+
 /// A node of the cluster, as the cores know it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
@@ -191,6 +195,7 @@ impl Resolver {
             retry_at: Instant::now(),
             nodes: HashMap::new(),
             node_list: Arc::from(Vec::new()),
+            node_reads: 0,
             listed_at: None,
         };
         let thread = super::SideThread::spawn("tether-lookup", move |stop| {
@@ -219,6 +224,8 @@ struct LookupThread {
     nodes: HashMap<u32, (Option<Arc<str>>, Instant)>,
     /// The node list last sent to the cores.
     node_list: Nodes,
+    /// Node-list reads so far (see [`NODES_RESEND`]).
+    node_reads: u32,
     /// When the node list was last read.
     listed_at: Option<Instant>,
 }
@@ -242,8 +249,10 @@ impl LookupThread {
         }
     }
 
-    /// Reads the node list; tells every core when it changed. A failed
-    /// read keeps the list the cores have (Redis down: peers stay trusted).
+    /// Reads the node list; tells every core when it changed, and every
+    /// [`NODES_RESEND`]th read anyway (a core whose inbox was full missed a
+    /// copy and would otherwise wait for the next change). A failed read
+    /// keeps the list the cores have (Redis down: peers stay trusted).
     fn refresh_nodes(&mut self) {
         let list = match self.read_nodes() {
             Ok(l) => l,
@@ -254,12 +263,13 @@ impl LookupThread {
                 return;
             }
         };
-        if *list == *self.node_list {
+        self.node_reads = self.node_reads.wrapping_add(1);
+        if *list == *self.node_list && !self.node_reads.is_multiple_of(NODES_RESEND) {
             return;
         }
         self.node_list = list;
         for inbox in &self.inboxes {
-            // A full inbox misses this copy; the next change sends another.
+            // A full inbox misses this copy; a later read sends another.
             let _ = inbox.send(Command::ClusterNodes(self.node_list.clone()));
         }
     }

@@ -12,9 +12,9 @@
 //! answers, at most `cluster.lookup_timeout_ms` and at most
 //! `cluster.lookup_waiting` requests per core. Redis unreachable, a late
 //! answer or a full wait list send the request to `proxy.upstream`, or
-//! answer `480` without one. An owner answering `404`/`480` (its binding is
-//! gone, ownership was stale) drops the cache entry and the request is
-//! looked up once more.
+//! answer `480` without one. An owner answering `404` (its binding is gone,
+//! ownership was stale) or `408`/`503` (it died or fails) drops the cache
+//! entry and the request is looked up once more.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -60,11 +60,16 @@ pub struct OwnerTry {
     pub retried: bool,
 }
 
-/// Whether a branch goes to another node of the cluster (its Route names us).
+/// Whether a branch goes to another node of the cluster: one we built
+/// (no Request-URI, device or upstream of its own) whose Route names us.
+/// A device's binding always has its Contact as Request-URI, so a Path
+/// it registered with the marker does not make it look like a peer.
 pub(super) fn is_peer_target(t: &Target) -> bool {
-    t.path
-        .as_deref()
-        .is_some_and(|p| p.contains(&format!(";{NODE_PARAM}=")))
+    const MARK: &str = ";tether-node="; // `;{NODE_PARAM}=`
+    t.uri.is_none()
+        && t.device_core.is_none()
+        && t.upstream.is_none()
+        && t.path.as_deref().is_some_and(|p| p.contains(MARK))
 }
 
 /// Stands for the owner node a waiting request will likely go to, for the
@@ -104,15 +109,27 @@ impl Proxy {
         self.cluster.waiting_calls
     }
 
-    /// The node whose SIP address `addr` is (never this one).
+    /// The live node whose SIP address `addr` is (never this one). A node
+    /// whose heartbeat expired is trusted no more: the node list keeps
+    /// every node that ever joined.
     pub(super) fn peer_node(&self, addr: SocketAddr) -> Option<u32> {
         let me = self.cfg.cluster.as_ref()?.node;
         self.cluster
             .nodes
             .as_deref()?
             .iter()
-            .find(|n| n.addr == Some(addr) && n.id != me)
+            .find(|n| n.addr == Some(addr) && n.id != me && n.live)
             .map(|n| n.id)
+    }
+
+    /// Whether node `id` is live by the last node list (unknown: yes; the
+    /// lookup thread already drops records of nodes without a heartbeat).
+    fn node_live(&self, id: u32) -> bool {
+        self.cluster
+            .nodes
+            .as_deref()
+            .and_then(|l| l.iter().find(|n| n.id == id))
+            .is_none_or(|n| n.live)
     }
 
     /// Whether a request comes from `proxy.trusted` or a cluster peer.
@@ -173,13 +190,21 @@ impl Proxy {
         let mut out: SmallVec<[Target; 2]> = SmallVec::new();
         let mut nodes: SmallVec<[u32; 2]> = SmallVec::new();
         for r in owners {
-            if r.owner.node == c.node || nodes.contains(&r.owner.node) {
+            // A cached owner that died since: not called (its calls would
+            // wait for Timer B); a lookup after the cache entry finds the
+            // device's new node.
+            if r.owner.node == c.node
+                || nodes.contains(&r.owner.node)
+                || !self.node_live(r.owner.node)
+            {
                 continue;
             }
             let Ok(addr) = node_sip_addr(&r.addr).parse::<SocketAddr>() else {
                 continue;
             };
-            if self.is_our_sent_by(&addr.to_string()) {
+            // Compared with our own cluster address exactly: with a wildcard
+            // listen address every peer on our port would look like us.
+            if c.advertise.parse::<SocketAddr>() == Ok(addr) {
                 continue;
             }
             nodes.push(r.owner.node);
@@ -349,9 +374,12 @@ impl Proxy {
         }
     }
 
-    /// Every branch is done and the best answer is the owner's 404 or 480:
-    /// its ownership was stale. The cache entry goes and the request is
-    /// looked up once more; `true` when it was (no final response yet).
+    /// Every branch is done and the best answer is the owner's 404 (its
+    /// binding is gone: ownership was stale), 408 or 503 (the node died or
+    /// is failing). The cache entry goes and the request is looked up once
+    /// more; `true` when it was (no final response yet). Not on 480: the
+    /// owner answers it for a device it holds but cannot reach (a held call
+    /// that timed out), and asking again would wake that device twice.
     pub(super) fn owner_retry(&mut self, slot: u32, nonce: u32, cx: &mut Ctx<'_>) -> bool {
         let Some(call) = self.calls.get_mut(slot, nonce) else {
             return false;
@@ -360,7 +388,7 @@ impl Proxy {
         let Some(o) = call.owner.as_mut() else {
             return false;
         };
-        if o.retried || call.cancelled || call.answered || !matches!(code, Some(404 | 480)) {
+        if o.retried || call.cancelled || call.answered || !matches!(code, Some(404 | 408 | 503)) {
             return false;
         }
         o.retried = true;

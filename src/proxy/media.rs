@@ -246,7 +246,9 @@ impl Proxy {
 
     /// A call that waited for its targets (the routing webhook's answer, or
     /// a held call's wake-up) took its media decision without them: in
-    /// `media.mode = "nat"` a target behind a NAT anchors it now. `false`
+    /// `media.mode = "nat"` a target behind a NAT anchors it now; in
+    /// `"always"` a call that waited for its cluster owner (not anchored:
+    /// the owner anchors) and went elsewhere is anchored now. `false`
     /// when the call was answered instead (no relay port, an offer that
     /// cannot be anchored).
     pub(super) fn media_for_targets(
@@ -256,7 +258,7 @@ impl Proxy {
         targets: &[Target],
         cx: &mut Ctx<'_>,
     ) -> bool {
-        if self.cfg.media != Mode::Nat {
+        if self.cfg.media == Mode::Never {
             return true;
         }
         let Some(call) = self

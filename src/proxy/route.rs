@@ -188,11 +188,12 @@ impl Proxy {
                 // Stale ownership: the routing node looks up once more.
                 Decision::Reply(404, "Not Found")
             }
-            Located::NotFound => {
+            Located::NotFound if cluster && self.cfg.cluster.is_some() => {
                 let (aor, _) = lookup_target(&ruri);
-                let asked = cluster.then(|| self.owner_decision(&aor, pop, cx));
-                asked.flatten().unwrap_or(Decision::Reply(404, "Not Found"))
+                self.owner_decision(&aor, pop, cx)
+                    .unwrap_or(Decision::Reply(404, "Not Found"))
             }
+            Located::NotFound => Decision::Reply(404, "Not Found"),
             Located::Elsewhere => {
                 let registered = matches!(
                     cx.keepalive.state(&src),
@@ -205,7 +206,11 @@ impl Proxy {
                     self.stats.refused += 1;
                     return Decision::Reply(403, "Relaying Denied");
                 }
-                if cluster && ruri.user.is_some() && self.cfg.domains.is_empty() {
+                if cluster
+                    && self.cfg.cluster.is_some()
+                    && ruri.user.is_some()
+                    && self.cfg.domains.is_empty()
+                {
                     // Serving any domain: a user unknown here may be another node's.
                     let (aor, _) = lookup_target(&ruri);
                     if let Some(d) = self.owner_decision(&aor, pop, cx) {
