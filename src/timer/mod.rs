@@ -93,8 +93,10 @@ pub struct TimerWheel<T> {
     /// Timers due more than [`HORIZON`] after the clock: (deadline, item).
     /// Rare (the registrar caps expiry far below), so a plain list.
     overflow: Vec<(u64, Item<T>)>,
-    /// The earliest deadline in `overflow` (`u64::MAX` if none).
-    overflow_min: u64,
+    /// The clock at which `overflow` is next looked at (`u64::MAX` if
+    /// empty): by the time its earliest deadline is within `HORIZON`, and
+    /// at most every `HORIZON / 2` (each look scans the whole list).
+    overflow_next: u64,
     len: usize,
     /// Items found due while advancing, handed out one by one.
     due: Vec<Item<T>>,
@@ -117,7 +119,7 @@ impl<T: Copy> TimerWheel<T> {
             gens: Vec::new(),
             free: Vec::new(),
             overflow: Vec::new(),
-            overflow_min: u64::MAX,
+            overflow_next: u64::MAX,
             len: 0,
             due: Vec::new(),
         }
@@ -136,12 +138,11 @@ impl<T: Copy> TimerWheel<T> {
     /// generations and free indices), for the memory benches.
     pub fn heap_bytes(&self) -> (usize, usize) {
         let item = std::mem::size_of::<Item<T>>();
-        let records = self.slots.iter().map(Vec::capacity).sum::<usize>()
-            + self.due.capacity()
-            + self.overflow.capacity() * 2;
+        let records = self.slots.iter().map(Vec::capacity).sum::<usize>() + self.due.capacity();
+        let overflow = self.overflow.capacity() * std::mem::size_of::<(u64, Item<T>)>();
         let table = self.gens.capacity() * 4 + self.free.capacity() * 4;
         (
-            records * item,
+            records * item + overflow,
             table + self.slots.capacity() * std::mem::size_of::<Vec<Item<T>>>(),
         )
     }
@@ -189,7 +190,7 @@ impl<T: Copy> TimerWheel<T> {
             self.place(item);
         } else {
             self.overflow.push((deadline, item));
-            self.overflow_min = self.overflow_min.min(deadline);
+            self.overflow_next = self.overflow_next.min(deadline - (HORIZON - 1));
         }
     }
 
@@ -201,10 +202,9 @@ impl<T: Copy> TimerWheel<T> {
         self.elapsed.wrapping_add_signed(i64::from(diff))
     }
 
-    /// The clock at which the overflow list's earliest deadline comes
-    /// within `HORIZON`, so its timers must move into the wheel.
+    /// The clock at which the overflow list must be looked at.
     fn overflow_due(&self) -> Option<u64> {
-        (self.overflow_min != u64::MAX).then(|| self.overflow_min - (HORIZON - 1))
+        (self.overflow_next != u64::MAX).then_some(self.overflow_next)
     }
 
     /// Moves the overflow timers now within `HORIZON` into the wheel.
@@ -222,7 +222,13 @@ impl<T: Copy> TimerWheel<T> {
                 i += 1;
             }
         }
-        self.overflow_min = min;
+        // Every timer left is due at least `HORIZON` after the clock, so
+        // either time is before its deadline, and the next look moves it.
+        self.overflow_next = if self.overflow.is_empty() {
+            u64::MAX
+        } else {
+            (min - (HORIZON - 1)).max(self.elapsed.saturating_add(HORIZON / 2))
+        };
     }
 
     /// Disarms a timer; true if it was still pending. Its record stays in
@@ -511,6 +517,32 @@ mod tests {
         assert!(!w.cancel(h));
         assert!(w.is_empty());
         assert!(w.overflow.is_empty());
+    }
+
+    #[test]
+    fn the_overflow_list_is_scanned_at_most_every_half_horizon() {
+        let mut w = TimerWheel::new(0);
+        // A thousand timers spread over 2^30 ms past the horizon: each
+        // comes within range at its own time, but the list is looked at a
+        // few times, not a thousand.
+        let at = |i: u64| HORIZON + 5 + (i << 20);
+        for i in 0..1_000u64 {
+            w.insert_unhandled(at(i), i as u32);
+        }
+        let (mut looks, mut fired) = (0, Vec::new());
+        let mut left = w.overflow.len();
+        while let Some(now) = w.next_deadline() {
+            while let Some((_, x)) = w.poll(now) {
+                assert_eq!(at(u64::from(x)), now, "fires at its deadline");
+                fired.push(x);
+            }
+            if w.overflow.len() != left {
+                looks += 1;
+                left = w.overflow.len();
+            }
+        }
+        assert_eq!(fired, (0..1_000).collect::<Vec<_>>());
+        assert!(looks <= 3, "{looks} looks");
     }
 
     #[test]
