@@ -247,7 +247,7 @@ impl Keepalive {
 
     /// Paths being kept.
     pub(crate) fn paths(&self) -> usize {
-        self.index.table.len()
+        self.index.len()
     }
 
     /// Heap bytes held, by capacity: (path records, path index), for the
@@ -264,8 +264,7 @@ impl Keepalive {
             + self.dialogs.capacity() * 20
             + self.table.v6.capacity() * 29;
         // hashbrown: a 4-byte slot and a control byte per bucket.
-        let buckets = (self.index.table.capacity() * 8 / 7).next_power_of_two();
-        (records, buckets * 5)
+        (records, self.index.buckets() * 5)
     }
 
     /// Whether a path has been declared dead (and not answered since).

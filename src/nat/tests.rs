@@ -570,3 +570,33 @@ fn several_bindings_and_ipv6_paths_are_kept_outside_the_record() {
     assert_eq!(k.state(&v6), PathState::Idle);
     assert!(k.spilled.is_empty() && k.table.v6.is_empty());
 }
+
+#[test]
+fn a_reserved_index_is_sharded_about_eighty_percent_full() {
+    let mut t = Timers::new(0);
+    let mut k = Keepalive::new(KeepaliveConfig::default(), 7);
+    let n = 100_000u32;
+    k.reserve(n as usize);
+    let buckets = k.index.buckets();
+    let key = |i: u32| {
+        let ip = std::net::Ipv4Addr::from(0x0a00_0000 + i);
+        PathKey::new(0, std::net::SocketAddr::from((ip, 5060)))
+    };
+    for i in 0..n {
+        k.binding_added(key(i), (i, 1), 0, &mut t);
+    }
+    // No shard grew past its reservation, and the index is not half empty
+    // (one table would have 2^18 buckets, 38% full).
+    assert_eq!(k.index.buckets(), buckets);
+    let fill = f64::from(n) / buckets as f64;
+    assert!((0.75..=0.85).contains(&fill), "fill {fill}");
+    assert_eq!(k.paths(), n as usize);
+    for i in (0..n).step_by(2) {
+        k.binding_removed(key(i), (i, 1), &mut t);
+    }
+    assert_eq!(k.paths(), n as usize / 2);
+    for i in 0..n {
+        let want: &[(u32, u32)] = if i % 2 == 0 { &[] } else { &[(i, 1)] };
+        assert_eq!(k.bindings_on(&key(i)), want, "path {i}");
+    }
+}

@@ -7,7 +7,7 @@
 //! (milliseconds on the runtime's clock), one `poll_timeout`.
 //!
 //! On the wheel a timer is packed into 8 bytes (a 3-bit kind, a 29-bit and
-//! a 32-bit field), so a record stays 24 bytes: at a million endpoints the
+//! a 32-bit field), so a record is 16 bytes: at a million endpoints the
 //! two timers each keeps (binding expiry, keepalive check) would cost 16 MB
 //! more as a plain 12-byte enum padded to 16.
 

@@ -11,7 +11,16 @@
 //! but a 4-byte generation per handle index. Cancelling bumps the
 //! generation; the stale record is dropped when it comes due.
 //!
-//! Memory at a million timers (about 24 MB of records, 4 MB of generations):
+//! A record is 16 bytes (for an 8-byte value): the deadline as the low 32
+//! bits of its millisecond, told apart from the wheel's clock by a signed
+//! 32-bit difference, which holds since a record in the wheel is never more
+//! than [`HORIZON`] ahead of it (farther deadlines wait in an overflow list,
+//! moved into the wheel when they come within range); and no generation:
+//! a cancelled timer's index stays taken, flagged in its generation word,
+//! until its record comes due and is dropped, so a record's index alone
+//! tells whether it is live.
+//!
+//! Memory at a million timers (about 16 MB of records, 4 MB of generations):
 //! a record's generation line is prefetched when the record enters level 0,
 //! up to 64 ms before firing reads it; a due level-0 slot is swapped in as
 //! the due list rather than copied; and a slot with no vector borrows the
@@ -28,9 +37,18 @@ pub use kinds::{KeepaliveStep, Timer, Timers, MAX_INDEX, MAX_NONCE};
 /// Slots per level.
 const SLOTS: usize = 64;
 const LEVELS: usize = 6;
-/// Deadlines further out than this are placed at this distance and placed
-/// again when their slot comes (about 2.2 years).
+/// How far ahead of the wheel's clock a record's deadline may be (ms, about
+/// 24.8 days): its 32-bit deadline is read back through a signed 32-bit
+/// difference from the clock. Farther deadlines wait in the overflow list.
+/// (Well within the six levels' range of about 2.2 years.)
+const HORIZON: u64 = 1 << 31;
+
+/// The six levels' range (about 2.2 years).
 const MAX_DURATION: u64 = (1 << (6 * LEVELS)) - 1;
+
+/// A generation word's flag: the timer of this index was cancelled and its
+/// record is still in a slot. The index is freed when the record comes due.
+const CANCELLED: u32 = 1 << 31;
 
 /// The index of a timer armed without a handle ([`TimerWheel::insert_unhandled`]).
 const UNHANDLED: u32 = u32::MAX;
@@ -45,13 +63,13 @@ pub struct TimerHandle {
     gen: std::num::NonZeroU32,
 }
 
-/// What a slot holds: the timer's deadline and value, and the handle that
-/// armed it. Cascading and firing read only these.
+/// What a slot holds: the low 32 bits of the timer's deadline, the index of
+/// the handle that armed it, and its value. Cascading and firing read only
+/// these.
 #[derive(Debug, Clone, Copy)]
 struct Item<T> {
-    deadline: u64,
+    deadline: u32,
     index: u32,
-    gen: u32,
     value: T,
 }
 
@@ -66,11 +84,19 @@ pub struct TimerWheel<T> {
     /// slot that has none (see `adopt`).
     idle: [u64; LEVELS],
     slots: Vec<Vec<Item<T>>>,
-    /// The current generation of each handle index: an item is live while
-    /// its `gen` equals it. Four bytes per index, so at a million timers
-    /// the table stays in cache.
+    /// The current generation of each handle index (31 bits, never 0), and
+    /// the [`CANCELLED`] flag while a cancelled timer's record is pending.
+    /// Four bytes per index, so at a million timers the table stays in
+    /// cache.
     gens: Vec<u32>,
     free: Vec<u32>,
+    /// Timers due more than [`HORIZON`] after the clock: (deadline, item).
+    /// Rare (the registrar caps expiry far below), so a plain list.
+    overflow: Vec<(u64, Item<T>)>,
+    /// The clock at which `overflow` is next looked at (`u64::MAX` if
+    /// empty): by the time its earliest deadline is within `HORIZON`, and
+    /// at most every `HORIZON / 2` (each look scans the whole list).
+    overflow_next: u64,
     len: usize,
     /// Items found due while advancing, handed out one by one.
     due: Vec<Item<T>>,
@@ -92,6 +118,8 @@ impl<T: Copy> TimerWheel<T> {
             slots: (0..LEVELS * SLOTS).map(|_| Vec::new()).collect(),
             gens: Vec::new(),
             free: Vec::new(),
+            overflow: Vec::new(),
+            overflow_next: u64::MAX,
             len: 0,
             due: Vec::new(),
         }
@@ -111,9 +139,10 @@ impl<T: Copy> TimerWheel<T> {
     pub fn heap_bytes(&self) -> (usize, usize) {
         let item = std::mem::size_of::<Item<T>>();
         let records = self.slots.iter().map(Vec::capacity).sum::<usize>() + self.due.capacity();
+        let overflow = self.overflow.capacity() * std::mem::size_of::<(u64, Item<T>)>();
         let table = self.gens.capacity() * 4 + self.free.capacity() * 4;
         (
-            records * item,
+            records * item + overflow,
             table + self.slots.capacity() * std::mem::size_of::<Vec<Item<T>>>(),
         )
     }
@@ -130,12 +159,8 @@ impl<T: Copy> TimerWheel<T> {
             }
         };
         let gen = self.gens[index as usize];
-        self.place(Item {
-            deadline,
-            index,
-            gen,
-            value,
-        });
+        debug_assert!(gen & CANCELLED == 0, "a free index is not cancelled");
+        self.arm_item(deadline, index, value);
         self.len += 1;
         TimerHandle {
             index,
@@ -147,23 +172,80 @@ impl<T: Copy> TimerWheel<T> {
     /// no generation (4 bytes) nor free-list entry. Its owner tells a
     /// superseded one apart by its value when it fires.
     pub fn insert_unhandled(&mut self, deadline: u64, value: T) {
-        self.place(Item {
-            deadline,
-            index: UNHANDLED,
-            gen: 0,
-            value,
-        });
+        self.arm_item(deadline, UNHANDLED, value);
         self.len += 1;
+    }
+
+    /// Places a new timer: in the wheel if due within [`HORIZON`] of the
+    /// clock, else in the overflow list. A past deadline is placed at the
+    /// clock (it fires on the next poll, as before).
+    fn arm_item(&mut self, deadline: u64, index: u32, value: T) {
+        let deadline = deadline.max(self.elapsed);
+        let item = Item {
+            deadline: deadline as u32,
+            index,
+            value,
+        };
+        if deadline - self.elapsed < HORIZON {
+            self.place(item);
+        } else {
+            self.overflow.push((deadline, item));
+            self.overflow_next = self.overflow_next.min(deadline - (HORIZON - 1));
+        }
+    }
+
+    /// A record's full deadline, from its low 32 bits and the clock: it is
+    /// within `HORIZON` ahead of the clock, or (due, not yet handed out)
+    /// a little behind it.
+    fn deadline_of(&self, item: &Item<T>) -> u64 {
+        let diff = item.deadline.wrapping_sub(self.elapsed as u32) as i32;
+        self.elapsed.wrapping_add_signed(i64::from(diff))
+    }
+
+    /// The clock at which the overflow list must be looked at.
+    fn overflow_due(&self) -> Option<u64> {
+        (self.overflow_next != u64::MAX).then_some(self.overflow_next)
+    }
+
+    /// Moves the overflow timers now within `HORIZON` into the wheel.
+    #[cold]
+    fn drain_overflow(&mut self) {
+        let mut min = u64::MAX;
+        let mut i = 0;
+        while i < self.overflow.len() {
+            let (deadline, item) = self.overflow[i];
+            if deadline.saturating_sub(self.elapsed) < HORIZON {
+                self.overflow.swap_remove(i);
+                self.place(item);
+            } else {
+                min = min.min(deadline);
+                i += 1;
+            }
+        }
+        // Every timer left is due at least `HORIZON` after the clock, so
+        // either time is before its deadline, and the next look moves it.
+        self.overflow_next = if self.overflow.is_empty() {
+            u64::MAX
+        } else {
+            (min - (HORIZON - 1)).max(self.elapsed.saturating_add(HORIZON / 2))
+        };
     }
 
     /// Disarms a timer; true if it was still pending. Its record stays in
     /// its slot, stale, until it comes due and is dropped.
+    /// Its index stays taken, flagged, until then (the record names only
+    /// its index).
     pub fn cancel(&mut self, h: TimerHandle) -> bool {
-        if self.gens.get(h.index as usize) != Some(&h.gen.get()) {
+        let Some(g) = self.gens.get_mut(h.index as usize) else {
+            return false;
+        };
+        if *g != h.gen.get() {
             return false;
         }
+        // The handle goes stale at once: the flag makes the word differ
+        // from every handle's generation.
+        *g |= CANCELLED;
         self.len -= 1;
-        self.release(h.index);
         true
     }
 
@@ -174,7 +256,11 @@ impl<T: Copy> TimerWheel<T> {
         if !self.due.is_empty() {
             return Some(self.elapsed);
         }
-        self.next_expiration().map(|(_, _, at)| at)
+        let wheel = self.next_expiration().map(|(_, _, at)| at);
+        match (wheel, self.overflow_due()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Hands out one timer due at `now`, or `None` when none is; call until
@@ -190,18 +276,28 @@ impl<T: Copy> TimerWheel<T> {
                     };
                     return Some((h, item.value));
                 }
-                if self.gens[item.index as usize] != item.gen {
-                    continue; // cancelled
+                let gen = self.gens[item.index as usize];
+                self.release(item.index);
+                if gen & CANCELLED != 0 {
+                    continue;
                 }
                 self.len -= 1;
-                self.release(item.index);
                 let h = TimerHandle {
                     index: item.index,
-                    gen: std::num::NonZeroU32::new(item.gen).expect("generations skip 0"),
+                    gen: std::num::NonZeroU32::new(gen).expect("generations skip 0"),
                 };
                 return Some((h, item.value));
             }
-            match self.next_expiration() {
+            let wheel = self.next_expiration();
+            if let Some(at) = self.overflow_due() {
+                if at <= now && wheel.is_none_or(|(_, _, w)| at < w) {
+                    // No slot is due before `at`: the clock may move there.
+                    self.elapsed = self.elapsed.max(at);
+                    self.drain_overflow();
+                    continue;
+                }
+            }
+            match wheel {
                 Some((level, slot, at)) if at <= now => {
                     self.elapsed = self.elapsed.max(at);
                     self.process_slot(level, slot);
@@ -232,7 +328,7 @@ impl<T: Copy> TimerWheel<T> {
         // one and is dropped when it comes due, so cascading reads the slot
         // and nothing else.
         for &item in &items {
-            if item.deadline <= self.elapsed {
+            if self.deadline_of(&item) <= self.elapsed {
                 self.due.push(item);
             } else {
                 self.place(item);
@@ -243,8 +339,10 @@ impl<T: Copy> TimerWheel<T> {
         // the wheel has turned once.
         items.clear();
         let back = std::mem::replace(&mut self.slots[k], items);
-        // (Only a deadline clamped at the wheel's range lands in the slot
-        // being emptied.)
+        debug_assert!(
+            back.is_empty(),
+            "no deadline lands in the slot being emptied"
+        );
         self.slots[k].extend_from_slice(&back);
         self.mark_idle(level, slot);
     }
@@ -285,17 +383,18 @@ impl<T: Copy> TimerWheel<T> {
     /// differs from the wheel's clock.
     fn level_for(&self, deadline: u64) -> usize {
         let masked = (self.elapsed ^ deadline) | 63;
+        // A deadline within `HORIZON` may still differ from the clock above
+        // the top level when it crosses a 2^36 boundary: it goes to the top
+        // level's next rotation.
         let masked = masked.min(MAX_DURATION);
         let significant = 63 - masked.leading_zeros() as usize;
         significant / 6
     }
 
     fn place(&mut self, item: Item<T>) {
-        // Place by the deadline clamped into the wheel's range; the item keeps
-        // its real deadline and is placed again, further on, when its slot comes.
-        let at = item
-            .deadline
-            .clamp(self.elapsed, self.elapsed.saturating_add(MAX_DURATION));
+        // Within `HORIZON` of the clock (or due), so well within the six
+        // levels' range.
+        let at = self.deadline_of(&item).max(self.elapsed);
         let level = self.level_for(at);
         let slot = ((at >> (6 * level)) & 63) as usize;
         if level == 0 && item.index != UNHANDLED {
@@ -331,11 +430,11 @@ impl<T: Copy> TimerWheel<T> {
         }
     }
 
-    /// Frees an index; the generation bump makes any record of it still in
-    /// a slot stale.
+    /// Frees an index once its record is gone; the generation bump makes
+    /// its handle stale. Generations are 31 bits and skip 0.
     fn release(&mut self, index: u32) {
         let g = &mut self.gens[index as usize];
-        *g = g.wrapping_add(1).max(1);
+        *g = ((*g & !CANCELLED).wrapping_add(1) & !CANCELLED).max(1);
         self.free.push(index);
     }
 }
@@ -381,6 +480,87 @@ mod tests {
         assert_eq!(drain(&mut w, 1_000), vec![2, 3]);
         assert_eq!(drain(&mut w, 300_000), vec![4]);
         assert!(w.is_empty());
+    }
+
+    #[test]
+    fn a_record_is_sixteen_bytes() {
+        assert_eq!(std::mem::size_of::<Item<kinds::Packed>>(), 16);
+        assert_eq!(std::mem::size_of::<Item<(u32, u8)>>(), 16);
+    }
+
+    #[test]
+    fn deadlines_past_the_horizon_wait_and_fire_exactly() {
+        // Start near a 32-bit boundary of the clock so the low bits wrap.
+        let start = (1u64 << 32) - 1_000;
+        let mut w = TimerWheel::new(start);
+        let far = start + HORIZON + 5_000;
+        let h = w.insert(far, 1);
+        w.insert(start + HORIZON - 1, 2);
+        let c = w.insert(far + 1, 3);
+        w.insert_unhandled(start + 3 * HORIZON, 4);
+        assert_eq!(w.overflow.len(), 3);
+        assert!(w.cancel(c));
+        assert!(!w.cancel(c));
+        let mut now = start;
+        let mut fired = Vec::new();
+        while let Some(at) = w.next_deadline() {
+            assert!(at >= now, "deadlines move forward");
+            now = at;
+            while let Some((_, x)) = w.poll(now) {
+                fired.push((now, x));
+            }
+        }
+        assert_eq!(
+            fired,
+            vec![(start + HORIZON - 1, 2), (far, 1), (start + 3 * HORIZON, 4)]
+        );
+        assert!(!w.cancel(h));
+        assert!(w.is_empty());
+        assert!(w.overflow.is_empty());
+    }
+
+    #[test]
+    fn the_overflow_list_is_scanned_at_most_every_half_horizon() {
+        let mut w = TimerWheel::new(0);
+        // A thousand timers spread over 2^30 ms past the horizon: each
+        // comes within range at its own time, but the list is looked at a
+        // few times, not a thousand.
+        let at = |i: u64| HORIZON + 5 + (i << 20);
+        for i in 0..1_000u64 {
+            w.insert_unhandled(at(i), i as u32);
+        }
+        let (mut looks, mut fired) = (0, Vec::new());
+        let mut left = w.overflow.len();
+        while let Some(now) = w.next_deadline() {
+            while let Some((_, x)) = w.poll(now) {
+                assert_eq!(at(u64::from(x)), now, "fires at its deadline");
+                fired.push(x);
+            }
+            if w.overflow.len() != left {
+                looks += 1;
+                left = w.overflow.len();
+            }
+        }
+        assert_eq!(fired, (0..1_000).collect::<Vec<_>>());
+        assert!(looks <= 3, "{looks} looks");
+    }
+
+    #[test]
+    fn a_cancelled_index_is_reused_only_after_its_record_is_gone() {
+        let mut w = TimerWheel::new(0);
+        let a = w.insert(100, 1);
+        assert!(w.cancel(a));
+        // Not reused while a's record waits in its slot.
+        let b = w.insert(50, 2);
+        assert_ne!(a.index, b.index);
+        assert_eq!(drain(&mut w, 100), vec![2]);
+        // Both records gone: both indices free, and no handle answers.
+        assert_eq!(w.free.len(), 2);
+        assert!(!w.cancel(a) && !w.cancel(b));
+        let c = w.insert(200, 3);
+        assert!(!w.cancel(a));
+        assert!(w.cancel(c));
+        assert!(drain(&mut w, 300).is_empty());
     }
 
     #[test]
@@ -533,7 +713,7 @@ mod tests {
         for id in 0..20_000u32 {
             match next() % 10 {
                 0..=5 => {
-                    let spread = [10, 1_000, 100_000, 10_000_000][(next() % 4) as usize];
+                    let spread = [10, 1_000, 100_000, 10_000_000, 1 << 33][(next() % 5) as usize];
                     let deadline = now + next() % spread;
                     let h = w.insert(deadline, id);
                     reference.insert((deadline, id), h);
@@ -545,7 +725,12 @@ mod tests {
                     }
                 }
                 _ => {
-                    now += next() % 5_000;
+                    // Now and then a long jump, past the horizon.
+                    now += if next() % 50 == 0 {
+                        next() % (1 << 32)
+                    } else {
+                        next() % 5_000
+                    };
                     let mut got = drain(&mut w, now);
                     let mut want: Vec<u32> =
                         reference.range(..(now + 1, 0)).map(|(k, _)| k.1).collect();
