@@ -324,15 +324,17 @@ impl Proxy {
         // dialog; where the request goes comes from that core's dialog (a
         // forged token gets a 481 there), so the HMAC is not worth its two
         // SHA-256 blocks per in-dialog request.
-        let at_us = u.host.is_some_and(|h| self.is_ours(h, u.port));
+        let at_us = || u.host.is_some_and(|h| self.is_ours(h, u.port));
         if let Some(t) = u.user.and_then(FlowToken::decode_unverified) {
             // In a cluster every node's Record-Route carries such a token:
-            // only one naming our address is ours.
-            if at_us || self.cfg.cluster.is_none() {
+            // only one naming our address is ours. (Without a cluster the
+            // address is not compared: one check less per in-dialog Route.)
+            if self.cfg.cluster.is_none() || at_us() {
                 return (true, Some(t));
             }
+            return (false, None);
         }
-        (at_us, None)
+        (at_us(), None)
     }
 
     /// Our Route values on top of the request: how many, and the token.

@@ -179,7 +179,9 @@ pub(super) struct Ctx<'a> {
     pub out: &'a mut Outbox,
     pub ports: &'a [u16],
     pub base: Ipv4Addr,
-    pub target: SocketAddrV4,
+    /// Each endpoint's node (several `--target`): a caller's INVITE,
+    /// CANCEL and BYE go to the node it registered at.
+    pub nodes: &'a super::nodes::Nodes,
     pub domain: &'a str,
     /// Most calls in flight.
     pub window: u32,
@@ -191,6 +193,11 @@ impl Ctx<'_> {
     fn send(&mut self, bytes: &[u8], socket: usize, src: Ipv4Addr, dst: SocketAddrV4) {
         self.out.buffer().extend_from_slice(bytes);
         self.out.commit(socket, src, dst);
+    }
+
+    /// Endpoint `i`'s node.
+    fn target(&self, i: u32) -> SocketAddrV4 {
+        self.nodes.addr_of(i)
     }
 
     /// Endpoint `i`'s socket and address.
@@ -383,7 +390,7 @@ impl Calls {
         ctx: &mut Ctx<'_>,
     ) {
         match m.method() {
-            None => self.on_response(now, socket, local, m, data, ctx),
+            None => self.on_response(now, socket, local, from, m, data, ctx),
             Some(method) => self.on_request(now, socket, local, from, m, method, data, ctx),
         }
     }
@@ -398,7 +405,7 @@ impl Population {
             out: &mut self.out,
             ports: &self.ports,
             base: self.cfg.source_base,
-            target: self.cfg.target,
+            nodes: &self.nodes,
             domain: &self.cfg.domain,
             window: self.cfg.window,
             tally: &mut self.tally,

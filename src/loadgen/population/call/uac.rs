@@ -3,7 +3,7 @@
 //! ring only, hang up an answered one after the hold, and give up on what
 //! gets no answer.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 use super::wire::{self, Leg};
 use super::{Calls, Ctx, Due, Plan, Uac, What, TIMERS};
@@ -41,7 +41,7 @@ impl Calls {
             Plan::Busy => Some("busy"),
         };
         wire::write_invite_or_cancel(&mut c.invite, &leg, Method::Invite, answer);
-        ctx.send(&c.invite, socket, ip, ctx.target);
+        ctx.send(&c.invite, socket, ip, ctx.target(caller));
         let (tx, out) = ClientTransaction::start(Kind::Invite, now / 1000, &TIMERS);
         c.invite_tx = Some(tx);
         if let Some(at) = out.next_deadline {
@@ -55,31 +55,36 @@ impl Calls {
     }
 
     /// ACKs a final response to an INVITE from the endpoint it reached: a
-    /// 2xx along the dialog's route set, any other to the server hop by hop.
+    /// 2xx along the dialog's route set, any other to the server hop by hop
+    /// (`hop`: the node the response came from).
+    #[allow(clippy::too_many_arguments)]
     fn ack(
         &mut self,
         m: &Message<'_>,
         code: u16,
         socket: usize,
         local: Ipv4Addr,
+        hop: SocketAddrV4,
         ctx: &mut Ctx<'_>,
     ) {
         let buf = &mut self.scratch;
         let to = if code < 300 {
-            wire::write_in_dialog(buf, m, Method::Ack, seq(m), "a", ctx.target)
+            wire::write_in_dialog(buf, m, Method::Ack, seq(m), "a", hop)
         } else {
-            wire::write_ack_non_2xx(buf, m).map(|()| ctx.target)
+            wire::write_ack_non_2xx(buf, m).map(|()| hop)
         };
         if let Some(to) = to {
             ctx.send(&self.scratch, socket, local, to);
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn on_response(
         &mut self,
         now: u64,
         socket: usize,
         local: Ipv4Addr,
+        from: SocketAddrV4,
         m: &Message<'_>,
         data: &[u8],
         ctx: &mut Ctx<'_>,
@@ -91,12 +96,12 @@ impl Calls {
             // The call is over: a final to its INVITE came again.
             if method == Method::Invite && code >= 200 {
                 self.tally.stale += 1;
-                self.ack(m, code, socket, local, ctx);
+                self.ack(m, code, socket, local, from, ctx);
             }
             return;
         };
         match method {
-            Method::Invite => self.invite_response(slot, now, socket, local, m, data, ctx),
+            Method::Invite => self.invite_response(slot, now, socket, local, from, m, data, ctx),
             Method::Cancel => {
                 let c = &mut self.slots[slot as usize];
                 let Some(tx) = c.cancel_tx.as_mut() else {
@@ -138,6 +143,7 @@ impl Calls {
         now: u64,
         socket: usize,
         local: Ipv4Addr,
+        from: SocketAddrV4,
         m: &Message<'_>,
         data: &[u8],
         ctx: &mut Ctx<'_>,
@@ -151,7 +157,7 @@ impl Calls {
         };
         let out = tx.on_response(code, now / 1000, &TIMERS);
         if out.ack || (out.deliver.is_some_and(|c| (200..300).contains(&c))) {
-            self.ack(m, code, socket, local, ctx);
+            self.ack(m, code, socket, local, from, ctx);
         }
         let Some(code) = out.deliver.filter(|_| !out.repeated) else {
             return;
@@ -223,8 +229,8 @@ impl Calls {
         let (socket, ip) = ctx.addr_of(c.caller);
         if out.retransmit {
             let (bytes, to) = match d.what {
-                What::Invite => (&c.invite, ctx.target),
-                What::Cancel => (&c.cancel, ctx.target),
+                What::Invite => (&c.invite, ctx.target(c.caller)),
+                What::Cancel => (&c.cancel, ctx.target(c.caller)),
                 _ => (&c.bye, c.bye_to),
             };
             ctx.send(bytes, socket, ip, to);
@@ -286,7 +292,7 @@ impl Calls {
             port: ctx.ports[socket],
         };
         wire::write_invite_or_cancel(&mut c.cancel, &leg, Method::Cancel, None);
-        ctx.send(&c.cancel, socket, ip, ctx.target);
+        ctx.send(&c.cancel, socket, ip, ctx.target(c.caller));
         let (tx, out) = ClientTransaction::start(Kind::NonInvite, now / 1000, &TIMERS);
         c.cancel_tx = Some(tx);
         if let Some(at) = out.next_deadline {
@@ -302,7 +308,14 @@ impl Calls {
         }
         let (socket, ip) = ctx.addr_of(c.caller);
         let to = crate::sip::parse(&c.ok).ok().and_then(|ok| {
-            wire::write_in_dialog(&mut c.bye, &ok, Method::Bye, seq(&ok) + 1, "b", ctx.target)
+            wire::write_in_dialog(
+                &mut c.bye,
+                &ok,
+                Method::Bye,
+                seq(&ok) + 1,
+                "b",
+                ctx.target(c.caller),
+            )
         });
         let Some(to) = to else {
             // A 200 the BYE cannot be built from (parsed once already).
