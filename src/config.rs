@@ -468,6 +468,16 @@ impl Config {
                 ),
             });
         }
+        // Peers post this node its parts at the address it publishes: a
+        // wildcard api.listen publishes none, and every part would fail.
+        if self.cluster.enabled && !peer.is_empty() && self.cluster_api_addr().is_none() {
+            return Err(ConfigError::Invalid {
+                key: "cluster.api_advertise",
+                fix: "api.listen is a wildcard (or off): give the control API address other \
+                      nodes reach this one at, e.g. \"10.0.0.1:8080\""
+                    .into(),
+            });
+        }
         self.limits.check()?;
         self.log.check()?;
         self.persist.check()?;

@@ -295,6 +295,14 @@ mod tests {
             "{peer}[api]\nclients = [{{ name = \"peers\", token = \"0123456789abcdef0123\" }}]\n"
         );
         assert!(crate::config::Config::from_toml(&listed).is_ok());
+        // A wildcard API address publishes nothing peers could post parts to.
+        let wild = format!("{listed}listen = \"0.0.0.0:8080\"\n");
+        assert!(err(&wild).contains("`cluster.api_advertise`"));
+        let told = wild.replace(
+            "api_client",
+            "api_advertise = \"10.0.0.2:8080\"\napi_client",
+        );
+        assert!(crate::config::Config::from_toml(&told).is_ok());
     }
 
     #[test]
