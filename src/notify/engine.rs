@@ -177,9 +177,20 @@ impl Engine {
             self.queue(&buf, to, local);
             self.scratch = buf;
         }
-        let next = o.next_deadline;
+        let mut next = o.next_deadline;
         if let Some(code) = o.deliver {
             self.deliver(slot, code, o.repeated, msg, now, wheel);
+            if (200..300).contains(&code) && !o.repeated {
+                // A wake-up INVITE is ACKed and BYEd at once: it re-ACKs a
+                // 2xx retransmitted for a lost ACK for T4 (the device's
+                // retransmissions at T1, 2·T1, 4·T1 fall within it), not for
+                // Timer M's 32 s, which held every answered INVITE's slot and
+                // capped a job at max_in_flight per 32 s (~6,000/s a core).
+                if let Some(t) = self.txns.get_mut(slot).filter(|t| t.nonce == nonce) {
+                    t.tx.linger_until(now + timers.t4_ms);
+                    next = t.tx.deadline();
+                }
+            }
         }
         let alive = self.txns.get(slot).filter(|t| t.nonce == nonce);
         if let Some(t) = alive {

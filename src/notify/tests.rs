@@ -396,7 +396,17 @@ fn wake_invite_200_gets_ack_then_bye_so_no_dialog_is_left() {
     assert_eq!(bc.to.tag(), Some("devtag"));
     assert_eq!(r.job.outcome(0), Outcome::Delivered(200));
     assert!(r.answer(&out[1], 200, &[]).is_empty());
-    r.run_to(1000 + 33_000);
+    // The answered INVITE lingers to re-ACK a retransmitted 2xx for T4 (not
+    // Timer M's 32 s: that held every answered device's slot, capping jobs).
+    assert_eq!(r.engine.in_flight(), 1);
+    let again = r.answer(&sent[0], 200, &[("Contact", "<sip:dev@192.168.1.20:5062>")]);
+    assert_eq!(
+        again.len(),
+        1,
+        "a retransmitted 2xx is ACKed again, no second BYE"
+    );
+    assert_eq!(method_of(&again[0]), Method::Ack);
+    r.run_to(1000 + 5_100);
     assert_eq!(r.engine.in_flight(), 0, "INVITE and BYE transactions ended");
 }
 

@@ -119,6 +119,15 @@ impl ClientTransaction {
         self.kind
     }
 
+    /// An INVITE accepted by a 2xx stays to re-ACK retransmitted 2xx
+    /// (Timer M, 64·T1) at most until `at`: for a caller that ends the call
+    /// at once, the re-ACKs after its BYE has been answered serve nothing.
+    pub fn linger_until(&mut self, at: u64) {
+        if self.state == State::Accepted {
+            self.end_at = self.end_at.min(at);
+        }
+    }
+
     /// When [`ClientTransaction::on_timer`] is next due, if ever.
     pub fn deadline(&self) -> Option<u64> {
         self.next_deadline().filter(|&d| d != u64::MAX)
