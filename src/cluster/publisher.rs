@@ -7,20 +7,32 @@
 //! once per `sweep_s`): records of a node that died would otherwise stay in
 //! buckets other nodes keep alive.
 //!
+//! Moves between nodes: a record's first write from this node reads what
+//! it replaces (an `HGET` before the `HSET`, in the same pipeline; renewals
+//! and rewrites of what was already ours skip it). When it named another
+//! node, that node gets a notice ([`super::keys::evict_key`]); each node
+//! reads its own notices with its heartbeat and tells the owning core to
+//! drop the binding, once Redis confirms the record names another node.
+//! Without it the old node would ping the device, and reach it in
+//! broadcasts, until the binding expired there.
+//!
 //! Writes go out as soon as the previous pipeline is back: changes arriving
 //! meanwhile pile up in the channel and leave together, so the batch grows
 //! with the load and nothing waits for a timer when the load is light.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{select, Receiver};
 use redis::cluster::{cluster_pipe, ClusterClient, ClusterConnection};
 
-use super::coalesce::{BindingChange, Coalescer, Op};
-use super::keys::{bucket_key, bucket_key_at, node_key, Owner, NODES_API_KEY, NODES_KEY};
+use super::coalesce::{BindingChange, Coalescer, Op, Verdict};
+use super::keys::{
+    bucket_key, bucket_key_at, evict_key, node_key, Notice, Owner, RecordId, EVICT_TTL_S,
+    NODES_API_KEY, NODES_KEY,
+};
 use super::{ClusterSection, Publish, Stats};
 
 /// Operations per pipeline.
@@ -74,6 +86,7 @@ pub fn connect(cfg: &ClusterSection) -> redis::RedisResult<ClusterConnection> {
 pub struct Publisher {
     thread: super::SideThread,
     handle: Publish,
+    inboxes: Arc<OnceLock<Vec<crate::runtime::Inbox>>>,
 }
 
 impl Publisher {
@@ -81,7 +94,9 @@ impl Publisher {
     /// is an outage like any other).
     pub fn start(cfg: &ClusterSection, stats: Arc<Stats>) -> std::io::Result<Publisher> {
         let (tx, rx) = crossbeam_channel::bounded(cfg.queue);
+        let inboxes = Arc::new(OnceLock::new());
         let mut t = Thread {
+            inboxes: inboxes.clone(),
             cfg: cfg.clone(),
             state: Coalescer::new(cfg.node, cfg.renew_s, cfg.backlog),
             rx,
@@ -105,7 +120,14 @@ impl Publisher {
         Ok(Publisher {
             thread,
             handle: Publish { tx, stats },
+            inboxes,
         })
+    }
+
+    /// The cores' inboxes, once they exist (the publisher starts before
+    /// them): eviction notices are read only from then on.
+    pub fn set_inboxes(&self, inboxes: Vec<crate::runtime::Inbox>) {
+        let _ = self.inboxes.set(inboxes);
     }
 
     /// The handle the cores send changes through.
@@ -121,6 +143,8 @@ impl Publisher {
 
 struct Thread {
     cfg: ClusterSection,
+    /// Where bindings to drop are sent (see [`Publisher::set_inboxes`]).
+    inboxes: Arc<OnceLock<Vec<crate::runtime::Inbox>>>,
     state: Coalescer,
     rx: Receiver<BindingChange>,
     stop: Receiver<()>,
@@ -183,6 +207,7 @@ impl Thread {
             self.next_heartbeat = now + Duration::from_millis(self.cfg.heartbeat_ms);
             self.heartbeat();
             self.sweep();
+            self.read_notices();
         }
         if now >= self.next_renewal {
             self.next_renewal = now + Duration::from_secs(u64::from(self.cfg.renew_s));
@@ -309,6 +334,122 @@ impl Thread {
         }
     }
 
+    /// Reads this node's eviction notices (at most [`BATCH`] per heartbeat)
+    /// and tells the cores which bindings to drop: those the notice names
+    /// as they are here, and whose record Redis names another node now
+    /// (a device registering at both nodes on purpose is not ours to judge;
+    /// the record says who owns it).
+    fn read_notices(&mut self) {
+        if self.conn.is_none() || self.inboxes.get().is_none() {
+            return;
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        let popped: redis::RedisResult<Option<Vec<Vec<u8>>>> = redis::cmd("LPOP")
+            .arg(evict_key(self.cfg.node))
+            .arg(BATCH)
+            .query(conn);
+        let notices: Vec<Notice> = match popped {
+            Ok(v) => v
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|n| Notice::parse(n))
+                .collect(),
+            Err(e) => return self.failed_round(&e),
+        };
+        // The bindings to drop if Redis confirms, by record.
+        let mut drop: Vec<(RecordId, crate::registrar::BindingRef)> = Vec::new();
+        for n in &notices {
+            match self.state.on_notice(n) {
+                Verdict::Drop { core, slot, gen } => {
+                    drop.push((n.id, crate::registrar::BindingRef { core, slot, gen }))
+                }
+                Verdict::Reassert => tracing::debug!(
+                    by = n.by,
+                    "cluster: record taken over by another node, refreshed here since: written again"
+                ),
+                Verdict::Unknown => {}
+            }
+        }
+        if drop.is_empty() {
+            return;
+        }
+        let mut p = cluster_pipe();
+        for (id, _) in &drop {
+            p.cmd("HGET")
+                .arg(bucket_key(id.aor, self.cfg.buckets))
+                .arg(&id.field()[..]);
+        }
+        let now_named: Vec<Option<Vec<u8>>> = match p.query(conn) {
+            Ok(v) => v,
+            // The notices are gone from Redis; the bindings expire here as
+            // they would have without them.
+            Err(e) => return self.failed_round(&e),
+        };
+        let Some(inboxes) = self.inboxes.get() else {
+            return;
+        };
+        let now = unix_now();
+        for ((id, b), v) in drop.into_iter().zip(now_named) {
+            let other = v
+                .as_deref()
+                .and_then(Owner::parse)
+                .is_some_and(|o| o.node != self.cfg.node && o.expiry > now);
+            if !other {
+                continue;
+            }
+            self.state.evict(id);
+            if let Some(inbox) = inboxes.get(usize::from(b.core)) {
+                // A full inbox loses it: the binding then expires as it
+                // would have without the notice.
+                if inbox.send(crate::endpoint::Command::ClusterEvict(b)) {
+                    self.stats.evicted.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Tells the previous owners of records this node just took over
+    /// (`taken`: the record and the value it replaced).
+    fn send_notices(&mut self, taken: &[(RecordId, Vec<u8>)]) {
+        let now = unix_now();
+        let mut p = cluster_pipe();
+        let mut n = 0u64;
+        for (id, old) in taken {
+            let Some(o) = Owner::parse(old) else {
+                continue;
+            };
+            if o.node == self.cfg.node || o.expiry <= now {
+                continue;
+            }
+            let key = evict_key(o.node);
+            let notice = Notice {
+                id: *id,
+                core: o.core,
+                by: self.cfg.node,
+                at: now,
+            };
+            p.cmd("RPUSH").arg(&key).arg(notice.value()).ignore();
+            p.cmd("EXPIRE").arg(&key).arg(EVICT_TTL_S).ignore();
+            n += 1;
+        }
+        if n == 0 {
+            return;
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        match p.exec(conn) {
+            Ok(()) => {
+                self.stats.notices.fetch_add(n, Ordering::Relaxed);
+            }
+            // Lost: the old node keeps the binding until it expires there,
+            // as before notices existed.
+            Err(e) => self.failed_round(&e),
+        }
+    }
+
     /// A node stopping on purpose deletes its heartbeat key: the others
     /// see it gone at once rather than after `heartbeat_ttl_ms`.
     fn leave(&mut self) {
@@ -337,10 +478,18 @@ impl Thread {
         let mut ttl: HashMap<String, u64> = HashMap::new();
         let mut p = cluster_pipe();
         let (mut writes, mut deletes) = (0u64, 0u64);
+        // Records whose previous value is read (first writes), in order.
+        let mut firsts: Vec<RecordId> = Vec::new();
         for op in ops {
             match op {
-                Op::Write { id, owner } => {
+                Op::Write { id, owner, first } => {
                     let key = bucket_key(id.aor, buckets);
+                    if *first {
+                        // Same key, same pipeline, just before the HSET: one
+                        // more command, no more round trips.
+                        p.cmd("HGET").arg(&key).arg(&id.field()[..]);
+                        firsts.push(*id);
+                    }
                     p.cmd("HSET")
                         .arg(&key)
                         .arg(&id.field()[..])
@@ -382,7 +531,12 @@ impl Thread {
             p.cmd("EXPIRE").arg(&key).arg(secs).arg("GT").ignore();
             raised.push((key, until));
         }
-        p.exec(conn)?;
+        let replaced: Vec<Option<Vec<u8>>> = if firsts.is_empty() {
+            p.exec(conn)?;
+            Vec::new()
+        } else {
+            p.query(conn)?
+        };
         if self.covered.len() + raised.len() > self.cfg.buckets as usize {
             self.covered.clear();
         }
@@ -390,6 +544,14 @@ impl Thread {
         self.stats.writes.fetch_add(writes, Ordering::Relaxed);
         self.stats.deletes.fetch_add(deletes, Ordering::Relaxed);
         self.up();
+        let taken: Vec<(RecordId, Vec<u8>)> = firsts
+            .into_iter()
+            .zip(replaced)
+            .filter_map(|(id, v)| Some((id, v?)))
+            .collect();
+        if !taken.is_empty() {
+            self.send_notices(&taken);
+        }
         Ok(())
     }
 
