@@ -7,10 +7,11 @@
 //! once per `sweep_s`): records of a node that died would otherwise stay in
 //! buckets other nodes keep alive.
 //!
-//! Moves between nodes: a record's first write from this node reads what
-//! it replaces (an `HGET` before the `HSET`, in the same pipeline; renewals
-//! and rewrites of what was already ours skip it). When it named another
-//! node, that node gets a notice ([`super::keys::evict_key`]); each node
+//! Moves between nodes: a record's first write from this node learns what
+//! it replaces (`HSETNX` in place of `HSET`; only where the record was
+//! there already do an `HGET` and the `HSET` follow, in a second round
+//! trip; renewals and rewrites of what was ours send plain `HSET`s). When
+//! it named another node, that node gets a notice ([`super::keys::evict_key`]); each node
 //! reads its own notices with its heartbeat and tells the owning core to
 //! drop the binding, once Redis confirms the record names another node.
 //! Without it the old node would ping the device, and reach it in
@@ -478,23 +479,26 @@ impl Thread {
         let mut ttl: HashMap<String, u64> = HashMap::new();
         let mut p = cluster_pipe();
         let (mut writes, mut deletes) = (0u64, 0u64);
-        // Records whose previous value is read (first writes), in order.
-        let mut firsts: Vec<RecordId> = Vec::new();
+        // First writes (record, bucket, value), in order: sent as HSETNX,
+        // so that a record someone else holds is seen, not overwritten.
+        let mut firsts: Vec<(RecordId, String, String)> = Vec::new();
         for op in ops {
             match op {
                 Op::Write { id, owner, first } => {
                     let key = bucket_key(id.aor, buckets);
                     if *first {
-                        // Same key, same pipeline, just before the HSET: one
-                        // more command, no more round trips.
-                        p.cmd("HGET").arg(&key).arg(&id.field()[..]);
-                        firsts.push(*id);
+                        p.cmd("HSETNX")
+                            .arg(&key)
+                            .arg(&id.field()[..])
+                            .arg(owner.value());
+                        firsts.push((*id, key.clone(), owner.value()));
+                    } else {
+                        p.cmd("HSET")
+                            .arg(&key)
+                            .arg(&id.field()[..])
+                            .arg(owner.value())
+                            .ignore();
                     }
-                    p.cmd("HSET")
-                        .arg(&key)
-                        .arg(&id.field()[..])
-                        .arg(owner.value())
-                        .ignore();
                     let t = ttl.entry(key).or_default();
                     *t = (*t).max(owner.expiry);
                     writes += 1;
@@ -531,12 +535,36 @@ impl Thread {
             p.cmd("EXPIRE").arg(&key).arg(secs).arg("GT").ignore();
             raised.push((key, until));
         }
-        let replaced: Vec<Option<Vec<u8>>> = if firsts.is_empty() {
+        let set: Vec<bool> = if firsts.is_empty() {
             p.exec(conn)?;
             Vec::new()
         } else {
             p.query(conn)?
         };
+        // Records that were there already (a device that moved here, or
+        // this node's own record from before a restart): read the value,
+        // then write ours. A second round trip, for these only; most first
+        // writes are of records nobody holds, and HSETNX costs them about
+        // what HSET would (BENCHMARKS.md, cluster).
+        let held: Vec<&(RecordId, String, String)> = firsts
+            .iter()
+            .zip(&set)
+            .filter(|(_, new)| !**new)
+            .map(|(f, _)| f)
+            .collect();
+        let mut replaced: Vec<Option<Vec<u8>>> = Vec::new();
+        if !held.is_empty() {
+            let mut p = cluster_pipe();
+            for (id, key, value) in &held {
+                p.cmd("HGET").arg(key).arg(&id.field()[..]);
+                p.cmd("HSET")
+                    .arg(key)
+                    .arg(&id.field()[..])
+                    .arg(value)
+                    .ignore();
+            }
+            replaced = p.query(conn)?;
+        }
         if self.covered.len() + raised.len() > self.cfg.buckets as usize {
             self.covered.clear();
         }
@@ -544,10 +572,10 @@ impl Thread {
         self.stats.writes.fetch_add(writes, Ordering::Relaxed);
         self.stats.deletes.fetch_add(deletes, Ordering::Relaxed);
         self.up();
-        let taken: Vec<(RecordId, Vec<u8>)> = firsts
-            .into_iter()
+        let taken: Vec<(RecordId, Vec<u8>)> = held
+            .iter()
             .zip(replaced)
-            .filter_map(|(id, v)| Some((id, v?)))
+            .filter_map(|((id, _, _), v)| Some((*id, v?)))
             .collect();
         if !taken.is_empty() {
             self.send_notices(&taken);
