@@ -57,6 +57,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 slot: i as u32,
                 gen: 1,
                 expires_in: 3600,
+                restored: false,
             },
         };
         // The queue is bounded: pace on it rather than drop.

@@ -410,7 +410,8 @@ impl Lookups {
 /// With `[persist]` on too, the bindings a node restores at start are
 /// published again: Redis lost the record while the node was down (here a
 /// FLUSHALL), and the restarted node writes it back without the device
-/// registering again.
+/// registering again. A restored binding whose device registered at another
+/// node meanwhile is dropped, and that node's record and binding stay.
 #[test]
 fn bindings_restored_from_disk_are_published_again() {
     if !have_redis("bindings_restored_from_disk_are_published_again") {
@@ -442,6 +443,29 @@ fn bindings_restored_from_disk_are_published_again() {
     });
     api.shutdown();
     rt.shutdown().unwrap();
+
+    // While node 1 is down, dora registers at node 2: node 1's notice
+    // waits in Redis for it. Without that notice (deleted here), node 1
+    // restarting from disk still does not take dora back: its restored
+    // binding finds node 2's live record, keeps it, and drops its own.
+    let (rt_b, b, api_b, base_b) = start_with_api(&cluster_toml(&bed, 2, "127.0.0.1:5612"));
+    register(&client_socket(), b, "dora", Some(inst), 300);
+    wait_record(&bed, id, "dora at node 2", |r| {
+        r.is_some_and(|o| o.node == 2)
+    });
+    wait_metric(&base_b, "tether_cluster_notices_total", 1);
+    assert_eq!(bed.cli(0, &["-c", "del", "tether:evict:1"]).trim(), "1");
+    let (rt, _, api, base) = start_with_api(&toml);
+    wait_metric(&base, "tether_cluster_evicted_total", 1);
+    assert_eq!(bindings(&base, "dora@127.0.0.1"), 0);
+    assert_eq!(metric(&base, "tether_cluster_owned"), 0);
+    assert_eq!(record(&bed, id).flatten().map(|o| o.node), Some(2));
+    assert_eq!(bindings(&base_b, "dora@127.0.0.1"), 1);
+    assert_eq!(metric(&base_b, "tether_cluster_evicted_total"), 0);
+    api.shutdown();
+    rt.shutdown().unwrap();
+    api_b.shutdown();
+    rt_b.shutdown().unwrap();
 }
 
 /// `[cluster]` plus fast keepalive prompts, for the moving-device test

@@ -23,11 +23,13 @@ use super::keys::{Notice, Owner, RecordId};
 pub enum Change {
     /// Registered or refreshed on `core` (in its binding slot `slot`,
     /// generation `gen`), expiring in `expires_in` seconds.
+    /// `restored`: restored from disk at start, not a REGISTER.
     Set {
         core: u16,
         slot: u32,
         gen: u32,
         expires_in: u32,
+        restored: bool,
     },
     /// Unregistered, expired, or replaced by a binding on another node.
     Remove,
@@ -47,10 +49,14 @@ pub enum Op {
     /// Set the record to `owner` (and cover its expiry with the bucket's
     /// TTL). `first`: this node never wrote it, so it reads what it
     /// replaces, and tells the previous owner if that was another node.
+    /// `restored`: the binding came from disk and no REGISTER renewed it
+    /// since; such a first write does not take over another node's live
+    /// record (the device registered there while this node was down).
     Write {
         id: RecordId,
         owner: Owner,
         first: bool,
+        restored: bool,
     },
     /// Delete the record if it still names this node.
     Delete { id: RecordId },
@@ -68,6 +74,8 @@ struct Held {
     gen: u32,
     /// When a core last registered or refreshed it (Unix s).
     set_at: u32,
+    /// Restored from disk, no REGISTER since (in what was padding).
+    restored: bool,
     /// The binding's own expiry (Unix s).
     expiry: u32,
     /// The expiry Redis holds for it (Unix s, slack included); 0 = never
@@ -153,6 +161,7 @@ impl Coalescer {
                 slot,
                 gen,
                 expires_in,
+                restored,
             } => {
                 let now32 = u32::try_from(now).unwrap_or(u32::MAX);
                 let expiry = now32.saturating_add(expires_in);
@@ -160,6 +169,7 @@ impl Coalescer {
                     Some(h) if h.core == core => {
                         h.expiry = expiry;
                         h.set_at = now32;
+                        h.restored &= restored;
                         (h.slot, h.gen) = (slot, gen);
                         if expiry <= h.written {
                             self.counts.coalesced += 1;
@@ -171,6 +181,7 @@ impl Coalescer {
                         h.core = core;
                         h.expiry = expiry;
                         h.set_at = now32;
+                        h.restored &= restored;
                         (h.slot, h.gen) = (slot, gen);
                         self.mark(c.id, true);
                     }
@@ -182,6 +193,7 @@ impl Coalescer {
                                 slot,
                                 gen,
                                 set_at: now32,
+                                restored,
                                 expiry,
                                 written: 0,
                             },
@@ -251,6 +263,7 @@ impl Coalescer {
                             expiry: u64::from(h.written),
                         },
                         first,
+                        restored: h.restored,
                     }
                 }
                 None => Op::Delete { id },
@@ -308,6 +321,11 @@ impl Coalescer {
         }
     }
 
+    /// The binding behind record `id` (core, slot, generation), if owned.
+    pub fn binding(&self, id: RecordId) -> Option<(u16, u32, u32)> {
+        self.owned.get(&id).map(|h| (h.core, h.slot, h.gen))
+    }
+
     /// Forgets record `id` without deleting it: Redis names another node
     /// now, and the core drops the binding (its removal then finds nothing
     /// to do here).
@@ -344,6 +362,7 @@ mod tests {
                 slot: n as u32,
                 gen: 1,
                 expires_in,
+                restored: false,
             },
         }
     }
@@ -371,7 +390,8 @@ mod tests {
             vec![Op::Write {
                 id: id(1),
                 owner: want,
-                first: true
+                first: true,
+                restored: false
             }]
         );
         assert_eq!(c.counts.coalesced, 1);
@@ -487,6 +507,33 @@ mod tests {
         assert!(matches!(
             c.take(false, 10)[..],
             [Op::Write { first: false, .. }]
+        ));
+    }
+
+    #[test]
+    fn a_restored_binding_is_marked_until_a_register_renews_it() {
+        let mut c = Coalescer::new(1, 30, 100);
+        let mut r = set(1, 0, 600);
+        if let Change::Set { restored, .. } = &mut r.change {
+            *restored = true;
+        }
+        c.apply(r, 1000);
+        assert!(matches!(
+            c.take(false, 10)[..],
+            [Op::Write {
+                first: true,
+                restored: true,
+                ..
+            }]
+        ));
+        c.resync();
+        c.apply(set(1, 0, 600), 1001);
+        assert!(matches!(
+            c.take(false, 10)[..],
+            [Op::Write {
+                restored: false,
+                ..
+            }]
         ));
     }
 

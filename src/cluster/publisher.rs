@@ -50,6 +50,16 @@ const DELETE_IF_OURS: &str = "local v = redis.call('HGET', KEYS[1], ARGV[1]) \
 if v and string.sub(v, 1, #ARGV[2]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end \
 return 0";
 
+/// A restored binding's first write where a record exists (KEYS[1]
+/// bucket, ARGV[1] field, ARGV[2] this node's value, ARGV[3] its `node:`
+/// prefix, ARGV[4] Unix seconds now): another node's unexpired record is
+/// kept and returned (the device registered there while this node was
+/// down); anything else is overwritten, and nil returned.
+const WRITE_UNLESS_OTHERS: &str = "local v = redis.call('HGET', KEYS[1], ARGV[1]) \
+if v and string.sub(v, 1, #ARGV[3]) ~= ARGV[3] then local e = tonumber(string.match(v, ':(%d+)$')) \
+if e and e > tonumber(ARGV[4]) then return v end end \
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) return false";
+
 /// Removes the records of bucket KEYS[1] whose expiry (the value's last
 /// field) is before ARGV[1]; returns how many. Atomic, so a record renewed
 /// meanwhile stays.
@@ -98,6 +108,7 @@ impl Publisher {
         let inboxes = Arc::new(OnceLock::new());
         let mut t = Thread {
             inboxes: inboxes.clone(),
+            later: Vec::new(),
             cfg: cfg.clone(),
             state: Coalescer::new(cfg.node, cfg.renew_s, cfg.backlog),
             rx,
@@ -146,6 +157,8 @@ struct Thread {
     cfg: ClusterSection,
     /// Where bindings to drop are sent (see [`Publisher::set_inboxes`]).
     inboxes: Arc<OnceLock<Vec<crate::runtime::Inbox>>>,
+    /// Records whose binding is to be dropped once the inboxes are there.
+    later: Vec<RecordId>,
     state: Coalescer,
     rx: Receiver<BindingChange>,
     stop: Receiver<()>,
@@ -344,6 +357,9 @@ impl Thread {
         if self.conn.is_none() || self.inboxes.get().is_none() {
             return;
         }
+        for id in std::mem::take(&mut self.later) {
+            self.drop_binding(id);
+        }
         let Some(conn) = self.conn.as_mut() else {
             return;
         };
@@ -359,13 +375,11 @@ impl Thread {
                 .collect(),
             Err(e) => return self.failed_round(&e),
         };
-        // The bindings to drop if Redis confirms, by record.
-        let mut drop: Vec<(RecordId, crate::registrar::BindingRef)> = Vec::new();
+        // The records whose binding goes if Redis confirms.
+        let mut drop: Vec<RecordId> = Vec::new();
         for n in &notices {
             match self.state.on_notice(n) {
-                Verdict::Drop { core, slot, gen } => {
-                    drop.push((n.id, crate::registrar::BindingRef { core, slot, gen }))
-                }
+                Verdict::Drop { .. } => drop.push(n.id),
                 Verdict::Reassert => tracing::debug!(
                     by = n.by,
                     "cluster: record taken over by another node, refreshed here since: written again"
@@ -377,7 +391,7 @@ impl Thread {
             return;
         }
         let mut p = cluster_pipe();
-        for (id, _) in &drop {
+        for id in &drop {
             p.cmd("HGET")
                 .arg(bucket_key(id.aor, self.cfg.buckets))
                 .arg(&id.field()[..]);
@@ -388,11 +402,8 @@ impl Thread {
             // they would have without them.
             Err(e) => return self.failed_round(&e),
         };
-        let Some(inboxes) = self.inboxes.get() else {
-            return;
-        };
         let now = unix_now();
-        for ((id, b), v) in drop.into_iter().zip(now_named) {
+        for (id, v) in drop.into_iter().zip(now_named) {
             let other = v
                 .as_deref()
                 .and_then(Owner::parse)
@@ -400,14 +411,32 @@ impl Thread {
             if !other {
                 continue;
             }
-            self.state.evict(id);
-            if let Some(inbox) = inboxes.get(usize::from(b.core)) {
-                // A full inbox loses it: the binding then expires as it
-                // would have without the notice.
-                if inbox.send(crate::endpoint::Command::ClusterEvict(b)) {
-                    self.stats.evicted.fetch_add(1, Ordering::Relaxed);
-                }
+            self.drop_binding(id);
+        }
+    }
+
+    /// Drops this node's binding behind record `id` (another node holds the
+    /// record): forgotten here, and its core told to drop it.
+    fn drop_binding(&mut self, id: RecordId) {
+        let Some((core, slot, gen)) = self.state.binding(id) else {
+            return;
+        };
+        let Some(inboxes) = self.inboxes.get() else {
+            // The cores' inboxes are not there yet (bindings restored at
+            // start): done with the next heartbeat.
+            if self.later.len() < BATCH {
+                self.later.push(id);
             }
+            return;
+        };
+        let Some(inbox) = inboxes.get(usize::from(core)) else {
+            return;
+        };
+        self.state.evict(id);
+        let b = crate::registrar::BindingRef { core, slot, gen };
+        // A full inbox loses it: the binding then expires as it would have.
+        if inbox.send(crate::endpoint::Command::ClusterEvict(b)) {
+            self.stats.evicted.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -481,17 +510,22 @@ impl Thread {
         let (mut writes, mut deletes) = (0u64, 0u64);
         // First writes (record, bucket, value), in order: sent as HSETNX,
         // so that a record someone else holds is seen, not overwritten.
-        let mut firsts: Vec<(RecordId, String, String)> = Vec::new();
+        let mut firsts: Vec<(RecordId, String, String, bool)> = Vec::new();
         for op in ops {
             match op {
-                Op::Write { id, owner, first } => {
+                Op::Write {
+                    id,
+                    owner,
+                    first,
+                    restored,
+                } => {
                     let key = bucket_key(id.aor, buckets);
                     if *first {
                         p.cmd("HSETNX")
                             .arg(&key)
                             .arg(&id.field()[..])
                             .arg(owner.value());
-                        firsts.push((*id, key.clone(), owner.value()));
+                        firsts.push((*id, key.clone(), owner.value(), *restored));
                     } else {
                         p.cmd("HSET")
                             .arg(&key)
@@ -546,7 +580,7 @@ impl Thread {
         // then write ours. A second round trip, for these only; most first
         // writes are of records nobody holds, and HSETNX costs them about
         // what HSET would (BENCHMARKS.md, cluster).
-        let held: Vec<&(RecordId, String, String)> = firsts
+        let held: Vec<&(RecordId, String, String, bool)> = firsts
             .iter()
             .zip(&set)
             .filter(|(_, new)| !**new)
@@ -555,7 +589,18 @@ impl Thread {
         let mut replaced: Vec<Option<Vec<u8>>> = Vec::new();
         if !held.is_empty() {
             let mut p = cluster_pipe();
-            for (id, key, value) in &held {
+            for (id, key, value, restored) in &held {
+                if *restored {
+                    p.cmd("EVAL")
+                        .arg(WRITE_UNLESS_OTHERS)
+                        .arg(1)
+                        .arg(key)
+                        .arg(&id.field()[..])
+                        .arg(value)
+                        .arg(&prefix)
+                        .arg(now);
+                    continue;
+                }
                 p.cmd("HGET").arg(key).arg(&id.field()[..]);
                 p.cmd("HSET")
                     .arg(key)
@@ -572,11 +617,16 @@ impl Thread {
         self.stats.writes.fetch_add(writes, Ordering::Relaxed);
         self.stats.deletes.fetch_add(deletes, Ordering::Relaxed);
         self.up();
-        let taken: Vec<(RecordId, Vec<u8>)> = held
-            .iter()
-            .zip(replaced)
-            .filter_map(|((id, _, _), v)| Some((*id, v?)))
-            .collect();
+        let mut taken: Vec<(RecordId, Vec<u8>)> = Vec::new();
+        for ((id, _, _, restored), v) in held.iter().zip(replaced) {
+            match (restored, v) {
+                (false, Some(v)) => taken.push((*id, v)),
+                // Restored from disk, and another node holds the device
+                // now: this node lets go instead.
+                (true, Some(_)) => self.drop_binding(*id),
+                (_, None) => {}
+            }
+        }
         if !taken.is_empty() {
             self.send_notices(&taken);
         }

@@ -65,6 +65,7 @@ impl Registrar {
                     slot,
                     gen,
                     expires_in: r.expires_at.saturating_sub(now_secs),
+                    restored: true,
                 };
                 p.send(BindingChange { id, change });
             }
@@ -95,6 +96,7 @@ impl Registrar {
                         slot: c.binding.slot,
                         gen: c.binding.gen,
                         expires_in: c.expires_at.saturating_sub(o.at.now_secs),
+                        restored: false,
                     }
                 }
                 _ => Change::Remove,
