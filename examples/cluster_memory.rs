@@ -54,7 +54,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             id: RecordId::for_contact(&aor, Some(&dev), None, ""),
             change: Change::Set {
                 core: (i % 4) as u16,
+                slot: i as u32,
+                gen: 1,
                 expires_in: 3600,
+                restored: false,
             },
         };
         // The queue is bounded: pace on it rather than drop.

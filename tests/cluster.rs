@@ -7,7 +7,9 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use common::redis_bed::{have_redis, Cluster};
-use common::{metric, start_with_api, wait_for, wait_metric, wait_until};
+use common::{
+    http, metric, post_job, start_with_api, wait_for, wait_job, wait_metric, wait_until, API_TOKEN,
+};
 use tether::cluster::keys::bucket_key;
 use tether::cluster::lookup::{OwnerQuery, Remote, Resolver};
 use tether::cluster::{Owner, RecordId};
@@ -49,6 +51,18 @@ advertise = \"{advertise}\"\nheartbeat_ms = 200\nheartbeat_ttl_ms = 1000\nrenew_
 /// REGISTERs `user` from `sock` at `to` (`expires` 0 removes it); with
 /// `instance`, the Contact carries `+sip.instance`. Asserts the 200.
 fn register(sock: &UdpSocket, to: SocketAddr, user: &str, instance: Option<&str>, expires: u32) {
+    register_with(sock, to, user, instance, expires, "");
+}
+
+/// [`register`] with `extra` header lines (each ending in CRLF).
+fn register_with(
+    sock: &UdpSocket,
+    to: SocketAddr,
+    user: &str,
+    instance: Option<&str>,
+    expires: u32,
+    extra: &str,
+) {
     let port = sock.local_addr().unwrap().port();
     let inst = instance.map_or(String::new(), |i| format!(";+sip.instance=\"<{i}>\""));
     let branch = format!("z9hG4bK{user}{expires}{port}{}", rand_tag());
@@ -56,7 +70,7 @@ fn register(sock: &UdpSocket, to: SocketAddr, user: &str, instance: Option<&str>
         "REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch={branch};rport\r\n\
 Max-Forwards: 70\r\nFrom: <sip:{user}@127.0.0.1>;tag=1\r\nTo: <sip:{user}@127.0.0.1>\r\n\
 Call-ID: {user}-{port}\r\nCSeq: {} REGISTER\r\nContact: <sip:{user}@127.0.0.1:{port}>{inst}\r\n\
-Expires: {expires}\r\nContent-Length: 0\r\n\r\n",
+{extra}Expires: {expires}\r\nContent-Length: 0\r\n\r\n",
         rand_tag() % 100_000 + 1
     );
     sock.send_to(msg.as_bytes(), to).unwrap();
@@ -181,7 +195,8 @@ fn ownership_records_follow_the_registrar_across_a_redis_outage() {
     wait_record(&bed, erin_id, "erin expired", |r| r.is_none());
     wait_metric(&base_a, "tether_cluster_deletes_total", 2);
 
-    // A device moving from A to B: B's record stays when A lets go.
+    // A device moving from A to B: B tells A, which drops its binding;
+    // B's record stays when A is told to let go again.
     let carol_a = client_socket();
     let carol_b = client_socket();
     let inst = "urn:uuid:00000000-0000-0000-0000-00000000ca01";
@@ -194,8 +209,10 @@ fn ownership_records_follow_the_registrar_across_a_redis_outage() {
     wait_record(&bed, carol_id, "carol at node 2", |r| {
         r.is_some_and(|o| o.node == 2)
     });
+    wait_metric(&base_a, "tether_cluster_evicted_total", 1);
+    assert_eq!(metric(&base_b, "tether_cluster_notices_total"), 1);
     register(&carol_a, a, "carol", Some(inst), 0);
-    wait_metric(&base_a, "tether_cluster_deletes_total", 3);
+    assert_eq!(metric(&base_a, "tether_cluster_deletes_total"), 2);
     assert_eq!(
         record(&bed, carol_id).flatten().map(|o| o.node),
         Some(2),
@@ -393,7 +410,8 @@ impl Lookups {
 /// With `[persist]` on too, the bindings a node restores at start are
 /// published again: Redis lost the record while the node was down (here a
 /// FLUSHALL), and the restarted node writes it back without the device
-/// registering again.
+/// registering again. A restored binding whose device registered at another
+/// node meanwhile is dropped, and that node's record and binding stay.
 #[test]
 fn bindings_restored_from_disk_are_published_again() {
     if !have_redis("bindings_restored_from_disk_are_published_again") {
@@ -425,4 +443,167 @@ fn bindings_restored_from_disk_are_published_again() {
     });
     api.shutdown();
     rt.shutdown().unwrap();
+
+    // While node 1 is down, dora registers at node 2: node 1's notice
+    // waits in Redis for it. Without that notice (deleted here), node 1
+    // restarting from disk still does not take dora back: its restored
+    // binding finds node 2's live record, keeps it, and drops its own.
+    let (rt_b, b, api_b, base_b) = start_with_api(&cluster_toml(&bed, 2, "127.0.0.1:5612"));
+    register(&client_socket(), b, "dora", Some(inst), 300);
+    wait_record(&bed, id, "dora at node 2", |r| {
+        r.is_some_and(|o| o.node == 2)
+    });
+    wait_metric(&base_b, "tether_cluster_notices_total", 1);
+    assert_eq!(bed.cli(0, &["-c", "del", "tether:evict:1"]).trim(), "1");
+    let (rt, _, api, base) = start_with_api(&toml);
+    wait_metric(&base, "tether_cluster_evicted_total", 1);
+    // Counted when sent: the core drops it a moment later.
+    wait_until(5, "dora gone from node 1's registrations", || {
+        bindings(&base, "dora@127.0.0.1") == 0
+    });
+    assert_eq!(metric(&base, "tether_cluster_owned"), 0);
+    assert_eq!(record(&bed, id).flatten().map(|o| o.node), Some(2));
+    assert_eq!(bindings(&base_b, "dora@127.0.0.1"), 1);
+    assert_eq!(metric(&base_b, "tether_cluster_evicted_total"), 0);
+    api.shutdown();
+    rt.shutdown().unwrap();
+    api_b.shutdown();
+    rt_b.shutdown().unwrap();
+}
+
+/// `[cluster]` plus fast keepalive prompts, for the moving-device test
+/// (misses never declare a path dead: the test answers prompts only while
+/// it reads the device's socket).
+fn moving_toml(bed: &Cluster, node: u32, advertise: &str) -> String {
+    format!(
+        "{}[keepalive]\ninterval_ms = 500\njitter_ms = 100\ntimeout_ms = 300\nmax_misses = 100\n",
+        cluster_toml(bed, node, advertise)
+    )
+}
+
+/// The bindings node `api` lists for `aor`.
+fn bindings(api: &str, aor: &str) -> usize {
+    let (status, body) = http(
+        "GET",
+        &format!("{api}/v1/registrations/{aor}"),
+        Some(API_TOKEN),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["bindings"].as_array().map_or(0, Vec::len)
+}
+
+/// Reads what reaches `sock` for `ms`, answering every request 200 (the
+/// keepalive's OPTIONS, a job's NOTIFY); returns the request lines.
+fn serve_device(sock: &UdpSocket, ms: u64) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 8192];
+    sock.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_millis(ms);
+    while std::time::Instant::now() < deadline {
+        let Ok((n, from)) = sock.recv_from(&mut buf) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let first = text.lines().next().unwrap_or("").to_owned();
+        if first.starts_with("SIP/2.0") {
+            continue;
+        }
+        // The 200 copies the request's dialog headers.
+        let mut resp = String::from("SIP/2.0 200 OK\r\n");
+        for l in text.split("\r\n").skip(1) {
+            let name = l
+                .split(':')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            if ["via", "v", "from", "f", "to", "t", "call-id", "i", "cseq"].contains(&name.as_str())
+            {
+                resp.push_str(l);
+                resp.push_str("\r\n");
+            }
+        }
+        resp.push_str("Content-Length: 0\r\n\r\n");
+        sock.send_to(resp.as_bytes(), from).unwrap();
+        seen.push(first);
+    }
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    seen
+}
+
+/// A device registered at node A re-registers at node B while A lives:
+/// B's write tells A (a notice in Redis), A drops its binding within a few
+/// heartbeats (gone from its registrations, its NAT path no longer
+/// prompted), and a contact-me job posted to each node reaches the device
+/// once, over B.
+#[test]
+fn a_device_that_moves_to_another_node_is_dropped_by_the_old_one() {
+    if !have_redis("a_device_that_moves_to_another_node_is_dropped_by_the_old_one") {
+        return;
+    }
+    let bed = Cluster::start("move");
+    let (rt_a, a, api_a, base_a) = start_with_api(&moving_toml(&bed, 1, "127.0.0.1:5621"));
+    let (rt_b, b, api_b, base_b) = start_with_api(&moving_toml(&bed, 2, "127.0.0.1:5622"));
+    let accept = "Accept: application/application-server-contact-me\r\n";
+    let inst = "urn:uuid:00000000-0000-0000-0000-0000000e0a01";
+    let id = RecordId::for_contact("erin@127.0.0.1", Some(inst), None, "");
+    let aor = "erin@127.0.0.1";
+
+    // At A: registered, published, and its path prompted.
+    let dev_a = client_socket();
+    register_with(&dev_a, a, "erin", Some(inst), 600, accept);
+    wait_record(&bed, id, "erin at node 1", |r| {
+        r.is_some_and(|o| o.node == 1)
+    });
+    assert_eq!(bindings(&base_a, aor), 1);
+    let heard = serve_device(&dev_a, 1500);
+    assert!(heard.iter().any(|l| l.starts_with("OPTIONS")), "{heard:?}");
+
+    // The device moves to B (a new NAT binding, so another source port).
+    let dev_b = client_socket();
+    register_with(&dev_b, b, "erin", Some(inst), 600, accept);
+    wait_record(&bed, id, "erin at node 2", |r| {
+        r.is_some_and(|o| o.node == 2)
+    });
+    wait_metric(&base_b, "tether_cluster_notices_total", 1);
+    wait_metric(&base_a, "tether_cluster_evicted_total", 1);
+    wait_until(5, "erin gone from A's registrations", || {
+        bindings(&base_a, aor) == 0
+    });
+    assert_eq!(bindings(&base_b, aor), 1);
+    assert_eq!(metric(&base_a, "tether_cluster_owned"), 0);
+    // B's record stays: A's removal deletes only records naming A.
+    assert_eq!(record(&bed, id).flatten().map(|o| o.node), Some(2));
+    wait_metric(&base_a, "tether_nat_paths_registration_only", 0);
+
+    // A prompts it no more: a few keepalive intervals of silence at A's
+    // side (whatever was in flight at the drop is read first).
+    serve_device(&dev_a, 500);
+    let heard = serve_device(&dev_a, 1500);
+    assert!(heard.is_empty(), "A still prompts the device: {heard:?}");
+
+    // A contact-me job at each node: A has no binding, B delivers once.
+    let body = format!(
+        r#"{{"targets": ["{aor}"], "kind": "contact-me", "request_id": "7",
+        "application_server_addr": "127.0.0.1", "application_server_port": 8443}}"#
+    );
+    let job = |base: &str| post_job(base, &body);
+    let id_a = job(&base_a);
+    let v = wait_job(&base_a, &id_a, 10);
+    assert_eq!(v["counts"]["no_binding"], 1, "{v}");
+    let id_b = job(&base_b);
+    let seen = serve_device(&dev_b, 1500);
+    let v = wait_job(&base_b, &id_b, 10);
+    assert_eq!(v["counts"]["delivered"], 1, "{v}");
+    let notifies = seen.iter().filter(|l| !l.starts_with("OPTIONS")).count();
+    assert_eq!(notifies, 1, "{seen:?}");
+    assert!(serve_device(&dev_a, 300).is_empty());
+
+    api_a.shutdown();
+    api_b.shutdown();
+    rt_a.shutdown().unwrap();
+    rt_b.shutdown().unwrap();
 }

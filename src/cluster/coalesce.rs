@@ -16,13 +16,21 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::keys::{Owner, RecordId};
+use super::keys::{Notice, Owner, RecordId};
 
 /// What a core saw happen to a binding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
-    /// Registered or refreshed on `core`, expiring in `expires_in` seconds.
-    Set { core: u16, expires_in: u32 },
+    /// Registered or refreshed on `core` (in its binding slot `slot`,
+    /// generation `gen`), expiring in `expires_in` seconds.
+    /// `restored`: restored from disk at start, not a REGISTER.
+    Set {
+        core: u16,
+        slot: u32,
+        gen: u32,
+        expires_in: u32,
+        restored: bool,
+    },
     /// Unregistered, expired, or replaced by a binding on another node.
     Remove,
 }
@@ -38,18 +46,36 @@ pub struct BindingChange {
 /// One Redis operation the thread is to perform.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
-    /// Set the record to `owner` (and cover its expiry with the bucket's TTL).
-    Write { id: RecordId, owner: Owner },
+    /// Set the record to `owner` (and cover its expiry with the bucket's
+    /// TTL). `first`: this node never wrote it, so it reads what it
+    /// replaces, and tells the previous owner if that was another node.
+    /// `restored`: the binding came from disk and no REGISTER renewed it
+    /// since; such a first write does not take over another node's live
+    /// record (the device registered there while this node was down).
+    Write {
+        id: RecordId,
+        owner: Owner,
+        first: bool,
+        restored: bool,
+    },
     /// Delete the record if it still names this node.
     Delete { id: RecordId },
 }
 
 /// A binding this node owns.
-/// 12 bytes (Unix seconds fit a u32 until 2106): with its 16-byte id, a
-/// published binding costs the node about 30 bytes here.
+/// 24 bytes (Unix seconds fit a u32 until 2106): with its 16-byte id, a
+/// published binding costs the node about 45 bytes here. The slot,
+/// generation and `set_at` (12 of them) are for eviction notices: the core
+/// is told which binding to drop without an index of its own.
 #[derive(Debug, Clone, Copy)]
 struct Held {
     core: u16,
+    slot: u32,
+    gen: u32,
+    /// When a core last registered or refreshed it (Unix s).
+    set_at: u32,
+    /// Restored from disk, no REGISTER since (in what was padding).
+    restored: bool,
     /// The binding's own expiry (Unix s).
     expiry: u32,
     /// The expiry Redis holds for it (Unix s, slack included); 0 = never
@@ -61,6 +87,17 @@ struct Held {
 /// `Held::written` of a record that may be in Redis with an unknown expiry:
 /// any refresh writes it again, a removal deletes it.
 const MAYBE: u32 = 1;
+
+/// What to do about an eviction notice ([`Coalescer::on_notice`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Not a binding this node holds (any more) as the notice says.
+    Unknown,
+    /// Refreshed here after the other node's write: written again.
+    Reassert,
+    /// Drop binding `slot`/`gen` of `core`, if Redis names the other node.
+    Drop { core: u16, slot: u32, gen: u32 },
+}
 
 /// Counters the thread publishes.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -119,13 +156,21 @@ impl Coalescer {
     /// Takes a core's change; `now` is Unix seconds.
     pub fn apply(&mut self, c: BindingChange, now: u64) {
         match c.change {
-            Change::Set { core, expires_in } => {
-                let expiry = u32::try_from(now)
-                    .unwrap_or(u32::MAX)
-                    .saturating_add(expires_in);
+            Change::Set {
+                core,
+                slot,
+                gen,
+                expires_in,
+                restored,
+            } => {
+                let now32 = u32::try_from(now).unwrap_or(u32::MAX);
+                let expiry = now32.saturating_add(expires_in);
                 match self.owned.get_mut(&c.id) {
                     Some(h) if h.core == core => {
                         h.expiry = expiry;
+                        h.set_at = now32;
+                        h.restored &= restored;
+                        (h.slot, h.gen) = (slot, gen);
                         if expiry <= h.written {
                             self.counts.coalesced += 1;
                         } else {
@@ -135,6 +180,9 @@ impl Coalescer {
                     Some(h) => {
                         h.core = core;
                         h.expiry = expiry;
+                        h.set_at = now32;
+                        h.restored &= restored;
+                        (h.slot, h.gen) = (slot, gen);
                         self.mark(c.id, true);
                     }
                     None => {
@@ -142,6 +190,10 @@ impl Coalescer {
                             c.id,
                             Held {
                                 core,
+                                slot,
+                                gen,
+                                set_at: now32,
+                                restored,
                                 expiry,
                                 written: 0,
                             },
@@ -201,6 +253,7 @@ impl Coalescer {
         ids.into_iter()
             .map(|id| match self.owned.get_mut(&id) {
                 Some(h) => {
+                    let first = h.written == 0;
                     h.written = h.expiry.saturating_add(self.slack);
                     Op::Write {
                         id,
@@ -209,6 +262,8 @@ impl Coalescer {
                             core: h.core,
                             expiry: u64::from(h.written),
                         },
+                        first,
+                        restored: h.restored,
                     }
                 }
                 None => Op::Delete { id },
@@ -237,6 +292,49 @@ impl Coalescer {
         }
     }
 
+    /// A notice that another node took over record `n.id`: the binding to
+    /// drop, if this node still holds it on the core the taken-over record
+    /// named and no core refreshed it here after the other node's write
+    /// (then it is [`Verdict::Reassert`]: the latest REGISTER wins, the
+    /// record is written again and the other node hears of it). The caller
+    /// checks that Redis still names another node before [`Coalescer::evict`].
+    pub fn on_notice(&mut self, n: &Notice) -> Verdict {
+        let Some(h) = self.owned.get_mut(&n.id) else {
+            return Verdict::Unknown;
+        };
+        if h.core != n.core {
+            // It moved between cores here since: the record that was
+            // replaced was not this binding's.
+            return Verdict::Unknown;
+        }
+        if u64::from(h.set_at) > n.at {
+            // Written again as if new, so that the other node is told.
+            h.written = 0;
+            self.renew.remove(&n.id);
+            self.urgent.insert(n.id);
+            return Verdict::Reassert;
+        }
+        Verdict::Drop {
+            core: h.core,
+            slot: h.slot,
+            gen: h.gen,
+        }
+    }
+
+    /// The binding behind record `id` (core, slot, generation), if owned.
+    pub fn binding(&self, id: RecordId) -> Option<(u16, u32, u32)> {
+        self.owned.get(&id).map(|h| (h.core, h.slot, h.gen))
+    }
+
+    /// Forgets record `id` without deleting it: Redis names another node
+    /// now, and the core drops the binding (its removal then finds nothing
+    /// to do here).
+    pub fn evict(&mut self, id: RecordId) {
+        self.owned.remove(&id);
+        self.urgent.remove(&id);
+        self.renew.remove(&id);
+    }
+
     /// After an outage: every owned record is written again (Redis may
     /// have restarted empty). Deletes still pending stay pending.
     pub fn resync(&mut self) {
@@ -259,7 +357,13 @@ mod tests {
     fn set(n: u64, core: u16, expires_in: u32) -> BindingChange {
         BindingChange {
             id: id(n),
-            change: Change::Set { core, expires_in },
+            change: Change::Set {
+                core,
+                slot: n as u32,
+                gen: 1,
+                expires_in,
+                restored: false,
+            },
         }
     }
 
@@ -285,7 +389,9 @@ mod tests {
             ops,
             vec![Op::Write {
                 id: id(1),
-                owner: want
+                owner: want,
+                first: true,
+                restored: false
             }]
         );
         assert_eq!(c.counts.coalesced, 1);
@@ -376,6 +482,103 @@ mod tests {
         c.resync();
         assert_eq!(c.take(false, 3).len(), 3);
         assert_eq!(c.take(false, 100).len(), 2);
+    }
+
+    #[test]
+    fn only_a_records_first_write_reads_what_it_replaces() {
+        let mut c = Coalescer::new(1, 30, 100);
+        c.apply(set(1, 0, 600), 1000);
+        assert!(matches!(
+            c.take(false, 10)[..],
+            [Op::Write { first: true, .. }]
+        ));
+        c.apply(set(1, 1, 600), 1001);
+        assert!(matches!(
+            c.take(false, 10)[..],
+            [Op::Write { first: false, .. }]
+        ));
+        c.apply(set(1, 1, 600), 1200);
+        assert!(matches!(
+            c.take(true, 10)[..],
+            [Op::Write { first: false, .. }]
+        ));
+        // A resync rewrites what was ours: nobody is told.
+        c.resync();
+        assert!(matches!(
+            c.take(false, 10)[..],
+            [Op::Write { first: false, .. }]
+        ));
+    }
+
+    #[test]
+    fn a_restored_binding_is_marked_until_a_register_renews_it() {
+        let mut c = Coalescer::new(1, 30, 100);
+        let mut r = set(1, 0, 600);
+        if let Change::Set { restored, .. } = &mut r.change {
+            *restored = true;
+        }
+        c.apply(r, 1000);
+        assert!(matches!(
+            c.take(false, 10)[..],
+            [Op::Write {
+                first: true,
+                restored: true,
+                ..
+            }]
+        ));
+        c.resync();
+        c.apply(set(1, 0, 600), 1001);
+        assert!(matches!(
+            c.take(false, 10)[..],
+            [Op::Write {
+                restored: false,
+                ..
+            }]
+        ));
+    }
+
+    fn notice(n: u64, core: u16, at: u64) -> Notice {
+        Notice {
+            id: id(n),
+            core,
+            by: 2,
+            at,
+        }
+    }
+
+    #[test]
+    fn a_notice_drops_the_binding_it_names_unless_refreshed_since() {
+        let mut c = Coalescer::new(1, 30, 100);
+        c.apply(set(1, 0, 600), 1000);
+        c.apply(set(2, 0, 600), 1000);
+        c.take(false, 10);
+        // Node 2 took record 1 over at 1005: drop slot 1 of core 0.
+        assert_eq!(
+            c.on_notice(&notice(1, 0, 1005)),
+            Verdict::Drop {
+                core: 0,
+                slot: 1,
+                gen: 1
+            }
+        );
+        c.evict(id(1));
+        assert_eq!(c.owned(), 1);
+        // The core's removal that follows writes nothing.
+        c.apply(remove(1), 1006);
+        assert_eq!(c.pending(), 0);
+        // Unknown records, and a notice naming another core (it moved
+        // between cores here since), are left alone.
+        assert_eq!(c.on_notice(&notice(1, 0, 1005)), Verdict::Unknown);
+        assert_eq!(c.on_notice(&notice(2, 1, 1005)), Verdict::Unknown);
+        // Refreshed here after the other node's write: written again as
+        // a first write, so that node hears of it.
+        c.apply(set(2, 0, 600), 1010);
+        assert_eq!(c.on_notice(&notice(2, 0, 1009)), Verdict::Reassert);
+        assert!(matches!(
+            c.take(false, 10)[..],
+            [Op::Write { first: true, owner, .. }] if owner.node == 1
+        ));
+        assert_eq!(c.owned(), 1);
     }
 
     #[test]

@@ -147,6 +147,60 @@ pub const NODES_KEY: &str = "tether:nodes";
 /// hands each other node its part through that node's API (fan-out across
 /// the cluster). A key of its own, so the SIP address records stay as they are.
 pub const NODES_API_KEY: &str = "tether:nodes:api";
+/// The list of eviction notices for `node`: another node took over one of
+/// its records (the device registered there since). A list with a TTL,
+/// not PUBLISH: a notice waits while its node is briefly away (reconnecting,
+/// Redis failing over) and is read once that node is back; pub/sub would
+/// lose it. The TTL ([`EVICT_TTL_S`]) bounds what a node that never comes
+/// back leaves behind.
+pub fn evict_key(node: u32) -> String {
+    format!("tether:evict:{node}")
+}
+
+/// How long a node's notice list outlives its last notice (s). A node away
+/// longer than this lost its heartbeat long ago; the device's own refresh
+/// at the new node is then what counts.
+pub const EVICT_TTL_S: u64 = 3600;
+
+/// "Node `by` took over record `id` at Unix second `at`; it named core
+/// `core` of the node the notice is for."
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Notice {
+    pub id: RecordId,
+    pub core: u16,
+    pub by: u32,
+    pub at: u64,
+}
+
+impl Notice {
+    /// `<aor hex><device hex>:core:by:at`, readable with redis-cli.
+    pub fn value(&self) -> String {
+        format!(
+            "{:016x}{:016x}:{}:{}:{}",
+            self.id.aor, self.id.device, self.core, self.by, self.at
+        )
+    }
+
+    /// Parses a value; `None` for anything malformed (any client could
+    /// have pushed it).
+    pub fn parse(v: &[u8]) -> Option<Notice> {
+        let s = std::str::from_utf8(v).ok()?;
+        let mut it = s.splitn(4, ':');
+        let ids = it.next()?;
+        if ids.len() != 32 || !ids.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let aor = u64::from_str_radix(ids.get(..16)?, 16).ok()?;
+        let device = u64::from_str_radix(ids.get(16..)?, 16).ok()?;
+        Some(Notice {
+            id: RecordId { aor, device },
+            core: it.next()?.parse().ok()?,
+            by: it.next()?.parse().ok()?,
+            at: it.next()?.parse().ok()?,
+        })
+    }
+}
+
 /// The SIP address in a heartbeat or [`NODES_KEY`] value: its first word.
 /// Fields added later follow it after a space, so readers of this version
 /// still find the address.
@@ -252,5 +306,30 @@ mod tests {
         ] {
             assert_eq!(Owner::parse(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn notice_round_trips_and_malformed_is_none() {
+        let n = Notice {
+            id: RecordId::new("sip:alice@example.com", "urn:uuid:1"),
+            core: 3,
+            by: 2,
+            at: 1_764_770_000,
+        };
+        assert_eq!(Notice::parse(n.value().as_bytes()), Some(n));
+        assert_eq!(evict_key(4), "tether:evict:4");
+        let good = n.value();
+        for bad in [
+            "",
+            "00",
+            &good[1..],
+            &good.replacen(':', "", 1),
+            &format!("{}:x", &good[..32]),
+            &format!("{}g{}", &good[..5], &good[6..]),
+            &format!("{good}:9"),
+        ] {
+            assert_eq!(Notice::parse(bad.as_bytes()), None, "{bad:?}");
+        }
+        assert_eq!(Notice::parse(b"\xff"), None);
     }
 }

@@ -85,12 +85,18 @@ pub struct Stats {
     pub lookup_errors: AtomicU64,
     /// Expired records (of any node) the sweeper removed.
     pub swept: AtomicU64,
+    /// Bindings this node dropped because another node took their record
+    /// over (the device registered there since).
+    pub evicted: AtomicU64,
+    /// Eviction notices this node sent to the previous owners of records
+    /// it took over.
+    pub notices: AtomicU64,
 }
 
 impl Stats {
     /// The counters in the Prometheus text format.
     pub fn render(&self, out: &mut String) {
-        let rows: [(&'static str, &'static str, &AtomicU64, bool); 13] = [
+        let rows: [(&'static str, &'static str, &AtomicU64, bool); 15] = [
             ("tether_cluster_writes_total", "Ownership records written to Redis (new, moved or renewed).", &self.writes, true),
             ("tether_cluster_deletes_total", "Ownership records deleted from Redis.", &self.deletes, true),
             ("tether_cluster_coalesced_total", "Binding changes that needed no Redis write of their own.", &self.coalesced, true),
@@ -100,6 +106,8 @@ impl Stats {
             ("tether_cluster_heartbeats_total", "Heartbeats written.", &self.heartbeats, true),
             ("tether_cluster_lookups_total", "Owner lookups asked of Redis.", &self.lookups, true),
             ("tether_cluster_swept_total", "Expired ownership records (of any node) removed by this node's sweeper.", &self.swept, true),
+            ("tether_cluster_evicted_total", "Bindings dropped because another node took their ownership record over (the device registered there since).", &self.evicted, true),
+            ("tether_cluster_notices_total", "Eviction notices sent to the previous owner node of a record this node took over.", &self.notices, true),
             ("tether_cluster_lookup_errors_total", "Owner lookups Redis did not answer.", &self.lookup_errors, true),
             ("tether_cluster_backlog", "Binding changes waiting for Redis.", &self.backlog, false),
             ("tether_cluster_owned", "Bindings this node publishes as their owner.", &self.owned, false),

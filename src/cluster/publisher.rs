@@ -7,20 +7,33 @@
 //! once per `sweep_s`): records of a node that died would otherwise stay in
 //! buckets other nodes keep alive.
 //!
+//! Moves between nodes: a record's first write from this node learns what
+//! it replaces (`HSETNX` in place of `HSET`; only where the record was
+//! there already do an `HGET` and the `HSET` follow, in a second round
+//! trip; renewals and rewrites of what was ours send plain `HSET`s). When
+//! it named another node, that node gets a notice ([`super::keys::evict_key`]); each node
+//! reads its own notices with its heartbeat and tells the owning core to
+//! drop the binding, once Redis confirms the record names another node.
+//! Without it the old node would ping the device, and reach it in
+//! broadcasts, until the binding expired there.
+//!
 //! Writes go out as soon as the previous pipeline is back: changes arriving
 //! meanwhile pile up in the channel and leave together, so the batch grows
 //! with the load and nothing waits for a timer when the load is light.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{select, Receiver};
 use redis::cluster::{cluster_pipe, ClusterClient, ClusterConnection};
 
-use super::coalesce::{BindingChange, Coalescer, Op};
-use super::keys::{bucket_key, bucket_key_at, node_key, Owner, NODES_API_KEY, NODES_KEY};
+use super::coalesce::{BindingChange, Coalescer, Op, Verdict};
+use super::keys::{
+    bucket_key, bucket_key_at, evict_key, node_key, Notice, Owner, RecordId, EVICT_TTL_S,
+    NODES_API_KEY, NODES_KEY,
+};
 use super::{ClusterSection, Publish, Stats};
 
 /// Operations per pipeline.
@@ -36,6 +49,16 @@ const TTL_STEP: u64 = 300;
 const DELETE_IF_OURS: &str = "local v = redis.call('HGET', KEYS[1], ARGV[1]) \
 if v and string.sub(v, 1, #ARGV[2]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end \
 return 0";
+
+/// A restored binding's first write where a record exists (KEYS[1]
+/// bucket, ARGV[1] field, ARGV[2] this node's value, ARGV[3] its `node:`
+/// prefix, ARGV[4] Unix seconds now): another node's unexpired record is
+/// kept and returned (the device registered there while this node was
+/// down); anything else is overwritten, and nil returned.
+const WRITE_UNLESS_OTHERS: &str = "local v = redis.call('HGET', KEYS[1], ARGV[1]) \
+if v and string.sub(v, 1, #ARGV[3]) ~= ARGV[3] then local e = tonumber(string.match(v, ':(%d+)$')) \
+if e and e > tonumber(ARGV[4]) then return v end end \
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) return false";
 
 /// Removes the records of bucket KEYS[1] whose expiry (the value's last
 /// field) is before ARGV[1]; returns how many. Atomic, so a record renewed
@@ -74,6 +97,7 @@ pub fn connect(cfg: &ClusterSection) -> redis::RedisResult<ClusterConnection> {
 pub struct Publisher {
     thread: super::SideThread,
     handle: Publish,
+    inboxes: Arc<OnceLock<Vec<crate::runtime::Inbox>>>,
 }
 
 impl Publisher {
@@ -81,7 +105,10 @@ impl Publisher {
     /// is an outage like any other).
     pub fn start(cfg: &ClusterSection, stats: Arc<Stats>) -> std::io::Result<Publisher> {
         let (tx, rx) = crossbeam_channel::bounded(cfg.queue);
+        let inboxes = Arc::new(OnceLock::new());
         let mut t = Thread {
+            inboxes: inboxes.clone(),
+            later: Vec::new(),
             cfg: cfg.clone(),
             state: Coalescer::new(cfg.node, cfg.renew_s, cfg.backlog),
             rx,
@@ -105,7 +132,14 @@ impl Publisher {
         Ok(Publisher {
             thread,
             handle: Publish { tx, stats },
+            inboxes,
         })
+    }
+
+    /// The cores' inboxes, once they exist (the publisher starts before
+    /// them): eviction notices are read only from then on.
+    pub fn set_inboxes(&self, inboxes: Vec<crate::runtime::Inbox>) {
+        let _ = self.inboxes.set(inboxes);
     }
 
     /// The handle the cores send changes through.
@@ -121,6 +155,10 @@ impl Publisher {
 
 struct Thread {
     cfg: ClusterSection,
+    /// Where bindings to drop are sent (see [`Publisher::set_inboxes`]).
+    inboxes: Arc<OnceLock<Vec<crate::runtime::Inbox>>>,
+    /// Records whose binding is to be dropped once the inboxes are there.
+    later: Vec<RecordId>,
     state: Coalescer,
     rx: Receiver<BindingChange>,
     stop: Receiver<()>,
@@ -183,6 +221,7 @@ impl Thread {
             self.next_heartbeat = now + Duration::from_millis(self.cfg.heartbeat_ms);
             self.heartbeat();
             self.sweep();
+            self.read_notices();
         }
         if now >= self.next_renewal {
             self.next_renewal = now + Duration::from_secs(u64::from(self.cfg.renew_s));
@@ -309,6 +348,138 @@ impl Thread {
         }
     }
 
+    /// Reads this node's eviction notices (at most [`BATCH`] per heartbeat)
+    /// and tells the cores which bindings to drop: those the notice names
+    /// as they are here, and whose record Redis names another node now
+    /// (a device registering at both nodes on purpose is not ours to judge;
+    /// the record says who owns it).
+    fn read_notices(&mut self) {
+        if self.conn.is_none() || self.inboxes.get().is_none() {
+            return;
+        }
+        for id in std::mem::take(&mut self.later) {
+            self.drop_binding(id);
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        let popped: redis::RedisResult<Option<Vec<Vec<u8>>>> = redis::cmd("LPOP")
+            .arg(evict_key(self.cfg.node))
+            .arg(BATCH)
+            .query(conn);
+        let notices: Vec<Notice> = match popped {
+            Ok(v) => v
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|n| Notice::parse(n))
+                .collect(),
+            Err(e) => return self.failed_round(&e),
+        };
+        // The records whose binding goes if Redis confirms.
+        let mut drop: Vec<RecordId> = Vec::new();
+        for n in &notices {
+            match self.state.on_notice(n) {
+                Verdict::Drop { .. } => drop.push(n.id),
+                Verdict::Reassert => tracing::debug!(
+                    by = n.by,
+                    "cluster: record taken over by another node, refreshed here since: written again"
+                ),
+                Verdict::Unknown => {}
+            }
+        }
+        if drop.is_empty() {
+            return;
+        }
+        let mut p = cluster_pipe();
+        for id in &drop {
+            p.cmd("HGET")
+                .arg(bucket_key(id.aor, self.cfg.buckets))
+                .arg(&id.field()[..]);
+        }
+        let now_named: Vec<Option<Vec<u8>>> = match p.query(conn) {
+            Ok(v) => v,
+            // The notices are gone from Redis; the bindings expire here as
+            // they would have without them.
+            Err(e) => return self.failed_round(&e),
+        };
+        let now = unix_now();
+        for (id, v) in drop.into_iter().zip(now_named) {
+            let other = v
+                .as_deref()
+                .and_then(Owner::parse)
+                .is_some_and(|o| o.node != self.cfg.node && o.expiry > now);
+            if !other {
+                continue;
+            }
+            self.drop_binding(id);
+        }
+    }
+
+    /// Drops this node's binding behind record `id` (another node holds the
+    /// record): forgotten here, and its core told to drop it.
+    fn drop_binding(&mut self, id: RecordId) {
+        let Some((core, slot, gen)) = self.state.binding(id) else {
+            return;
+        };
+        let Some(inboxes) = self.inboxes.get() else {
+            // The cores' inboxes are not there yet (bindings restored at
+            // start): done with the next heartbeat.
+            if self.later.len() < BATCH {
+                self.later.push(id);
+            }
+            return;
+        };
+        let Some(inbox) = inboxes.get(usize::from(core)) else {
+            return;
+        };
+        self.state.evict(id);
+        let b = crate::registrar::BindingRef { core, slot, gen };
+        // A full inbox loses it: the binding then expires as it would have.
+        if inbox.send(crate::endpoint::Command::ClusterEvict(b)) {
+            self.stats.evicted.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Tells the previous owners of records this node just took over
+    /// (`taken`: the record and the value it replaced).
+    fn send_notices(&mut self, taken: &[(RecordId, Vec<u8>)]) {
+        let now = unix_now();
+        let mut p = cluster_pipe();
+        let mut n = 0u64;
+        for (id, old) in taken {
+            let Some(o) = Owner::parse(old) else {
+                continue;
+            };
+            if o.node == self.cfg.node || o.expiry <= now {
+                continue;
+            }
+            let key = evict_key(o.node);
+            let notice = Notice {
+                id: *id,
+                core: o.core,
+                by: self.cfg.node,
+                at: now,
+            };
+            p.cmd("RPUSH").arg(&key).arg(notice.value()).ignore();
+            p.cmd("EXPIRE").arg(&key).arg(EVICT_TTL_S).ignore();
+            n += 1;
+        }
+        if n == 0 {
+            return;
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        match p.exec(conn) {
+            Ok(()) => {
+                self.stats.notices.fetch_add(n, Ordering::Relaxed);
+            }
+            // Lost: the old node keeps the binding until it expires there,
+            // as before notices existed.
+            Err(e) => self.failed_round(&e),
+        }
+    }
+
     /// A node stopping on purpose deletes its heartbeat key: the others
     /// see it gone at once rather than after `heartbeat_ttl_ms`.
     fn leave(&mut self) {
@@ -337,15 +508,31 @@ impl Thread {
         let mut ttl: HashMap<String, u64> = HashMap::new();
         let mut p = cluster_pipe();
         let (mut writes, mut deletes) = (0u64, 0u64);
+        // First writes (record, bucket, value), in order: sent as HSETNX,
+        // so that a record someone else holds is seen, not overwritten.
+        let mut firsts: Vec<(RecordId, String, String, bool)> = Vec::new();
         for op in ops {
             match op {
-                Op::Write { id, owner } => {
+                Op::Write {
+                    id,
+                    owner,
+                    first,
+                    restored,
+                } => {
                     let key = bucket_key(id.aor, buckets);
-                    p.cmd("HSET")
-                        .arg(&key)
-                        .arg(&id.field()[..])
-                        .arg(owner.value())
-                        .ignore();
+                    if *first {
+                        p.cmd("HSETNX")
+                            .arg(&key)
+                            .arg(&id.field()[..])
+                            .arg(owner.value());
+                        firsts.push((*id, key.clone(), owner.value(), *restored));
+                    } else {
+                        p.cmd("HSET")
+                            .arg(&key)
+                            .arg(&id.field()[..])
+                            .arg(owner.value())
+                            .ignore();
+                    }
                     let t = ttl.entry(key).or_default();
                     *t = (*t).max(owner.expiry);
                     writes += 1;
@@ -382,7 +569,47 @@ impl Thread {
             p.cmd("EXPIRE").arg(&key).arg(secs).arg("GT").ignore();
             raised.push((key, until));
         }
-        p.exec(conn)?;
+        let set: Vec<bool> = if firsts.is_empty() {
+            p.exec(conn)?;
+            Vec::new()
+        } else {
+            p.query(conn)?
+        };
+        // Records that were there already (a device that moved here, or
+        // this node's own record from before a restart): read the value,
+        // then write ours. A second round trip, for these only; most first
+        // writes are of records nobody holds, and HSETNX costs them about
+        // what HSET would (BENCHMARKS.md, cluster).
+        let held: Vec<&(RecordId, String, String, bool)> = firsts
+            .iter()
+            .zip(&set)
+            .filter(|(_, new)| !**new)
+            .map(|(f, _)| f)
+            .collect();
+        let mut replaced: Vec<Option<Vec<u8>>> = Vec::new();
+        if !held.is_empty() {
+            let mut p = cluster_pipe();
+            for (id, key, value, restored) in &held {
+                if *restored {
+                    p.cmd("EVAL")
+                        .arg(WRITE_UNLESS_OTHERS)
+                        .arg(1)
+                        .arg(key)
+                        .arg(&id.field()[..])
+                        .arg(value)
+                        .arg(&prefix)
+                        .arg(now);
+                    continue;
+                }
+                p.cmd("HGET").arg(key).arg(&id.field()[..]);
+                p.cmd("HSET")
+                    .arg(key)
+                    .arg(&id.field()[..])
+                    .arg(value)
+                    .ignore();
+            }
+            replaced = p.query(conn)?;
+        }
         if self.covered.len() + raised.len() > self.cfg.buckets as usize {
             self.covered.clear();
         }
@@ -390,6 +617,19 @@ impl Thread {
         self.stats.writes.fetch_add(writes, Ordering::Relaxed);
         self.stats.deletes.fetch_add(deletes, Ordering::Relaxed);
         self.up();
+        let mut taken: Vec<(RecordId, Vec<u8>)> = Vec::new();
+        for ((id, _, _, restored), v) in held.iter().zip(replaced) {
+            match (restored, v) {
+                (false, Some(v)) => taken.push((*id, v)),
+                // Restored from disk, and another node holds the device
+                // now: this node lets go instead.
+                (true, Some(_)) => self.drop_binding(*id),
+                (_, None) => {}
+            }
+        }
+        if !taken.is_empty() {
+            self.send_notices(&taken);
+        }
         Ok(())
     }
 

@@ -148,6 +148,9 @@ pub enum Command {
     ClusterOwners(crate::cluster::lookup::OwnerAnswer),
     /// The cluster's node list changed (peers' SIP addresses, liveness).
     ClusterNodes(crate::cluster::lookup::Nodes),
+    /// Another node took this binding's ownership record over (the device
+    /// registered there since): drop it as an unregister would.
+    ClusterEvict(BindingRef),
     /// List this core's blocked sources (`GET /v1/blocks`), or lift the
     /// block of one address and list it (`DELETE /v1/blocks/<address>`);
     /// the answer goes back as [`Event::Blocks`].
@@ -497,6 +500,15 @@ impl Core for Endpoint {
                 self.proxy.on_owners(aor, owners.as_deref(), &mut cx);
             }
             Command::ClusterNodes(nodes) => self.proxy.set_cluster_nodes(nodes),
+            Command::ClusterEvict(b) => {
+                if self.registrar.evict(b) {
+                    tracing::debug!(
+                        slot = b.slot,
+                        "cluster: binding taken over by another node, dropped"
+                    );
+                }
+                self.sync_paths(now);
+            }
             Command::Registered(aor) => {
                 let mut cx = proxy_ctx!(self, now);
                 self.proxy.on_registered(&aor, &mut cx);

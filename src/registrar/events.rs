@@ -62,7 +62,10 @@ impl Registrar {
                 let id = RecordId::for_contact(&aor, c.instance.as_deref(), c.reg_id, &c.contact);
                 let change = Change::Set {
                     core: self.core,
+                    slot,
+                    gen,
                     expires_in: r.expires_at.saturating_sub(now_secs),
+                    restored: true,
                 };
                 p.send(BindingChange { id, change });
             }
@@ -90,7 +93,10 @@ impl Registrar {
                 (EventKind::RegistrationAdded | EventKind::RegistrationRefreshed, Some(o)) => {
                     Change::Set {
                         core: self.core,
+                        slot: c.binding.slot,
+                        gen: c.binding.gen,
                         expires_in: c.expires_at.saturating_sub(o.at.now_secs),
+                        restored: false,
                     }
                 }
                 _ => Change::Remove,

@@ -75,4 +75,28 @@ impl Registrar {
         self.stats.expired += 1;
         true
     }
+
+    /// `[cluster]`: another node took binding `b`'s ownership record over
+    /// (the device registered there since): drops it like an unregister
+    /// (its NAT path loses a binding, so its keepalive stops with the last
+    /// one; `registration.removed` is reported, the webhook format has no
+    /// reason field). False when it is gone already.
+    pub fn evict(&mut self, b: BindingRef) -> bool {
+        if b.core != self.core {
+            return false;
+        }
+        let Some(held) = self.release(b.slot, b.gen) else {
+            return false;
+        };
+        let name = self.dir.aor_name(held.aor);
+        if let Some(gone) = self.dir.remove_binding_hashed(held.aor, b) {
+            if let Some(dev) = &gone.instance {
+                self.dir.clear_device(dev);
+            }
+            if let Some(aor) = name {
+                self.report(EventKind::RegistrationRemoved, &aor, &gone, None);
+            }
+        }
+        true
+    }
 }

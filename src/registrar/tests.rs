@@ -996,3 +996,31 @@ fn cseq_ordering_is_judged_before_the_contact_limit() {
 }
 
 mod events;
+
+#[test]
+fn a_binding_another_node_took_over_is_dropped_like_an_unregister() {
+    let mut b = bench();
+    b.send(&register("alice", "c1", 1, &flow("10.0.0.2", 1)), 0);
+    let binding = b.dir.lookup("alice@example.com", 0)[0].binding;
+    b.reg.path_events.clear();
+    // Another core's binding, or this one's on a stale generation: nothing.
+    assert!(!b.reg.evict(BindingRef { core: 1, ..binding }));
+    assert!(!b.reg.evict(BindingRef {
+        gen: binding.gen + 1,
+        ..binding
+    }));
+    assert_eq!(b.reg.local_bindings(), 1);
+    assert!(b.reg.evict(binding));
+    assert!(b.dir.lookup("alice@example.com", 1).is_empty());
+    assert!(b
+        .dir
+        .device("urn:uuid:00000000-0000-1000-8000-000A95A0E128")
+        .is_none());
+    assert_eq!(b.reg.local_bindings(), 0);
+    // Its NAT path is one binding lighter: keepalive stops with the last.
+    let gone: Vec<bool> = b.reg.path_events.iter().map(|e| e.added).collect();
+    assert_eq!(gone, vec![false]);
+    // Twice is once; its expiry timer later finds nothing.
+    assert!(!b.reg.evict(binding));
+    assert_eq!(b.expire(10_000), 0);
+}

@@ -183,7 +183,8 @@ impl Runtime {
             ep
         })?;
         rt.persist = writer;
-        if cluster.is_some() {
+        if let Some(p) = &cluster {
+            p.set_inboxes(rt.inboxes.clone());
             let inboxes = rt.inboxes.clone();
             let r = crate::cluster::lookup::Resolver::start(
                 &cfg.cluster,
