@@ -4,6 +4,8 @@
 //! next non-empty slot in O(1), and handles of `u32` index + generation.
 //! Insert and cancel are O(1) whatever the number of pending timers; an
 //! entry moves down at most five levels before it fires.
+//! (Over 700 lines with its ~300 lines of tests: insert, cascade and fire
+//! share the record layout described below and are kept in one place.)
 //!
 //! Locality: a slot is a vector of small records (deadline, handle, value),
 //! so cascading a slot to a lower level reads and writes memory in order
