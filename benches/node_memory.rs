@@ -9,6 +9,8 @@
 mod common;
 #[path = "common/counting.rs"]
 mod counting;
+#[path = "common/register_msg.rs"]
+mod register_msg;
 
 use std::net::SocketAddr;
 
@@ -39,18 +41,7 @@ fn main() {
     let mut d = common::one_core(n, cfg);
     let mut msg = Vec::with_capacity(1024);
     for i in 0..n {
-        use std::io::Write;
-        msg.clear();
-        let (a, b, c) = ((i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff);
-        write!(
-            msg,
-            "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 10.{a}.{b}.{c}:5060;branch=z9hG4bK{i:x};rport\r\n\
-Max-Forwards: 70\r\nFrom: <sip:u{i:07}@example.com>;tag={i:x}\r\nTo: <sip:u{i:07}@example.com>\r\n\
-Call-ID: {i:08x}-reg@10.{a}.{b}.{c}\r\nCSeq: 1 REGISTER\r\n\
-Contact: <sip:u{i:07}@10.{a}.{b}.{c}:5060;transport=udp>;+sip.instance=\"<urn:uuid:00000000-0000-1000-8000-{i:012x}>\";reg-id=1\r\n\
-Expires: 3600\r\nAccept: application/sdp, application/application-server-contact-me\r\nContent-Length: 0\r\n\r\n"
-        )
-        .unwrap();
+        register_msg::typical_register(&mut msg, i);
         let src = SocketAddr::from((
             [198, 51, (i >> 16) as u8, (i >> 8) as u8],
             1024 + (i & 0xff) as u16 * 200,

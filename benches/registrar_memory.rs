@@ -3,6 +3,9 @@
 //! sans-IO registrar of one core and reads the process RSS before and after.
 //! `cargo bench --bench registrar_memory -- [N]` (default 1,000,000).
 
+#[path = "common/register_msg.rs"]
+mod register_msg;
+
 use std::sync::Arc;
 
 use tether::registrar::{Arrival, Directory, Policy, Registrar};
@@ -32,18 +35,7 @@ fn main() {
     // Only parse + validate + register is timed, not the bench writing its messages.
     let mut protocol = std::time::Duration::ZERO;
     for i in 0..n {
-        msg.clear();
-        use std::io::Write;
-        let (a, b, c) = ((i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff);
-        write!(
-            msg,
-            "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 10.{a}.{b}.{c}:5060;branch=z9hG4bK{i:x};rport\r\n\
-Max-Forwards: 70\r\nFrom: <sip:u{i:07}@example.com>;tag={i:x}\r\nTo: <sip:u{i:07}@example.com>\r\n\
-Call-ID: {i:08x}-reg@10.{a}.{b}.{c}\r\nCSeq: 1 REGISTER\r\n\
-Contact: <sip:u{i:07}@10.{a}.{b}.{c}:5060;transport=udp>;+sip.instance=\"<urn:uuid:00000000-0000-1000-8000-{i:012x}>\";reg-id=1\r\n\
-Expires: 3600\r\nAccept: application/sdp, application/application-server-contact-me\r\nContent-Length: 0\r\n\r\n"
-        )
-        .unwrap();
+        register_msg::typical_register(&mut msg, i);
         let t = std::time::Instant::now();
         let m = sip::parse(&msg).unwrap();
         let src = std::net::SocketAddr::from((
