@@ -21,6 +21,8 @@ use tether::sip::{self, writer, HeaderName};
 
 #[path = "common/counting.rs"]
 mod counting;
+#[path = "common/memory.rs"]
+mod memory;
 use counting::live;
 
 /// Runs every timer due by `now`.
@@ -29,12 +31,6 @@ fn run_timers(ep: &mut Endpoint, now: u64) {
         ep.handle_timeout(now);
         while ep.poll_transmit().is_some() {}
     }
-}
-
-fn rss_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").expect("Linux /proc");
-    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-    pages * 4096
 }
 
 fn callee(i: u32) -> SocketAddr {
@@ -160,7 +156,7 @@ CSeq: 1 REGISTER\r\nContact: <sip:u@{d}>\r\nMax-Forwards: 70\r\nExpires: 3600\r\
     }
     // Phase 1: N calls set up and held.
     let mut now = 1_000;
-    let before = rss_bytes();
+    let before = memory::rss_bytes();
     let live_before = live();
     let mut rrs = Vec::with_capacity(n as usize);
     let mut setup = Duration::ZERO;
@@ -185,13 +181,13 @@ CSeq: 1 REGISTER\r\nContact: <sip:u@{d}>\r\nMax-Forwards: 70\r\nExpires: 3600\r\
     }
     let dialogs = ep.metric(tether::metrics::CoreMetric::Dialogs);
     let lingering = ep.metric(tether::metrics::CoreMetric::ProxyTransactionsInFlight);
-    let with_txns = rss_bytes();
+    let with_txns = memory::rss_bytes();
     let live_with_txns = live();
     // Let the INVITE transactions finish their RFC 6026 linger (Timer L, 32 s).
     now += 40_000;
     run_timers(&mut ep, now);
     let txns = ep.metric(tether::metrics::CoreMetric::ProxyTransactionsInFlight);
-    let held = rss_bytes();
+    let held = memory::rss_bytes();
     let live_held = live();
     // Phase 2: the same calls hung up by the callee.
     let mut teardown = Duration::ZERO;

@@ -21,13 +21,9 @@ use tether::metrics::CoreMetric;
 
 #[path = "common/counting.rs"]
 mod counting;
+#[path = "common/memory.rs"]
+mod memory;
 use counting::live;
-
-fn rss_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").expect("Linux /proc");
-    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-    pages * 4096
-}
 
 fn device(i: u32) -> SocketAddr {
     SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 5060))
@@ -101,7 +97,7 @@ Max-Forwards: 70\r\nExpires: 3600\r\n\r\n"
     // leave behind is what a hold would leak.
     for round in 1..=3 {
         let live_before = live();
-        let rss_before = rss_bytes();
+        let rss_before = memory::rss_bytes();
         let t = Instant::now();
         let mut pushes = 0;
         for i in 0..n {
@@ -117,7 +113,7 @@ Max-Forwards: 70\r\nExpires: 3600\r\n\r\n"
         let spent = t.elapsed();
         let held = ep.metric(CoreMetric::CallsHeld);
         let grown = live() as f64 - live_before as f64;
-        let rss = rss_bytes() as f64 - rss_before as f64;
+        let rss = memory::rss_bytes() as f64 - rss_before as f64;
         // Every hold runs out (480), then the transactions' linger (32 s).
         now += 130_000;
         run_timers(&mut ep, now);

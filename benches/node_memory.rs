@@ -9,26 +9,20 @@
 mod common;
 #[path = "common/counting.rs"]
 mod counting;
-#[path = "common/register_msg.rs"]
-mod register_msg;
+#[path = "common/memory.rs"]
+mod memory;
 
 use std::net::SocketAddr;
 
 use tether::endpoint::Core;
 use tether::nat::KeepaliveConfig;
 
-fn rss_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").expect("Linux /proc");
-    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-    pages * 4096
-}
-
 fn main() {
     let n: u32 = std::env::args()
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(1_000_000);
-    let rss0 = rss_bytes();
+    let rss0 = memory::rss_bytes();
     let live0 = counting::live();
     let dir_only = tether::registrar::Directory::with_capacity(n as usize);
     let tables = counting::live() - live0;
@@ -41,7 +35,7 @@ fn main() {
     let mut d = common::one_core(n, cfg);
     let mut msg = Vec::with_capacity(1024);
     for i in 0..n {
-        register_msg::typical_register(&mut msg, i);
+        memory::typical_register(&mut msg, i);
         let src = SocketAddr::from((
             [198, 51, (i >> 16) as u8, (i >> 8) as u8],
             1024 + (i & 0xff) as u16 * 200,
@@ -51,7 +45,7 @@ fn main() {
     }
     assert_eq!(d.paths(), n as usize);
     let live = counting::live() - live0;
-    let rss = rss_bytes() - rss0;
+    let rss = memory::rss_bytes() - rss0;
     let per = |b: usize| b as f64 / f64::from(n);
     println!("endpoints registered and kept alive: {n}");
     println!("{:<40} {:>14} {:>10}", "structure", "bytes", "per endpoint");

@@ -3,20 +3,14 @@
 //! sans-IO registrar of one core and reads the process RSS before and after.
 //! `cargo bench --bench registrar_memory -- [N]` (default 1,000,000).
 
-#[path = "common/register_msg.rs"]
-mod register_msg;
+#[path = "common/memory.rs"]
+mod memory;
 
 use std::sync::Arc;
 
 use tether::registrar::{Arrival, Directory, Policy, Registrar};
 use tether::sip::{self, ids::IdGen};
 use tether::timer::{Timer, Timers};
-
-fn rss_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").expect("Linux /proc");
-    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-    pages * 4096
-}
 
 fn main() {
     let n: u32 = std::env::args()
@@ -31,11 +25,11 @@ fn main() {
     let mut out = Vec::with_capacity(2048);
     let mut timers = Timers::new(0);
     let mut msg = Vec::with_capacity(1024);
-    let before = rss_bytes();
+    let before = memory::rss_bytes();
     // Only parse + validate + register is timed, not the bench writing its messages.
     let mut protocol = std::time::Duration::ZERO;
     for i in 0..n {
-        register_msg::typical_register(&mut msg, i);
+        memory::typical_register(&mut msg, i);
         let t = std::time::Instant::now();
         let m = sip::parse(&msg).unwrap();
         let src = std::net::SocketAddr::from((
@@ -64,7 +58,7 @@ fn main() {
             timers.arm_unhandled(at, Timer::Expiry { slot, gen });
         }
     }
-    let after = rss_bytes();
+    let after = memory::rss_bytes();
     assert_eq!(dir.aor_count(), n as usize);
     assert_eq!(dir.device_count(), n as usize);
     let per = (after - before) as f64 / f64::from(n);

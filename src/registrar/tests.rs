@@ -1,5 +1,5 @@
 //! Registrar rules, one test each, on a fake clock.
-//! Nearly 1,000 lines on purpose: one test per RFC 3261 §10.3 rule, per
+//! About 1,000 lines on purpose: one test per RFC 3261 §10.3 rule, per
 //! directory behaviour and per authorization path, sharing one small
 //! harness (`Bench`); split by topic they would each need its copy.
 

@@ -4,7 +4,7 @@
 //! in [`super::typed`]; nothing here allocates unless a message has more
 //! header fields than fit inline.
 //!
-//! Over 600 lines on purpose: the one-pass line splitter, the header index
+//! Over 800 lines on purpose: the one-pass line splitter, the header index
 //! and the accessors share private layout (offsets, the kind bitmask) that
 //! splitting would have to make crate-visible.
 

@@ -1,7 +1,17 @@
-//! The REGISTER of the memory benches' typical UA number `i`: RFC 5626
-//! instance and reg-id, a NATed Contact with `transport=udp`, an Accept
-//! with the contact-me type. Written into `msg` (cleared first).
+//! What the memory benches share: the process RSS, and the REGISTER of a
+//! typical UA. Each bench uses what it needs of it.
+#![allow(dead_code)]
 
+/// The process's resident set (bytes), from /proc.
+pub fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("Linux /proc");
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+/// The REGISTER of typical UA number `i`: RFC 5626 instance and reg-id, a
+/// NATed Contact with `transport=udp`, an Accept with the contact-me type.
+/// Written into `msg` (cleared first).
 pub fn typical_register(msg: &mut Vec<u8>, i: u32) {
     use std::io::Write;
     msg.clear();
