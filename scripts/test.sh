@@ -33,6 +33,11 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
 fi
 command -v cargo-nextest >/dev/null || cargo install cargo-nextest --locked
 
+# A fresh machine builds everything once: incremental state would only take disk.
+if [ "${CI:-}" = true ]; then export CARGO_INCREMENTAL=0; fi
+# Printed so that a build that runs out of disk says so at a glance.
+df -h . | tail -1 | awk '{print "disk: " $4 " free of " $2}'
+
 cargo fmt --all --check
 cargo clippy --all-targets --locked -- -D warnings
 # nextest does not run doctests; run them first so nextest's summary closes the log.
