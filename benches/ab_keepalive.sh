@@ -12,13 +12,15 @@
 # With ECHO=1, each round also runs the floor the issue divides by: the C
 # echo (benches/baseline/udp_echo.c, `sip` mode) under the generator's
 # REGISTER load of N new AORs, its CPU per request/answer pair.
-#   benches/ab_keepalive.sh ENDPOINTS ROUNDS HOLD BIN...
+# A BIN may carry `[keepalive]` settings after `@`, comma-separated, to
+# compare settings of one build: target/release/tether@batch_ms=20.
+#   benches/ab_keepalive.sh ENDPOINTS ROUNDS HOLD BIN[@KEY=VALUE,...]...
 # e.g. benches/ab_keepalive.sh 1000000 3 45 /tmp/old/tether target/release/tether
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=$1 rounds=$2 hold=$3; shift 3
 bins=("$@")
-gen=${bins[0]}
+gen=${bins[0]%%@*}
 work=$(mktemp -d)
 tpid=""
 cleanup() { [ -n "$tpid" ] && kill "$tpid" 2>/dev/null || true; rm -rf "$work"; }
@@ -35,10 +37,12 @@ for r in $(seq "$rounds"); do
     kill "$tpid"; wait "$tpid" 2>/dev/null || true; tpid=""
     python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print("%-40s %-5s %10s %10s %10s %8s %14.2f" % ("c_sip echo (cpu_us per pair)", sys.argv[2], sys.argv[3], "-", "-", "-", j["server_cpu_us_per_register"] or 0))' "$work/echo.json" "$r" "$n"
   fi
-  for bin in "${bins[@]}"; do
+  for arg in "${bins[@]}"; do
+    bin=${arg%%@*} extra=""
+    [ "$bin" != "$arg" ] && extra=${arg#*@}
     port=$((20000 + RANDOM % 20000))
-    printf '[sip]\nlisten = ["127.0.0.1:%s"]\n[api]\nlisten = ""\n[runtime]\nworkers = 1\nstats_interval_s = 0\n[registrar]\ncapacity = %s\n[keepalive]\ninterval_ms = 20000\n' \
-      "$port" "$n" > "$work/tether.toml"
+    printf '[sip]\nlisten = ["127.0.0.1:%s"]\n[api]\nlisten = ""\n[runtime]\nworkers = 1\nstats_interval_s = 0\n[registrar]\ncapacity = %s\n[keepalive]\ninterval_ms = 20000\n%s\n' \
+      "$port" "$n" "${extra//,/$'\n'}" > "$work/tether.toml"
     taskset -c 0 "$bin" run --config "$work/tether.toml" > /dev/null 2> "$work/tether.log" &
     tpid=$!; sleep 1
     rss0=$(rss_kib "$tpid")
@@ -46,7 +50,7 @@ for r in $(seq "$rounds"); do
       --hold "$hold" --duration $((hold + 120)) --server-pid "$tpid" --json > "$work/lg.json"
     rss1=$(rss_kib "$tpid")
     kill "$tpid"; wait "$tpid" 2>/dev/null || true; tpid=""
-    python3 - "$work/lg.json" "$bin" "$r" "$n" "$rss0" "$rss1" <<'PY'
+    python3 - "$work/lg.json" "$arg" "$r" "$n" "$rss0" "$rss1" <<'PY'
 import json, sys
 j = json.load(open(sys.argv[1]))
 rss0, rss1, n = int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[4])

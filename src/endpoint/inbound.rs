@@ -25,24 +25,33 @@ impl Endpoint {
         now_ms: u64,
     ) -> bool {
         self.counters.received += 1;
-        // Any packet from a path refreshes its NAT mapping.
         let path = PathKey::new(local, src);
-        let path_index = self.keepalive.touch(&path, now_ms);
-        self.revive_touched_paths();
         // RFC 5626 clients keep their flow alive with STUN Binding requests.
         if nat::stun::is_stun(datagram) {
+            self.keepalive.touch(&path, now_ms);
+            self.revive_touched_paths();
             self.counters.stun_requests += 1;
             return nat::stun::binding_response(datagram, src, &mut self.out);
         }
-        let msg = match sip::parse_with(datagram, &self.limits) {
+        let parsed = sip::parse_with(datagram, &self.limits);
+        // Answers to fan-out requests and to keepalive prompts are told
+        // apart by the top Via's branch alone: parse it once for both.
+        let branch = match &parsed {
+            Ok(m) if m.status().is_some() => m.top_via().ok().and_then(|v| v.branch()),
+            _ => None,
+        };
+        // Any packet from a path refreshes its NAT mapping. A prompt's
+        // answer names its path's slot in the branch, sparing the probe.
+        let hint = branch.and_then(nat::prompt_id).map(nat::prompt_path);
+        let path_index = self.keepalive.touch_hinted(&path, hint, now_ms);
+        self.revive_touched_paths();
+        let msg = match parsed {
             Ok(m) => m,
             Err(e) => return self.reject(datagram, src, e),
         };
         if msg.status().is_some() {
             self.counters.responses_received += 1;
-            // Answers to fan-out requests and to keepalive prompts are told
-            // apart by the top Via's branch alone: parse it once for both.
-            let Some(branch) = msg.top_via().ok().and_then(|v| v.branch()) else {
+            let Some(branch) = branch else {
                 return false;
             };
             let mut cx = proxy_ctx!(self, now_ms);

@@ -79,6 +79,8 @@ pub const PROMPTS_PER_TICK: usize = 64;
 /// Timers one [`Core::handle_timeout`] call fires at most (most re-arm
 /// without sending anything).
 const TIMERS_PER_TICK: usize = 1024;
+/// How far down the due list a keepalive timer's path record is prefetched.
+const PREFETCH_AHEAD: usize = 8;
 
 /// What a core runs: the runtime's worker loop is generic over it, so that
 /// the runtime's own cost can be measured with an endpoint that does no
@@ -538,6 +540,12 @@ impl Core for Endpoint {
             let Some(t) = self.timers.poll(now) else {
                 break;
             };
+            // A round of prompts reads a million-path table at random: ask
+            // for the record of the prompt a few places ahead while this
+            // one is handled, so its cache miss overlaps.
+            if let Some(Timer::Keepalive { path, .. }) = self.timers.peek_due(PREFETCH_AHEAD) {
+                self.keepalive.prefetch(path);
+            }
             match t {
                 Timer::Keepalive { path, step, nonce } => {
                     self.on_keepalive_timer(path, step, nonce, now)

@@ -95,8 +95,9 @@ struct Path {
     /// [`PathKey::V4`]'s value, or [`V6_KEY`].
     key: u64,
     last_seen: u64,
-    /// The id of the prompt in flight, while [`PROMPTING`] is set.
-    prompt_id: u64,
+    /// The low half of the id of the prompt in flight, while [`PROMPTING`]
+    /// is set; the high half is the path's index (see [`Keepalive::prompt_id`]).
+    prompt_tag: u32,
     /// The nonce of the pending check timer, while [`CHECK_ARMED`] is set.
     /// Keepalive timers take no handle (see [`Keepalive::arm`]).
     check_nonce: u32,
@@ -463,11 +464,35 @@ impl Keepalive {
         }
     }
 
+    /// Hints the CPU to fetch path `i`'s record: the caller will read it
+    /// soon (a keepalive timer a few places down the due list).
+    pub(crate) fn prefetch(&self, i: u32) {
+        if let Some(p) = self.table.paths.get(i as usize) {
+            crate::timer::prefetch(p);
+        }
+    }
+
     /// Any packet from the path: it is alive and its mapping fresh. Cheap:
     /// timers are not touched (they re-arm from `last_seen` when they fire).
     /// Returns the path's index in the table, for [`Keepalive::answered_at`].
     pub(crate) fn touch(&mut self, key: &PathKey, now: u64) -> Option<u32> {
-        let i = self.index.get(key, &self.table)?;
+        self.touch_hinted(key, None, now)
+    }
+
+    /// [`Keepalive::touch`], trying slot `hint` first (from a prompt's
+    /// branch, [`prompt_path`]): the index is probed only when that slot
+    /// does not hold this very path, so a wrong or forged hint costs a
+    /// probe, never another path's state.
+    pub(crate) fn touch_hinted(
+        &mut self,
+        key: &PathKey,
+        hint: Option<u32>,
+        now: u64,
+    ) -> Option<u32> {
+        let i = match hint {
+            Some(i) if self.table.holds(i, key) => i,
+            _ => self.index.get(key, &self.table)?,
+        };
         let p = self.path_mut(i);
         p.last_seen = p.last_seen.max(now);
         // Traffic proves the mapping works: misses are no longer consecutive.
@@ -508,7 +533,7 @@ impl Keepalive {
             return;
         }
         let p = self.path_mut(i);
-        if p.flags & PROMPTING == 0 || p.prompt_id != id {
+        if p.flags & PROMPTING == 0 || prompt_path(id) != i || p.prompt_tag != id as u32 {
             return; // a late answer to an old prompt: touch already counted it
         }
         p.flags &= !PROMPTING;
@@ -590,11 +615,12 @@ impl Keepalive {
             self.arm_check(i, at, t);
             return;
         }
-        let id = self.fresh_id();
+        let tag = self.fresh_id() as u32;
+        let id = Self::prompt_id(i, tag);
         let timeout = self.cfg.timeout_ms;
         let p = self.path_mut(i);
         p.flags |= PROMPTING;
-        p.prompt_id = id;
+        p.prompt_tag = tag;
         p.prompt_sent = now as u32;
         let key = self.table.key(i);
         self.arm(i, now + timeout / 2, TimerKind::Retransmit, t);
@@ -612,7 +638,7 @@ impl Keepalive {
         if p.flags & PROMPTING == 0 {
             return;
         }
-        let id = p.prompt_id;
+        let id = Self::prompt_id(i, p.prompt_tag);
         // The send time from its low 32 bits: it was less than 2^32 ms ago.
         let sent = now.wrapping_sub(u64::from((now as u32).wrapping_sub(p.prompt_sent)));
         let key = self.table.key(i);
@@ -684,7 +710,7 @@ impl Keepalive {
                 PathKey::V6 { .. } => V6_KEY,
             },
             last_seen: now,
-            prompt_id: 0,
+            prompt_tag: 0,
             check_nonce: 0,
             prompt_nonce: 0,
             binding: NO_BINDING,
@@ -784,6 +810,15 @@ impl Keepalive {
         self.rng % n
     }
 
+    /// A prompt's id: the path's index, then 32 random bits. The answer's
+    /// branch names the path, so it is found without a hash probe (the
+    /// probe that misses the cache at a million paths); the random half,
+    /// matched against the record, is what a forged answer must guess, on
+    /// top of coming from the path's own address.
+    fn prompt_id(i: u32, tag: u32) -> u64 {
+        (u64::from(i) << 32) | u64::from(tag)
+    }
+
     fn fresh_id(&mut self) -> u64 {
         self.next_id = self.next_id.wrapping_add(0x9E37_79B9_7F4A_7C15);
         self.next_id
@@ -825,6 +860,11 @@ fn state_of(p: &Path) -> PathState {
 /// ours, and the prompt id.
 pub fn prompt_branch(id: u64) -> crate::sip::ids::Id {
     crate::sip::ids::Id::from_parts("z9hG4bKka", id)
+}
+
+/// The path index a prompt id carries (see [`Keepalive::prompt_id`]).
+pub fn prompt_path(id: u64) -> u32 {
+    (id >> 32) as u32
 }
 
 /// The prompt id in a branch made by [`prompt_branch`].

@@ -315,6 +315,47 @@ fn jitter_spreads_a_registration_burst() {
     assert!(times.iter().all(|&t| (20 * S..=25 * S).contains(&t)));
 }
 
+/// A prompt's id carries its path's slot, so the answer is found without a
+/// probe of the index; an answer whose branch names another path's slot,
+/// or the right slot with the wrong random half, changes nothing.
+#[test]
+fn an_answer_finds_its_path_by_the_branch_and_a_wrong_hint_does_no_harm() {
+    let mut k = Ka::new(cfg(), 0, 1);
+    k.registration_added(path(1), 0);
+    k.registration_added(path(2), 0);
+    let now = 25 * S;
+    let sent = prompts(&run(&mut k, now));
+    assert_eq!(sent.len(), 2);
+    let id_of = |p: PathKey| sent.iter().find(|s| s.0 == p).unwrap().1;
+    let (id1, id2) = (id_of(path(1)), id_of(path(2)));
+    let (i1, i2) = (prompt_path(id1), prompt_path(id2));
+    assert_ne!(i1, i2);
+    // The branch round-trips the slot.
+    assert_eq!(prompt_id(&prompt_branch(id1)).map(prompt_path), Some(i1));
+    // Path 2 answering with path 1's branch: the hint is not path 2's slot,
+    // so the index finds path 2, and path 1's prompt is not answered by it.
+    assert_eq!(k.k.touch_hinted(&path(2), Some(i1), now + 10), Some(i2));
+    let mut out = Vec::new();
+    k.k.answered_at(i2, id1, now + 10, &mut k.t, &mut out);
+    assert_eq!(k.k.stats.answered, 0);
+    // The right slot with a guessed random half is not an answer either.
+    k.k.answered_at(i1, id1 ^ 1, now + 10, &mut k.t, &mut out);
+    assert_eq!(k.k.stats.answered, 0);
+    // The real answers, each found through its hint.
+    assert_eq!(k.k.touch_hinted(&path(1), Some(i1), now + 20), Some(i1));
+    k.k.answered_at(i1, id1, now + 20, &mut k.t, &mut out);
+    k.k.answered_at(i2, id2, now + 20, &mut k.t, &mut out);
+    assert_eq!(k.k.stats.answered, 2);
+    assert!(out.is_empty());
+    // A hint past the table, or for a freed slot, falls back to the probe.
+    assert_eq!(
+        k.k.touch_hinted(&path(1), Some(u32::MAX), now + 30),
+        Some(i1)
+    );
+    k.registration_removed(path(2), now + 30);
+    assert_eq!(k.k.touch_hinted(&path(2), Some(i2), now + 40), None);
+}
+
 /// Seed 004 FIGS. 3A-3F: the device registers, idles (prompted), a call
 /// comes in, the registration lapses mid-call, the call ends, prompting
 /// lingers 32 s and stops.
@@ -536,9 +577,9 @@ fn restored_paths_are_prompted_first_spread_and_dead_ones_revive_on_an_answer() 
 }
 
 #[test]
-fn a_path_record_is_56_bytes() {
+fn a_path_record_is_48_bytes() {
     // A million endpoints keep a million of them (it was 144 bytes).
-    assert!(std::mem::size_of::<Option<super::Path>>() <= 56);
+    assert!(std::mem::size_of::<Option<super::Path>>() <= 48);
 }
 
 #[test]
@@ -585,10 +626,13 @@ fn a_reserved_index_is_sharded_about_eighty_percent_full() {
     for i in 0..n {
         k.binding_added(key(i), (i, 1), 0, &mut t);
     }
-    // No shard grew past its reservation, and the index is not half empty
-    // (one table would have 2^18 buckets, 38% full).
-    assert_eq!(k.index.buckets(), buckets);
-    let fill = f64::from(n) / buckets as f64;
+    // The index is not half empty (one table would have 2^18 buckets, 38%
+    // full). The hash is seeded per process, and in about one run of 30 a
+    // shard's share ran past its 5% margin: that shard alone doubled (one
+    // of 15, under a tenth of the buckets), which is the design.
+    let grown = k.index.buckets();
+    assert!(grown <= buckets + buckets / 10, "{buckets} -> {grown}");
+    let fill = f64::from(n) / grown as f64;
     assert!((0.75..=0.85).contains(&fill), "fill {fill}");
     assert_eq!(k.paths(), n as usize);
     for i in (0..n).step_by(2) {

@@ -177,6 +177,12 @@ impl Timers {
         self.wheel.poll(now).map(|(_, p)| p.unpack())
     }
 
+    /// The timer `ahead` places after the next [`Self::poll`], if already
+    /// due (see [`TimerWheel::peek_due`]).
+    pub fn peek_due(&self, ahead: usize) -> Option<Timer> {
+        self.wheel.peek_due(ahead).map(|p| p.unpack())
+    }
+
     /// When the next timer is due (never later than its deadline).
     pub fn next_deadline(&self) -> Option<u64> {
         self.wheel.next_deadline()

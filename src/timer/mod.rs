@@ -265,6 +265,15 @@ impl<T: Copy> TimerWheel<T> {
         }
     }
 
+    /// The value of the timer `ahead` places after the next [`Self::poll`]
+    /// would hand out, if it is already in the due list: a caller that
+    /// touches memory per timer prefetches that far ahead. May name a timer
+    /// that was cancelled.
+    pub fn peek_due(&self, ahead: usize) -> Option<&T> {
+        let i = self.due.len().checked_sub(ahead + 1)?;
+        self.due.get(i).map(|item| &item.value)
+    }
+
     /// Hands out one timer due at `now`, or `None` when none is; call until
     /// `None`. Advances the wheel's clock to `now`.
     pub fn poll(&mut self, now: u64) -> Option<(TimerHandle, T)> {
@@ -443,7 +452,7 @@ impl<T: Copy> TimerWheel<T> {
 
 /// Hints the CPU to fetch the cache line holding `r`.
 #[inline(always)]
-fn prefetch<U>(r: &U) {
+pub(crate) fn prefetch<U>(r: &U) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch is only a hint: it never faults and changes no
     // state the program can observe; `sse` is part of x86_64's baseline.
@@ -467,6 +476,25 @@ mod tests {
         }
         v.sort_unstable();
         v
+    }
+
+    #[test]
+    fn peek_due_names_what_poll_hands_out_next() {
+        let mut w = TimerWheel::new(0);
+        for x in 0..5u32 {
+            w.insert_unhandled(10, x);
+        }
+        assert_eq!(w.peek_due(0), None, "nothing due before the first poll");
+        let first = w.poll(10).unwrap().1;
+        let ahead: Vec<u32> = (0..5).filter_map(|k| w.peek_due(k).copied()).collect();
+        assert_eq!(ahead.len(), 4);
+        let mut rest = Vec::new();
+        while let Some((_, x)) = w.poll(10) {
+            rest.push(x);
+        }
+        assert_eq!(rest, ahead, "in poll order");
+        assert!(!rest.contains(&first));
+        assert_eq!(w.peek_due(0), None);
     }
 
     #[test]
