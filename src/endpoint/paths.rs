@@ -1,7 +1,6 @@
 //! NAT paths (seed 004): the keepalive's prompts and answers, and the
 //! bookkeeping between the registrar's bindings and the paths they use.
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 
 use smallvec::SmallVec;
@@ -117,19 +116,24 @@ impl Endpoint {
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 5060)));
         let branch = nat::prompt_branch(id);
         let tag = sip::ids::Id::from_parts("", id);
-        self.scratch.clear();
-        let _ = write!(
-            self.scratch,
-            "sip:{}|sip:tether@{local}|{local}|{}@tether",
-            path.remote(),
-            tag.as_str()
-        );
-        let mut parts = self.scratch.split('|');
+        // The four strings the prompt needs, written once into `scratch`
+        // without `fmt` (a million paths: one prompt each per interval).
+        let s = &mut self.scratch;
+        s.clear();
+        s.push_str("sip:");
+        writer::push_socket_addr(s, path.remote());
+        let target_end = s.len();
+        s.push_str("sip:tether@");
+        let local_at = s.len();
+        writer::push_socket_addr(s, local);
+        let from_end = s.len();
+        s.push_str(tag.as_str());
+        s.push_str("@tether");
         let (target, from, sent_by, call_id) = (
-            parts.next().unwrap_or_default(),
-            parts.next().unwrap_or_default(),
-            parts.next().unwrap_or_default(),
-            parts.next().unwrap_or_default(),
+            &s[..target_end],
+            &s[target_end..from_end],
+            &s[local_at..from_end],
+            &s[from_end..],
         );
         let head = writer::RequestHead {
             method: Method::Options,

@@ -409,6 +409,26 @@ impl Decimal {
     }
 }
 
+/// Appends `ip:port` (`[v6]:port`) to a string; IPv4 without `fmt`, which
+/// a keepalive prompt per path per interval would otherwise spend in.
+pub fn push_socket_addr(s: &mut String, a: std::net::SocketAddr) {
+    match a {
+        std::net::SocketAddr::V4(v4) => {
+            for (i, o) in v4.ip().octets().iter().enumerate() {
+                if i > 0 {
+                    s.push('.');
+                }
+                s.push_str(Decimal::new(u32::from(*o)).as_str());
+            }
+        }
+        std::net::SocketAddr::V6(v6) => {
+            let _ = std::fmt::Write::write_fmt(s, format_args!("[{}]", v6.ip()));
+        }
+    }
+    s.push(':');
+    s.push_str(Decimal::new(u32::from(a.port())).as_str());
+}
+
 /// Appends a decimal number without going through `fmt`.
 pub fn push_u32(buf: &mut Vec<u8>, v: u32) {
     buf.extend_from_slice(Decimal::new(v).as_str().as_bytes());
@@ -428,6 +448,22 @@ Call-ID: a84b4c76e66710\r\n\
 CSeq: 314159 INVITE\r\n\
 Max-Forwards: 70\r\n\
 Content-Length: 0\r\n\r\n";
+
+    #[test]
+    fn socket_addresses_are_written_as_display_would() {
+        for a in [
+            "127.0.0.1:5060",
+            "0.0.0.0:0",
+            "255.255.255.255:65535",
+            "[::1]:5060",
+            "[2001:db8::7]:40000",
+        ] {
+            let a: std::net::SocketAddr = a.parse().unwrap();
+            let mut s = String::from("x");
+            push_socket_addr(&mut s, a);
+            assert_eq!(s, format!("x{a}"));
+        }
+    }
 
     #[test]
     fn response_copies_dialog_headers_and_stamps_via() {
