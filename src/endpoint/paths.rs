@@ -87,7 +87,7 @@ impl Endpoint {
                             let (i, left) =
                                 self.keepalive
                                     .binding_refreshed(w, key, (slot, gen), now_ms, t);
-                            if i == w {
+                            if i == w && left.is_none() {
                                 continue;
                             }
                             (i, left)

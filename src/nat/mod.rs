@@ -454,6 +454,8 @@ impl Keepalive {
     }
 
     /// A registration on the path ended (expired, removed, or moved away).
+    /// The registrar's bindings leave by index ([`Keepalive::binding_left`]).
+    #[cfg(test)]
     pub(crate) fn registration_removed(&mut self, key: PathKey, t: &mut Timers) {
         let Some(i) = self.index.get(&key, &self.table) else {
             return;
