@@ -259,8 +259,8 @@ pub struct Registrar {
     /// Bindings owned by other cores that this core replaced: the runtime
     /// tells their owners to free them ([`Registrar::forget`]).
     pub(crate) outbox: Vec<BindingRef>,
-    /// NAT paths that gained (`true`) or lost (`false`) a binding on this
-    /// core, for the keepalive's path table.
+    /// What the keepalive's path table is to learn of this core's bindings
+    /// (see [`PathEvent`]); the endpoint drains it after each request.
     pub path_events: Vec<PathEvent>,
     pub(crate) stats: Stats,
     /// Which registration events `[webhooks]` wants.
