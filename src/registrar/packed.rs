@@ -16,7 +16,7 @@
 //!
 //! Varints because the block is most of the directory's memory and its
 //! numbers are small: for a typical UA (`benches/common/memory.rs`) the
-//! fixed-width layout took 111–117 bytes, a 128-byte chunk from glibc, and
+//! fixed-width layout took 112–117 bytes, a 128-byte chunk from glibc, and
 //! this one 92–97, a 112-byte chunk. Strings keep the 64 KiB bound of the
 //! fixed layout's `u16` prefixes (see [`TooLong`]).
 
