@@ -7,7 +7,7 @@
 //! with `now` (ms); [`Keepalive::poll`] returns what to send and which paths
 //! died. The runtime turns prompts into OPTIONS requests.
 //!
-//! Over 800 lines on purpose: the path table, its per-path state machine
+//! About 900 lines on purpose: the path table, its per-path state machine
 //! (FIG. 2) and the prompt scheduling all read and write one packed record
 //! (`Path`, 56 bytes, issue 15); split, its fields would cross module
 //! boundaries. The index and the gauges are apart already.

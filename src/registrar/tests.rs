@@ -1,5 +1,5 @@
 //! Registrar rules, one test each, on a fake clock.
-//! About 1,000 lines on purpose: one test per RFC 3261 §10.3 rule, per
+//! About 1,100 lines on purpose: one test per RFC 3261 §10.3 rule, per
 //! directory behaviour and per authorization path, sharing one small
 //! harness (`Bench`); split by topic they would each need its copy.
 
@@ -59,6 +59,13 @@ Call-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\n{extra}Content-Length: 0\r\n\r\n"
 impl Bench {
     /// Sends a REGISTER at `now` from `src`; returns the parsed response's status and the raw bytes.
     fn send_from(&mut self, req: &[u8], now: u32, src: &str) -> (u16, Vec<u8>) {
+        let r = self.send_unsynced(req, now, src);
+        self.sync_paths();
+        r
+    }
+
+    /// [`Bench::send_from`] without handing the path events on.
+    fn send_unsynced(&mut self, req: &[u8], now: u32, src: &str) -> (u16, Vec<u8>) {
         let m = sip::parse(req).unwrap();
         let checked = m.validate().unwrap();
         let at = Arrival {
@@ -69,7 +76,6 @@ impl Bench {
         };
         self.reg
             .register(&m, &checked, at, &mut self.out, &mut self.ids);
-        self.sync_paths();
         let resp = sip::parse(&self.out).unwrap();
         resp.validate().unwrap();
         (resp.status().unwrap(), self.out.clone())
@@ -857,6 +863,34 @@ fn the_same_contact_twice_in_one_register_is_one_binding() {
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].expires_at, 120, "the later listing wins");
     assert_eq!(b.reg.local_bindings(), 1);
+}
+
+#[test]
+fn a_binding_whose_path_is_not_named_yet_changes_its_queued_event() {
+    use super::PathEvent;
+    use crate::addr::PathKey;
+    let mut b = bench();
+    let req = |cseq| register("alice", "c1", cseq, "Contact: <sip:alice@10.0.0.2>\r\n");
+    b.send_unsynced(&req(1), 0, "203.0.113.7:40000");
+    // A refresh over another mapping before the path table heard of the
+    // binding: still one event, with the new key.
+    b.send_unsynced(&req(2), 1, "203.0.113.7:41000");
+    let binding = b.dir.lookup("alice@example.com", 1)[0].binding;
+    let new = PathKey::new(0, "203.0.113.7:41000".parse().unwrap());
+    assert_eq!(
+        b.reg.path_events,
+        vec![PathEvent::Uses {
+            key: new,
+            slot: binding.slot,
+            gen: binding.gen,
+            was: None
+        }]
+    );
+    // Gone before it was handed on: the path table hears nothing at all.
+    assert!(b.reg.evict(binding));
+    assert_eq!(b.reg.path_events, vec![]);
+    b.sync_paths();
+    assert_eq!(b.path_log, vec![]);
 }
 
 #[test]
