@@ -7,6 +7,7 @@ use smallvec::SmallVec;
 
 use super::Endpoint;
 use crate::nat::{self, Action, PathKey};
+use crate::registrar::PathEvent;
 use crate::sip::{self, writer, Method};
 use crate::timer::{KeepaliveStep, Timer};
 
@@ -66,16 +67,46 @@ impl Endpoint {
             // The registrar never cancels one: no handle.
             self.timers.arm_unhandled(at, Timer::Expiry { slot, gen });
         }
-        for e in self.registrar.path_events.drain(..) {
-            self.guard.binding_changed(e.path.remote().ip(), e.added);
-            if e.added {
-                self.keepalive
-                    .binding_added(e.path, (e.slot, e.gen), now_ms, &mut self.timers);
-            } else {
-                self.keepalive
-                    .binding_removed(e.path, (e.slot, e.gen), &mut self.timers);
+        let mut events = std::mem::take(&mut self.registrar.path_events);
+        for e in events.drain(..) {
+            match e {
+                PathEvent::Uses {
+                    key,
+                    slot,
+                    gen,
+                    was,
+                } => {
+                    let t = &mut self.timers;
+                    let (i, left) = match was {
+                        None => (
+                            self.keepalive.binding_added(key, (slot, gen), now_ms, t),
+                            None,
+                        ),
+                        Some(w) => {
+                            let (i, left) =
+                                self.keepalive
+                                    .binding_refreshed(w, key, (slot, gen), now_ms, t);
+                            if i == w && left.is_none() {
+                                continue;
+                            }
+                            (i, left)
+                        }
+                    };
+                    if let Some(old) = left {
+                        self.guard.binding_changed(old.remote().ip(), false);
+                    }
+                    self.guard.binding_changed(key.remote().ip(), true);
+                    self.registrar.set_path(slot, gen, i);
+                }
+                PathEvent::Left { path, slot, gen } => {
+                    let t = &mut self.timers;
+                    if let Some(old) = self.keepalive.binding_left(path, (slot, gen), t) {
+                        self.guard.binding_changed(old.remote().ip(), false);
+                    }
+                }
             }
         }
+        self.registrar.path_events = events;
     }
 
     /// [`Endpoint::restore`] on the worker's own thread when it starts
@@ -93,7 +124,7 @@ impl Endpoint {
             .publish_restored(list, &ids, (now_ms / 1000) as u32);
         for (r, id) in list.iter().zip(ids) {
             let Some(id) = id else { continue };
-            self.keepalive.binding_restored(
+            let path = self.keepalive.binding_restored(
                 r.path,
                 id,
                 r.unreachable,
@@ -101,6 +132,7 @@ impl Endpoint {
                 now_ms,
                 &mut self.timers,
             );
+            self.registrar.set_path(id.0, id.1, path);
         }
         self.sync_paths(now_ms);
     }

@@ -206,3 +206,41 @@ Contact: <sip:a@10.0.0.{n}:5060;p={long}>\r\nMax-Forwards: 70\r\n\r\n"
         "the binding itself was made"
     );
 }
+
+#[test]
+fn a_binding_follows_its_nat_mapping_and_leaves_its_path_when_it_goes() {
+    // The registrar names a binding's path by its index in the path table:
+    // a refresh over a new mapping moves it, an unregister frees the path.
+    let mut d = dispatcher(Limits::default());
+    let register = |cseq: u32, expires: u32| {
+        format!(
+            "REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bKm{cseq};rport\r\n\
+From: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:a@127.0.0.1>\r\nCall-ID: c1\r\nCSeq: {cseq} REGISTER\r\n\
+Contact: <sip:a@10.0.0.2:5060>;expires={expires}\r\nMax-Forwards: 70\r\n\r\n"
+        )
+        .into_bytes()
+    };
+    let a: SocketAddr = "203.0.113.7:40000".parse().unwrap();
+    let b: SocketAddr = "203.0.113.7:41000".parse().unwrap();
+    let (pa, pb) = (nat::PathKey::new(0, a), nat::PathKey::new(0, b));
+    d.handle_datagram(0, 0, a, &register(1, 600));
+    while d.poll_transmit().is_some() {}
+    assert_eq!(d.keepalive.bindings_on(&pa).len(), 1);
+    d.handle_datagram(1_000, 0, a, &register(2, 600));
+    while d.poll_transmit().is_some() {}
+    assert_eq!((d.paths(), d.keepalive.bindings_on(&pa).len()), (1, 1));
+    d.handle_datagram(2_000, 0, b, &register(3, 600));
+    while d.poll_transmit().is_some() {}
+    assert_eq!(d.paths(), 1, "the old mapping's path is gone");
+    assert_eq!(d.keepalive.state(&pa), nat::PathState::Idle);
+    assert_eq!(d.keepalive.bindings_on(&pb).len(), 1);
+    d.handle_datagram(3_000, 0, b, &register(4, 0));
+    while d.poll_transmit().is_some() {}
+    assert_eq!(d.paths(), 0);
+    // And one that expires leaves too.
+    d.handle_datagram(4_000, 0, a, &register(5, 60));
+    while d.poll_transmit().is_some() {}
+    assert_eq!(d.paths(), 1);
+    tick(&mut d, 70_000);
+    assert_eq!(d.paths(), 0);
+}

@@ -7,7 +7,7 @@
 //! with `now` (ms); [`Keepalive::poll`] returns what to send and which paths
 //! died. The runtime turns prompts into OPTIONS requests.
 //!
-//! Over 800 lines on purpose: the path table, its per-path state machine
+//! About 900 lines on purpose: the path table, its per-path state machine
 //! (FIG. 2) and the prompt scheduling all read and write one packed record
 //! (`Path`, 56 bytes, issue 15); split, its fields would cross module
 //! boundaries. The index and the gauges are apart already.
@@ -293,9 +293,66 @@ impl Keepalive {
     }
 
     /// A registration now uses the path, with the caller's id for it.
-    pub(crate) fn binding_added(&mut self, key: PathKey, id: (u32, u32), now: u64, t: &mut Timers) {
+    /// Returns the path's index, which stays the path's while a binding is
+    /// on it (the registrar keeps it instead of the key).
+    pub(crate) fn binding_added(
+        &mut self,
+        key: PathKey,
+        id: (u32, u32),
+        now: u64,
+        t: &mut Timers,
+    ) -> u32 {
         let i = self.registration_added(key, now, t);
         self.push_binding(i, id);
+        i
+    }
+
+    /// Binding `id`, on the path at index `was`, was refreshed over `key`:
+    /// moves it to `key`'s path if that is another one (a new NAT mapping).
+    /// Returns the index of the path it is on, and the key of the one it
+    /// left when it moved.
+    pub(crate) fn binding_refreshed(
+        &mut self,
+        was: u32,
+        key: PathKey,
+        id: (u32, u32),
+        now: u64,
+        t: &mut Timers,
+    ) -> (u32, Option<PathKey>) {
+        if self.table.holds(was, &key) && self.has_binding(was, id) {
+            return (was, None);
+        }
+        let left = self.binding_left(was, id, t);
+        (self.binding_added(key, id, now, t), left)
+    }
+
+    /// Binding `id` left the path at index `i`: the path's key, or `None`
+    /// (and nothing changes) when the binding is not on it.
+    pub(crate) fn binding_left(
+        &mut self,
+        i: u32,
+        id: (u32, u32),
+        t: &mut Timers,
+    ) -> Option<PathKey> {
+        if !self.has_binding(i, id) {
+            return None;
+        }
+        let key = self.table.key(i);
+        self.remove_binding(i, id);
+        self.update(i, |p| p.registrations = p.registrations.saturating_sub(1));
+        self.maybe_idle(i, t);
+        Some(key)
+    }
+
+    /// Whether binding `id` is on the live path at index `i`.
+    fn has_binding(&self, i: u32, id: (u32, u32)) -> bool {
+        match self.table.paths.get(i as usize).and_then(Option::as_ref) {
+            Some(p) if p.flags & SPILLED != 0 => {
+                self.spilled.get(&i).is_some_and(|v| v.contains(&id))
+            }
+            Some(p) => p.binding == id,
+            None => false,
+        }
     }
 
     /// A registration restored from disk uses the path. Its first prompt
@@ -303,6 +360,7 @@ impl Keepalive {
     /// interval of any path learnt in this run, so dead ones show up first,
     /// and spread, so a restart is no burst); `dead` restores a path that
     /// had been declared dead as such, so an answer revives its bindings.
+    /// Returns the path's index, as [`Keepalive::binding_added`].
     pub(crate) fn binding_restored(
         &mut self,
         key: PathKey,
@@ -311,14 +369,14 @@ impl Keepalive {
         spread_ms: u64,
         now: u64,
         t: &mut Timers,
-    ) {
+    ) -> u32 {
         let i = self.ensure(key, now);
         let max = self.cfg.max_misses;
         let first = self.path_mut(i).registrations == 0;
         self.update(i, |p| p.registrations += 1);
         self.push_binding(i, id);
         if !first {
-            return;
+            return i;
         }
         let p = self.path_mut(i);
         p.flags |= RESTORED;
@@ -329,9 +387,11 @@ impl Keepalive {
         }
         let at = now + self.random_below(spread_ms.max(1));
         self.arm_check(i, at, t);
+        i
     }
 
     /// The registration with this id left the path.
+    #[cfg(test)]
     pub(crate) fn binding_removed(&mut self, key: PathKey, id: (u32, u32), t: &mut Timers) {
         if let Some(i) = self.index.get(&key, &self.table) {
             self.remove_binding(i, id);
@@ -395,6 +455,8 @@ impl Keepalive {
     }
 
     /// A registration on the path ended (expired, removed, or moved away).
+    /// The registrar's bindings leave by index ([`Keepalive::binding_left`]).
+    #[cfg(test)]
     pub(crate) fn registration_removed(&mut self, key: PathKey, t: &mut Timers) {
         let Some(i) = self.index.get(&key, &self.table) else {
             return;

@@ -62,7 +62,7 @@ impl Ka {
     }
 
     fn binding_added(&mut self, key: PathKey, id: (u32, u32), now: u64) {
-        self.k.binding_added(key, id, now, &mut self.t)
+        self.k.binding_added(key, id, now, &mut self.t);
     }
 
     fn binding_removed(&mut self, key: PathKey, id: (u32, u32), _now: u64) {

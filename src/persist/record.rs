@@ -15,10 +15,13 @@
 //! out of a snapshot's walk changes nothing. An AOR with no contacts left
 //! is a block with a count of 0.
 
+// Version 2: the packed block's integers became varints (issue 15). Files
+// of version 1 read as having no valid header, so a run started on them
+// begins empty rather than misreading their blocks.
 /// Magic of a journal file.
-pub const JOURNAL_MAGIC: &[u8; 8] = b"TTHRJNL1";
+pub const JOURNAL_MAGIC: &[u8; 8] = b"TTHRJNL2";
 /// Magic of a snapshot file.
-pub const SNAPSHOT_MAGIC: &[u8; 8] = b"TTHRSNP1";
+pub const SNAPSHOT_MAGIC: &[u8; 8] = b"TTHRSNP2";
 
 /// Bytes before a record's kind: `len` and `crc`.
 const HEAD: usize = 8;
@@ -223,7 +226,7 @@ mod tests {
 
     #[test]
     fn garbage_and_wrong_magic_read_as_nothing() {
-        let mut r = Reader::new(b"TTHRSNP1", JOURNAL_MAGIC);
+        let mut r = Reader::new(SNAPSHOT_MAGIC, JOURNAL_MAGIC);
         assert_eq!(r.next(), None);
         assert_eq!(r.damage(), Some(Damage::BadMagic));
         let mut g = JOURNAL_MAGIC.to_vec();

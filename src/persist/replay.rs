@@ -341,9 +341,9 @@ fn rebuild(
         let all_live =
             packed::contacts(block).all(|p| clock.moved(l.epoch_ms, p.expires_at).is_some());
         if all_live {
-            // The common case: the block as written, rebound in place.
-            let mut b: Box<[u8]> = block.into();
-            packed::rebind(&mut b, |_, p| {
+            // The common case: the block as written, with new bindings and
+            // expiries and its strings copied, not decoded.
+            let b = packed::rebind(block, |_, p| {
                 let exp = clock.moved(l.epoch_ms, p.expires_at).unwrap_or(1);
                 (deal(p, exp), exp)
             });

@@ -95,7 +95,7 @@ impl ContactView {
 }
 
 /// What the owning core keeps per binding, to expire it (as it goes into
-/// and comes out of the slab; the slab keeps it packed, see [`Slot`]).
+/// and comes out of the slab).
 #[derive(Debug)]
 pub(crate) struct LocalBinding {
     /// The AOR's [`Directory::hash`](crate::registrar::Directory::hash):
@@ -104,31 +104,28 @@ pub(crate) struct LocalBinding {
     pub expires_at: u32,
     /// The expiry time the timer queue holds for this slot.
     pub scheduled_at: u32,
-    /// The NAT path the binding's REGISTER came over.
-    pub path: crate::addr::PathKey,
 }
 
 /// A binding's fields the registrar changes in place.
-#[derive(Debug)]
-pub(crate) struct Held {
-    pub aor: u64,
-    pub expires_at: u32,
-    pub scheduled_at: u32,
-}
+pub(crate) type Held = LocalBinding;
 
-/// A slab entry in 32 bytes, not 48 (one per binding): the NAT path key
-/// packed into 8 bytes, an IPv6 one kept in [`Slab::v6`].
+/// The path field of a filled slot whose NAT path the endpoint has not
+/// named yet ([`Slab::set_path`]): its `PathEvent::Uses` is still queued.
+pub(crate) const PATH_PENDING: u32 = u32::MAX - 1;
+/// The path field of a slot that is not filled.
+const UNFILLED: u32 = u32::MAX;
+
+/// A slab entry in 24 bytes (one per binding). The NAT path is the index
+/// of its record in the core's keepalive table, which the endpoint hands
+/// back ([`Slab::set_path`]), not its key: the record has the key, and
+/// stays while a binding is on it. [`UNFILLED`] says the slot is free or
+/// only reserved.
 #[derive(Debug)]
 struct Slot {
     held: Held,
-    /// [`PathKey::V4`](crate::addr::PathKey)'s value, or [`V6_PATH`].
-    path: u64,
+    path: u32,
     gen: u32,
-    filled: bool,
 }
-
-/// The path field of a binding whose path is IPv6 (a V4 key's top byte is 0).
-const V6_PATH: u64 = u64::MAX;
 
 /// Core-local bindings in a slab: u32 indices and generations, no pointers.
 #[derive(Debug, Default)]
@@ -136,8 +133,6 @@ pub(crate) struct Slab {
     slots: Vec<Slot>,
     free: Vec<u32>,
     live: usize,
-    /// The IPv6 path keys of the filled slots whose path is IPv6.
-    v6: hashbrown::HashMap<u32, crate::addr::PathKey>,
 }
 
 impl Slab {
@@ -158,59 +153,59 @@ impl Slab {
                 expires_at: 0,
                 scheduled_at: 0,
             },
-            path: 0,
+            path: UNFILLED,
             gen: 1,
-            filled: false,
         });
         ((self.slots.len() - 1) as u32, 1)
     }
 
+    /// Fills a reserved slot; its path is [`PATH_PENDING`] until
+    /// [`Slab::set_path`].
     pub fn fill(&mut self, slot: u32, gen: u32, b: LocalBinding) {
         if let Some(s) = self.slots.get_mut(slot as usize) {
             if s.gen == gen {
-                if !s.filled {
+                if s.path == UNFILLED {
                     self.live += 1;
                 }
-                s.filled = true;
-                s.held = Held {
-                    aor: b.aor,
-                    expires_at: b.expires_at,
-                    scheduled_at: b.scheduled_at,
-                };
-                s.path = pack_path(&mut self.v6, slot, b.path);
+                s.path = PATH_PENDING;
+                s.held = b;
             }
         }
+    }
+
+    fn filled(&self, slot: u32, gen: u32) -> Option<&Slot> {
+        self.slots
+            .get(slot as usize)
+            .filter(|s| s.gen == gen && s.path != UNFILLED)
     }
 
     pub fn get_mut(&mut self, slot: u32, gen: u32) -> Option<&mut Held> {
         self.slots
             .get_mut(slot as usize)
-            .filter(|s| s.gen == gen && s.filled)
+            .filter(|s| s.gen == gen && s.path != UNFILLED)
             .map(|s| &mut s.held)
     }
 
-    /// Moves a filled slot's binding to `path`: the path it left, if it
-    /// was another one.
-    pub fn move_path(
-        &mut self,
-        slot: u32,
-        gen: u32,
-        path: crate::addr::PathKey,
-    ) -> Option<crate::addr::PathKey> {
-        let s = self
-            .slots
-            .get_mut(slot as usize)
-            .filter(|s| s.gen == gen && s.filled)?;
-        let old = unpack_path(&self.v6, slot, s.path);
-        if old == path {
-            return None;
-        }
-        s.path = pack_path(&mut self.v6, slot, path);
-        Some(old)
+    /// The index of a filled slot's NAT path, or [`PATH_PENDING`].
+    pub fn path(&self, slot: u32, gen: u32) -> Option<u32> {
+        self.filled(slot, gen).map(|s| s.path)
     }
 
-    /// Frees a slot (filled or only reserved) if the generation matches.
-    pub fn release(&mut self, slot: u32, gen: u32) -> Option<LocalBinding> {
+    /// Records the index of a filled slot's NAT path.
+    pub fn set_path(&mut self, slot: u32, gen: u32, path: u32) {
+        debug_assert!(path < PATH_PENDING, "a real path index");
+        if let Some(s) = self
+            .slots
+            .get_mut(slot as usize)
+            .filter(|s| s.gen == gen && s.path != UNFILLED)
+        {
+            s.path = path.min(PATH_PENDING);
+        }
+    }
+
+    /// Frees a slot (filled or only reserved) if the generation matches:
+    /// a filled one's binding and path index (or [`PATH_PENDING`]).
+    pub fn release(&mut self, slot: u32, gen: u32) -> Option<(LocalBinding, u32)> {
         let s = self.slots.get_mut(slot as usize)?;
         if s.gen != gen {
             return None;
@@ -218,20 +213,17 @@ impl Slab {
         // Bump the generation so no stale reference matches the reused slot.
         s.gen = s.gen.wrapping_add(1);
         self.free.push(slot);
-        if !std::mem::take(&mut s.filled) {
+        let path = std::mem::replace(&mut s.path, UNFILLED);
+        if path == UNFILLED {
             return None;
         }
         self.live -= 1;
-        let path = unpack_path(&self.v6, slot, s.path);
-        if s.path == V6_PATH {
-            self.v6.remove(&slot);
-        }
-        Some(LocalBinding {
+        let b = LocalBinding {
             aor: s.held.aor,
             expires_at: s.held.expires_at,
             scheduled_at: s.held.scheduled_at,
-            path,
-        })
+        };
+        Some((b, path))
     }
 
     pub fn live(&self) -> usize {
@@ -240,41 +232,7 @@ impl Slab {
 
     /// Heap bytes held, by capacity.
     pub fn heap_bytes(&self) -> usize {
-        self.slots.capacity() * std::mem::size_of::<Slot>()
-            + self.free.capacity() * 4
-            + self.v6.capacity() * 29
-    }
-}
-
-/// A path key in a slot's 8 bytes: IPv6 ones go to `v6` under the slot.
-fn pack_path(
-    v6: &mut hashbrown::HashMap<u32, crate::addr::PathKey>,
-    slot: u32,
-    path: crate::addr::PathKey,
-) -> u64 {
-    match path {
-        crate::addr::PathKey::V4(k) => {
-            v6.remove(&slot);
-            k
-        }
-        crate::addr::PathKey::V6 { .. } => {
-            v6.insert(slot, path);
-            V6_PATH
-        }
-    }
-}
-
-fn unpack_path(
-    v6: &hashbrown::HashMap<u32, crate::addr::PathKey>,
-    slot: u32,
-    packed: u64,
-) -> crate::addr::PathKey {
-    match packed {
-        V6_PATH => v6
-            .get(&slot)
-            .copied()
-            .unwrap_or(crate::addr::PathKey::V4(0)),
-        k => crate::addr::PathKey::V4(k),
+        self.slots.capacity() * std::mem::size_of::<Slot>() + self.free.capacity() * 4
     }
 }
 
@@ -287,7 +245,6 @@ mod tests {
             aor: 7,
             expires_at: 10,
             scheduled_at: 10,
-            path: crate::addr::PathKey::V4(0),
         }
     }
 
@@ -312,19 +269,21 @@ mod tests {
     }
 
     #[test]
-    fn an_entry_is_32_bytes_and_ipv6_paths_round_trip() {
-        assert_eq!(std::mem::size_of::<Slot>(), 32);
-        let v6 = crate::addr::PathKey::new(2, "[2001:db8::7]:5062".parse().unwrap());
-        let v4 = crate::addr::PathKey::new(1, "198.51.100.7:5060".parse().unwrap());
+    fn an_entry_is_24_bytes_and_keeps_its_path_index() {
+        assert_eq!(std::mem::size_of::<Slot>(), 24);
         let mut s = Slab::default();
         let (i, g) = s.reserve();
-        s.fill(i, g, LocalBinding { path: v6, ..lb() });
-        assert_eq!(s.move_path(i, g, v6), None, "same path: no move");
-        assert_eq!(s.move_path(i, g, v4), Some(v6));
-        assert!(s.v6.is_empty());
-        assert_eq!(s.move_path(i, g, v6), Some(v4));
-        let b = s.release(i, g).unwrap();
-        assert_eq!((b.path, b.aor), (v6, 7));
-        assert!(s.v6.is_empty());
+        assert_eq!(s.path(i, g), None, "reserved is not filled");
+        s.set_path(i, g, 5);
+        assert_eq!(s.path(i, g), None, "nor does naming a path fill it");
+        s.fill(i, g, lb());
+        assert_eq!(s.path(i, g), Some(PATH_PENDING));
+        s.set_path(i, g, 5);
+        s.set_path(i, g + 1, 6);
+        assert_eq!(s.path(i, g), Some(5));
+        let (b, path) = s.release(i, g).unwrap();
+        assert_eq!((b.aor, path), (7, 5));
+        assert_eq!(s.path(i, g), None);
+        assert_eq!(s.live(), 0);
     }
 }

@@ -40,13 +40,24 @@ use binding::{LocalBinding, Slab};
 pub use directory::{AorRecord, Decision, DeviceEntry, Directory, Target};
 pub(crate) use steps::is_supported;
 
-/// A binding on this core started (`added`) or stopped using a NAT path.
+/// What the NAT path table is to learn of binding (`slot`, `gen`) on this
+/// core. The registrar keeps a binding's path as the index of its record in
+/// that table (the record has the key), which the endpoint hands back with
+/// [`Registrar::set_path`] after each `Uses`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PathEvent {
-    pub path: PathKey,
-    pub slot: u32,
-    pub gen: u32,
-    pub added: bool,
+pub enum PathEvent {
+    /// The binding's REGISTER came over the path of `key`: a new binding
+    /// (`was` is `None`), or a refresh of one on the path at index `was`,
+    /// which moves to `key`'s path if that is another one (a new NAT
+    /// mapping).
+    Uses {
+        key: PathKey,
+        slot: u32,
+        gen: u32,
+        was: Option<u32>,
+    },
+    /// The binding left the path at index `path` (expired, removed).
+    Left { path: u32, slot: u32, gen: u32 },
 }
 
 /// Registrar policy, from the `[registrar]` configuration section.
@@ -248,8 +259,8 @@ pub struct Registrar {
     /// Bindings owned by other cores that this core replaced: the runtime
     /// tells their owners to free them ([`Registrar::forget`]).
     pub(crate) outbox: Vec<BindingRef>,
-    /// NAT paths that gained (`true`) or lost (`false`) a binding on this
-    /// core, for the keepalive's path table.
+    /// What the keepalive's path table is to learn of this core's bindings
+    /// (see [`PathEvent`]); the endpoint drains it after each request.
     pub path_events: Vec<PathEvent>,
     pub(crate) stats: Stats,
     /// Which registration events `[webhooks]` wants.
@@ -395,14 +406,54 @@ impl Registrar {
 
     /// Frees a filled slot and reports its path as one binding lighter.
     fn release(&mut self, slot: u32, gen: u32) -> Option<LocalBinding> {
-        let b = self.slab.release(slot, gen)?;
-        self.path_events.push(PathEvent {
-            path: b.path,
+        let (b, path) = self.slab.release(slot, gen)?;
+        if path == binding::PATH_PENDING {
+            // Its path was never named: the binding's `Uses` is still queued,
+            // and the path table need not hear of it at all.
+            self.path_events.retain(
+                |e| !matches!(*e, PathEvent::Uses { slot: s, gen: g, .. } if (s, g) == (slot, gen)),
+            );
+        } else {
+            self.path_events.push(PathEvent::Left { path, slot, gen });
+        }
+        Some(b)
+    }
+
+    /// A binding's REGISTER came over `key`: queues the path table's news.
+    fn uses_path(&mut self, slot: u32, gen: u32, key: PathKey) {
+        let was = match self.slab.path(slot, gen) {
+            None => return,
+            Some(binding::PATH_PENDING) => {
+                // Its `Uses` is still queued: it now says this key.
+                let queued = self.path_events.iter_mut().find_map(|e| match e {
+                    PathEvent::Uses {
+                        key: k,
+                        slot: s,
+                        gen: g,
+                        ..
+                    } if (*s, *g) == (slot, gen) => Some(k),
+                    _ => None,
+                });
+                if let Some(k) = queued {
+                    *k = key;
+                    return;
+                }
+                None
+            }
+            Some(i) => Some(i),
+        };
+        self.path_events.push(PathEvent::Uses {
+            key,
             slot,
             gen,
-            added: false,
+            was,
         });
-        Some(b)
+    }
+
+    /// The path table's index of the path binding (`slot`, `gen`) uses, in
+    /// answer to a [`PathEvent::Uses`] or a restore.
+    pub fn set_path(&mut self, slot: u32, gen: u32, path: u32) {
+        self.slab.set_path(slot, gen, path);
     }
 
     /// Marks bindings this core holds (slot, generation) reachable or not:
@@ -450,7 +501,6 @@ impl Registrar {
                     aor: r.aor,
                     expires_at: r.expires_at,
                     scheduled_at: r.expires_at,
-                    path: r.path,
                 },
             );
             self.arm(r.expires_at, slot, gen);

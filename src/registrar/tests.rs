@@ -1,5 +1,5 @@
 //! Registrar rules, one test each, on a fake clock.
-//! About 1,000 lines on purpose: one test per RFC 3261 §10.3 rule, per
+//! About 1,100 lines on purpose: one test per RFC 3261 §10.3 rule, per
 //! directory behaviour and per authorization path, sharing one small
 //! harness (`Bench`); split by topic they would each need its copy.
 
@@ -23,6 +23,10 @@ struct Bench {
     out: Vec<u8>,
     /// The core's wheel, as the endpoint keeps it for the registrar.
     timers: crate::timer::Timers,
+    /// The NAT path table, as far as the registrar sees it: keys by index.
+    paths: Vec<crate::addr::PathKey>,
+    /// What the path table heard, in order: (path, binding added or gone).
+    path_log: Vec<(crate::addr::PathKey, bool)>,
 }
 
 fn bench_with(policy: Policy, auth: Option<Authenticator>) -> Bench {
@@ -33,6 +37,8 @@ fn bench_with(policy: Policy, auth: Option<Authenticator>) -> Bench {
         ids: IdGen::new(1),
         out: Vec::new(),
         timers: crate::timer::Timers::new(0),
+        paths: Vec::new(),
+        path_log: Vec::new(),
     }
 }
 
@@ -53,6 +59,13 @@ Call-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\n{extra}Content-Length: 0\r\n\r\n"
 impl Bench {
     /// Sends a REGISTER at `now` from `src`; returns the parsed response's status and the raw bytes.
     fn send_from(&mut self, req: &[u8], now: u32, src: &str) -> (u16, Vec<u8>) {
+        let r = self.send_unsynced(req, now, src);
+        self.sync_paths();
+        r
+    }
+
+    /// [`Bench::send_from`] without handing the path events on.
+    fn send_unsynced(&mut self, req: &[u8], now: u32, src: &str) -> (u16, Vec<u8>) {
         let m = sip::parse(req).unwrap();
         let checked = m.validate().unwrap();
         let at = Arrival {
@@ -80,6 +93,44 @@ impl Bench {
             ids: IdGen::new(u64::from(core) + 1),
             out: Vec::new(),
             timers: crate::timer::Timers::new(0),
+            paths: Vec::new(),
+            path_log: Vec::new(),
+        }
+    }
+
+    /// Hands the registrar's path events to a stand-in of the endpoint's
+    /// path table, which names each path by its index, as the endpoint does.
+    fn sync_paths(&mut self) {
+        use super::PathEvent;
+        for e in std::mem::take(&mut self.reg.path_events) {
+            match e {
+                PathEvent::Uses {
+                    key,
+                    slot,
+                    gen,
+                    was,
+                } => {
+                    if let Some(w) = was {
+                        let old = self.paths[w as usize];
+                        if old == key {
+                            continue;
+                        }
+                        self.path_log.push((old, false));
+                    }
+                    self.path_log.push((key, true));
+                    let i = match self.paths.iter().position(|p| *p == key) {
+                        Some(i) => i,
+                        None => {
+                            self.paths.push(key);
+                            self.paths.len() - 1
+                        }
+                    };
+                    self.reg.set_path(slot, gen, i as u32);
+                }
+                PathEvent::Left { path, .. } => {
+                    self.path_log.push((self.paths[path as usize], false));
+                }
+            }
         }
     }
 
@@ -815,6 +866,34 @@ fn the_same_contact_twice_in_one_register_is_one_binding() {
 }
 
 #[test]
+fn a_binding_whose_path_is_not_named_yet_changes_its_queued_event() {
+    use super::PathEvent;
+    use crate::addr::PathKey;
+    let mut b = bench();
+    let req = |cseq| register("alice", "c1", cseq, "Contact: <sip:alice@10.0.0.2>\r\n");
+    b.send_unsynced(&req(1), 0, "203.0.113.7:40000");
+    // A refresh over another mapping before the path table heard of the
+    // binding: still one event, with the new key.
+    b.send_unsynced(&req(2), 1, "203.0.113.7:41000");
+    let binding = b.dir.lookup("alice@example.com", 1)[0].binding;
+    let new = PathKey::new(0, "203.0.113.7:41000".parse().unwrap());
+    assert_eq!(
+        b.reg.path_events,
+        vec![PathEvent::Uses {
+            key: new,
+            slot: binding.slot,
+            gen: binding.gen,
+            was: None
+        }]
+    );
+    // Gone before it was handed on: the path table hears nothing at all.
+    assert!(b.reg.evict(binding));
+    assert_eq!(b.reg.path_events, vec![]);
+    b.sync_paths();
+    assert_eq!(b.path_log, vec![]);
+}
+
+#[test]
 fn a_refresh_from_a_new_nat_mapping_moves_the_binding_to_that_path() {
     use crate::addr::PathKey;
     let mut b = bench();
@@ -823,29 +902,33 @@ fn a_refresh_from_a_new_nat_mapping_moves_the_binding_to_that_path() {
         0,
         "203.0.113.7:40000",
     );
-    b.reg.path_events.clear();
+    b.path_log.clear();
+    // The same mapping: the binding stays on its path.
     b.send_from(
         &register("alice", "c1", 2, "Contact: <sip:alice@10.0.0.2>\r\n"),
+        5,
+        "203.0.113.7:40000",
+    );
+    assert_eq!(b.path_log, vec![]);
+    b.send_from(
+        &register("alice", "c1", 3, "Contact: <sip:alice@10.0.0.2>\r\n"),
         10,
         "203.0.113.7:41000",
     );
     let old = PathKey::new(0, "203.0.113.7:40000".parse().unwrap());
     let new = PathKey::new(0, "203.0.113.7:41000".parse().unwrap());
-    let moves: Vec<(PathKey, bool)> = b
-        .reg
-        .path_events
-        .iter()
-        .map(|e| (e.path, e.added))
-        .collect();
-    assert_eq!(moves, vec![(old, false), (new, true)]);
-    assert_eq!(
-        b.reg.path_events[0].slot, b.reg.path_events[1].slot,
-        "the same binding moved"
-    );
+    assert_eq!(b.path_log, vec![(old, false), (new, true)]);
     assert_eq!(
         b.dir.lookup("alice@example.com", 10)[0].source,
         "203.0.113.7:41000".parse().unwrap()
     );
+    // The registrar now names the new path: it is the one the binding
+    // leaves when it goes.
+    let binding = b.dir.lookup("alice@example.com", 10)[0].binding;
+    b.path_log.clear();
+    assert!(b.reg.evict(binding));
+    b.sync_paths();
+    assert_eq!(b.path_log, vec![(new, false)]);
 }
 
 #[test]
@@ -1002,7 +1085,7 @@ fn a_binding_another_node_took_over_is_dropped_like_an_unregister() {
     let mut b = bench();
     b.send(&register("alice", "c1", 1, &flow("10.0.0.2", 1)), 0);
     let binding = b.dir.lookup("alice@example.com", 0)[0].binding;
-    b.reg.path_events.clear();
+    b.path_log.clear();
     // Another core's binding, or this one's on a stale generation: nothing.
     assert!(!b.reg.evict(BindingRef { core: 1, ..binding }));
     assert!(!b.reg.evict(BindingRef {
@@ -1018,7 +1101,8 @@ fn a_binding_another_node_took_over_is_dropped_like_an_unregister() {
         .is_none());
     assert_eq!(b.reg.local_bindings(), 0);
     // Its NAT path is one binding lighter: keepalive stops with the last.
-    let gone: Vec<bool> = b.reg.path_events.iter().map(|e| e.added).collect();
+    b.sync_paths();
+    let gone: Vec<bool> = b.path_log.iter().map(|e| e.1).collect();
     assert_eq!(gone, vec![false]);
     // Twice is once; its expiry timer later finds nothing.
     assert!(!b.reg.evict(binding));

@@ -217,14 +217,13 @@ impl Registrar {
                         aor: self.dir.hash(aor),
                         expires_at: c.expires_at,
                         scheduled_at: c.expires_at,
-                        path: PathKey::new(c.local, c.source),
                     },
                 );
-                self.path_events.push(PathEvent {
-                    path: PathKey::new(c.local, c.source),
+                self.path_events.push(PathEvent::Uses {
+                    key: PathKey::new(c.local, c.source),
                     slot,
                     gen,
-                    added: true,
+                    was: None,
                 });
                 self.arm(c.expires_at, slot, gen);
                 self.stats.registered += 1;
@@ -233,22 +232,9 @@ impl Registrar {
                 }
                 self.report(EventKind::RegistrationAdded, aor, c, Some(origin));
             } else if self.slab.get_mut(slot, gen).is_some() {
-                // A refresh from a new NAT mapping moves the binding to that path.
-                let path = PathKey::new(c.local, c.source);
-                if let Some(old) = self.slab.move_path(slot, gen, path) {
-                    self.path_events.push(PathEvent {
-                        path: old,
-                        slot,
-                        gen,
-                        added: false,
-                    });
-                    self.path_events.push(PathEvent {
-                        path,
-                        slot,
-                        gen,
-                        added: true,
-                    });
-                }
+                // A refresh from a new NAT mapping moves the binding to that
+                // path (the path table compares the keys).
+                self.uses_path(slot, gen, PathKey::new(c.local, c.source));
                 if self.refresh_expiry(slot, gen, c.expires_at) {
                     self.stats.refreshed += 1;
                 }

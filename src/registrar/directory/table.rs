@@ -25,8 +25,8 @@
 //!    the holder of the shard's write lock swaps the table, so under the
 //!    lock the table loaded is the current one.
 //! 2. **Blocks.** A live [`BlockSlot`] value (above `TOMBSTONE`) is
-//!    `tag << 48 | address` of a `Box<[u8]>` given up by `entry_for`, whose
-//!    first four bytes hold its length (`packed::block_len`, checked there),
+//!    `tag << 48 | address` of a `Box<[u8]>` given up by `entry_for`, which
+//!    starts with its length (a varint, `packed::block_len`, checked there),
 //!    and which is never written again until it is freed.
 //! 3. **One current slot per block.** A block's address is in at most one
 //!    slot of its shard's current table: it enters an empty slot when
@@ -389,9 +389,10 @@ impl<'g> Entry<'g> {
         }
         let p: *const u8 = std::ptr::with_exposed_provenance((self.raw & ADDR_MASK) as usize);
         // SAFETY: a live entry points at a block that starts with its length
-        // (2), loaded from a slot under the pin `'g`, so not freed before the
-        // pin ends (1, 4, 6).
-        let len = packed::block_len(unsafe { p.cast::<[u8; 4]>().read() });
+        // (2), of which `block_len` reads no more than its varint; loaded
+        // from a slot under the pin `'g`, so not freed before the pin ends
+        // (1, 4, 6).
+        let len = packed::block_len(|i| unsafe { p.add(i).read() });
         // SAFETY: as above; `p..p + len` is the block's whole allocation,
         // initialised and never written while stored (2).
         Some(unsafe { std::slice::from_raw_parts(p, len) })
@@ -430,9 +431,9 @@ impl<'g> Writer<'g, BlockSlot> {
 
 /// A slot value for `block`: gives the block up to the table (invariant 2).
 fn entry_for(block: Box<[u8]>, hash: u64) -> u64 {
-    assert!(
-        block.len() >= 4
-            && packed::block_len([block[0], block[1], block[2], block[3]]) == block.len(),
+    assert_eq!(
+        packed::stated_len(&block),
+        Some(block.len()),
         "a block starts with its length"
     );
     let addr = Box::into_raw(block).cast::<u8>().expose_provenance() as u64;
@@ -462,8 +463,8 @@ fn retire(prev: u64, g: &Guard) {
 unsafe fn free_block(addr: u64) {
     let p: *mut u8 = std::ptr::with_exposed_provenance_mut(addr as usize);
     // SAFETY: by the contract, `p` is a live block, which starts with its
-    // length (2).
-    let len = packed::block_len(unsafe { p.cast::<[u8; 4]>().read() });
+    // length (2), of which `block_len` reads no more than its varint.
+    let len = packed::block_len(|i| unsafe { p.add(i).read() });
     // SAFETY: `p` and `len` are the pointer and length of the `Box<[u8]>`
     // that `entry_for` gave up, freed once (contract).
     drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, len)) });
