@@ -76,6 +76,9 @@ pub fn put_epoch(out: &mut Vec<u8>, unix_ms: u64) {
 pub enum Damage {
     /// The file does not start with the expected magic.
     BadMagic,
+    /// The file is of an earlier format version (its magic but for the
+    /// last digit): written by an older tether, and not read.
+    OldFormat { version: u8 },
     /// A record is cut short at `offset` (a write torn by a crash).
     Torn { offset: usize },
     /// The record at `offset` fails its checksum, has an impossible length
@@ -87,6 +90,11 @@ impl std::fmt::Display for Damage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Damage::BadMagic => write!(f, "no valid header"),
+            Damage::OldFormat { version } => write!(
+                f,
+                "format version {version}, written by an older tether: not read (its \
+                 devices are back as they re-register)"
+            ),
             Damage::Torn { offset } => write!(f, "record cut short at byte {offset}"),
             Damage::Corrupt { offset } => write!(f, "bad record at byte {offset}"),
         }
@@ -103,11 +111,21 @@ pub struct Reader<'a> {
 impl<'a> Reader<'a> {
     /// A reader over a whole file that must start with `magic`.
     pub fn new(bytes: &'a [u8], magic: &[u8; 8]) -> Reader<'a> {
-        let ok = bytes.get(..8) == Some(&magic[..]);
+        let damage = match bytes.get(..8) {
+            Some(m) if m == &magic[..] => None,
+            // The same kind of file, an earlier version: said as such, so
+            // an upgrade's log does not read like a crash's.
+            Some(m) if m[..7] == magic[..7] && (b'1'..magic[7]).contains(&m[7]) => {
+                Some(Damage::OldFormat {
+                    version: m[7] - b'0',
+                })
+            }
+            _ => Some(Damage::BadMagic),
+        };
         Reader {
             bytes,
             pos: 8,
-            damage: (!ok).then_some(Damage::BadMagic),
+            damage,
         }
     }
 
@@ -229,6 +247,11 @@ mod tests {
         let mut r = Reader::new(SNAPSHOT_MAGIC, JOURNAL_MAGIC);
         assert_eq!(r.next(), None);
         assert_eq!(r.damage(), Some(Damage::BadMagic));
+        // A journal of format 1 (before the varint blocks) is named as such.
+        let mut r = Reader::new(b"TTHRJNL1", JOURNAL_MAGIC);
+        assert_eq!(r.next(), None);
+        assert_eq!(r.damage(), Some(Damage::OldFormat { version: 1 }));
+        assert!(r.damage().unwrap().to_string().contains("older tether"));
         let mut g = JOURNAL_MAGIC.to_vec();
         g.extend_from_slice(&[0xff; 40]);
         let mut r = Reader::new(&g, JOURNAL_MAGIC);

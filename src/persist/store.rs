@@ -14,7 +14,7 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use super::record::{self, Kind, JOURNAL_MAGIC, SNAPSHOT_MAGIC};
+use super::record::{self, Damage, Kind, JOURNAL_MAGIC, SNAPSHOT_MAGIC};
 use super::replay::Replay;
 use crate::registrar::Directory;
 
@@ -100,7 +100,10 @@ pub fn load(dir: &Path) -> io::Result<Loaded> {
         let size = bytes.len();
         read += 1;
         let report = replay.apply_file(bytes, JOURNAL_MAGIC);
-        if let Some(d) = report.damage {
+        if let Some(d @ Damage::OldFormat { .. }) = report.damage {
+            tracing::warn!(file = %path.display(), "journal skipped: {d}");
+            damage.push(format!("{}: {d}", path.display()));
+        } else if let Some(d) = report.damage {
             let lost = size - report.good_len.min(size);
             tracing::warn!(
                 file = %path.display(),
