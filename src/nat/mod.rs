@@ -9,7 +9,7 @@
 //!
 //! About 900 lines on purpose: the path table, its per-path state machine
 //! (FIG. 2) and the prompt scheduling all read and write one packed record
-//! (`Path`, 56 bytes, issue 15); split, its fields would cross module
+//! (`Path`, 48 bytes, issue 15); split, its fields would cross module
 //! boundaries. The index and the gauges are apart already.
 
 mod gauges;
@@ -85,9 +85,9 @@ pub struct Stats {
     pub paths: u64,
 }
 
-/// A path, in 56 bytes (a million endpoints keep a million of them): the
+/// A path, in 48 bytes (a million endpoints keep a million of them): the
 /// key packed into 8 bytes (an IPv6 one lives in [`Table::v6`]), the prompt
-/// in flight as an id, a flag and the low 32 bits of its send time, one
+/// in flight as the random half of its id, a flag and the low 32 bits of its send time, one
 /// binding inline (more go to [`Keepalive::spilled`]), and what only paths
 /// with dialogs need (their count, the linger timer) in [`Keepalive::dialogs`].
 #[derive(Debug)]
