@@ -68,8 +68,10 @@ impl Population {
         self.tally.record_request(method.as_str());
         // Which endpoint: the address and socket it was sent to.
         let idx = super::endpoint_at(self.cfg.source_base, self.ports.len(), socket, local);
-        if let Some(e) = self.eps.get_mut(idx as usize) {
-            e.prompted = true;
+        let n = self.n();
+        let bit = self.prompted.get_mut(idx as usize / 64).filter(|_| idx < n);
+        if let Some(w) = bit {
+            *w |= 1 << (idx % 64);
             self.nodes.prompted(idx, from, now / 1000);
         }
         if self.cfg.answer == 0 || idx < self.dead_below || method == Method::Ack {
