@@ -495,7 +495,12 @@ impl Engine {
         }
         // The BYE's slot and buffer first: the INVITE is then read in place
         // (one pass for both requests), not copied out of its slot.
-        let bye = (!repeated).then(|| (self.txns.alloc(&mut self.ids), self.txns.buffer()));
+        let bye = (!repeated).then(|| {
+            let mut buf = self.txns.buffer();
+            // A BYE's size at once, not grown from empty by doubling.
+            buf.reserve(512);
+            (self.txns.alloc(&mut self.ids), buf)
+        });
         let Some(t) = self.txns.get(slot) else {
             return;
         };
