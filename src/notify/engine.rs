@@ -302,8 +302,6 @@ impl Engine {
         let now_secs = (now / 1000) as u32;
         let (slot, nonce) = self.txns.alloc(&mut self.ids);
         let branch = branch(slot, nonce);
-        // Written straight into the buffer the transaction keeps.
-        let mut bytes = self.txns.buffer();
         // The request is written while the directory's record is in hand
         // (only this binding decoded from it; borrows split by field).
         let Engine {
@@ -312,6 +310,7 @@ impl Engine {
             local_ids,
             ids,
             subscriptions,
+            scratch,
             strings,
             ..
         } = self;
@@ -339,18 +338,20 @@ impl Engine {
                 branch: &branch,
                 now,
             };
-            write_request(&ctx, v, ids, subscriptions, strings, &mut bytes);
+            write_request(&ctx, v, ids, subscriptions, strings, scratch);
             Ok((v.source, v.local))
         });
         let (to, local) = match verdict {
             Ok(dest) => dest,
             Err(o) => {
-                self.txns.unalloc(slot, bytes);
+                self.txns.unalloc(slot);
                 job.set_outcome(device as usize, o);
                 run::count(&mut self.stats, o);
                 return;
             }
         };
+        let mut bytes = self.txns.buffer();
+        bytes.extend_from_slice(&self.scratch);
         let kind = match job.spec.kind {
             Kind::ContactMe => transaction::Kind::NonInvite,
             Kind::WakeInvite => transaction::Kind::Invite,

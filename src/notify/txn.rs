@@ -141,19 +141,10 @@ impl Transactions {
         }
     }
 
-    /// Gives back a slot taken by [`Transactions::alloc`] that was never
-    /// filled, and the request buffer taken for it.
-    pub fn unalloc(&mut self, slot: u32, buffer: Vec<u8>) {
+    /// Gives back a slot taken by [`Transactions::alloc`] that was never filled.
+    pub fn unalloc(&mut self, slot: u32) {
         self.free.push(slot);
         self.in_flight -= 1;
-        self.keep(buffer);
-    }
-
-    /// Keeps a bounded pool of request buffers for the next sends.
-    fn keep(&mut self, buffer: Vec<u8>) {
-        if self.spare.len() < 4096 && buffer.capacity() <= 4096 {
-            self.spare.push(buffer);
-        }
     }
 
     /// Puts `t` in a slot taken by [`Transactions::alloc`].
@@ -181,7 +172,10 @@ impl Transactions {
         if t.role == Role::Other {
             self.others -= 1;
         }
-        self.keep(t.bytes);
+        // Keep a bounded pool of request buffers for the next sends.
+        if self.spare.len() < 4096 && t.bytes.capacity() <= 4096 {
+            self.spare.push(t.bytes);
+        }
         t.timer
     }
 
@@ -236,7 +230,7 @@ mod tests {
         let (a, _) = t.alloc(&mut ids);
         let (b, _) = t.alloc(&mut ids);
         assert_eq!((a, b, t.in_flight()), (0, 1, 2));
-        t.unalloc(a, Vec::new());
+        t.unalloc(a);
         assert_eq!(t.alloc(&mut ids).0, a);
         assert_eq!(t.release(b), None, "an unfilled slot holds nothing");
         assert_eq!(t.in_flight(), 2);
