@@ -491,21 +491,36 @@ impl Engine {
         now: u64,
         wheel: &mut Timers,
     ) {
+        if self.txns.get(slot).is_none() {
+            return;
+        }
+        // The BYE's slot and buffer first: the INVITE is then read in place
+        // (one pass for both requests), not copied out of its slot.
+        let bye = (!repeated).then(|| {
+            let mut buf = self.txns.buffer();
+            // A BYE's size at once, not grown from empty by doubling.
+            buf.reserve(512);
+            (self.txns.alloc(&mut self.ids), buf)
+        });
         let Some(t) = self.txns.get(slot) else {
             return;
         };
         let (to, local) = (t.to, t.local);
-        let stored = t.bytes.clone();
-        let answered = followup::Answered::of(msg, &stored);
-        let mut buf = Vec::with_capacity(512);
-        answered.ack(&stored, &self.ids.branch(), &mut buf);
-        self.queue(&buf, to, local);
-        if repeated {
-            return;
+        let mut ack = std::mem::take(&mut self.scratch);
+        let bye = {
+            let invite = super::request::Dialog::of(&t.bytes);
+            let answered = followup::Answered::of(msg);
+            answered.ack(&invite, &self.ids.branch(), &mut ack);
+            bye.map(|((bye_slot, nonce), mut buf)| {
+                answered.bye(&invite, &branch(bye_slot, nonce), &mut buf);
+                ((bye_slot, nonce), buf)
+            })
+        };
+        self.queue(&ack, to, local);
+        self.scratch = ack;
+        if let Some((bye_slot, buf)) = bye {
+            self.start_other(bye_slot, buf, to, local, now, wheel);
         }
-        let (bye_slot, nonce) = self.txns.alloc(&mut self.ids);
-        answered.bye(&stored, &branch(bye_slot, nonce), &mut buf);
-        self.start_other((bye_slot, nonce), buf, to, local, now, wheel);
     }
 
     /// Answers a device's 401/407 once with the configured credentials, as

@@ -6,7 +6,7 @@
 
 use smallvec::SmallVec;
 
-use super::request::{self, Derived};
+use super::request::{self, Derived, Dialog};
 use super::txn::branch;
 use crate::sip::digest::{self, Algorithm};
 use crate::sip::ids::{Id, IdGen};
@@ -113,48 +113,35 @@ pub(super) fn ack(stored: &[u8], to_header: &str, cseq: u32, out: &mut Vec<u8>) 
 }
 
 /// A 2xx to a wake-up INVITE: where the ACK and the BYE that ends the call
-/// go (its Contact), and its To with the device's tag.
-pub(super) struct Answered {
-    to_header: String,
-    remote_target: Option<String>,
-    cseq: u32,
+/// go (its Contact), and its To with the device's tag; borrowed from the
+/// answer, so a device's ACK and BYE copy no string of their own.
+pub(super) struct Answered<'m> {
+    to_header: &'m str,
+    remote_target: Option<&'m str>,
 }
 
-impl Answered {
-    pub fn of(msg: &Message<'_>, stored: &[u8]) -> Answered {
+impl<'m> Answered<'m> {
+    pub fn of(msg: &Message<'m>) -> Answered<'m> {
         Answered {
-            to_header: msg.header(HeaderName::To).unwrap_or("").to_owned(),
+            to_header: msg.header(HeaderName::To).unwrap_or(""),
             remote_target: msg
                 .contacts()
                 .next()
                 .and_then(Result::ok)
-                .and_then(|c| c.addr().map(|a| a.uri().raw.to_owned())),
-            cseq: request::cseq(stored),
+                .and_then(|c| c.addr().map(|a| a.uri().raw)),
         }
     }
 
     /// The 2xx's ACK, on a branch of its own (RFC 3261 §13.2.2.4).
-    pub fn ack(&self, stored: &[u8], branch: &str, out: &mut Vec<u8>) {
-        self.derive(stored, "ACK", branch, self.cseq, out);
+    pub fn ack(&self, invite: &Dialog<'_>, branch: &str, out: &mut Vec<u8>) {
+        let uri = self.remote_target;
+        invite.write("ACK", uri, branch, self.to_header, invite.cseq, out);
     }
 
     /// The BYE that ends the call at once, so no dialog is left behind.
-    pub fn bye(&self, stored: &[u8], branch: &str, out: &mut Vec<u8>) {
-        self.derive(stored, "BYE", branch, self.cseq + 1, out);
-    }
-
-    fn derive(&self, stored: &[u8], method: &str, branch: &str, cseq: u32, out: &mut Vec<u8>) {
-        request::derive(
-            stored,
-            &Derived {
-                method,
-                uri: self.remote_target.as_deref(),
-                branch: Some(branch),
-                to: Some(&self.to_header),
-                cseq,
-            },
-            out,
-        );
+    pub fn bye(&self, invite: &Dialog<'_>, branch: &str, out: &mut Vec<u8>) {
+        let (uri, cseq) = (self.remote_target, invite.cseq + 1);
+        invite.write("BYE", uri, branch, self.to_header, cseq, out);
     }
 }
 

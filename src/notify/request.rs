@@ -96,6 +96,105 @@ pub fn derive(stored: &[u8], d: &Derived<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(b"\r\nContent-Length: 0\r\n\r\n");
 }
 
+/// A line of a request we wrote, as its in-dialog requests reuse it.
+enum Kept<'a> {
+    /// The top Via, split around its branch value.
+    Via(&'a [u8], &'a [u8]),
+    /// Route, Max-Forwards, From or Call-ID: copied as is.
+    Copied(&'a [u8]),
+    /// Where the To line stood (the answer's To takes its place).
+    To,
+}
+
+/// What the ACK and the BYE after a 2xx take from the INVITE we wrote,
+/// read in one pass over its head (the per-device cost of a wake-up job:
+/// [`derive`] scanned the whole INVITE once for each of them and again
+/// for its CSeq).
+pub struct Dialog<'a> {
+    uri: &'a [u8],
+    lines: smallvec::SmallVec<[Kept<'a>; 8]>,
+    /// The INVITE's CSeq number.
+    pub cseq: u32,
+}
+
+impl<'a> Dialog<'a> {
+    pub fn of(stored: &'a [u8]) -> Dialog<'a> {
+        let (head, _) = split(stored);
+        let mut it = lines(head);
+        let first = it.next().unwrap_or_default();
+        let uri = first.split(|&b| b == b' ').nth(1).unwrap_or_default();
+        let mut d = Dialog {
+            uri,
+            lines: smallvec::SmallVec::new(),
+            cseq: 1,
+        };
+        for line in it {
+            match name_of(line) {
+                b"Via" => d.lines.push(match memchr::memmem::find(line, b";branch=") {
+                    Some(i) => {
+                        let rest = &line[i + 8..];
+                        let end = memchr::memchr(b';', rest).unwrap_or(rest.len());
+                        Kept::Via(&line[..i + 8], &rest[end..])
+                    }
+                    None => Kept::Copied(line),
+                }),
+                b"Route" | b"Max-Forwards" | b"From" | b"Call-ID" => {
+                    d.lines.push(Kept::Copied(line));
+                }
+                b"To" => d.lines.push(Kept::To),
+                b"CSeq" => d.cseq = cseq_value(line).unwrap_or(1),
+                _ => {}
+            }
+        }
+        d
+    }
+
+    /// Writes a bodiless in-dialog request into `out`, as [`derive`] would
+    /// with `uri` (the INVITE's when `None`), `branch`, `to` and `cseq`.
+    pub fn write(
+        &self,
+        method: &str,
+        uri: Option<&str>,
+        branch: &str,
+        to: &str,
+        cseq: u32,
+        out: &mut Vec<u8>,
+    ) {
+        out.clear();
+        out.extend_from_slice(method.as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(uri.map_or(self.uri, str::as_bytes));
+        out.extend_from_slice(b" SIP/2.0\r\n");
+        for l in &self.lines {
+            match *l {
+                Kept::Via(pre, post) => {
+                    out.extend_from_slice(pre);
+                    out.extend_from_slice(branch.as_bytes());
+                    out.extend_from_slice(post);
+                }
+                Kept::Copied(line) => out.extend_from_slice(line),
+                Kept::To => {
+                    out.extend_from_slice(b"To: ");
+                    out.extend_from_slice(to.as_bytes());
+                }
+            }
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"CSeq: ");
+        push_u32(out, cseq);
+        out.push(b' ');
+        out.extend_from_slice(method.as_bytes());
+        out.extend_from_slice(b"\r\nContent-Length: 0\r\n\r\n");
+    }
+}
+
+/// The number of a `CSeq: n METHOD` line.
+fn cseq_value(line: &[u8]) -> Option<u32> {
+    let v = line.split(|&b| b == b':').nth(1)?.trim_ascii_start();
+    let n = v.split(|&b| b == b' ').next()?;
+    std::str::from_utf8(n).ok()?.parse().ok()
+}
+
 /// The original with a new branch, CSeq number `cseq` and one more header
 /// (`Authorization` or `Proxy-Authorization`), body unchanged (RFC 3261 §22.2).
 pub fn with_header(
@@ -140,10 +239,7 @@ pub fn cseq(stored: &[u8]) -> u32 {
     let (head, _) = split(stored);
     lines(head)
         .find(|l| name_of(l) == b"CSeq")
-        .and_then(|l| l.split(|&b| b == b':').nth(1))
-        .map(|v| v.trim_ascii_start())
-        .and_then(|v| v.split(|&b| b == b' ').next())
-        .and_then(|n| std::str::from_utf8(n).ok()?.parse().ok())
+        .and_then(cseq_value)
         .unwrap_or(1)
 }
 
@@ -189,6 +285,29 @@ Content-Length: 3\r\n\r\nabc";
             Some("<sip:edge.example.net;lr>")
         );
         assert!(m.body.is_empty());
+    }
+
+    #[test]
+    fn one_pass_dialog_writes_what_derive_writes() {
+        let d = Dialog::of(INVITE);
+        assert_eq!(d.cseq, 1);
+        let to = "<sip:dev@example.net>;tag=u9";
+        for (method, uri, cseq) in [("ACK", Some("sip:dev@10.0.0.9:5062"), 1), ("BYE", None, 2)] {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            derive(
+                INVITE,
+                &Derived {
+                    method,
+                    uri,
+                    branch: Some("z9hG4bKnew"),
+                    to: Some(to),
+                    cseq,
+                },
+                &mut a,
+            );
+            d.write(method, uri, "z9hG4bKnew", to, cseq, &mut b);
+            assert_eq!(String::from_utf8_lossy(&a), String::from_utf8_lossy(&b));
+        }
     }
 
     #[test]

@@ -25,10 +25,14 @@ pub fn resolve(
     let mut devices = Vec::new();
     let mut unmatched = Vec::new();
     let mut seen = hashbrown::HashSet::with_hasher(foldhash::fast::RandomState::default());
+    // One target reaches each binding at most once (a binding belongs to
+    // one AOR): only several can overlap. A job to everyone skips the set,
+    // whose million inserts were ~1/5 of resolving it, before any send.
+    let dedup = targets.len() > 1;
     for (i, t) in targets.iter().enumerate() {
         let before = devices.len();
         let mut push = |aor: &Arc<str>, c: &ContactView| {
-            if c.expires_at > now_secs && seen.insert(c.binding) {
+            if c.expires_at > now_secs && (!dedup || seen.insert(c.binding)) {
                 devices.push(Device {
                     target: i as u32,
                     aor: aor.clone(),
