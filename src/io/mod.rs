@@ -14,4 +14,4 @@ mod sys;
 
 pub use batch::{RecvBatch, SendBatch};
 pub use relay::RelayBatch;
-pub use socket::{bind_pktinfo, bind_plain, bind_reuseport, raise_fd_limit};
+pub use socket::{bind_pktinfo, bind_plain, bind_reuseport, raise_fd_limit, set_dont_fragment};

@@ -34,32 +34,6 @@ pub(crate) fn poll_for(
     }
 }
 
-/// Sets Don't Fragment on the generator's datagrams (IP_PMTUDISC_DO: its
-/// REGISTERs and answers are well under an Ethernet MTU). A UDP
-/// socket's default (`IP_PMTUDISC_WANT`) lets the kernel fragment, so every
-/// datagram takes an IP ID from the kernel's shared, randomized generator
-/// (`__ip_select_ident`, ~7% of the generator's CPU in a fan-out job);
-/// with DF the ID is 0. The generator simulates a million devices on one
-/// core, so it saves that per datagram; tether's own sockets keep the default.
-fn dont_fragment(s: &UdpSocket) -> std::io::Result<()> {
-    let v: libc::c_int = libc::IP_PMTUDISC_DO;
-    // SAFETY: `s` is an open socket for the call's duration, and the option
-    // value is a live c_int whose size is passed with it.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_MTU_DISCOVER,
-            (&v as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// Runs a load; `progress` gets (registered, failed, elapsed) about once a second.
 pub fn run(
     cfg: &LoadConfig,
@@ -69,7 +43,9 @@ pub fn run(
         .map(|_| crate::io::bind_pktinfo(0, 8 << 20))
         .collect::<Result<_, _>>()?;
     for s in &sockets {
-        dont_fragment(s)?;
+        // Its REGISTERs and answers are far under any MTU: DF spares the
+        // kernel an IP ID per datagram (see `set_dont_fragment`).
+        crate::io::set_dont_fragment(s)?;
     }
     let fds: Vec<RawFd> = sockets.iter().map(|s| s.as_raw_fd()).collect();
     let mut poll = Poll::new()?;
