@@ -124,6 +124,9 @@ impl Endpoint {
             .publish_restored(list, &ids, (now_ms / 1000) as u32);
         for (r, id) in list.iter().zip(ids) {
             let Some(id) = id else { continue };
+            // Counted per source as a binding learnt in this run is, so
+            // that its leaving later does not take the count below zero.
+            self.guard.binding_changed(r.path.remote().ip(), true);
             let path = self.keepalive.binding_restored(
                 r.path,
                 id,

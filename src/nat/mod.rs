@@ -185,7 +185,6 @@ pub struct Keepalive {
     free: Vec<u32>,
     /// Dead paths that sent traffic since the last poll.
     revived: Vec<PathKey>,
-    next_id: u64,
     /// The last keepalive timer nonce handed out (30 bits, wrapping).
     nonce: u32,
     rng: u64,
@@ -206,7 +205,6 @@ impl Keepalive {
             gauges: Gauges::default(),
             free: Vec::new(),
             revived: Vec::new(),
-            next_id: seed | 1,
             nonce: 0,
             rng: seed ^ 0x9E37_79B9_7F4A_7C15,
             stats: Stats::default(),
@@ -677,7 +675,10 @@ impl Keepalive {
             self.arm_check(i, at, t);
             return;
         }
-        let tag = self.fresh_id() as u32;
+        // From the core's xorshift generator, not the id sequence: a device
+        // that sees its own prompts cannot step to the next tag. (What keeps
+        // a forged answer out is still that it must come from the path.)
+        let tag = self.random_below(1 << 32) as u32;
         let id = Self::prompt_id(i, tag);
         let timeout = self.cfg.timeout_ms;
         let p = self.path_mut(i);
@@ -872,18 +873,13 @@ impl Keepalive {
         self.rng % n
     }
 
-    /// A prompt's id: the path's index, then 32 random bits. The answer's
+    /// A prompt's id: the path's index, then 32 pseudo-random bits. The answer's
     /// branch names the path, so it is found without a hash probe (the
     /// probe that misses the cache at a million paths); the random half,
     /// matched against the record, is what a forged answer must guess, on
     /// top of coming from the path's own address.
     fn prompt_id(i: u32, tag: u32) -> u64 {
         (u64::from(i) << 32) | u64::from(tag)
-    }
-
-    fn fresh_id(&mut self) -> u64 {
-        self.next_id = self.next_id.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        self.next_id
     }
 
     fn get(&self, key: &PathKey) -> Option<&Path> {

@@ -64,6 +64,10 @@ pub fn encode(aor: &str, rec: &AorRecord) -> Result<Box<[u8]>, TooLong> {
     SCRATCH.with_borrow_mut(|b| {
         b.clear();
         encode_body(b, aor, rec)?;
+        // The length prefix is a u32 (5 varint bytes at most).
+        if b.len() > u32::MAX as usize - 5 {
+            return Err(TooLong);
+        }
         Ok(with_len(b))
     })
 }
