@@ -128,10 +128,7 @@ Max-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: call-{i:x}@{c}\r\nCSeq:
 }
 
 fn main() {
-    let n: u32 = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(100_000);
+    let n = memory::count_arg(100_000);
     // No prompts: nobody here answers them, and a silent path is declared
     // dead (480) — what a real callee would not be.
     let ka = KeepaliveConfig {

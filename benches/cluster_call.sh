@@ -24,10 +24,7 @@ command -v redis-server >/dev/null || { echo "needs redis-server redis-tools"; e
 # TETHER_BIN: a tether binary already built (else the release build).
 bin=${TETHER_BIN:-}
 if [ -z "$bin" ]; then cargo build --release -q; bin=${CARGO_TARGET_DIR:-target}/release/tether; fi
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.3; rm -rf "$work"; }
-trap cleanup EXIT
+. benches/lib.sh
 base=$((20000 + RANDOM % 10000))
 
 # Redis Cluster: 3 masters on base..base+2 (bus ports +10000).

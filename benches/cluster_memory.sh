@@ -9,10 +9,7 @@ cd "$(dirname "$0")/.."
 n=${1:-100000} base=${BASE:-7101}
 cargo build -q --example cluster_memory
 bin=${CARGO_TARGET_DIR:-target}/debug/examples/cluster_memory
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.3; rm -rf "$work"; }
-trap cleanup EXIT
+. benches/lib.sh
 seeds=() nodes=()
 for i in 0 1 2; do
   port=$((base + i))

@@ -27,14 +27,11 @@ callees=${CALLEES:-1000}
 callers=${CALLERS:-200}
 hold=${HOLD_MS:-1000}
 read -r -a servers <<< "${SERVERS:-kamailio tether}"
-command -v kamailio >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kamailio; }
 cargo build --release -q
 bin=${CARGO_TARGET_DIR:-target}/release/tether
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.3; rm -rf "$work"; }
-trap cleanup EXIT
-modules=$(dirname "$(find /usr/lib -name registrar.so -path '*kamailio*' | head -1)")
+. benches/lib.sh
+need_kamailio
+modules=$kamailio_modules
 
 start_kamailio() { # port -> pid
   taskset -c 0 kamailio -f benches/kamailio-calls.cfg -L "$modules" -l "udp:127.0.0.1:$1" \

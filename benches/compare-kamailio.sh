@@ -14,21 +14,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 sizes=("${@:-1000000}")
 [ ${#sizes[@]} -eq 1 ] && read -r -a sizes <<< "${sizes[0]}"
-need=(); command -v kamailio >/dev/null || need+=(kamailio)
-if [ ${#need[@]} -gt 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"; fi
 cargo build --release -q
 bin=${CARGO_TARGET_DIR:-target}/release/tether
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.3; rm -rf "$work"; }
-trap cleanup EXIT
-modules=$(dirname "$(find /usr/lib -name registrar.so -path '*kamailio*' | head -1)")
+. benches/lib.sh
+need_kamailio
+modules=$kamailio_modules
 max=$(printf '%s\n' "${sizes[@]}" | sort -n | tail -1)
 shm=$(( (max / 1000000 + 1) * 1500 ))   # MiB of Kamailio shared memory: ~1 KB per contact and headroom
 
-# Proportional set size of a process and its children: shared memory (Kamailio's
-# shm) is counted once across the processes, not once per child as RSS would.
-pss_tree_kb() { for p in "$1" $(pgrep -P "$1" || true); do awk '/^Pss:/ {print $2}' /proc/"$p"/smaps_rollup 2>/dev/null; done | awk '{s += $1} END {print s+0}'; }
 
 start_kamailio() { # port -> pid
   cat > "$work/kamailio.cfg" <<CFG

@@ -26,17 +26,13 @@ cd "$(dirname "$0")/.."
 n=${1:-1000000}
 rounds=${2:-2}
 hold=${3:-45}
-command -v kamailio >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kamailio; }
 cargo build --release -q
 bin=${CARGO_TARGET_DIR:-target}/release/tether
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.3; rm -rf "$work"; }
-trap cleanup EXIT
-modules=$(dirname "$(find /usr/lib -name registrar.so -path '*kamailio*' | head -1)")
+. benches/lib.sh
+need_kamailio
+modules=$kamailio_modules
 shm=$(( (n / 1000000 + 1) * 1500 ))
 
-pss_tree_kb() { for p in "$1" $(pgrep -P "$1" || true); do awk '/^Pss:/ {print $2}' /proc/"$p"/smaps_rollup 2>/dev/null; done | awk '{s += $1} END {print s+0}'; }
 
 start_kamailio() { # port -> pid
   cat > "$work/kamailio.cfg" <<CFG

@@ -15,14 +15,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-100000}
-command -v kamailio >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kamailio; }
 cargo build --release -q
 bin=${CARGO_TARGET_DIR:-target}/release/tether
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.5; rm -rf "$work"; }
-trap cleanup EXIT
-modules=$(dirname "$(find /usr/lib -name registrar.so -path '*kamailio*' | head -1)")
+. benches/lib.sh
+need_kamailio
+modules=$kamailio_modules
 hz=$(getconf CLK_TCK)
 # CPU seconds of a process and its children (Kamailio forks its workers).
 cpu_s() { for p in "$1" $(pgrep -P "$1" || true); do awk '{print $14 + $15}' /proc/"$p"/stat 2>/dev/null; done | awk -v hz="$hz" '{s += $1} END {printf "%.2f", s / hz}'; }

@@ -55,10 +55,7 @@ fn run_timers(ep: &mut Endpoint, now: u64) {
 }
 
 fn main() {
-    let n: u32 = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(100_000);
+    let n = memory::count_arg(100_000);
     let cfg = Config::from_toml(&format!(
         "[registrar]\ndomains = [\"example.com\"]\ncapacity = {}\n\
 [keepalive]\ninterval_ms = 1000\ntimeout_ms = 500\nmax_misses = 1\njitter_ms = 0\n\

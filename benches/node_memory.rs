@@ -18,10 +18,7 @@ use tether::endpoint::Core;
 use tether::nat::KeepaliveConfig;
 
 fn main() {
-    let n: u32 = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(1_000_000);
+    let n = memory::count_arg(1_000_000);
     let rss0 = memory::rss_bytes();
     let live0 = counting::live();
     let dir_only = tether::registrar::Directory::with_capacity(n as usize);

@@ -13,10 +13,7 @@ use tether::sip::{self, ids::IdGen};
 use tether::timer::{Timer, Timers};
 
 fn main() {
-    let n: u32 = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(1_000_000);
+    let n = memory::count_arg(1_000_000);
     // Sized up front as a deployment would (`registrar.capacity`); the table counts in the figure.
     let dir = Arc::new(Directory::with_capacity(n as usize));
     let mut reg = Registrar::new(0, Arc::new(Policy::default()), dir.clone(), None);

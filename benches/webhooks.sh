@@ -32,10 +32,7 @@ mkdir -p "$out"
 cargo build --release -q --bin tether --example hook_sink
 bin=${CARGO_TARGET_DIR:-target}/release/tether
 sink_bin=${CARGO_TARGET_DIR:-target}/release/examples/hook_sink
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.3; rm -rf "$work"; }
-trap cleanup EXIT
+. benches/lib.sh
 
 # Sum of schedstat run time (ns) of the threads of $1 whose name matches $2.
 thread_ns() {

@@ -232,16 +232,7 @@ snd_path {}\nmodule aufile.so\nmodule aubridge.so\nmodule sndfile.so\n",
 
     // A few seconds of audio: until tether has relayed 150 packets (3 s at
     // 20 ms) each way, then one more second.
-    let calls = || {
-        let (status, body) = common::http(
-            "GET",
-            &format!("{base}/v1/calls"),
-            Some(common::API_TOKEN),
-            None,
-        );
-        assert_eq!(status, 200, "{body}");
-        serde_json::from_str::<serde_json::Value>(&body).unwrap()
-    };
+    let calls = || common::get_json(&format!("{base}/v1/calls"));
     let legs = |v: &serde_json::Value| -> Vec<serde_json::Value> {
         v["calls"][0]["media"][0]["legs"]
             .as_array()

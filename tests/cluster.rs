@@ -7,9 +7,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use common::redis_bed::{have_redis, Cluster};
-use common::{
-    http, metric, post_job, start_with_api, wait_for, wait_job, wait_metric, wait_until, API_TOKEN,
-};
+use common::{metric, post_job, start_with_api, wait_for, wait_job, wait_metric, wait_until};
 use tether::cluster::keys::bucket_key;
 use tether::cluster::lookup::{OwnerQuery, Remote, Resolver};
 use tether::cluster::{Owner, RecordId};
@@ -483,14 +481,7 @@ fn moving_toml(bed: &Cluster, node: u32, advertise: &str) -> String {
 
 /// The bindings node `api` lists for `aor`.
 fn bindings(api: &str, aor: &str) -> usize {
-    let (status, body) = http(
-        "GET",
-        &format!("{api}/v1/registrations/{aor}"),
-        Some(API_TOKEN),
-        None,
-    );
-    assert_eq!(status, 200, "{body}");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let v = common::get_json(&format!("{api}/v1/registrations/{aor}"));
     v["bindings"].as_array().map_or(0, Vec::len)
 }
 

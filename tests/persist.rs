@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{http, TempDir, API_TOKEN};
+use common::{TempDir, API_TOKEN};
 
 const FSYNC_MS: u64 = 100;
 
@@ -163,14 +163,7 @@ fn drive(
 }
 
 fn registered(api: &str, aor: usize) -> bool {
-    let (status, body) = http(
-        "GET",
-        &format!("{api}/v1/registrations/u{aor}%40example.com"),
-        Some(API_TOKEN),
-        None,
-    );
-    assert_eq!(status, 200, "{body}");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let v = common::get_json(&format!("{api}/v1/registrations/u{aor}%40example.com"));
     v["bindings"].as_array().is_some_and(|b| !b.is_empty())
 }
 

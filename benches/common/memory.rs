@@ -1,6 +1,15 @@
-//! What the memory benches share: the process RSS, and the REGISTER of a
-//! typical UA. Each bench uses what it needs of it.
+//! What the memory benches share: their count argument, the process RSS,
+//! and the REGISTER of a typical UA. Each bench uses what it needs of it.
 #![allow(dead_code)]
+
+/// The bench's count: the first numeric argument (`cargo bench --bench X -- N`),
+/// else `default`.
+pub fn count_arg(default: u32) -> u32 {
+    std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(default)
+}
 
 /// The process's resident set (bytes), from /proc.
 pub fn rss_bytes() -> u64 {

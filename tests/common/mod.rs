@@ -261,18 +261,19 @@ pub fn post_job(base: &str, body: &str) -> String {
     v["job"].as_str().unwrap().to_owned()
 }
 
+/// `GET url` on the control API with the test token: asserts a 200 and
+/// returns the JSON body.
+pub fn get_json(url: &str) -> serde_json::Value {
+    let (status, body) = http("GET", url, Some(API_TOKEN), None);
+    assert_eq!(status, 200, "GET {url}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {url}: {e}: {body}"))
+}
+
 /// Polls a job until it is finished (at most `secs`); returns its JSON.
 pub fn wait_job(base: &str, id: &str, secs: u64) -> serde_json::Value {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
     loop {
-        let (status, body) = http(
-            "GET",
-            &format!("{base}/v1/notify/{id}"),
-            Some(API_TOKEN),
-            None,
-        );
-        assert_eq!(status, 200, "{body}");
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let v = get_json(&format!("{base}/v1/notify/{id}"));
         if v["status"] == "finished" || v["status"] == "cancelled" {
             return v;
         }
